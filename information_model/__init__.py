@@ -1,0 +1,1 @@
+"""information_model: see README (arrives with a later issue)."""

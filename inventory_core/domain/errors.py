@@ -1,0 +1,63 @@
+"""Domain errors: every rejection a caller can see, each with a one-line message."""
+
+from __future__ import annotations
+
+
+class InventoryError(Exception):
+    """Root of every error the inventory core raises on purpose."""
+
+
+class ValidationError(InventoryError):
+    """A request is malformed: bad quantity, missing field, unknown kind."""
+
+
+class UnknownMaterial(ValidationError):
+    """A posting names a material the ledger does not know."""
+
+
+class UnknownStorageUnit(ValidationError):
+    """A posting names a storage unit the ledger does not know."""
+
+
+class UnknownLot(ValidationError):
+    """A posting or status change names a lot that does not exist."""
+
+
+class UnknownMovement(ValidationError):
+    """A reversal names a movement id that does not exist."""
+
+
+class UnitConversionError(ValidationError):
+    """A quantity cannot be converted to the material's base unit."""
+
+
+class MaterialMismatch(ValidationError):
+    """A lot or storage unit belongs to a different material than the posting."""
+
+
+class InsufficientStock(InventoryError):
+    """A manual posting would make a book balance negative."""
+
+
+class LotNotReleased(InventoryError):
+    """A manual issue names a lot whose status is not `released`."""
+
+
+class LotExpired(InventoryError):
+    """A manual issue names a lot past its expiry date."""
+
+
+class LotStatusTransitionError(InventoryError):
+    """A lot status change is not allowed from the lot's current status."""
+
+
+class AlreadyReversed(InventoryError):
+    """A reversal names a movement that was already reversed (or is a reversal)."""
+
+
+class IdempotencyConflict(InventoryError):
+    """An idempotency key was reused with a different payload."""
+
+
+class LedgerUnavailable(InventoryError):
+    """The ledger database cannot be reached or has no schema."""

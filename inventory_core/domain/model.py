@@ -1,0 +1,312 @@
+"""ISA-95 inventory objects as plain values: materials, storage units, lots, movements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from typing import NewType
+
+MaterialId = NewType("MaterialId", str)
+StorageUnitId = NewType("StorageUnitId", str)
+LotId = NewType("LotId", str)
+MovementId = NewType("MovementId", str)
+
+
+class LotStatus(StrEnum):
+    QUARANTINE = "quarantine"
+    RELEASED = "released"
+    HOLD = "hold"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class MovementKind(StrEnum):
+    RECEIPT = "receipt"
+    ISSUE = "issue"
+    PRODUCTION = "production"
+    TRANSFER = "transfer"
+    ADJUSTMENT = "adjustment"
+    COUNT = "count"
+    SCRAP = "scrap"
+    LOT_STATUS = "lot-status"
+    REVERSAL = "reversal"
+
+
+class StorageKind(StrEnum):
+    TANK = "tank"
+    SILO = "silo"
+    BIN = "bin"
+
+
+class Source(StrEnum):
+    """Who or what originated a posting (a bounded set: it is a metric label)."""
+
+    MANUAL = "manual"
+    CLI = "cli"
+    OPCUA = "opcua"
+    PLC = "plc"
+    SYSTEM = "system"
+
+
+# Kinds a caller posts with a quantity (reversal and lot-status have their own calls).
+QUANTITY_KINDS = frozenset(
+    {
+        MovementKind.RECEIPT,
+        MovementKind.ISSUE,
+        MovementKind.PRODUCTION,
+        MovementKind.TRANSFER,
+        MovementKind.ADJUSTMENT,
+        MovementKind.COUNT,
+        MovementKind.SCRAP,
+    }
+)
+# Kinds that create a lot on first use.
+LOT_CREATING_KINDS = frozenset({MovementKind.RECEIPT, MovementKind.PRODUCTION})
+
+
+@dataclass(frozen=True, slots=True)
+class MaterialDefinition:
+    """ISA-95 MaterialDefinition: one kind of material and its base unit."""
+
+    id: MaterialId
+    description: str
+    base_uom: str
+    density_kg_per_l: Decimal | None = None
+    default_lot_status: LotStatus = LotStatus.QUARANTINE
+    material_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUnit:
+    """ISA-95 storage unit (equipment level 9) in the site/area hierarchy."""
+
+    id: StorageUnitId
+    site: str
+    area: str
+    kind: StorageKind
+    capacity: Decimal
+    capacity_uom: str
+    material: MaterialId | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """ISA-95 MaterialLot: a uniquely identified amount of one material."""
+
+    id: LotId
+    material: MaterialId
+    status: LotStatus
+    created_at: str
+    expiry: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRequest:
+    """A request to post a quantity movement; quantity in `uom` as the caller gave it.
+
+    Sign conventions: receipt/issue/transfer/scrap/production quantities are
+    positive; an adjustment's quantity is the signed delta at `to_unit`; a
+    count's quantity is the counted (absolute) quantity at `to_unit`.
+    """
+
+    kind: MovementKind
+    material: MaterialId
+    lot: LotId
+    quantity: Decimal
+    uom: str
+    from_unit: StorageUnitId | None = None
+    to_unit: StorageUnitId | None = None
+    idempotency_key: str | None = None
+    reason: str = ""
+    user: str = "system"
+    source: Source = Source.MANUAL
+    consumed_lots: tuple[LotId, ...] = ()
+    expiry: date | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalRequest:
+    """Reverse an earlier movement: post its exact negation."""
+
+    movement_id: MovementId
+    reason: str
+    user: str = "system"
+    source: Source = Source.MANUAL
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LotStatusRequest:
+    """Change a lot's status (audited, no quantity change)."""
+
+    lot: LotId
+    status: LotStatus
+    reason: str
+    user: str = "system"
+    source: Source = Source.MANUAL
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """One posted ledger movement as stored (append-only).
+
+    Effect on book balances: `-quantity` at `from_unit` and `+quantity` at
+    `to_unit` for `lot` (see `legs`). `quantity` is in the material's base
+    unit; `posted_quantity`/`posted_uom` keep what the caller sent.
+    """
+
+    seq: int
+    id: MovementId
+    kind: MovementKind
+    material: MaterialId
+    lot: LotId
+    from_unit: StorageUnitId | None
+    to_unit: StorageUnitId | None
+    quantity: Decimal
+    uom: str
+    posted_quantity: Decimal
+    posted_uom: str
+    timestamp: str
+    user: str
+    source: Source
+    reason: str
+    idempotency_key: str
+    reverses: MovementId | None
+    writer: str
+    details: dict[str, object]
+
+    @property
+    def unit(self) -> StorageUnitId | None:
+        """The storage unit a reader thinks of first: target, else source."""
+        return self.to_unit or self.from_unit
+
+    def legs(self) -> list[tuple[StorageUnitId, LotId, Decimal]]:
+        return movement_legs(self.from_unit, self.to_unit, self.lot, self.quantity)
+
+
+def movement_legs(
+    from_unit: StorageUnitId | None,
+    to_unit: StorageUnitId | None,
+    lot: LotId,
+    quantity: Decimal,
+) -> list[tuple[StorageUnitId, LotId, Decimal]]:
+    """Book-balance changes a movement makes: one or two (unit, lot, delta) legs."""
+    legs: list[tuple[StorageUnitId, LotId, Decimal]] = []
+    if from_unit is not None:
+        legs.append((from_unit, lot, -quantity))
+    if to_unit is not None:
+        legs.append((to_unit, lot, quantity))
+    return legs
+
+
+@dataclass(frozen=True, slots=True)
+class PostingResult:
+    """What a posting returns: the movement id, and whether the key was replayed."""
+
+    movement_id: MovementId
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """Book quantity of one lot in one storage unit, in the material's base unit."""
+
+    unit: StorageUnitId
+    lot: LotId
+    material: MaterialId
+    quantity: Decimal
+    uom: str
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A measured quantity of a storage unit (from a PLC), in the material's base unit."""
+
+    unit: StorageUnitId
+    quantity: Decimal
+    uom: str
+    timestamp: str
+    quality: str = "good"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationLine:
+    """Book vs measured for one storage unit: discrepancy = measured - book."""
+
+    unit: StorageUnitId
+    material: MaterialId | None
+    uom: str
+    book: Decimal
+    measured: Decimal | None
+    measured_at: str | None
+    capacity: Decimal
+
+    @property
+    def discrepancy(self) -> Decimal | None:
+        return None if self.measured is None else self.measured - self.book
+
+    @property
+    def discrepancy_pct_of_capacity(self) -> Decimal | None:
+        d = self.discrepancy
+        if d is None or self.capacity == 0:
+            return None
+        return (d * 100 / self.capacity).quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True, slots=True)
+class GenealogyLink:
+    """One edge of the lot genealogy graph: `parent` went into `child`."""
+
+    parent: LotId
+    child: LotId
+    movement_id: MovementId
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    """The first broken record found by audit verification."""
+
+    chain: str
+    seq: int | None
+    record_id: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    chains: dict[str, int]
+    records: int
+    movements: int
+    problems: tuple[VerifyProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class MasterDataUpdate:
+    """Materials and storage units to create or update (from the config), audited."""
+
+    materials: tuple[MaterialDefinition, ...]
+    units: tuple[StorageUnit, ...]
+    user: str = "system"
+    reason: str = "configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """A change or attempt worth recording that is not a movement (e.g. a denied call)."""
+
+    user: str
+    action: str
+    object_type: str
+    object_id: str
+    reason: str
+    details: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,299 @@
+"""The ledger service API used by the OPC UA server, the PLC pipeline and the CLI alike.
+
+`open_ledger(url, ...)` yields a `Ledger`: writes go through one group-commit
+writer (durable before they return), reads through a separate pool.
+Requests are validated here (stateless checks) before they reach the writer,
+where the stateful rules run under the database lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from decimal import Decimal
+
+from inventory_core.clock import Clock, SystemClock, format_timestamp, today
+from inventory_core.domain.errors import LedgerUnavailable, UnknownMovement, ValidationError
+from inventory_core.domain.model import (
+    QUANTITY_KINDS,
+    AuditEvent,
+    Balance,
+    GenealogyLink,
+    Lot,
+    LotStatusRequest,
+    MasterDataUpdate,
+    MaterialDefinition,
+    Measurement,
+    Movement,
+    MovementKind,
+    PostingRequest,
+    PostingResult,
+    ReconciliationLine,
+    ReversalRequest,
+    StorageUnit,
+    StorageUnitId,
+    VerifyReport,
+)
+from inventory_core.domain.posting import payload_hash
+from inventory_core.domain.units import canonical_uom, convert, parse_quantity
+from inventory_core.store import LedgerStore
+
+_ID = re.compile(r"^[^\s\x00-\x1f][^\x00-\x1f]{0,127}$")
+MAX_KEY_LENGTH = 200
+REASON_REQUIRED = frozenset({MovementKind.ADJUSTMENT, MovementKind.SCRAP})
+
+
+class Ledger:
+    """Post movements, change lot status, query balances, history, genealogy, audit."""
+
+    def __init__(self, store: LedgerStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    @property
+    def writer_id(self) -> str:
+        return self._store.writer_id
+
+    # -- writes ----------------------------------------------------------------
+
+    async def post(self, request: PostingRequest) -> PostingResult:
+        """Post a movement; returns its id (the first one's id when the key was used before)."""
+        request = validate_posting(request)
+        result: PostingResult = await self._store.submit(request, payload_hash(request))
+        return result
+
+    async def reverse(self, request: ReversalRequest) -> PostingResult:
+        _require_text("movement id", request.movement_id)
+        _require_text("reason", request.reason, limit=2000)
+        _check_key(request.idempotency_key)
+        result: PostingResult = await self._store.submit(request, payload_hash(request))
+        return result
+
+    async def set_lot_status(self, request: LotStatusRequest) -> PostingResult:
+        _require_text("lot", request.lot)
+        _require_text("reason", request.reason, limit=2000)
+        _check_key(request.idempotency_key)
+        result: PostingResult = await self._store.submit(request, payload_hash(request))
+        return result
+
+    async def sync_master_data(
+        self,
+        materials: Sequence[MaterialDefinition],
+        units: Sequence[StorageUnit],
+        *,
+        user: str = "system",
+        reason: str = "configuration",
+    ) -> int:
+        """Create or update materials and storage units; returns how many changed."""
+        update = MasterDataUpdate(tuple(materials), tuple(units), user, reason)
+        changed: int = await self._store.submit(update)
+        return changed
+
+    async def record_measurement(
+        self,
+        unit: str,
+        quantity: Decimal,
+        uom: str,
+        *,
+        quality: str = "good",
+        timestamp: str | None = None,
+    ) -> None:
+        """Store a measured quantity (base unit of the unit's material) for reconciliation."""
+        measurement = Measurement(
+            StorageUnitId(unit),
+            parse_quantity(quantity),
+            canonical_uom(uom),
+            timestamp or format_timestamp(self._clock.now()),
+            quality,
+        )
+        await self._store.submit(measurement)
+
+    async def record_event(self, event: AuditEvent) -> None:
+        """Append a non-movement event (e.g. a denied method call) to the audit trail."""
+        await self._store.submit(event)
+
+    # -- reads -----------------------------------------------------------------
+
+    async def balances(
+        self, unit: str | None = None, lot: str | None = None, material: str | None = None
+    ) -> list[Balance]:
+        return await self._store.reader.balances(unit, lot, material)
+
+    async def history(
+        self,
+        unit: str | None = None,
+        lot: str | None = None,
+        since: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> list[Movement]:
+        return await self._store.reader.history(unit, lot, since, after_seq, limit)
+
+    async def movement(self, movement_id: str) -> Movement:
+        found = await self._store.reader.movement(movement_id)
+        if found is None:
+            raise UnknownMovement(f"movement {movement_id} does not exist")
+        return found
+
+    async def trace(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
+        return await self._store.reader.genealogy(lot, forward=forward)
+
+    async def lots(self, lot: str | None = None) -> list[Lot]:
+        return await self._store.reader.lots(lot)
+
+    async def materials(self) -> list[MaterialDefinition]:
+        return await self._store.reader.materials()
+
+    async def storage_units(self) -> list[StorageUnit]:
+        return await self._store.reader.storage_units()
+
+    async def current_lot(self, unit: str) -> str | None:
+        return await self._store.reader.current_lot(unit)
+
+    async def reconciliation(self) -> list[ReconciliationLine]:
+        """Book quantity per storage unit next to the last measured quantity."""
+        units = await self.storage_units()
+        materials = {m.id: m for m in await self.materials()}
+        book: dict[str, Decimal] = {}
+        for b in await self.balances():
+            book[b.unit] = book.get(b.unit, Decimal(0)) + b.quantity
+        measured = await self._store.reader.latest_measurements()
+        lines = []
+        for unit in units:
+            material = materials.get(unit.material) if unit.material else None
+            uom = material.base_uom if material else unit.capacity_uom
+            density = material.density_kg_per_l if material else None
+            try:
+                capacity = convert(unit.capacity, unit.capacity_uom, uom, density)
+            except ValidationError:
+                capacity = Decimal(0)
+            m = measured.get(unit.id)
+            lines.append(
+                ReconciliationLine(
+                    unit=unit.id,
+                    material=unit.material,
+                    uom=uom,
+                    book=book.get(unit.id, Decimal(0)),
+                    measured=None if m is None else m.quantity,
+                    measured_at=None if m is None else m.timestamp,
+                    capacity=capacity,
+                )
+            )
+        return lines
+
+    async def verify(self) -> VerifyReport:
+        return await self._store.reader.verify()
+
+    async def chain_heads(self) -> dict[str, tuple[int, str]]:
+        return await self._store.reader.chain_heads()
+
+
+def validate_posting(request: PostingRequest) -> PostingRequest:
+    """Stateless checks and normalisation of a posting; raises ValidationError."""
+    if request.kind not in QUANTITY_KINDS:
+        raise ValidationError(
+            f"kind {request.kind!r} cannot be posted with a quantity "
+            "(use reverse or lot-status for those)"
+        )
+    _require_text("material", request.material)
+    _require_text("lot", request.lot)
+    _require_text("user", request.user)
+    _check_key(request.idempotency_key)
+    quantity = parse_quantity(request.quantity)
+    uom = canonical_uom(request.uom)
+    kind = request.kind
+    units = {"from": request.from_unit, "to": request.to_unit}
+    for label, unit in units.items():
+        if unit is not None:
+            _require_text(f"{label} unit", unit)
+    needs: dict[MovementKind, tuple[bool, bool]] = {
+        MovementKind.RECEIPT: (False, True),
+        MovementKind.PRODUCTION: (False, True),
+        MovementKind.ISSUE: (True, False),
+        MovementKind.SCRAP: (True, False),
+        MovementKind.TRANSFER: (True, True),
+        MovementKind.ADJUSTMENT: (False, True),
+        MovementKind.COUNT: (False, True),
+    }
+    need_from, need_to = needs[kind]
+    if need_from != (request.from_unit is not None):
+        raise ValidationError(
+            f"{kind} needs a source unit (--from)" if need_from else f"{kind} takes no source unit"
+        )
+    if need_to != (request.to_unit is not None):
+        raise ValidationError(
+            f"{kind} needs a target unit (--to)" if need_to else f"{kind} takes no target unit"
+        )
+    if kind is MovementKind.TRANSFER and request.from_unit == request.to_unit:
+        raise ValidationError("transfer source and target units are the same")
+    if kind is MovementKind.ADJUSTMENT:
+        if quantity == 0:
+            raise ValidationError("adjustment quantity must not be zero")
+    elif kind is MovementKind.COUNT:
+        if quantity < 0:
+            raise ValidationError("counted quantity must not be negative")
+    elif quantity <= 0:
+        raise ValidationError(f"{kind} quantity must be positive, got {quantity}")
+    if kind in REASON_REQUIRED and not request.reason.strip():
+        raise ValidationError(f"{kind} needs a reason")
+    if len(request.reason) > 2000:
+        raise ValidationError("reason is longer than 2000 characters")
+    if request.consumed_lots and kind is not MovementKind.PRODUCTION:
+        raise ValidationError("consumed lots apply to production only")
+    for lot in request.consumed_lots:
+        _require_text("consumed lot", lot)
+    return replace(request, quantity=quantity, uom=uom)
+
+
+def _require_text(label: str, value: object, *, limit: int = 128) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{label} is missing")
+    if limit == 128 and not _ID.match(value):
+        raise ValidationError(f"{label} {value!r} is not a valid identifier")
+    if len(value) > limit:
+        raise ValidationError(f"{label} is longer than {limit} characters")
+
+
+def _check_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not key.strip() or len(key) > MAX_KEY_LENGTH or key.startswith("auto:"):
+        raise ValidationError(
+            f"idempotency key {key!r} must be 1..{MAX_KEY_LENGTH} characters, not starting 'auto:'"
+        )
+
+
+@asynccontextmanager
+async def open_ledger(
+    url: str,
+    *,
+    writer_id: str,
+    batch_max: int = 64,
+    migrate: bool = False,
+    clock: Clock | None = None,
+    on_commit: Callable[[int, float], None] | None = None,
+) -> AsyncIterator[Ledger]:
+    """Open the ledger at `url` (migrating the schema when asked) and close it on exit.
+
+    On exit, every posting already submitted is committed before the writer stops.
+    """
+    clock = clock or SystemClock()
+    store = LedgerStore(
+        url,
+        writer_id=writer_id,
+        batch_max=batch_max,
+        now=lambda: format_timestamp(clock.now()),
+        today=lambda: today(clock),
+        on_commit=on_commit,
+    )
+    try:
+        await store.open(migrate=migrate)
+    except LedgerUnavailable:
+        await store.close()
+        raise
+    try:
+        yield Ledger(store, clock)
+    finally:
+        await store.close()

@@ -1,0 +1,111 @@
+"""SQL storage of the ledger (the only package that imports SQLAlchemy)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from inventory_core.domain.errors import LedgerUnavailable
+from inventory_core.store.engine import create_engine
+from inventory_core.store.migrate import current_revision, head_revision, upgrade
+from inventory_core.store.reader import LedgerReader
+from inventory_core.store.writer import BatchWriter, Command, Request
+
+__all__ = ["LedgerStore", "describe_url", "upgrade_schema"]
+
+
+def describe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+def _engine_or_error(url: str, *, writer: bool) -> Any:
+    try:
+        return create_engine(url, writer=writer)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise LedgerUnavailable(f"invalid ledger URL {describe_url(url)!r}: {exc}") from exc
+
+
+async def upgrade_schema(url: str) -> tuple[str | None, str]:
+    """Create or migrate the schema at `url`; returns (revision before, revision after)."""
+    engine = _engine_or_error(url, writer=True)
+    try:
+        before = await current_revision(engine)
+        await upgrade(engine)
+        return before, head_revision()
+    except (DBAPIError, OSError) as exc:
+        raise LedgerUnavailable(
+            f"cannot migrate ledger at {describe_url(url)}: {_first_line(exc)}"
+        ) from exc
+    finally:
+        await engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class LedgerStore:
+    """Engines, the batch writer and the reader for one ledger database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        writer_id: str,
+        batch_max: int,
+        now: Callable[[], str],
+        today: Callable[[], date],
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.writer_id = writer_id
+        self._write_engine = _engine_or_error(url, writer=True)
+        self._read_engine = _engine_or_error(url, writer=False)
+        self.reader = LedgerReader(self._read_engine)
+
+        def committed(batch: Sequence[Command], seconds: float) -> None:
+            if on_commit is not None:
+                on_commit(len(batch), seconds)
+
+        self._writer = BatchWriter(
+            self._write_engine,
+            writer_id=writer_id,
+            batch_max=batch_max,
+            now=now,
+            today=today,
+            on_commit=committed,
+        )
+
+    async def open(self, *, migrate: bool) -> None:
+        try:
+            if migrate:
+                await upgrade(self._write_engine)
+            revision = await current_revision(self._read_engine)
+        except (DBAPIError, OSError) as exc:
+            raise LedgerUnavailable(
+                f"cannot open ledger at {describe_url(self.url)}: {_first_line(exc)}"
+            ) from exc
+        if revision != head_revision():
+            state = "has no ledger schema" if revision is None else f"is at schema {revision}"
+            raise LedgerUnavailable(
+                f"ledger at {describe_url(self.url)} {state}; "
+                f"run: invops db upgrade --url {describe_url(self.url)}"
+            )
+        self._writer.start()
+
+    async def submit(self, request: Request, digest: str = "") -> Any:
+        return await self._writer.submit(request, digest)
+
+    async def close(self) -> None:
+        await self._writer.stop()
+        await self._write_engine.dispose()
+        await self._read_engine.dispose()

@@ -1,0 +1,179 @@
+"""Mapping between table rows (text columns) and domain values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from inventory_core.domain.audit import AuditRecord, canonical_json
+from inventory_core.domain.model import (
+    Lot,
+    LotId,
+    LotStatus,
+    MaterialDefinition,
+    MaterialId,
+    Movement,
+    MovementId,
+    MovementKind,
+    Source,
+    StorageKind,
+    StorageUnit,
+    StorageUnitId,
+)
+from inventory_core.domain.units import format_decimal
+
+Row = Mapping[Any, Any]
+
+
+def material_to_row(m: MaterialDefinition) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "description": m.description,
+        "base_uom": m.base_uom,
+        "density_kg_per_l": None if m.density_kg_per_l is None else str(m.density_kg_per_l),
+        "default_lot_status": str(m.default_lot_status),
+        "material_class": m.material_class,
+    }
+
+
+def material_from_row(r: Row) -> MaterialDefinition:
+    density = r["density_kg_per_l"]
+    return MaterialDefinition(
+        id=MaterialId(r["id"]),
+        description=r["description"],
+        base_uom=r["base_uom"],
+        density_kg_per_l=None if density is None else Decimal(density),
+        default_lot_status=LotStatus(r["default_lot_status"]),
+        material_class=r["material_class"],
+    )
+
+
+def unit_to_row(u: StorageUnit) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "site": u.site,
+        "area": u.area,
+        "kind": str(u.kind),
+        "capacity": str(u.capacity),
+        "capacity_uom": u.capacity_uom,
+        "material": u.material,
+        "description": u.description,
+    }
+
+
+def unit_from_row(r: Row) -> StorageUnit:
+    return StorageUnit(
+        id=StorageUnitId(r["id"]),
+        site=r["site"],
+        area=r["area"],
+        kind=StorageKind(r["kind"]),
+        capacity=Decimal(r["capacity"]),
+        capacity_uom=r["capacity_uom"],
+        material=None if r["material"] is None else MaterialId(r["material"]),
+        description=r["description"],
+    )
+
+
+def lot_to_row(lot: Lot) -> dict[str, Any]:
+    return {
+        "id": lot.id,
+        "material": lot.material,
+        "status": str(lot.status),
+        "created_at": lot.created_at,
+        "expiry": lot.expiry.isoformat() if lot.expiry else None,
+    }
+
+
+def lot_from_row(r: Row) -> Lot:
+    return Lot(
+        id=LotId(r["id"]),
+        material=MaterialId(r["material"]),
+        status=LotStatus(r["status"]),
+        created_at=r["created_at"],
+        expiry=date.fromisoformat(r["expiry"]) if r["expiry"] else None,
+    )
+
+
+def movement_to_row(m: Movement, payload_hash: str) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": str(m.kind),
+        "material": m.material,
+        "lot": m.lot,
+        "from_unit": m.from_unit,
+        "to_unit": m.to_unit,
+        "quantity": format_decimal(m.quantity),
+        "uom": m.uom,
+        "posted_quantity": format_decimal(m.posted_quantity),
+        "posted_uom": m.posted_uom,
+        "timestamp": m.timestamp,
+        "user": m.user,
+        "source": str(m.source),
+        "reason": m.reason,
+        "idempotency_key": m.idempotency_key,
+        "payload_hash": payload_hash,
+        "reverses": m.reverses,
+        "writer": m.writer,
+        "details": canonical_json(m.details),
+    }
+
+
+def movement_from_row(r: Row) -> Movement:
+    return Movement(
+        seq=int(r["seq"]),
+        id=MovementId(r["id"]),
+        kind=MovementKind(r["kind"]),
+        material=MaterialId(r["material"]),
+        lot=LotId(r["lot"]),
+        from_unit=None if r["from_unit"] is None else StorageUnitId(r["from_unit"]),
+        to_unit=None if r["to_unit"] is None else StorageUnitId(r["to_unit"]),
+        quantity=Decimal(r["quantity"]),
+        uom=r["uom"],
+        posted_quantity=Decimal(r["posted_quantity"]),
+        posted_uom=r["posted_uom"],
+        timestamp=r["timestamp"],
+        user=r["user"],
+        source=Source(r["source"]),
+        reason=r["reason"],
+        idempotency_key=r["idempotency_key"],
+        reverses=None if r["reverses"] is None else MovementId(r["reverses"]),
+        writer=r["writer"],
+        details=json.loads(r["details"]),
+    )
+
+
+def audit_to_row(a: AuditRecord) -> dict[str, Any]:
+    return {
+        "writer": a.writer,
+        "seq": a.seq,
+        "timestamp": a.timestamp,
+        "user": a.user,
+        "action": a.action,
+        "object_type": a.object_type,
+        "object_id": a.object_id,
+        "reason": a.reason,
+        "old": a.old,
+        "new": a.new,
+        "prev_hash": a.prev_hash,
+        "hash": a.hash,
+    }
+
+
+def audit_from_row(r: Row) -> AuditRecord:
+    return AuditRecord(
+        writer=r["writer"],
+        seq=int(r["seq"]),
+        timestamp=r["timestamp"],
+        user=r["user"],
+        action=r["action"],
+        object_type=r["object_type"],
+        object_id=r["object_id"],
+        reason=r["reason"],
+        old=r["old"],
+        new=r["new"],
+        prev_hash=r["prev_hash"],
+        hash=r["hash"],
+    )

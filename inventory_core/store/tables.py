@@ -1,0 +1,146 @@
+"""Ledger schema (SQLAlchemy Core). Alembic migrations create it; this is the query model.
+
+Quantities, timestamps and JSON are stored as TEXT so that both backends keep
+exact decimals and the audit hash covers byte-identical values.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+materials = Table(
+    "materials",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("base_uom", String(8), nullable=False),
+    Column("density_kg_per_l", Text, nullable=True),
+    Column("default_lot_status", String(16), nullable=False),
+    Column("material_class", String(64), nullable=True),
+)
+
+storage_units = Table(
+    "storage_units",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("area", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("capacity", Text, nullable=False),
+    Column("capacity_uom", String(8), nullable=False),
+    Column("material", String(64), nullable=True),
+    Column("description", Text, nullable=False),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("material", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expiry", String(10), nullable=True),
+)
+
+movements = Table(
+    "movements",
+    metadata,
+    Column("seq", AutoId, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("material", String(64), nullable=False),
+    Column("lot", String(128), nullable=False),
+    Column("from_unit", String(64), nullable=True),
+    Column("to_unit", String(64), nullable=True),
+    Column("quantity", Text, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("posted_quantity", Text, nullable=False),
+    Column("posted_uom", String(8), nullable=False),
+    Column("timestamp", String(32), nullable=False),
+    Column("user", String(128), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("payload_hash", String(64), nullable=False),
+    Column("reverses", String(36), nullable=True, unique=True),
+    Column("writer", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+    Index("ix_movements_lot", "lot", "seq"),
+    Index("ix_movements_from_unit", "from_unit", "seq"),
+    Index("ix_movements_to_unit", "to_unit", "seq"),
+    Index("ix_movements_timestamp", "timestamp"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("unit", String(64), primary_key=True),
+    Column("lot", String(128), primary_key=True),
+    Column("material", String(64), nullable=False),
+    Column("quantity", Text, nullable=False),
+)
+
+lot_links = Table(
+    "lot_links",
+    metadata,
+    Column("parent", String(128), primary_key=True),
+    Column("child", String(128), primary_key=True),
+    Column("movement_id", String(36), primary_key=True),
+    Index("ix_lot_links_child", "child"),
+)
+
+measurements = Table(
+    "measurements",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("unit", String(64), nullable=False),
+    Column("quantity", Text, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("timestamp", String(32), nullable=False),
+    Column("quality", String(16), nullable=False),
+    Index("ix_measurements_unit", "unit", "id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("writer", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("timestamp", String(32), nullable=False),
+    Column("user", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("object_id", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("old", Text, nullable=False),
+    Column("new", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("writer", "seq", name="uq_audit_writer_seq"),
+    Index("ix_audit_object", "object_type", "object_id"),
+)
+
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("writer", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)

@@ -1,0 +1,1 @@
+"""opcua_server: see README (arrives with a later issue)."""

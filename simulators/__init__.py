@@ -1,0 +1,1 @@
+"""simulators: see README (arrives with a later issue)."""
