@@ -86,14 +86,20 @@ def ledger_url(request: pytest.FixtureRequest) -> str:
 
 
 MATERIALS = (
-    MaterialDefinition(MaterialId("ETHANOL-96"), "Ethanol 96 %", "kg", Decimal("0.80"), LotStatus.RELEASED),
+    MaterialDefinition(
+        MaterialId("ETHANOL-96"), "Ethanol 96 %", "kg", Decimal("0.80"), LotStatus.RELEASED
+    ),
     MaterialDefinition(MaterialId("GLYCOL"), "Glycol", "kg", Decimal("1.11"), LotStatus.QUARANTINE),
     MaterialDefinition(MaterialId("SUGAR"), "Sugar", "kg", None, LotStatus.RELEASED),
-    MaterialDefinition(MaterialId("SYRUP"), "Sugar syrup", "kg", Decimal("1.3"), LotStatus.QUARANTINE),
+    MaterialDefinition(
+        MaterialId("SYRUP"), "Sugar syrup", "kg", Decimal("1.3"), LotStatus.QUARANTINE
+    ),
 )
 
 
-def _unit(uid: str, area: str, kind: StorageKind, cap: str, uom: str, mat: str | None) -> StorageUnit:
+def _unit(
+    uid: str, area: str, kind: StorageKind, cap: str, uom: str, mat: str | None
+) -> StorageUnit:
     return StorageUnit(
         StorageUnitId(uid), "PLANT1", area, kind, Decimal(cap), uom,
         None if mat is None else MaterialId(mat),

@@ -102,7 +102,9 @@ async def test_reversal_restores_balance(ledger: Ledger) -> None:
 
 async def test_concurrent_issues_never_overdraw(ledger: Ledger) -> None:
     await ledger.post(receipt("50"))
-    results = await asyncio.gather(*(ledger.post(issue("1")) for _ in range(80)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(ledger.post(issue("1")) for _ in range(80)), return_exceptions=True
+    )
     accepted = [r for r in results if not isinstance(r, BaseException)]
     rejected = [r for r in results if isinstance(r, InsufficientStock)]
     assert len(accepted) == 50 and len(rejected) == 30
