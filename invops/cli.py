@@ -1,0 +1,689 @@
+"""The `invops` command line (typer). User errors: one line on stderr, non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from inventory_core import Ledger, open_ledger
+from inventory_core.clock import format_timestamp, parse_timestamp
+from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.model import (
+    LotId,
+    LotStatus,
+    LotStatusRequest,
+    MaterialId,
+    MovementId,
+    MovementKind,
+    PostingRequest,
+    ReversalRequest,
+    Source,
+    StorageUnitId,
+)
+from inventory_core.domain.posting import movement_document
+from inventory_core.domain.units import format_decimal, parse_quantity
+from inventory_core.store import describe_url, upgrade_schema
+from invops import __version__
+from invops.config import ConfigError, InvopsConfig, load_config
+
+T = TypeVar("T")
+EXIT_USER_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+app = typer.Typer(
+    name="invops",
+    help="ISA-95 inventory operations: PLC measurements to an audited ledger, over OPC UA.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Ledger database schema.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    help="Post, query, trace, reconcile, verify and export the ledger.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(ledger_app, name="ledger")
+
+_debug = False
+
+
+class Direction(StrEnum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+
+
+class ExportFormat(StrEnum):
+    JSONL = "jsonl"
+    B2MML = "b2mml"
+
+
+class PostKind(StrEnum):
+    RECEIPT = "receipt"
+    ISSUE = "issue"
+    PRODUCTION = "production"
+    TRANSFER = "transfer"
+    ADJUSTMENT = "adjustment"
+    COUNT = "count"
+    SCRAP = "scrap"
+
+
+# -- common options ------------------------------------------------------------
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Ledger URL (else INVOPS_LEDGER_URL, else [ledger] url of --config).",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file: ledger URL and master data (materials, units).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+UserOption = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        help="Who is doing this (audit trail); default INVOPS_USER or the login name.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    typer.echo(f"invops: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _user(user: str | None) -> str:
+    if user:
+        return user
+    if env := os.environ.get("INVOPS_USER"):
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _cli_writer_id() -> str:
+    return f"cli@{socket.gethostname()}"[:64]
+
+
+def _load(path: Path) -> InvopsConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+
+
+def _resolve(url: str | None, config: Path | None) -> tuple[str, InvopsConfig | None]:
+    loaded = _load(config) if config is not None else None
+    if url:
+        return url, loaded
+    if env := os.environ.get("INVOPS_LEDGER_URL"):
+        return env, loaded
+    if loaded is not None:
+        return loaded.ledger.url, loaded
+    fail("no ledger given: use --url URL, set INVOPS_LEDGER_URL, or --config FILE")
+
+
+def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn domain and ledger errors into one line on stderr."""
+    try:
+        return asyncio.run(_as_coroutine(coro_factory))
+    except InventoryError as exc:
+        if _debug:
+            raise
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+async def _as_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
+    return await factory()
+
+
+def _with_ledger(
+    url: str | None,
+    config: Path | None,
+    action: Callable[[Ledger], Awaitable[T]],
+    *,
+    migrate: bool = False,
+) -> T:
+    ledger_url, loaded = _resolve(url, config)
+
+    async def go() -> T:
+        async with open_ledger(ledger_url, writer_id=_cli_writer_id(), migrate=migrate) as ledger:
+            if loaded is not None:
+                await ledger.sync_master_data(
+                    loaded.material_definitions(),
+                    loaded.storage_unit_definitions(),
+                    user=_user(None),
+                )
+            return await action(ledger)
+
+    return _run(go)
+
+
+def _print_json(document: Any) -> None:
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _movement_json(m: Any) -> dict[str, Any]:
+    return {"cursor": m.seq, **movement_document(m)}
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- top level -------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"invops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="The TOML config file to validate.")],
+) -> None:
+    """Validate a config: exit 0, or exit 2 listing every problem as `file:line: path: message`."""
+    config = _load(file)
+    typer.echo(
+        f"{file}: ok (site {config.site.name}, {len(config.materials)} materials, "
+        f"{len(config.storage_units)} storage units)"
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(url: UrlOption = None, config: ConfigOption = None) -> None:
+    """Create or migrate the ledger schema (Alembic) to the newest revision."""
+    ledger_url, _ = _resolve(url, config)
+    before, after = _run(lambda: upgrade_schema(ledger_url))
+    typer.echo(f"ledger at {describe_url(ledger_url)}: schema {after} (was {before or 'empty'})")
+
+
+# -- ledger ----------------------------------------------------------------------
+
+
+@ledger_app.command("post")
+def ledger_post(
+    kind: Annotated[PostKind, typer.Argument(help="Movement kind.", case_sensitive=False)],
+    material: Annotated[str, typer.Option("--material", help="MaterialDefinitionID.")],
+    lot: Annotated[
+        str, typer.Option("--lot", help="LotID (created by its first receipt or production).")
+    ],
+    qty: Annotated[
+        str,
+        typer.Option("--qty", help="Quantity (adjustment: signed delta; count: counted quantity)."),
+    ],
+    uom: Annotated[str, typer.Option("--uom", help="Unit of the quantity: kg, g, t, L, mL, m3.")],
+    from_unit: Annotated[
+        str | None, typer.Option("--from", help="Source storage unit (issue, transfer, scrap).")
+    ] = None,
+    to_unit: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Target storage unit (receipt, production, transfer, adjustment, count)."
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="Idempotency key: posting again with it returns the first movement."
+        ),
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (required for adjustment and scrap).")
+    ] = "",
+    user: UserOption = None,
+    consumed: Annotated[
+        list[str] | None,
+        typer.Option("--consumed", help="Production: a consumed lot (repeatable), for genealogy."),
+    ] = None,
+    expiry: Annotated[
+        str | None, typer.Option("--expiry", help="Expiry date of a new lot (YYYY-MM-DD).")
+    ] = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Post a receipt, issue, production, transfer, adjustment, count or scrap."""
+    try:
+        quantity = parse_quantity(qty)
+        expiry_date = date.fromisoformat(expiry) if expiry else None
+    except (InventoryError, ValueError) as exc:
+        fail(f"--qty/--expiry: {exc}")
+    request = PostingRequest(
+        kind=MovementKind(kind.value),
+        material=MaterialId(material),
+        lot=LotId(lot),
+        quantity=quantity,
+        uom=uom,
+        from_unit=StorageUnitId(from_unit) if from_unit else None,
+        to_unit=StorageUnitId(to_unit) if to_unit else None,
+        idempotency_key=key,
+        reason=reason,
+        user=_user(user),
+        source=Source.CLI,
+        consumed_lots=tuple(LotId(c) for c in consumed or ()),
+        expiry=expiry_date,
+    )
+
+    async def action(ledger: Ledger) -> Any:
+        result = await ledger.post(request)
+        return result, await ledger.movement(result.movement_id)
+
+    result, movement = _with_ledger(url, config, action)
+    if as_json:
+        _print_json({"replayed": result.replayed, "movement": _movement_json(movement)})
+        return
+    note = " (idempotency key seen before: first movement returned)" if result.replayed else ""
+    typer.echo(
+        f"{movement.id} {movement.kind} {format_decimal(movement.quantity)} {movement.uom} "
+        f"of lot {movement.lot}{note}"
+    )
+
+
+@ledger_app.command("balance")
+def ledger_balance(
+    unit: Annotated[str | None, typer.Option("--unit", help="Only this storage unit.")] = None,
+    lot: Annotated[str | None, typer.Option("--lot", help="Only this lot.")] = None,
+    material: Annotated[str | None, typer.Option("--material", help="Only this material.")] = None,
+    zero: Annotated[bool, typer.Option("--zero", help="Also list balances that are zero.")] = False,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Book balances per storage unit and lot, in each material's base unit."""
+    balances = _with_ledger(url, config, lambda ledger: ledger.balances(unit, lot, material))
+    balances = [b for b in balances if zero or b.quantity != 0]
+    if as_json:
+        _print_json(
+            {
+                "balances": [
+                    {
+                        "unit": b.unit,
+                        "lot": b.lot,
+                        "material": b.material,
+                        "quantity": b.quantity,
+                        "uom": b.uom,
+                    }
+                    for b in balances
+                ]
+            }
+        )
+        return
+    _table(
+        ["UNIT", "LOT", "MATERIAL", "QUANTITY", "UOM"],
+        [[b.unit, b.lot, b.material, format_decimal(b.quantity), b.uom] for b in balances],
+    )
+
+
+@ledger_app.command("history")
+def ledger_history(
+    unit: Annotated[
+        str | None, typer.Option("--unit", help="Only movements touching this unit.")
+    ] = None,
+    lot: Annotated[str | None, typer.Option("--lot", help="Only movements of this lot.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only from this time (ISO 8601, UTC if no zone).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many movements.")
+    ] = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Movements in posting order."""
+    try:
+        since_text = format_timestamp(parse_timestamp(since)) if since else None
+    except ValueError:
+        fail(f"--since {since!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)")
+    movements = _with_ledger(
+        url, config, lambda ledger: ledger.history(unit, lot, since_text, limit=limit)
+    )
+    if as_json:
+        _print_json({"movements": [_movement_json(m) for m in movements]})
+        return
+    _table(
+        [
+            "TIMESTAMP",
+            "ID",
+            "KIND",
+            "LOT",
+            "FROM",
+            "TO",
+            "QUANTITY",
+            "UOM",
+            "USER",
+            "SOURCE",
+            "REASON",
+        ],
+        [
+            [
+                m.timestamp,
+                m.id,
+                str(m.kind),
+                m.lot,
+                m.from_unit or "-",
+                m.to_unit or "-",
+                format_decimal(m.quantity),
+                m.uom,
+                m.user,
+                str(m.source),
+                m.reason,
+            ]
+            for m in movements
+        ],
+    )
+
+
+@ledger_app.command("trace")
+def ledger_trace(
+    lot: Annotated[str, typer.Option("--lot", help="The lot to trace.")],
+    direction: Annotated[
+        Direction, typer.Option("--direction", help="forward: where used; backward: where from.")
+    ] = Direction.BACKWARD,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Lot genealogy: every lot this one went into (forward) or came from (backward)."""
+    forward = direction is Direction.FORWARD
+
+    async def action(ledger: Ledger) -> Any:
+        if not await ledger.lots(lot):
+            raise_unknown_lot(lot)
+        links = await ledger.trace(lot, forward=forward)
+        reached = [lot, *dict.fromkeys(link.child if forward else link.parent for link in links)]
+        movements = {name: await ledger.history(lot=name) for name in reached}
+        return links, movements
+
+    links, movements = _with_ledger(url, config, action)
+    if as_json:
+        _print_json(
+            {
+                "lot": lot,
+                "direction": direction.value,
+                "links": [
+                    {
+                        "parent": k.parent,
+                        "child": k.child,
+                        "movement_id": k.movement_id,
+                        "depth": k.depth,
+                    }
+                    for k in links
+                ],
+                "lots": {
+                    name: {
+                        "locations": sorted({m.unit for m in ms if m.unit}),
+                        "movements": [_movement_json(m) for m in ms],
+                    }
+                    for name, ms in movements.items()
+                },
+            }
+        )
+        return
+    typer.echo(f"{direction.value} trace of lot {lot}:")
+    if not links:
+        typer.echo("  (no genealogy links)")
+    for link in links:
+        other = link.child if forward else link.parent
+        typer.echo(
+            f"  {'  ' * (link.depth - 1)}{'->' if forward else '<-'} {other}"
+            f"  (movement {link.movement_id})"
+        )
+    for name, ms in movements.items():
+        places = ", ".join(sorted({m.unit for m in ms if m.unit})) or "-"
+        typer.echo(f"  lot {name}: {len(ms)} movements; locations: {places}")
+
+
+def raise_unknown_lot(lot: str) -> NoReturn:
+    from inventory_core.domain.errors import UnknownLot
+
+    raise UnknownLot(f"lot {lot} does not exist")
+
+
+@ledger_app.command("reconcile")
+def ledger_reconcile(
+    url: UrlOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """Book vs last measured quantity per storage unit (discrepancy = measured - book)."""
+    lines = _with_ledger(url, config, lambda ledger: ledger.reconciliation())
+    if as_json:
+        _print_json(
+            {
+                "units": [
+                    {
+                        "unit": x.unit,
+                        "material": x.material,
+                        "uom": x.uom,
+                        "book": x.book,
+                        "measured": x.measured,
+                        "measured_at": x.measured_at,
+                        "discrepancy": x.discrepancy,
+                        "discrepancy_pct_of_capacity": x.discrepancy_pct_of_capacity,
+                        "capacity": x.capacity,
+                    }
+                    for x in lines
+                ]
+            }
+        )
+        return
+
+    def text(value: Decimal | None) -> str:
+        return "-" if value is None else format_decimal(value)
+
+    _table(
+        ["UNIT", "MATERIAL", "BOOK", "MEASURED", "DISCREPANCY", "% CAP", "UOM", "MEASURED AT"],
+        [
+            [
+                x.unit,
+                x.material or "-",
+                text(x.book),
+                text(x.measured),
+                text(x.discrepancy),
+                text(x.discrepancy_pct_of_capacity),
+                x.uom,
+                x.measured_at or "-",
+            ]
+            for x in lines
+        ],
+    )
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    url: UrlOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """Check the audit hash chains, movements against their records, balances; exit 1 if broken."""
+    report = _with_ledger(url, config, lambda ledger: ledger.verify())
+    if as_json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "chains": report.chains,
+                "records": report.records,
+                "movements": report.movements,
+                "problems": [
+                    {"chain": p.chain, "seq": p.seq, "record_id": p.record_id, "message": p.message}
+                    for p in report.problems
+                ],
+            }
+        )
+    else:
+        chains = ", ".join(f"{w} ({n} records)" for w, n in sorted(report.chains.items())) or "none"
+        if report.ok:
+            typer.echo(
+                f"audit trail intact: {report.records} records, "
+                f"{report.movements} movements; chains: {chains}"
+            )
+    if not report.ok:
+        first = report.problems[0]
+        where = f"chain {first.chain}" + (f" seq {first.seq}" if first.seq is not None else "")
+        where += f" (row id {first.record_id})" if first.record_id is not None else ""
+        typer.echo(f"invops: audit trail BROKEN at {where}: {first.message}", err=True)
+        for more in report.problems[1:]:
+            typer.echo(f"  also: {more.chain} {more.seq}: {more.message}", err=True)
+        raise typer.Exit(1)
+
+
+@ledger_app.command("lot-status")
+def ledger_lot_status(
+    lot: Annotated[str, typer.Option("--lot", help="The lot.")],
+    status: Annotated[
+        LotStatus, typer.Option("--status", help="New status.", case_sensitive=False)
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    user: UserOption = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a lot's status (quarantine, released, hold, rejected, expired); audited."""
+    request = LotStatusRequest(LotId(lot), status, reason, _user(user), Source.CLI, key)
+    result = _with_ledger(url, config, lambda ledger: ledger.set_lot_status(request))
+    if as_json:
+        _print_json(
+            {
+                "movement_id": result.movement_id,
+                "lot": lot,
+                "status": status.value,
+                "replayed": result.replayed,
+            }
+        )
+    else:
+        typer.echo(f"{result.movement_id} lot {lot} status {status.value}")
+
+
+@ledger_app.command("reverse")
+def ledger_reverse(
+    movement_id: Annotated[str, typer.Argument(help="Id of the movement to reverse.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    user: UserOption = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Post the exact negation of an earlier movement (the only way to correct the ledger)."""
+    request = ReversalRequest(MovementId(movement_id), reason, _user(user), Source.CLI, key)
+    result = _with_ledger(url, config, lambda ledger: ledger.reverse(request))
+    if as_json:
+        _print_json(
+            {
+                "movement_id": result.movement_id,
+                "reverses": movement_id,
+                "replayed": result.replayed,
+            }
+        )
+    else:
+        typer.echo(f"{result.movement_id} reverses {movement_id}")
+
+
+@ledger_app.command("export")
+def ledger_export(
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="jsonl (b2mml follows with Level-4 integration)."),
+    ],
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since", help="Cursor: export movements after this one (0 = from the start)."
+        ),
+    ] = "0",
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many movements.")
+    ] = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Movements for ERP (Level 4) as JSON lines; each line's `cursor` resumes after it."""
+    if fmt is ExportFormat.B2MML:
+        fail(
+            "--format b2mml is not available yet (it comes with the Level-4 integration); "
+            "use --format jsonl"
+        )
+    try:
+        cursor = int(since)
+        if cursor < 0:
+            raise ValueError
+    except ValueError:
+        fail(f"--since {since!r} is not a cursor (a non-negative integer from a previous export)")
+    movements = _with_ledger(
+        url, config, lambda ledger: ledger.history(after_seq=cursor, limit=limit)
+    )
+    out = sys.stdout
+    for m in movements:
+        out.write(json.dumps(_movement_json(m), ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except Exception as exc:  # a bug, not a user error: one line unless --debug
+        if _debug:
+            raise
+        typer.echo(
+            f"invops: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
+        )
+        sys.exit(EXIT_USER_ERROR)
+
+
+if __name__ == "__main__":
+    main()
