@@ -244,6 +244,8 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
         raise ValidationError("consumed lots apply to production only")
     for lot in request.consumed_lots:
         _require_text("consumed lot", lot)
+    if quantity is request.quantity and uom == request.uom:
+        return request
     return replace(request, quantity=quantity, uom=uom)
 
 

@@ -4,6 +4,11 @@ Each writer (service instance) appends to its own chain with contiguous
 sequence numbers. A record's hash covers every stored field exactly as
 stored (text), plus the previous record's hash, so editing any byte,
 deleting a record or reordering records breaks the chain.
+
+Hash input (so an outside tool can recompute it): the fields writer, seq,
+timestamp, user, action, object_type, object_id, reason, old, new, prev_hash,
+each as UTF-8 text (seq in decimal), each prefixed by its length in
+characters and a colon (`6:test-a1:1...`), concatenated; SHA-256, hex.
 """
 
 from __future__ import annotations
@@ -52,12 +57,17 @@ def record_hash(
     prev_hash: str,
 ) -> str:
     """SHA-256 over the record's fields exactly as stored."""
-    material = json.dumps(
-        [writer, seq, timestamp, user, action, object_type, object_id, reason, old, new, prev_hash],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return hashlib.sha256(
+        length_prefixed(
+            writer, str(seq), timestamp, user, action, object_type, object_id, reason, old, new,
+            prev_hash,
+        ).encode("utf-8")
+    ).hexdigest()  # fmt: skip
+
+
+def length_prefixed(*fields: str) -> str:
+    """Unambiguous concatenation: `<len>:<text>` per field (no escaping needed)."""
+    return "".join(f"{len(f)}:{f}" for f in fields)
 
 
 def make_record(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from decimal import Decimal
 
-from inventory_core.domain.audit import canonical_json
+from inventory_core.domain.audit import canonical_json, length_prefixed
 from inventory_core.domain.errors import (
     AlreadyReversed,
     IdempotencyConflict,
@@ -103,29 +103,25 @@ class Changes:
 
 def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -> str:
     """Fingerprint of what a request asks for (not who or when): the idempotency payload."""
+    fields: tuple[str, ...]
     if isinstance(request, PostingRequest):
-        body: dict[str, object] = {
-            "kind": str(request.kind),
-            "material": request.material,
-            "lot": request.lot,
-            "quantity": format_decimal(request.quantity),
-            "uom": request.uom,
-            "from": request.from_unit,
-            "to": request.to_unit,
-            "reason": request.reason,
-            "consumed": list(request.consumed_lots),
-            "expiry": request.expiry.isoformat() if request.expiry else None,
-        }
+        fields = (
+            str(request.kind),
+            request.material,
+            request.lot,
+            format_decimal(request.quantity),
+            request.uom,
+            request.from_unit or "",
+            request.to_unit or "",
+            request.reason,
+            ",".join(request.consumed_lots),
+            request.expiry.isoformat() if request.expiry else "",
+        )
     elif isinstance(request, ReversalRequest):
-        body = {"kind": "reversal", "movement": request.movement_id, "reason": request.reason}
+        fields = ("reversal", str(request.movement_id), request.reason)
     else:
-        body = {
-            "kind": "lot-status",
-            "lot": request.lot,
-            "status": str(request.status),
-            "reason": request.reason,
-        }
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+        fields = ("lot-status", str(request.lot), str(request.status), request.reason)
+    return hashlib.sha256(length_prefixed(*fields).encode()).hexdigest()
 
 
 def movement_document(m: Movement) -> dict[str, object]:
@@ -375,6 +371,23 @@ class Planner:
             )
         )
 
+    def rejected(
+        self, request: PostingRequest | ReversalRequest | LotStatusRequest, error: Exception
+    ) -> None:
+        """Audit a request the rules rejected: failures belong in the trail too (ALCOA+)."""
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=request.user,
+                action="rejected",
+                object_type="request",
+                object_id=request.idempotency_key or "",
+                reason=f"{type(error).__name__}: {error}",
+                old="",
+                new=canonical_json(request_document(request)),
+            )
+        )
+
     # -- rules ---------------------------------------------------------------
 
     def _replay(self, key: str | None, digest: str) -> PostingResult | None:
@@ -481,7 +494,7 @@ class Planner:
                 object_id=movement.id,
                 reason=movement.reason,
                 old=old,
-                new=canonical_json(movement_document(movement)),
+                new=movement_digest(movement),
             )
         )
         return PostingResult(movement.id)
@@ -493,4 +506,26 @@ def _master_document(obj: object) -> dict[str, object]:
     return {
         name: (None if value is None else str(value) if not isinstance(value, str) else value)
         for name, value in ((f.name, getattr(obj, f.name)) for f in fields(obj))
+    }
+
+
+def movement_digest(m: Movement) -> str:
+    """SHA-256 of the movement's canonical JSON: what its audit record binds to."""
+    return hashlib.sha256(canonical_json(movement_document(m)).encode()).hexdigest()
+
+
+def request_document(
+    request: PostingRequest | ReversalRequest | LotStatusRequest,
+) -> dict[str, object]:
+    """A request as a JSON-ready dict (for the audit record of a rejection)."""
+    return {
+        f.name: (
+            list(v)
+            if isinstance(v, tuple)
+            else v
+            if v is None or isinstance(v, dict | int)
+            else str(v)
+        )
+        for f in fields(request)
+        for v in (getattr(request, f.name),)
     }

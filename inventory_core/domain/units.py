@@ -55,6 +55,8 @@ def parse_quantity(value: object) -> Decimal:
     Floats (OPC UA Double, PLC values) are converted through their shortest
     repr, so 0.1 becomes Decimal('0.1'), not its binary expansion.
     """
+    if isinstance(value, Decimal) and value.is_finite() and abs(value) < MAX_QUANTITY:
+        return value
     try:
         if isinstance(value, bool):
             raise TypeError

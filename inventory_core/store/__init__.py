@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from inventory_core.domain.errors import LedgerUnavailable
-from inventory_core.store.engine import create_engine
+from inventory_core.store.engine import create_read_engine, create_runner
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
 from inventory_core.store.reader import LedgerReader
 from inventory_core.store.writer import BatchWriter, Command, Request
 
 __all__ = ["LedgerStore", "describe_url", "upgrade_schema"]
+
+T = TypeVar("T")
 
 
 def describe_url(url: str) -> str:
@@ -26,16 +28,16 @@ def describe_url(url: str) -> str:
         return "<invalid URL>"
 
 
-def _engine_or_error(url: str, *, writer: bool) -> Any:
+def _or_error(factory: Callable[[str], T], url: str) -> T:
     try:
-        return create_engine(url, writer=writer)
+        return factory(url)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise LedgerUnavailable(f"invalid ledger URL {describe_url(url)!r}: {exc}") from exc
 
 
 async def upgrade_schema(url: str) -> tuple[str | None, str]:
     """Create or migrate the schema at `url`; returns (revision before, revision after)."""
-    engine = _engine_or_error(url, writer=True)
+    engine = _or_error(create_read_engine, url)
     try:
         before = await current_revision(engine)
         await upgrade(engine)
@@ -68,8 +70,8 @@ class LedgerStore:
     ) -> None:
         self.url = url
         self.writer_id = writer_id
-        self._write_engine = _engine_or_error(url, writer=True)
-        self._read_engine = _engine_or_error(url, writer=False)
+        self._read_engine = _or_error(create_read_engine, url)
+        self._runner = _or_error(create_runner, url)
         self.reader = LedgerReader(self._read_engine)
 
         def committed(batch: Sequence[Command], seconds: float) -> None:
@@ -77,7 +79,7 @@ class LedgerStore:
                 on_commit(len(batch), seconds)
 
         self._writer = BatchWriter(
-            self._write_engine,
+            self._runner,
             writer_id=writer_id,
             batch_max=batch_max,
             now=now,
@@ -88,7 +90,7 @@ class LedgerStore:
     async def open(self, *, migrate: bool) -> None:
         try:
             if migrate:
-                await upgrade(self._write_engine)
+                await upgrade(self._read_engine)
             revision = await current_revision(self._read_engine)
         except (DBAPIError, OSError) as exc:
             raise LedgerUnavailable(
@@ -107,5 +109,5 @@ class LedgerStore:
 
     async def close(self) -> None:
         await self._writer.stop()
-        await self._write_engine.dispose()
+        await self._runner.close()
         await self._read_engine.dispose()

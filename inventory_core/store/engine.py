@@ -1,55 +1,133 @@
-"""Async engines for the ledger: SQLite (WAL, synchronous=FULL) or PostgreSQL (asyncpg)."""
+"""Engines for the ledger: SQLite (WAL, synchronous=FULL) or PostgreSQL (asyncpg).
+
+Reads use an async engine (aiosqlite / asyncpg). Writes go through a
+`TransactionRunner` that runs one batch as a synchronous unit of work:
+- SQLite: in one dedicated thread on SQLAlchemy's sync engine over the stdlib
+  sqlite3 module (the module aiosqlite wraps). A batch then costs one thread
+  hop instead of one per statement, and the batch's Python work and fsync run
+  beside the event loop instead of stalling it between statements.
+- PostgreSQL: on the asyncpg connection through `AsyncConnection.run_sync`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
+
+
+class TransactionRunner(Protocol):
+    """Runs a synchronous function inside one committed transaction."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def run(self, work: Callable[[Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
 
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_file(url: str) -> Path | None:
-    database = make_url(url).database
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
 
 
-def create_engine(url: str, *, writer: bool) -> AsyncEngine:
-    """An engine for `url`; the writer's SQLite transactions take the write lock up front.
+def _configure_sqlite(engine: Engine, begin: str) -> None:
+    """WAL so readers never block the writer; synchronous=FULL so a commit survives
+    power loss; our own BEGIN (IMMEDIATE for the writer: its reads and writes then
+    happen under one lock, so no other process can interleave a lost update)."""
 
-    SQLite: WAL journal so readers never block the writer, synchronous=FULL so a
-    committed transaction survives power loss, and BEGIN IMMEDIATE for the
-    writer so its reads and writes happen under one lock (no lost updates
-    between processes sharing the file).
-    """
-    if not is_sqlite(url):
-        return create_async_engine(url, pool_size=2 if writer else 5, pool_pre_ping=True)
-    path = _sqlite_file(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_size=1 if writer else 4)
-    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
-
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
 
+
+def create_read_engine(url: str) -> AsyncEngine:
+    """The async engine for queries and migrations."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_size=5, pool_pre_ping=True)
+    path = _sqlite_file(parsed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, pool_size=4)
+    _configure_sqlite(engine.sync_engine, "BEGIN")
     return engine
+
+
+def create_runner(url: str) -> TransactionRunner:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return ThreadedSqliteRunner(parsed)
+    return AsyncRunner(create_async_engine(url, pool_size=2, pool_pre_ping=True))
+
+
+class ThreadedSqliteRunner:
+    """Batches run one at a time in a dedicated thread with its own sqlite3 connection."""
+
+    def __init__(self, url: URL) -> None:
+        self._engine = sqlalchemy.create_engine(
+            url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0
+        )
+        _configure_sqlite(self._engine, "BEGIN IMMEDIATE")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engine.dialect
+
+    def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return work(conn)
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._in_transaction, work)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._engine.dispose)
+        self._thread.shutdown(wait=True)
+
+
+class AsyncRunner:
+    """Batches run on an async engine's connection (PostgreSQL/asyncpg)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engine.dialect
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    async def close(self) -> None:
+        await self._engine.dispose()

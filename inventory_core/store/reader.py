@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from inventory_core.domain.audit import GENESIS_HASH, canonical_json, check_record
+from inventory_core.domain.audit import GENESIS_HASH, check_record
 from inventory_core.domain.model import (
     Balance,
     GenealogyLink,
@@ -27,7 +27,7 @@ from inventory_core.domain.model import (
     VerifyProblem,
     VerifyReport,
 )
-from inventory_core.domain.posting import movement_document
+from inventory_core.domain.posting import movement_digest
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     audit_from_row,
@@ -229,7 +229,7 @@ class LedgerReader:
                             "movements", m.seq, m.seq, f"movement {m.id} has no audit record"
                         )
                     )
-                elif recorded != canonical_json(movement_document(m)):
+                elif recorded != movement_digest(m):
                     problems.append(
                         VerifyProblem(
                             "movements", m.seq, m.seq,

@@ -136,6 +136,14 @@ audit = Table(
     Index("ix_audit_object", "object_type", "object_id"),
 )
 
+# Small key/value facts about the ledger, e.g. the master-data revision writers cache by.
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 audit_heads = Table(
     "audit_heads",
     metadata,

@@ -1,29 +1,32 @@
 """The single writer: group commit of postings, with rules applied under lock.
 
 Callers submit commands and await a future. One task drains the queue into
-batches (up to `batch_max`), loads exactly the rows the batch touches inside
-one transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: row locks taken in a
-fixed order), lets the pure `Planner` apply the rules, writes every change
-plus the audit chain, commits, and only then resolves the futures: an
-acknowledged posting is durable. A rejected command fails alone; a database
-conflict with another writer (PostgreSQL) rolls the batch back and replays it.
+batches (up to `batch_max`) and hands each batch, as one synchronous unit of
+work, to a `TransactionRunner` (SQLite: a dedicated thread; PostgreSQL: the
+async connection via `run_sync`). Inside one transaction (SQLite: BEGIN
+IMMEDIATE; PostgreSQL: row locks taken in a fixed order) it loads exactly the
+rows the batch touches, lets the pure `Planner` apply the rules, writes every
+change plus the audit chain and commits; only then are the futures resolved,
+so an acknowledged posting is durable. A rejected command fails alone; a
+conflict with another writer rolls the batch back and replays it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable
@@ -32,15 +35,19 @@ from inventory_core.domain.model import (
     LotId,
     LotStatusRequest,
     MasterDataUpdate,
+    MaterialDefinition,
+    MaterialId,
     Measurement,
     MovementId,
     PostingRequest,
     ReversalRequest,
+    StorageUnit,
     StorageUnitId,
 )
 from inventory_core.domain.posting import Changes, LedgerState, Planner
 from inventory_core.domain.units import format_decimal
 from inventory_core.store import tables as t
+from inventory_core.store.engine import TransactionRunner
 from inventory_core.store.rows import (
     audit_to_row,
     lot_from_row,
@@ -64,7 +71,12 @@ Request = (
     | AuditEvent
 )
 MAX_ATTEMPTS = 6
+MASTER_REVISION = "master_revision"
 _STOP = object()
+
+
+class _StaleHead(Exception):
+    """This writer's chain head moved under us (another process shares the writer id)."""
 
 
 @dataclass(slots=True)
@@ -79,7 +91,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        runner: TransactionRunner,
         *,
         writer_id: str,
         batch_max: int,
@@ -87,15 +99,25 @@ class BatchWriter:
         today: Callable[[], date],
         on_commit: Callable[[Sequence[Command], float], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self._runner = runner
         self._writer_id = writer_id
         self._batch_max = batch_max
         self._now = now
         self._today = today
         self._on_commit = on_commit
         self._queue: asyncio.Queue[Command | object] = asyncio.Queue()
+        # Master data cached between batches, reloaded when its revision row changes.
+        self._master_revision: str | None = None
+        self._materials: dict[MaterialId, MaterialDefinition] = {}
+        self._units: dict[StorageUnitId, StorageUnit] = {}
+        # Head of this writer's audit chain as last committed; checked on update (optimistic).
+        self._head: tuple[int, str] | None = None
+        self._pending_head: tuple[int, str] | None = None
+        self._statements: dict[
+            tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
+        ] = {}
         self._task: asyncio.Task[None] | None = None
-        self._postgres = engine.dialect.name == "postgresql"
+        self._postgres = runner.dialect.name == "postgresql"
         self._insert = pg_insert if self._postgres else sqlite_insert
 
     # -- lifecycle -----------------------------------------------------------
@@ -140,10 +162,14 @@ class BatchWriter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         for attempt in range(MAX_ATTEMPTS):
+            self._pending_head = None
             try:
-                async with self._engine.begin() as conn:
-                    outcomes = await self._apply(conn, batch)
+                outcomes = await self._runner.run(lambda conn: self._apply(conn, batch))
+            except _StaleHead:
+                self._head = None  # another process appended to this chain: reread, replay
+                continue
             except (IntegrityError, OperationalError, DBAPIError) as exc:
+                self._head = self._master_revision = None  # reread both on the next attempt
                 if attempt + 1 < MAX_ATTEMPTS and _retryable(exc):
                     log.info("ledger batch retry %d after %s", attempt + 1, type(exc).__name__)
                     await asyncio.sleep(0.005 * 2**attempt)
@@ -157,20 +183,30 @@ class BatchWriter:
                     _settle(command.future, error)
                 return
             except Exception as exc:  # not a domain error: fail the batch, keep the writer
+                self._head = self._master_revision = None
                 log.exception("ledger batch failed")
                 for command in batch:
                     _settle(command.future, LedgerUnavailable(f"ledger write failed: {exc}"))
                 return
+            if self._pending_head is not None:
+                self._head = self._pending_head
             break
+        else:
+            for command in batch:
+                _settle(command.future, LedgerUnavailable("ledger write kept conflicting"))
+            return
         for command, outcome in zip(batch, outcomes, strict=True):
             _settle(command.future, outcome)
         if self._on_commit is not None:
             self._on_commit(batch, loop.time() - started)
 
-    async def _apply(self, conn: AsyncConnection, batch: list[Command]) -> list[object]:
-        state = await self._load_state(conn, batch)
+    def _apply(self, conn: Connection, batch: list[Command]) -> list[object]:
+        state = self._load_state(conn, batch)
         changes = Changes()
-        planner = Planner(state, changes, writer=self._writer_id, now=self._now, today=self._today)
+        stamp = self._now()  # one commit, one timestamp; `seq` keeps the order within it
+        planner = Planner(
+            state, changes, writer=self._writer_id, now=lambda: stamp, today=self._today
+        )
         outcomes: list[object] = []
         digests: dict[str, str] = {}
         for command in batch:
@@ -192,29 +228,26 @@ class BatchWriter:
                     result = None
             except InventoryError as exc:
                 result = exc
+                if isinstance(request, PostingRequest | ReversalRequest | LotStatusRequest):
+                    planner.rejected(request, exc)
             outcomes.append(result)
             digests[getattr(result, "movement_id", "")] = command.digest
-        await self._write(conn, changes, digests)
+        self._write(conn, changes, digests)
         return outcomes
 
-    async def _load_state(self, conn: AsyncConnection, batch: list[Command]) -> LedgerState:
+    def _load_state(self, conn: Connection, batch: list[Command]) -> LedgerState:
         """Read (and on PostgreSQL lock) every row the batch's rules depend on."""
-        state = LedgerState()
-        for row in (await conn.execute(select(t.materials))).mappings():
-            material = material_from_row(row)
-            state.materials[material.id] = material
-        for row in (await conn.execute(select(t.storage_units))).mappings():
-            u = unit_from_row(row)
-            state.units[u.id] = u
+        self._refresh_master_data(conn)
+        state = LedgerState(materials=dict(self._materials), units=dict(self._units))
 
         requests = [c.request for c in batch]
         reversal_ids = [r.movement_id for r in requests if isinstance(r, ReversalRequest)]
         if reversal_ids:
-            rows = await conn.execute(select(t.movements).where(t.movements.c.id.in_(reversal_ids)))
+            rows = conn.execute(select(t.movements).where(t.movements.c.id.in_(reversal_ids)))
             for row in rows.mappings():
                 original = movement_from_row(row)
                 state.movements[original.id] = original
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(t.movements.c.reverses).where(t.movements.c.reverses.in_(reversal_ids))
             )
             state.reversed_ids.update(MovementId(r) for (r,) in rows)
@@ -240,13 +273,13 @@ class BatchWriter:
             query = select(t.lots).where(t.lots.c.id.in_(sorted(lot_ids))).order_by(t.lots.c.id)
             if self._postgres:
                 query = query.with_for_update()
-            for row in (await conn.execute(query)).mappings():
+            for row in (conn.execute(query)).mappings():
                 lot = lot_from_row(row)
                 state.lots[lot.id] = lot
         if pairs:
             ordered = sorted(pairs)
             if self._postgres:  # materialise missing rows so they can be locked too
-                await conn.execute(
+                conn.execute(
                     pg_insert(t.balances).on_conflict_do_nothing(),
                     [
                         {"unit": u, "lot": lot, "material": pairs[(u, lot)], "quantity": "0"}
@@ -260,7 +293,7 @@ class BatchWriter:
             )
             if self._postgres:
                 query = query.with_for_update()
-            for unit, lot, quantity in await conn.execute(query):
+            for unit, lot, quantity in conn.execute(query):
                 state.balances[(StorageUnitId(unit), LotId(lot))] = Decimal(quantity)
 
         keys = [
@@ -270,7 +303,7 @@ class BatchWriter:
             and r.idempotency_key
         ]
         if keys:
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(
                     t.movements.c.idempotency_key, t.movements.c.id, t.movements.c.payload_hash
                 ).where(t.movements.c.idempotency_key.in_(keys))
@@ -279,35 +312,50 @@ class BatchWriter:
                 state.keys[key] = (MovementId(movement_id), digest)
         return state
 
-    async def _write(
-        self, conn: AsyncConnection, changes: Changes, digests: dict[str, str]
-    ) -> None:
+    def _refresh_master_data(self, conn: Connection) -> None:
+        query = select(t.ledger_meta.c.value).where(t.ledger_meta.c.key == MASTER_REVISION)
+        if self._postgres:
+            query = query.with_for_update(read=True)
+        revision = (conn.execute(query)).scalar()
+        if revision == self._master_revision and revision is not None:
+            return
+        rows = conn.execute(select(t.materials))
+        self._materials = {m.id: m for m in map(material_from_row, rows.mappings())}
+        rows = conn.execute(select(t.storage_units))
+        self._units = {u.id: u for u in map(unit_from_row, rows.mappings())}
+        self._master_revision = revision
+
+    def _write(self, conn: Connection, changes: Changes, digests: dict[str, str]) -> None:
         if changes.materials:
-            await self._upsert(
-                conn, t.materials, ["id"], [material_to_row(m) for m in changes.materials]
-            )
+            self._upsert(conn, t.materials, ["id"], [material_to_row(m) for m in changes.materials])
         if changes.units:
-            await self._upsert(
-                conn, t.storage_units, ["id"], [unit_to_row(u) for u in changes.units]
+            self._upsert(conn, t.storage_units, ["id"], [unit_to_row(u) for u in changes.units])
+        if changes.materials or changes.units:
+            self._upsert(
+                conn,
+                t.ledger_meta,
+                ["key"],
+                [{"key": MASTER_REVISION, "value": str(uuid.uuid4())}],
             )
+            self._master_revision = None  # reload after commit, from what was committed
         if changes.new_lots:
-            await conn.execute(t.lots.insert(), [lot_to_row(lot) for lot in changes.new_lots])
+            self._insert_many(conn, t.lots, [lot_to_row(lot) for lot in changes.new_lots])
         for lot_id, status in changes.lot_status.items():
-            await conn.execute(
-                update(t.lots).where(t.lots.c.id == lot_id).values(status=str(status))
-            )
+            conn.execute(update(t.lots).where(t.lots.c.id == lot_id).values(status=str(status)))
         if changes.movements:
-            await conn.execute(
-                t.movements.insert(),
+            self._insert_many(
+                conn,
+                t.movements,
                 [movement_to_row(m, digests[m.id]) for m in changes.movements],
             )
         if changes.links:
-            await conn.execute(
-                t.lot_links.insert(),
+            self._insert_many(
+                conn,
+                t.lot_links,
                 [{"parent": p, "child": c, "movement_id": m} for p, c, m in set(changes.links)],
             )
         if changes.balances:
-            await self._upsert(
+            self._upsert(
                 conn,
                 t.balances,
                 ["unit", "lot"],
@@ -317,8 +365,9 @@ class BatchWriter:
                 ],
             )
         if changes.measurements:
-            await conn.execute(
-                t.measurements.insert(),
+            self._insert_many(
+                conn,
+                t.measurements,
                 [
                     {
                         "unit": m.unit,
@@ -331,16 +380,16 @@ class BatchWriter:
                 ],
             )
         if changes.audits:
-            await self._append_audit(conn, changes)
+            self._append_audit(conn, changes)
 
-    async def _append_audit(self, conn: AsyncConnection, changes: Changes) -> None:
-        query = select(t.audit_heads.c.seq, t.audit_heads.c.hash).where(
-            t.audit_heads.c.writer == self._writer_id
-        )
-        if self._postgres:
-            query = query.with_for_update()
-        head = (await conn.execute(query)).first()
-        seq, prev = (int(head[0]), head[1]) if head else (0, GENESIS_HASH)
+    def _append_audit(self, conn: Connection, changes: Changes) -> None:
+        heads = t.audit_heads
+        if self._head is None:
+            query = select(heads.c.seq, heads.c.hash).where(heads.c.writer == self._writer_id)
+            row = (conn.execute(query)).first()
+            self._head = (int(row[0]), row[1]) if row else (0, GENESIS_HASH)
+        start_seq, start_hash = self._head
+        seq, prev = start_seq, start_hash
         rows = []
         for pending in changes.audits:
             seq += 1
@@ -359,20 +408,57 @@ class BatchWriter:
             )
             prev = record.hash
             rows.append(audit_to_row(record))
-        await conn.execute(t.audit.insert(), rows)
-        head_row = {"writer": self._writer_id, "seq": seq, "hash": prev, "updated_at": self._now()}
-        await self._upsert(conn, t.audit_heads, ["writer"], [head_row])
+        if start_seq == 0:  # a new chain: the insert fails if another process started it
+            conn.execute(
+                heads.insert(),
+                {"writer": self._writer_id, "seq": seq, "hash": prev, "updated_at": self._now()},
+            )
+        else:  # compare-and-set: fails when another process appended to this chain meanwhile
+            moved = conn.execute(
+                update(heads)
+                .where(heads.c.writer == self._writer_id, heads.c.seq == start_seq)
+                .values(seq=seq, hash=prev, updated_at=self._now())
+            )
+            if moved.rowcount != 1:
+                raise _StaleHead
+        self._insert_many(conn, t.audit, rows)
+        self._pending_head = (seq, prev)
 
-    async def _upsert(
-        self, conn: AsyncConnection, table: Any, keys: Iterable[str], rows: list[dict[str, Any]]
+    def _insert_many(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        self._execute_many(conn, table, (), rows)
+
+    def _upsert(
+        self, conn: Connection, table: Table, keys: Iterable[str], rows: list[dict[str, Any]]
     ) -> None:
-        stmt = self._insert(table)
-        keys = list(keys)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
-        )
-        await conn.execute(stmt, rows)
+        self._execute_many(conn, table, tuple(keys), rows)
+
+    def _execute_many(
+        self,
+        conn: Connection,
+        table: Table,
+        conflict_keys: tuple[str, ...],
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """INSERT (or upsert on `conflict_keys`) many rows as one driver-level executemany.
+
+        The statement is compiled once per shape and reused, so the hot path pays
+        the driver's cost, not SQLAlchemy's per-row parameter processing.
+        """
+        names = tuple(rows[0])
+        cache_key = (table.name, conflict_keys, names)
+        cached = self._statements.get(cache_key)
+        if cached is None:
+            stmt = self._insert(table).values({n: bindparam(n) for n in names})
+            if conflict_keys:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=list(conflict_keys),
+                    set_={n: stmt.excluded[n] for n in names if n not in conflict_keys},
+                )
+            compiled = stmt.compile(dialect=self._runner.dialect)
+            cached = (str(compiled), tuple(compiled.positiontup or ()))
+            self._statements[cache_key] = cached
+        sql, order = cached
+        conn.exec_driver_sql(sql, [tuple(row[n] for n in order) for row in rows])
 
 
 def _retryable(exc: DBAPIError) -> bool:

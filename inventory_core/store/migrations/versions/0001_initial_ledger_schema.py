@@ -53,6 +53,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("writer"),
     )
     op.create_table(
+        "ledger_meta",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+    )
+    op.create_table(
         "balances",
         sa.Column("unit", sa.String(length=64), nullable=False),
         sa.Column("lot", sa.String(length=128), nullable=False),
@@ -182,6 +188,7 @@ def downgrade() -> None:
     op.drop_table("lot_links")
     op.drop_table("balances")
     op.drop_table("audit_heads")
+    op.drop_table("ledger_meta")
     with op.batch_alter_table("audit", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_object")
 
