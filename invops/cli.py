@@ -85,7 +85,7 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
-        help="Ledger URL (else INVOPS_LEDGER_URL, else [ledger] url of --config).",
+        help="Ledger URL (else INVOPS_LEDGER_URL, else the ledger url in --config).",
         show_default=False,
     ),
 ]

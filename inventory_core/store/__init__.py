@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from inventory_core.domain.audit import GENESIS_HASH
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.store.engine import create_read_engine, create_runner
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
@@ -18,6 +20,7 @@ from inventory_core.store.writer import BatchWriter, Command, Request
 __all__ = ["LedgerStore", "describe_url", "upgrade_schema"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def describe_url(url: str) -> str:
@@ -103,11 +106,24 @@ class LedgerStore:
                 f"run: invops db upgrade --url {describe_url(self.url)}"
             )
         self._writer.start()
+        await self.log_chain_head("open")
 
     async def submit(self, request: Request, digest: str = "") -> Any:
         return await self._writer.submit(request, digest)
 
+    async def log_chain_head(self, when: str) -> None:
+        """Write this writer's chain head to the log: an outside record that exposes a
+        truncated chain tail (SPEC section 5)."""
+        seq, digest = (await self.reader.chain_heads()).get(self.writer_id, (0, GENESIS_HASH))
+        log.info(
+            "audit chain head (%s): writer=%s seq=%d hash=%s", when, self.writer_id, seq, digest
+        )
+
     async def close(self) -> None:
         await self._writer.stop()
+        try:
+            await self.log_chain_head("close")
+        except (DBAPIError, OSError):
+            log.warning("audit chain head not logged at close: ledger unreachable")
         await self._runner.close()
         await self._read_engine.dispose()
