@@ -1,0 +1,617 @@
+"""The `invops` command line as a user meets it (SPEC section 1 and the ledger rules of 5).
+
+Each test runs the installed console script in a subprocess against a real
+SQLite file (one test: a real PostgreSQL database), with INVOPS_* variables
+set or cleared explicitly. Fixtures live in tests/e2e/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.e2e.conftest import Cli, LedgerFile, Result
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
+MOVEMENT_FIELDS = {
+    "id", "kind", "material", "lot", "unit", "quantity", "uom", "timestamp", "user", "source",
+}  # fmt: skip
+SPEC_COMMANDS = [
+    ["check-config"],
+    ["db", "upgrade"],
+    *(
+        ["ledger", name]
+        for name in (
+            "post", "balance", "history", "trace", "reconcile", "verify", "export",
+            "lot-status", "reverse",
+        )
+    ),
+]  # fmt: skip
+
+
+def assert_user_error(result: Result, *needles: str, code: int | None = 1) -> None:
+    """Failed with exactly one human line on stderr, no traceback, nothing on stdout."""
+    assert result.returncode != 0, result
+    if code is not None:
+        assert result.returncode == code, result
+    assert "Traceback" not in result.stderr, result
+    assert len(result.err_lines) == 1, result
+    assert result.stdout == "", result
+    for needle in needles:
+        assert needle.lower() in result.stderr.lower(), result
+
+
+def balances(result: Result) -> dict[tuple[str, str], Decimal]:
+    assert result.returncode == 0, result
+    return {(b["unit"], b["lot"]): Decimal(b["quantity"]) for b in result.json()["balances"]}
+
+
+def movements(result: Result) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result
+    found: list[dict[str, Any]] = result.json()["movements"]
+    return found
+
+
+def post_args(kind: str, ledger: LedgerFile, *args: str) -> list[str]:
+    return ["ledger", "post", kind, "--material", "ETHANOL-96", "--url", ledger.url, *args]
+
+
+# -- help --------------------------------------------------------------------------
+
+
+def test_help_of_invops_and_of_every_spec_command_exits_zero(cli: Cli) -> None:
+    argvs = [["--help"], ["ledger", "--help"], *([*c, "--help"] for c in SPEC_COMMANDS)]
+    results = cli.many(argvs)
+    for result in results:
+        assert result.returncode == 0, result
+        assert "Usage" in result.stdout, result
+        assert result.stderr == "", result
+    top, ledger = results[0].stdout, results[1].stdout
+    for name in ("check-config", "db", "ledger"):
+        assert name in top
+    for _, name in SPEC_COMMANDS[2:]:
+        assert name in ledger
+    post_help = results[2 + SPEC_COMMANDS.index(["ledger", "post"])].stdout
+    for option in ("--material", "--lot", "--qty", "--uom", "--from", "--to", "--key", "--reason"):
+        assert option in post_help
+
+
+# -- schema ------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_schema_and_a_second_run_is_harmless(
+    cli: Cli, new_ledger: Callable[[str], LedgerFile]
+) -> None:
+    ledger = new_ledger("new/ledger.db")
+    first = cli("db", "upgrade", "--url", ledger.url)
+    assert first.returncode == 0, first
+    tables = {name for (name,) in ledger.sql("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"movements", "audit", "lots", "balances", "alembic_version"} <= tables
+    second = cli("db", "upgrade", "--url", ledger.url)
+    assert second.returncode == 0, second
+    (revision,) = ledger.sql("SELECT version_num FROM alembic_version")
+    assert revision[0] in second.stdout
+    empty = cli("ledger", "balance", "--url", ledger.url, "--json")
+    assert balances(empty) == {}
+
+
+def test_ledger_commands_on_a_database_without_schema_say_run_db_upgrade(
+    cli: Cli, tmp_path: Path
+) -> None:
+    commands = [
+        ["ledger", "balance"],
+        ["ledger", "history", "--json"],
+        ["ledger", "post", "receipt", "--material", "X", "--lot", "L", "--qty", "1", "--uom",
+         "kg", "--to", "U"],
+        ["ledger", "verify"],
+        ["ledger", "export", "--format", "jsonl"],
+        ["ledger", "lot-status", "--lot", "L", "--status", "hold", "--reason", "r"],
+    ]  # fmt: skip
+    argvs = [
+        [*argv, "--url", f"sqlite+aiosqlite:///{tmp_path}/noschema-{i}.db"]
+        for i, argv in enumerate(commands)
+    ]
+    for result in cli.many(argvs):
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr, result
+        assert result.stdout == "", result
+        assert result.err_lines, result
+        assert result.err_lines[-1].startswith("invops: error:"), result
+        assert "invops db upgrade" in result.err_lines[-1], result
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG (since ac3f5d8): on a ledger without schema, open_ledger closes the store and "
+    "inventory_core/store/__init__.py LedgerStore.close logs 'audit chain head not logged at "
+    "close: ledger unreachable' with log.warning; the CLI configures no logging, so "
+    "logging.lastResort prints it to stderr as a second line (and 'unreachable' is wrong)",
+)
+def test_ledger_command_without_schema_prints_only_the_one_line_message(
+    cli: Cli, tmp_path: Path
+) -> None:
+    result = cli("ledger", "balance", "--url", f"sqlite+aiosqlite:///{tmp_path}/noschema.db")
+    assert_user_error(result, "invops db upgrade")
+
+
+# -- ledger URL resolution ---------------------------------------------------------
+
+SMALL_PLANT = """\
+[site]
+enterprise = "ACME"
+name = "E2E"
+areas = ["AREA1"]
+
+[ledger]
+url = "{url}"
+
+[[materials]]
+id = "WATER"
+base_uom = "kg"
+default_lot_status = "released"
+
+[[storage_units]]
+id = "TK-1"
+area = "AREA1"
+kind = "tank"
+capacity = 1000
+capacity_uom = "kg"
+material = "WATER"
+"""
+
+
+def test_url_option_beats_environment_which_beats_the_config_file(
+    cli: Cli, tmp_path: Path, new_ledger: Callable[[str], LedgerFile]
+) -> None:
+    by_option, by_env, by_config = (new_ledger(f"{n}.db") for n in "abc")
+    config = tmp_path / "plant.toml"
+    config.write_text(SMALL_PLANT.format(url=by_config.url), encoding="utf-8")
+    # db upgrade resolves the same way: one ledger each by --url, by env, by --config
+    upgrades = [
+        cli("db", "upgrade", "--url", by_option.url),
+        cli("db", "upgrade", env_url=by_env.url),
+        cli("db", "upgrade", "--config", config),
+    ]
+    for result in upgrades:
+        assert result.returncode == 0, result
+
+    def receipt(lot: str) -> list[str | Path]:
+        return ["ledger", "post", "receipt", "--material", "WATER", "--lot", lot, "--qty", "1",
+                "--uom", "kg", "--to", "TK-1", "--config", config]  # fmt: skip
+
+    posts = [
+        cli(*receipt("VIA-OPTION"), "--url", by_option.url, env_url=by_env.url),
+        cli(*receipt("VIA-ENV"), env_url=by_env.url),
+        cli(*receipt("VIA-CONFIG")),
+    ]
+    for result in posts:
+        assert result.returncode == 0, result
+    lots = {
+        name: [lot for (lot,) in ledger.sql("SELECT lot FROM movements ORDER BY seq")]
+        for name, ledger in (("a", by_option), ("b", by_env), ("c", by_config))
+    }
+    assert lots == {"a": ["VIA-OPTION"], "b": ["VIA-ENV"], "c": ["VIA-CONFIG"]}
+
+
+# -- posting -----------------------------------------------------------------------
+
+
+def test_post_every_kind_prints_one_json_document_with_the_movement(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    """The plant fixture posted receipt, issue, production, transfer, adjustment, count
+    and scrap through `invops ledger post KIND ... --json` (demo-plant.toml as master data)."""
+    expected_units = {
+        "receipt": "TK-101", "issue": "TK-101", "production": "TK-101", "transfer": "TK-103",
+        "adjustment": "TK-101", "count": "TK-101", "scrap": "TK-101",
+    }  # fmt: skip
+    assert set(plant.posts) == set(expected_units)
+    ids = set()
+    for kind, document in plant.posts.items():
+        assert document["replayed"] is False
+        movement = document["movement"]
+        assert set(movement) >= MOVEMENT_FIELDS, movement
+        assert movement["kind"] == kind
+        assert movement["material"] == "ETHANOL-96"
+        assert movement["unit"] == expected_units[kind]
+        assert movement["uom"] == "kg"
+        assert movement["user"] == "op-e2e"
+        assert movement["source"] == "cli"
+        assert datetime.fromisoformat(movement["timestamp"]).tzinfo is not None
+        ids.add(movement["id"])
+    assert len(ids) == 7
+    # 1000 L at 0.80 kg/L is booked as 800 kg in the material's base unit
+    assert Decimal(plant.posts["receipt"]["movement"]["quantity"]) == 800
+    assert plant.posts["production"]["movement"]["lot"] == "E2"
+
+    all_units, one_unit, one_lot = cli.many(
+        [
+            ["ledger", "balance", "--url", plant.url, "--json"],
+            ["ledger", "balance", "--url", plant.url, "--json", "--unit", "TK-103"],
+            ["ledger", "balance", "--url", plant.url, "--json", "--lot", "E2"],
+        ]
+    )
+    # 800 - 100 issued - 200 transferred - 10 adjusted = 490, counted 400, 5 scrapped
+    assert balances(all_units) == {
+        ("TK-101", "E1"): Decimal(395),
+        ("TK-101", "E2"): Decimal(50),
+        ("TK-103", "E1"): Decimal(200),
+    }
+    assert balances(one_unit) == {("TK-103", "E1"): Decimal(200)}
+    assert balances(one_lot) == {("TK-101", "E2"): Decimal(50)}
+
+
+def test_idempotency_key_returns_the_first_movement_and_conflicts_on_another_payload(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    args = post_args(
+        "receipt", plant, "--lot", "K1", "--qty", "10", "--uom", "kg", "--to", "TK-101",
+        "--key", "erp-4711", "--json",
+    )  # fmt: skip
+    # four shells posting the same key at once: one movement, the others replay it
+    documents = []
+    for result in cli.many([args] * 4):
+        assert result.returncode == 0, result
+        documents.append(result.json())
+    assert len({d["movement"]["id"] for d in documents}) == 1
+    assert sorted(d["replayed"] for d in documents) == [False, True, True, True]
+    assert plant.sql("SELECT count(*) FROM movements WHERE lot = 'K1'") == [(1,)]
+
+    other_qty = [*args[: args.index("--qty") + 1], "11", *args[args.index("--qty") + 2 :]]
+    conflict = cli(*other_qty)
+    assert_user_error(conflict, "erp-4711", "already used")
+    assert plant.sql("SELECT count(*) FROM movements WHERE lot = 'K1'") == [(1,)]
+
+
+REJECTIONS = {
+    "insufficient-stock": (
+        ["ledger", "post", "issue", "--material", "ETHANOL-96", "--lot", "E1", "--qty", "1000",
+         "--uom", "kg", "--from", "TK-101", "--url", "{url}", "--json"],
+        ["exceeds", "395"],
+    ),
+    "unknown-material": (
+        ["ledger", "post", "receipt", "--material", "NO-SUCH", "--lot", "X1", "--qty", "1",
+         "--uom", "kg", "--to", "TK-101", "--url", "{url}", "--config", str(DEMO_CONFIG)],
+        ["NO-SUCH"],
+    ),
+    "qty-not-a-number": (
+        ["ledger", "post", "receipt", "--material", "ETHANOL-96", "--lot", "X1", "--qty", "abc",
+         "--uom", "kg", "--to", "TK-101", "--url", "{url}"],
+        ["abc"],
+    ),
+    "unknown-uom": (
+        ["ledger", "post", "receipt", "--material", "ETHANOL-96", "--lot", "X1", "--qty", "1",
+         "--uom", "furlong", "--to", "TK-101", "--url", "{url}"],
+        ["furlong"],
+    ),
+    "issue-without-from": (
+        ["ledger", "post", "issue", "--material", "ETHANOL-96", "--lot", "E1", "--qty", "1",
+         "--uom", "kg", "--url", "{url}"],
+        ["--from"],
+    ),
+    "export-b2mml": (
+        ["ledger", "export", "--format", "b2mml", "--since", "0", "--url", "{url}"],
+        ["b2mml", "jsonl"],
+    ),
+    "export-bad-cursor": (
+        ["ledger", "export", "--format", "jsonl", "--since", "yesterday", "--url", "{url}"],
+        ["yesterday", "cursor"],
+    ),
+    "history-bad-since": (
+        ["ledger", "history", "--since", "last tuesday", "--url", "{url}", "--json"],
+        ["last tuesday", "ISO 8601"],
+    ),
+    "no-ledger-given": (["ledger", "balance"], ["--url", "INVOPS_LEDGER_URL", "--config"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REJECTIONS))
+def test_rejection_exits_nonzero_with_one_line_and_no_traceback(
+    case: str, plant: LedgerFile, cli: Cli
+) -> None:
+    argv, needles = REJECTIONS[case]
+    before = plant.sql("SELECT count(*) FROM movements")
+    result = cli(*(a.replace("{url}", plant.url) for a in argv))
+    assert_user_error(result, *needles)
+    assert plant.sql("SELECT count(*) FROM movements") == before
+
+
+# -- queries -----------------------------------------------------------------------
+
+
+def test_history_json_lists_movements_and_filters_by_unit_lot_and_since(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    base = ["ledger", "history", "--url", plant.url, "--json"]
+    full = movements(cli(*base))
+    assert [m["kind"] for m in full] == list(plant.posts)
+    assert [m["id"] for m in full] == [d["movement"]["id"] for d in plant.posts.values()]
+    third = full[2]["timestamp"]
+    future = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    by_unit, by_lot, since_third, since_future = cli.many(
+        [
+            [*base, "--unit", "TK-103"],
+            [*base, "--lot", "E2"],
+            [*base, "--since", third],
+            [*base, "--since", future],
+        ]
+    )
+    assert [m["kind"] for m in movements(by_unit)] == ["transfer"]
+    assert [m["kind"] for m in movements(by_lot)] == ["production"]
+    assert [m["id"] for m in movements(since_third)] == [m["id"] for m in full[2:]]
+    assert movements(since_future) == []
+
+
+def test_trace_follows_a_production_with_consumed_lots_forward_and_backward(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    base = ["ledger", "trace", "--url", plant.url, "--json"]
+    forward, backward = cli.many(
+        [[*base, "--lot", "E1", "--direction", "forward"], [*base, "--lot", "E2"]]
+    )
+    production_id = plant.posts["production"]["movement"]["id"]
+    for result in (forward, backward):
+        assert result.returncode == 0, result
+    where_used, where_from = forward.json(), backward.json()
+    assert [(k["parent"], k["child"], k["movement_id"]) for k in where_used["links"]] == [
+        ("E1", "E2", production_id)
+    ]
+    assert where_from["direction"] == "backward"
+    assert [(k["parent"], k["child"]) for k in where_from["links"]] == [("E1", "E2")]
+    assert set(where_from["lots"]) == {"E1", "E2"}
+    assert set(where_used["lots"]["E1"]["locations"]) == {"TK-101", "TK-103"}
+
+
+def test_reconcile_json_shows_book_per_unit_and_no_measurement(plant: LedgerFile, cli: Cli) -> None:
+    result = cli("ledger", "reconcile", "--url", plant.url, "--json")
+    assert result.returncode == 0, result
+    units = {u["unit"]: u for u in result.json()["units"]}
+    assert {"TK-101", "TK-102", "TK-103", "SI-201", "SI-202"} <= set(units)
+    assert Decimal(units["TK-101"]["book"]) == 445
+    assert Decimal(units["TK-103"]["book"]) == 200
+    assert Decimal(units["SI-201"]["book"]) == 0
+    for line in units.values():
+        assert line["measured"] is None, line
+
+
+# -- changes: lot status, reversal -------------------------------------------------
+
+
+def test_lot_status_change_is_audited_and_a_held_lot_cannot_be_issued(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    change = cli(
+        "ledger", "lot-status", "--lot", "E1", "--status", "hold", "--reason", "QA sample 17",
+        "--user", "qa-anna", "--url", plant.url, "--json",
+    )  # fmt: skip
+    assert change.returncode == 0, change
+    assert change.json()["status"] == "hold"
+    audited = plant.sql(
+        "SELECT user, reason, old FROM audit WHERE object_id = ?", [change.json()["movement_id"]]
+    )
+    assert len(audited) == 1
+    user, reason, old = audited[0]
+    assert (user, reason) == ("qa-anna", "QA sample 17")
+    assert json.loads(old)["status"] == "released"
+
+    issue = cli(*post_args("issue", plant, "--lot", "E1", "--qty", "1", "--uom", "kg",
+                           "--from", "TK-101"))  # fmt: skip
+    assert_user_error(issue, "E1", "hold")
+
+
+def test_reverse_restores_the_balance_and_cannot_be_repeated(plant: LedgerFile, cli: Cli) -> None:
+    issue_id = plant.posts["issue"]["movement"]["id"]
+    reverse = ["ledger", "reverse", issue_id, "--reason", "wrong tank", "--url", plant.url]
+    first = cli(*reverse, "--json", env={"INVOPS_USER": "night-shift"})
+    assert first.returncode == 0, first
+    assert first.json()["reverses"] == issue_id
+    balance, history = cli.many(
+        [
+            ["ledger", "balance", "--url", plant.url, "--json", "--unit", "TK-101", "--lot", "E1"],
+            ["ledger", "history", "--url", plant.url, "--json", "--lot", "E1"],
+        ]
+    )
+    assert balances(balance) == {("TK-101", "E1"): Decimal(395 + 100)}
+    last = movements(history)[-1]
+    assert (last["id"], last["kind"], last["user"]) == (
+        first.json()["movement_id"], "reversal", "night-shift",
+    )  # fmt: skip
+    assert_user_error(cli(*reverse), issue_id, "reversed")
+
+
+# -- export ------------------------------------------------------------------------
+
+
+def test_export_jsonl_streams_one_line_per_movement_and_resumes_after_a_cursor(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    export = ["ledger", "export", "--format", "jsonl", "--url", plant.url]
+    everything = cli(*export, "--since", "0")
+    assert everything.returncode == 0, everything
+    lines = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert [line["id"] for line in lines] == [d["movement"]["id"] for d in plant.posts.values()]
+    cursors = [line["cursor"] for line in lines]
+    assert cursors == sorted(set(cursors))
+    resumed = cli(*export, "--since", str(cursors[0]))
+    assert resumed.returncode == 0, resumed
+    assert [json.loads(line) for line in resumed.stdout.splitlines()] == lines[1:]
+
+
+# -- verify ------------------------------------------------------------------------
+
+
+def test_verify_exits_zero_on_an_intact_ledger(plant: LedgerFile, cli: Cli) -> None:
+    result = cli("ledger", "verify", "--url", plant.url)
+    assert result.returncode == 0, result
+    assert "intact" in result.stdout
+    assert result.stderr == ""
+
+
+def _broken_at(result: Result, chain: str, seq: int) -> None:
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result
+    first = result.err_lines[0]
+    assert chain in first, result
+    assert re.search(rf"\bseq {seq}\b", first), result
+
+
+def test_verify_names_an_edited_audit_record(plant: LedgerFile, cli: Cli) -> None:
+    ((writer,),) = plant.sql("SELECT writer FROM audit WHERE seq = 3")
+    plant.sql("UPDATE audit SET reason = 'x' WHERE seq = 3")
+    _broken_at(cli("ledger", "verify", "--url", plant.url), writer, 3)
+
+
+def test_verify_names_a_deleted_last_audit_record(plant: LedgerFile, cli: Cli) -> None:
+    ((writer, seq),) = plant.sql("SELECT writer, seq FROM audit ORDER BY id DESC LIMIT 1")
+    plant.sql("DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)")
+    _broken_at(cli("ledger", "verify", "--url", plant.url), writer, seq)
+
+
+def test_verify_names_an_edited_movement_row(plant: LedgerFile, cli: Cli) -> None:
+    plant.sql("UPDATE movements SET quantity = '999'")
+    ((seq, movement_id),) = plant.sql("SELECT seq, id FROM movements ORDER BY seq LIMIT 1")
+    result = cli("ledger", "verify", "--url", plant.url)
+    _broken_at(result, "movements", seq)
+    assert movement_id in result.err_lines[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG (SPEC 5: verify detects any edit): inventory_core/store/reader.py "
+    "LedgerReader.verify checks audit chains, movements and balances but not the lots table "
+    "against the audited lot creations/status changes; a held lot flipped to released in "
+    "the database passes verify and can then be issued",
+)
+def test_verify_detects_an_edited_lot_status_row(plant: LedgerFile, cli: Cli) -> None:
+    held = cli("ledger", "lot-status", "--lot", "E1", "--status", "hold", "--reason", "QA",
+               "--url", plant.url)  # fmt: skip
+    assert held.returncode == 0, held
+    plant.sql("UPDATE lots SET status = 'released' WHERE id = 'E1'")
+    result = cli("ledger", "verify", "--url", plant.url)
+    assert result.returncode == 1, result
+    assert "E1" in result.stderr
+
+
+# -- check-config ------------------------------------------------------------------
+
+
+def test_check_config_accepts_the_demo_plant(cli: Cli) -> None:
+    result = cli("check-config", DEMO_CONFIG)
+    assert result.returncode == 0, result
+    assert "ok" in result.stdout
+
+
+def test_check_config_lists_every_problem_with_file_line_and_key_path(
+    cli: Cli, tmp_path: Path
+) -> None:
+    text = DEMO_CONFIG.read_text(encoding="utf-8")
+    text = text.replace("batch_max = 64", 'batch_max = 64\ncolour = "red"', 1)
+    text = text.replace('area = "TANKFARM"', 'area = "TANKFRAM"', 1)
+    bad = tmp_path / "bad-plant.toml"
+    bad.write_text(text, encoding="utf-8")
+    result = cli("check-config", bad)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    line_form = re.compile(rf"^{re.escape(str(bad))}(:\d+)?: (\S+): .+$")
+    problems = {}
+    for line in result.err_lines:
+        match = line_form.match(line)
+        assert match, f"not `file:line: path: message`: {line!r}\n{result}"
+        problems[match[2]] = line
+    assert set(problems) == {"ledger.colour", "storage_units[0].area"}, result
+    assert "TANKFRAM" in problems["storage_units[0].area"]
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_ledger_upgrade_post_and_balance_by_url(pg_url: str, cli: Cli) -> None:
+    upgrade = cli("db", "upgrade", "--url", pg_url)
+    assert upgrade.returncode == 0, upgrade
+    assert "Traceback" not in upgrade.stderr
+    post = cli(
+        "ledger", "post", "receipt", "--material", "SUGAR", "--lot", "PG-1", "--qty", "2.5",
+        "--uom", "t", "--to", "SI-201", "--config", DEMO_CONFIG, "--url", pg_url, "--json",
+    )  # fmt: skip
+    assert post.returncode == 0, post
+    assert Decimal(post.json()["movement"]["quantity"]) == 2500
+    assert balances(cli("ledger", "balance", "--url", pg_url, "--json")) == {
+        ("SI-201", "PG-1"): Decimal(2500)
+    }
+
+
+# -- bugs found --------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: a receipt below the ledger's resolution (1e-6 of the base unit) is booked "
+    "as a 0 kg receipt that creates the lot: inventory_core/ledger.py validate_posting checks "
+    "the posted quantity > 0, then domain/posting.py Planner.post convert() quantizes it to "
+    "0 and nothing checks again",
+)
+def test_receipt_that_rounds_to_zero_in_the_base_unit_is_rejected(
+    plant: LedgerFile, cli: Cli
+) -> None:
+    result = cli(*post_args("receipt", plant, "--lot", "DUST", "--qty", "0.0000001",
+                            "--uom", "kg", "--to", "TK-101"))  # fmt: skip
+    assert result.returncode == 1, result
+    assert plant.sql("SELECT count(*) FROM lots WHERE id = 'DUST'") == [(0,)]
+
+
+MISTAKES = {
+    # SQLAlchemy's own spelling of a SQLite URL; invops needs the async driver
+    "sqlite-url-without-aiosqlite": ["ledger", "balance", "--url", "sqlite:///{tmp}/plain.db"],
+    "ledger-path-below-a-file": [
+        "ledger", "balance", "--url", "sqlite+aiosqlite:///{tmp}/a-file/ledger.db",
+    ],
+    "export-cursor-out-of-range": [
+        "ledger", "export", "--format", "jsonl", "--since", "1" + "0" * 30, "--url", "{url}",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: user mistakes reported as 'invops: internal error: ... (rerun with --debug)': "
+    "inventory_core/store/__init__.py _or_error catches only ArgumentError/NoSuchModuleError/"
+    "ValueError, not InvalidRequestError (sync driver in the URL) nor OSError (the SQLite "
+    "parent mkdir in store/engine.py create_read_engine); invops/cli.py ledger_export accepts "
+    "any int as --since and SQLite raises OverflowError",
+)
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_user_mistake_is_reported_as_an_error_not_an_internal_error(
+    case: str, plant: LedgerFile, cli: Cli, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{url}", plant.url) for a in MISTAKES[case]]
+    result = cli(*argv)
+    assert_user_error(result, "invops: error:")
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG (SPEC 1: one-line message on failure): click/typer usage errors such as an "
+    "invalid --status value print a multi-line 'Usage: ... Try ... Error' panel on stderr; "
+    "cli.py main() does not turn click.UsageError into one line",
+)
+def test_invalid_option_value_gives_a_one_line_message(plant: LedgerFile, cli: Cli) -> None:
+    result = cli("ledger", "lot-status", "--lot", "E1", "--status", "bogus", "--reason", "r",
+                 "--url", plant.url)  # fmt: skip
+    assert_user_error(result, "bogus", code=None)
