@@ -40,7 +40,8 @@ from inventory_core.domain.posting import payload_hash
 from inventory_core.domain.units import canonical_uom, convert, parse_quantity
 from inventory_core.store import LedgerStore
 
-_ID = re.compile(r"^[^\s\x00-\x1f][^\x00-\x1f]{0,127}$")
+# Ids (materials, lots, units, users): 1..128 printable characters without spaces.
+_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 MAX_KEY_LENGTH = 200
 REASON_REQUIRED = frozenset({MovementKind.ADJUSTMENT, MovementKind.SCRAP})
 
@@ -253,7 +254,9 @@ def _require_text(label: str, value: object, *, limit: int = 128) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(f"{label} is missing")
     if limit == 128 and not _ID.match(value):
-        raise ValidationError(f"{label} {value!r} is not a valid identifier")
+        raise ValidationError(
+            f"{label} {value!r} is not a valid identifier (1 to 128 characters, no spaces)"
+        )
     if len(value) > limit:
         raise ValidationError(f"{label} is longer than {limit} characters")
 
@@ -289,6 +292,7 @@ async def open_ledger(
         now=lambda: format_timestamp(clock.now()),
         today=lambda: today(clock),
         on_commit=on_commit,
+        create=migrate,
     )
     try:
         await store.open(migrate=migrate)

@@ -41,6 +41,7 @@ from invops.config import ConfigError, InvopsConfig, load_config
 T = TypeVar("T")
 EXIT_USER_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+MAX_CURSOR = 2**63 - 1
 
 app = typer.Typer(
     name="invops",
@@ -301,9 +302,12 @@ def ledger_post(
     """Post a receipt, issue, production, transfer, adjustment, count or scrap."""
     try:
         quantity = parse_quantity(qty)
+    except InventoryError as exc:
+        fail(f"--qty: {exc}")
+    try:
         expiry_date = date.fromisoformat(expiry) if expiry else None
-    except (InventoryError, ValueError) as exc:
-        fail(f"--qty/--expiry: {exc}")
+    except ValueError:
+        fail(f"--expiry {expiry!r} is not a date (YYYY-MM-DD)")
     request = PostingRequest(
         kind=MovementKind(kind.value),
         material=MaterialId(material),
@@ -576,7 +580,8 @@ def ledger_verify(
         where += f" (row id {first.record_id})" if first.record_id is not None else ""
         typer.echo(f"invops: audit trail BROKEN at {where}: {first.message}", err=True)
         for more in report.problems[1:]:
-            typer.echo(f"  also: {more.chain} {more.seq}: {more.message}", err=True)
+            seq = "" if more.seq is None else f" seq {more.seq}"
+            typer.echo(f"  also: {more.chain}{seq}: {more.message}", err=True)
         raise typer.Exit(1)
 
 
@@ -660,7 +665,7 @@ def ledger_export(
         )
     try:
         cursor = int(since)
-        if cursor < 0:
+        if not 0 <= cursor <= MAX_CURSOR:
             raise ValueError
     except ValueError:
         fail(f"--since {since!r} is not a cursor (a non-negative integer from a previous export)")
@@ -673,16 +678,27 @@ def ledger_export(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every failure ends as one line on stderr."""
     try:
-        app()
-    except Exception as exc:  # a bug, not a user error: one line unless --debug
-        if _debug:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("invops: error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            # typer's usage errors (unknown option, bad value, missing argument)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            if message := exc.format_message():  # empty: the help was shown instead
+                typer.echo(f"invops: error: {message}{hint}", err=True)
+            sys.exit(int(exc.exit_code))
+        if _debug:  # anything else is a bug, not a user error: one line unless --debug
             raise
         typer.echo(
             f"invops: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
         )
         sys.exit(EXIT_USER_ERROR)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
     movement_legs,
 )
-from inventory_core.domain.units import convert, format_decimal
+from inventory_core.domain.units import QUANTUM, convert, format_decimal
 
 BalanceKey = tuple[StorageUnitId, LotId]
 
@@ -191,6 +191,11 @@ class Planner:
             if parent not in self.state.lots:
                 raise UnknownLot(f"consumed lot {parent} does not exist")
         quantity = convert(req.quantity, req.uom, material.base_uom, material.density_kg_per_l)
+        if quantity == 0 and req.kind is not MovementKind.COUNT:
+            raise ValidationError(
+                f"{req.kind} of {format_decimal(req.quantity)} {req.uom} is 0 {material.base_uom} "
+                f"at the ledger's resolution ({QUANTUM} {material.base_uom})"
+            )
         details = dict(req.details)
         if req.kind is MovementKind.COUNT:
             assert req.to_unit is not None
@@ -346,8 +351,8 @@ class Planner:
                     object_type=object_type,
                     object_id=object_id,
                     reason=update.reason,
-                    old="" if old is None else canonical_json(_master_document(old)),
-                    new=canonical_json(_master_document(new)),
+                    old="" if old is None else canonical_json(master_document(old)),
+                    new=canonical_json(master_document(new)),
                 )
             )
         return changed
@@ -457,14 +462,7 @@ class Planner:
                 object_id=lot.id,
                 reason=f"first {movement.kind} {movement.id}",
                 old="",
-                new=canonical_json(
-                    {
-                        "lot": lot.id,
-                        "material": lot.material,
-                        "status": str(lot.status),
-                        "expiry": lot.expiry.isoformat() if lot.expiry else None,
-                    }
-                ),
+                new=canonical_json(lot_document(lot)),
             )
         )
 
@@ -500,7 +498,7 @@ class Planner:
         return PostingResult(movement.id)
 
 
-def _master_document(obj: object) -> dict[str, object]:
+def master_document(obj: object) -> dict[str, object]:
     """Master data as JSON-ready dict (Decimals and enums as text)."""
     assert isinstance(obj, MaterialDefinition | StorageUnit)
     return {
@@ -528,4 +526,15 @@ def request_document(
         )
         for f in fields(request)
         for v in (getattr(request, f.name),)
+    }
+
+
+def lot_document(lot: Lot) -> dict[str, object]:
+    """A lot as audited when it is created (status changes are lot-status movements)."""
+    return {
+        "lot": lot.id,
+        "material": lot.material,
+        "status": str(lot.status),
+        "created_at": lot.created_at,
+        "expiry": lot.expiry.isoformat() if lot.expiry else None,
     }

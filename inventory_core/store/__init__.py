@@ -8,16 +8,16 @@ from datetime import date
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuchModuleError
 
 from inventory_core.domain.audit import GENESIS_HASH
 from inventory_core.domain.errors import LedgerUnavailable
-from inventory_core.store.engine import create_read_engine, create_runner
+from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
 from inventory_core.store.reader import LedgerReader
 from inventory_core.store.writer import BatchWriter, Command, Request
 
-__all__ = ["LedgerStore", "describe_url", "upgrade_schema"]
+__all__ = ["LedgerStore", "check_url", "describe_url", "upgrade_schema"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -31,15 +31,43 @@ def describe_url(url: str) -> str:
         return "<invalid URL>"
 
 
+SUPPORTED_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+URL_EXAMPLES = "sqlite+aiosqlite:///path/invops.db or postgresql+asyncpg://user@host/db"
+
+
+def check_url(url: str, *, create: bool) -> None:
+    """Refuse a URL invops cannot use, with the fix in the message.
+
+    Without `create`, a SQLite file must already exist: a typo in a path then
+    reports "no ledger" instead of leaving an empty database behind.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise LedgerUnavailable(f"invalid ledger URL {url!r}; expected {URL_EXAMPLES}") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if SUPPORTED_DRIVERS.get(backend) != driver:
+        raise LedgerUnavailable(f"unsupported ledger URL {describe_url(url)!r}: use {URL_EXAMPLES}")
+    path = sqlite_file(parsed) if backend == "sqlite" else None
+    if path is not None and not create and not path.exists():
+        raise LedgerUnavailable(
+            f"no ledger at {path} (file does not exist); create it with: "
+            f"invops db upgrade --url {describe_url(url)}"
+        )
+
+
 def _or_error(factory: Callable[[str], T], url: str) -> T:
     try:
         return factory(url)
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+    except (ArgumentError, NoSuchModuleError, InvalidRequestError, ValueError) as exc:
         raise LedgerUnavailable(f"invalid ledger URL {describe_url(url)!r}: {exc}") from exc
+    except OSError as exc:
+        raise LedgerUnavailable(f"cannot create ledger at {describe_url(url)}: {exc}") from exc
 
 
 async def upgrade_schema(url: str) -> tuple[str | None, str]:
     """Create or migrate the schema at `url`; returns (revision before, revision after)."""
+    check_url(url, create=True)
     engine = _or_error(create_read_engine, url)
     try:
         before = await current_revision(engine)
@@ -70,9 +98,12 @@ class LedgerStore:
         now: Callable[[], str],
         today: Callable[[], date],
         on_commit: Callable[[int, float], None] | None = None,
+        create: bool = False,
     ) -> None:
+        check_url(url, create=create)
         self.url = url
         self.writer_id = writer_id
+        self._opened = False
         self._read_engine = _or_error(create_read_engine, url)
         self._runner = _or_error(create_runner, url)
         self.reader = LedgerReader(self._read_engine)
@@ -106,6 +137,7 @@ class LedgerStore:
                 f"run: invops db upgrade --url {describe_url(self.url)}"
             )
         self._writer.start()
+        self._opened = True
         await self.log_chain_head("open")
 
     async def submit(self, request: Request, digest: str = "") -> Any:
@@ -121,9 +153,10 @@ class LedgerStore:
 
     async def close(self) -> None:
         await self._writer.stop()
-        try:
-            await self.log_chain_head("close")
-        except (DBAPIError, OSError):
-            log.warning("audit chain head not logged at close: ledger unreachable")
+        if self._opened:
+            try:
+                await self.log_chain_head("close")
+            except (DBAPIError, OSError) as exc:
+                log.warning("audit chain head not logged at close: %s", _first_line(exc))
         await self._runner.close()
         await self._read_engine.dispose()

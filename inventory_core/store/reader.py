@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, union
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inventory_core.domain.audit import GENESIS_HASH, check_record
 from inventory_core.domain.model import (
     Balance,
     GenealogyLink,
@@ -24,18 +20,16 @@ from inventory_core.domain.model import (
     MovementKind,
     StorageUnit,
     StorageUnitId,
-    VerifyProblem,
     VerifyReport,
 )
-from inventory_core.domain.posting import movement_digest
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
-    audit_from_row,
     lot_from_row,
     material_from_row,
     movement_from_row,
     unit_from_row,
 )
+from inventory_core.store.verify import verify_ledger
 
 VERIFY_PAGE = 5000
 MAX_TRACE_DEPTH = 100
@@ -179,106 +173,6 @@ class LedgerReader:
             return {w: (int(s), h) for w, s, h in rows}
 
     async def verify(self) -> VerifyReport:
-        """Check every audit chain, the movements against their audit records, and balances."""
+        """Check the audit chains and every table against what they audited."""
         async with self._engine.connect() as conn:
-            audited: dict[str, str] = {}
-            chains: dict[str, int] = {}
-            problems: list[VerifyProblem] = []
-            writers = union(select(t.audit.c.writer), select(t.audit_heads.c.writer))
-            heads = dict(
-                ((w, (int(s), h)) for w, s, h in await conn.execute(
-                    select(t.audit_heads.c.writer, t.audit_heads.c.seq, t.audit_heads.c.hash)
-                ))
-            )  # fmt: skip
-            records = 0
-            for (writer,) in (await conn.execute(writers)).all():
-                expected_seq, prev = 1, GENESIS_HASH
-                broken = False
-                async for row in _pages(conn, writer):
-                    records += 1
-                    record = audit_from_row(row)
-                    why = check_record(record, expected_seq, prev)
-                    if why is not None and not broken:
-                        problems.append(VerifyProblem(writer, record.seq, int(row["id"]), why))
-                        broken = True
-                    if record.object_type == "movement":
-                        audited[record.object_id] = record.new
-                    expected_seq, prev = record.seq + 1, record.hash
-                chains[writer] = expected_seq - 1
-                head = heads.get(writer)
-                if not broken and head is not None and head != (expected_seq - 1, prev):
-                    problems.append(
-                        VerifyProblem(
-                            writer, head[0], None,
-                            f"chain ends at seq {expected_seq - 1} but its head says {head[0]}"
-                            " (records at the end deleted, or head edited)",
-                        )
-                    )  # fmt: skip
-            movements = 0
-            book: dict[tuple[StorageUnitId, LotId], Decimal] = defaultdict(Decimal)
-            rows = await conn.stream(select(t.movements).order_by(t.movements.c.seq))
-            async for row in rows.mappings():
-                movements += 1
-                m = movement_from_row(row)
-                for unit, lot, delta in m.legs():
-                    book[(unit, lot)] += delta
-                recorded = audited.pop(m.id, None)
-                if recorded is None:
-                    problems.append(
-                        VerifyProblem(
-                            "movements", m.seq, m.seq, f"movement {m.id} has no audit record"
-                        )
-                    )
-                elif recorded != movement_digest(m):
-                    problems.append(
-                        VerifyProblem(
-                            "movements", m.seq, m.seq,
-                            f"movement {m.id} differs from its audit record (row edited)",
-                        )
-                    )  # fmt: skip
-            for movement_id in audited:
-                problems.append(
-                    VerifyProblem("movements", None, None, f"movement {movement_id} was deleted")
-                )
-            for b_unit, b_lot, quantity in await conn.execute(
-                select(t.balances.c.unit, t.balances.c.lot, t.balances.c.quantity)
-            ):
-                if Decimal(quantity) != book.pop((b_unit, b_lot), Decimal(0)):
-                    problems.append(
-                        VerifyProblem(
-                            "balances", None, None,
-                            f"balance of lot {b_lot} in {b_unit} ({quantity}) does not equal "
-                            "the sum of its movements",
-                        )
-                    )  # fmt: skip
-            for (unit, lot), quantity in book.items():
-                if quantity != 0:
-                    problems.append(
-                        VerifyProblem(
-                            "balances", None, None, f"balance of lot {lot} in {unit} is missing"
-                        )
-                    )
-            return VerifyReport(chains, records, movements, tuple(problems))
-
-
-async def _pages(conn: AsyncConnection, writer: str) -> AsyncIterator[Mapping[Any, Any]]:
-    """Audit rows of one chain in sequence order, a page at a time."""
-    last = -1
-    while True:
-        rows = (
-            (
-                await conn.execute(
-                    select(t.audit)
-                    .where(t.audit.c.writer == writer, t.audit.c.seq > last)
-                    .order_by(t.audit.c.seq)
-                    .limit(VERIFY_PAGE)
-                )
-            )
-            .mappings()
-            .all()
-        )
-        if not rows:
-            return
-        for row in rows:
-            yield row
-        last = int(rows[-1]["seq"])
+            return await verify_ledger(conn)

@@ -129,14 +129,6 @@ def test_ledger_commands_on_a_database_without_schema_say_run_db_upgrade(
         assert "invops db upgrade" in result.err_lines[-1], result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (since ac3f5d8): on a ledger without schema, open_ledger closes the store and "
-    "inventory_core/store/__init__.py LedgerStore.close logs 'audit chain head not logged at "
-    "close: ledger unreachable' with log.warning; the CLI configures no logging, so "
-    "logging.lastResort prints it to stderr as a second line (and 'unreachable' is wrong)",
-)
 def test_ledger_command_without_schema_prints_only_the_one_line_message(
     cli: Cli, tmp_path: Path
 ) -> None:
@@ -485,14 +477,6 @@ def test_verify_names_an_edited_movement_row(plant: LedgerFile, cli: Cli) -> Non
     assert movement_id in result.err_lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (SPEC 5: verify detects any edit): inventory_core/store/reader.py "
-    "LedgerReader.verify checks audit chains, movements and balances but not the lots table "
-    "against the audited lot creations/status changes; a held lot flipped to released in "
-    "the database passes verify and can then be issued",
-)
 def test_verify_detects_an_edited_lot_status_row(plant: LedgerFile, cli: Cli) -> None:
     held = cli("ledger", "lot-status", "--lot", "E1", "--status", "hold", "--reason", "QA",
                "--url", plant.url)  # fmt: skip
@@ -555,14 +539,6 @@ def test_postgres_ledger_upgrade_post_and_balance_by_url(pg_url: str, cli: Cli) 
 # -- bugs found --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a receipt below the ledger's resolution (1e-6 of the base unit) is booked "
-    "as a 0 kg receipt that creates the lot: inventory_core/ledger.py validate_posting checks "
-    "the posted quantity > 0, then domain/posting.py Planner.post convert() quantizes it to "
-    "0 and nothing checks again",
-)
 def test_receipt_that_rounds_to_zero_in_the_base_unit_is_rejected(
     plant: LedgerFile, cli: Cli
 ) -> None:
@@ -584,15 +560,6 @@ MISTAKES = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: user mistakes reported as 'invops: internal error: ... (rerun with --debug)': "
-    "inventory_core/store/__init__.py _or_error catches only ArgumentError/NoSuchModuleError/"
-    "ValueError, not InvalidRequestError (sync driver in the URL) nor OSError (the SQLite "
-    "parent mkdir in store/engine.py create_read_engine); invops/cli.py ledger_export accepts "
-    "any int as --since and SQLite raises OverflowError",
-)
 @pytest.mark.parametrize("case", list(MISTAKES))
 def test_user_mistake_is_reported_as_an_error_not_an_internal_error(
     case: str, plant: LedgerFile, cli: Cli, tmp_path: Path
@@ -604,13 +571,6 @@ def test_user_mistake_is_reported_as_an_error_not_an_internal_error(
     assert "internal error" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (SPEC 1: one-line message on failure): click/typer usage errors such as an "
-    "invalid --status value print a multi-line 'Usage: ... Try ... Error' panel on stderr; "
-    "cli.py main() does not turn click.UsageError into one line",
-)
 def test_invalid_option_value_gives_a_one_line_message(plant: LedgerFile, cli: Cli) -> None:
     result = cli("ledger", "lot-status", "--lot", "E1", "--status", "bogus", "--reason", "r",
                  "--url", plant.url)  # fmt: skip

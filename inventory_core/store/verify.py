@@ -1,0 +1,215 @@
+"""`invops ledger verify`: the audit chains, and every table against what was audited.
+
+1. Each writer's chain: contiguous sequence numbers from 1, each record's
+   hash recomputed from its stored fields, each prev_hash linking to the
+   record before, and the chain's head row agreeing with its last record.
+2. Movements: each row's SHA-256 equals the digest its audit record holds;
+   no audited movement is missing.
+3. Balances equal the sum of the movements' legs.
+4. Lots, materials and storage units equal the state their audit records
+   (and lot-status movements) describe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, union
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from inventory_core.domain.audit import GENESIS_HASH, AuditRecord, canonical_json, check_record
+from inventory_core.domain.model import MovementKind, VerifyProblem, VerifyReport
+from inventory_core.domain.posting import lot_document, master_document, movement_digest
+from inventory_core.store import tables as t
+from inventory_core.store.rows import (
+    audit_from_row,
+    lot_from_row,
+    material_from_row,
+    movement_from_row,
+    unit_from_row,
+)
+
+PAGE = 5000
+
+
+class _Audited:
+    """What the audit records say the tables must contain."""
+
+    def __init__(self) -> None:
+        self.movements: dict[str, str] = {}  # movement id -> digest
+        self.lots: dict[str, dict[str, Any]] = {}  # lot id -> document at creation
+        # (object type, id) -> (timestamp, writer, seq, document text) of the latest change
+        self.master: dict[tuple[str, str], tuple[str, str, int, str]] = {}
+
+    def add(self, r: AuditRecord) -> None:
+        if r.object_type == "movement":
+            self.movements[r.object_id] = r.new
+        elif r.object_type == "lot" and r.action == "create":
+            self.lots[r.object_id] = json.loads(r.new)
+        elif r.object_type in ("material", "storage_unit"):
+            key = (r.object_type, r.object_id)
+            latest = self.master.get(key)
+            if latest is None or (r.timestamp, r.writer, r.seq) > latest[:3]:
+                self.master[key] = (r.timestamp, r.writer, r.seq, r.new)
+
+
+async def verify_ledger(conn: AsyncConnection) -> VerifyReport:
+    audited = _Audited()
+    problems: list[VerifyProblem] = []
+    chains, records = await _check_chains(conn, audited, problems)
+    movements = await _check_movements(conn, audited, problems)
+    await _check_master_data(conn, audited, problems)
+    return VerifyReport(chains, records, movements, tuple(problems))
+
+
+async def _check_chains(
+    conn: AsyncConnection, audited: _Audited, problems: list[VerifyProblem]
+) -> tuple[dict[str, int], int]:
+    heads = {
+        w: (int(s), h)
+        for w, s, h in await conn.execute(
+            select(t.audit_heads.c.writer, t.audit_heads.c.seq, t.audit_heads.c.hash)
+        )
+    }
+    writers = union(select(t.audit.c.writer), select(t.audit_heads.c.writer))
+    chains: dict[str, int] = {}
+    records = 0
+    for (writer,) in (await conn.execute(writers)).all():
+        expected_seq, prev, broken = 1, GENESIS_HASH, False
+        async for row in _chain(conn, writer):
+            records += 1
+            record = audit_from_row(row)
+            why = check_record(record, expected_seq, prev)
+            if why is not None and not broken:
+                problems.append(VerifyProblem(writer, record.seq, int(row["id"]), why))
+                broken = True
+            audited.add(record)
+            expected_seq, prev = record.seq + 1, record.hash
+        last = expected_seq - 1
+        chains[writer] = last
+        head = heads.get(writer)
+        if not broken and head is not None and head != (last, prev):
+            problems.append(
+                VerifyProblem(
+                    writer,
+                    head[0],
+                    None,
+                    f"chain ends at seq {last} but its head says {head[0]} "
+                    "(records at the end deleted, or the head edited)",
+                )
+            )
+    return chains, records
+
+
+async def _check_movements(
+    conn: AsyncConnection, audited: _Audited, problems: list[VerifyProblem]
+) -> int:
+    count = 0
+    book: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    status: dict[str, str] = {lot: doc["status"] for lot, doc in audited.lots.items()}
+    recorded = dict(audited.movements)
+    rows = await conn.stream(select(t.movements).order_by(t.movements.c.seq))
+    async for row in rows.mappings():
+        count += 1
+        m = movement_from_row(row)
+        for unit, lot, delta in m.legs():
+            book[(unit, lot)] += delta
+        if m.kind is MovementKind.LOT_STATUS:
+            status[m.lot] = str(m.details.get("new_status"))
+        digest = recorded.pop(m.id, None)
+        if digest is None:
+            problems.append(
+                VerifyProblem("movements", m.seq, m.seq, f"movement {m.id} has no audit record")
+            )
+        elif digest != movement_digest(m):
+            problems.append(
+                VerifyProblem(
+                    "movements", m.seq, m.seq, f"movement {m.id} differs from its audit record"
+                )
+            )
+    for movement_id in recorded:
+        problems.append(VerifyProblem("movements", None, None, f"movement {movement_id} deleted"))
+
+    for unit, lot, quantity in await conn.execute(
+        select(t.balances.c.unit, t.balances.c.lot, t.balances.c.quantity)
+    ):
+        if Decimal(quantity) != book.pop((unit, lot), Decimal(0)):
+            problems.append(
+                VerifyProblem(
+                    "balances",
+                    None,
+                    None,
+                    f"balance of lot {lot} in {unit} ({quantity}) is not the sum of its movements",
+                )
+            )
+    for (b_unit, b_lot), quantity in book.items():
+        if quantity != 0:
+            problems.append(
+                VerifyProblem(
+                    "balances", None, None, f"balance of lot {b_lot} in {b_unit} is missing"
+                )
+            )
+
+    expected_lots = {lot: {**doc, "status": status[lot]} for lot, doc in audited.lots.items()}
+    for row in (await conn.execute(select(t.lots))).mappings():
+        stored = lot_from_row(row)
+        expected = expected_lots.pop(stored.id, None)
+        if expected is None:
+            problems.append(VerifyProblem("lots", None, None, f"lot {stored.id} not audited"))
+        elif lot_document(stored) != expected:
+            problems.append(
+                VerifyProblem("lots", None, None, f"lot {stored.id} differs from its audit trail")
+            )
+    for lot_id in expected_lots:
+        problems.append(VerifyProblem("lots", None, None, f"lot {lot_id} deleted"))
+    return count
+
+
+async def _check_master_data(
+    conn: AsyncConnection, audited: _Audited, problems: list[VerifyProblem]
+) -> None:
+    expected = {key: doc for key, (_, _, _, doc) in audited.master.items()}
+    tables = (
+        ("material", t.materials, material_from_row),
+        ("storage_unit", t.storage_units, unit_from_row),
+    )
+    for object_type, table, from_row in tables:
+        for row in (await conn.execute(select(table))).mappings():
+            obj = from_row(row)
+            doc = expected.pop((object_type, obj.id), None)
+            if doc is None:
+                problems.append(
+                    VerifyProblem(table.name, None, None, f"{object_type} {obj.id} not audited")
+                )
+            elif canonical_json(master_document(obj)) != doc:
+                problems.append(
+                    VerifyProblem(
+                        table.name, None, None, f"{object_type} {obj.id} differs from its audit"
+                    )
+                )
+    for object_type, object_id in expected:
+        problems.append(
+            VerifyProblem(object_type, None, None, f"{object_type} {object_id} deleted")
+        )
+
+
+async def _chain(conn: AsyncConnection, writer: str) -> AsyncIterator[Mapping[Any, Any]]:
+    """Audit rows of one chain in sequence order, a page at a time."""
+    last = -1
+    while True:
+        query = (
+            select(t.audit)
+            .where(t.audit.c.writer == writer, t.audit.c.seq > last)
+            .order_by(t.audit.c.seq)
+            .limit(PAGE)
+        )
+        rows = (await conn.execute(query)).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            yield row
+        last = int(rows[-1]["seq"])
