@@ -65,9 +65,9 @@ def record_hash(
     ).hexdigest()  # fmt: skip
 
 
-def length_prefixed(*fields: str) -> str:
-    """Unambiguous concatenation: `<len>:<text>` per field (no escaping needed)."""
-    return "".join(f"{len(f)}:{f}" for f in fields)
+def length_prefixed(*fields: str | None) -> str:
+    """Unambiguous concatenation: `<len>:<text>` per field, `N` for NULL (no escaping)."""
+    return "".join("N" if f is None else f"{len(f)}:{f}" for f in fields)
 
 
 def make_record(

@@ -92,7 +92,7 @@ class Changes:
 
     new_lots: list[Lot] = field(default_factory=list)
     lot_status: dict[LotId, LotStatus] = field(default_factory=dict)
-    movements: list[Movement] = field(default_factory=list)
+    movements: list[MovementRecord] = field(default_factory=list)
     links: list[tuple[LotId, LotId, MovementId]] = field(default_factory=list)
     balances: dict[BalanceKey, tuple[MaterialId, Decimal]] = field(default_factory=dict)
     audits: list[PendingAudit] = field(default_factory=list)
@@ -482,7 +482,8 @@ class Planner:
             self.state.balances[key] = new
             self.changes.balances[key] = (movement.material, new)
         self.state.keys[movement.idempotency_key] = (movement.id, digest)
-        self.changes.movements.append(movement)
+        record = movement_record(movement, digest)
+        self.changes.movements.append(record)
         self.changes.audits.append(
             PendingAudit(
                 timestamp=movement.timestamp,
@@ -492,7 +493,7 @@ class Planner:
                 object_id=movement.id,
                 reason=movement.reason,
                 old=old,
-                new=movement_digest(movement),
+                new=record_digest(record),
             )
         )
         return PostingResult(movement.id)
@@ -507,9 +508,28 @@ def master_document(obj: object) -> dict[str, object]:
     }
 
 
-def movement_digest(m: Movement) -> str:
-    """SHA-256 of the movement's canonical JSON: what its audit record binds to."""
-    return hashlib.sha256(canonical_json(movement_document(m)).encode()).hexdigest()
+# A movement as stored: text columns in this order (the ledger's `movements` table).
+MOVEMENT_COLUMNS = (
+    "id", "kind", "material", "lot", "from_unit", "to_unit", "quantity", "uom",
+    "posted_quantity", "posted_uom", "timestamp", "user", "source", "reason",
+    "idempotency_key", "payload_hash", "reverses", "writer", "details",
+)  # fmt: skip
+MovementRecord = tuple[str | None, ...]
+
+
+def movement_record(m: Movement, payload: str) -> MovementRecord:
+    """The movement's stored text form (values for MOVEMENT_COLUMNS)."""
+    return (
+        m.id, str(m.kind), m.material, m.lot, m.from_unit, m.to_unit,
+        format_decimal(m.quantity), m.uom, format_decimal(m.posted_quantity), m.posted_uom,
+        m.timestamp, m.user, str(m.source), m.reason, m.idempotency_key, payload, m.reverses,
+        m.writer, canonical_json(m.details) if m.details else "{}",
+    )  # fmt: skip
+
+
+def record_digest(record: MovementRecord) -> str:
+    """SHA-256 over a stored movement (length-prefixed columns): what its audit binds to."""
+    return hashlib.sha256(length_prefixed(*record).encode()).hexdigest()
 
 
 def request_document(

@@ -8,7 +8,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from inventory_core.domain.audit import AuditRecord, canonical_json
+from inventory_core.domain.audit import AuditRecord
 from inventory_core.domain.model import (
     Lot,
     LotId,
@@ -23,7 +23,6 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
-from inventory_core.domain.units import format_decimal
 
 Row = Mapping[Any, Any]
 
@@ -95,30 +94,6 @@ def lot_from_row(r: Row) -> Lot:
         created_at=r["created_at"],
         expiry=date.fromisoformat(r["expiry"]) if r["expiry"] else None,
     )
-
-
-def movement_to_row(m: Movement, payload_hash: str) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "kind": str(m.kind),
-        "material": m.material,
-        "lot": m.lot,
-        "from_unit": m.from_unit,
-        "to_unit": m.to_unit,
-        "quantity": format_decimal(m.quantity),
-        "uom": m.uom,
-        "posted_quantity": format_decimal(m.posted_quantity),
-        "posted_uom": m.posted_uom,
-        "timestamp": m.timestamp,
-        "user": m.user,
-        "source": str(m.source),
-        "reason": m.reason,
-        "idempotency_key": m.idempotency_key,
-        "payload_hash": payload_hash,
-        "reverses": m.reverses,
-        "writer": m.writer,
-        "details": canonical_json(m.details),
-    }
 
 
 def movement_from_row(r: Row) -> Movement:

@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inventory_core.domain.audit import GENESIS_HASH, AuditRecord, canonical_json, check_record
 from inventory_core.domain.model import MovementKind, VerifyProblem, VerifyReport
-from inventory_core.domain.posting import lot_document, master_document, movement_digest
+from inventory_core.domain.posting import (
+    MOVEMENT_COLUMNS,
+    lot_document,
+    master_document,
+    record_digest,
+)
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     audit_from_row,
@@ -125,7 +130,7 @@ async def _check_movements(
             problems.append(
                 VerifyProblem("movements", m.seq, m.seq, f"movement {m.id} has no audit record")
             )
-        elif digest != movement_digest(m):
+        elif digest != record_digest(tuple(row[c] for c in MOVEMENT_COLUMNS)):
             problems.append(
                 VerifyProblem(
                     "movements", m.seq, m.seq, f"movement {m.id} differs from its audit record"

@@ -44,7 +44,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
-from inventory_core.domain.posting import Changes, LedgerState, Planner
+from inventory_core.domain.posting import MOVEMENT_COLUMNS, Changes, LedgerState, Planner
 from inventory_core.domain.units import format_decimal
 from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
@@ -55,7 +55,6 @@ from inventory_core.store.rows import (
     material_from_row,
     material_to_row,
     movement_from_row,
-    movement_to_row,
     unit_from_row,
     unit_to_row,
 )
@@ -208,7 +207,6 @@ class BatchWriter:
             state, changes, writer=self._writer_id, now=lambda: stamp, today=self._today
         )
         outcomes: list[object] = []
-        digests: dict[str, str] = {}
         for command in batch:
             request = command.request
             try:
@@ -231,8 +229,7 @@ class BatchWriter:
                 if isinstance(request, PostingRequest | ReversalRequest | LotStatusRequest):
                     planner.rejected(request, exc)
             outcomes.append(result)
-            digests[getattr(result, "movement_id", "")] = command.digest
-        self._write(conn, changes, digests)
+        self._write(conn, changes)
         return outcomes
 
     def _load_state(self, conn: Connection, batch: list[Command]) -> LedgerState:
@@ -325,7 +322,7 @@ class BatchWriter:
         self._units = {u.id: u for u in map(unit_from_row, rows.mappings())}
         self._master_revision = revision
 
-    def _write(self, conn: Connection, changes: Changes, digests: dict[str, str]) -> None:
+    def _write(self, conn: Connection, changes: Changes) -> None:
         if changes.materials:
             self._upsert(conn, t.materials, ["id"], [material_to_row(m) for m in changes.materials])
         if changes.units:
@@ -343,11 +340,7 @@ class BatchWriter:
         for lot_id, status in changes.lot_status.items():
             conn.execute(update(t.lots).where(t.lots.c.id == lot_id).values(status=str(status)))
         if changes.movements:
-            self._insert_many(
-                conn,
-                t.movements,
-                [movement_to_row(m, digests[m.id]) for m in changes.movements],
-            )
+            self._insert_tuples(conn, t.movements, MOVEMENT_COLUMNS, changes.movements)
         if changes.links:
             self._insert_many(
                 conn,
@@ -427,6 +420,17 @@ class BatchWriter:
     def _insert_many(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         self._execute_many(conn, table, (), rows)
 
+    def _insert_tuples(
+        self,
+        conn: Connection,
+        table: Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[object, ...]],
+    ) -> None:
+        """INSERT rows already in column order: no per-row dict on the hot path."""
+        sql = self._compiled(table, (), columns)[0]
+        conn.exec_driver_sql(sql, list(rows))
+
     def _upsert(
         self, conn: Connection, table: Table, keys: Iterable[str], rows: list[dict[str, Any]]
     ) -> None:
@@ -444,7 +448,13 @@ class BatchWriter:
         The statement is compiled once per shape and reused, so the hot path pays
         the driver's cost, not SQLAlchemy's per-row parameter processing.
         """
-        names = tuple(rows[0])
+        sql, order = self._compiled(table, conflict_keys, tuple(rows[0]))
+        conn.exec_driver_sql(sql, [tuple(row[n] for n in order) for row in rows])
+
+    def _compiled(
+        self, table: Table, conflict_keys: tuple[str, ...], names: tuple[str, ...]
+    ) -> tuple[str, tuple[str, ...]]:
+        """SQL text and bind order of an INSERT/upsert, compiled once per shape."""
         cache_key = (table.name, conflict_keys, names)
         cached = self._statements.get(cache_key)
         if cached is None:
@@ -455,10 +465,11 @@ class BatchWriter:
                     set_={n: stmt.excluded[n] for n in names if n not in conflict_keys},
                 )
             compiled = stmt.compile(dialect=self._runner.dialect)
-            cached = (str(compiled), tuple(compiled.positiontup or ()))
+            order = tuple(compiled.positiontup or ())
+            assert order == names, f"bind order {order} differs from columns {names}"
+            cached = (str(compiled), order)
             self._statements[cache_key] = cached
-        sql, order = cached
-        conn.exec_driver_sql(sql, [tuple(row[n] for n in order) for row in rows])
+        return cached
 
 
 def _retryable(exc: DBAPIError) -> bool:
