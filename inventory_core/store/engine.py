@@ -84,7 +84,12 @@ def create_runner(url: str) -> TransactionRunner:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return ThreadedSqliteRunner(parsed)
-    return AsyncRunner(create_async_engine(url, pool_size=2, pool_pre_ping=True))
+    # Custom plans: the writer's statements are prepared once, and a generic plan made
+    # while a table was small (a sequential scan) would stay in use as it grows.
+    settings = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
+    return AsyncRunner(
+        create_async_engine(url, pool_size=2, pool_pre_ping=True, connect_args=settings)
+    )
 
 
 class ThreadedSqliteRunner:
