@@ -42,10 +42,12 @@ async def _prepare(url: str, stock: int) -> None:
         )
 
 
-def _run_instances(url: str, mode: str, count: int) -> list[dict[str, object]]:
+def _run_instances(
+    url: str, mode: str, count: int, writer: str | None = None
+) -> list[dict[str, object]]:
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), url, f"instance-{i}", mode, str(count)],
+            [sys.executable, str(WORKER), url, writer or f"instance-{i}", mode, str(count)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -97,5 +99,22 @@ def test_instances_sharing_idempotency_keys_post_each_key_once(ledger_url: str) 
             [balance] = await ledger.balances(lot="KEYED")
             assert balance.quantity == keys
             assert (await ledger.verify()).ok
+
+    asyncio.run(check())
+
+
+def test_processes_sharing_one_writer_id_keep_one_contiguous_chain(ledger_url: str) -> None:
+    """Like several `invops ledger post` commands at once: one chain, no gaps, no forks."""
+    stock, per_instance = 100, 40
+    asyncio.run(_prepare(ledger_url, stock))
+    results = _run_instances(ledger_url, "issue", per_instance, writer="shared")
+    assert sum(int(r["accepted"]) for r in results) == stock  # type: ignore[call-overload]
+
+    async def check() -> None:
+        async with open_ledger(ledger_url, writer_id="checker") as ledger:
+            report = await ledger.verify()
+            assert report.ok, report.problems
+            # every issue, accepted or rejected, is one record of the shared chain
+            assert report.chains["shared"] == INSTANCES * per_instance
 
     asyncio.run(check())
