@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp, today
@@ -43,6 +44,7 @@ from inventory_core.store import LedgerStore
 # Ids (materials, lots, units, users): 1..128 printable characters without spaces.
 _ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 MAX_KEY_LENGTH = 200
+EXPORT_SETTLE = timedelta(seconds=30)
 REASON_REQUIRED = frozenset({MovementKind.ADJUSTMENT, MovementKind.SCRAP})
 
 
@@ -132,6 +134,18 @@ class Ledger:
     ) -> list[Movement]:
         return await self._store.reader.history(unit, lot, since, after_seq, limit)
 
+    async def export(self, after_seq: int = 0, limit: int | None = None) -> list[Movement]:
+        """Movements after cursor `after_seq`, never skipping one that commits later.
+
+        With several writers (PostgreSQL), a movement can commit after one with a
+        higher sequence number. The export stops before a sequence gap until the
+        gap is older than EXPORT_SETTLE, so a consumer resuming from the last
+        cursor it saw never misses a movement.
+        """
+        movements = await self._store.reader.history(after_seq=after_seq, limit=limit)
+        horizon = format_timestamp(self._clock.now() - EXPORT_SETTLE)
+        return settled_prefix(movements, after_seq, horizon)
+
     async def movement(self, movement_id: str) -> Movement:
         found = await self._store.reader.movement(movement_id)
         if found is None:
@@ -189,6 +203,19 @@ class Ledger:
 
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         return await self._store.reader.chain_heads()
+
+
+def settled_prefix(movements: Sequence[Movement], after_seq: int, horizon: str) -> list[Movement]:
+    """The movements up to the first sequence gap newer than `horizon` (a commit may
+    still fill it); older gaps are rolled-back transactions and are passed."""
+    settled: list[Movement] = []
+    previous = after_seq
+    for m in movements:
+        if m.seq != previous + 1 and m.timestamp > horizon:
+            break
+        settled.append(m)
+        previous = m.seq
+    return settled
 
 
 def validate_posting(request: PostingRequest) -> PostingRequest:

@@ -670,7 +670,7 @@ def ledger_export(
     except ValueError:
         fail(f"--since {since!r} is not a cursor (a non-negative integer from a previous export)")
     movements = _with_ledger(
-        url, config, lambda ledger: ledger.history(after_seq=cursor, limit=limit)
+        url, config, lambda ledger: ledger.export(after_seq=cursor, limit=limit)
     )
     out = sys.stdout
     for m in movements:
