@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp, today
+from inventory_core.domain.audit import canonical_json
 from inventory_core.domain.errors import LedgerUnavailable, UnknownMovement, ValidationError
 from inventory_core.domain.model import (
     QUANTITY_KINDS,
@@ -268,6 +269,12 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
         raise ValidationError(f"{kind} needs a reason")
     if len(request.reason) > 2000:
         raise ValidationError("reason is longer than 2000 characters")
+    try:
+        canonical_json(request.details)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"details must be JSON values (text, numbers, lists): {exc}"
+        ) from None
     if request.consumed_lots and kind is not MovementKind.PRODUCTION:
         raise ValidationError("consumed lots apply to production only")
     for lot in request.consumed_lots:

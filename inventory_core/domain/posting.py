@@ -114,7 +114,7 @@ def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -
             request.from_unit or "",
             request.to_unit or "",
             request.reason,
-            ",".join(request.consumed_lots),
+            length_prefixed(*request.consumed_lots),
             request.expiry.isoformat() if request.expiry else "",
         )
     elif isinstance(request, ReversalRequest):
@@ -358,9 +358,16 @@ class Planner:
         return changed
 
     def measurement(self, m: Measurement) -> None:
-        if m.unit not in self.state.units:
+        """Store a measured quantity in the unit's book unit, so reconciliation compares
+        like with like (the material's base unit, else the unit's capacity unit)."""
+        unit = self.state.units.get(m.unit)
+        if unit is None:
             raise UnknownStorageUnit(f"storage unit {m.unit} is not defined")
-        self.changes.measurements.append(m)
+        material = self.state.materials.get(unit.material) if unit.material else None
+        uom = material.base_uom if material else unit.capacity_uom
+        density = material.density_kg_per_l if material else None
+        quantity = convert(m.quantity, m.uom, uom, density)
+        self.changes.measurements.append(replace(m, quantity=quantity, uom=uom))
 
     def audit_event(self, event: AuditEvent) -> None:
         self.changes.audits.append(
@@ -476,13 +483,13 @@ class Planner:
     ) -> PostingResult:
         if not movement.idempotency_key:
             movement = replace(movement, idempotency_key=f"auto:{movement.id}")
+        record = movement_record(movement, digest)  # serialises details: may raise, so first
         for unit, lot, delta in legs:
             key = (unit, lot)
             new = self.state.balances.get(key, Decimal(0)) + delta
             self.state.balances[key] = new
             self.changes.balances[key] = (movement.material, new)
         self.state.keys[movement.idempotency_key] = (movement.id, digest)
-        record = movement_record(movement, digest)
         self.changes.movements.append(record)
         self.changes.audits.append(
             PendingAudit(

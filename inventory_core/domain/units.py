@@ -8,13 +8,16 @@ instrument's resolution, so book balances stay exact decimals.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from enum import StrEnum
 
 from inventory_core.domain.errors import UnitConversionError, ValidationError
 
 QUANTUM = Decimal("0.000001")
 MAX_QUANTITY = Decimal("1e12")
+MIN_EXPONENT = -30  # finer than any instrument; bounds the text form of a quantity
+_FINEST = Decimal(1).scaleb(MIN_EXPONENT)
+_WIDE = Context(prec=80)
 
 
 class Dimension(StrEnum):
@@ -55,13 +58,15 @@ def parse_quantity(value: object) -> Decimal:
     Floats (OPC UA Double, PLC values) are converted through their shortest
     repr, so 0.1 becomes Decimal('0.1'), not its binary expansion.
     """
-    if isinstance(value, Decimal) and value.is_finite() and abs(value) < MAX_QUANTITY:
-        return value
+    if isinstance(value, Decimal) and _within_bounds(value):
+        return value  # the hot path: already a sane Decimal
     try:
         if isinstance(value, bool):
             raise TypeError
-        if isinstance(value, float):
+        if isinstance(value, float):  # a binary approximation: round the sub-resolution tail
             result = Decimal(repr(value))
+            if not _within_bounds(result) and result.is_finite() and abs(result) < 1:
+                result = result.quantize(_FINEST, context=_WIDE)
         elif isinstance(value, int | str | Decimal):
             result = Decimal(value)
         else:
@@ -72,7 +77,19 @@ def parse_quantity(value: object) -> Decimal:
         raise ValidationError(f"quantity {value!r} is not a finite number")
     if abs(result) >= MAX_QUANTITY:
         raise ValidationError(f"quantity {value!r} is out of range (|q| < 1e12)")
+    if not _within_bounds(result):
+        raise ValidationError(f"quantity {value!r} has more than {-MIN_EXPONENT} decimal places")
     return result
+
+
+def _within_bounds(value: Decimal) -> bool:
+    """Finite, below MAX_QUANTITY, and no finer than 10**MIN_EXPONENT (ignoring trailing 0s)."""
+    if not value.is_finite() or abs(value) >= MAX_QUANTITY:
+        return False
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite values have an int exponent
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return value == 0 or exponent + trailing_zeros >= MIN_EXPONENT
 
 
 def quantize(value: Decimal) -> Decimal:
@@ -100,8 +117,13 @@ def convert(
 
 
 def format_decimal(value: Decimal) -> str:
-    """Plain (never exponent) text form without trailing zeros: '1500', '0.25'."""
+    """Plain (never exponent) text form without trailing zeros: '1500', '0.25'.
+
+    Exact: no context rounding (Decimal.normalize would round to 28 digits).
+    """
     if value == 0:
         return "0"
-    text = format(value.normalize(), "f")
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return text

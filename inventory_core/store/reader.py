@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inventory_core.domain.model import (
@@ -108,31 +108,37 @@ class LedgerReader:
             return [movement_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def genealogy(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
-        """Every edge reachable from `lot`: where-used (forward) or where-from (backward)."""
+        """Every edge reachable from `lot`: where-used (forward) or where-from (backward).
+
+        Breadth-first, one query per generation, each lot visited once: rework
+        cycles (A into B, B back into A) end instead of looping.
+        """
         links = t.lot_links
-        near = links.c.parent if forward else links.c.child
-        start = select(
-            links.c.parent, links.c.child, links.c.movement_id, literal(1).label("depth")
-        ).where(near == lot)
-        tree = start.cte("tree", recursive=True)
-        frontier = tree.c.child if forward else tree.c.parent
-        step = (
-            select(
-                links.c.parent,
-                links.c.child,
-                links.c.movement_id,
-                (tree.c.depth + 1).label("depth"),
-            )
-            .join(tree, near == frontier)
-            .where(tree.c.depth < MAX_TRACE_DEPTH)
-        )
-        tree = tree.union(step)
-        query = select(tree).order_by(tree.c.depth, tree.c.parent, tree.c.child)
+        near, far = (links.c.parent, links.c.child) if forward else (links.c.child, links.c.parent)
+        found: list[GenealogyLink] = []
+        seen_edges: set[tuple[str, str, str]] = set()
+        visited, frontier, depth = {lot}, [lot], 0
         async with self._engine.connect() as conn:
-            rows = await conn.execute(query)
-            return [
-                GenealogyLink(LotId(p), LotId(c), MovementId(mid), int(d)) for p, c, mid, d in rows
-            ]
+            while frontier and depth < MAX_TRACE_DEPTH:
+                depth += 1
+                query = (
+                    select(links.c.parent, links.c.child, links.c.movement_id, far)
+                    .where(near.in_(frontier))
+                    .order_by(links.c.parent, links.c.child, links.c.movement_id)
+                )
+                next_frontier: list[str] = []
+                for parent, child, movement_id, other in await conn.execute(query):
+                    if (parent, child, movement_id) in seen_edges:
+                        continue
+                    seen_edges.add((parent, child, movement_id))
+                    found.append(
+                        GenealogyLink(LotId(parent), LotId(child), MovementId(movement_id), depth)
+                    )
+                    if other not in visited:
+                        visited.add(other)
+                        next_frontier.append(other)
+                frontier = next_frontier
+        return found
 
     async def latest_measurements(self) -> dict[StorageUnitId, Measurement]:
         m = t.measurements

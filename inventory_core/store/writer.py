@@ -112,6 +112,8 @@ class BatchWriter:
         # Head of this writer's audit chain as last committed; checked on update (optimistic).
         self._head: tuple[int, str] | None = None
         self._pending_head: tuple[int, str] | None = None
+        # PostgreSQL: balance rows this transaction created only to lock them.
+        self._placeholders: set[tuple[str, str]] = set()
         self._statements: dict[
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
         ] = {}
@@ -234,6 +236,7 @@ class BatchWriter:
 
     def _load_state(self, conn: Connection, batch: list[Command]) -> LedgerState:
         """Read (and on PostgreSQL lock) every row the batch's rules depend on."""
+        self._placeholders = set()
         self._refresh_master_data(conn)
         state = LedgerState(materials=dict(self._materials), units=dict(self._units))
 
@@ -276,13 +279,16 @@ class BatchWriter:
         if pairs:
             ordered = sorted(pairs)
             if self._postgres:  # materialise missing rows so they can be locked too
-                conn.execute(
-                    pg_insert(t.balances).on_conflict_do_nothing(),
+                inserted = conn.execute(
+                    pg_insert(t.balances)
+                    .on_conflict_do_nothing()
+                    .returning(t.balances.c.unit, t.balances.c.lot),
                     [
                         {"unit": u, "lot": lot, "material": pairs[(u, lot)], "quantity": "0"}
                         for u, lot in ordered
                     ],
                 )
+                self._placeholders = {(u, lot) for u, lot in inserted}
             query = (
                 select(t.balances.c.unit, t.balances.c.lot, t.balances.c.quantity)
                 .where(tuple_(t.balances.c.unit, t.balances.c.lot).in_(ordered))
@@ -346,6 +352,11 @@ class BatchWriter:
                 conn,
                 t.lot_links,
                 [{"parent": p, "child": c, "movement_id": m} for p, c, m in set(changes.links)],
+            )
+        unused = self._placeholders - set(changes.balances)
+        if unused:  # lock rows made for requests that were then rejected
+            conn.execute(
+                t.balances.delete().where(tuple_(t.balances.c.unit, t.balances.c.lot).in_(unused))
             )
         if changes.balances:
             self._upsert(

@@ -492,18 +492,7 @@ async def test_measurement_of_unknown_unit_is_rejected(ledger: Ledger) -> None:
     assert all(line.measured is None for line in await ledger.reconciliation())
 
 
-async def test_rejected_posting_leaves_no_empty_balance_rows(
-    ledger: Ledger, ledger_url: str, request: pytest.FixtureRequest
-) -> None:
-    if ledger_url.startswith("postgresql"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: the PostgreSQL writer inserts a zero balance row for every "
-                "(unit, lot) a batch names, before the rules run, and commits it even when "
-                "the request is rejected (writer.py _load_state)",
-            )
-        )
+async def test_rejected_posting_leaves_no_empty_balance_rows(ledger: Ledger) -> None:
     await stock(ledger)
     before = await ledger.balances()
     for rejected in (
@@ -516,12 +505,6 @@ async def test_rejected_posting_leaves_no_empty_balance_rows(
     assert await ledger.balances() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: details are not validated; a non-JSON value (Decimal) raises TypeError inside "
-    "the writer's batch, so that posting and every other posting in its batch fail with "
-    "LedgerUnavailable instead of one ValidationError",
-)
 async def test_posting_with_details_that_are_not_json_is_rejected_alone(ledger: Ledger) -> None:
     good_a = req(K.RECEIPT, ETHANOL, "A", "1", to="TK-101")
     bad = req(K.RECEIPT, ETHANOL, "B", "1", to="TK-101", details={"temperature": Decimal("21.5")})
@@ -588,12 +571,6 @@ async def test_genealogy_follows_multi_level_production_chains(ledger: Ledger) -
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the genealogy CTE (reader.py genealogy) carries the depth in its UNION, so a "
-    "cycle (rework: A into B, B back into A) is walked until MAX_TRACE_DEPTH and the two "
-    "edges come back 100 times",
-)
 async def test_genealogy_of_a_rework_cycle_lists_each_edge_once(ledger: Ledger) -> None:
     await ledger.post(req(K.PRODUCTION, SYRUP, "A", "10", to="TK-301"))
     await ledger.post(req(K.PRODUCTION, SYRUP, "B", "5", to="TK-301", consumed_lots=(LotId("A"),)))
@@ -722,12 +699,6 @@ async def test_measurements_show_in_reconciliation_as_measured_minus_book(ledger
     assert (glycol.book, glycol.measured, glycol.discrepancy) == (Decimal(50), None, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: record_measurement stores the quantity in whatever unit it was given and "
-    "reconciliation() compares it with the book in the material's base unit, so 1000 L of "
-    "ethanol (= 800 kg) shows a 200 kg discrepancy (ledger.py record_measurement/reconciliation)",
-)
 async def test_measurement_in_litres_is_reconciled_in_the_material_base_unit(
     ledger: Ledger,
 ) -> None:

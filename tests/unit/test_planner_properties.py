@@ -552,11 +552,6 @@ def _production(consumed: tuple[str, ...]) -> PostingRequest:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: payload_hash joins consumed_lots with ',' although lot ids may contain ','; "
-    "('A', 'B') and ('A,B',) hash alike, so the second request is replayed, not a conflict",
-)
 def test_same_key_with_regrouped_consumed_lots_is_a_conflict() -> None:
     """Lot ids may contain commas, so ("A", "B") and ("A,B",) are different payloads."""
     driver = Run()
