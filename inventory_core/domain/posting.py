@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from inventory_core.domain.audit import canonical_json, length_prefixed
 from inventory_core.domain.errors import (
@@ -209,9 +210,8 @@ class Planner:
         if manual:
             self._check_stock(legs, material, str(req.kind))
 
-        movement = Movement(
-            seq=0,
-            id=new_movement_id(),
+        movement = self._movement(
+            req,
             kind=req.kind,
             material=material.id,
             lot=req.lot,
@@ -221,13 +221,7 @@ class Planner:
             uom=material.base_uom,
             posted_quantity=req.quantity,
             posted_uom=req.uom,
-            timestamp=self._now(),
-            user=req.user,
-            source=req.source,
-            reason=req.reason,
-            idempotency_key=req.idempotency_key or "",
             reverses=None,
-            writer=self.writer,
             details=details,
         )
         if lot is None:
@@ -267,9 +261,8 @@ class Planner:
         legs = movement_legs(original.to_unit, original.from_unit, original.lot, original.quantity)
         if req.source is not Source.PLC:
             self._check_stock(legs, material, "reversal")
-        movement = Movement(
-            seq=0,
-            id=new_movement_id(),
+        movement = self._movement(
+            req,
             kind=MovementKind.REVERSAL,
             material=original.material,
             lot=original.lot,
@@ -279,13 +272,7 @@ class Planner:
             uom=original.uom,
             posted_quantity=original.posted_quantity,
             posted_uom=original.posted_uom,
-            timestamp=self._now(),
-            user=req.user,
-            source=req.source,
-            reason=req.reason,
-            idempotency_key=req.idempotency_key or "",
             reverses=original.id,
-            writer=self.writer,
             details={"reversed_kind": str(original.kind)},
         )
         self.state.reversed_ids.add(original.id)
@@ -299,9 +286,8 @@ class Planner:
         if lot is None:
             raise UnknownLot(f"lot {req.lot} does not exist")
         check_transition(lot.id, lot.status, req.status)
-        movement = Movement(
-            seq=0,
-            id=new_movement_id(),
+        movement = self._movement(
+            req,
             kind=MovementKind.LOT_STATUS,
             material=lot.material,
             lot=lot.id,
@@ -311,13 +297,7 @@ class Planner:
             uom=self._material(lot.material).base_uom,
             posted_quantity=Decimal(0),
             posted_uom=self._material(lot.material).base_uom,
-            timestamp=self._now(),
-            user=req.user,
-            source=req.source,
-            reason=req.reason,
-            idempotency_key=req.idempotency_key or "",
             reverses=None,
-            writer=self.writer,
             details={"old_status": str(lot.status), "new_status": str(req.status)},
         )
         self.state.lots[lot.id] = Lot(lot.id, lot.material, req.status, lot.created_at, lot.expiry)
@@ -398,6 +378,22 @@ class Planner:
                 old="",
                 new=canonical_json(request_document(request)),
             )
+        )
+
+    def _movement(
+        self, req: PostingRequest | ReversalRequest | LotStatusRequest, **fields: Any
+    ) -> Movement:
+        """A new movement for `req`: who, why, key and the batch's time come from the request."""
+        return Movement(
+            seq=0,
+            id=new_movement_id(),
+            timestamp=self._now(),
+            user=req.user,
+            source=req.source,
+            reason=req.reason,
+            idempotency_key=req.idempotency_key or "",
+            writer=self.writer,
+            **fields,
         )
 
     # -- rules ---------------------------------------------------------------
