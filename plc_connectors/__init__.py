@@ -1,1 +1,83 @@
-"""plc_connectors: see README (arrives with a later issue)."""
+"""plc_connectors: PLC links (Modbus TCP, S7), tag addresses, codecs and poll planning."""
+
+from plc_connectors.addresses import (
+    format_address,
+    overlaps,
+    parse_address,
+    tag_span,
+    validate_tag,
+)
+from plc_connectors.codecs import (
+    byte_size,
+    decode_bytes,
+    decode_registers,
+    encode_bytes,
+    encode_registers,
+    from_engineering,
+    integer_range,
+    register_count,
+    to_engineering,
+)
+from plc_connectors.errors import (
+    PlcConnectError,
+    PlcError,
+    PlcProtocolError,
+    PlcTimeout,
+    TagConfigError,
+)
+from plc_connectors.model import (
+    Address,
+    Area,
+    DataType,
+    PlcLink,
+    PlcProtocol,
+    Quality,
+    Sample,
+    Tag,
+    TagValue,
+    WordOrder,
+)
+from plc_connectors.planning import (
+    ReadBlock,
+    decode_block,
+    minimum_reads,
+    plan_modbus,
+    plan_s7,
+)
+
+__all__ = [
+    "Address",
+    "Area",
+    "DataType",
+    "PlcConnectError",
+    "PlcError",
+    "PlcLink",
+    "PlcProtocol",
+    "PlcProtocolError",
+    "PlcTimeout",
+    "Quality",
+    "ReadBlock",
+    "Sample",
+    "Tag",
+    "TagConfigError",
+    "TagValue",
+    "WordOrder",
+    "byte_size",
+    "decode_block",
+    "decode_bytes",
+    "decode_registers",
+    "encode_bytes",
+    "encode_registers",
+    "format_address",
+    "from_engineering",
+    "integer_range",
+    "minimum_reads",
+    "overlaps",
+    "parse_address",
+    "plan_modbus",
+    "plan_s7",
+    "register_count",
+    "tag_span",
+    "to_engineering",
+    "validate_tag",
+]
