@@ -18,7 +18,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict inventory_core
+	$(BIN)/mypy --strict inventory_core plc_connectors
 
 bench: $(STAMP)
 	@set -e; for script in benchmarks/*.py; do $(BIN)/python $$script; done

@@ -22,7 +22,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import BindParameter, CursorResult, Select, Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -112,8 +112,10 @@ class BatchWriter:
         # Head of this writer's audit chain as last committed; checked on update (optimistic).
         self._head: tuple[int, str] | None = None
         self._pending_head: tuple[int, str] | None = None
+        self._data_version: object = None  # SQLite's PRAGMA data_version at the last batch
         # PostgreSQL: balance rows this transaction created only to lock them.
         self._placeholders: set[tuple[str, str]] = set()
+        self._selects: dict[tuple[str, int], str] = {}
         self._statements: dict[
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
         ] = {}
@@ -270,10 +272,14 @@ class BatchWriter:
                     pairs[(unit, original.lot)] = original.material
 
         if lot_ids:
-            query = select(t.lots).where(t.lots.c.id.in_(sorted(lot_ids))).order_by(t.lots.c.id)
-            if self._postgres:
-                query = query.with_for_update()
-            for row in (conn.execute(query)).mappings():
+            rows = self._select_in(
+                conn,
+                "lots",
+                lambda ids: select(t.lots).where(t.lots.c.id.in_(ids)).order_by(t.lots.c.id),
+                sorted(lot_ids),
+                lock=True,
+            )
+            for row in rows.mappings():
                 lot = lot_from_row(row)
                 state.lots[lot.id] = lot
         if pairs:
@@ -289,14 +295,23 @@ class BatchWriter:
                     ],
                 )
                 self._placeholders = {(u, lot) for u, lot in inserted}
-            query = (
-                select(t.balances.c.unit, t.balances.c.lot, t.balances.c.quantity)
-                .where(tuple_(t.balances.c.unit, t.balances.c.lot).in_(ordered))
-                .order_by(t.balances.c.unit, t.balances.c.lot)
+            b = t.balances
+            rows = self._select_in(
+                conn,
+                "balances",
+                lambda p: (
+                    select(b.c.unit, b.c.lot, b.c.quantity)
+                    .where(
+                        tuple_(b.c.unit, b.c.lot).in_(
+                            [tuple_(u, lot) for u, lot in zip(p[::2], p[1::2], strict=True)]
+                        )
+                    )
+                    .order_by(b.c.unit, b.c.lot)
+                ),
+                [value for pair in ordered for value in pair],
+                lock=True,
             )
-            if self._postgres:
-                query = query.with_for_update()
-            for unit, lot, quantity in conn.execute(query):
+            for unit, lot, quantity in rows:
                 state.balances[(StorageUnitId(unit), LotId(lot))] = Decimal(quantity)
 
         keys = [
@@ -306,16 +321,54 @@ class BatchWriter:
             and r.idempotency_key
         ]
         if keys:
-            rows = conn.execute(
-                select(
-                    t.movements.c.idempotency_key, t.movements.c.id, t.movements.c.payload_hash
-                ).where(t.movements.c.idempotency_key.in_(keys))
+            m = t.movements
+            rows = self._select_in(
+                conn,
+                "keys",
+                lambda p: select(m.c.idempotency_key, m.c.id, m.c.payload_hash).where(
+                    m.c.idempotency_key.in_(p)
+                ),
+                keys,
             )
             for key, movement_id, digest in rows:
                 state.keys[key] = (MovementId(movement_id), digest)
         return state
 
+    def _select_in(
+        self,
+        conn: Connection,
+        name: str,
+        build: Callable[[list[BindParameter[Any]]], Select[Any]],
+        values: Sequence[object],
+        *,
+        lock: bool = False,
+    ) -> CursorResult[Any]:
+        """Run a SELECT whose IN-list has len(values) parameters, compiled once per length.
+
+        SQLAlchemy would re-render the expanding IN-list on every batch; this keeps
+        the writer's per-batch reads at driver cost. `lock` adds FOR UPDATE on
+        PostgreSQL (SQLite's writer already holds the database lock).
+        """
+        key = (name, len(values))
+        sql = self._selects.get(key)
+        if sql is None:
+            params: list[BindParameter[Any]] = [bindparam(f"p{i}") for i in range(len(values))]
+            stmt = build(params)
+            if lock and self._postgres:
+                stmt = stmt.with_for_update()
+            compiled = stmt.compile(dialect=self._runner.dialect)
+            assert compiled.positiontup == [p.key for p in params], "bind order changed"
+            sql = self._selects[key] = str(compiled)
+        return conn.exec_driver_sql(sql, tuple(values))
+
     def _refresh_master_data(self, conn: Connection) -> None:
+        if not self._postgres:
+            # SQLite bumps data_version only when another connection commits: while it
+            # stands still, nothing but this writer changed the file and the cache holds.
+            version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+            if version == self._data_version and self._master_revision is not None:
+                return
+            self._data_version = version
         query = select(t.ledger_meta.c.value).where(t.ledger_meta.c.key == MASTER_REVISION)
         if self._postgres:
             query = query.with_for_update(read=True)
