@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.measurement import StrappingTable
 from inventory_core.domain.model import (
     LotStatus,
     MaterialDefinition,
@@ -51,6 +52,18 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.units import canonical_uom, dimension, parse_quantity
+from plc_connectors import (
+    Address,
+    DataType,
+    PlcProtocol,
+    PlcSettings,
+    Tag,
+    TagConfigError,
+    WordOrder,
+    overlaps,
+    parse_address,
+    validate_tag,
+)
 
 __all__ = [
     "DEFAULT_LEDGER_URL",
@@ -64,8 +77,10 @@ __all__ = [
     "MaterialConfig",
     "MetricsConfig",
     "OpcuaConfig",
+    "PlcConfig",
     "SiteConfig",
     "StorageUnitConfig",
+    "TagConfig",
     "load_config",
     "parse_config",
 ]
@@ -195,6 +210,27 @@ def _db_url(value: str) -> str:
     return value
 
 
+def _address(value: object) -> Address:
+    if isinstance(value, Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an address string such as hr:0 or DB1.DBD0 (got {value!r})")
+    return parse_address(value)  # TagConfigError is a ValueError: reported under the key
+
+
+def tag_of(unit: str, role: str, tag: TagConfig) -> Tag:
+    """The plc_connectors Tag for one unit's role, named `<unit>.<role>`."""
+    return Tag(
+        name=f"{unit}.{role}",
+        address=tag.address,
+        data_type=tag.data_type,
+        word_order=tag.word_order,
+        scale=tag.scale,
+        offset=tag.offset,
+        unit=tag.unit,
+    )
+
+
 Identifier = Annotated[str, AfterValidator(_identifier)]
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 Uom = Annotated[str, AfterValidator(_uom)]
@@ -273,8 +309,69 @@ class MaterialConfig(_Model):
     material_class: str | None = Field(default=None, alias="class")
 
 
+class PlcConfig(_Model):
+    """`[[plcs]]`: one PLC the service polls (and `invops simulate` serves)."""
+
+    name: Identifier
+    protocol: PlcProtocol
+    host: NonEmptyStr = "127.0.0.1"
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)  # 502 Modbus, 102 S7
+    unit_id: StrictInt = Field(default=1, ge=0, le=255)  # Modbus only
+    rack: StrictInt = Field(default=0, ge=0, le=7)  # S7 only
+    slot: StrictInt = Field(default=1, ge=0, le=31)  # S7 only
+    poll_interval_s: float = Field(default=1.0, ge=0.01, le=3600)
+    timeout_s: float = Field(default=1.0, ge=0.01, le=60)
+    max_gap: StrictInt | None = Field(default=None, ge=0, le=2000)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (502 if self.protocol is PlcProtocol.MODBUS else 102)
+
+
+class TagConfig(_Model):
+    """A PLC value: `plc` names a [[plcs]] entry; address like hr:0 or DB1.DBD0."""
+
+    plc: str
+    address: Annotated[Address, BeforeValidator(_address)]
+    data_type: DataType
+    word_order: WordOrder = WordOrder.ABCD
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+
+class StrappingConfig(_Model):
+    """Tank calibration: level (in the level tag's unit) -> volume, piecewise linear."""
+
+    volume_uom: Uom = "L"
+    points: list[tuple[Decimal, Decimal]]
+
+    @field_validator("points")
+    @classmethod
+    def _valid_table(cls, points: list[tuple[Decimal, Decimal]]) -> list[tuple[Decimal, Decimal]]:
+        try:
+            StrappingTable.from_points(points)
+        except InventoryError as exc:
+            raise ValueError(str(exc)) from None
+        return points
+
+
+class AlarmConfig(_Model):
+    """Level limits in percent of capacity (OPC UA limit alarms)."""
+
+    high_high: float | None = Field(default=None, ge=0, le=100)
+    high: float | None = Field(default=None, ge=0, le=100)
+    low: float | None = Field(default=None, ge=0, le=100)
+    low_low: float | None = Field(default=None, ge=0, le=100)
+
+
 class StorageUnitConfig(_Model):
-    """`[[storage_units]]`: one tank, silo or bin. Tags will be added here later."""
+    """`[[storage_units]]`: one tank, silo or bin, and how it is measured.
+
+    A tank is measured by `level` (with a `strapping` table) or `weight`; a
+    silo or bin by `weight`. `deadband` (in the material's base unit) and the
+    timing keys decide when a measured change becomes a ledger movement.
+    """
 
     id: Identifier
     area: str
@@ -283,6 +380,21 @@ class StorageUnitConfig(_Model):
     capacity_uom: Uom
     material: str | None = None
     description: str = ""
+    level: TagConfig | None = None
+    weight: TagConfig | None = None
+    strapping: StrappingConfig | None = None
+    totalizer: TagConfig | None = None
+    totalizer_max: StrictInt = Field(default=2**32 - 1, ge=1)
+    deadband: PositiveDecimal | None = None  # default: 0.5 % of capacity
+    settle_s: float = Field(default=5.0, ge=0, le=3600)
+    max_interval_s: float = Field(default=300.0, gt=0, le=86400)
+    plausibility_limit: PositiveDecimal | None = None
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+
+    def tags(self) -> dict[str, TagConfig]:
+        """This unit's PLC values by role (level, weight, totalizer)."""
+        roles = {"level": self.level, "weight": self.weight, "totalizer": self.totalizer}
+        return {role: tag for role, tag in roles.items() if tag is not None}
 
 
 class InvopsConfig(_Model):
@@ -294,6 +406,7 @@ class InvopsConfig(_Model):
     opcua: OpcuaConfig = Field(default_factory=OpcuaConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     materials: list[MaterialConfig] = Field(default_factory=list)
+    plcs: list[PlcConfig] = Field(default_factory=list)
     storage_units: list[StorageUnitConfig] = Field(default_factory=list)
 
     def material_definitions(self) -> list[MaterialDefinition]:
@@ -307,6 +420,29 @@ class InvopsConfig(_Model):
                 material_class=m.material_class,
             )
             for m in self.materials
+        ]
+
+    def plc_settings(self) -> list[PlcSettings]:
+        """Each PLC with every tag that names it; tag names are `<unit>.<role>`."""
+        tags: dict[str, list[Tag]] = {plc.name: [] for plc in self.plcs}
+        for unit in self.storage_units:
+            for role, tag in unit.tags().items():
+                tags[tag.plc].append(tag_of(unit.id, role, tag))
+        return [
+            PlcSettings(
+                name=plc.name,
+                protocol=plc.protocol,
+                host=plc.host,
+                port=plc.effective_port,
+                tags=tuple(tags[plc.name]),
+                unit_id=plc.unit_id,
+                rack=plc.rack,
+                slot=plc.slot,
+                poll_interval_s=plc.poll_interval_s,
+                timeout_s=plc.timeout_s,
+                max_gap=plc.max_gap,
+            )
+            for plc in self.plcs
         ]
 
     def storage_unit_definitions(self) -> list[StorageUnit]:
@@ -532,18 +668,25 @@ class _Parts:
     unit_ids: list[tuple[int, str]]
     materials: dict[str, MaterialConfig]
     units: list[tuple[int, StorageUnitConfig]]
+    plc_ids: list[tuple[int, str]]
+    plcs: dict[str, PlcConfig]
 
 
 def _parts_from_model(config: InvopsConfig) -> _Parts:
     materials: dict[str, MaterialConfig] = {}
     for material in config.materials:
         materials.setdefault(material.id, material)
+    plcs: dict[str, PlcConfig] = {}
+    for plc in config.plcs:
+        plcs.setdefault(plc.name, plc)
     return _Parts(
         site=config.site,
         material_ids=[(i, m.id) for i, m in enumerate(config.materials)],
         unit_ids=[(i, u.id) for i, u in enumerate(config.storage_units)],
         materials=materials,
         units=list(enumerate(config.storage_units)),
+        plc_ids=[(i, p.name) for i, p in enumerate(config.plcs)],
+        plcs=plcs,
     )
 
 
@@ -557,12 +700,20 @@ def _parts_from_raw(data: Mapping[str, Any]) -> _Parts:
         if material is not None:
             materials.setdefault(material.id, material)
     units = [(i, u) for i, raw in raw_units if (u := _try_validate(StorageUnitConfig, raw))]
+    raw_plcs = _entries(data.get("plcs"))
+    plcs: dict[str, PlcConfig] = {}
+    for _, raw in raw_plcs:
+        plc = _try_validate(PlcConfig, raw)
+        if plc is not None:
+            plcs.setdefault(plc.name, plc)
     return _Parts(
         site=_try_validate(SiteConfig, data.get("site")),
         material_ids=_raw_ids(raw_materials),
         unit_ids=_raw_ids(raw_units),
         materials=materials,
         units=units,
+        plc_ids=_raw_ids(raw_plcs, key="name"),
+        plcs=plcs,
     )
 
 
@@ -572,8 +723,10 @@ def _entries(value: object) -> list[tuple[int, Mapping[str, Any]]]:
     return [(i, entry) for i, entry in enumerate(value) if isinstance(entry, Mapping)]
 
 
-def _raw_ids(entries: Sequence[tuple[int, Mapping[str, Any]]]) -> list[tuple[int, str]]:
-    return [(i, entry["id"]) for i, entry in entries if isinstance(entry.get("id"), str)]
+def _raw_ids(
+    entries: Sequence[tuple[int, Mapping[str, Any]]], key: str = "id"
+) -> list[tuple[int, str]]:
+    return [(i, entry[key]) for i, entry in entries if isinstance(entry.get(key), str)]
 
 
 _M = typing.TypeVar("_M", bound=BaseModel)
@@ -592,18 +745,86 @@ def _cross_check(parts: _Parts) -> list[_Issue]:
         *_duplicate_ids("materials", "material", parts.material_ids),
         *_duplicate_ids("storage_units", "storage unit", parts.unit_ids),
     ]
+    issues += _duplicate_ids("plcs", "PLC", parts.plc_ids, key="name")
     declared_materials = {material_id for _, material_id in parts.material_ids}
+    declared_plcs = {name for _, name in parts.plc_ids}
+    placed: dict[str, list[tuple[Loc, Tag]]] = {}
     for index, unit in parts.units:
-        issues += _check_storage_unit(("storage_units", index), unit, parts, declared_materials)
+        loc: Loc = ("storage_units", index)
+        issues += _check_storage_unit(loc, unit, parts, declared_materials)
+        issues += _check_measurement(loc, unit, parts)
+        for role, tag in unit.tags().items():
+            issues += _check_tag((*loc, role), tag, parts, declared_plcs)
+            placed.setdefault(tag.plc, []).append(((*loc, role), tag_of(unit.id, role, tag)))
+    issues += _overlapping_tags(placed)
     return issues
 
 
-def _duplicate_ids(section: str, noun: str, ids: Iterable[tuple[int, str]]) -> Iterator[_Issue]:
+def _check_tag(
+    loc: Loc, tag: TagConfig, parts: _Parts, declared_plcs: set[str]
+) -> Iterator[_Issue]:
+    if tag.plc not in declared_plcs:
+        hint = _did_you_mean(tag.plc, declared_plcs)
+        yield _Issue(
+            (*loc, "plc"), f"unknown PLC {tag.plc!r}: no [[plcs]] entry has this name{hint}"
+        )
+        return
+    plc = parts.plcs.get(tag.plc)
+    if plc is None:
+        return  # the PLC entry itself is broken and already reported
+    try:
+        validate_tag(tag_of("", "", tag), plc.protocol)
+    except TagConfigError as exc:
+        yield _Issue((*loc, "address"), str(exc))
+
+
+def _overlapping_tags(placed: Mapping[str, list[tuple[Loc, Tag]]]) -> Iterator[_Issue]:
+    """Two values mapped onto the same registers/bytes of one PLC are a wiring mistake."""
+    for plc, tags in placed.items():
+        for i, (loc, tag) in enumerate(tags):
+            for other_loc, other in tags[:i]:
+                if overlaps(tag, other):
+                    yield _Issue(
+                        (*loc, "address"),
+                        f"overlaps {_format_path(other_loc)} on PLC {plc!r} "
+                        f"({_format_path(loc)} and {_format_path(other_loc)} share registers)",
+                    )
+
+
+def _check_measurement(loc: Loc, unit: StorageUnitConfig, parts: _Parts) -> Iterator[_Issue]:
+    """A unit is measured by level (with a strapping table) or by weight, not both."""
+    if unit.level is not None and unit.weight is not None:
+        yield _Issue((*loc, "weight"), "give either level (with strapping) or weight, not both")
+    if unit.level is not None and unit.strapping is None:
+        yield _Issue((*loc, "strapping"), "a level measurement needs a strapping table")
+    if unit.strapping is not None and unit.level is None:
+        yield _Issue((*loc, "level"), "a strapping table needs a level measurement")
+    if unit.weight is not None and unit.weight.unit:
+        try:
+            if dimension(unit.weight.unit).value != "mass":
+                raise InventoryError
+        except InventoryError:
+            yield _Issue(
+                (*loc, "weight", "unit"),
+                f"weight unit must be kg, g or t (got {unit.weight.unit!r})",
+            )
+    if unit.totalizer is not None and unit.totalizer.data_type not in (
+        DataType.UINT16,
+        DataType.UINT32,
+    ):
+        yield _Issue((*loc, "totalizer", "data_type"), "a totalizer is a uint16 or uint32 counter")
+
+
+def _duplicate_ids(
+    section: str, noun: str, ids: Iterable[tuple[int, str]], key: str = "id"
+) -> Iterator[_Issue]:
     first: dict[str, int] = {}
     for index, ident in ids:
         if ident in first:
-            message = f"duplicate {noun} id {ident!r} (first defined at {section}[{first[ident]}])"
-            yield _Issue((section, index, "id"), message)
+            message = (
+                f"duplicate {noun} {key} {ident!r} (first defined at {section}[{first[ident]}])"
+            )
+            yield _Issue((section, index, key), message)
         else:
             first[ident] = index
 

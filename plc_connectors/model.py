@@ -108,3 +108,20 @@ class PlcLink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlcSettings:
+    """One PLC as configured: where it is, how to poll it, and every tag to read."""
+
+    name: str
+    protocol: PlcProtocol
+    host: str
+    port: int
+    tags: tuple[Tag, ...]
+    unit_id: int = 1  # Modbus only
+    rack: int = 0  # S7 only
+    slot: int = 1  # S7 only
+    poll_interval_s: float = 1.0
+    timeout_s: float = 1.0
+    max_gap: int | None = None  # coalescing: registers (Modbus) / bytes (S7); None = default

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from invops.config import (
     load_config,
     parse_config,
 )
+from plc_connectors import format_address
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 NO_ENV: dict[str, str] = {}
@@ -136,10 +136,33 @@ def test_demo_plant_converts_to_storage_units() -> None:
     assert all(units[b].capacity_uom == "kg" and units[b].area == "WAREHOUSE" for b in bins)
 
 
-def test_demo_plant_has_no_plcs_yet() -> None:
-    data = tomllib.loads(DEMO.read_text(encoding="utf-8"))
-
-    assert "plcs" not in data
+def test_demo_plant_maps_registers_and_db_exactly_as_spec_section_2() -> None:
+    config = load_config(DEMO, environ=NO_ENV)
+    plcs = {plc.name: plc for plc in config.plc_settings()}
+    modbus, s7 = plcs["PLC-MODBUS"], plcs["PLC-S7"]
+    assert (modbus.protocol, modbus.host, modbus.port, modbus.unit_id) == (
+        "modbus",
+        "127.0.0.1",
+        5020,
+        1,
+    )
+    assert (s7.protocol, s7.host, s7.port, s7.rack, s7.slot) == ("s7", "127.0.0.1", 1102, 0, 1)
+    mapped = {
+        tag.name: (format_address(tag.address), str(tag.data_type), str(tag.word_order), tag.scale)
+        for plc in (modbus, s7)
+        for tag in plc.tags
+    }
+    assert mapped == {
+        "TK-101.level": ("hr:0", "float32", "ABCD", 1.0),
+        "TK-102.level": ("hr:2", "float32", "ABCD", 1.0),
+        "TK-101.totalizer": ("hr:10", "uint32", "ABCD", 1.0),
+        "SI-201.weight": ("DB1.DBD0", "float32", "ABCD", 1.0),
+        "SI-202.weight": ("DB1.DBD4", "float32", "ABCD", 1.0),
+        "BN-301.weight": ("hr:20", "uint16", "ABCD", 0.1),
+        "BN-302.weight": ("hr:21", "uint16", "ABCD", 0.1),
+        "BN-303.weight": ("hr:22", "uint16", "ABCD", 0.1),
+        "BN-304.weight": ("hr:23", "uint16", "ABCD", 0.1),
+    }
 
 
 # --------------------------------------------------------------------------- defaults
@@ -670,3 +693,78 @@ def test_any_mangled_config_is_valid_or_a_config_error(data: st.DataObject) -> N
         assert isinstance(result, InvopsConfig)
         result.material_definitions()
         result.storage_unit_definitions()
+
+
+# --------------------------------------------------------------------------- PLCs and tags
+
+
+def with_plcs() -> dict[str, Any]:
+    data = minimal()
+    data["plcs"] = [
+        {"name": "MB", "protocol": "modbus", "port": 5020},
+        {"name": "S7", "protocol": "s7", "port": 1102},
+    ]
+    tank, silo = data["storage_units"]
+    tank["level"] = {"plc": "MB", "address": "hr:0", "data_type": "float32", "unit": "mm"}
+    tank["strapping"] = {"points": [[0, 0], [5000, 50000]]}
+    silo["weight"] = {"plc": "S7", "address": "DB1.DBD0", "data_type": "float32", "unit": "kg"}
+    return data
+
+
+def test_plc_tags_become_named_tags_of_their_plc() -> None:
+    config = parse_config(with_plcs(), environ=NO_ENV)
+    plcs = {plc.name: plc for plc in config.plc_settings()}
+    assert [t.name for t in plcs["MB"].tags] == ["TK-101.level"]
+    assert [t.name for t in plcs["S7"].tags] == ["SI-201.weight"]
+    assert plcs["S7"].port == 1102 and plcs["MB"].port == 5020
+
+
+def test_plc_port_defaults_to_the_protocol_port() -> None:
+    data = with_plcs()
+    for plc in data["plcs"]:
+        del plc["port"]
+    ports = {p.name: p.port for p in parse_config(data, environ=NO_ENV).plc_settings()}
+    assert ports == {"MB": 502, "S7": 102}
+
+
+def test_tag_errors_name_their_key_path() -> None:
+    data = with_plcs()
+    tank, silo = data["storage_units"]
+    tank["level"]["plc"] = "MBX"
+    silo["weight"]["address"] = "DB1.DBW0"  # a 2-byte word cannot hold a float32
+    data["plcs"].append({"name": "MB", "protocol": "modbus"})
+    found = problems(data)
+    assert "unknown PLC 'MBX'" in found["storage_units[0].level.plc"]
+    assert "float32" in found["storage_units[1].weight.address"]
+    assert "duplicate PLC name 'MB'" in found["plcs[2].name"]
+
+
+def test_malformed_address_is_reported_under_its_key() -> None:
+    data = with_plcs()
+    data["storage_units"][0]["level"]["address"] = "hr:-1"
+    assert "storage_units[0].level.address" in problems(data)
+
+
+def test_overlapping_registers_on_one_plc_are_an_error() -> None:
+    data = with_plcs()
+    data["storage_units"][1]["weight"] = {
+        "plc": "MB", "address": "hr:1", "data_type": "uint16", "unit": "kg"
+    }  # fmt: skip
+    message = problems(data)["storage_units[1].weight.address"]
+    assert "overlaps storage_units[0].level" in message
+
+
+def test_level_needs_strapping_and_weight_excludes_level() -> None:
+    data = with_plcs()
+    tank = data["storage_units"][0]
+    del tank["strapping"]
+    tank["weight"] = {"plc": "MB", "address": "hr:10", "data_type": "uint16", "unit": "kg"}
+    found = problems(data)
+    assert "strapping" in found["storage_units[0].strapping"]
+    assert "not both" in found["storage_units[0].weight"]
+
+
+def test_strapping_table_must_increase() -> None:
+    data = with_plcs()
+    data["storage_units"][0]["strapping"]["points"] = [[0, 0], [100, 50], [50, 80]]
+    assert "storage_units[0].strapping.points" in problems(data)
