@@ -168,6 +168,10 @@ class Ledger:
     async def current_lot(self, unit: str) -> str | None:
         return await self._store.reader.current_lot(unit)
 
+    async def last_derived(self, unit: str) -> Movement | None:
+        """The unit's last PLC-derived movement: where its measurement pipeline resumes."""
+        return await self._store.reader.last_derived(unit)
+
     async def reconciliation(self) -> list[ReconciliationLine]:
         """Book quantity per storage unit next to the last measured quantity."""
         units = await self.storage_units()

@@ -171,6 +171,18 @@ class LedgerReader:
             lot = (await conn.execute(query)).scalar()
             return None if lot is None else LotId(lot)
 
+    async def last_derived(self, unit: str) -> Movement | None:
+        m = t.movements
+        query = (
+            select(m)
+            .where(m.c.source == "plc", or_(m.c.to_unit == unit, m.c.from_unit == unit))
+            .order_by(m.c.seq.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+            return None if row is None else movement_from_row(row)
+
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         async with self._engine.connect() as conn:
             rows = await conn.execute(

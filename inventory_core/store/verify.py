@@ -55,7 +55,7 @@ class _Audited:
             self.movements[r.object_id] = r.new
         elif r.object_type == "lot" and r.action == "create":
             self.lots[r.object_id] = json.loads(r.new)
-        elif r.object_type in ("material", "storage_unit"):
+        elif r.object_type in ("material", "storage_unit") and r.action in ("create", "update"):
             key = (r.object_type, r.object_id)
             latest = self.master.get(key)
             if latest is None or (r.timestamp, r.writer, r.seq) > latest[:3]:
