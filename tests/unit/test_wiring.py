@@ -1,0 +1,33 @@
+"""The demo config becomes the right measurement plan."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from invops.config import load_config
+from invops.wiring import measured_units, quantity_tags
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
+
+
+def test_every_measured_unit_has_its_quantity_tag() -> None:
+    tags = quantity_tags(load_config(DEMO, environ={}))
+    assert tags == {
+        "TK-101.level": "TK-101",
+        "TK-102.level": "TK-102",
+        "SI-201.weight": "SI-201",
+        "SI-202.weight": "SI-202",
+        **{f"BN-30{i}.weight": f"BN-30{i}" for i in range(1, 5)},
+    }
+
+
+def test_tank_levels_go_through_strapping_and_density() -> None:
+    units = {u.unit: u for u in measured_units(load_config(DEMO, environ={}))}
+    tank = units["TK-101"]
+    assert tank.signal_uom == "L" and tank.strapping is not None
+    assert tank.strapping.volume_at(Decimal(6000)) == (Decimal(50000), False)
+    assert tank.deriver.deadband == Decimal(40)
+    silo = units["SI-201"]
+    assert silo.signal_uom == "kg" and silo.strapping is None
+    assert len(units) == 8
