@@ -185,11 +185,14 @@ class BatchWriter:
                 for command in batch:
                     _settle(command.future, error)
                 return
-            except Exception as exc:  # not a domain error: fail the batch, keep the writer
+            except Exception as exc:  # a bug, not a domain error: isolate it, keep the writer
                 self._head = self._master_revision = None
-                log.exception("ledger batch failed")
-                for command in batch:
-                    _settle(command.future, LedgerUnavailable(f"ledger write failed: {exc}"))
+                if len(batch) > 1:
+                    for command in batch:
+                        await self._process([command])
+                    return
+                log.exception("ledger write failed")
+                _settle(batch[0].future, LedgerUnavailable(f"ledger write failed: {exc}"))
                 return
             if self._pending_head is not None:
                 self._head = self._pending_head
