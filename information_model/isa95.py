@@ -1,0 +1,341 @@
+"""The invops OPC UA type model (SPEC §4), ISA-95 Part 2 names, as data.
+
+Read it like the SPEC: storage units (tanks, silos, bins) with their measured
+and booked quantities, material definitions, material lots, the ledger's
+methods and the movement event. `opcua_server/` builds the address space from
+`TYPE_MODEL`; `nodeset.export_nodeset` writes the same model as NodeSet2 XML.
+
+OPC 10030 (OPC UA for ISA-95) is not imported: types derive from the standard
+base types and keep the ISA-95 / OPC 10030 BrowseNames, so switching to the
+official ISA95 NodeSet later is mechanical (`OPC10030_MAPPING`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+from information_model.nodes import (
+    ArgumentDef,
+    EventTypeDef,
+    MethodDef,
+    ObjectTypeDef,
+    TypeModel,
+    Unit,
+    VariableDef,
+    unece,
+)
+from inventory_core.domain.errors import UnitConversionError
+from inventory_core.domain.model import LotStatus, MovementKind, Source
+from inventory_core.domain.units import UNITS as LEDGER_UOMS
+
+TYPES_NAMESPACE: Final = "urn:invops:ua:types"
+INSTANCES_NAMESPACE: Final = "urn:invops:ua:plant"
+APPLICATION_URI: Final = "urn:invops:server"
+OPC10030_NAMESPACE: Final = "http://www.OPCFoundation.org/UA/2013/01/ISA95"
+
+# Bump both when a type changes; the NodeSet's <Model> carries them.
+MODEL_VERSION: Final = "1.0.0"
+MODEL_PUBLICATION_DATE: Final = "2026-11-26T00:00:00Z"
+
+# ISA95EquipmentElementLevelEnum (OPC 10030, DataType i=4871 in the ISA95 namespace).
+STORAGE_ZONE_LEVEL: Final = 8
+STORAGE_UNIT_LEVEL: Final = 9
+
+
+class Role(StrEnum):
+    """invops user roles (SPEC §4 security), each granting everything below it."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ENGINEER = "engineer"
+    ADMIN = "admin"
+
+    def grants(self, required: str) -> bool:
+        """Whether a user with this role may call a method requiring `required`."""
+        order = list(Role)
+        return order.index(self) >= order.index(Role(required))
+
+
+# --- engineering units (REFERENCE 3.3, UNECE Rec 20) --------------------------------
+
+LITRE: Final = unece("LTR", "l", "litre")
+MILLILITRE: Final = unece("MLT", "ml", "millilitre")
+CUBIC_METRE: Final = unece("MTQ", "m³", "cubic metre")
+KILOGRAM: Final = unece("KGM", "kg", "kilogram")
+GRAM: Final = unece("GRM", "g", "gram")
+TONNE: Final = unece("TNE", "t", "tonne (metric ton)")
+PERCENT: Final = unece("P1", "%", "percent")
+MILLIMETRE: Final = unece("MMT", "mm", "millimetre")
+KILOGRAM_PER_LITRE: Final = unece("B35", "kg/l", "kilogram per litre")
+
+# invops unit of measure (as the ledger and the config spell it) -> EUInformation
+UNITS: Final[Mapping[str, Unit]] = MappingProxyType(
+    {
+        "kg": KILOGRAM,
+        "g": GRAM,
+        "t": TONNE,
+        "L": LITRE,
+        "mL": MILLILITRE,
+        "m3": CUBIC_METRE,
+        "mm": MILLIMETRE,
+        "%": PERCENT,
+    }
+)
+_UOM_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
+    {"l": "L", "ml": "mL", "m³": "m3"} | {unit.common_code: uom for uom, unit in UNITS.items()}
+)
+
+
+def unit_for(uom: str) -> Unit:
+    """The UNECE engineering unit of an invops unit of measure (`"L"` -> LTR)."""
+    unit = UNITS.get(_UOM_ALIASES.get(uom, uom))
+    if unit is None:
+        known = ", ".join(UNITS)
+        raise UnitConversionError(f"no engineering unit for {uom!r} (known: {known})")
+    return unit
+
+
+# --- helpers that keep the tables below short ---------------------------------------
+
+
+def _analog(
+    name: str,
+    description: str,
+    unit: Unit | None = None,
+    eu_range: tuple[float, float] | None = None,
+) -> VariableDef:
+    return VariableDef(name, "Double", "analog", unit, eu_range, description)
+
+
+def _property(name: str, description: str, data_type: str = "String") -> VariableDef:
+    return VariableDef(name, data_type, "property", description=description)
+
+
+def _text(name: str, description: str) -> ArgumentDef:
+    return ArgumentDef(name, "String", description)
+
+
+def _quantity(name: str, description: str) -> ArgumentDef:
+    return ArgumentDef(name, "Double", description)
+
+
+def _one_of(values: type[StrEnum]) -> str:
+    return ", ".join(v.value for v in values)
+
+
+_LOT_STATUSES: Final = _one_of(LotStatus)
+_UOMS: Final = ", ".join(LEDGER_UOMS)
+
+# --- storage units: ISA-95 equipment at level StorageUnit ---------------------------
+
+STORAGE_UNIT_TYPE: Final = ObjectTypeDef(
+    "StorageUnitType",
+    is_abstract=True,
+    isa95_level=STORAGE_UNIT_LEVEL,
+    description="ISA-95 storage unit (EquipmentLevel StorageUnit): holds one lot or sublots.",
+    variables=(
+        _analog("Volume", "Measured volume; EURange 0..capacity per unit.", LITRE),
+        _analog("Mass", "Measured mass; EURange 0..capacity per unit.", KILOGRAM),
+        _analog("FillPercent", "Measured fill level as percent of capacity.", PERCENT, (0, 100)),
+        _analog("BookQuantity", "Ledger (book) quantity in the material's base unit."),
+        _analog("MeasuredQuantity", "Quantity from the PLC measurement, material base unit."),
+        _analog("Discrepancy", "MeasuredQuantity - BookQuantity, material base unit."),
+        _property("MaterialDefinitionID", "Material the unit holds ('' when empty)."),
+        _property("LotID", "Current lot in the unit ('' when empty)."),
+        _property("Status", f"Status of the current lot: {_LOT_STATUSES} ('' when empty)."),
+        _analog("Capacity", "Nominal capacity, in the unit's capacity unit of measure."),
+        VariableDef(
+            "EquipmentLevel",
+            "Int32",
+            "property",
+            description="ISA95EquipmentElementLevelEnum: 9 = StorageUnit.",
+            value=STORAGE_UNIT_LEVEL,
+        ),
+    ),
+)
+
+TANK_TYPE: Final = ObjectTypeDef(
+    "TankType",
+    supertype="StorageUnitType",
+    isa95_level=STORAGE_UNIT_LEVEL,
+    description="Liquid tank measured by level; volume from a strapping table.",
+    variables=(_analog("Level", "Measured liquid level; EURange 0..max level.", MILLIMETRE),),
+)
+
+SILO_TYPE: Final = ObjectTypeDef(
+    "SiloType",
+    supertype="StorageUnitType",
+    isa95_level=STORAGE_UNIT_LEVEL,
+    description="Bulk solids silo measured by load cells (net weight).",
+)
+
+BIN_TYPE: Final = ObjectTypeDef(
+    "BinType",
+    supertype="StorageUnitType",
+    isa95_level=STORAGE_UNIT_LEVEL,
+    description="Bin on a scale (net weight); may hold sublots.",
+)
+
+# --- material model: ISA-95 Part 2 MaterialDefinition and MaterialLot ---------------
+
+MATERIAL_DEFINITION_TYPE: Final = ObjectTypeDef(
+    "MaterialDefinitionType",
+    description="ISA-95 MaterialDefinition: one kind of material.",
+    variables=(
+        _property("ID", "MaterialDefinitionID."),
+        _property("Description", "Human-readable description."),
+        _property("BaseUnitOfMeasure", f"Unit the ledger books the material in ({_UOMS})."),
+        _analog(
+            "Density", "Density for volume/mass conversion (null when unknown).", KILOGRAM_PER_LITRE
+        ),
+        _property("MaterialClassID", "ISA-95 MaterialClass ('' when none)."),
+    ),
+)
+
+MATERIAL_LOT_TYPE: Final = ObjectTypeDef(
+    "MaterialLotType",
+    description="ISA-95 MaterialLot: a uniquely identified amount of one material.",
+    variables=(
+        _property("ID", "LotID."),
+        _property("MaterialDefinitionID", "Material the lot is made of."),
+        _property("Status", f"Lot status: {_LOT_STATUSES}."),
+        _property("StorageLocation", "Storage unit(s) holding the lot, comma-separated."),
+        _analog("Quantity", "Book quantity of the lot, in QuantityUnitOfMeasure."),
+        _property("QuantityUnitOfMeasure", "Unit of Quantity (the material's base unit)."),
+        _property("ExpirationDate", "Expiry date (null when none).", "DateTime"),
+    ),
+)
+
+# --- ledger: the only way to change inventory (SPEC §4 methods, argument order fixed) ----
+
+_MATERIAL = _text("MaterialDefinitionID", "Material being moved.")
+_LOT = _text("LotID", "Lot being moved (a receipt creates it on first use).")
+_QUANTITY = _quantity("Quantity", "Quantity moved, positive, in UnitOfMeasure.")
+_UOM = _text("UnitOfMeasure", f"Unit of the quantity: {_UOMS}.")
+_FROM_UNIT = _text("FromUnit", "Storage unit the material leaves.")
+_TO_UNIT = _text("ToUnit", "Storage unit the material enters.")
+_KEY = _text("IdempotencyKey", "Client key: a repeated call returns the first MovementID.")
+_REASON = _text("Reason", "Why (kept in the audit trail).")
+_MOVEMENT_ID = _text("MovementID", "ID of the posted movement.")
+
+
+def _ledger_method(name: str, role: Role, description: str, *inputs: ArgumentDef) -> MethodDef:
+    return MethodDef(name, inputs, (_MOVEMENT_ID,), description, role.value)
+
+
+LEDGER_TYPE: Final = ObjectTypeDef(
+    "LedgerType",
+    description="Inventory ledger: posts movements, each raising an InventoryMovementEventType.",
+    generates_events=("InventoryMovementEventType",),
+    methods=(
+        _ledger_method(
+            "PostReceipt", Role.OPERATOR, "Receive material into a storage unit.",
+            _MATERIAL, _LOT, _QUANTITY, _UOM, _TO_UNIT, _KEY, _REASON,
+        ),
+        _ledger_method(
+            "PostIssue", Role.OPERATOR, "Issue material from a storage unit.",
+            _MATERIAL, _LOT, _QUANTITY, _UOM, _FROM_UNIT, _KEY, _REASON,
+        ),
+        _ledger_method(
+            "PostTransfer", Role.OPERATOR, "Move material between storage units.",
+            _MATERIAL, _LOT, _QUANTITY, _UOM, _FROM_UNIT, _TO_UNIT, _KEY, _REASON,
+        ),
+        _ledger_method(
+            "PostAdjustment", Role.ENGINEER, "Correct a unit's book quantity by a signed delta.",
+            _text("Unit", "Storage unit adjusted."),
+            _text("LotID", "Lot adjusted."),
+            _quantity("DeltaQuantity", "Signed change of the book quantity, in UnitOfMeasure."),
+            _UOM,
+            _text("ReasonCode", "Adjustment reason code."),
+            _KEY,
+            _text("Comment", "Free text (kept in the audit trail)."),
+        ),
+        _ledger_method(
+            "RecordCount", Role.OPERATOR, "Record a physical count; the difference is booked.",
+            _text("Unit", "Storage unit counted."),
+            _text("LotID", "Lot counted."),
+            _quantity("CountedQuantity", "Counted (absolute) quantity, in UnitOfMeasure."),
+            _UOM,
+            _KEY,
+        ),
+        _ledger_method(
+            "SetLotStatus", Role.ENGINEER, "Change a lot's status (audited).",
+            _text("LotID", "Lot whose status changes."),
+            _text("Status", f"New status: {_LOT_STATUSES}."),
+            _REASON,
+        ),
+        _ledger_method(
+            "ReverseMovement", Role.ENGINEER, "Post the exact negation of an earlier movement.",
+            _text("MovementID", "Movement to reverse."),
+            _REASON,
+        ),
+    ),
+)  # fmt: skip
+
+# --- events -------------------------------------------------------------------------
+
+INVENTORY_MOVEMENT_EVENT_TYPE: Final = EventTypeDef(
+    "InventoryMovementEventType",
+    description="Raised on the Ledger object and the Server object for every posted movement.",
+    fields=(
+        _text("MovementId", "ID of the posted movement."),
+        _text("Kind", f"Movement kind: {_one_of(MovementKind)}."),
+        _text("MaterialDefinitionID", "Material moved."),
+        _text("LotID", "Lot moved."),
+        _text("FromUnit", "Source storage unit ('' when none)."),
+        _text("ToUnit", "Target storage unit ('' when none)."),
+        _quantity("Quantity", "Quantity in UnitOfMeasure (the material's base unit)."),
+        _text("UnitOfMeasure", "Unit of Quantity."),
+        _text("User", "User who posted the movement."),
+        _text("Source", f"Origin of the posting: {_one_of(Source)}."),
+    ),
+)
+
+# Never renumber a published block: clients and historians persist NodeIds.
+NODE_ID_BLOCKS: Final = (
+    ("StorageUnitType", 1000),
+    ("TankType", 2000),
+    ("SiloType", 3000),
+    ("BinType", 4000),
+    ("MaterialDefinitionType", 5000),
+    ("MaterialLotType", 6000),
+    ("InventoryMovementEventType", 7000),
+    ("LedgerType", 8000),
+)
+
+TYPE_MODEL: Final = TypeModel(
+    namespace_uri=TYPES_NAMESPACE,
+    version=MODEL_VERSION,
+    publication_date=MODEL_PUBLICATION_DATE,
+    object_types=(
+        STORAGE_UNIT_TYPE,
+        TANK_TYPE,
+        SILO_TYPE,
+        BIN_TYPE,
+        MATERIAL_DEFINITION_TYPE,
+        MATERIAL_LOT_TYPE,
+        LEDGER_TYPE,
+    ),
+    event_types=(INVENTORY_MOVEMENT_EVENT_TYPE,),
+    node_id_blocks=NODE_ID_BLOCKS,
+)
+
+# invops type (or member) -> OPC 10030 counterpart in OPC10030_NAMESPACE. LedgerType and
+# InventoryMovementEventType are invops operations with no OPC 10030 counterpart.
+OPC10030_MAPPING: Final[tuple[tuple[str, str], ...]] = (
+    ("StorageUnitType", "EquipmentType"),
+    ("StorageUnitType.EquipmentLevel", "EquipmentType.EquipmentLevel"),
+    ("TankType", "EquipmentType"),
+    ("SiloType", "EquipmentType"),
+    ("BinType", "EquipmentType"),
+    ("MaterialDefinitionType", "MaterialDefinitionType"),
+    ("MaterialDefinitionType.MaterialClassID", "MaterialDefinitionType.DefinedByMaterialClass"),
+    ("MaterialLotType", "MaterialLotType"),
+    ("MaterialLotType.MaterialDefinitionID", "MaterialLotType.DefinedByMaterialDefinition"),
+    ("MaterialLotType.Status", "MaterialLotType.Status"),
+    ("MaterialLotType.StorageLocation", "MaterialLotType.StorageLocation"),
+    ("MaterialLotType.Quantity", "MaterialLotType.Quantity"),
+)
