@@ -54,8 +54,10 @@ db_app = typer.Typer(help="Ledger database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(
     help="Post, query, trace, reconcile, verify and export the ledger.", no_args_is_help=True
 )
+opcua_app = typer.Typer(help="The OPC UA information model.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(opcua_app, name="opcua")
 
 _debug = False
 
@@ -675,6 +677,26 @@ def ledger_export(
     out = sys.stdout
     for m in movements:
         out.write(json.dumps(_movement_json(m), ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+@opcua_app.command("export-nodeset")
+def opcua_export_nodeset(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file (default: standard output)."),
+    ] = None,
+) -> None:
+    """Export the ISA-95 type model as an OPC UA NodeSet2 XML file for integrators' tools."""
+    from information_model import export_nodeset, render_nodeset
+
+    if output is None:
+        sys.stdout.buffer.write(render_nodeset())
+        return
+    try:
+        export_nodeset(output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    typer.echo(f"wrote {output}", err=True)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from plc_connectors.errors import (
     PlcTimeout,
     TagConfigError,
 )
+from plc_connectors.modbus import ModbusLink
 from plc_connectors.model import (
     Address,
     Area,
@@ -45,21 +46,29 @@ from plc_connectors.planning import (
     plan_modbus,
     plan_s7,
 )
+from plc_connectors.poller import Clock, PlcPoller, SampleSink, SystemClock, error_reason
+from plc_connectors.s7 import S7Link
 
 __all__ = [
     "Address",
     "Area",
+    "Clock",
     "DataType",
+    "ModbusLink",
     "PlcConnectError",
     "PlcError",
     "PlcLink",
+    "PlcPoller",
     "PlcProtocol",
     "PlcProtocolError",
     "PlcSettings",
     "PlcTimeout",
     "Quality",
     "ReadBlock",
+    "S7Link",
     "Sample",
+    "SampleSink",
+    "SystemClock",
     "Tag",
     "TagConfigError",
     "TagValue",
@@ -70,6 +79,7 @@ __all__ = [
     "decode_registers",
     "encode_bytes",
     "encode_registers",
+    "error_reason",
     "format_address",
     "from_engineering",
     "integer_range",

@@ -1,0 +1,190 @@
+"""Modbus TCP link: planned block reads over pymodbus' asyncio client (REFERENCE 4).
+
+We own retries, deadlines and reconnects (the poller decides when to try again), so the
+pymodbus client runs with `retries=0` and `reconnect_delay=0` (no background reconnect
+task), and every foreign failure is translated here into the PlcError family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from plc_connectors.errors import PlcConnectError, PlcError, PlcProtocolError, PlcTimeout
+from plc_connectors.model import Area, PlcSettings
+from plc_connectors.planning import MODBUS_MAX_GAP, ReadBlock, decode_block, plan_modbus
+
+# pymodbus' own response deadline sits behind ours, so `asyncio.timeout` always decides
+# (a pymodbus timeout would surface as a vague ModbusIOException).
+_LIBRARY_TIMEOUT_MARGIN_S = 1.0
+
+_Request = Callable[..., Awaitable[ModbusPDU]]
+
+
+class ModbusLink:
+    """One Modbus TCP device (one unit id): connect, read every tag per poll, close.
+
+    `connect()` is a no-op while connected; after any transport failure (timeout, reset,
+    garbled reply) the connection is dropped, so the next `connect()` starts clean. An
+    exception response leaves the connection up: the device answered.
+    """
+
+    def __init__(self, settings: PlcSettings) -> None:
+        self.name = settings.name
+        self._settings = settings
+        gap = settings.max_gap if settings.max_gap is not None else MODBUS_MAX_GAP
+        self._blocks: tuple[ReadBlock, ...] = tuple(plan_modbus(settings.tags, max_gap=gap))
+        self._client: AsyncModbusTcpClient | None = None
+        self._lock = asyncio.Lock()
+        self._in_flight = False
+
+    @property
+    def reads_per_poll(self) -> int:
+        """Requests one `read()` sends (the planned blocks)."""
+        return len(self._blocks)
+
+    @property
+    def blocks(self) -> tuple[ReadBlock, ...]:
+        return self._blocks
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    async def connect(self) -> None:
+        """Open the TCP connection (no-op when already up); PlcConnectError on failure."""
+        async with self._lock:
+            if self.connected:
+                return
+            self._drop()
+            s = self._settings
+            client = AsyncModbusTcpClient(
+                s.host,
+                port=s.port,
+                name=s.name,
+                timeout=s.timeout_s + _LIBRARY_TIMEOUT_MARGIN_S,
+                retries=0,
+                reconnect_delay=0,  # 0 disables pymodbus' background reconnect task
+                trace_connect=self._on_connection_change,
+            )
+            self._client = client
+            try:
+                async with asyncio.timeout(s.timeout_s):
+                    ok = await client.connect()
+            except TimeoutError as exc:
+                self._drop()
+                raise PlcConnectError(f"{self._where()}: connect timed out") from exc
+            except OSError as exc:
+                self._drop()
+                raise PlcConnectError(f"{self._where()}: connect failed: {exc}") from exc
+            if not ok:
+                # pymodbus swallows the OSError (refused, unreachable) and returns False.
+                self._drop()
+                raise PlcConnectError(f"{self._where()}: connect failed (refused or unreachable)")
+
+    async def read(self) -> dict[str, float | bool]:
+        """Read every planned block once; tag name -> engineering value."""
+        async with self._lock:
+            values: dict[str, float | bool] = {}
+            for block in self._blocks:
+                values.update(await self._read_block(block))
+            return values
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._drop()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- internals ------------------------------------------------------------------
+
+    async def _read_block(self, block: ReadBlock) -> dict[str, float | bool]:
+        where = f"{self.name} read {block.area.value}:{block.start}+{block.count}"
+        client = self._client
+        if client is None:
+            raise PlcConnectError(f"{where}: not connected")
+        if not client.connected:
+            self._drop()
+            raise PlcConnectError(f"{where}: connection closed by the peer")
+        request = _request_for(client, block.area)
+        self._in_flight = True
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                response = await request(
+                    block.start, count=block.count, device_id=self._settings.unit_id
+                )
+        except TimeoutError as exc:
+            self._drop()  # a late answer would desync the stream: the connection is suspect
+            raise PlcTimeout(f"{where}: no answer within {self._settings.timeout_s} s") from exc
+        except (ConnectionException, OSError) as exc:
+            self._drop()
+            raise PlcConnectError(f"{where}: connection lost: {exc}") from exc
+        except ModbusIOException as exc:
+            self._drop()
+            raise PlcProtocolError(f"{where}: bad response: {exc}", retryable=True) from exc
+        except (ModbusException, ValueError) as exc:
+            # Raised by pymodbus' own checks before anything is sent: the link is fine.
+            raise PlcProtocolError(f"{where}: request rejected: {exc}") from exc
+        except BaseException:
+            self._drop()  # cancelled mid-request: a late reply would desync the stream
+            raise
+        finally:
+            self._in_flight = False
+        if response.isError():
+            raise PlcProtocolError.from_modbus_exception(response.exception_code, where)
+        data = response.bits if block.area in (Area.COIL, Area.DISCRETE) else response.registers
+        try:
+            return decode_block(block, data)
+        except PlcError:
+            self._drop()
+            raise
+        except ValueError as exc:
+            self._drop()
+            raise PlcProtocolError(f"{where}: undecodable data: {exc}", retryable=True) from exc
+
+    def _on_connection_change(self, up: bool) -> None:
+        """pymodbus callback. When the peer closes or resets the socket, pymodbus leaves the
+        pending request waiting for its timeout; fail it now so the poll reports the lost
+        connection at once instead of a timeout later."""
+        client = self._client
+        if up or client is None or not self._in_flight:
+            return
+        pending = client.ctx.response_future
+        if not pending.done():
+            pending.set_exception(ConnectionException("connection closed by peer"))
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _where(self) -> str:
+        return f"{self.name} ({self._settings.host}:{self._settings.port})"
+
+
+def _request_for(client: AsyncModbusTcpClient, area: Area) -> _Request:
+    if area is Area.HOLDING:
+        return client.read_holding_registers
+    if area is Area.INPUT:
+        return client.read_input_registers
+    if area is Area.COIL:
+        return client.read_coils
+    if area is Area.DISCRETE:
+        return client.read_discrete_inputs
+    raise PlcProtocolError(f"{area} is not a Modbus table")  # planning rejects this earlier
