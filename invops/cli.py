@@ -37,6 +37,7 @@ from inventory_core.domain.units import format_decimal, parse_quantity
 from inventory_core.store import describe_url, upgrade_schema
 from invops import __version__
 from invops.config import ConfigError, InvopsConfig, load_config
+from invops.simulate_cli import register as register_simulate
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 1
@@ -58,6 +59,7 @@ opcua_app = typer.Typer(help="The OPC UA information model.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(opcua_app, name="opcua")
+register_simulate(app)
 
 _debug = False
 

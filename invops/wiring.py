@@ -15,6 +15,7 @@ from inventory_core.domain.model import MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurements import MeasuredUnit
 from invops.config import InvopsConfig, StorageUnitConfig
+from plc_connectors import ModbusLink, PlcLink, PlcProtocol, PlcSettings, S7Link
 
 DEFAULT_DEADBAND_FRACTION = Decimal("0.005")  # 0.5 % of capacity
 
@@ -65,3 +66,10 @@ def measured_units(config: InvopsConfig) -> list[MeasuredUnit]:
 def _default_deadband(unit: StorageUnitConfig, base_uom: str, density: Decimal | None) -> Decimal:
     capacity = convert(unit.capacity, unit.capacity_uom, base_uom, density)
     return max(capacity * DEFAULT_DEADBAND_FRACTION, Decimal("0.001"))
+
+
+def make_link(settings: PlcSettings) -> PlcLink:
+    """The PLC link for one configured PLC (the only place that picks the protocol)."""
+    if settings.protocol is PlcProtocol.S7:
+        return S7Link(settings)
+    return ModbusLink(settings)

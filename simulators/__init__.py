@@ -1,1 +1,66 @@
-"""simulators: see README (arrives with a later issue)."""
+"""simulators: Modbus TCP and S7 PLC simulators serving a plant model built from the config.
+
+`invops simulate --config FILE` runs them; tests and benchmarks use `Simulation`.
+"""
+
+from simulators.faults import (
+    MODBUS_EXCEPTION_CODES,
+    FaultError,
+    Faults,
+    FaultSpec,
+    FaultValue,
+    PlcFaults,
+    SimulatorError,
+    TagFaults,
+    parse_fault,
+)
+from simulators.modbus_server import ModbusPlcServer
+from simulators.plant import (
+    DRAW_ABOVE,
+    FILL_BELOW,
+    HIGH_STOP,
+    LOW_STOP,
+    MAX_FLOW_L_PER_S,
+    Activity,
+    Operation,
+    PlantModel,
+    SimulatedUnit,
+    to_raw,
+)
+from simulators.runner import (
+    PlcServer,
+    Simulation,
+    build_servers,
+    check_fault_targets,
+    run_simulators,
+)
+from simulators.s7_server import S7PlcServer
+
+__all__ = [
+    "DRAW_ABOVE",
+    "FILL_BELOW",
+    "HIGH_STOP",
+    "LOW_STOP",
+    "MAX_FLOW_L_PER_S",
+    "MODBUS_EXCEPTION_CODES",
+    "Activity",
+    "FaultError",
+    "FaultSpec",
+    "FaultValue",
+    "Faults",
+    "ModbusPlcServer",
+    "Operation",
+    "PlantModel",
+    "PlcFaults",
+    "PlcServer",
+    "S7PlcServer",
+    "SimulatedUnit",
+    "Simulation",
+    "SimulatorError",
+    "TagFaults",
+    "build_servers",
+    "check_fault_targets",
+    "parse_fault",
+    "run_simulators",
+    "to_raw",
+]

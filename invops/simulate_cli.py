@@ -1,0 +1,154 @@
+"""`invops simulate`: the PLC simulators alone, serving every PLC the config names.
+
+Wired into the main app by `register(app)`. Prints one line per served PLC on
+stdout (`NAME  PROTOCOL  HOST:PORT  unit_id=N` or `rack=R slot=S`) and runs until
+SIGINT/SIGTERM, then closes every listener and connection and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from invops.config import ConfigError, InvopsConfig, load_config
+from plc_connectors import PlcProtocol
+from simulators import (
+    FaultError,
+    Faults,
+    SimulatorError,
+    check_fault_targets,
+    parse_fault,
+    run_simulators,
+)
+
+__all__ = ["register", "simulate"]
+
+EXIT_USER_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+HOST = "127.0.0.1"
+
+
+def simulate(
+    config: Annotated[
+        Path, typer.Option("--config", help="The plant's TOML config; every PLC it lists is served.")
+    ],
+    port: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--port",
+            metavar="PLC=PORT",
+            help="Serve a PLC on another port than its config says (0: any free port). Repeatable.",
+        ),
+    ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            metavar="SPEC",
+            help=(
+                "Inject a fault from the start, e.g. PLC-S7:refuse, PLC-MODBUS:delay=0.5, "
+                "PLC-MODBUS:exception=2, PLC-MODBUS:freeze, TK-101.level:spike=20, "
+                "TK-101.totalizer:jump=4294967000. Repeatable."
+            ),
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed the plant's randomness (repeatable runs).")
+    ] = None,
+) -> None:
+    """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM."""
+    try:
+        plant = load_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+    ports = _parse_ports(port or [], plant)
+    faults = Faults()
+    try:
+        for spec in fault or []:
+            faults.apply(parse_fault(spec))
+        check_fault_targets(plant, faults)
+    except FaultError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    try:
+        asyncio.run(_serve(plant, ports, faults, seed))
+    except (SimulatorError, OSError) as exc:
+        typer.echo(f"invops simulate: {exc}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `simulate` command to `app`."""
+    app.command("simulate")(simulate)
+
+
+def _parse_ports(options: list[str], plant: InvopsConfig) -> dict[str, int]:
+    names = {plc.name for plc in plant.plcs}
+    ports: dict[str, int] = {}
+    for option in options:
+        name, equals, number = option.partition("=")
+        if not equals or not number.strip().isdigit():
+            raise typer.BadParameter(f"expected PLC=PORT (got {option!r})", param_hint="--port")
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise typer.BadParameter(
+                f"unknown PLC {name!r} (the config has: {known})", param_hint="--port"
+            )
+        value = int(number)
+        if value > 65535:
+            raise typer.BadParameter(f"port {value} is out of range (0-65535)", param_hint="--port")
+        ports[name] = value
+    return ports
+
+
+async def _serve(
+    plant: InvopsConfig, ports: dict[str, int], faults: Faults, seed: int | None
+) -> None:
+    """Run until SIGINT/SIGTERM; a signal ends the run normally (no exception)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        main.cancel()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, stop)
+    try:
+        await run_simulators(
+            plant,
+            ports=ports,
+            faults=faults,
+            seed=seed,
+            ready=lambda bound: _announce(plant, bound),
+        )
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        main.uncancel()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+
+def _announce(plant: InvopsConfig, bound: dict[str, int]) -> None:
+    width = max((len(plc.name) for plc in plant.plcs), default=0)
+    for plc in plant.plcs:
+        if plc.protocol is PlcProtocol.MODBUS:
+            detail = f"unit_id={plc.unit_id}"
+        else:
+            detail = f"rack={plc.rack} slot={plc.slot}"
+        endpoint = f"{HOST}:{bound[plc.name]}"
+        typer.echo(f"{plc.name:<{width}}  {plc.protocol.value:<6}  {endpoint:<15}  {detail}")
+    sys.stdout.flush()
+    typer.echo("simulating; stop with Ctrl+C or SIGTERM", err=True)

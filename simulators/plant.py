@@ -1,0 +1,477 @@
+"""Plant physics behind the PLC simulators: quantities, activities, totalizers, readings.
+
+Pure Python (no sockets, no clock): `PlantModel.step(dt)` advances simulated
+time and `PlantModel.tag_values()` says what every PLC tag shows now, in
+engineering units. The servers turn those values into registers and bytes.
+
+Each storage unit holds a quantity in its own unit of measure: the strapping
+table's volume unit for a level-measured tank (L in the demo), kg for a unit
+measured by weight. Activities keep the plant lively and bounded:
+
+* receipts (fills) and issues (draws) start at random after a short idle
+  time, and transfers move material between units of the same material;
+* a unit below `FILL_BELOW` of its capacity only starts fills, one above
+  `DRAW_ABOVE` only draws, and every activity stops at `LOW_STOP` /
+  `HIGH_STOP`, so a unit left alone stays between 10 % and 90 % forever;
+* flow rates are a fraction of capacity per second, capped at
+  `MAX_FLOW_L_PER_S` (well below the 1,000 L/s SPEC limit).
+
+Material balance holds exactly: a unit's quantity is always its initial
+quantity + receipts - issues + transfers in - transfers out, and what a
+transfer takes out of one unit is what it puts into the other (converted
+between the two units' units of measure through the material's density).
+A totalizer counts what left a unit (issues and transfers out) in the
+totalizer tag's unit and rolls over at the tag's range.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+
+from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.measurement import StrappingTable
+from inventory_core.domain.units import canonical_uom, convert, dimension
+from invops.config import InvopsConfig, StorageUnitConfig, tag_of
+from plc_connectors import DataType, Tag, from_engineering, integer_range
+
+__all__ = [
+    "DRAW_ABOVE",
+    "FILL_BELOW",
+    "HIGH_STOP",
+    "LOW_STOP",
+    "MAX_FLOW_L_PER_S",
+    "Activity",
+    "Operation",
+    "PlantModel",
+    "SimulatedUnit",
+    "to_raw",
+]
+
+LOW_STOP: Final = 0.15  # every draw stops here (fraction of capacity)
+HIGH_STOP: Final = 0.85  # every fill stops here
+FILL_BELOW: Final = 0.25  # an idle unit below this only starts fills
+DRAW_ABOVE: Final = 0.75  # an idle unit above this only starts draws
+INITIAL_FILL: Final = (0.45, 0.55)  # start around half full
+RATE: Final = (0.002, 0.006)  # flow, fraction of capacity per second
+AMOUNT: Final = (0.02, 0.10)  # one activity moves this fraction of capacity
+IDLE_S: Final = (2.0, 8.0)  # pause between activities (longer than a typical settle time)
+FIRST_START_S: Final = 1.0  # the first activity of each unit starts within this time
+TRANSFER_SHARE: Final = 0.3  # chance that an activity is a transfer, when one is possible
+TRANSFER_SOURCE_ABOVE: Final = 0.35
+TRANSFER_DESTINATION_BELOW: Final = 0.65
+MAX_FLOW_L_PER_S: Final = 400.0  # cap for every flow (solids without density: kg/s)
+NOISE: Final = 0.0002  # reading noise: standard deviation as a fraction of capacity
+MAX_SUBSTEP_S: Final = 1.0  # `step` advances in slices no longer than this
+_EPSILON: Final = 1e-9
+_FLOAT32_MAX: Final = 3.4028234663852886e38
+
+
+class Activity(StrEnum):
+    """What moves material into or out of a unit."""
+
+    RECEIPT = "receipt"  # fill from outside the plant model
+    ISSUE = "issue"  # draw to outside (through the outlet)
+    TRANSFER = "transfer"  # from one unit to another of the same material
+
+
+@dataclass(slots=True)
+class Operation:
+    """One running activity. `rate` and `remaining` are in the source unit's uom
+    (the destination's for a receipt)."""
+
+    activity: Activity
+    rate: float  # per second
+    remaining: float
+    source: str | None = None
+    destination: str | None = None
+    factor: float = 1.0  # destination uom per source uom (transfers between unlike uoms)
+
+
+@dataclass(slots=True)
+class SimulatedUnit:
+    """One storage unit's simulated state; `quantity` is in `uom`."""
+
+    id: str
+    material: str | None
+    uom: str
+    capacity: float
+    quantity: float
+    litres_per_uom: float | None  # None: no density to express the quantity in litres
+    max_rate: float  # per second, in uom
+    initial: float = 0.0
+    received: float = 0.0
+    issued: float = 0.0
+    transferred_in: float = 0.0
+    transferred_out: float = 0.0
+    operation: Operation | None = None
+    idle_until: float = 0.0
+
+    @property
+    def fill_ratio(self) -> float:
+        return self.quantity / self.capacity
+
+    @property
+    def outflow(self) -> float:
+        """Everything that left through the outlet (issues and transfers out), in uom."""
+        return self.issued + self.transferred_out
+
+    @property
+    def booked(self) -> float:
+        """Initial quantity plus every movement: equals `quantity` (material balance)."""
+        return (
+            self.initial + self.received - self.issued + self.transferred_in - self.transferred_out
+        )
+
+    @property
+    def flow(self) -> float:
+        """Current net flow into the unit (negative: out of it), uom per second."""
+        op = self.operation
+        if op is None:
+            return 0.0
+        return op.rate * op.factor if op.destination == self.id else -op.rate
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    unit: str
+    tag: Tag
+    strapping: StrappingTable
+    volume_uom: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Weight:
+    unit: str
+    tag: Tag
+    factor: float  # unit uom -> tag unit
+
+
+@dataclass(slots=True)
+class _Totalizer:
+    unit: str
+    tag: Tag
+    factor: float  # unit uom -> tag unit
+    modulus: int  # counts roll over here (2**32 for uint32)
+    jumped: int = 0  # counts added by fault injection
+
+
+class PlantModel:
+    """The simulated plant of one config. Deterministic for a given `seed`.
+
+    `units` maps each storage unit id to its state (read it, do not assign to it).
+    """
+
+    def __init__(self, config: InvopsConfig, *, seed: int | None = None) -> None:
+        self.time_s = 0.0
+        self._rng = random.Random(seed)
+        self._levels: list[_Level] = []
+        self._weights: list[_Weight] = []
+        self._totalizers: dict[str, _Totalizer] = {}
+        self._densities = {m.id: m.density_kg_per_l for m in config.materials}
+        self.units: dict[str, SimulatedUnit] = {}
+        for unit_config in config.storage_units:
+            unit = self._build_unit(unit_config)
+            self.units[unit.id] = unit
+            self._add_tags(unit_config, unit)
+
+    # ------------------------------------------------------------------ building
+
+    def _build_unit(self, cfg: StorageUnitConfig) -> SimulatedUnit:
+        density = self._densities.get(cfg.material) if cfg.material else None
+        if cfg.strapping is not None:
+            uom = cfg.strapping.volume_uom
+        elif cfg.weight is not None:
+            uom = "kg"
+        else:
+            uom = cfg.capacity_uom
+        capacity = _factor(cfg.capacity_uom, uom, density) * float(cfg.capacity)
+        litres = _factor_or_none(uom, "L", density)
+        if litres is not None:
+            max_rate = MAX_FLOW_L_PER_S / litres
+        else:  # a solid without density: read the cap as kg/s
+            max_rate = MAX_FLOW_L_PER_S * _factor("kg", uom, None)
+        fill = self._rng.uniform(*INITIAL_FILL)
+        return SimulatedUnit(
+            id=cfg.id,
+            material=cfg.material,
+            uom=uom,
+            capacity=capacity,
+            quantity=capacity * fill,
+            initial=capacity * fill,
+            litres_per_uom=litres,
+            max_rate=max_rate,
+            idle_until=self._rng.uniform(0.0, FIRST_START_S),
+        )
+
+    def _add_tags(self, cfg: StorageUnitConfig, unit: SimulatedUnit) -> None:
+        density = self._densities.get(cfg.material) if cfg.material else None
+        if cfg.level is not None and cfg.strapping is not None:
+            table = StrappingTable.from_points(cfg.strapping.points)
+            self._levels.append(_Level(cfg.id, tag_of(cfg.id, "level", cfg.level), table, unit.uom))
+        if cfg.weight is not None:
+            tag = tag_of(cfg.id, "weight", cfg.weight)
+            self._weights.append(_Weight(cfg.id, tag, _tag_factor(unit.uom, tag.unit, density)))
+        if cfg.totalizer is not None:
+            tag = tag_of(cfg.id, "totalizer", cfg.totalizer)
+            if tag.scale <= 0:
+                raise ValueError(f"{tag.name}: a totalizer needs a positive scale")
+            modulus = cfg.totalizer_max + 1
+            if tag.data_type in (DataType.UINT16, DataType.UINT32):
+                modulus = min(modulus, integer_range(tag.data_type)[1] + 1)
+            factor = _tag_factor(unit.uom, tag.unit, density)
+            self._totalizers[tag.name] = _Totalizer(cfg.id, tag, factor, modulus)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def tag_names(self) -> list[str]:
+        """Every tag this model produces a value for."""
+        levels = [level.tag.name for level in self._levels]
+        return [*levels, *(weight.tag.name for weight in self._weights), *self._totalizers]
+
+    def totalizer_counts(self, tag_name: str) -> int:
+        """The raw counter value a totalizer tag shows now (after rollover)."""
+        total = self._totalizers[tag_name]
+        outflow = self.units[total.unit].outflow * total.factor
+        return (math.floor(outflow / total.tag.scale + _EPSILON) + total.jumped) % total.modulus
+
+    def tag_values(self, noise_factors: Mapping[str, float] | None = None) -> dict[str, float]:
+        """What each PLC tag shows now, in engineering units (scale/offset not applied
+        in reverse: that is the server's job). Level and weight readings carry
+        Gaussian noise (`NOISE` of capacity, times `noise_factors[tag]` if given);
+        totalizers carry none."""
+        factors = noise_factors or {}
+        values: dict[str, float] = {}
+        for level in self._levels:
+            volume = self._reading(level.unit, factors.get(level.tag.name, 1.0))
+            height, _clamped = level.strapping.level_at(Decimal(volume))
+            values[level.tag.name] = float(height)
+        for weight in self._weights:
+            mass = self._reading(weight.unit, factors.get(weight.tag.name, 1.0))
+            values[weight.tag.name] = mass * weight.factor
+        for name, total in self._totalizers.items():
+            values[name] = self.totalizer_counts(name) * total.tag.scale + total.tag.offset
+        return values
+
+    def _reading(self, unit_id: str, noise_factor: float) -> float:
+        unit = self.units[unit_id]
+        sigma = NOISE * unit.capacity * noise_factor
+        return unit.quantity + (self._rng.gauss(0.0, sigma) if sigma > 0 else 0.0)
+
+    # ------------------------------------------------------------------ faults and commands
+
+    def jump_totalizer(self, tag_name: str, counts: int) -> None:
+        """Add `counts` to a totalizer's counter (fault injection; no material moves)."""
+        if tag_name not in self._totalizers:
+            raise KeyError(f"{tag_name!r} is not a totalizer tag")
+        self._totalizers[tag_name].jumped += counts
+
+    def start_receipt(self, unit: str, amount: float, rate: float | None = None) -> Operation:
+        """Start filling an idle unit now (`amount`, `rate` in its uom; rate capped)."""
+        return self._start_single(Activity.RECEIPT, unit, amount, rate)
+
+    def start_issue(self, unit: str, amount: float, rate: float | None = None) -> Operation:
+        """Start drawing from an idle unit now (through its outlet: totalizers count it)."""
+        return self._start_single(Activity.ISSUE, unit, amount, rate)
+
+    def stop_operation(self, unit: str) -> None:
+        """End the unit's running activity now (both sides of a transfer)."""
+        op = self.units[unit].operation
+        if op is not None:
+            self._finish(op, 0.0)
+
+    def _start_single(
+        self, activity: Activity, unit_id: str, amount: float, rate: float | None
+    ) -> Operation:
+        unit = self.units[unit_id]
+        if unit.operation is not None:
+            raise ValueError(f"cannot start a {activity} on {unit_id}: it is busy")
+        if amount <= 0:
+            raise ValueError(f"a {activity} amount must be positive")
+        speed = min(rate or unit.max_rate, unit.max_rate)
+        if activity is Activity.RECEIPT:
+            op = Operation(activity, speed, amount, destination=unit_id)
+        else:
+            op = Operation(activity, speed, amount, source=unit_id)
+        unit.operation = op
+        return op
+
+    def start_transfer(
+        self, source: str, destination: str, amount: float, rate: float | None = None
+    ) -> Operation:
+        """Start a transfer now (both units must be idle and hold the same material).
+
+        `amount` and `rate` are in the source's uom; the rate is capped at both
+        units' maximum flow. Like every activity it stops at LOW_STOP/HIGH_STOP.
+        """
+        src, dst = self.units[source], self.units[destination]
+        if source == destination or src.material is None or src.material != dst.material:
+            raise ValueError(f"cannot transfer {source} -> {destination}: not the same material")
+        if src.operation is not None or dst.operation is not None:
+            raise ValueError(f"cannot transfer {source} -> {destination}: a unit is busy")
+        if amount <= 0:
+            raise ValueError("a transfer amount must be positive")
+        factor = self._transfer_factor(src, dst)
+        if factor is None:
+            raise ValueError(f"cannot transfer {source} -> {destination}: units do not convert")
+        cap = min(src.max_rate, dst.max_rate / factor)
+        op = Operation(
+            Activity.TRANSFER,
+            min(rate or cap, cap),
+            amount,
+            source=source,
+            destination=destination,
+            factor=factor,
+        )
+        src.operation = dst.operation = op
+        return op
+
+    # ------------------------------------------------------------------ time
+
+    def step(self, dt: float) -> None:
+        """Advance simulated time by `dt` seconds (in slices of at most MAX_SUBSTEP_S)."""
+        if not math.isfinite(dt) or dt < 0:
+            raise ValueError(f"dt must be a finite number >= 0 (got {dt})")
+        remaining = dt
+        while remaining > _EPSILON:
+            h = min(remaining, MAX_SUBSTEP_S)
+            self._start_due_activities()
+            self._advance(h)
+            self.time_s += h
+            remaining -= h
+
+    def _start_due_activities(self) -> None:
+        for unit in self.units.values():
+            if unit.operation is None and unit.idle_until <= self.time_s + _EPSILON:
+                self._plan(unit)
+
+    def _plan(self, unit: SimulatedUnit) -> None:
+        rng = self._rng
+        ratio = unit.fill_ratio
+        if ratio < FILL_BELOW:
+            activity = Activity.RECEIPT
+        elif ratio > DRAW_ABOVE:
+            activity = Activity.ISSUE
+        else:
+            partners = self._transfer_partners(unit)
+            if partners and rng.random() < TRANSFER_SHARE:
+                partner = rng.choice(partners)
+                amount = rng.uniform(*AMOUNT) * unit.capacity
+                self.start_transfer(unit.id, partner.id, amount, rng.uniform(*RATE) * unit.capacity)
+                return
+            # The emptier the unit, the likelier a fill.
+            activity = Activity.RECEIPT if rng.random() < 1.0 - ratio else Activity.ISSUE
+        amount = rng.uniform(*AMOUNT) * unit.capacity
+        rate = min(rng.uniform(*RATE) * unit.capacity, unit.max_rate)
+        if activity is Activity.RECEIPT:
+            unit.operation = Operation(activity, rate, amount, destination=unit.id)
+        else:
+            unit.operation = Operation(activity, rate, amount, source=unit.id)
+
+    def _transfer_partners(self, unit: SimulatedUnit) -> list[SimulatedUnit]:
+        if unit.material is None or unit.fill_ratio <= TRANSFER_SOURCE_ABOVE:
+            return []
+        return [
+            other
+            for other in self.units.values()
+            if other.id != unit.id
+            and other.material == unit.material
+            and other.operation is None
+            and other.fill_ratio < TRANSFER_DESTINATION_BELOW
+            and self._transfer_factor(unit, other) is not None
+        ]
+
+    def _transfer_factor(self, src: SimulatedUnit, dst: SimulatedUnit) -> float | None:
+        density = self._densities.get(src.material) if src.material else None
+        return _factor_or_none(src.uom, dst.uom, density)
+
+    def _advance(self, h: float) -> None:
+        seen: list[Operation] = []
+        for unit in self.units.values():
+            op = unit.operation
+            if op is not None and all(op is not other for other in seen):
+                seen.append(op)
+        for op in seen:
+            if self._move(op, h):
+                self._finish(op, h)
+
+    def _move(self, op: Operation, h: float) -> bool:
+        """Move one slice of `op`; True when the operation is over."""
+        wanted = min(op.rate * h, op.remaining)
+        if op.activity is Activity.RECEIPT:
+            dst = self.units[op.destination or ""]
+            amount = max(0.0, min(wanted, HIGH_STOP * dst.capacity - dst.quantity))
+            dst.quantity += amount
+            dst.received += amount
+        elif op.activity is Activity.ISSUE:
+            src = self.units[op.source or ""]
+            amount = max(0.0, min(wanted, src.quantity - LOW_STOP * src.capacity))
+            src.quantity -= amount
+            src.issued += amount
+        else:
+            src, dst = self.units[op.source or ""], self.units[op.destination or ""]
+            room = (HIGH_STOP * dst.capacity - dst.quantity) / op.factor
+            amount = max(0.0, min(wanted, src.quantity - LOW_STOP * src.capacity, room))
+            src.quantity -= amount
+            src.transferred_out += amount
+            dst.quantity += amount * op.factor
+            dst.transferred_in += amount * op.factor
+        op.remaining -= amount
+        hit_limit = amount < op.rate * h - _EPSILON and op.remaining > _EPSILON
+        return hit_limit or op.remaining <= _EPSILON
+
+    def _finish(self, op: Operation, h: float) -> None:
+        for unit_id in {op.source, op.destination} - {None}:
+            unit = self.units[unit_id or ""]
+            unit.operation = None
+            unit.idle_until = self.time_s + h + self._rng.uniform(*IDLE_S)
+
+
+# ---------------------------------------------------------------------- conversions
+
+
+def _factor(from_uom: str, to_uom: str, density: Decimal | None) -> float:
+    """How many `to_uom` one `from_uom` is (through density across mass/volume)."""
+    if canonical_uom(from_uom) == canonical_uom(to_uom):
+        return 1.0
+    scale = Decimal(1_000_000)  # convert() quantizes to 1e-6: keep 12 significant digits
+    return float(convert(scale, from_uom, to_uom, density)) / 1_000_000
+
+
+def _factor_or_none(from_uom: str, to_uom: str, density: Decimal | None) -> float | None:
+    try:
+        return _factor(from_uom, to_uom, density)
+    except InventoryError:
+        return None
+
+
+def _tag_factor(uom: str, tag_unit: str, density: Decimal | None) -> float:
+    """Quantity uom -> a tag's engineering unit; 1 when the tag names no mass/volume unit."""
+    try:
+        dimension(tag_unit)
+    except (InventoryError, KeyError):
+        return 1.0
+    return _factor(uom, tag_unit, density)
+
+
+def to_raw(tag: Tag, value: float | bool) -> int | float | bool:
+    """Engineering value -> raw PLC value, saturating like a transmitter: a value
+    outside the data type's range gives the range's end instead of an error."""
+    try:
+        return from_engineering(value, tag)
+    except ValueError:
+        pass
+    raw = (float(value) - tag.offset) / tag.scale if tag.scale else math.nan
+    if tag.data_type is DataType.FLOAT32:
+        return math.copysign(_FLOAT32_MAX, raw)
+    if tag.data_type is DataType.FLOAT64:
+        return math.copysign(sys.float_info.max, raw)
+    low, high = integer_range(tag.data_type)
+    return high if raw > high else low

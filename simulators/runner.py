@@ -1,0 +1,227 @@
+"""Run the plant model and every PLC server of a config, under one TaskGroup.
+
+`run_simulators` is what `invops simulate` and `invops demo` run until
+cancelled; `Simulation` wraps it as an async context manager for tests and
+benchmarks:
+
+    async with Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
+        sim.ports["PLC-MODBUS"], sim.faults.set("PLC-S7", refuse=True), sim.model.units
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Protocol
+
+from invops.config import InvopsConfig
+from plc_connectors import PlcProtocol, PlcSettings
+from simulators.faults import Faults, SimulatorError
+from simulators.modbus_server import ModbusPlcServer
+from simulators.plant import PlantModel
+from simulators.s7_server import S7PlcServer
+
+__all__ = [
+    "PlcServer",
+    "Simulation",
+    "build_servers",
+    "check_fault_targets",
+    "run_simulators",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+class PlcServer(Protocol):
+    """What the runner needs of a simulated PLC (Modbus and S7 servers implement it)."""
+
+    name: str
+    settings: PlcSettings
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def serve(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def update(self, values: Mapping[str, float | bool]) -> None: ...
+
+
+def build_servers(
+    settings: Sequence[PlcSettings],
+    faults: Faults,
+    *,
+    ports: Mapping[str, int] | None = None,
+    host: str = DEFAULT_HOST,
+) -> list[PlcServer]:
+    """One server per PLC; `ports` overrides the configured port by PLC name (0 = any free)."""
+    ports = dict(ports or {})
+    unknown = sorted(set(ports) - {plc.name for plc in settings})
+    if unknown:
+        raise SimulatorError(f"--port names unknown PLC {', '.join(map(repr, unknown))}")
+    servers: list[PlcServer] = []
+    for plc in settings:
+        port = ports.get(plc.name)
+        if plc.protocol is PlcProtocol.MODBUS:
+            servers.append(ModbusPlcServer(plc, faults, host=host, port=port))
+        else:
+            servers.append(S7PlcServer(plc, faults, host=host, port=port))
+    return servers
+
+
+async def run_simulators(
+    config: InvopsConfig,
+    *,
+    ports: dict[str, int] | None = None,
+    faults: Faults | None = None,
+    seed: int | None = None,
+    tick_s: float = 0.1,
+    ready: Callable[[dict[str, int]], None] | None = None,
+    model: PlantModel | None = None,
+) -> None:
+    """Serve every PLC of `config` from one plant model until cancelled.
+
+    `ready` is called once every server listens, with the bound port per PLC
+    name. On cancellation every server closes its listener and connections.
+    Raises SimulatorError when a port cannot be bound or a fault names
+    something the plant does not have.
+    """
+    if not tick_s > 0:
+        raise SimulatorError(f"tick_s must be positive (got {tick_s})")
+    faults = faults if faults is not None else Faults()
+    model = model if model is not None else PlantModel(config, seed=seed)
+    check_fault_targets(config, faults)
+    settings = config.plc_settings()
+    servers = build_servers(settings, faults, ports=ports)
+    _publish(model, servers, faults)
+    async with contextlib.AsyncExitStack() as stack:
+        for server in servers:
+            await server.start()
+            stack.push_async_callback(server.stop)
+        if ready is not None:
+            ready({server.name: server.port for server in servers})
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_drive(model, servers, faults, tick_s), name="plant")
+            for server in servers:
+                group.create_task(server.serve(), name=f"serve {server.name}")
+
+
+def check_fault_targets(config: InvopsConfig, faults: Faults) -> None:
+    """FaultError naming every faulted PLC or tag that the config does not have."""
+    settings = config.plc_settings()
+    tags = {tag.name for plc in settings for tag in plc.tags}
+    totalizers = {f"{unit.id}.totalizer" for unit in config.storage_units if unit.totalizer}
+    faults.check_targets((plc.name for plc in settings), tags, totalizers)
+
+
+async def _drive(
+    model: PlantModel, servers: Sequence[PlcServer], faults: Faults, tick_s: float
+) -> None:
+    """Advance the plant in real time and publish its values every `tick_s`."""
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    next_tick = last + tick_s
+    while True:
+        await asyncio.sleep(max(0.0, next_tick - loop.time()))
+        now = loop.time()
+        model.step(now - last)
+        last = now
+        next_tick = max(next_tick + tick_s, now)  # no catch-up burst after a stall
+        _publish(model, servers, faults)
+
+
+def _publish(model: PlantModel, servers: Sequence[PlcServer], faults: Faults) -> None:
+    for tag, counts in faults.take_jumps().items():
+        model.jump_totalizer(tag, counts)
+    values = model.tag_values(faults.spike_factors())
+    for server in servers:
+        server.update(values)
+
+
+class Simulation:
+    """The simulators as an async context manager (tests, benchmarks, the demo).
+
+    `ports` (bound ports by PLC name), `faults` and `model` are live while
+    inside. Startup failures (port in use, bad fault) raise from `async with`;
+    a crash while running is raised on exit.
+    """
+
+    def __init__(
+        self,
+        config: InvopsConfig,
+        *,
+        ports: dict[str, int] | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        tick_s: float = 0.1,
+    ) -> None:
+        self.config = config
+        self.faults = faults if faults is not None else Faults()
+        self.model = PlantModel(config, seed=seed)
+        self.ports: dict[str, int] = {}
+        self._requested_ports = ports
+        self._tick_s = tick_s
+        self._task: asyncio.Task[None] | None = None
+
+    def endpoint(self, plc: str) -> tuple[str, int]:
+        """(host, port) a client connects to for one PLC."""
+        return DEFAULT_HOST, self.ports[plc]
+
+    async def __aenter__(self) -> Simulation:
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_ready(ports: dict[str, int]) -> None:
+            self.ports = dict(ports)
+            if not started.done():
+                started.set_result(None)
+
+        self._task = asyncio.create_task(
+            run_simulators(
+                self.config,
+                ports=self._requested_ports,
+                faults=self.faults,
+                tick_s=self._tick_s,
+                ready=on_ready,
+                model=self.model,
+            ),
+            name="simulators",
+        )
+        try:
+            await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self._cancel()
+            raise
+        if not started.done():
+            started.cancel()
+            task, self._task = self._task, None
+            task.result()  # raises what stopped it
+            raise SimulatorError("simulators ended before they were ready")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._cancel()
+
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if task.done():
+            task.result()
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves: pass it on
