@@ -35,7 +35,7 @@ HOST = "127.0.0.1"
 
 def simulate(
     config: Annotated[
-        Path, typer.Option("--config", help="The plant's TOML config; every PLC it lists is served.")
+        Path, typer.Option("--config", help="The plant's TOML config (serves each PLC it lists).")
     ],
     port: Annotated[
         list[str] | None,
