@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.measurements import MeasurementService
@@ -131,4 +133,48 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
 
         await until(s7_good)
         assert plant.bridge.links["PLC-S7"].up is True
+        assert (await plant.ledger.verify()).ok
+
+
+BAD = (Quality.BAD_COMMUNICATION, Quality.BAD_NO_COMMUNICATION)
+MODBUS_UNITS = {"TK-101", "TK-102", "BN-301", "BN-302", "BN-303", "BN-304"}
+
+
+def plc_quality(plant: Plant, plc: str) -> set[Quality]:
+    sample = plant.bridge.latest.get(plc)
+    return set() if sample is None else {v.quality for v in sample.values.values()}
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"refuse": True, "drop": True}, {"drop": True}, {"delay_s": 1.0}, {"exception": 4}],
+    ids=["refuse", "drop", "delay", "exception-04"],
+)
+async def test_modbus_faults_turn_values_bad_then_recover_without_invented_movements(
+    sqlite_url: str, fault: dict[str, object]
+) -> None:
+    async with running_plant(sqlite_url) as plant:
+
+        async def opened() -> bool:
+            return {m.to_unit for m in await plant.ledger.history()} >= MODBUS_UNITS
+
+        await until(opened)
+        plant.sim.faults.set("PLC-MODBUS", **fault)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await until(
+            lambda: (
+                plc_quality(plant, "PLC-MODBUS") <= set(BAD) and plc_quality(plant, "PLC-MODBUS")
+            ),
+            within_s=5,
+        )
+        # bad within two poll intervals of the first failed request (which may wait for
+        # its 0.5 s timeout), plus scheduling slack
+        assert loop.time() - started < 0.5 + 2 * POLL_S + 0.5
+        before = {m.id for m in await plant.ledger.history() if m.unit in MODBUS_UNITS}
+        await asyncio.sleep(1.0)
+        during = {m.id for m in await plant.ledger.history() if m.unit in MODBUS_UNITS}
+        assert during == before  # nothing booked while the values are bad
+        plant.sim.faults.clear("PLC-MODBUS")
+        await until(lambda: plc_quality(plant, "PLC-MODBUS") == {Quality.GOOD})
         assert (await plant.ledger.verify()).ok
