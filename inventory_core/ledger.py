@@ -8,6 +8,7 @@ where the stateful rules run under the database lock.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from inventory_core.domain.units import canonical_uom, convert, parse_quantity
 from inventory_core.store import LedgerStore
 
 # Ids (materials, lots, units, users): 1..128 printable characters without spaces.
+log = logging.getLogger(__name__)
 _ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
 MAX_KEY_LENGTH = 200
 EXPORT_SETTLE = timedelta(seconds=30)
@@ -55,6 +57,21 @@ class Ledger:
     def __init__(self, store: LedgerStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._listeners: list[Callable[[Movement], None]] = []
+
+    def subscribe(self, listener: Callable[[Movement], None]) -> None:
+        """Call `listener` with every movement this process posts, once it is durable
+        (OPC UA events, metrics). Listeners must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def _posted(self, result: PostingResult) -> PostingResult:
+        if result.movement is not None:
+            for listener in self._listeners:
+                try:
+                    listener(result.movement)
+                except Exception:  # a broken listener must not fail an acknowledged posting
+                    log.exception("movement listener failed")
+        return result
 
     @property
     def writer_id(self) -> str:
@@ -66,21 +83,21 @@ class Ledger:
         """Post a movement; returns its id (the first one's id when the key was used before)."""
         request = validate_posting(request)
         result: PostingResult = await self._store.submit(request, payload_hash(request))
-        return result
+        return self._posted(result)
 
     async def reverse(self, request: ReversalRequest) -> PostingResult:
         _require_text("movement id", request.movement_id)
         _require_text("reason", request.reason, limit=2000)
         _check_key(request.idempotency_key)
         result: PostingResult = await self._store.submit(request, payload_hash(request))
-        return result
+        return self._posted(result)
 
     async def set_lot_status(self, request: LotStatusRequest) -> PostingResult:
         _require_text("lot", request.lot)
         _require_text("reason", request.reason, limit=2000)
         _check_key(request.idempotency_key)
         result: PostingResult = await self._store.submit(request, payload_hash(request))
-        return result
+        return self._posted(result)
 
     async def sync_master_data(
         self,

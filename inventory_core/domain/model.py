@@ -206,10 +206,12 @@ def movement_legs(
 
 @dataclass(frozen=True, slots=True)
 class PostingResult:
-    """What a posting returns: the movement id, and whether the key was replayed."""
+    """What a posting returns: the movement id, whether the key was replayed, and
+    the new movement itself (None for a replay)."""
 
     movement_id: MovementId
     replayed: bool = False
+    movement: Movement | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -499,7 +499,7 @@ class Planner:
                 new=record_digest(record),
             )
         )
-        return PostingResult(movement.id)
+        return PostingResult(movement.id, movement=movement)
 
 
 def master_document(obj: object) -> dict[str, object]:

@@ -110,3 +110,12 @@ async def test_concurrent_issues_never_overdraw(ledger: Ledger) -> None:
     assert len(accepted) == 50 and len(rejected) == 30
     [balance] = await ledger.balances(unit="TK-101")
     assert balance.quantity == 0
+
+
+async def test_listeners_hear_each_new_movement_once_not_replays(ledger: Ledger) -> None:
+    heard: list[str] = []
+    ledger.subscribe(lambda movement: heard.append(movement.id))
+    first = await ledger.post(receipt("10", key="r-1"))
+    await ledger.post(receipt("10", key="r-1"))  # replay: no new movement
+    reversal = await ledger.reverse(ReversalRequest(first.movement_id, "typo"))
+    assert heard == [first.movement_id, reversal.movement_id]
