@@ -46,7 +46,14 @@ from plc_connectors.planning import (
     plan_modbus,
     plan_s7,
 )
-from plc_connectors.poller import Clock, PlcPoller, SampleSink, SystemClock, error_reason
+from plc_connectors.poller import (
+    Clock,
+    PlcPoller,
+    SampleSink,
+    SystemClock,
+    error_reason,
+    start_offsets,
+)
 from plc_connectors.s7 import S7Link
 
 __all__ = [
@@ -89,6 +96,7 @@ __all__ = [
     "plan_modbus",
     "plan_s7",
     "register_count",
+    "start_offsets",
     "tag_span",
     "to_engineering",
     "validate_tag",

@@ -85,6 +85,17 @@ def _pack(value: int | float, dt: DataType) -> bytes:
         raise ValueError(f"{value} out of range for {dt}") from exc
 
 
+def struct_code(dt: DataType) -> str:
+    """The big-endian `struct` code of a data type ('f' for float32, 'I' for uint32 ...)."""
+    return _LAYOUTS[dt].code
+
+
+def byte_permutation(order: WordOrder, size: int) -> tuple[int, ...]:
+    """Wire byte index for each big-endian byte of a `size`-byte value in `order`
+    (its own inverse: the same table encodes and decodes)."""
+    return _PERMUTATIONS[(order, size)]
+
+
 def decode_registers(regs: Sequence[int], dt: DataType, order: WordOrder) -> int | float:
     """Registers as read (wire order) -> value. For bool, `regs` is the one coil/input bit."""
     layout = _LAYOUTS[dt]

@@ -7,13 +7,16 @@ unmapped units (registers/bits/bytes no tag covers): devices may reject such rea
 
 from __future__ import annotations
 
+import functools
+import operator
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from plc_connectors.addresses import MODBUS_AREAS, format_address, tag_span
-from plc_connectors.codecs import decode_bytes, decode_registers, to_engineering
+from plc_connectors.codecs import byte_permutation, byte_size, struct_code
 from plc_connectors.errors import PlcProtocolError, TagConfigError
-from plc_connectors.model import Area, Tag
+from plc_connectors.model import Area, DataType, Tag, WordOrder
 
 MODBUS_MAX_REGISTERS = 125
 MODBUS_MAX_BITS = 2000
@@ -92,26 +95,79 @@ def minimum_reads(
 def decode_block(block: ReadBlock, data: Sequence[int] | bytes) -> dict[str, float | bool]:
     """Engineering value of every tag in `block` from the data read for it (registers for
     hr/ir, bits for co/di, bytes for a DB). Data longer than `count` is fine (coil reads
-    come back rounded up to whole bytes); shorter is a PlcProtocolError."""
+    come back rounded up to whole bytes); shorter is a PlcProtocolError.
+
+    The per-tag work (offsets, struct formats, byte permutations) is compiled once per
+    block and cached: a poll only unpacks.
+    """
     if len(data) < block.count:
         at = f"DB{block.db}.DBB" if block.db is not None else f"{block.area.value}:"
         raise PlcProtocolError(
             f"short read at {at}{block.start}: got {len(data)} of {block.count} units",
             retryable=True,
         )
-    values: dict[str, float | bool] = {}
+    return _decoder(block)(data)
+
+
+_Decode = Callable[[Sequence[int] | bytes], dict[str, float | bool]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoder(block: ReadBlock) -> _Decode:
+    """A function decoding one read of `block` (ReadBlock is frozen, so it is the key)."""
+    if block.area in (Area.COIL, Area.DISCRETE):
+        bits = [(tag.name, tag_span(tag)[0] - block.start) for tag in block.tags]
+
+        def decode_bits(data: Sequence[int] | bytes) -> dict[str, float | bool]:
+            return {name: bool(data[at]) for name, at in bits}
+
+        return decode_bits
+
+    unit = 1 if block.area is Area.DB else 2  # bytes per addressing unit
+    fields = []
     for tag in block.tags:
-        start, stop = tag_span(tag)
-        lo, hi = start - block.start, stop - block.start
-        raw: int | float
+        at = (tag_span(tag)[0] - block.start) * unit
+        size = byte_size(tag.data_type)
+        order = WordOrder.ABCD if block.area is Area.DB else tag.word_order
+        permute = None
+        if tag.data_type is not DataType.BOOL and order is not WordOrder.ABCD:
+            permute = operator.itemgetter(*(at + i for i in byte_permutation(order, size)))
+        fields.append(
+            (
+                tag.name,
+                struct.Struct(">" + struct_code(tag.data_type)),
+                at,
+                permute,
+                tag.address.bit,
+                tag.data_type is DataType.BOOL,
+                tag.scale,
+                tag.offset,
+            )
+        )
+
+    def decode(data: Sequence[int] | bytes) -> dict[str, float | bool]:
         if block.area is Area.DB:
-            raw = decode_bytes(bytes(data[lo:hi]), tag.data_type, tag.address.bit)
-        elif block.area in (Area.COIL, Area.DISCRETE):
-            raw = bool(data[lo])
+            buf = bytes(data)
         else:
-            raw = decode_registers(data[lo:hi], tag.data_type, tag.word_order)
-        values[tag.name] = to_engineering(raw, tag)
-    return values
+            try:
+                buf = struct.pack(f">{block.count}H", *data[: block.count])
+            except struct.error as exc:
+                raise PlcProtocolError(
+                    f"register value out of range: {exc}", retryable=True
+                ) from exc
+        values: dict[str, float | bool] = {}
+        for name, layout, at, permute, bit, is_bool, scale, offset in fields:
+            if is_bool:
+                values[name] = bool((buf[at] >> (bit or 0)) & 1)
+                continue
+            if permute is None:
+                raw = layout.unpack_from(buf, at)[0]
+            else:
+                raw = layout.unpack(bytes(permute(buf)))[0]
+            values[name] = raw * scale + offset
+        return values
+
+    return decode
 
 
 def _modbus_limit(area: Area, max_registers: int, max_bits: int) -> int:

@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -115,12 +116,14 @@ class PlcPoller:
         *,
         bad_after_s: float | None = None,
         rng: random.Random | None = None,
+        start_offset_s: float = 0.0,
     ) -> None:
         if not 0 < backoff_min_s <= backoff_max_s:
             raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
         if settings.poll_interval_s <= 0:
             raise ValueError("poll_interval_s must be > 0")
         self._link = link
+        self._start_offset_s = start_offset_s
         self._settings = settings
         self._sink = sink
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -151,6 +154,8 @@ class PlcPoller:
         clock = self._clock
         interval = self._settings.poll_interval_s
         connected = False
+        if self._start_offset_s > 0:  # spread PLCs over the interval: no bursts
+            await clock.sleep(self._start_offset_s)
         next_tick = clock.monotonic()
         while True:
             started = clock.monotonic()
@@ -266,3 +271,20 @@ def _device_answered(exc: PlcError) -> bool:
     if not isinstance(exc, PlcProtocolError):
         return False
     return exc.exception_code is not None or not exc.retryable
+
+
+def start_offsets(settings: Sequence[PlcSettings]) -> dict[str, float]:
+    """Start offset per PLC: PLCs sharing a poll interval are spread evenly over it.
+
+    The poller keeps an absolute cadence, so PLCs started together would poll in
+    bursts forever (one event loop decoding every PLC at once); spread, each poll
+    finds the loop idle.
+    """
+    groups: dict[float, list[str]] = {}
+    for plc in settings:
+        groups.setdefault(plc.poll_interval_s, []).append(plc.name)
+    return {
+        name: interval * index / len(names)
+        for interval, names in groups.items()
+        for index, name in enumerate(names)
+    }

@@ -380,3 +380,13 @@ def test_minimum_reads_uses_protocol_default_gaps() -> None:
     s7 = [_tag("DB1.DBW0", DataType.INT16), _tag("DB1.DBW20", DataType.INT16)]  # 18 <= 32
     assert minimum_reads(modbus + s7) == 3
     assert minimum_reads(modbus + s7, max_gap=100) == 2
+
+
+def test_start_offsets_spread_plcs_with_one_interval_evenly() -> None:
+    from plc_connectors import PlcProtocol, PlcSettings, start_offsets
+
+    def plc(name: str, interval: float) -> PlcSettings:
+        return PlcSettings(name, PlcProtocol.MODBUS, "127.0.0.1", 502, (), poll_interval_s=interval)
+
+    offsets = start_offsets([plc("a", 0.1), plc("b", 0.1), plc("c", 1.0), plc("d", 0.1)])
+    assert offsets == pytest.approx({"a": 0.0, "b": 0.1 / 3, "c": 0.0, "d": 0.2 / 3})
