@@ -1,0 +1,291 @@
+"""Mirror the ledger into the address space: movement events, lots, book quantities.
+
+`Ledger.subscribe` calls its listeners synchronously inside the posting
+coroutine, so the listener here only queues the movement and notes what it
+touched; two loops do the work:
+
+- the event loop raises one `InventoryMovementEventType` event per movement on
+  the Ledger object and, with the same EventId, on the Server object (asyncua
+  delivers an event only to subscribers of the node it is triggered on, it does
+  not walk a notifier hierarchy);
+- the refresh loop re-reads the touched lots and units from the ledger, at most
+  once per debounce interval, and writes `Lots/<LotID>` (Status, Quantity,
+  StorageLocation, MaterialDefinitionID) and each unit's BookQuantity, LotID,
+  Status. A full re-read every `resync_s` also catches movements posted by
+  other processes on a shared ledger, which this process does not hear about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final
+
+from asyncua import ua
+from asyncua.server.event_generator import EventGenerator
+from asyncua.server.server import Server
+from asyncua.ua.object_ids import ObjectIds
+
+from information_model import TYPE_MODEL
+from inventory_core.clock import parse_timestamp
+from inventory_core.domain.model import (
+    Balance,
+    Lot,
+    MaterialDefinition,
+    Movement,
+    MovementKind,
+    StorageUnit,
+)
+from inventory_core.domain.units import format_decimal
+from inventory_core.ledger import Ledger
+from opcua_server.address_space import AddressSpace
+from opcua_server.values import UnitValues, make_node_id
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPE: Final = "InventoryMovementEventType"
+DEBOUNCE_S: Final = 0.2
+RESYNC_S: Final = 60.0
+RETRY_S: Final = 2.0
+QUEUE_LIMIT: Final = 10_000
+SEVERITY_NORMAL: Final = 100
+SEVERITY_CORRECTION: Final = 300  # corrections and status changes deserve a look
+_CORRECTIONS: Final = frozenset(
+    {MovementKind.ADJUSTMENT, MovementKind.SCRAP, MovementKind.REVERSAL, MovementKind.LOT_STATUS}
+)
+
+
+def movement_message(movement: Movement) -> str:
+    """One line a SCADA event list can show."""
+    if movement.kind is MovementKind.LOT_STATUS:
+        old = movement.details.get("old_status", "?")
+        new = movement.details.get("new_status", "?")
+        return f"lot {movement.lot} status {old} -> {new} by {movement.user}"
+    route = f"{movement.from_unit or '-'} -> {movement.to_unit or '-'}"
+    quantity = f"{format_decimal(movement.quantity)} {movement.uom}"
+    text = f"{movement.kind} {quantity} {movement.material} lot {movement.lot} {route}"
+    if movement.reverses:
+        text += f" (reverses {movement.reverses})"
+    return f"{text} by {movement.user} ({movement.source})"
+
+
+class LedgerMirror:
+    """Keeps lots and book values current and raises movement events (see module doc)."""
+
+    def __init__(
+        self,
+        server: Server,
+        ledger: Ledger,
+        space: AddressSpace,
+        units: Sequence[StorageUnit],
+        update_units: Callable[[Iterable[UnitValues]], None],
+        *,
+        debounce_s: float = DEBOUNCE_S,
+        resync_s: float = RESYNC_S,
+    ) -> None:
+        self._server = server
+        self._ledger = ledger
+        self._space = space
+        self._units = {str(u.id): u for u in units}
+        self._update_units = update_units
+        self._debounce_s = debounce_s
+        self._resync_s = resync_s
+        self._movements: asyncio.Queue[Movement] = asyncio.Queue(QUEUE_LIMIT)
+        self._touched_lots: set[str] = set()
+        self._touched_units: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._closed = False
+        self._generator: EventGenerator | None = None
+        self._materials: dict[str, MaterialDefinition] = {}
+        self._lot_status: dict[str, str] = {}
+        self._lot_material: dict[str, str] = {}
+        self._unit_lot: dict[str, str] = {}
+        self.dropped_events = 0
+        self.events_raised = 0
+
+    async def setup(self) -> None:
+        """Event generator, listener, then a first full read (before clients connect)."""
+        event_type = self._space.type_ids[EVENT_TYPE]
+        self._generator = await self._server.get_event_generator(event_type, self._space.ledger_id)
+        # asyncua takes each field's type from the type's property value; the imported
+        # declarations hold null, so every field would be sent as Null. Declare them.
+        for event_field in TYPE_MODEL.event_type(EVENT_TYPE).fields:
+            variant_type = ua.VariantType[event_field.data_type]
+            self._generator.event.add_property(event_field.name, None, variant_type)
+        self._ledger.subscribe(self.on_movement)  # before reading: nothing falls in between
+        await self.refresh_all()
+
+    def close(self) -> None:
+        """Stop listening (Ledger has no unsubscribe; the listener turns into a no-op)."""
+        self._closed = True
+
+    def on_movement(self, movement: Movement) -> None:
+        """Ledger listener: quick and never raising (it runs inside the posting)."""
+        if self._closed:
+            return
+        self._touched_lots.add(str(movement.lot))
+        self._touched_units.update(str(u) for u in (movement.from_unit, movement.to_unit) if u)
+        self._dirty.set()
+        try:
+            self._movements.put_nowait(movement)
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+            if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
+                log.warning("opcua movement event queue full: %d dropped", self.dropped_events)
+
+    async def run(self) -> None:
+        """The event and refresh loops, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._event_loop())
+            group.create_task(self._refresh_loop())
+
+    # --- events ------------------------------------------------------------------------
+
+    async def _event_loop(self) -> None:
+        while True:
+            movement = await self._movements.get()
+            try:
+                await self.emit(movement)
+            except Exception:  # one broken event must not stop the next ones
+                log.exception("opcua movement event %s not raised", movement.id)
+
+    async def emit(self, movement: Movement) -> None:
+        """Raise the movement's event on the Ledger object and the Server object."""
+        if self._generator is None:
+            raise RuntimeError("LedgerMirror.setup() has not run")
+        event = self._generator.event
+        event.MovementId = str(movement.id)
+        event.Kind = str(movement.kind)
+        event.MaterialDefinitionID = str(movement.material)
+        event.LotID = str(movement.lot)
+        event.FromUnit = movement.from_unit or ""
+        event.ToUnit = movement.to_unit or ""
+        event.Quantity = float(movement.quantity)
+        event.UnitOfMeasure = movement.uom
+        event.User = movement.user
+        event.Source = str(movement.source)
+        event.Severity = SEVERITY_CORRECTION if movement.kind in _CORRECTIONS else SEVERITY_NORMAL
+        unit = self._space.units.get(movement.unit or "")
+        if unit is not None:  # SourceNode: the storage unit the movement is about
+            event.SourceNode, event.SourceName = unit.object_id, unit.unit
+        else:
+            event.SourceNode, event.SourceName = self._space.ledger_id, "Ledger"
+        await self._generator.trigger(
+            time_attr=parse_timestamp(movement.timestamp), message=movement_message(movement)
+        )
+        on_server = copy.copy(event)  # same EventId: one event, two notifiers
+        on_server.emitting_node = make_node_id(ObjectIds.Server)
+        await self._server.iserver.subscription_service.trigger_event(on_server)
+        self.events_raised += 1
+
+    # --- lots and book values ----------------------------------------------------------
+
+    async def _refresh_loop(self) -> None:
+        next_full = time.monotonic() + self._resync_s
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                    await self._dirty.wait()
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            lots, units = self._touched_lots, self._touched_units
+            self._touched_lots, self._touched_units = set(), set()
+            full = time.monotonic() >= next_full
+            try:
+                if full:
+                    await self.refresh_all()
+                    next_full = time.monotonic() + self._resync_s
+                else:
+                    await self.refresh(lots, units)
+            except Exception as exc:  # ledger unreachable: keep the work, try again
+                log.warning("opcua ledger refresh failed, retrying: %s", exc)
+                self._touched_lots |= lots
+                self._touched_units |= units
+                self._dirty.set()
+                await asyncio.sleep(RETRY_S)
+                continue
+            await asyncio.sleep(self._debounce_s)  # at most one refresh per interval
+
+    async def refresh_all(self) -> None:
+        """Every lot and every unit from the ledger."""
+        balances = await self._ledger.balances()
+        by_lot: dict[str, list[Balance]] = {}
+        by_unit: dict[str, list[Balance]] = {}
+        for balance in balances:
+            by_lot.setdefault(str(balance.lot), []).append(balance)
+            by_unit.setdefault(str(balance.unit), []).append(balance)
+        for lot in await self._ledger.lots():
+            await self._write_lot(lot, by_lot.get(str(lot.id), []))
+        updates = [await self._unit_values(unit, by_unit.get(unit, [])) for unit in self._units]
+        self._update_units(updates)
+
+    async def refresh(self, lots: Iterable[str], units: Iterable[str]) -> None:
+        """Only what changed: the given lots, the given units, and the units whose
+        current lot is one of those lots (its status may have changed)."""
+        lot_ids = set(lots)
+        for lot_id in sorted(lot_ids):
+            for lot in await self._ledger.lots(lot_id):
+                await self._write_lot(lot, await self._ledger.balances(lot=lot_id))
+        unit_ids = {u for u in units if u in self._units}
+        unit_ids |= {u for u, lot in self._unit_lot.items() if lot in lot_ids}
+        updates = [
+            await self._unit_values(u, await self._ledger.balances(unit=u))
+            for u in sorted(unit_ids)
+        ]
+        if updates:
+            self._update_units(updates)
+
+    async def _base_uom(self, material: str) -> str:
+        if material not in self._materials:
+            self._materials = {str(m.id): m for m in await self._ledger.materials()}
+            for definition in self._materials.values():
+                await self._space.add_material(definition)
+        found = self._materials.get(material)
+        return found.base_uom if found is not None else ""
+
+    async def _write_lot(self, lot: Lot, balances: Sequence[Balance]) -> None:
+        nodes = await self._space.ensure_lot(lot, await self._base_uom(str(lot.material)))
+        self._lot_status[str(lot.id)] = str(lot.status)
+        self._lot_material[str(lot.id)] = str(lot.material)
+        quantity = sum((b.quantity for b in balances), Decimal(0))
+        locations = ",".join(sorted({str(b.unit) for b in balances if b.quantity != 0}))
+        now = datetime.now(UTC)
+        write, variables = self._space.writer.write, nodes.variables
+        await write(variables["Status"], _text(str(lot.status)), source_time=now)
+        await write(variables["Quantity"], _double(quantity), source_time=now)
+        await write(variables["StorageLocation"], _text(locations), source_time=now)
+        await write(variables["MaterialDefinitionID"], _text(str(lot.material)), source_time=now)
+
+    async def _unit_values(self, unit: str, balances: Sequence[Balance]) -> UnitValues:
+        current = await self._ledger.current_lot(unit) or ""
+        if current and current not in self._lot_status:
+            for lot in await self._ledger.lots(current):
+                self._lot_status[current] = str(lot.status)
+                self._lot_material[current] = str(lot.material)
+        if current:
+            self._unit_lot[unit] = current
+        else:
+            self._unit_lot.pop(unit, None)
+        configured = self._units[unit].material
+        return UnitValues(
+            unit=unit,
+            source_time=datetime.now(UTC),
+            book_quantity=float(sum((b.quantity for b in balances), Decimal(0))),
+            material_id=str(configured) if configured else self._lot_material.get(current, ""),
+            lot_id=current,
+            status=self._lot_status.get(current, ""),
+        )
+
+
+def _text(value: str) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.String)
+
+
+def _double(value: Decimal) -> ua.Variant:
+    return ua.Variant(float(value), ua.VariantType.Double)

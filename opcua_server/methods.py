@@ -1,0 +1,447 @@
+"""Ledger method handlers: OPC UA arguments -> ledger request -> movement id or a StatusCode.
+
+Thin on purpose (STYLE §8): parse the arguments in the SPEC order, call the
+Ledger, map every refusal to an explicit StatusCode. asyncua turns an
+exception escaping a handler into Bad_UnexpectedError, so none escapes:
+
+- role too low (Role.grants vs the MethodDef's required_role): Bad_UserAccessDenied,
+  and the attempt is written to the audit trail;
+- wrong argument count: Bad_ArgumentsMissing / Bad_TooManyArguments;
+- an argument of the wrong type: Bad_InvalidArgument, Bad_TypeMismatch for it;
+- anything the ledger rejects (ValidationError and every InventoryError):
+  Bad_InvalidArgument; the ledger validates before it writes, so nothing is posted;
+- the ledger unreachable: Bad_ResourceUnavailable; a bug: Bad_InternalError (logged).
+
+A rejection also says why: every entry of `InputArgumentDiagnosticInfos`
+carries the message in `AdditionalInfo`, and `InputArgumentResults` marks the
+argument at fault when it is known. asyncua's client raises on the StatusCode;
+`client.uaclient.call(...)` returns the whole CallMethodResult.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Final, cast
+
+from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
+
+from information_model import TYPE_MODEL, MethodDef, Role
+from inventory_core.domain.errors import (
+    AlreadyReversed,
+    IdempotencyConflict,
+    InsufficientStock,
+    InventoryError,
+    LedgerUnavailable,
+    LotExpired,
+    LotNotReleased,
+    LotStatusTransitionError,
+    MaterialMismatch,
+    UnitConversionError,
+    UnknownLot,
+    UnknownMaterial,
+    UnknownMovement,
+    UnknownStorageUnit,
+    ValidationError,
+)
+from inventory_core.domain.model import (
+    AuditEvent,
+    LotId,
+    LotStatus,
+    LotStatusRequest,
+    MaterialId,
+    MovementId,
+    MovementKind,
+    PostingRequest,
+    ReversalRequest,
+    Source,
+    StorageUnitId,
+)
+from inventory_core.domain.units import parse_quantity
+from inventory_core.ledger import Ledger
+from opcua_server.values import status
+
+log = logging.getLogger(__name__)
+
+CurrentUser = Callable[[], tuple[str, str]]
+"""Returns (user name, invops role) of the session calling a method right now."""
+
+MethodResult = list[ua.Variant] | ua.CallMethodResult
+MethodHandler = Callable[..., Awaitable[MethodResult]]
+
+_NUMERIC_VARIANTS: Final = frozenset(
+    {
+        ua.VariantType.Double,
+        ua.VariantType.Float,
+        ua.VariantType.SByte,
+        ua.VariantType.Byte,
+        ua.VariantType.Int16,
+        ua.VariantType.UInt16,
+        ua.VariantType.Int32,
+        ua.VariantType.UInt32,
+        ua.VariantType.Int64,
+        ua.VariantType.UInt64,
+    }
+)
+# Empty means "none" for these; every other String argument is required.
+_OPTIONAL: Final = frozenset({"IdempotencyKey", "Reason", "Comment"})
+_QUANTITY_ARGUMENTS: Final = ("Quantity", "DeltaQuantity", "CountedQuantity")
+_UNIT_ARGUMENTS: Final = ("FromUnit", "ToUnit", "Unit")
+# Which argument an error of this class is about (first one the method has).
+_ERROR_ARGUMENTS: Final[tuple[tuple[type[Exception], tuple[str, ...]], ...]] = (
+    (UnknownMaterial, ("MaterialDefinitionID",)),
+    (UnknownLot, ("LotID",)),
+    (LotNotReleased, ("LotID",)),
+    (LotExpired, ("LotID",)),
+    (LotStatusTransitionError, ("Status",)),
+    (UnknownMovement, ("MovementID",)),
+    (AlreadyReversed, ("MovementID",)),
+    (UnitConversionError, ("UnitOfMeasure",)),
+    (InsufficientStock, (*_QUANTITY_ARGUMENTS, "MovementID")),
+    (IdempotencyConflict, ("IdempotencyKey",)),
+    (MaterialMismatch, ("LotID", "MaterialDefinitionID")),
+)
+# Otherwise: the first of these words in the message names the argument.
+_MESSAGE_WORDS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    ("lot status", ("Status",)),
+    ("idempotency key", ("IdempotencyKey",)),
+    ("unit of measure", ("UnitOfMeasure",)),
+    ("source unit", ("FromUnit",)),
+    ("target unit", ("ToUnit",)),
+    ("quantity", _QUANTITY_ARGUMENTS),
+    ("reason", ("Reason", "ReasonCode")),
+    ("material", ("MaterialDefinitionID",)),
+    ("movement", ("MovementID",)),
+    ("lot", ("LotID",)),
+)
+
+
+def default_current_user() -> tuple[str, str]:
+    """Until the security module plugs in its own hook: every caller may do everything."""
+    return ("anonymous", Role.ADMIN.value)
+
+
+class _Rejected(Exception):
+    """A call refused before or by the ledger: StatusCode, message, argument at fault."""
+
+    def __init__(self, code: int, message: str, argument: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.argument = argument
+        self.argument_code = code
+
+
+Arguments = dict[str, object]
+
+
+class LedgerMethods:
+    """The seven Ledger methods of SPEC §4, bound to one Ledger and the Ledger object."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        ledger_id: ua.NodeId,
+        current_user: CurrentUser = default_current_user,
+    ) -> None:
+        self._ledger = ledger
+        self._ledger_id = ledger_id
+        self._current_user = current_user
+        self.definitions: Mapping[str, MethodDef] = {
+            m.browse_name: m for m in TYPE_MODEL.all_methods("LedgerType")
+        }
+        self._requests: Mapping[str, Callable[[Arguments, str], Awaitable[str]]] = {
+            "PostReceipt": self._post_receipt,
+            "PostIssue": self._post_issue,
+            "PostTransfer": self._post_transfer,
+            "PostAdjustment": self._post_adjustment,
+            "RecordCount": self._record_count,
+            "SetLotStatus": self._set_lot_status,
+            "ReverseMovement": self._reverse_movement,
+        }
+        missing = set(self.definitions) ^ set(self._requests)
+        if missing:
+            raise RuntimeError(f"LedgerType methods without a handler: {sorted(missing)}")
+
+    def handler(self, name: str) -> MethodHandler:
+        """The asyncua callback for method `name` (an `async def`: it must run in the
+        request's own task so that `current_user()` sees the caller)."""
+        method = self.definitions[name]
+
+        async def handle(parent: ua.NodeId, *arguments: ua.Variant) -> MethodResult:
+            return await self.call(method, parent, arguments)
+
+        handle.__name__ = name
+        return handle
+
+    async def call(
+        self, method: MethodDef, parent: ua.NodeId, arguments: Sequence[ua.Variant]
+    ) -> MethodResult:
+        """Run one call; never raises (CancelledError aside)."""
+        user, role = "?", "?"
+        try:
+            user, role = self._current_user()
+            if parent != self._ledger_id:
+                raise _Rejected(
+                    StatusCodes.BadMethodInvalid,
+                    f"{method.browse_name} is a method of {self._ledger_id.to_string()}",
+                )
+            if not _granted(role, method.required_role):
+                await self._audit_denied(method, user, role, arguments)
+                raise _Rejected(
+                    StatusCodes.BadUserAccessDenied,
+                    f"role {role} may not call {method.browse_name} "
+                    f"(requires {method.required_role})",
+                )
+            values = _parse(method, arguments)
+            try:
+                movement_id = await self._requests[method.browse_name](values, user)
+            except LedgerUnavailable as exc:
+                raise _Rejected(StatusCodes.BadResourceUnavailable, str(exc)) from exc
+            except InventoryError as exc:
+                raise _Rejected(
+                    StatusCodes.BadInvalidArgument, str(exc), _argument_of(exc, method, values)
+                ) from exc
+        except _Rejected as rejected:
+            log.info(
+                "opcua_method_rejected method=%s user=%s status=%s error=%s",
+                method.browse_name,
+                user,
+                status(rejected.code).name,
+                rejected,
+            )
+            return _rejection(rejected, len(arguments))
+        except Exception:  # a bug: answer it, log it, never let asyncua see it
+            log.exception("opcua method %s failed", method.browse_name)
+            failure = _Rejected(StatusCodes.BadInternalError, "internal error (logged)")
+            return _rejection(failure, len(arguments))
+        log.info(
+            "opcua_method_posted method=%s user=%s movement=%s",
+            method.browse_name,
+            user,
+            movement_id,
+        )
+        return [ua.Variant(movement_id, ua.VariantType.String)]
+
+    async def _audit_denied(
+        self, method: MethodDef, user: str, role: str, arguments: Sequence[ua.Variant]
+    ) -> None:
+        event = AuditEvent(
+            user=user,
+            action="denied",
+            object_type="opcua_method",
+            object_id=method.browse_name,
+            reason=f"role {role} lacks {method.required_role}",
+            details={
+                "method": method.browse_name,
+                "role": role,
+                "required_role": method.required_role,
+                "arguments": [str(a.Value)[:200] for a in arguments],
+            },
+        )
+        try:
+            await self._ledger.record_event(event)
+        except InventoryError as exc:  # the refusal stands even if the audit store is down
+            log.error("opcua denied call not audited: %s", exc)
+
+    # --- requests, one per method (arguments already parsed) ----------------------
+
+    def _posting(
+        self,
+        kind: MovementKind,
+        values: Arguments,
+        user: str,
+        *,
+        quantity: str = "Quantity",
+        material: str | None = None,
+        reason: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> PostingRequest:
+        from_unit = values.get("FromUnit")
+        to_unit = values.get("ToUnit", values.get("Unit"))
+        key = _text(values, "IdempotencyKey")
+        quantity_value = values[quantity]
+        assert isinstance(quantity_value, Decimal)
+        return PostingRequest(
+            kind=kind,
+            material=MaterialId(material or _text(values, "MaterialDefinitionID")),
+            lot=LotId(_text(values, "LotID")),
+            quantity=quantity_value,
+            uom=_text(values, "UnitOfMeasure"),
+            from_unit=None if from_unit is None else StorageUnitId(str(from_unit)),
+            to_unit=None if to_unit is None else StorageUnitId(str(to_unit)),
+            idempotency_key=key or None,
+            reason=_text(values, "Reason") if reason is None else reason,
+            user=user,
+            source=Source.OPCUA,
+            details=details or {},
+        )
+
+    async def _post(self, request: PostingRequest) -> str:
+        return str((await self._ledger.post(request)).movement_id)
+
+    async def _post_receipt(self, values: Arguments, user: str) -> str:
+        return await self._post(self._posting(MovementKind.RECEIPT, values, user))
+
+    async def _post_issue(self, values: Arguments, user: str) -> str:
+        return await self._post(self._posting(MovementKind.ISSUE, values, user))
+
+    async def _post_transfer(self, values: Arguments, user: str) -> str:
+        return await self._post(self._posting(MovementKind.TRANSFER, values, user))
+
+    async def _post_adjustment(self, values: Arguments, user: str) -> str:
+        code, comment = _text(values, "ReasonCode"), _text(values, "Comment")
+        request = self._posting(
+            MovementKind.ADJUSTMENT,
+            values,
+            user,
+            quantity="DeltaQuantity",
+            material=await self._material_of(values),
+            reason=f"{code}: {comment}" if comment else code,
+            details={"reason_code": code, "comment": comment},
+        )
+        return await self._post(request)
+
+    async def _record_count(self, values: Arguments, user: str) -> str:
+        request = self._posting(
+            MovementKind.COUNT,
+            values,
+            user,
+            quantity="CountedQuantity",
+            material=await self._material_of(values),
+            reason="physical count",
+        )
+        return await self._post(request)
+
+    async def _material_of(self, values: Arguments) -> str:
+        """Adjustments and counts name no material: the lot's, else the unit's (a count
+        may create its lot)."""
+        lot, unit = _text(values, "LotID"), _text(values, "Unit")
+        for found in await self._ledger.lots(lot):
+            return str(found.material)
+        for storage_unit in await self._ledger.storage_units():
+            if storage_unit.id == unit:
+                if storage_unit.material is None:
+                    raise UnknownLot(f"lot {lot} does not exist and unit {unit} holds no material")
+                return str(storage_unit.material)
+        raise UnknownStorageUnit(f"storage unit {unit} does not exist")
+
+    async def _set_lot_status(self, values: Arguments, user: str) -> str:
+        status_text = _text(values, "Status")
+        try:
+            status = LotStatus(status_text.strip().lower())
+        except ValueError:
+            known = ", ".join(s.value for s in LotStatus)
+            raise ValidationError(f"lot status {status_text!r} is not one of {known}") from None
+        request = LotStatusRequest(
+            lot=LotId(_text(values, "LotID")),
+            status=status,
+            reason=_text(values, "Reason"),
+            user=user,
+            source=Source.OPCUA,
+        )
+        return str((await self._ledger.set_lot_status(request)).movement_id)
+
+    async def _reverse_movement(self, values: Arguments, user: str) -> str:
+        request = ReversalRequest(
+            movement_id=MovementId(_text(values, "MovementID")),
+            reason=_text(values, "Reason"),
+            user=user,
+            source=Source.OPCUA,
+        )
+        return str((await self._ledger.reverse(request)).movement_id)
+
+
+def _granted(role: str, required: str) -> bool:
+    try:
+        return Role(role).grants(required)
+    except ValueError:  # an unknown role string grants nothing
+        return False
+
+
+def _text(values: Arguments, name: str) -> str:
+    value = values.get(name, "")
+    return value if isinstance(value, str) else str(value)
+
+
+def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
+    """Arguments by name: Strings as str ('' for null), Doubles as exact Decimals."""
+    expected = len(method.inputs)
+    if len(arguments) < expected:
+        raise _Rejected(
+            StatusCodes.BadArgumentsMissing,
+            f"{method.browse_name} takes {expected} arguments, got {len(arguments)}",
+        )
+    if len(arguments) > expected:
+        raise _Rejected(
+            StatusCodes.BadTooManyArguments,
+            f"{method.browse_name} takes {expected} arguments, got {len(arguments)}",
+        )
+    values: Arguments = {}
+    for index, (definition, variant) in enumerate(zip(method.inputs, arguments, strict=True)):
+        name, value = definition.name, variant.Value
+        if definition.data_type == "Double":
+            if variant.VariantType not in _NUMERIC_VARIANTS or value is None:
+                raise _type_mismatch(index, f"{name} must be a Double")
+            try:
+                # Double -> Decimal through its shortest repr: 0.1 stays 0.1.
+                values[name] = parse_quantity(float(value))
+            except ValidationError as exc:
+                raise _Rejected(StatusCodes.BadInvalidArgument, f"{name}: {exc}", index) from exc
+        else:
+            if variant.VariantType not in (ua.VariantType.String, ua.VariantType.Null):
+                raise _type_mismatch(index, f"{name} must be a String")
+            text = value if isinstance(value, str) else ""
+            if not text.strip() and name not in _OPTIONAL:
+                raise _Rejected(StatusCodes.BadInvalidArgument, f"{name} is missing", index)
+            values[name] = text
+    return values
+
+
+def _type_mismatch(index: int, message: str) -> _Rejected:
+    rejected = _Rejected(StatusCodes.BadInvalidArgument, message, index)
+    rejected.argument_code = StatusCodes.BadTypeMismatch
+    return rejected
+
+
+def _argument_of(exc: Exception, method: MethodDef, values: Arguments) -> int | None:
+    """Index of the argument an error is about, when it can be told."""
+    names = [a.name for a in method.inputs]
+
+    def first(candidates: Sequence[str]) -> int | None:
+        for name in candidates:
+            if name in names:
+                return names.index(name)
+        return None
+
+    for error_type, candidates in _ERROR_ARGUMENTS:
+        if isinstance(exc, error_type):
+            found = first(candidates)
+            if found is not None:
+                return found
+    message = str(exc)
+    if isinstance(exc, UnknownStorageUnit):  # the message names the unit
+        units = [n for n in _UNIT_ARGUMENTS if n in values and str(values[n]) in message]
+        return first(units)
+    lowered = message.lower()
+    for word, candidates in _MESSAGE_WORDS:
+        if word in lowered:
+            found = first(candidates)
+            if found is not None:
+                return found
+    return None
+
+
+def _rejection(rejected: _Rejected, argument_count: int) -> ua.CallMethodResult:
+    result = ua.CallMethodResult()
+    result.StatusCode = status(rejected.code)
+    result.InputArgumentResults = [
+        status(rejected.argument_code if i == rejected.argument else StatusCodes.Good)
+        for i in range(argument_count)
+    ]
+    result.InputArgumentDiagnosticInfos = [
+        ua.DiagnosticInfo(AdditionalInfo=cast(ua.String, str(rejected)))
+        for _ in range(argument_count)
+    ]
+    return result

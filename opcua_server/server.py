@@ -1,0 +1,556 @@
+"""The invops OPC UA server: asyncua Server + invops address space + value writer + ledger mirror.
+
+Security is plugged in through plain constructor arguments (user manager,
+permission ruleset, policies, certificate, key, identity tokens, certificate
+validator, `current_user` hook); other modules (history, alarms) extend the
+server through `add_setup_hook` (runs once the address space exists, before
+the endpoint opens and before `gc.freeze()`) and `add_values_listener` (sees
+every applied `UnitValues`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import urlparse
+
+from asyncua import ua
+from asyncua.crypto.permission_rules import SimpleRoleRuleset
+from asyncua.crypto.validator import CertificateValidatorMethod
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+
+from information_model import APPLICATION_URI, TYPE_MODEL
+from inventory_core.domain.model import MaterialDefinition
+from inventory_core.ledger import Ledger
+from invops.config import InvopsConfig
+from opcua_server.address_space import (
+    AddressSpace,
+    OpcuaServerError,
+    UnitNodes,
+    build_address_space,
+)
+from opcua_server.events import DEBOUNCE_S, RESYNC_S, LedgerMirror
+from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
+from opcua_server.values import (
+    LEDGER_NUMBER_FIELDS,
+    LEDGER_TEXT_FIELDS,
+    PLC_FIELDS,
+    QUALITY_STATUS,
+    UnitValues,
+    make_node_id,
+    status,
+)
+from plc_connectors.model import Quality
+
+log = logging.getLogger(__name__)
+
+PRODUCT_URI: Final = "urn:invops"
+SECURE_POLICIES: Final = (
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+)
+_BAD: Final = 0x80000000
+
+SetupHook = Callable[["InvopsOpcUaServer"], Awaitable[None]]
+ValuesListener = Callable[[UnitValues], None]
+KeyMaterial = str | bytes | os.PathLike[str]
+
+
+@dataclass(slots=True)
+class _UnitState:
+    """What the writer remembers per unit to derive Discrepancy = measured - book."""
+
+    measured: float | None = None
+    measured_status: int = StatusCodes.BadWaitingForInitialData
+    book: float | None = None
+    explicit_discrepancy: bool = False
+
+
+class InvopsOpcUaServer:
+    """The OPC UA face of one invops instance (SPEC §4). Use `async with` or start/stop."""
+
+    application_uri: Final = APPLICATION_URI
+
+    def __init__(
+        self,
+        config: InvopsConfig,
+        ledger: Ledger,
+        *,
+        endpoint: str | None = None,
+        user_manager: UserManager | None = None,
+        permission_ruleset: SimpleRoleRuleset | None = None,
+        security_policies: Sequence[ua.SecurityPolicyType] | None = None,
+        certificate: KeyMaterial | None = None,
+        private_key: KeyMaterial | None = None,
+        identity_tokens: Sequence[type] | None = None,
+        certificate_validator: CertificateValidatorMethod | None = None,
+        current_user: CurrentUser | None = None,
+        freeze_gc: bool = True,
+        refresh_debounce_s: float = DEBOUNCE_S,
+        resync_interval_s: float = RESYNC_S,
+    ) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._endpoint = endpoint or config.opcua.endpoint
+        self._user_manager = user_manager
+        self._permission_ruleset = permission_ruleset
+        self._security_policies = None if security_policies is None else list(security_policies)
+        self._certificate = certificate
+        self._private_key = private_key
+        self._identity_tokens = None if identity_tokens is None else list(identity_tokens)
+        self._certificate_validator = certificate_validator
+        self._current_user = current_user or default_current_user
+        self._freeze_gc = freeze_gc
+        self._debounce_s = refresh_debounce_s
+        self._resync_s = resync_interval_s
+        self._setup_hooks: list[SetupHook] = []
+        self._listeners: list[ValuesListener] = []
+        self._pending: dict[str, UnitValues] = {}  # from update_units (PLC side)
+        self._pending_ledger: dict[str, UnitValues] = {}  # from the ledger mirror
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._states: dict[str, _UnitState] = {}
+        self._unknown_units: set[str] = set()
+        self._ua: Server | None = None
+        self._space: AddressSpace | None = None
+        self._mirror: LedgerMirror | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._bound_port: int | None = None
+        self._started = False
+        self._listening = False
+        self._frozen = False
+
+    # --- public API ----------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint clients use; with a configured port 0, the port actually bound."""
+        if self._bound_port is None:
+            return self._endpoint
+        parsed = urlparse(self._endpoint)
+        host = parsed.hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return parsed._replace(netloc=f"{host}:{self._bound_port}").geturl()
+
+    @property
+    def ua_server(self) -> Server:
+        """The asyncua Server (exists from the start of `start()`), for plug-in modules."""
+        if self._ua is None:
+            raise OpcuaServerError("the OPC UA server has not been started")
+        return self._ua
+
+    @property
+    def address_space(self) -> AddressSpace:
+        """The invops nodes: `units[unit].variables[name]` -> NodeId, `ledger_id`, lots, ..."""
+        if self._space is None:
+            raise OpcuaServerError("the address space is not built yet")
+        return self._space
+
+    @property
+    def ledger_mirror(self) -> LedgerMirror:
+        if self._mirror is None:
+            raise OpcuaServerError("the OPC UA server has not been started")
+        return self._mirror
+
+    def add_setup_hook(self, hook: SetupHook) -> None:
+        """Run `await hook(server)` in `start()` after the address space and the first
+        ledger read, before gc.freeze() and before clients can connect (history,
+        alarms: add nodes, historize variables, set storages here)."""
+        if self._listening:
+            raise OpcuaServerError("setup hooks must be added before start()")
+        self._setup_hooks.append(hook)
+
+    def add_values_listener(self, listener: ValuesListener) -> None:
+        """Call `listener(values)` after each UnitValues has been written (sync, quick,
+        must not raise; e.g. alarm evaluation). Ledger refreshes arrive here too."""
+        self._listeners.append(listener)
+
+    def update_units(self, values: Iterable[UnitValues]) -> None:
+        """Queue updates (sync, never blocks; call it on the event loop's thread).
+
+        The writer task applies them in order, coalescing several updates of one
+        unit that arrive between two writes (newer fields win)."""
+        _queue(self._pending, values)
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until every queued update has been written (tests, orderly shutdown)."""
+        await self._idle.wait()
+
+    async def __aenter__(self) -> InvopsOpcUaServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def serve(self) -> None:
+        """Start, run until cancelled (e.g. by the service's TaskGroup), then stop."""
+        async with self:
+            await asyncio.Event().wait()
+
+    async def start(self) -> None:
+        """Build everything, then open the endpoint. On failure nothing is left running."""
+        if self._started:
+            raise OpcuaServerError("an InvopsOpcUaServer starts once; make a new one")
+        self._started = True
+        self._policies()  # a security misconfiguration fails before anything is built
+        server = Server(user_manager=self._user_manager)
+        self._ua = server
+        try:
+            await server.init()
+            await self._configure(server)
+            materials = await self._materials()
+            self._space = space = await build_address_space(server, self._config, materials)
+            self._link_methods(server, space)
+            _refuse_client_writes(server)
+            self._mirror = LedgerMirror(
+                server,
+                self._ledger,
+                space,
+                self._config.storage_unit_definitions(),
+                self._queue_ledger_values,
+                debounce_s=self._debounce_s,
+                resync_s=self._resync_s,
+            )
+            await self._mirror.setup()
+            await self._apply_pending()  # first book values before anyone can read
+            for hook in self._setup_hooks:
+                await hook(self)
+            if self._freeze_gc:  # REFERENCE 9.2: GC pauses make most of the tail latency
+                gc.collect()
+                gc.freeze()
+                self._frozen = True
+            try:
+                await server.start()
+            except OSError as exc:
+                raise OpcuaServerError(
+                    f"cannot listen on {self._endpoint}: {exc.strerror or exc}"
+                ) from exc
+            self._listening = True
+            self._record_bound_port(server)
+            self._tasks = [
+                asyncio.create_task(self._write_loop(), name="opcua-writer"),
+                asyncio.create_task(self._mirror.run(), name="opcua-ledger-mirror"),
+            ]
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "opcua server listening on %s (%d units, security %s)",
+            self.endpoint_url,
+            len(space.units),
+            ", ".join(p.name for p in self._policies()),
+        )
+
+    async def stop(self) -> None:
+        """Stop the writer and mirror tasks, then the asyncua server (idempotent)."""
+        if self._mirror is not None:
+            self._mirror.close()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("opcua task %s failed", task.get_name())
+        server, self._ua = self._ua, None
+        if server is not None:
+            try:
+                await server.stop()
+            except Exception:  # a half-started server may not stop cleanly; nothing to keep
+                log.exception("opcua server stop failed")
+            if self._listening:
+                log.info("opcua server stopped")
+        self._listening = False
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen = False
+
+    # --- start-up pieces -------------------------------------------------------------
+
+    def _policies(self) -> list[ua.SecurityPolicyType]:
+        allow_none = self._config.opcua.allow_security_none
+        if self._security_policies is not None:
+            if ua.SecurityPolicyType.NoSecurity in self._security_policies and not allow_none:
+                raise OpcuaServerError(
+                    "security policy None requested but [opcua] allow_security_none is false"
+                )
+            has_key = self._certificate is not None and self._private_key is not None
+            secure = [p for p in self._security_policies if p != ua.SecurityPolicyType.NoSecurity]
+            if secure and not has_key:  # asyncua would silently leave those endpoints out
+                raise OpcuaServerError(
+                    "signing/encrypting security policies need a server certificate and key"
+                )
+            return list(self._security_policies)
+        policies = []
+        if allow_none:
+            policies.append(ua.SecurityPolicyType.NoSecurity)
+        if self._certificate is not None and self._private_key is not None:
+            policies.extend(SECURE_POLICIES)
+        if not policies:
+            raise OpcuaServerError(
+                "no usable security policy: [opcua] allow_security_none is false "
+                "and no server certificate and private key were given"
+            )
+        return policies
+
+    async def _configure(self, server: Server) -> None:
+        server.set_endpoint(self._endpoint)
+        server.set_server_name(f"invops {self._config.site.name}")
+        await server.set_application_uri(APPLICATION_URI)
+        server.product_uri = PRODUCT_URI
+        server.allow_remote_admin(False)  # no client may add or delete nodes
+        version = _version()
+        await server.set_build_info(
+            PRODUCT_URI, "invops", "invops", version, version, datetime.now(UTC)
+        )
+        server.set_security_policy(self._policies(), permission_ruleset=self._permission_ruleset)
+        if self._certificate is not None:
+            await server.load_certificate(_key_material(self._certificate))
+        if self._private_key is not None:
+            await server.load_private_key(_key_material(self._private_key))
+        if self._certificate_validator is not None:
+            server.set_certificate_validator(self._certificate_validator)
+        tokens = self._identity_tokens
+        if tokens is None:  # without a user manager, any password would pass: anonymous only
+            tokens = [ua.AnonymousIdentityToken]
+            if self._user_manager is not None:
+                tokens.append(ua.UserNameIdentityToken)
+        server.set_identity_tokens(tokens)
+
+    async def _materials(self) -> list[MaterialDefinition]:
+        """Materials of the config, plus any the ledger knows beyond them."""
+        found = {str(m.id): m for m in self._config.material_definitions()}
+        for material in await self._ledger.materials():
+            found.setdefault(str(material.id), material)
+        return list(found.values())
+
+    def _link_methods(self, server: Server, space: AddressSpace) -> None:
+        methods = LedgerMethods(self._ledger, space.ledger_id, self._current_user)
+        type_ids = TYPE_MODEL.node_ids()
+        for name, node_id in space.ledger_methods.items():
+            handler = methods.handler(name)
+            server.link_method(server.get_node(node_id), handler)
+            # Some clients call the type's method on the instance: same handler.
+            type_method = make_node_id(type_ids[f"LedgerType.{name}"], space.types_ns)
+            server.link_method(server.get_node(type_method), handler)
+
+    def _record_bound_port(self, server: Server) -> None:
+        configured = urlparse(self._endpoint).port
+        bound = server.bserver.port if server.bserver is not None else None
+        if configured != 0 or bound is None:
+            return
+        self._bound_port = bound
+        url = self.endpoint_url
+        # Endpoints were described before the socket existed (with port 0).
+        for endpoint in server.iserver.endpoints:
+            endpoint.EndpointUrl = url
+            endpoint.Server.DiscoveryUrls = [url]
+        server.set_endpoint(url)
+
+    # --- value writer ------------------------------------------------------------------
+
+    def _queue_ledger_values(self, values: Iterable[UnitValues]) -> None:
+        # Separate from update_units: merging a ledger update (quality GOOD, no PLC
+        # values) into a queued PLC update would overwrite that update's quality.
+        _queue(self._pending_ledger, values)
+        self._idle.clear()
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._apply_pending()
+
+    async def _apply_pending(self) -> None:
+        while self._pending or self._pending_ledger:
+            batches = (self._pending, self._pending_ledger)
+            self._pending, self._pending_ledger = {}, {}
+            server_time = datetime.now(UTC)
+            for batch in batches:
+                for values in batch.values():
+                    try:
+                        await self._apply(values, server_time)
+                    except Exception:  # one bad update must not stop the writer
+                        log.exception("opcua update of %s failed", values.unit)
+                        continue
+                    for listener in self._listeners:
+                        try:
+                            listener(values)
+                        except Exception:
+                            log.exception("opcua values listener failed")
+        self._idle.set()
+
+    async def _apply(self, values: UnitValues, server_time: datetime) -> None:
+        space = self.address_space
+        nodes = space.units.get(values.unit)
+        if nodes is None:
+            if values.unit not in self._unknown_units:
+                self._unknown_units.add(values.unit)
+                log.warning("opcua update for unknown storage unit %s ignored", values.unit)
+            return
+        state = self._states.setdefault(values.unit, _UnitState())
+        status = QUALITY_STATUS[values.quality]
+        t = values.source_time
+        write = space.writer.write
+        variables = nodes.variables
+        if status & _BAD:
+            # The link is down: every PLC-backed value goes null with the Bad code.
+            for name in (*PLC_FIELDS.values(), "Discrepancy"):
+                if name in variables:
+                    await write(variables[name], ua.Variant(), status, t, server_time)
+            state.measured, state.measured_status = None, status
+        else:
+            await self._write_plc_values(nodes, values, state, status, server_time)
+        for field_name, name in LEDGER_NUMBER_FIELDS.items():
+            number = getattr(values, field_name)
+            if number is not None:
+                await write(
+                    variables[name], _double(number), source_time=t, server_time=server_time
+                )
+                state.book = float(number)
+        for field_name, name in LEDGER_TEXT_FIELDS.items():
+            text = getattr(values, field_name)
+            if text is not None:
+                await write(
+                    variables[name],
+                    ua.Variant(text, ua.VariantType.String),
+                    source_time=t,
+                    server_time=server_time,
+                )
+        await self._write_discrepancy(nodes, values, state, server_time)
+
+    async def _write_plc_values(
+        self,
+        nodes: UnitNodes,
+        values: UnitValues,
+        state: _UnitState,
+        status: int,
+        server_time: datetime,
+    ) -> None:
+        writer = self.address_space.writer
+        stale = values.quality is Quality.UNCERTAIN_LAST_USABLE
+        for field_name, name in PLC_FIELDS.items():
+            node_id = nodes.variables.get(name)
+            if node_id is None:  # Level exists on tanks only
+                continue
+            number = getattr(values, field_name)
+            if number is None and stale:  # keep the last value, mark it stale
+                last = writer.last(node_id)
+                number = last[0] if last is not None and isinstance(last[0], float) else None
+            if number is None:
+                continue
+            await writer.write(node_id, _double(number), status, values.source_time, server_time)
+            if field_name == "measured_quantity":
+                state.measured, state.measured_status = float(number), status
+
+    async def _write_discrepancy(
+        self, nodes: UnitNodes, values: UnitValues, state: _UnitState, server_time: datetime
+    ) -> None:
+        node_id = nodes.variables["Discrepancy"]
+        writer = self.address_space.writer
+        if values.discrepancy is not None:
+            state.explicit_discrepancy = True
+            status = QUALITY_STATUS[values.quality]
+            if not status & _BAD:
+                await writer.write(
+                    node_id, _double(values.discrepancy), status, values.source_time, server_time
+                )
+            return
+        if state.explicit_discrepancy or state.measured is None or state.book is None:
+            return
+        await writer.write(
+            node_id,
+            _double(state.measured - state.book),
+            state.measured_status,
+            values.source_time,
+            server_time,
+        )
+
+
+def _queue(pending: dict[str, UnitValues], values: Iterable[UnitValues]) -> None:
+    for update in values:
+        queued = pending.get(update.unit)
+        pending[update.unit] = update if queued is None else queued.merged(update)
+
+
+def _double(value: float) -> ua.Variant:
+    return ua.Variant(float(value), ua.VariantType.Double)
+
+
+def _key_material(value: KeyMaterial) -> str | bytes | Path:
+    return value if isinstance(value, str | bytes) else Path(value)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("invops")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _refuse_client_writes(server: Server) -> None:
+    """Answer every client write with Bad_NotWritable (SPEC §4: all changes go through methods).
+
+    asyncua 2.1 answers a write to a read-only variable with Bad_UserAccessDenied,
+    and lets an Admin-role session write anything regardless of AccessLevel. So
+    the attribute service is wrapped: writes from the server's own internal
+    session pass; a client's Value write passes only to a variable whose
+    AccessLevel has CurrentWrite (none in invops), everything else is refused.
+    """
+    service = server.iserver.attribute_service
+    original = service.write
+    internal_user = server.iserver.isession.user
+    aspace = server.iserver.aspace
+
+    async def write(params: ua.WriteParameters, user: Any = internal_user) -> list[ua.StatusCode]:
+        if user is internal_user:
+            return await original(params, user)
+        results: list[ua.StatusCode | None] = []
+        allowed: list[ua.WriteValue] = []
+        for item in params.NodesToWrite:
+            if aspace.get(item.NodeId) is None:
+                results.append(status(StatusCodes.BadNodeIdUnknown))
+            elif item.AttributeId == AttributeIds.Value and _writable(aspace, item.NodeId):
+                results.append(None)
+                allowed.append(item)
+            else:
+                results.append(status(StatusCodes.BadNotWritable))
+        if allowed:
+            done = iter(await original(ua.WriteParameters(NodesToWrite=allowed), user))
+            return [r if r is not None else next(done) for r in results]
+        return [r for r in results if r is not None]
+
+    setattr(service, "write", write)  # noqa: B010 - instance attribute shadows the method
+
+
+def _writable(aspace: Any, node_id: ua.NodeId) -> bool:
+    access = aspace.read_attribute_value(node_id, AttributeIds.AccessLevel)
+    level = access.Value.Value if access.Value is not None else None
+    return isinstance(level, int) and bool(level & ua.AccessLevel.CurrentWrite.mask)
