@@ -25,6 +25,7 @@ import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -38,9 +39,11 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from information_model.isa95 import Role
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.measurement import StrappingTable
 from inventory_core.domain.model import (
@@ -52,6 +55,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.units import canonical_uom, dimension, parse_quantity
+from invops.passwords import PasswordHashError, parse_password_hash
 from plc_connectors import (
     Address,
     DataType,
@@ -66,10 +70,13 @@ from plc_connectors import (
 )
 
 __all__ = [
+    "DEFAULT_CERTIFICATE_DIR",
     "DEFAULT_LEDGER_URL",
     "DEFAULT_METRICS_LISTEN",
     "DEFAULT_OPCUA_ENDPOINT",
     "ENV_OVERRIDES",
+    "SECURE_POLICIES",
+    "AnonymousAccess",
     "ConfigError",
     "ConfigProblem",
     "InvopsConfig",
@@ -78,9 +85,11 @@ __all__ = [
     "MetricsConfig",
     "OpcuaConfig",
     "PlcConfig",
+    "SecurityPolicyName",
     "SiteConfig",
     "StorageUnitConfig",
     "TagConfig",
+    "UserConfig",
     "load_config",
     "parse_config",
 ]
@@ -88,6 +97,7 @@ __all__ = [
 DEFAULT_LEDGER_URL: Final = "sqlite+aiosqlite:///var/invops.db"
 DEFAULT_OPCUA_ENDPOINT: Final = "opc.tcp://127.0.0.1:4840/invops"
 DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9840"
+DEFAULT_CERTIFICATE_DIR: Final = Path("var/pki")
 
 # Environment variable -> (table, key) it overrides (SPEC section 3).
 ENV_OVERRIDES: Final[Mapping[str, tuple[str, str]]] = {
@@ -231,6 +241,24 @@ def tag_of(unit: str, role: str, tag: TagConfig) -> Tag:
     )
 
 
+def _password_hash(value: object) -> str:
+    """A hash made by `invops users hash-password`; the value is never echoed back
+    (a plain-text password pasted here must not end up in an error log)."""
+    if not isinstance(value, str):
+        raise ValueError("expected a password hash string (run invops users hash-password)")
+    try:
+        parse_password_hash(value)
+    except PasswordHashError as exc:
+        raise ValueError(f"{exc}: run invops users hash-password") from None
+    return value
+
+
+def _directory(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 Identifier = Annotated[str, AfterValidator(_identifier)]
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 Uom = Annotated[str, AfterValidator(_uom)]
@@ -275,11 +303,69 @@ class LedgerConfig(_Model):
     migrate_on_start: StrictBool = False
 
 
+class SecurityPolicyName(StrEnum):
+    """OPC UA security policy and message security mode of one endpoint (SPEC §4)."""
+
+    NONE = "None"
+    BASIC256SHA256_SIGN = "Basic256Sha256_Sign"
+    BASIC256SHA256_SIGN_AND_ENCRYPT = "Basic256Sha256_SignAndEncrypt"
+    AES256_SHA256_RSAPSS_SIGN = "Aes256_Sha256_RsaPss_Sign"
+    AES256_SHA256_RSAPSS_SIGN_AND_ENCRYPT = "Aes256_Sha256_RsaPss_SignAndEncrypt"
+
+
+SECURE_POLICIES: Final[tuple[SecurityPolicyName, ...]] = tuple(
+    p for p in SecurityPolicyName if p is not SecurityPolicyName.NONE
+)
+
+
+def _secure_policies() -> list[SecurityPolicyName]:
+    return list(SECURE_POLICIES)
+
+
+class AnonymousAccess(StrEnum):
+    """What a session without user name may do: browse and read, or nothing at all."""
+
+    READ = "read"
+    OFF = "off"
+
+
 class OpcuaConfig(_Model):
-    """`[opcua]`: the OPC UA server endpoint."""
+    """`[opcua]`: the OPC UA server endpoint and its security.
+
+    `security_policies` defaults to the four secure policies, plus `None` when
+    `allow_security_none` is true. `certificate_dir` holds the server's own
+    certificate and key (created on first start) and `trusted/` client certificates.
+    """
 
     endpoint: Annotated[str, AfterValidator(_opcua_endpoint)] = DEFAULT_OPCUA_ENDPOINT
     allow_security_none: StrictBool = False
+    security_policies: list[SecurityPolicyName] = Field(default_factory=_secure_policies)
+    anonymous: AnonymousAccess = AnonymousAccess.READ
+    certificate_dir: Annotated[Path, BeforeValidator(_directory)] = DEFAULT_CERTIFICATE_DIR
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_policies(cls, data: object) -> object:
+        """Without an explicit list, `allow_security_none = true` adds the None policy."""
+        if (
+            isinstance(data, Mapping)
+            and "security_policies" not in data
+            and data.get("allow_security_none") is True
+        ):
+            return {**data, "security_policies": [SecurityPolicyName.NONE, *SECURE_POLICIES]}
+        return data
+
+    @field_validator("security_policies")
+    @classmethod
+    def _policies_non_empty_and_unique(
+        cls, policies: list[SecurityPolicyName]
+    ) -> list[SecurityPolicyName]:
+        if not policies:
+            raise ValueError("must list at least one security policy")
+        duplicates = sorted({p.value for p in policies if policies.count(p) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate security policy {', '.join(map(repr, duplicates))}")
+        return policies
 
 
 class MetricsConfig(_Model):
@@ -397,6 +483,14 @@ class StorageUnitConfig(_Model):
         return {role: tag for role, tag in roles.items() if tag is not None}
 
 
+class UserConfig(_Model):
+    """`[[users]]`: one OPC UA user (user name + password) and their invops role."""
+
+    name: Identifier
+    password_hash: Annotated[str, BeforeValidator(_password_hash)]
+    role: Role
+
+
 class InvopsConfig(_Model):
     """The whole validated file. Build it with `load_config`/`parse_config`, which
     also run the cross-object checks that pydantic alone does not."""
@@ -408,6 +502,11 @@ class InvopsConfig(_Model):
     materials: list[MaterialConfig] = Field(default_factory=list)
     plcs: list[PlcConfig] = Field(default_factory=list)
     storage_units: list[StorageUnitConfig] = Field(default_factory=list)
+    users: list[UserConfig] = Field(default_factory=list)
+
+    def opcua_users(self) -> dict[str, tuple[str, Role]]:
+        """User name -> (password hash, role), as the OPC UA user manager takes them."""
+        return {user.name: (user.password_hash, user.role) for user in self.users}
 
     def material_definitions(self) -> list[MaterialDefinition]:
         return [
@@ -670,6 +769,9 @@ class _Parts:
     units: list[tuple[int, StorageUnitConfig]]
     plc_ids: list[tuple[int, str]]
     plcs: dict[str, PlcConfig]
+    opcua: OpcuaConfig | None
+    user_names: list[tuple[int, str]]
+    user_count: int
 
 
 def _parts_from_model(config: InvopsConfig) -> _Parts:
@@ -687,6 +789,9 @@ def _parts_from_model(config: InvopsConfig) -> _Parts:
         units=list(enumerate(config.storage_units)),
         plc_ids=[(i, p.name) for i, p in enumerate(config.plcs)],
         plcs=plcs,
+        opcua=config.opcua,
+        user_names=[(i, u.name) for i, u in enumerate(config.users)],
+        user_count=len(config.users),
     )
 
 
@@ -706,6 +811,7 @@ def _parts_from_raw(data: Mapping[str, Any]) -> _Parts:
         plc = _try_validate(PlcConfig, raw)
         if plc is not None:
             plcs.setdefault(plc.name, plc)
+    raw_users = _entries(data.get("users"))
     return _Parts(
         site=_try_validate(SiteConfig, data.get("site")),
         material_ids=_raw_ids(raw_materials),
@@ -714,6 +820,9 @@ def _parts_from_raw(data: Mapping[str, Any]) -> _Parts:
         units=units,
         plc_ids=_raw_ids(raw_plcs, key="name"),
         plcs=plcs,
+        opcua=_try_validate(OpcuaConfig, data.get("opcua", {})),
+        user_names=_raw_ids(raw_users, key="name"),
+        user_count=len(raw_users),
     )
 
 
@@ -746,6 +855,9 @@ def _cross_check(parts: _Parts) -> list[_Issue]:
         *_duplicate_ids("storage_units", "storage unit", parts.unit_ids),
     ]
     issues += _duplicate_ids("plcs", "PLC", parts.plc_ids, key="name")
+    issues += _duplicate_ids("users", "user", parts.user_names, key="name")
+    if parts.opcua is not None:
+        issues += _check_opcua_security(parts.opcua, parts.user_count)
     declared_materials = {material_id for _, material_id in parts.material_ids}
     declared_plcs = {name for _, name in parts.plc_ids}
     placed: dict[str, list[tuple[Loc, Tag]]] = {}
@@ -758,6 +870,29 @@ def _cross_check(parts: _Parts) -> list[_Issue]:
             placed.setdefault(tag.plc, []).append(((*loc, role), tag_of(unit.id, role, tag)))
     issues += _overlapping_tags(placed)
     return issues
+
+
+def _check_opcua_security(opcua: OpcuaConfig, user_count: int) -> Iterator[_Issue]:
+    """Policy None only when allowed; passwords never in clear text; someone can log in."""
+    policies = opcua.security_policies
+    if SecurityPolicyName.NONE in policies and not opcua.allow_security_none:
+        index = policies.index(SecurityPolicyName.NONE)
+        yield _Issue(
+            ("opcua", "security_policies", index),
+            "policy 'None' (no signing, no encryption) needs allow_security_none = true",
+        )
+    encrypting = [p for p in policies if p.value.endswith("_SignAndEncrypt")]
+    if SecurityPolicyName.NONE in policies and user_count and not encrypting:
+        yield _Issue(
+            ("opcua", "security_policies"),
+            "with policy 'None' and [[users]], also list a *_SignAndEncrypt policy: "
+            "it encrypts the passwords sent over unsecured sessions",
+        )
+    if opcua.anonymous is AnonymousAccess.OFF and not user_count:
+        yield _Issue(
+            ("opcua", "anonymous"),
+            'anonymous = "off" but there are no [[users]]: no OPC UA client could log in',
+        )
 
 
 def _check_tag(

@@ -1,0 +1,74 @@
+"""`invops users ...`: OPC UA user accounts for the `[[users]]` table of the config.
+
+Wired into the main app by `register(app)`.
+
+`invops users hash-password` prints the hash to paste as `password_hash`. On a
+terminal it asks twice without echo; otherwise it reads one line from standard
+input (`echo -n secret | invops users hash-password`), so scripts and
+provisioning tools never put the password on a command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import NoReturn
+
+import typer
+
+from invops.passwords import hash_password
+
+__all__ = ["hash_password_command", "register"]
+
+EXIT_USER_ERROR = 1
+MAX_PASSWORD_CHARS = 1024
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"invops: error: {message}", err=True)
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _prompt_twice() -> str:
+    try:
+        first = getpass.getpass("Password: ")
+        if not first:
+            _fail("empty password: type at least one character")
+        second = getpass.getpass("Repeat password: ")
+    except EOFError:
+        _fail("no password entered")
+    if first != second:
+        _fail("the two passwords differ: nothing printed")
+    return first
+
+
+def _read_stdin() -> str:
+    raw = sys.stdin.buffer.readline(4 * MAX_PASSWORD_CHARS + 2)
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail("the password on standard input is not UTF-8 text")
+    # Only the line end is removed: spaces may be part of a password.
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def hash_password_command() -> None:
+    """Print the hash of a password for password_hash in a config users entry.
+
+    On a terminal: asks twice, without echo. Otherwise: reads one line of standard input.
+    """
+    password = _prompt_twice() if sys.stdin.isatty() else _read_stdin()
+    if not password:
+        _fail("empty password: nothing to hash")
+    if len(password) > MAX_PASSWORD_CHARS:
+        _fail(f"password longer than {MAX_PASSWORD_CHARS} characters")
+    typer.echo(hash_password(password))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `users` command group to the main app."""
+    users_app = typer.Typer(
+        help="OPC UA users: password hashes for the users table of a config.", no_args_is_help=True
+    )
+    users_app.command("hash-password")(hash_password_command)
+    app.add_typer(users_app, name="users")

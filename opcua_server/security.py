@@ -1,0 +1,580 @@
+"""OPC UA security for the invops server: certificates, users, roles, permissions.
+
+What the server core plugs in (see `secure_server_kwargs`):
+
+- `ensure_certificate`: the server's own self-signed certificate and key, made
+  on first start in the PKI directory (SubjectAltName URI = application URI)
+  and reused afterwards; `trusted/` holds the client certificates an
+  administrator accepts (`client_certificate_validator`).
+- `InvopsUserManager`: user name + password checked against the scrypt hashes
+  of the `[[users]]` table; anonymous sessions only when `anonymous = "read"`.
+- `InvopsPermissionRuleset`: per request type. Browse, read, subscribe, history
+  read and method calls are allowed; every client write (Write, HistoryUpdate,
+  AddNodes, DeleteNodes, Add/DeleteReferences) is refused with
+  Bad_UserAccessDenied for every user, admin included.
+- `current_user()`: who is calling, for method handlers.
+
+How a method handler learns its caller (asyncua 2.1.0): method callbacks get
+only `(parent_nodeid, *arguments)`, no session. But one asyncio task per client
+connection (`BinaryServer._process_received_message_loop`) runs each request
+start to finish: `UaProcessor._process_message` calls the ruleset's
+`check_validity(session.user, request_type, body)` and then, in the same task
+and with no task or thread hop in between, `InternalSession.call` ->
+`MethodService._call` -> `await handler(parent, *args)`. `check_validity` sets
+a ContextVar; the handler, running in that task's context, reads it through
+`current_user()`. Every request after ActivateSession (Call included) goes
+through `check_validity` first — only Create/Activate/CloseSession,
+GetEndpoints, FindServers and RegisterServer skip it — so the value is always
+that of the request being served, and other connections (other tasks, other
+contexts) never see it. This needs the ruleset on the channel's security
+policy, i.e. `set_security_policy(..., permission_ruleset=...)`; a channel
+without it gets no session (see InvopsUserManager). The handler MUST be
+`async def` (with or without `@uamethod`): asyncua runs plain functions in a
+thread pool through `run_in_executor`, which does not copy the context, so
+there `current_user()` answers the anonymous default (fails closed: a viewer
+may post nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol, TypedDict
+from urllib.parse import urlparse
+
+from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import cert_gen
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
+from asyncua.ua.status_codes import StatusCodes, get_name_and_doc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from information_model.isa95 import APPLICATION_URI, Role
+from invops.passwords import hash_password, parse_password_hash, verify_password
+
+__all__ = [
+    "ANONYMOUS",
+    "CERTIFICATE_FILE",
+    "POLICY_TYPES",
+    "PRIVATE_KEY_FILE",
+    "TRUSTED_DIR",
+    "ClientCertificateValidator",
+    "InvopsPermissionRuleset",
+    "InvopsUser",
+    "InvopsUserManager",
+    "OpcuaSecuritySettings",
+    "SecureServerKwargs",
+    "SecuritySetupError",
+    "acting_as",
+    "client_certificate_validator",
+    "current_user",
+    "ensure_certificate",
+    "identity_tokens",
+    "secure_server_kwargs",
+    "security_policies",
+]
+
+log = logging.getLogger(__name__)
+
+CERTIFICATE_FILE: Final = "server_cert.der"
+PRIVATE_KEY_FILE: Final = "server_key.pem"
+TRUSTED_DIR: Final = "trusted"
+CERTIFICATE_DAYS: Final = 5 * 365
+ANONYMOUS_NAME: Final = "anonymous"
+ANONYMOUS: Final[tuple[str, Role]] = (ANONYMOUS_NAME, Role.VIEWER)
+
+# Config policy name -> asyncua endpoint (policy + message security mode).
+POLICY_TYPES: Final[Mapping[str, ua.SecurityPolicyType]] = {
+    "None": ua.SecurityPolicyType.NoSecurity,
+    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    "Aes256_Sha256_RsaPss_Sign": ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    "Aes256_Sha256_RsaPss_SignAndEncrypt": ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+}
+_ANONYMOUS_MODES: Final = ("read", "off")
+
+
+class SecuritySetupError(Exception):
+    """Raised when the PKI directory or the user table cannot be used as configured."""
+
+
+class OpcuaSecuritySettings(Protocol):
+    """The part of the `[opcua]` config this module reads (invops.config.OpcuaConfig)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def allow_security_none(self) -> bool: ...
+
+    @property
+    def security_policies(self) -> Sequence[str]: ...
+
+    @property
+    def anonymous(self) -> str: ...
+
+
+# --------------------------------------------------------------------------- current user
+
+_CURRENT_USER: ContextVar[tuple[str, Role]] = ContextVar("invops_opcua_user", default=ANONYMOUS)
+
+
+def current_user() -> tuple[str, Role]:
+    """(user name, invops role) of the OPC UA request being served.
+
+    Valid inside an `async def` method handler (see the module docstring); the
+    role is a `Role`, which is also a plain `str` ("operator"). Anywhere else,
+    including sync handlers, it is ("anonymous", Role.VIEWER).
+    """
+    return _CURRENT_USER.get()
+
+
+@contextlib.contextmanager
+def acting_as(name: str, role: Role | str) -> Iterator[None]:
+    """Run a block as if `name` with `role` had sent the request (tests, server-side calls)."""
+    token = _CURRENT_USER.set((name, Role(role)))
+    try:
+        yield
+    finally:
+        _CURRENT_USER.reset(token)
+
+
+# --------------------------------------------------------------------------- users
+
+
+@dataclass
+class InvopsUser(User):
+    """An asyncua User that also carries the invops role and a printable name.
+
+    asyncua knows only Admin, User and Anonymous; its Admin role would bypass the
+    variables' write masks and allow AddNodes/DeleteNodes inside asyncua, which no
+    invops role may do. So every logged-in user, admin too, is a UserRole.User
+    to asyncua, and what they may post is decided from `invops_role`.
+    """
+
+    invops_role: Role = Role.VIEWER
+
+    @property
+    def identity(self) -> tuple[str, Role]:
+        return (self.name or ANONYMOUS_NAME, self.invops_role)
+
+
+def _anonymous_mode(anonymous: str) -> str:
+    mode = str(anonymous)
+    if mode not in _ANONYMOUS_MODES:
+        raise SecuritySetupError(f"anonymous must be 'read' or 'off' (got {anonymous!r})")
+    return mode
+
+
+class InvopsUserManager(UserManager):
+    """asyncua user manager: `[[users]]` with scrypt password hashes, anonymous per config.
+
+    `get_user` answers None to refuse; asyncua then fails ActivateSession with
+    Bad_UserAccessDenied. It runs synchronously on the event loop (asyncua calls
+    it from a sync method), so each password check blocks the loop for the scrypt
+    time (tens of milliseconds) — acceptable for logins, which are rare.
+
+    `allow_security_none=False` (the default) also refuses every session on an
+    unsecured channel. asyncua 2.1.0 always accepts a None secure channel (for
+    GetEndpoints) and, when None is not among the configured policies, keeps a
+    SecurityPolicyNone *without* the permission ruleset on it and lets
+    CreateSession/ActivateSession through: a client that ignores the endpoint
+    list could read without security. Such a channel has no client certificate,
+    which every Sign/SignAndEncrypt channel must have, and asyncua hands that
+    certificate to `get_user`: no certificate, no session.
+    """
+
+    def __init__(
+        self,
+        users: Mapping[str, tuple[str, Role | str]],
+        anonymous: str,
+        *,
+        allow_security_none: bool = False,
+    ) -> None:
+        self._anonymous = _anonymous_mode(anonymous)
+        self._allow_security_none = allow_security_none
+        self._users: dict[str, tuple[str, Role]] = {}
+        for name, (password_hash, role) in users.items():
+            try:
+                parse_password_hash(password_hash)
+                self._users[name] = (password_hash, Role(role))
+            except ValueError as exc:
+                raise SecuritySetupError(f"user {name!r}: {exc}") from None
+        # Unknown names still cost one scrypt, so timing does not reveal valid names.
+        self._decoy = hash_password(secrets.token_urlsafe(16))
+
+    def get_user(
+        self,
+        iserver: Any,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        # `certificate` is the secure channel's client certificate for every token
+        # type (b"" on a None channel), so it says whether the channel is secured,
+        # not who the user is; only the name does.
+        if not certificate and not self._allow_security_none:
+            log.warning(
+                "opcua_login_refused user=%s reason=unsecured_channel", username or ANONYMOUS_NAME
+            )
+            return None
+        if username is None:
+            if self._anonymous == "off":
+                log.warning("opcua_login_refused user=%s reason=anonymous_off", ANONYMOUS_NAME)
+                return None
+            return InvopsUser(role=UserRole.Anonymous, name=ANONYMOUS_NAME)
+        stored = self._users.get(username)
+        matches = verify_password(password or "", stored[0] if stored else self._decoy)
+        if stored is None or not matches:
+            log.warning("opcua_login_failed user=%s", username)
+            return None
+        log.info("opcua_login user=%s role=%s", username, stored[1])
+        return InvopsUser(role=UserRole.User, name=username, invops_role=stored[1])
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def _request_ids(*names: str) -> frozenset[ua.NodeId]:
+    return frozenset(
+        ua.NodeId(getattr(ObjectIds, f"{name}Request_Encoding_DefaultBinary")) for name in names
+    )
+
+
+# Requests a session may send that change nothing in the address space. Call is
+# here: standard methods (ConditionRefresh, GetMonitoredItems) must work for
+# viewers, and the ledger methods check the role themselves so that a denied
+# attempt is audited and answered Bad_UserAccessDenied per method.
+READ_REQUESTS: Final = _request_ids(
+    "Read",
+    "Browse",
+    "BrowseNext",
+    "TranslateBrowsePathsToNodeIds",
+    "RegisterNodes",
+    "UnregisterNodes",
+    "CreateSubscription",
+    "ModifySubscription",
+    "DeleteSubscriptions",
+    "TransferSubscriptions",
+    "SetPublishingMode",
+    "CreateMonitoredItems",
+    "ModifyMonitoredItems",
+    "DeleteMonitoredItems",
+    "SetMonitoringMode",
+    "SetTriggering",
+    "Publish",
+    "Republish",
+    "HistoryRead",
+    "Call",
+    "Cancel",
+)
+# Ending a session or channel is always allowed, even for a refused anonymous user.
+CLOSE_REQUESTS: Final = _request_ids("CloseSession", "CloseSecureChannel")
+
+
+class InvopsPermissionRuleset(SimpleRoleRuleset):
+    """asyncua permission ruleset (per request type) that also records the caller.
+
+    Subclasses SimpleRoleRuleset only because `Server.set_security_policy` is
+    annotated with that class; none of its rules are used. A refused request
+    fails as a whole with Bad_UserAccessDenied.
+    """
+
+    def __init__(self, anonymous: str) -> None:
+        # No super().__init__(): SimpleRoleRuleset's permission table is not used.
+        self._anonymous = _anonymous_mode(anonymous)
+
+    def check_validity(self, user: Any, action_type_id: Any, body: Any) -> bool:
+        if isinstance(user, InvopsUser) and user.role is not UserRole.Anonymous:
+            identity, anonymous = user.identity, False
+        else:  # an anonymous session, or a user object some other manager made
+            identity, anonymous = ANONYMOUS, True
+        # The method handler of this request runs next in this same task: see the
+        # module docstring. Set for every request, so nothing stale survives.
+        _CURRENT_USER.set(identity)
+        if action_type_id in CLOSE_REQUESTS:
+            return True
+        allowed = action_type_id in READ_REQUESTS and not (anonymous and self._anonymous == "off")
+        if not allowed:
+            log.warning(
+                "opcua_request_denied user=%s role=%s request=%s",
+                identity[0],
+                identity[1],
+                _request_name(action_type_id),
+            )
+        return allowed
+
+
+def _request_name(type_id: Any) -> str:
+    identifier = getattr(type_id, "Identifier", None)
+    name = ObjectIdNames.get(identifier, str(type_id)) if isinstance(identifier, int) else None
+    return (name or str(type_id)).removesuffix("_Encoding_DefaultBinary")
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def security_policies(config: OpcuaSecuritySettings) -> list[ua.SecurityPolicyType]:
+    """The asyncua endpoint types for the configured policy names, in config order."""
+    types = []
+    for name in config.security_policies:
+        policy = POLICY_TYPES.get(str(name))
+        if policy is None:
+            raise SecuritySetupError(f"unknown security policy {name!r}")
+        if policy is ua.SecurityPolicyType.NoSecurity and not config.allow_security_none:
+            raise SecuritySetupError("security policy None needs allow_security_none = true")
+        types.append(policy)
+    if not types:
+        raise SecuritySetupError("no security policy configured")
+    return types
+
+
+def identity_tokens(config: OpcuaSecuritySettings) -> list[type]:
+    """Token types to offer (`Server.set_identity_tokens`): user name, and anonymous if on.
+
+    Optional: InvopsUserManager refuses anonymous sessions anyway; offering only
+    what is accepted lets clients see it in the endpoint list.
+    """
+    tokens: list[type] = [ua.UserNameIdentityToken]
+    if _anonymous_mode(config.anonymous) == "read":
+        tokens.insert(0, ua.AnonymousIdentityToken)
+    return tokens
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def ensure_certificate(
+    directory: Path | str, application_uri: str, hostname: str
+) -> tuple[Path, Path]:
+    """(certificate, private key) paths of the server's own certificate in `directory`.
+
+    First start: a 2048-bit RSA key (PEM, mode 0600) and a self-signed certificate
+    (DER, valid CERTIFICATE_DAYS) with SubjectAltName URI `application_uri`, DNS
+    `hostname`, this machine's name and localhost, IP 127.0.0.1; `trusted/` is
+    created for client certificates. Later starts reuse both; the certificate is
+    made again (same key) only when it is expired, not yet valid, lacks the
+    application URI or does not belong to the key. A renamed host does not
+    trigger a new certificate: clients that trusted it keep working.
+    Synchronous (key generation takes a fraction of a second).
+    """
+    root = Path(directory)
+    try:
+        (root / TRUSTED_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SecuritySetupError(
+            f"cannot create {root / TRUSTED_DIR}: {exc.strerror or exc}"
+        ) from exc
+    cert_path, key_path = root / CERTIFICATE_FILE, root / PRIVATE_KEY_FILE
+    key = _load_private_key(key_path)
+    if key is None:
+        key = cert_gen.generate_private_key()
+        _write_atomically(key_path, cert_gen.dump_private_key_as_pem(key), mode=0o600)
+        log.info("opcua_key_created path=%s", key_path)
+    problem = _certificate_problem(cert_path, key, application_uri)
+    if problem is not None:
+        names = _alt_names(application_uri, hostname)
+        certificate = cert_gen.generate_self_signed_app_certificate(
+            key,
+            "invops",
+            {"organizationName": "invops"},
+            names,
+            extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            days=CERTIFICATE_DAYS,
+        )
+        _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.DER), 0o644)
+        log.info("opcua_certificate_created path=%s reason=%s", cert_path, problem)
+    return cert_path, key_path
+
+
+def _load_private_key(path: Path) -> rsa.RSAPrivateKey | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SecuritySetupError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SecuritySetupError(
+            f"{path} is not an unencrypted PEM private key "
+            "(delete it and its certificate to create new ones)"
+        ) from exc
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SecuritySetupError(f"{path}: OPC UA security policies need an RSA key")
+    return key
+
+
+def _certificate_problem(path: Path, key: rsa.RSAPrivateKey, application_uri: str) -> str | None:
+    """Why the certificate at `path` cannot be used with `key` (None: it can)."""
+    try:
+        certificate = x509.load_der_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        return "first start"
+    except (OSError, ValueError):
+        return "unreadable certificate"
+    now = datetime.now(UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        return "expired or not yet valid"
+    if certificate.public_key() != key.public_key():
+        return "certificate does not match the private key"
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return "no SubjectAltName"
+    if application_uri not in san.value.get_values_for_type(x509.UniformResourceIdentifier):
+        return f"application URI is not {application_uri}"
+    return None
+
+
+def _alt_names(application_uri: str, hostname: str) -> list[x509.GeneralName]:
+    dns = list(dict.fromkeys(n for n in (hostname, socket.gethostname(), "localhost") if n))
+    ips = {ipaddress.ip_address("127.0.0.1")}
+    with contextlib.suppress(ValueError):
+        ips.add(ipaddress.ip_address(hostname.strip("[]")))
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri)]
+    names += [x509.DNSName(n) for n in dns]
+    names += [x509.IPAddress(ip) for ip in sorted(ips, key=str)]
+    return names
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temporary file and rename: a crash never leaves half a key."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise SecuritySetupError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class ClientCertificateValidator:
+    """Accepts only client certificates found in `trusted/` (plus asyncua's checks of
+    time range, application URI, key usage and client-auth extended key usage).
+
+    The directory is re-read when its content changes, so an administrator can
+    trust a client by copying its certificate (DER or PEM) there, without a
+    restart. Plug in with `server.set_certificate_validator(validator)`; asyncua
+    calls it at CreateSession, and a refusal fails the session with
+    Bad_CertificateUntrusted (or the specific certificate error).
+    """
+
+    def __init__(self, trusted_dir: Path) -> None:
+        self._trusted_dir = trusted_dir
+        self._store = TrustStore([trusted_dir], [])
+        options = (
+            CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+        )
+        self._validator = CertificateValidator(options, self._store)
+        self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._empty = True
+
+    async def __call__(
+        self, certificate: x509.Certificate, app_description: ua.ApplicationDescription
+    ) -> None:
+        stamp = self._directory_stamp()
+        if stamp != self._stamp:
+            self._empty = not stamp
+            if stamp:  # TrustStore cannot load an empty directory ("can't create an empty store")
+                await self._store.load_trust()
+            self._stamp = stamp
+        try:
+            if self._empty:
+                raise ServiceError(StatusCodes.BadCertificateUntrusted)
+            await self._validator.validate(certificate, app_description)
+        except ServiceError as exc:
+            log.warning(
+                "opcua_client_certificate_refused application=%s thumbprint=%s status=%s "
+                "hint=copy the client certificate into %s to trust it",
+                app_description.ApplicationUri,
+                _thumbprint(certificate),
+                get_name_and_doc(exc.code)[0],
+                self._trusted_dir,
+            )
+            raise
+
+    def _directory_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        try:
+            entries = [e for e in os.scandir(self._trusted_dir) if e.is_file()]
+        except FileNotFoundError:
+            return ()
+        return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries))
+
+
+def _thumbprint(certificate: x509.Certificate) -> str:
+    digest = hashlib.sha1(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    return base64.b16encode(digest).decode("ascii")
+
+
+def client_certificate_validator(pki_dir: Path | str) -> ClientCertificateValidator:
+    """The validator for `<pki_dir>/trusted/` (see ClientCertificateValidator)."""
+    return ClientCertificateValidator(Path(pki_dir) / TRUSTED_DIR)
+
+
+# --------------------------------------------------------------------------- server wiring
+
+
+class SecureServerKwargs(TypedDict):
+    """Keyword arguments for the invops OPC UA server constructor."""
+
+    user_manager: InvopsUserManager
+    permission_ruleset: InvopsPermissionRuleset
+    security_policies: list[ua.SecurityPolicyType]
+    certificate: Path
+    private_key: Path
+
+
+def secure_server_kwargs(
+    config: OpcuaSecuritySettings,
+    users: Mapping[str, tuple[str, Role | str]],
+    pki_dir: Path | str,
+) -> SecureServerKwargs:
+    """Everything the server needs for SPEC §4 security, creating the certificate if needed.
+
+    The server applies them as: `asyncua.Server(user_manager=...)`,
+    `set_security_policy(security_policies, permission_ruleset=...)`,
+    `await load_certificate(certificate)`, `await load_private_key(private_key)`,
+    `await set_application_uri(APPLICATION_URI)`; and, recommended,
+    `set_identity_tokens(identity_tokens(config))` and
+    `set_certificate_validator(client_certificate_validator(pki_dir))`.
+    """
+    hostname = urlparse(config.endpoint).hostname or "localhost"
+    certificate, private_key = ensure_certificate(pki_dir, APPLICATION_URI, hostname)
+    return {
+        "user_manager": InvopsUserManager(
+            users, config.anonymous, allow_security_none=config.allow_security_none
+        ),
+        "permission_ruleset": InvopsPermissionRuleset(config.anonymous),
+        "security_policies": security_policies(config),
+        "certificate": certificate,
+        "private_key": private_key,
+    }
