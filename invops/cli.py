@@ -37,6 +37,7 @@ from inventory_core.domain.units import format_decimal, parse_quantity
 from inventory_core.store import describe_url, upgrade_schema
 from invops import __version__
 from invops.config import ConfigError, InvopsConfig, load_config
+from invops.service_cli import register as register_service
 from invops.simulate_cli import register as register_simulate
 from invops.users_cli import register as register_users
 
@@ -61,6 +62,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(opcua_app, name="opcua")
 register_simulate(app)
+register_service(app)
 register_users(app)
 
 _debug = False

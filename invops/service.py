@@ -1,0 +1,175 @@
+"""`invops run`: the service — ledger, PLC pollers, measurement pipeline, OPC UA server.
+
+Everything long-lived runs as a task of one TaskGroup; SIGINT/SIGTERM (or the
+`stop` event) cancels the group, then the `async with` blocks close in reverse
+order: pollers stop, queued samples are fed, pending postings commit, OPC UA
+sessions close, the ledger writer finishes. A PLC that fails never stops the
+others (each poller retries on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from decimal import Decimal
+from pathlib import Path
+
+from inventory_core import Ledger, open_ledger
+from inventory_core.domain.model import StorageUnitId
+from inventory_core.domain.units import convert
+from inventory_core.measurements import MeasurementService
+from invops.config import InvopsConfig
+from invops.plc_bridge import LedgerBridge
+from invops.unit_values import UnitValuesBuilder
+from invops.wiring import make_link, measured_units, quantity_tags
+from opcua_server import InvopsOpcUaServer
+from opcua_server.security import (
+    client_certificate_validator,
+    current_user,
+    identity_tokens,
+    secure_server_kwargs,
+)
+from plc_connectors import PlcError, PlcPoller, PlcSettings, Sample, start_offsets
+
+log = logging.getLogger(__name__)
+CHAIN_HEAD_LOG_INTERVAL_S = 600
+
+
+class ServiceSink:
+    """What every poller reports to: the ledger bridge and the OPC UA values."""
+
+    def __init__(
+        self,
+        bridge: LedgerBridge,
+        values: UnitValuesBuilder,
+        opcua: InvopsOpcUaServer,
+    ) -> None:
+        self._bridge = bridge
+        self._values = values
+        self._opcua = opcua
+
+    def publish(self, sample: Sample) -> None:
+        self._bridge.publish(sample)
+        self._opcua.update_units(self._values.from_sample(sample))
+
+    def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
+        if up:
+            log.info("plc_up plc=%s", plc)
+        else:
+            log.warning("plc_down plc=%s error=%s", plc, error)
+        self._bridge.link_state(plc, up, error)
+
+    def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
+        self._bridge.poll_finished(plc, seconds, error_reason)
+
+
+def writer_id(config: InvopsConfig) -> str:
+    """This instance's audit chain: the configured one, else one per host and site."""
+    return config.ledger.writer_id or f"{config.site.name}@{socket.gethostname()}"[:64]
+
+
+def capacities(config: InvopsConfig) -> dict[StorageUnitId, Decimal]:
+    """Each unit's capacity in its material's base unit (for fill percent)."""
+    materials = {m.id: m for m in config.material_definitions()}
+    result: dict[StorageUnitId, Decimal] = {}
+    for unit in config.storage_unit_definitions():
+        material = materials.get(unit.material) if unit.material else None
+        if material is not None:
+            result[unit.id] = convert(
+                unit.capacity, unit.capacity_uom, material.base_uom, material.density_kg_per_l
+            )
+    return result
+
+
+async def run_service(
+    config: InvopsConfig,
+    *,
+    plc_ports: Mapping[str, int] | None = None,
+    opcua_endpoint: str | None = None,
+    pki_dir: Path | None = None,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[InvopsOpcUaServer, Ledger], None] | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
+    stop = stop or _signal_event()
+    settings = [_with_port(s, plc_ports) for s in config.plc_settings()]
+    async with AsyncExitStack() as stack:
+        ledger = await stack.enter_async_context(
+            open_ledger(
+                config.ledger.url,
+                writer_id=writer_id(config),
+                batch_max=config.ledger.batch_max,
+                migrate=config.ledger.migrate_on_start,
+            )
+        )
+        await ledger.sync_master_data(
+            config.material_definitions(), config.storage_unit_definitions()
+        )
+        units = measured_units(config)
+        service = MeasurementService(ledger, units)
+        await service.start()
+        tags = quantity_tags(config)
+        bridge = LedgerBridge(service, tags)
+        pki = pki_dir or Path(config.opcua.certificate_dir)
+        security = secure_server_kwargs(config.opcua, config.opcua_users(), pki)
+        opcua = InvopsOpcUaServer(
+            config,
+            ledger,
+            endpoint=opcua_endpoint,
+            identity_tokens=identity_tokens(config.opcua),
+            certificate_validator=client_certificate_validator(pki),
+            current_user=current_user,
+            **security,
+        )
+        await stack.enter_async_context(opcua)
+        sink = ServiceSink(bridge, UnitValuesBuilder(units, tags, capacities(config)), opcua)
+        if ready is not None:
+            ready(opcua, ledger)
+        offsets = start_offsets(settings)
+        try:
+            async with asyncio.TaskGroup() as group:
+                feeder = group.create_task(bridge.run(), name="measurements")
+                pollers = [
+                    group.create_task(
+                        PlcPoller(make_link(s), s, sink, start_offset_s=offsets[s.name]).run(),
+                        name=f"poll-{s.name}",
+                    )
+                    for s in settings
+                ]
+                heads = group.create_task(_log_chain_heads(ledger), name="chain-heads")
+                await stop.wait()
+                log.info("stopping: %d pollers", len(pollers))
+                for task in pollers:
+                    task.cancel()
+                await asyncio.gather(*pollers, return_exceptions=True)
+                feeder.cancel()
+                heads.cancel()
+        finally:
+            await bridge.drain()  # readings already taken still become movements
+
+
+async def _log_chain_heads(ledger: Ledger) -> None:
+    """SPEC 5: chain heads go to the log periodically, an outside record of the tail."""
+    while True:
+        await asyncio.sleep(CHAIN_HEAD_LOG_INTERVAL_S)
+        for writer, (seq, digest) in (await ledger.chain_heads()).items():
+            log.info("audit chain head: writer=%s seq=%d hash=%s", writer, seq, digest)
+
+
+def _with_port(settings: PlcSettings, ports: Mapping[str, int] | None) -> PlcSettings:
+    if ports is None or settings.name not in ports:
+        return settings
+    return dataclasses.replace(settings, port=ports[settings.name])
+
+
+def _signal_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
