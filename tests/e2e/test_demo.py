@@ -1,0 +1,116 @@
+"""`invops demo` as a newcomer runs it: endpoints, moving values, movements, clean stop, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asyncua import Client, ua
+
+INVOPS = [sys.executable, "-m", "invops.cli"]
+
+
+def start_demo(data_dir: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOPS_")}
+    args = ["demo", "--data-dir", str(data_dir), "--opcua-port", "0", "--metrics-port", "0",
+            "--modbus-port", "0", "--s7-port", "0"]  # fmt: skip
+    return subprocess.Popen(
+        [*INVOPS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    process = start_demo(tmp_path / "var")
+    try:
+        wait_for(tmp_path / "var" / "endpoints.json", process)
+        yield process, tmp_path / "var"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def movements(data_dir: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(data_dir / "invops.db") as db:
+        return db.execute("SELECT idempotency_key, kind, to_unit FROM movements").fetchall()
+
+
+async def read_level(endpoint: str) -> tuple[float, ua.StatusCode]:
+    async with Client(endpoint, timeout=5) as client:
+        ns = await client.get_namespace_index("urn:invops:ua:plant")
+        tns = await client.get_namespace_index("urn:invops:ua:types")
+        node = await client.nodes.objects.get_child(
+            [f"{ns}:Inventory", f"{ns}:PLANT1", f"{ns}:TANKFARM", f"{ns}:TK-101", f"{tns}:Level"]
+        )
+        value = await node.read_data_value()
+        assert value.Value is not None and value.StatusCode is not None
+        return float(value.Value.Value), value.StatusCode
+
+
+def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    process, data_dir = demo
+    endpoints = json.loads((data_dir / "endpoints.json").read_text())
+    assert endpoints["opcua"].startswith("opc.tcp://127.0.0.1:")
+
+    deadline = time.monotonic() + 10  # SPEC: within 10 s the ledger has movements
+    while not movements(data_dir):
+        assert time.monotonic() < deadline, "no movements within 10 s"
+        time.sleep(0.2)
+
+    first, status = asyncio.run(read_level(endpoints["opcua"]))
+    assert status.is_good() and 0 < first < 6000
+    deadline = time.monotonic() + 10
+    while asyncio.run(read_level(endpoints["opcua"]))[0] == first:
+        assert time.monotonic() < deadline, "TK-101 level does not move"
+        time.sleep(0.3)
+
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5  # SPEC: exit 0 within 5 s
+
+
+def test_restart_continues_without_duplicate_postings(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    for _ in range(2):
+        process = start_demo(data_dir)
+        try:
+            wait_for(data_dir / "endpoints.json", process)
+            time.sleep(3)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
+        (data_dir / "endpoints.json").unlink()
+    rows = movements(data_dir)
+    keys = [key for key, _, _ in rows]
+    assert len(keys) == len(set(keys))
+    openings = [unit for _, kind, unit in rows if kind == "count"]
+    assert len(openings) == len(set(openings)) == 8  # the restart did not reopen any unit
+    verify = subprocess.run(
+        [*INVOPS, "ledger", "verify", "--url", f"sqlite+aiosqlite:///{data_dir}/invops.db"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
