@@ -1,0 +1,554 @@
+"""Prometheus metrics of one invops instance (SPEC §6, REFERENCE §7, STYLE §9).
+
+Wiring creates one `CollectorRegistry` and hands it to `Metrics`, which
+registers every metric on it (never the global registry, so tests and several
+demo instances can live in one process). The service reports events:
+
+- `Metrics.posting(kind, source)` for every durable movement (`Ledger.subscribe`),
+- `Metrics.posting_committed(batch_size, seconds)` for every group commit
+  (`open_ledger(..., on_commit=...)`),
+- `Metrics.poll` / `Metrics.plc_up` for every PLC poll, most simply by putting a
+  `MetricsSink` between each `PlcPoller` and its real sink.
+
+Per-unit gauges (fill ratio, book and measured quantity) come from a custom
+collector, `StorageCollector`, that reads an in-memory snapshot of
+`StorageSample`s (`StorageSnapshot.samples`): a scrape copies numbers and never
+waits for the ledger, a PLC or the event loop. The snapshot is replaced
+atomically (copy-on-write) by the event loop and read by the HTTP thread.
+
+Label values are bounded sets only (site, area, unit, material, uom, plc, kind,
+source, reason): never lot ids, movement ids, users or free text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol, TypeGuard
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from inventory_core.domain.model import MovementKind, Source
+from inventory_core.domain.units import convert
+from invops.config import InvopsConfig
+from plc_connectors import PlcError, Quality, Sample
+from plc_connectors.poller import SampleSink
+
+if TYPE_CHECKING:
+    from asyncua.server.server import Server
+
+__all__ = [
+    "COMMIT_BUCKETS",
+    "POLL_BUCKETS",
+    "LinkHealthListener",
+    "Metrics",
+    "MetricsSink",
+    "StorageCollector",
+    "StorageSample",
+    "StorageSnapshot",
+    "UnitUpdate",
+    "bounded_reason",
+    "build_revision",
+    "ua_session_count",
+]
+
+log = logging.getLogger(__name__)
+
+# Commit latency of a ledger posting: 0.5 ms (SQLite, warm) .. 5 s (a struggling server).
+COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# One PLC poll cycle (connect and/or read): 1 ms .. 5 s (REFERENCE §7).
+POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+# `plc_connectors.poller.error_reason` labels; anything else is counted as "other".
+_REASONS: Final = frozenset({"timeout", "connect", "decode", "protocol", "config", "other"})
+_EXCEPTION_REASON: Final = re.compile(r"exception_[0-9a-f]{2}")  # Modbus exception code
+_KINDS: Final = frozenset(k.value for k in MovementKind)
+_SOURCES: Final = frozenset(s.value for s in Source)
+_OTHER: Final = "other"
+
+
+def bounded_reason(reason: str) -> str:
+    """The error label for `reason`: one of the poller's fixed reasons
+    (timeout, connect, exception_XX, decode, protocol, config), else "other"."""
+    if reason in _REASONS or _EXCEPTION_REASON.fullmatch(reason):
+        return reason
+    return _OTHER
+
+
+def build_revision(start: Path | None = None) -> str:
+    """The source revision for `invops_build_info`: `INVOPS_REVISION` if set (packagers,
+    CI), else the commit of the git checkout holding this package (read from `.git`, no
+    subprocess), else "unknown". Called once at start, never during a scrape."""
+    env = os.environ.get("INVOPS_REVISION", "").strip()
+    if env:
+        return env
+    here = (start or Path(__file__)).resolve()
+    for directory in (here, *here.parents)[:5]:
+        dot_git = directory / ".git"
+        try:
+            if dot_git.is_file():  # a worktree: "gitdir: <path>"
+                text = dot_git.read_text(encoding="utf-8").strip()
+                dot_git = (directory / text.removeprefix("gitdir:").strip()).resolve()
+            if dot_git.is_dir():
+                return _git_head(dot_git) or "unknown"
+        except OSError:
+            return "unknown"
+    return "unknown"
+
+
+def _git_head(git_dir: Path) -> str | None:
+    head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+    if not head.startswith("ref:"):
+        return head[:12] if re.fullmatch(r"[0-9a-f]{40,64}", head) else None
+    ref = head.removeprefix("ref:").strip()
+    common = git_dir
+    commondir = git_dir / "commondir"  # linked worktrees keep refs in the main .git
+    if commondir.is_file():
+        common = (git_dir / commondir.read_text(encoding="utf-8").strip()).resolve()
+    for base in (git_dir, common):
+        loose = base / ref
+        if loose.is_file():
+            return loose.read_text(encoding="utf-8").strip()[:12]
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text(encoding="utf-8").splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref:
+                return sha[:12]
+    return None
+
+
+# --------------------------------------------------------------------------- event metrics
+
+
+class Metrics:
+    """Every invops metric, registered on the injected `registry` (one per instance).
+
+    Also registers the process (`process_*`, from /proc on Linux), platform
+    (`python_info`) and garbage collector (`python_gc_*`) collectors on the same
+    registry. Methods are quick and thread-safe; call them from the event loop.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        version: str,
+        revision: str | None = None,
+        plcs: Iterable[str] = (),
+    ) -> None:
+        self.registry = registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+
+        self.build_info = Gauge(
+            "invops_build_info",
+            "Build of this invops instance; always 1.",
+            ["version", "revision", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(
+            version=version,
+            revision=revision if revision is not None else build_revision(),
+            python=platform.python_version(),
+        ).set(1)
+
+        self.postings = Counter(
+            "invops_ledger_postings_total",
+            "Ledger movements posted by this instance and durable, by movement kind and "
+            "by source (manual, cli, opcua, plc, system).",
+            ["kind", "source"],
+            registry=registry,
+        )
+        self.posting_seconds = Histogram(
+            "invops_ledger_posting_seconds",
+            "Time to durably commit a ledger write (posting, lot status, measurement or "
+            "audit record): the duration of the group commit that included it, observed "
+            "once per write, in seconds.",
+            buckets=COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.poll_seconds = Histogram(
+            "invops_plc_poll_seconds",
+            "Duration of one PLC poll attempt (connect and/or read), good or failed, in seconds.",
+            ["plc"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.up = Gauge(
+            "invops_plc_up",
+            "1 when the PLC link is connected and its last poll was good, else 0.",
+            ["plc"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "invops_plc_errors_total",
+            "Failed PLC poll attempts by reason: timeout, connect, exception_XX (Modbus "
+            "exception code, hex), decode, protocol, config, other.",
+            ["plc", "reason"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "invops_plc_last_success_timestamp_seconds",
+            "Unix time of the last good poll of the PLC.",
+            ["plc"],
+            registry=registry,
+        )
+        self.opcua_sessions = Gauge(
+            "invops_opcua_sessions",
+            "OPC UA client sessions currently activated on this server.",
+            registry=registry,
+        )
+        self._plcs: set[str] = set()
+        self._plcs_lock = threading.Lock()
+        self.add_plcs(plcs)
+
+    # -- PLCs -------------------------------------------------------------------------
+
+    def add_plcs(self, plcs: Iterable[str]) -> None:
+        """Create the series of configured PLCs up front: `invops_plc_up` 0 and empty
+        poll histograms until the first poll, so dashboards see every PLC at once."""
+        for plc in plcs:
+            self._known(plc)
+
+    def _known(self, plc: str) -> None:
+        if plc in self._plcs:
+            return
+        with self._plcs_lock:
+            if plc not in self._plcs:
+                self.up.labels(plc=plc).set(0)
+                self.poll_seconds.labels(plc=plc)
+                self._plcs.add(plc)
+
+    def poll(self, plc: str, seconds: float, error_reason: str | None) -> None:
+        """One poll attempt (`SampleSink.poll_finished`); `error_reason` None = good."""
+        self._known(plc)
+        self.poll_seconds.labels(plc=plc).observe(max(0.0, seconds))
+        if error_reason is None:
+            self.last_success.labels(plc=plc).set(time.time())
+        else:
+            self.errors.labels(plc=plc, reason=bounded_reason(error_reason)).inc()
+
+    def plc_up(self, plc: str, up: bool) -> None:
+        self._known(plc)
+        self.up.labels(plc=plc).set(1 if up else 0)
+
+    # -- ledger -----------------------------------------------------------------------
+
+    def posting(self, kind: str, source: str) -> None:
+        """One durable movement (kind and source are bounded enums; others -> "other")."""
+        kind = kind if kind in _KINDS else _OTHER
+        source = source if source in _SOURCES else _OTHER
+        self.postings.labels(kind=kind, source=source).inc()
+
+    def movement_posted(self, movement: _MovementLike) -> None:
+        """`Ledger.subscribe` listener: `ledger.subscribe(metrics.movement_posted)`."""
+        self.posting(str(movement.kind), str(movement.source))
+
+    def posting_committed(self, batch_size: int, seconds: float) -> None:
+        """`open_ledger(on_commit=...)`: one group commit of `batch_size` writes (postings,
+        and also master data, measurements, audit events: every command of the batch)."""
+        seconds = max(0.0, seconds)
+        for _ in range(max(0, batch_size)):
+            self.posting_seconds.observe(seconds)
+
+    # -- OPC UA and storage -----------------------------------------------------------
+
+    def set_opcua_sessions(self, count: Callable[[], int | float]) -> None:
+        """Read the session count from `count` at each scrape (from the HTTP thread:
+        it must be quick, lock-free and must not do I/O). An exception reads as 0."""
+
+        def value() -> float:
+            try:
+                return float(count())
+            except Exception:  # server not started yet, or stopped: no sessions to report
+                log.debug("opcua session count unavailable", exc_info=True)
+                return 0.0
+
+        self.opcua_sessions.set_function(value)
+
+    def register_storage(self, snapshot: Callable[[], Iterable[StorageSample]]) -> None:
+        """Register a `StorageCollector` reading `snapshot` on this registry."""
+        self.registry.register(StorageCollector(snapshot))
+
+
+class _MovementLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+def ua_session_count(ua_server: Server) -> int:
+    """Activated client sessions of an asyncua server, for `Metrics.set_opcua_sessions`:
+
+        metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
+
+    asyncua 2.1 has no public count: `InternalServer._external_sessions` maps the
+    auth token of every client session from CreateSession to CloseSession (or
+    timeout); only Activated ones count. `list()` copies the values in one C call
+    (under the GIL), so this is safe from the scrape thread. Cheap: no I/O.
+    """
+    from asyncua.server.internal_session import SessionState
+
+    sessions = getattr(ua_server.iserver, "_external_sessions", {})
+    return sum(1 for s in list(sessions.values()) if s.state == SessionState.Activated)
+
+
+# --------------------------------------------------------------------------- PLC sink
+
+
+class LinkHealthListener(Protocol):
+    """Receives PLC link transitions for /healthz (`invops.http.HealthBoard` is one)."""
+
+    def set_plc(self, plc: str, up: bool, error: str | None = None) -> None: ...
+
+
+class MetricsSink:
+    """A `SampleSink` that records poll metrics and link state, then forwards every
+    call to `inner` (the ledger bridge, or the service's own sink):
+
+        PlcPoller(link, settings, MetricsSink(bridge, metrics, health=board))
+    """
+
+    def __init__(
+        self,
+        inner: SampleSink,
+        metrics: Metrics,
+        *,
+        health: LinkHealthListener | None = None,
+    ) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._health = health
+
+    def publish(self, sample: Sample) -> None:
+        self._inner.publish(sample)
+
+    def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
+        self._metrics.plc_up(plc, up)
+        if self._health is not None:
+            self._health.set_plc(plc, up, None if error is None else str(error))
+        self._inner.link_state(plc, up, error)
+
+    def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
+        self._metrics.poll(plc, seconds, error_reason)
+        self._metrics.plc_up(plc, error_reason is None)
+        self._inner.poll_finished(plc, seconds, error_reason)
+
+
+# --------------------------------------------------------------------------- storage gauges
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSample:
+    """One storage unit as the metrics show it. Quantities and capacity are in the
+    material's base unit `uom`; `fill_ratio` is measured / capacity (0..1, may exceed 1
+    when overfilled). None = not known (no good measurement yet, link down): the series
+    is left out of the scrape rather than reported stale."""
+
+    site: str
+    area: str
+    unit: str
+    material: str
+    uom: str
+    capacity: float
+    book: float | None = None
+    measured: float | None = None
+    fill_ratio: float | None = None
+
+
+_QUANTITY_HELP: Final = (
+    "Quantity of material in a storage unit, in the material's base unit (named by the "
+    "uom label: kg, L, ...); kind=book from the ledger, kind=measured from the PLC. "
+    "Never sum across uom."
+)
+
+
+class StorageCollector(Collector):
+    """Per-unit gauges from an in-memory snapshot (no I/O during a scrape):
+    invops_storage_fill_ratio{site,area,unit},
+    invops_storage_quantity{site,area,unit,material,kind,uom},
+    invops_storage_capacity{site,area,unit,material,uom},
+    invops_storage_discrepancy_ratio{site,area,unit} ((measured - book) / capacity)."""
+
+    def __init__(self, snapshot: Callable[[], Iterable[StorageSample]]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        fill, quantity, capacity, discrepancy = self._families()
+        for s in self._snapshot():
+            where = [s.site, s.area, s.unit]
+            if _finite(s.fill_ratio):
+                fill.add_metric(where, s.fill_ratio)
+            if s.material:
+                for kind, value in (("book", s.book), ("measured", s.measured)):
+                    if _finite(value):
+                        quantity.add_metric([*where, s.material, kind, s.uom], value)
+            capacity.add_metric([*where, s.material, s.uom], s.capacity)
+            if _finite(s.book) and _finite(s.measured) and s.capacity > 0:
+                discrepancy.add_metric(where, (s.measured - s.book) / s.capacity)
+        return [fill, quantity, capacity, discrepancy]
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "invops_storage_fill_ratio",
+                "Measured fill of a storage unit, measured quantity / capacity (0..1).",
+                labels=["site", "area", "unit"],
+            ),
+            GaugeMetricFamily(
+                "invops_storage_quantity",
+                _QUANTITY_HELP,
+                labels=["site", "area", "unit", "material", "kind", "uom"],
+            ),
+            GaugeMetricFamily(
+                "invops_storage_capacity",
+                "Capacity of a storage unit in its material's base unit (uom label).",
+                labels=["site", "area", "unit", "material", "uom"],
+            ),
+            GaugeMetricFamily(
+                "invops_storage_discrepancy_ratio",
+                "Measured minus book quantity of a storage unit, as a fraction of its capacity.",
+                labels=["site", "area", "unit"],
+            ),
+        ]
+
+
+def _finite(value: float | None) -> TypeGuard[float]:
+    return value is not None and math.isfinite(value)
+
+
+class UnitUpdate(Protocol):
+    """What `StorageSnapshot.apply` reads: `opcua_server.UnitValues` fits."""
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def quality(self) -> Quality: ...
+
+    @property
+    def measured_quantity(self) -> float | None: ...
+
+    @property
+    def book_quantity(self) -> float | None: ...
+
+    @property
+    def fill_percent(self) -> float | None: ...
+
+
+class StorageSnapshot:
+    """The per-unit numbers `StorageCollector` exports, kept in memory.
+
+    Writers (the event loop) build a new mapping and swap it in with one
+    assignment; `samples()` (any thread, e.g. the HTTP scrape) reads the current
+    one. Writers are serialised by a lock, readers never wait. Units not in the
+    snapshot's initial set are ignored (labels stay bounded by the config).
+    """
+
+    def __init__(self, units: Iterable[StorageSample]) -> None:
+        self._by_unit: Mapping[str, StorageSample] = {s.unit: s for s in units}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: InvopsConfig) -> StorageSnapshot:
+        """Every configured storage unit, capacity in its material's base unit."""
+        materials = {str(m.id): m for m in config.material_definitions()}
+        samples = []
+        for unit in config.storage_unit_definitions():
+            material = materials.get(str(unit.material)) if unit.material else None
+            if material is None:
+                uom, capacity = unit.capacity_uom, unit.capacity
+            else:
+                uom = material.base_uom
+                capacity = convert(unit.capacity, unit.capacity_uom, uom, material.density_kg_per_l)
+            samples.append(
+                StorageSample(
+                    site=unit.site,
+                    area=unit.area,
+                    unit=str(unit.id),
+                    material="" if material is None else str(material.id),
+                    uom=uom,
+                    capacity=float(capacity),
+                )
+            )
+        return cls(samples)
+
+    def samples(self) -> tuple[StorageSample, ...]:
+        """The current snapshot (pass this bound method to `StorageCollector`)."""
+        return tuple(self._by_unit.values())
+
+    def __iter__(self) -> Iterator[StorageSample]:
+        return iter(self.samples())
+
+    def set_book(self, unit: str, book: float | None) -> None:
+        """The unit's book quantity (sum of its lots' balances), None when unknown."""
+        self._replace(unit, lambda s: replace(s, book=book))
+
+    def set_measured(
+        self, unit: str, measured: float | None, *, fill_ratio: float | None = None
+    ) -> None:
+        """A measured quantity (None: unknown, the link is down); `fill_ratio` defaults
+        to measured / capacity."""
+
+        def change(sample: StorageSample) -> StorageSample:
+            ratio = fill_ratio
+            if measured is None:
+                ratio = None
+            elif ratio is None and sample.capacity > 0:
+                ratio = measured / sample.capacity
+            return replace(sample, measured=measured, fill_ratio=ratio)
+
+        self._replace(unit, change)
+
+    def apply(self, update: UnitUpdate) -> None:
+        """Take an OPC UA `UnitValues` as the server applied it (register with
+        `opcua.add_values_listener(snapshot.apply)`): Good or Uncertain values given are
+        taken, Bad quality clears the measured values, a book quantity is always taken."""
+        if update.book_quantity is not None:
+            self.set_book(update.unit, update.book_quantity)
+        if update.quality in _BAD:
+            self.set_measured(update.unit, None)
+        elif update.measured_quantity is not None:
+            percent = update.fill_percent
+            self.set_measured(
+                update.unit,
+                update.measured_quantity,
+                fill_ratio=None if percent is None else percent / 100,
+            )
+
+    def _replace(self, unit: str, change: Callable[[StorageSample], StorageSample]) -> None:
+        with self._lock:
+            current = self._by_unit.get(unit)
+            if current is not None:
+                self._by_unit = {**self._by_unit, unit: change(current)}
+
+
+_BAD: Final = frozenset(
+    {Quality.BAD_COMMUNICATION, Quality.BAD_NO_COMMUNICATION, Quality.BAD_WAITING}
+)
