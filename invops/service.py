@@ -19,11 +19,16 @@ from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurements import MeasurementService
+from invops import __version__
 from invops.config import InvopsConfig
+from invops.http import HealthBoard, HttpEndpoint, watch_ledger
+from invops.metrics import Metrics, MetricsSink, StorageSnapshot, ua_session_count
 from invops.plc_bridge import LedgerBridge
 from invops.unit_values import UnitValuesBuilder
 from invops.wiring import make_link, measured_units, quantity_tags
@@ -38,6 +43,15 @@ from plc_connectors import PlcError, PlcPoller, PlcSettings, Sample, start_offse
 
 log = logging.getLogger(__name__)
 CHAIN_HEAD_LOG_INTERVAL_S = 600
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoints:
+    """What a started service listens on (ports resolved when 0 was asked for)."""
+
+    opcua: str
+    metrics_port: int
+    ledger: Ledger
 
 
 class ServiceSink:
@@ -92,24 +106,42 @@ async def run_service(
     plc_ports: Mapping[str, int] | None = None,
     opcua_endpoint: str | None = None,
     pki_dir: Path | None = None,
+    metrics_port: int | None = None,
     stop: asyncio.Event | None = None,
-    ready: Callable[[InvopsOpcUaServer, Ledger], None] | None = None,
+    ready: Callable[[Endpoints], None] | None = None,
 ) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
     stop = stop or _signal_event()
     settings = [_with_port(s, plc_ports) for s in config.plc_settings()]
+    names = [s.name for s in settings]
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version=__version__, plcs=names)
+    board = HealthBoard(names)
+    snapshot = StorageSnapshot.from_config(config)
+    metrics.register_storage(snapshot.samples)
     async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            HttpEndpoint(
+                config.metrics.host,
+                config.metrics.port if metrics_port is None else metrics_port,
+                registry,
+                board.current,
+            )
+        )
         ledger = await stack.enter_async_context(
             open_ledger(
                 config.ledger.url,
                 writer_id=writer_id(config),
                 batch_max=config.ledger.batch_max,
                 migrate=config.ledger.migrate_on_start,
+                on_commit=metrics.posting_committed,
             )
         )
+        ledger.subscribe(metrics.movement_posted)
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
         )
+        board.set_ledger(True)
         units = measured_units(config)
         service = MeasurementService(ledger, units)
         await service.start()
@@ -126,10 +158,17 @@ async def run_service(
             current_user=current_user,
             **security,
         )
+        opcua.add_values_listener(snapshot.apply)
+        metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
         await stack.enter_async_context(opcua)
-        sink = ServiceSink(bridge, UnitValuesBuilder(units, tags, capacities(config)), opcua)
+        sink = MetricsSink(
+            ServiceSink(bridge, UnitValuesBuilder(units, tags, capacities(config)), opcua),
+            metrics,
+            health=board,
+        )
+        log.info("invops %s: opcua %s, metrics %s", __version__, opcua.endpoint_url, http.url)
         if ready is not None:
-            ready(opcua, ledger)
+            ready(Endpoints(opcua.endpoint_url, http.port, ledger))
         offsets = start_offsets(settings)
         try:
             async with asyncio.TaskGroup() as group:
@@ -142,6 +181,9 @@ async def run_service(
                     for s in settings
                 ]
                 heads = group.create_task(_log_chain_heads(ledger), name="chain-heads")
+                health = group.create_task(
+                    watch_ledger(board, ledger.chain_heads), name="ledger-health"
+                )
                 await stop.wait()
                 log.info("stopping: %d pollers", len(pollers))
                 for task in pollers:
@@ -149,6 +191,7 @@ async def run_service(
                 await asyncio.gather(*pollers, return_exceptions=True)
                 feeder.cancel()
                 heads.cancel()
+                health.cancel()
         finally:
             await bridge.drain()  # readings already taken still become movements
 

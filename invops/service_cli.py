@@ -10,11 +10,11 @@ from typing import Annotated
 
 import typer
 
-from inventory_core import Ledger
 from inventory_core.domain.errors import LedgerUnavailable
 from invops.config import ConfigError, InvopsConfig, load_config
-from invops.service import run_service
-from opcua_server import InvopsOpcUaServer, OpcuaServerError
+from invops.http import HttpEndpointError
+from invops.service import Endpoints, run_service
+from opcua_server import OpcuaServerError
 from simulators import Simulation
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _load(path: Path) -> InvopsConfig:
 def _run(coro: object) -> None:
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
-    except (LedgerUnavailable, OpcuaServerError, OSError) as exc:
+    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError) as exc:
         typer.echo(f"invops: error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -86,11 +86,11 @@ async def _demo(
 ) -> None:
     async with Simulation(config, ports=plc_ports) as sim:
 
-        def ready(opcua: InvopsOpcUaServer, _ledger: Ledger) -> None:
+        def ready(started: Endpoints) -> None:
             endpoints = {
-                "opcua": opcua.endpoint_url,
-                "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
-                "healthz": f"http://127.0.0.1:{metrics_port}/healthz",
+                "opcua": started.opcua,
+                "metrics": f"http://127.0.0.1:{started.metrics_port}/metrics",
+                "healthz": f"http://127.0.0.1:{started.metrics_port}/healthz",
                 "modbus": f"127.0.0.1:{sim.ports['PLC-MODBUS']}",
                 "s7": f"127.0.0.1:{sim.ports['PLC-S7']}",
                 "ledger": config.ledger.url,
@@ -103,6 +103,7 @@ async def _demo(
             plc_ports=sim.ports,
             opcua_endpoint=f"opc.tcp://127.0.0.1:{opcua_port}/invops",
             pki_dir=data_dir / "pki",
+            metrics_port=metrics_port,
             ready=ready,
         )
 

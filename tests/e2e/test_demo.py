@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +86,35 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
     while asyncio.run(read_level(endpoints["opcua"]))[0] == first:
         assert time.monotonic() < deadline, "TK-101 level does not move"
         time.sleep(0.3)
+
+    health_url = endpoints["healthz"]
+    deadline = time.monotonic() + 10
+    while True:  # 200 once every PLC link and the ledger are up
+        try:
+            with urllib.request.urlopen(health_url, timeout=5) as response:
+                assert json.load(response)["status"] == "ok"
+                break
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert time.monotonic() < deadline, json.load(exc)
+            time.sleep(0.2)
+    with urllib.request.urlopen(endpoints["metrics"], timeout=5) as response:
+        text = response.read().decode()
+    for needle in (
+        "invops_build_info{",
+        'invops_plc_up{plc="PLC-MODBUS"} 1.0',
+        'invops_plc_up{plc="PLC-S7"} 1.0',
+        'invops_storage_fill_ratio{area="TANKFARM",site="PLANT1",unit="TK-101"}',
+        'invops_ledger_postings_total{kind="count",source="plc"}',
+        "invops_plc_poll_seconds_bucket",
+        "invops_opcua_sessions",
+    ):
+        assert needle in text, needle
+    if shutil.which("promtool"):
+        lint = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
 
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
