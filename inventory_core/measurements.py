@@ -17,6 +17,7 @@ after a communication gap) are audited, not booked.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,14 +136,22 @@ class MeasurementService:
         self.latest[unit] = MeasuredQuantity(
             quantity, spec.material.base_uom, timestamp, good and quantity is not None, clamped
         )
-        derived = self._derivers[unit].feed(
+        deriver = self._derivers[unit]
+        before = copy.deepcopy(deriver)  # all or nothing: a failed post un-derives
+        derived = deriver.feed(
             Reading(timestamp, quantity, good=good and quantity is not None, raw=raw or {})
         )
-        for item in derived:
-            if isinstance(item, DerivedMovement):
-                await self._post(spec, item)
-            else:
-                await self._hold(item)
+        try:
+            for item in derived:
+                if isinstance(item, DerivedMovement):
+                    await self._post(spec, item)
+                else:
+                    await self._hold(item)
+        except BaseException:
+            # The ledger did not take it (away, or we are cancelled): forget the reading so
+            # that feeding it again later derives the same movements (same keys).
+            self._derivers[unit] = before
+            raise
         await self._maybe_record(spec, derived)
         return derived
 

@@ -301,6 +301,9 @@ class LedgerConfig(_Model):
     writer_id: Annotated[str, AfterValidator(_writer_id)] | None = None
     batch_max: StrictInt = Field(default=64, ge=1, le=1024)
     migrate_on_start: StrictBool = False
+    # Readings taken while the ledger is unreachable wait here (bounded, on disk).
+    buffer_path: NonEmptyStr = "var/invops-buffer.db"
+    buffer_max_readings: StrictInt = Field(default=200_000, ge=1000, le=100_000_000)
 
 
 class SecurityPolicyName(StrEnum):

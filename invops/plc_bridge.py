@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.measurements import MeasurementService
+from invops.reading_buffer import ReadingBuffer
 from plc_connectors import PlcError, Quality, Sample
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 @dataclass(slots=True)
@@ -36,11 +41,20 @@ class LedgerBridge:
     """A poller sink that turns samples of quantity tags into measurements."""
 
     def __init__(
-        self, service: MeasurementService, quantity_tags: Mapping[str, StorageUnitId]
+        self,
+        service: MeasurementService,
+        quantity_tags: Mapping[str, StorageUnitId],
+        *,
+        buffer: ReadingBuffer | None = None,
+        ledger_state: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self._service = service
         self._quantity_tags = dict(quantity_tags)
         self._queue: asyncio.Queue[Sample] = asyncio.Queue(QUEUE_LIMIT)
+        self._buffer = buffer
+        self._ledger_state = ledger_state or (lambda up, error: None)
+        self._retry_at = 0.0
+        self._backoff = RETRY_MIN_S
         self.links: dict[str, LinkStatus] = {}
         self.latest: dict[str, Sample] = {}
         self.dropped = 0
@@ -70,15 +84,28 @@ class LedgerBridge:
     # -- feeding the ledger -----------------------------------------------------
 
     async def run(self) -> None:
-        """Feed queued samples to the measurement service until cancelled."""
+        """Feed queued samples to the measurement service until cancelled; while the
+        ledger is away, buffer them and retry the buffer with backoff."""
+        loop = asyncio.get_running_loop()
         while True:
-            sample = await self._queue.get()
-            await self.feed(sample)
+            try:
+                async with asyncio.timeout(RETRY_MIN_S):
+                    sample = await self._queue.get()
+                await self.feed(sample)
+            except TimeoutError:
+                pass
+            if self.buffering and loop.time() >= self._retry_at:
+                await self.replay()
 
     async def drain(self) -> None:
         """Feed whatever is queued (at shutdown, or in tests)."""
         while not self._queue.empty():
             await self.feed(self._queue.get_nowait())
+
+    @property
+    def buffering(self) -> bool:
+        """Whether readings are waiting on disk for the ledger to come back."""
+        return self._buffer is not None and len(self._buffer) > 0
 
     async def feed(self, sample: Sample) -> None:
         for tag, value in sample.values.items():
@@ -87,10 +114,52 @@ class LedgerBridge:
                 continue
             good = value.quality is Quality.GOOD and not isinstance(value.value, bool)
             reading = float(value.value) if good and value.value is not None else None
-            await self._service.feed(
-                unit,
-                reading,
-                good=good,
-                timestamp=value.source_time if good else sample.read_at,
-                raw={"tag": tag, "value": value.value, "quality": str(value.quality)},
-            )
+            at = value.source_time if good else sample.read_at
+            raw: dict[str, object] = {
+                "tag": tag, "value": value.value, "quality": str(value.quality)
+            }  # fmt: skip
+            if self.buffering:
+                assert self._buffer is not None
+                self._buffer.append(unit, reading, good, at, raw)  # keep the order
+                continue
+            try:
+                await self._service.feed(unit, reading, good=good, timestamp=at, raw=raw)
+            except LedgerUnavailable as exc:
+                if self._buffer is None:
+                    raise
+                self._went_down(exc)
+                self._buffer.append(unit, reading, good, at, raw)
+
+    async def replay(self) -> None:
+        """Feed buffered readings, oldest first, until the buffer is empty or the ledger
+        fails again (then back off)."""
+        assert self._buffer is not None
+        while batch := self._buffer.oldest():
+            done = None
+            try:
+                for item in batch:
+                    await self._service.feed(
+                        StorageUnitId(item.unit),
+                        item.value,
+                        good=item.good,
+                        timestamp=item.timestamp,
+                        raw=item.raw,
+                    )
+                    done = item.id
+            except LedgerUnavailable as exc:
+                if done is not None:
+                    self._buffer.remove_through(done)
+                self._went_down(exc)
+                return
+            self._buffer.remove_through(batch[-1].id)
+        self._backoff = RETRY_MIN_S
+        log.warning("ledger back: buffered readings replayed")
+        self._ledger_state(True, None)
+
+    def _went_down(self, exc: Exception) -> None:
+        if self._backoff == RETRY_MIN_S:
+            log.warning("ledger unavailable, buffering readings on disk: %s", exc)
+        self._ledger_state(False, str(exc))
+        loop = asyncio.get_running_loop()
+        self._retry_at = loop.time() + self._backoff * random.uniform(0.8, 1.2)
+        self._backoff = min(self._backoff * 2, RETRY_MAX_S)

@@ -30,6 +30,7 @@ from invops.config import InvopsConfig
 from invops.http import HealthBoard, HttpEndpoint, watch_ledger
 from invops.metrics import Metrics, MetricsSink, StorageSnapshot, ua_session_count
 from invops.plc_bridge import LedgerBridge
+from invops.reading_buffer import ReadingBuffer
 from invops.unit_values import UnitValuesBuilder
 from invops.wiring import make_link, measured_units, quantity_tags
 from opcua_server import InvopsOpcUaServer
@@ -106,6 +107,7 @@ async def run_service(
     plc_ports: Mapping[str, int] | None = None,
     opcua_endpoint: str | None = None,
     pki_dir: Path | None = None,
+    buffer_path: Path | None = None,
     metrics_port: int | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[Endpoints], None] | None = None,
@@ -146,7 +148,12 @@ async def run_service(
         service = MeasurementService(ledger, units)
         await service.start()
         tags = quantity_tags(config)
-        bridge = LedgerBridge(service, tags)
+        buffer = ReadingBuffer(
+            buffer_path or Path(config.ledger.buffer_path),
+            max_readings=config.ledger.buffer_max_readings,
+        )
+        stack.callback(buffer.close)
+        bridge = LedgerBridge(service, tags, buffer=buffer, ledger_state=board.set_ledger)
         pki = pki_dir or Path(config.opcua.certificate_dir)
         security = secure_server_kwargs(config.opcua, config.opcua_users(), pki)
         opcua = InvopsOpcUaServer(

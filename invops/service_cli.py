@@ -103,6 +103,7 @@ async def _demo(
             plc_ports=sim.ports,
             opcua_endpoint=f"opc.tcp://127.0.0.1:{opcua_port}/invops",
             pki_dir=data_dir / "pki",
+            buffer_path=data_dir / "buffer.db",
             metrics_port=metrics_port,
             ready=ready,
         )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import (
     Balance,
     GenealogyLink,
@@ -41,13 +45,23 @@ class LedgerReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """A read connection; a database that cannot be reached is LedgerUnavailable."""
+        try:
+            async with self._engine.connect() as conn:
+                yield conn
+        except (DBAPIError, OSError) as exc:
+            text = str(getattr(exc, "orig", None) or exc).splitlines()
+            raise LedgerUnavailable(f"ledger read failed: {text[0] if text else exc}") from exc
+
     async def materials(self) -> list[MaterialDefinition]:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(select(t.materials).order_by(t.materials.c.id))
             return [material_from_row(r) for r in rows.mappings()]
 
     async def storage_units(self) -> list[StorageUnit]:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(select(t.storage_units).order_by(t.storage_units.c.id))
             return [unit_from_row(r) for r in rows.mappings()]
 
@@ -55,7 +69,7 @@ class LedgerReader:
         query = select(t.lots).order_by(t.lots.c.id)
         if lot is not None:
             query = query.where(t.lots.c.id == lot)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             return [lot_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def balances(
@@ -73,7 +87,7 @@ class LedgerReader:
             query = query.where(b.c.lot == lot)
         if material is not None:
             query = query.where(b.c.material == material)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(query)
             return [
                 Balance(StorageUnitId(u), LotId(lo), MaterialId(m), Decimal(q), uom)
@@ -81,7 +95,7 @@ class LedgerReader:
             ]
 
     async def movement(self, movement_id: str) -> Movement | None:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(select(t.movements).where(t.movements.c.id == movement_id))
             row = rows.mappings().first()
             return None if row is None else movement_from_row(row)
@@ -104,7 +118,7 @@ class LedgerReader:
             query = query.where(m.c.timestamp >= since)
         if limit is not None:
             query = query.limit(limit)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             return [movement_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def genealogy(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
@@ -118,7 +132,7 @@ class LedgerReader:
         found: list[GenealogyLink] = []
         seen_edges: set[tuple[str, str, str]] = set()
         visited, frontier, depth = {lot}, [lot], 0
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             while frontier and depth < MAX_TRACE_DEPTH:
                 depth += 1
                 query = (
@@ -144,7 +158,7 @@ class LedgerReader:
         m = t.measurements
         latest = select(m.c.unit, func.max(m.c.id).label("id")).group_by(m.c.unit).subquery()
         query = select(m).join(latest, and_(m.c.id == latest.c.id))
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(query)
             return {
                 StorageUnitId(r["unit"]): Measurement(
@@ -167,7 +181,7 @@ class LedgerReader:
             .order_by(m.c.seq.desc())
             .limit(1)
         )
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             lot = (await conn.execute(query)).scalar()
             return None if lot is None else LotId(lot)
 
@@ -179,12 +193,12 @@ class LedgerReader:
             .order_by(m.c.seq.desc())
             .limit(1)
         )
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(query)).mappings().first()
             return None if row is None else movement_from_row(row)
 
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             rows = await conn.execute(
                 select(t.audit_heads.c.writer, t.audit_heads.c.seq, t.audit_heads.c.hash)
             )
@@ -192,5 +206,5 @@ class LedgerReader:
 
     async def verify(self) -> VerifyReport:
         """Check the audit chains and every table against what they audited."""
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             return await verify_ledger(conn)
