@@ -164,7 +164,7 @@ class MeasurementService:
             if any(b.quantity != 0 for b in await self._ledger.balances(unit=spec.unit)):
                 # The book already holds stock (manual postings came first): keep it,
                 # reconciliation shows any difference. Nothing to open.
-                log.info("opening count skipped: %s already has book stock", spec.unit)
+                log.info("opening_count_skipped unit=%s reason=%s", spec.unit, "book stock exists")
                 return
             lot = LotId(f"{spec.unit}-OPEN")
             kind, to_unit, from_unit = MovementKind.COUNT, spec.unit, None
@@ -190,7 +190,7 @@ class MeasurementService:
         await self._ledger.post(request)
 
     async def _hold(self, item: HeldForReview) -> None:
-        log.warning("measured change held for review: %s (%s)", item.unit, item.reason)
+        log.warning("measurement_held_for_review unit=%s reason=%s", item.unit, item.reason)
         await self._ledger.record_event(
             AuditEvent(
                 user=PLC_USER,

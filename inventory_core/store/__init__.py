@@ -13,11 +13,12 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuc
 from inventory_core.domain.audit import GENESIS_HASH
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
+from inventory_core.store.history import HistoryStore
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
 from inventory_core.store.reader import LedgerReader
 from inventory_core.store.writer import BatchWriter, Command, Request
 
-__all__ = ["LedgerStore", "check_url", "describe_url", "upgrade_schema"]
+__all__ = ["HistoryStore", "LedgerStore", "check_url", "describe_url", "upgrade_schema"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -152,3 +152,18 @@ audit_heads = Table(
     Column("hash", String(64), nullable=False),
     Column("updated_at", String(32), nullable=False),
 )
+
+# Trend samples behind OPC UA HistoryRead (revision 0002). Not audited: the ledger's
+# movements are the authoritative record; this is a pruned convenience history.
+# `status` is an OPC UA StatusCode (UInt32: Bad codes exceed a signed 32-bit INTEGER).
+value_history = Table(
+    "value_history",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("node", Text, nullable=False),
+    Column("source_time", String(32), nullable=False),
+    Column("server_time", String(32), nullable=True),
+    Column("value", Text, nullable=True),
+    Column("status", BigInteger, nullable=False),
+    Index("ix_value_history_node_time", "node", "source_time"),
+)
