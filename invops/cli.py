@@ -37,6 +37,7 @@ from inventory_core.domain.units import format_decimal, parse_quantity
 from inventory_core.store import describe_url, upgrade_schema
 from invops import __version__
 from invops.config import ConfigError, InvopsConfig, load_config
+from invops.logs import LOG_LEVELS, LogFormat, configure_logging, default_level
 from invops.service_cli import register as register_service
 from invops.simulate_cli import register as register_simulate
 from invops.users_cli import register as register_users
@@ -228,9 +229,40 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _log_level(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
+
+
 @app.callback()
 def main_callback(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="INVOPS_LOG_FORMAT",
+            case_sensitive=False,
+            help="Log lines on stderr: console (human-readable, coloured on a terminal) or "
+            "json (one JSON object per line); auto picks console.",
+        ),
+    ] = LogFormat.AUTO,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="INVOPS_LOG_LEVEL",
+            callback=_log_level,
+            metavar="[DEBUG|INFO|WARNING|ERROR|CRITICAL]",
+            help="Least severe level logged (default: INFO for run, demo and simulate; "
+            "WARNING for the other commands).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -240,6 +272,7 @@ def main_callback(
 ) -> None:
     global _debug
     _debug = debug
+    configure_logging(log_format, log_level or default_level(ctx.invoked_subcommand))
 
 
 @app.command("check-config")

@@ -73,10 +73,7 @@ class ServiceSink:
         self._opcua.update_units(self._values.from_sample(sample))
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
-        if up:
-            log.info("plc_up plc=%s", plc)
-        else:
-            log.warning("plc_down plc=%s error=%s", plc, error)
+        # Not logged here: the poller logs each transition once (plc_up / plc_down).
         self._bridge.link_state(plc, up, error)
 
     def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:

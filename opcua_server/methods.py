@@ -204,12 +204,16 @@ class LedgerMethods:
                     StatusCodes.BadInvalidArgument, str(exc), _argument_of(exc, method, values)
                 ) from exc
         except _Rejected as rejected:
-            log.info(
-                "opcua_method_rejected method=%s user=%s status=%s error=%s",
+            # Once per call; a missing role is a security event (WARNING).
+            denied = rejected.code == StatusCodes.BadUserAccessDenied
+            log.log(
+                logging.WARNING if denied else logging.INFO,
+                "opcua_method_rejected method=%s user=%s role=%s status=%s reason=%s",
                 method.browse_name,
                 user,
+                role,
                 status(rejected.code).name,
-                rejected,
+                str(rejected),
             )
             return _rejection(rejected, len(arguments))
         except Exception:  # a bug: answer it, log it, never let asyncua see it
@@ -243,7 +247,12 @@ class LedgerMethods:
         try:
             await self._ledger.record_event(event)
         except InventoryError as exc:  # the refusal stands even if the audit store is down
-            log.error("opcua denied call not audited: %s", exc)
+            log.error(
+                "opcua_denied_call_not_audited method=%s user=%s error=%s",
+                method.browse_name,
+                user,
+                exc,
+            )
 
     # --- requests, one per method (arguments already parsed) ----------------------
 

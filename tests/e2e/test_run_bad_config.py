@@ -1,0 +1,121 @@
+"""`invops run` with a config that does not validate: the named errors, exit 2, and
+nothing started (no ledger file, no certificate, no listening port)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.conftest import DEMO_CONFIG
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Cli
+
+PROBLEM_LINE = re.compile(r"^(?P<file>[^:]+\.toml):(?P<line>\d+): (?P<path>[\w.\[\]-]+): .+$")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _plant(tmp_path: Path) -> tuple[str, Path, Path, int, int]:
+    """The demo plant, with its ledger, certificates and ports inside tmp_path."""
+    ledger, pki = tmp_path / "data" / "ledger.db", tmp_path / "data" / "pki"
+    opcua_port, metrics_port = _free_port(), _free_port()
+    text = (
+        DEMO_CONFIG.read_text(encoding="utf-8")
+        .replace("sqlite+aiosqlite:///var/invops.db", f"sqlite+aiosqlite:///{ledger}")
+        .replace('certificate_dir = "var/pki"', f'certificate_dir = "{pki}"')
+        .replace("opc.tcp://127.0.0.1:4840/invops", f"opc.tcp://127.0.0.1:{opcua_port}/invops")
+        .replace('listen = "127.0.0.1:9840"', f'listen = "127.0.0.1:{metrics_port}"')
+    )
+    assert str(ledger) in text and str(pki) in text
+    return text, ledger, pki, opcua_port, metrics_port
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_broken_config_names_every_problem_and_starts_nothing(
+    cli: Cli, tmp_path: Path, log_format: str
+) -> None:
+    text, ledger, pki, opcua_port, metrics_port = _plant(tmp_path)
+    broken = (
+        text.replace('material = "GLYCOL"', 'material = "GLYKOL"')  # unknown material
+        .replace('address = "hr:2"', 'address = "hr:1"', 1)  # overlaps TK-101's float32 at hr:0
+        .replace("poll_interval_s = 0.5", "poll_intervall_s = 0.5", 1)  # typo: unknown key
+    )
+    config = tmp_path / "bad.toml"
+    config.write_text(broken, encoding="utf-8")
+
+    result = cli("--log-format", log_format, "run", "--config", config)
+
+    assert result.returncode == 2, result
+    assert result.stdout == "", result
+    assert "Traceback" not in result.stderr, result
+    problems = [PROBLEM_LINE.fullmatch(line) for line in result.err_lines]
+    assert all(problems), result  # every stderr line is `file:line: key.path: message`
+    paths = {m["path"] for m in problems if m}
+    assert {
+        "plcs[0].poll_intervall_s",
+        "storage_units[1].material",
+        "storage_units[1].level.address",
+    } <= paths, result
+    assert all(m["file"] == str(config) for m in problems if m)
+    # Nothing was started: no ledger created, no certificate made, no port left bound.
+    assert not ledger.exists()
+    assert not ledger.parent.exists()
+    assert not pki.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+    assert _port_is_free(opcua_port) and _port_is_free(metrics_port)
+
+
+def test_a_config_that_is_not_toml_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[site]\nname = "PLANT1\n', encoding="utf-8")
+
+    result = cli("run", "--config", config)
+
+    assert result.returncode == 2, result
+    assert len(result.err_lines) == 1, result
+    assert result.err_lines[0].startswith(f"{config}:2"), result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_a_missing_config_file_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    result = cli("run", "--config", tmp_path / "nowhere.toml")
+
+    assert result.returncode == 2, result
+    assert result.err_lines == [f"{tmp_path / 'nowhere.toml'}: file not found"], result
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_taken_metrics_port_fails_before_the_ledger_is_touched(cli: Cli, tmp_path: Path) -> None:
+    text, ledger, pki, _, metrics_port = _plant(tmp_path)
+    config = tmp_path / "plant.toml"
+    config.write_text(text, encoding="utf-8")
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", metrics_port))
+        squatter.listen()
+        result = cli("run", "--config", config)
+
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result
+    assert result.err_lines[-1].startswith("invops: error: "), result
+    assert str(metrics_port) in result.err_lines[-1], result
+    assert not ledger.exists() and not pki.exists()
