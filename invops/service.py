@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from inventory_core import Ledger, open_ledger
+from inventory_core import Ledger, open_history, open_ledger
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurements import MeasurementService
@@ -29,6 +29,7 @@ from invops import __version__
 from invops.config import InvopsConfig
 from invops.http import HealthBoard, HttpEndpoint, watch_ledger
 from invops.metrics import Metrics, MetricsSink, StorageSnapshot, ua_session_count
+from invops.opcua_extras import AlarmFeature, HistoryFeature
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
 from invops.unit_values import UnitValuesBuilder
@@ -164,7 +165,14 @@ async def run_service(
         )
         opcua.add_values_listener(snapshot.apply)
         metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
+        history_store = await stack.enter_async_context(open_history(config.ledger.url))
+        history = HistoryFeature(history_store)
+        alarms = AlarmFeature(config)
+        opcua.add_setup_hook(history.setup)
+        opcua.add_setup_hook(alarms.setup)
         await stack.enter_async_context(opcua)
+        stack.push_async_callback(history.stop)  # runs before the server stops
+        stack.push_async_callback(alarms.close)
         sink = MetricsSink(
             ServiceSink(bridge, UnitValuesBuilder(units, tags, capacities(config)), opcua),
             metrics,
@@ -185,6 +193,7 @@ async def run_service(
                     for s in settings
                 ]
                 heads = group.create_task(_log_chain_heads(ledger), name="chain-heads")
+                alarm_task = group.create_task(alarms.run(), name="alarms")
                 health = group.create_task(
                     watch_ledger(board, ledger.chain_heads), name="ledger-health"
                 )
@@ -196,6 +205,7 @@ async def run_service(
                 feeder.cancel()
                 heads.cancel()
                 health.cancel()
+                alarm_task.cancel()
         finally:
             await bridge.drain()  # readings already taken still become movements
 

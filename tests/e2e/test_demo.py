@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,17 @@ async def read_level(endpoint: str) -> tuple[float, ua.StatusCode]:
         return float(value.Value.Value), value.StatusCode
 
 
+async def read_level_history(endpoint: str) -> list[ua.DataValue]:
+    async with Client(endpoint, timeout=5) as client:
+        ns = await client.get_namespace_index("urn:invops:ua:plant")
+        tns = await client.get_namespace_index("urn:invops:ua:types")
+        node = await client.nodes.objects.get_child(
+            [f"{ns}:Inventory", f"{ns}:PLANT1", f"{ns}:TANKFARM", f"{ns}:TK-101", f"{tns}:Level"]
+        )
+        now = datetime.now(UTC)
+        return list(await node.read_raw_history(now - timedelta(hours=1), now))
+
+
 def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
     demo: tuple[subprocess.Popen[str], Path],
 ) -> None:
@@ -115,6 +127,10 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
             ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    history = asyncio.run(read_level_history(endpoints["opcua"]))
+    assert len(history) >= 2  # HistoryRead from the ledger database
+    assert all(value.SourceTimestamp is not None for value in history)
 
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)

@@ -1,0 +1,115 @@
+"""History and level alarms, plugged into the OPC UA server by the service.
+
+Kept apart from `service.py` so each feature reads on its own:
+- `HistoryFeature`: Level, Volume, Mass, FillPercent, BookQuantity and
+  MeasuredQuantity of every unit are historized into the ledger database
+  (HistoryRead for at least the last 24 h; kept 7 days).
+- `AlarmFeature`: one exclusive level alarm per unit with `alarms` limits,
+  evaluated from every FillPercent update (off the OPC UA writer's path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from inventory_core.store.history import HistoryStore
+from invops.config import InvopsConfig
+from opcua_server import InvopsOpcUaServer, UnitValues
+from opcua_server.alarms import AlarmPublisher, LevelAlarm, LevelLimits
+from opcua_server.history import LedgerHistoryStorage
+from opcua_server.security import current_user
+from plc_connectors import Quality
+
+log = logging.getLogger(__name__)
+HISTORIZED = ("Level", "Volume", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity")
+HISTORY_PERIOD = timedelta(days=7)
+
+
+class HistoryFeature:
+    """Historizes every unit's quantities into the ledger database."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self.storage = LedgerHistoryStorage(store)
+
+    async def setup(self, server: InvopsOpcUaServer) -> None:
+        ua_server = server.ua_server
+        ua_server.iserver.history_manager.set_storage(self.storage)
+        await self.storage.init()
+        for unit, nodes in server.address_space.units.items():
+            for name in HISTORIZED:
+                node_id = nodes.variables.get(name)
+                if node_id is None:
+                    continue
+                self.storage.register(node_id, f"{unit}.{name}")
+                await ua_server.historize_node_data_change(
+                    ua_server.get_node(node_id), period=HISTORY_PERIOD
+                )
+
+    async def stop(self) -> None:
+        await self.storage.stop()
+
+
+class AlarmFeature:
+    """Level alarms per unit, fed from the values the server writes."""
+
+    def __init__(self, config: InvopsConfig) -> None:
+        self._limits = {
+            unit.id: LevelLimits(
+                high_high=unit.alarms.high_high,
+                high=unit.alarms.high,
+                low=unit.alarms.low,
+                low_low=unit.alarms.low_low,
+            )
+            for unit in config.storage_units
+            if any(
+                v is not None
+                for v in (unit.alarms.high_high, unit.alarms.high, unit.alarms.low,
+                          unit.alarms.low_low)
+            )
+        }  # fmt: skip
+        self._publishers: dict[str, AlarmPublisher] = {}
+        self._queue: asyncio.Queue[UnitValues] = asyncio.Queue(10_000)
+
+    async def setup(self, server: InvopsOpcUaServer) -> None:
+        for unit, limits in self._limits.items():
+            nodes = server.address_space.units.get(unit)
+            if nodes is None:
+                continue
+            ua_server = server.ua_server
+            publisher = AlarmPublisher(
+                ua_server,
+                ua_server.get_node(nodes.object_id),
+                LevelAlarm(unit, limits),
+                input_node=(
+                    ua_server.get_node(nodes.variables["FillPercent"])
+                    if "FillPercent" in nodes.variables
+                    else None
+                ),
+                current_user=current_user,
+            )
+            await publisher.init()
+            self._publishers[unit] = publisher
+        server.add_values_listener(self._listen)
+
+    def _listen(self, values: UnitValues) -> None:
+        if values.unit in self._publishers and (
+            values.fill_percent is not None or values.quality is not Quality.GOOD
+        ):
+            try:
+                self._queue.put_nowait(values)
+            except asyncio.QueueFull:
+                log.warning("alarm queue full: an update of %s was skipped", values.unit)
+
+    async def run(self) -> None:
+        """Evaluate queued fill updates until cancelled."""
+        while True:
+            values = await self._queue.get()
+            publisher = self._publishers[values.unit]
+            at = values.source_time or datetime.now(UTC)
+            await publisher.update(values.fill_percent, values.quality is Quality.GOOD, at)
+
+    async def close(self) -> None:
+        for publisher in self._publishers.values():
+            await publisher.close()
