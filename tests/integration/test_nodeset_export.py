@@ -1,8 +1,7 @@
 """NodeSet2 export: document structure, reference integrity, determinism, real asyncua import.
 
-The second stack (node-opcua) is checked in test_nodeset_node_opcua.py, so beyond loading into
-asyncua the XML is checked against the structural rules a strict loader
-enforces: unique NodeIds, resolvable references and parents, defined aliases,
+Besides loading into asyncua (and into node-opcua, in test_nodeset_node_opcua.py),
+the XML is checked against the structural rules a strict loader enforces: unique NodeIds, resolvable references and parents, defined aliases,
 matching inverse references, analog items with their unit properties.
 """
 
