@@ -35,6 +35,7 @@ from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.domain.model import MaterialDefinition
 from inventory_core.ledger import Ledger
 from invops.config import InvopsConfig
+from opcua_server import asyncua_patches
 from opcua_server.address_space import (
     AddressSpace,
     OpcuaServerError,
@@ -212,6 +213,7 @@ class InvopsOpcUaServer:
 
     async def start(self) -> None:
         """Build everything, then open the endpoint. On failure nothing is left running."""
+        asyncua_patches.apply()
         if self._started:
             raise OpcuaServerError("an InvopsOpcUaServer starts once; make a new one")
         self._started = True
