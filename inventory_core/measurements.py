@@ -137,7 +137,7 @@ class MeasurementService:
             quantity, spec.material.base_uom, timestamp, good and quantity is not None, clamped
         )
         deriver = self._derivers[unit]
-        before = copy.deepcopy(deriver)  # all or nothing: a failed post un-derives
+        before = copy.copy(deriver)  # all or nothing (its fields are immutable values)
         derived = deriver.feed(
             Reading(timestamp, quantity, good=good and quantity is not None, raw=raw or {})
         )

@@ -23,7 +23,8 @@ from opcua_server.security import current_user
 from plc_connectors import Quality
 
 log = logging.getLogger(__name__)
-HISTORIZED = ("Level", "Volume", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity")
+HISTORIZED = ("Level", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity")
+HISTORY_MIN_INTERVAL = timedelta(seconds=1)
 HISTORY_PERIOD = timedelta(days=7)
 
 
@@ -31,7 +32,8 @@ class HistoryFeature:
     """Historizes every unit's quantities into the ledger database."""
 
     def __init__(self, store: HistoryStore) -> None:
-        self.storage = LedgerHistoryStorage(store)
+        # a trend needs about one point per second, not one per 100 ms poll
+        self.storage = LedgerHistoryStorage(store, min_interval=HISTORY_MIN_INTERVAL)
 
     async def setup(self, server: InvopsOpcUaServer) -> None:
         ua_server = server.ua_server

@@ -108,6 +108,9 @@ class LedgerBridge:
         return self._buffer is not None and len(self._buffer) > 0
 
     async def feed(self, sample: Sample) -> None:
+        """Feed one sample: its units concurrently (each unit appears once per sample, and
+        their postings then share ledger commits); the next sample waits for this one."""
+        readings = []
         for tag, value in sample.values.items():
             unit = self._quantity_tags.get(tag)
             if unit is None:
@@ -118,17 +121,26 @@ class LedgerBridge:
             raw: dict[str, object] = {
                 "tag": tag, "value": value.value, "quality": str(value.quality)
             }  # fmt: skip
-            if self.buffering:
-                assert self._buffer is not None
-                self._buffer.append(unit, reading, good, at, raw)  # keep the order
+            readings.append((unit, reading, good, at, raw))
+        if self.buffering:
+            assert self._buffer is not None
+            for reading_args in readings:
+                self._buffer.append(*reading_args)  # keep the order behind what waits
+            return
+        results = await asyncio.gather(
+            *(
+                self._service.feed(unit, reading, good=good, timestamp=at, raw=raw)
+                for unit, reading, good, at, raw in readings
+            ),
+            return_exceptions=True,
+        )
+        for reading_args, result in zip(readings, results, strict=True):
+            if not isinstance(result, BaseException):
                 continue
-            try:
-                await self._service.feed(unit, reading, good=good, timestamp=at, raw=raw)
-            except LedgerUnavailable as exc:
-                if self._buffer is None:
-                    raise
-                self._went_down(exc)
-                self._buffer.append(unit, reading, good, at, raw)
+            if not isinstance(result, LedgerUnavailable) or self._buffer is None:
+                raise result
+            self._went_down(result)
+            self._buffer.append(*reading_args)
 
     async def replay(self) -> None:
         """Feed buffered readings, oldest first, until the buffer is empty or the ledger

@@ -48,9 +48,10 @@ class ReadingBuffer:
         )
         self._max = max_readings
         self.dropped = 0
+        self._count = int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return self._count
 
     def append(self, unit: str, value: float | None, good: bool, timestamp: datetime,
                raw: dict[str, object]) -> None:  # fmt: skip
@@ -60,6 +61,7 @@ class ReadingBuffer:
             "INSERT INTO readings (unit, value, good, timestamp, raw) VALUES (?, ?, ?, ?, ?)",
             (unit, value, int(good), timestamp.isoformat(), json.dumps(raw, default=str)),
         )
+        self._count += 1
 
     def oldest(self, limit: int = 500) -> list[BufferedReading]:
         rows = self._db.execute(
@@ -73,7 +75,8 @@ class ReadingBuffer:
 
     def remove_through(self, reading_id: int) -> None:
         """Forget every reading up to and including `reading_id` (it reached the ledger)."""
-        self._db.execute("DELETE FROM readings WHERE id <= ?", (reading_id,))
+        cursor = self._db.execute("DELETE FROM readings WHERE id <= ?", (reading_id,))
+        self._count -= cursor.rowcount
 
     def close(self) -> None:
         self._db.close()
@@ -83,6 +86,7 @@ class ReadingBuffer:
         newest = "SELECT max(id) FROM readings GROUP BY unit"
         cursor = self._db.execute(f"DELETE FROM readings WHERE id % 2 = 0 AND id NOT IN ({newest})")
         self.dropped += cursor.rowcount
+        self._count -= cursor.rowcount
         log.warning(
             "reading buffer full: %d readings thinned out (material is conserved)", cursor.rowcount
         )

@@ -48,6 +48,7 @@ __all__ = ["LedgerHistoryStorage"]
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
+MIN_INTERVAL = timedelta(0)  # store every change unless the owner asks for less
 PRUNE_INTERVAL = timedelta(hours=1)
 MAX_BUFFERED = 200_000
 _INTEGER_TYPES = {
@@ -74,8 +75,11 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         max_buffered: int = MAX_BUFFERED,
         max_history_data_response_size: int = 10000,
         clock: Clock | None = None,
+        min_interval: timedelta = MIN_INTERVAL,
     ) -> None:
         super().__init__(max_history_data_response_size)
+        self._min_interval = min_interval
+        self._last_kept: dict[ua.NodeId, tuple[datetime, int]] = {}
         self._store = store
         self._flush_interval_s = flush_interval_s
         self._prune_interval = prune_interval
@@ -154,6 +158,15 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         point = self._to_point(node_id, datavalue)
         if point is None:
             return
+        if self._min_interval:
+            last = self._last_kept.get(node_id)
+            if (
+                last is not None
+                and point.status == last[1]
+                and timedelta(0) <= point.source_time - last[0] < self._min_interval
+            ):
+                return  # a trend needs one point per interval, not every 100 ms poll
+            self._last_kept[node_id] = (point.source_time, point.status)
         if len(self._buffer) == self._buffer.maxlen:
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 10_000 == 0:

@@ -1,8 +1,9 @@
 """NodeSet2 export: document structure, reference integrity, determinism, real asyncua import.
 
-Besides loading into asyncua (and into node-opcua, in test_nodeset_node_opcua.py),
-the XML is checked against the structural rules a strict loader enforces: unique NodeIds, resolvable references and parents, defined aliases,
-matching inverse references, analog items with their unit properties.
+Besides loading into asyncua (and into node-opcua, in test_nodeset_node_opcua.py), the
+XML is checked against the structural rules a strict loader enforces: unique NodeIds,
+resolvable references and parents, defined aliases, matching inverse references, analog
+items with their unit properties.
 """
 
 from __future__ import annotations
