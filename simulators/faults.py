@@ -24,8 +24,9 @@ for example `PLC-MODBUS:delay=0.5`, `PLC-S7:refuse`, `PLC-MODBUS:exception=2`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -278,3 +279,22 @@ def _spec_value(key: str, raw: str | None, text: str) -> FaultValue:
         return float(raw) if key in ("delay_s", "spike") else int(raw, 0)
     except ValueError:
         raise FaultError(f"{key}: {raw!r} is not a number (in {text!r})") from None
+
+
+async def follow_faults(
+    faults: Faults, apply: Callable[[], Awaitable[bool]], retry_s: float
+) -> None:
+    """Re-apply a server's faults whenever they change, until cancelled; `apply` returns
+    True when it must be retried (a port not free again yet) after `retry_s`."""
+    changed = faults.subscribe()
+    try:
+        while True:
+            if await apply():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(retry_s):
+                        await changed.wait()
+            else:
+                await changed.wait()
+            changed.clear()
+    finally:
+        faults.unsubscribe(changed)

@@ -39,7 +39,7 @@ from pymodbus.simulator import SimData, SimDevice
 
 from plc_connectors import Area, PlcProtocol, PlcSettings, Tag, encode_registers
 from plc_connectors.codecs import register_count
-from simulators.faults import Faults, SimulatorError
+from simulators.faults import Faults, SimulatorError, follow_faults
 from simulators.plant import to_raw
 
 __all__ = ["ModbusPlcServer"]
@@ -133,19 +133,7 @@ class ModbusPlcServer:
 
     async def serve(self) -> None:
         """Follow fault changes (refuse, drop) until cancelled."""
-        changed = self._faults.subscribe()
-        try:
-            while True:
-                retry = await self._apply_faults()
-                if retry:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_RETRY_LISTEN_S):
-                            await changed.wait()
-                else:
-                    await changed.wait()
-                changed.clear()
-        finally:
-            self._faults.unsubscribe(changed)
+        await follow_faults(self._faults, self._apply_faults, _RETRY_LISTEN_S)
 
     async def stop(self) -> None:
         """Close the listener and every connection."""

@@ -44,7 +44,7 @@ from snap7.error import S7ConnectionError
 from snap7.type import SrvArea
 
 from plc_connectors import Area, DataType, PlcProtocol, PlcSettings, Tag, byte_size, encode_bytes
-from simulators.faults import Faults, SimulatorError
+from simulators.faults import Faults, SimulatorError, follow_faults
 from simulators.plant import to_raw
 
 __all__ = ["S7PlcServer"]
@@ -237,19 +237,7 @@ class S7PlcServer:
 
     async def serve(self) -> None:
         """Follow fault changes (refuse, drop) until cancelled."""
-        changed = self._faults.subscribe()
-        try:
-            while True:
-                retry = await self._apply_faults()
-                if retry:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_RETRY_LISTEN_S):
-                            await changed.wait()
-                else:
-                    await changed.wait()
-                changed.clear()
-        finally:
-            self._faults.unsubscribe(changed)
+        await follow_faults(self._faults, self._apply_faults, _RETRY_LISTEN_S)
 
     async def stop(self) -> None:
         """Close the listener and every connection."""
