@@ -10,6 +10,7 @@ retrying or down) is a bad reading: it never becomes a movement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -22,7 +23,6 @@ from invops.reading_buffer import ReadingBuffer
 from plc_connectors import PlcError, Quality, Sample
 
 log = logging.getLogger(__name__)
-QUEUE_LIMIT = 10_000
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 
@@ -50,25 +50,29 @@ class LedgerBridge:
     ) -> None:
         self._service = service
         self._quantity_tags = dict(quantity_tags)
-        self._queue: asyncio.Queue[Sample] = asyncio.Queue(QUEUE_LIMIT)
+        # Newest unfed sample per PLC: when the ledger side falls behind, older samples
+        # are skipped (movements are derived against the last booked quantity, so the
+        # next sample still carries the whole change) and the lag stays bounded.
+        self._pending: dict[str, Sample] = {}
+        self._wakeup = asyncio.Event()
         self._buffer = buffer
         self._ledger_state = ledger_state or (lambda up, error: None)
         self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
         self.links: dict[str, LinkStatus] = {}
         self.latest: dict[str, Sample] = {}
-        self.dropped = 0
+        self.coalesced = 0
 
     # -- SampleSink -----------------------------------------------------------
 
     def publish(self, sample: Sample) -> None:
         self.latest[sample.plc] = sample
-        try:
-            self._queue.put_nowait(sample)
-        except asyncio.QueueFull:
-            self.dropped += 1  # the ledger is far behind; the next sample carries the state
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("measurement queue full: %d samples dropped", self.dropped)
+        if sample.plc in self._pending:
+            self.coalesced += 1
+            if self.coalesced == 1 or self.coalesced % 10_000 == 0:
+                log.warning("measurements behind polling: %d samples coalesced", self.coalesced)
+        self._pending[sample.plc] = sample
+        self._wakeup.set()
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
         status = self.links.setdefault(plc, LinkStatus())
@@ -88,19 +92,19 @@ class LedgerBridge:
         ledger is away, buffer them and retry the buffer with backoff."""
         loop = asyncio.get_running_loop()
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RETRY_MIN_S):
-                    sample = await self._queue.get()
-                await self.feed(sample)
-            except TimeoutError:
-                pass
+                    await self._wakeup.wait()
+            await self.drain()
             if self.buffering and loop.time() >= self._retry_at:
                 await self.replay()
 
     async def drain(self) -> None:
-        """Feed whatever is queued (at shutdown, or in tests)."""
-        while not self._queue.empty():
-            await self.feed(self._queue.get_nowait())
+        """Feed the pending samples (one per PLC, concurrently): every loop, at shutdown."""
+        self._wakeup.clear()
+        samples, self._pending = list(self._pending.values()), {}
+        if samples:
+            await asyncio.gather(*(self.feed(sample) for sample in samples))
 
     @property
     def buffering(self) -> bool:
