@@ -46,6 +46,7 @@ class _Audited:
 
     def __init__(self) -> None:
         self.movements: dict[str, str] = {}  # movement id -> digest
+        self.unreadable: list[AuditRecord] = []
         self.lots: dict[str, dict[str, Any]] = {}  # lot id -> document at creation
         # (object type, id) -> (timestamp, writer, seq, document text) of the latest change
         self.master: dict[tuple[str, str], tuple[str, str, int, str]] = {}
@@ -54,7 +55,13 @@ class _Audited:
         if r.object_type == "movement":
             self.movements[r.object_id] = r.new
         elif r.object_type == "lot" and r.action == "create":
-            self.lots[r.object_id] = json.loads(r.new)
+            try:
+                document = json.loads(r.new)
+                if not isinstance(document, dict):
+                    raise ValueError("not an object")
+                self.lots[r.object_id] = document
+            except ValueError:
+                self.unreadable.append(r)  # an edited record: the chain check reports it
         elif r.object_type in ("material", "storage_unit") and r.action in ("create", "update"):
             key = (r.object_type, r.object_id)
             latest = self.master.get(key)
@@ -115,7 +122,7 @@ async def _check_movements(
 ) -> int:
     count = 0
     book: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    status: dict[str, str] = {lot: doc["status"] for lot, doc in audited.lots.items()}
+    status: dict[str, object] = {lot: doc.get("status") for lot, doc in audited.lots.items()}
     recorded = dict(audited.movements)
     rows = await conn.stream(select(t.movements).order_by(t.movements.c.seq))
     async for row in rows.mappings():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from decimal import Decimal
 
 import pytest
@@ -119,3 +120,20 @@ async def test_listeners_hear_each_new_movement_once_not_replays(ledger: Ledger)
     await ledger.post(receipt("10", key="r-1"))  # replay: no new movement
     reversal = await ledger.reverse(ReversalRequest(first.movement_id, "typo"))
     assert heard == [first.movement_id, reversal.movement_id]
+
+
+async def test_verify_reports_an_audit_record_edited_into_invalid_json(
+    ledger: Ledger, ledger_url: str
+) -> None:
+    """Found by hypothesis in CI: a lot record's JSON broken by an edit must be a finding,
+    not a crash of verify."""
+    if not ledger_url.startswith("sqlite"):
+        return  # the edit is made directly in the SQLite file
+    await ledger.post(receipt("10"))
+    path = ledger_url.split("///", 1)[1]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE audit SET new = substr(new, 1, 10) WHERE object_type = 'lot'")
+    db.close()
+    report = await ledger.verify()
+    assert not report.ok
+    assert "hash mismatch" in report.problems[0].message
