@@ -36,7 +36,8 @@ from inventory_core.domain.posting import movement_document
 from inventory_core.domain.units import format_decimal, parse_quantity
 from inventory_core.store import describe_url, upgrade_schema
 from invops import __version__
-from invops.config import ConfigError, InvopsConfig, load_config
+from invops.cli_config import load_config_or_exit
+from invops.config import InvopsConfig
 from invops.logs import LOG_LEVELS, LogFormat, configure_logging, default_level
 from invops.service_cli import register as register_service
 from invops.simulate_cli import register as register_simulate
@@ -44,7 +45,6 @@ from invops.users_cli import register as register_users
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 1
-EXIT_CONFIG_ERROR = 2
 MAX_CURSOR = 2**63 - 1
 
 app = typer.Typer(
@@ -139,17 +139,8 @@ def _cli_writer_id() -> str:
     return f"cli@{socket.gethostname()}"[:64]
 
 
-def _load(path: Path) -> InvopsConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(EXIT_CONFIG_ERROR) from None
-
-
 def _resolve(url: str | None, config: Path | None) -> tuple[str, InvopsConfig | None]:
-    loaded = _load(config) if config is not None else None
+    loaded = load_config_or_exit(config) if config is not None else None
     if url:
         return url, loaded
     if env := os.environ.get("INVOPS_LEDGER_URL"):
@@ -280,7 +271,7 @@ def check_config(
     file: Annotated[Path, typer.Argument(help="The TOML config file to validate.")],
 ) -> None:
     """Validate a config: exit 0, or exit 2 listing every problem as `file:line: path: message`."""
-    config = _load(file)
+    config = load_config_or_exit(file)
     typer.echo(
         f"{file}: ok (site {config.site.name}, {len(config.materials)} materials, "
         f"{len(config.storage_units)} storage units)"

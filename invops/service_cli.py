@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from inventory_core.domain.errors import LedgerUnavailable
-from invops.config import ConfigError, InvopsConfig, load_config
+from invops.cli_config import load_config_or_exit
+from invops.config import InvopsConfig
 from invops.http import HttpEndpointError
 from invops.service import Endpoints, run_service
 from opcua_server import OpcuaServerError
@@ -20,15 +21,6 @@ from simulators import Simulation
 log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
-
-
-def _load(path: Path) -> InvopsConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(2) from None
 
 
 def _run(coro: object) -> None:
@@ -47,7 +39,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Option("--config", "-c", help="The plant's TOML config.")],
     ) -> None:
         """Run the service against real PLCs until SIGINT/SIGTERM."""
-        loaded = _load(config)
+        loaded = load_config_or_exit(config)
         _run(run_service(loaded))
 
     @app.command("demo")
@@ -64,7 +56,7 @@ def register(app: typer.Typer) -> None:
         if not DEMO_CONFIG.exists():
             typer.echo(f"invops: error: demo config not found at {DEMO_CONFIG}", err=True)
             raise typer.Exit(1)
-        config = _load(DEMO_CONFIG)
+        config = load_config_or_exit(DEMO_CONFIG)
         data_dir.mkdir(parents=True, exist_ok=True)
         ledger = config.ledger.model_copy(
             update={

@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from invops.config import ConfigError, InvopsConfig, load_config
+from invops.cli_config import load_config_or_exit
+from invops.config import InvopsConfig
 from plc_connectors import PlcProtocol
 from simulators import (
     FaultError,
@@ -29,7 +30,6 @@ from simulators import (
 __all__ = ["register", "simulate"]
 
 EXIT_USER_ERROR = 1
-EXIT_CONFIG_ERROR = 2
 HOST = "127.0.0.1"
 
 
@@ -62,12 +62,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM."""
-    try:
-        plant = load_config(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+    plant = load_config_or_exit(config)
     ports = _parse_ports(port or [], plant)
     faults = Faults()
     try:
