@@ -41,6 +41,7 @@ from plc_connectors.model import (
 )
 from plc_connectors.planning import (
     ReadBlock,
+    block_decoder,
     decode_block,
     minimum_reads,
     plan_modbus,
@@ -80,6 +81,7 @@ __all__ = [
     "TagConfigError",
     "TagValue",
     "WordOrder",
+    "block_decoder",
     "byte_size",
     "decode_block",
     "decode_bytes",

@@ -18,7 +18,13 @@ from pymodbus.pdu import ModbusPDU
 
 from plc_connectors.errors import PlcConnectError, PlcError, PlcProtocolError, PlcTimeout
 from plc_connectors.model import Area, PlcSettings
-from plc_connectors.planning import MODBUS_MAX_GAP, ReadBlock, decode_block, plan_modbus
+from plc_connectors.planning import (
+    MODBUS_MAX_GAP,
+    BlockDecoder,
+    ReadBlock,
+    block_decoder,
+    plan_modbus,
+)
 
 # pymodbus' own response deadline sits behind ours, so `asyncio.timeout` always decides
 # (a pymodbus timeout would surface as a vague ModbusIOException).
@@ -40,6 +46,7 @@ class ModbusLink:
         self._settings = settings
         gap = settings.max_gap if settings.max_gap is not None else MODBUS_MAX_GAP
         self._blocks: tuple[ReadBlock, ...] = tuple(plan_modbus(settings.tags, max_gap=gap))
+        self._decoders: tuple[BlockDecoder, ...] = tuple(map(block_decoder, self._blocks))
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._in_flight = False
@@ -92,8 +99,8 @@ class ModbusLink:
         """Read every planned block once; tag name -> engineering value."""
         async with self._lock:
             values: dict[str, float | bool] = {}
-            for block in self._blocks:
-                values.update(await self._read_block(block))
+            for block, decode in zip(self._blocks, self._decoders, strict=True):
+                values.update(await self._read_block(block, decode))
             return values
 
     async def close(self) -> None:
@@ -114,7 +121,7 @@ class ModbusLink:
 
     # -- internals ------------------------------------------------------------------
 
-    async def _read_block(self, block: ReadBlock) -> dict[str, float | bool]:
+    async def _read_block(self, block: ReadBlock, decode: BlockDecoder) -> dict[str, float | bool]:
         where = f"{self.name} read {block.area.value}:{block.start}+{block.count}"
         client = self._client
         if client is None:
@@ -150,7 +157,7 @@ class ModbusLink:
             raise PlcProtocolError.from_modbus_exception(response.exception_code, where)
         data = response.bits if block.area in (Area.COIL, Area.DISCRETE) else response.registers
         try:
-            return decode_block(block, data)
+            return decode(data)
         except PlcError:
             self._drop()
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class PlcProtocol(StrEnum):
@@ -77,8 +77,10 @@ class Tag:
     unit: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class TagValue:
+class TagValue(NamedTuple):
+    """One tag's value as polled. A NamedTuple: every poll builds one per tag, and
+    tuples are the cheapest immutable records Python creates."""
+
     value: float | bool | None
     quality: Quality
     source_time: datetime

@@ -7,7 +7,6 @@ unmapped units (registers/bits/bytes no tag covers): devices may reject such rea
 
 from __future__ import annotations
 
-import functools
 import operator
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -92,29 +91,40 @@ def minimum_reads(
     return total
 
 
+BlockDecoder = Callable[[Sequence[int] | bytes], dict[str, float | bool]]
+
+
 def decode_block(block: ReadBlock, data: Sequence[int] | bytes) -> dict[str, float | bool]:
     """Engineering value of every tag in `block` from the data read for it (registers for
     hr/ir, bits for co/di, bytes for a DB). Data longer than `count` is fine (coil reads
     come back rounded up to whole bytes); shorter is a PlcProtocolError.
 
-    The per-tag work (offsets, struct formats, byte permutations) is compiled once per
-    block and cached: a poll only unpacks.
+    Compiles the block each call: pollers keep `block_decoder(block)` instead.
     """
-    if len(data) < block.count:
-        at = f"DB{block.db}.DBB" if block.db is not None else f"{block.area.value}:"
-        raise PlcProtocolError(
-            f"short read at {at}{block.start}: got {len(data)} of {block.count} units",
-            retryable=True,
-        )
-    return _decoder(block)(data)
+    return block_decoder(block)(data)
 
 
-_Decode = Callable[[Sequence[int] | bytes], dict[str, float | bool]]
+def block_decoder(block: ReadBlock) -> BlockDecoder:
+    """`decode_block` for one block, compiled once (offsets, struct formats, byte
+    permutations): a poll only unpacks. Links build these when they plan, so the hot path
+    never hashes a block (a ReadBlock hashes every one of its tags)."""
+    decode = _compile(block)
+    count, start = block.count, block.start
+    at = f"DB{block.db}.DBB" if block.db is not None else f"{block.area.value}:"
+
+    def checked(data: Sequence[int] | bytes) -> dict[str, float | bool]:
+        if len(data) < count:
+            raise PlcProtocolError(
+                f"short read at {at}{start}: got {len(data)} of {count} units",
+                retryable=True,
+            )
+        return decode(data)
+
+    return checked
 
 
-@functools.lru_cache(maxsize=4096)
-def _decoder(block: ReadBlock) -> _Decode:
-    """A function decoding one read of `block` (ReadBlock is frozen, so it is the key)."""
+def _compile(block: ReadBlock) -> BlockDecoder:
+    """The unchecked decoder of one read of `block`."""
     if block.area in (Area.COIL, Area.DISCRETE):
         bits = [(tag.name, tag_span(tag)[0] - block.start) for tag in block.tags]
 
@@ -145,12 +155,16 @@ def _decoder(block: ReadBlock) -> _Decode:
             )
         )
 
+    is_db = block.area is Area.DB
+    registers = struct.Struct(f">{block.count}H")
+    count = block.count
+
     def decode(data: Sequence[int] | bytes) -> dict[str, float | bool]:
-        if block.area is Area.DB:
+        if is_db:
             buf = bytes(data)
         else:
             try:
-                buf = struct.pack(f">{block.count}H", *data[: block.count])
+                buf = registers.pack(*data[:count])
             except struct.error as exc:
                 raise PlcProtocolError(
                     f"register value out of range: {exc}", retryable=True

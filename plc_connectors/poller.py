@@ -192,7 +192,8 @@ class PlcPoller:
     # -- state ----------------------------------------------------------------------
 
     def _on_success(self, raw: dict[str, float | bool], read_at: datetime) -> None:
-        values = {name: TagValue(value, Quality.GOOD, read_at) for name, value in raw.items()}
+        good = Quality.GOOD
+        values = {name: TagValue(value, good, read_at) for name, value in raw.items()}
         self._last_good = values
         self._failing_since = None
         self._published = None

@@ -18,7 +18,14 @@ from snap7.error import S7ConnectionError, S7Error, S7ProtocolError, S7TimeoutEr
 
 from plc_connectors.errors import PlcConnectError, PlcError, PlcProtocolError, PlcTimeout
 from plc_connectors.model import PlcSettings
-from plc_connectors.planning import S7_MAX_BYTES, S7_MAX_GAP, ReadBlock, decode_block, plan_s7
+from plc_connectors.planning import (
+    S7_MAX_BYTES,
+    S7_MAX_GAP,
+    BlockDecoder,
+    ReadBlock,
+    block_decoder,
+    plan_s7,
+)
 
 S7_READ_OVERHEAD = 18  # S7 header 12 + parameters 2 + data item header 4 (REFERENCE 5.1)
 # snap7 reports a per-item return code only in the message of an S7ProtocolError:
@@ -40,7 +47,9 @@ class S7Link:
         self._settings = settings
         self._max_gap = settings.max_gap if settings.max_gap is not None else S7_MAX_GAP
         self._max_bytes = S7_MAX_BYTES
-        self._blocks: tuple[ReadBlock, ...] = self._plan(S7_MAX_BYTES)
+        self._blocks: tuple[ReadBlock, ...] = ()
+        self._decoders: tuple[BlockDecoder, ...] = ()
+        self._plan(S7_MAX_BYTES)
         self._client: AsyncClient | None = None
         self._lock = asyncio.Lock()
 
@@ -84,15 +93,15 @@ class S7Link:
                 raise
             max_bytes = client.get_pdu_length() - S7_READ_OVERHEAD
             if max_bytes != self._max_bytes:
-                self._blocks = self._plan(max_bytes)  # TagConfigError if a tag cannot fit
+                self._plan(max_bytes)  # TagConfigError if a tag cannot fit
                 self._max_bytes = max_bytes
 
     async def read(self) -> dict[str, float | bool]:
         """Read every planned block once; tag name -> engineering value."""
         async with self._lock:
             values: dict[str, float | bool] = {}
-            for block in self._blocks:
-                values.update(await self._read_block(block))
+            for block, decode in zip(self._blocks, self._decoders, strict=True):
+                values.update(await self._read_block(block, decode))
             return values
 
     async def close(self) -> None:
@@ -124,10 +133,13 @@ class S7Link:
 
     # -- internals ------------------------------------------------------------------
 
-    def _plan(self, max_bytes: int) -> tuple[ReadBlock, ...]:
-        return tuple(plan_s7(self._settings.tags, max_bytes=max_bytes, max_gap=self._max_gap))
+    def _plan(self, max_bytes: int) -> None:
+        """Blocks for a PDU of `max_bytes` payload, each with its compiled decoder."""
+        blocks = plan_s7(self._settings.tags, max_bytes=max_bytes, max_gap=self._max_gap)
+        self._blocks = tuple(blocks)
+        self._decoders = tuple(map(block_decoder, blocks))
 
-    async def _read_block(self, block: ReadBlock) -> dict[str, float | bool]:
+    async def _read_block(self, block: ReadBlock, decode: BlockDecoder) -> dict[str, float | bool]:
         db = block.db if block.db is not None else 0
         where = f"{self.name} read DB{db}.DBB{block.start}+{block.count}"
         client = self._client
@@ -137,7 +149,7 @@ class S7Link:
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 data = await client.db_read(db, block.start, block.count)
-            return decode_block(block, bytes(data))
+            return decode(bytes(data))
         except TimeoutError as exc:
             self._abandon()
             raise PlcTimeout(f"{where}: no answer within {self._settings.timeout_s} s") from exc
@@ -153,7 +165,7 @@ class S7Link:
             self._abandon()
             raise PlcProtocolError(f"{where}: bad response: {exc}", retryable=True) from exc
         except PlcError:
-            self._abandon()  # short data from decode_block: the exchange is suspect
+            self._abandon()  # short data from the decoder: the exchange is suspect
             raise
         except (S7Error, RuntimeError, ValueError) as exc:
             self._abandon()
