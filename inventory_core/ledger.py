@@ -185,6 +185,10 @@ class Ledger:
     async def current_lot(self, unit: str) -> str | None:
         return await self._store.reader.current_lot(unit)
 
+    async def current_lots(self) -> dict[str, str]:
+        """`current_lot` of every storage unit that has one (unit -> lot), in one read."""
+        return dict(await self._store.reader.current_lots())
+
     async def last_derived(self, unit: str) -> Movement | None:
         """The unit's last PLC-derived movement: where its measurement pipeline resumes."""
         return await self._store.reader.last_derived(unit)

@@ -19,6 +19,7 @@ Profiled with benchmarks/opcua_server.py (10,000 monitored values at 1 Hz):
   cost left. `_notification_to_binary` encodes MonitoredItemNotification
   directly, byte for byte what the generic encoder produces (tests compare them
   on generated values); DataValues with picoseconds take the generic path.
+- Node storage: constant attributes shared between nodes (`asyncua_nodes`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any, TypeVar
 from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 from asyncua.ua import ua_binary
+
+from opcua_server import asyncua_nodes
 
 _T = TypeVar("_T")
 _IMMUTABLE = (int, float, str, bool, bytes, datetime, type(None))
@@ -129,3 +132,4 @@ def apply() -> None:
     MonitoredItemValues.set_current_datavalue = _set_current_datavalue  # type: ignore[method-assign]
     MonitoredItemService.datachange_callback = _datachange_callback  # type: ignore[method-assign]
     ua_binary.create_type_serializer = _create_type_serializer
+    asyncua_nodes.apply()

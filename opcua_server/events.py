@@ -222,7 +222,11 @@ class LedgerMirror:
             by_unit.setdefault(str(balance.unit), []).append(balance)
         for lot in await self._ledger.lots():
             await self._write_lot(lot, by_lot.get(str(lot.id), []))
-        updates = [await self._unit_values(unit, by_unit.get(unit, [])) for unit in self._units]
+        current = await self._ledger.current_lots()
+        updates = [
+            await self._unit_values(unit, by_unit.get(unit, []), current.get(unit, ""))
+            for unit in self._units
+        ]
         self._update_units(updates)
 
     async def refresh(self, lots: Iterable[str], units: Iterable[str]) -> None:
@@ -235,7 +239,9 @@ class LedgerMirror:
         unit_ids = {u for u in units if u in self._units}
         unit_ids |= {u for u, lot in self._unit_lot.items() if lot in lot_ids}
         updates = [
-            await self._unit_values(u, await self._ledger.balances(unit=u))
+            await self._unit_values(
+                u, await self._ledger.balances(unit=u), await self._ledger.current_lot(u) or ""
+            )
             for u in sorted(unit_ids)
         ]
         if updates:
@@ -262,8 +268,9 @@ class LedgerMirror:
         await write(variables["StorageLocation"], _text(locations), source_time=now)
         await write(variables["MaterialDefinitionID"], _text(str(lot.material)), source_time=now)
 
-    async def _unit_values(self, unit: str, balances: Sequence[Balance]) -> UnitValues:
-        current = await self._ledger.current_lot(unit) or ""
+    async def _unit_values(
+        self, unit: str, balances: Sequence[Balance], current: str
+    ) -> UnitValues:
         if current and current not in self._lot_status:
             for lot in await self._ledger.lots(current):
                 self._lot_status[current] = str(lot.status)

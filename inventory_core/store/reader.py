@@ -185,6 +185,20 @@ class LedgerReader:
             lot = (await conn.execute(query)).scalar()
             return None if lot is None else LotId(lot)
 
+    async def current_lots(self) -> dict[str, LotId]:
+        """`current_lot` of every unit that has one, in one query."""
+        m = t.movements
+        kinds = [str(MovementKind.RECEIPT), str(MovementKind.PRODUCTION), str(MovementKind.COUNT)]
+        last = (
+            select(func.max(m.c.seq))
+            .where(m.c.kind.in_(kinds), m.c.to_unit.is_not(None))
+            .group_by(m.c.to_unit)
+        )
+        query = select(m.c.to_unit, m.c.lot).where(m.c.seq.in_(last))
+        async with self._connect() as conn:
+            rows = await conn.execute(query)
+            return {unit: LotId(lot) for unit, lot in rows if lot is not None}
+
     async def last_derived(self, unit: str) -> Movement | None:
         m = t.movements
         query = (

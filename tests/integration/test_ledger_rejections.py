@@ -603,6 +603,19 @@ async def test_count_of_a_new_lot_opens_it_with_the_material_status(ledger: Ledg
     assert await ledger.current_lot("TK-102") == "TK-102-OPEN"
 
 
+async def test_current_lots_agree_with_current_lot_for_every_unit(ledger: Ledger) -> None:
+    assert await ledger.current_lots() == {}
+    await ledger.post(req(K.RECEIPT, ETHANOL, "E1", "10", to="TK-101"))
+    await ledger.post(req(K.RECEIPT, ETHANOL, "E2", "5", to="TK-101"))  # the later one counts
+    await ledger.post(req(K.COUNT, GLYCOL, "TK-102-OPEN", "7", to="TK-102"))
+    await ledger.post(req(K.PRODUCTION, SYRUP, "S1", "3", to="TK-301"))
+    await ledger.post(req(K.ISSUE, ETHANOL, "E1", "1", frm="TK-101"))  # an issue changes nothing
+    expected = {"TK-101": "E2", "TK-102": "TK-102-OPEN", "TK-301": "S1"}
+    assert await ledger.current_lots() == expected
+    for unit in UNITS:
+        assert await ledger.current_lot(str(unit.id)) == expected.get(str(unit.id))
+
+
 async def test_new_lot_gets_its_material_default_status(ledger: Ledger) -> None:
     await ledger.post(req(K.RECEIPT, GLYCOL, "N-GLY", "1", to="TK-102"))
     await ledger.post(req(K.RECEIPT, ETHANOL, "N-ETH", "1", to="TK-101"))
