@@ -7,8 +7,11 @@ the client runs here. Cases:
 - `values`: an InvopsOpcUaServer built from a config of N/6 tanks (each has six
   PLC-backed variables: Level, Volume, Mass, FillPercent, MeasuredQuantity and the
   derived Discrepancy) spread over areas of 200, with a real SQLite ledger; every
-  second the child calls `update_units` for all tanks with new values whose
-  SourceTimestamp is the update time. One asyncua client subscribes to all N
+  second the child calls `update_units` for every tank with new values whose
+  SourceTimestamp is the update time, in `--update-groups` groups (default 10) spread
+  evenly over the second, the way staggered PLC polls deliver them (the service
+  spreads PLCs sharing an interval over it); `--update-groups 1` updates every value
+  at the same instant. One asyncua client subscribes to all N
   variables (100 ms publishing, queue size 1) and takes latency = arrival of the
   notification - SourceTimestamp (same host clock). Reported: p50/p99 over the
   notifications received, notifications/s, lost (updates inside the window never
@@ -20,9 +23,10 @@ the client runs here. Cases:
   The baseline is the naive asyncua way on the same work: N variables under one
   folder (`Node.add_variable`, the build capped by `--baseline-build-cap`, reporting
   what it reached), updated by one `await node.write_value(DataValue)` loop per
-  second (SourceTimestamp = the update time, as on the invops side), no yielding, no
-  `gc.freeze()`; `ratio` = baseline p99 / invops p99. stderr also shows, per run, how
-  long the server took from an update to having written every value, and the host load.
+  update group (the same groups; SourceTimestamp = the update time, as on the invops
+  side), no yielding, no `gc.freeze()`; `ratio` = baseline p99 / invops p99. stderr
+  also shows, per run, how long the server took from an update to having written every
+  value, and the host load.
 - `post_receipt`: 8 concurrent client sessions calling `Ledger.PostReceipt` in a loop
   against an invops server with a small plant (durable SQLite postings).
 """
@@ -125,26 +129,41 @@ def bench_config(tanks: int) -> Any:
 
 
 class Ticker:
-    """Calls `update(k, now)` every interval on an absolute cadence; keeps the tick times."""
+    """Calls `update(k, group, now)` on an absolute cadence: every interval, each of
+    `groups` groups once, the groups spread evenly over the interval (as staggered PLC
+    polls deliver them). `update` returns how many values it changed; the ticker keeps
+    each call's time and count."""
 
-    def __init__(self, interval_s: float, update: Callable[[int, datetime], Any]) -> None:
-        self.interval_s = interval_s
+    def __init__(
+        self, interval_s: float, groups: int, update: Callable[[int, int, datetime], Any]
+    ) -> None:
+        self.step_s = interval_s / groups
+        self.groups = groups
         self.update = update
         self.ticks: list[float] = []
+        self.counts: list[int] = []
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time()
-        k = 0
+        call = 0
         while True:
-            k += 1
+            k, group = divmod(call, self.groups)
+            call += 1
             now = datetime.now(UTC)
-            self.ticks.append(now.timestamp())
-            result = self.update(k, now)
+            result = self.update(k + 1, group, now)
             if asyncio.iscoroutine(result):
-                await result
-            deadline += self.interval_s
+                result = await result
+            self.ticks.append(now.timestamp())
+            self.counts.append(int(result))
+            deadline += self.step_s
             await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+
+def _group(items: list[Any], groups: int, group: int) -> list[Any]:
+    """The `group`-th of `groups` nearly equal slices of `items`."""
+    size = math.ceil(len(items) / groups)
+    return items[group * size : (group + 1) * size]
 
 
 @asynccontextmanager
@@ -185,7 +204,9 @@ async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[s
             await server.stop()
 
 
-async def serve_invops(tanks: int, interval_s: float, tmp: str, channel: _Channel) -> None:
+async def serve_invops(
+    tanks: int, interval_s: float, groups: int, tmp: str, channel: _Channel
+) -> None:
     from opcua_server import UnitValues
     from plc_connectors.model import Quality
 
@@ -198,10 +219,11 @@ async def serve_invops(tanks: int, interval_s: float, tmp: str, channel: _Channe
             await server.flush()
             write_s.append(time.perf_counter() - started)
 
-        def update(k: int, now: datetime) -> None:
-            # every value changes every tick, so every update must reach the client
+        def update(k: int, group: int, now: datetime) -> int:
+            # every value changes every cycle, so every update must reach the client
             tasks.add(task := asyncio.create_task(written(time.perf_counter())))
             task.add_done_callback(tasks.discard)
+            mine = _group(units, groups, group)
             server.update_units(
                 [
                     UnitValues(
@@ -214,14 +236,17 @@ async def serve_invops(tanks: int, interval_s: float, tmp: str, channel: _Channe
                         fill_percent=10.0 + (k % 80) + 0.5,
                         measured_quantity=16000.0 + k,
                     )
-                    for unit in units
+                    for unit in mine
                 ]
             )
+            return len(mine) * VARIABLES_PER_TANK
 
-        await channel.serve(info, Ticker(interval_s, update), write_s)
+        await channel.serve(info, Ticker(interval_s, groups, update), write_s)
 
 
-async def serve_naive(n: int, interval_s: float, build_cap_s: float, channel: _Channel) -> None:
+async def serve_naive(
+    n: int, interval_s: float, groups: int, build_cap_s: float, channel: _Channel
+) -> None:
     """What a first asyncua server looks like: one folder, Node.write_value in one loop."""
     port = _free_port()
     server = Server()
@@ -242,9 +267,10 @@ async def serve_naive(n: int, interval_s: float, build_cap_s: float, channel: _C
     try:
         write_s: list[float] = []
 
-        async def update(k: int, now: datetime) -> None:
+        async def update(k: int, group: int, now: datetime) -> int:
             started = time.perf_counter()
-            for i, node in enumerate(nodes):
+            mine = _group(nodes, groups, group)
+            for i, node in enumerate(mine):
                 # SourceTimestamp = the update time, as on the invops side
                 await node.write_value(
                     ua.DataValue(
@@ -252,6 +278,7 @@ async def serve_naive(n: int, interval_s: float, build_cap_s: float, channel: _C
                     )
                 )
             write_s.append(time.perf_counter() - started)
+            return len(mine)
 
         info = {
             "endpoint": f"opc.tcp://{HOST}:{port}/naive",
@@ -259,7 +286,7 @@ async def serve_naive(n: int, interval_s: float, build_cap_s: float, channel: _C
             "build_ms": round(build_ms, 1),
             "built": len(nodes),
         }
-        await channel.serve(info, Ticker(interval_s, update), write_s)
+        await channel.serve(info, Ticker(interval_s, groups, update), write_s)
     finally:
         await server.stop()
 
@@ -298,7 +325,8 @@ class _Channel:
                     _reply({"cpu_s": time.process_time(), "rss_mb": _rss_mb()})
                 elif line == "ticks":
                     ticks = [] if ticker is None else ticker.ticks
-                    _reply({"ticks": ticks, "write_s": write_s or []})
+                    counts = [] if ticker is None else ticker.counts
+                    _reply({"ticks": ticks, "counts": counts, "write_s": write_s or []})
                 else:
                     _reply({"error": f"unknown command {line!r}"})
         finally:
@@ -318,9 +346,17 @@ def serve(spec: str, args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="invops-bench-") as tmp:
             if kind == "invops":
                 tanks = math.ceil(int(count) / VARIABLES_PER_TANK)
-                asyncio.run(serve_invops(tanks, interval_s, tmp, channel))
+                asyncio.run(serve_invops(tanks, interval_s, args.update_groups, tmp, channel))
             elif kind == "naive":
-                asyncio.run(serve_naive(int(count), interval_s, args.baseline_build_cap, channel))
+                asyncio.run(
+                    serve_naive(
+                        int(count),
+                        interval_s,
+                        args.update_groups,
+                        args.baseline_build_cap,
+                        channel,
+                    )
+                )
             elif kind == "methods":
                 asyncio.run(serve_methods(tmp, channel))
             else:
@@ -343,6 +379,8 @@ class ServerProcess:
             spec,
             "--interval-ms",
             str(args.interval_ms),
+            "--update-groups",
+            str(args.update_groups),
             "--baseline-build-cap",
             str(args.baseline_build_cap),
             *(["--verbose"] if args.verbose else []),
@@ -554,7 +592,12 @@ async def measure_values(
             t1, c1 = time.time(), time.process_time()
             await asyncio.sleep(args.grace)  # notifications of the last updates in flight
             answer = await proc.ask("ticks")
-            ticks = [t for t in answer["ticks"] if t0 <= t < t1]
+            in_window = [
+                (t, c)
+                for t, c in zip(answer["ticks"], answer["counts"], strict=True)
+                if t0 <= t < t1
+            ]
+            ticks = [t for t, _ in in_window]
             # write_s lags ticks by the updates still being written: pair from the start
             paired = zip(answer["ticks"], answer["write_s"], strict=False)
             writes = [w * 1000 for t, w in paired if t0 <= t < t1]
@@ -576,14 +619,16 @@ async def measure_values(
         values=built,
         build_ms=float(info["build_ms"]),
         window_s=round(span, 2),
-        expected=built * len(ticks),
+        expected=sum(c for _, c in in_window),
         latencies_ms=latencies,
         server_pct_cpu=100 * (mark1["cpu_s"] - mark0["cpu_s"]) / span,
         server_rss_mb=float(mark1["rss_mb"]),
         client_pct_cpu=100 * (c1 - c0) / span,
         connection_lost=lost_connection,
         ticks_in_window=len(ticks),
-        tick_span_s=ticks[-1] - ticks[0] + args.interval_ms / 1000 if ticks else 0.0,
+        tick_span_s=(
+            ticks[-1] - ticks[0] + args.interval_ms / 1000 / args.update_groups if ticks else 0.0
+        ),
         extra={"write_ms": writes, "load_1m": os.getloadavg()[0]},
     )
 
@@ -669,6 +714,7 @@ def _line(
         "impl": "invops",
         "values": ours.values,
         "interval_ms": args.interval_ms,
+        "update_groups": args.update_groups,
         "publishing_ms": args.publishing_ms,
         "window_s": ours.window_s,
         "p50_ms": _round(ours.p(0.5)),
@@ -802,6 +848,13 @@ def main() -> None:
         "--grace", type=float, default=1.5, help="seconds to wait for late notifications"
     )
     parser.add_argument("--interval-ms", type=int, default=1000, help="update interval (ms)")
+    parser.add_argument(
+        "--update-groups",
+        type=int,
+        default=10,
+        help="each interval's updates come in this many groups spread evenly over it, as "
+        "staggered PLC polls deliver them (1: every value at the same instant)",
+    )
     parser.add_argument("--publishing-ms", type=int, default=100, help="publishing interval")
     parser.add_argument(
         "--baseline-build-cap",
