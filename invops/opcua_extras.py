@@ -14,6 +14,8 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from asyncua import ua
+
 from inventory_core.store.history import HistoryStore
 from invops.config import InvopsConfig
 from opcua_server import InvopsOpcUaServer, UnitValues
@@ -36,18 +38,27 @@ class HistoryFeature:
         self.storage = LedgerHistoryStorage(store, min_interval=HISTORY_MIN_INTERVAL)
 
     async def setup(self, server: InvopsOpcUaServer) -> None:
+        """What `historize_node_data_change` does (Historizing, the HistoryRead access
+        bits, the storage's period), but values reach the storage from the server's own
+        writer: asyncua's internal subscription would cost a task per value."""
         ua_server = server.ua_server
         ua_server.iserver.history_manager.set_storage(self.storage)
         await self.storage.init()
+        writer = server.address_space.writer
         for unit, nodes in server.address_space.units.items():
             for name in HISTORIZED:
                 node_id = nodes.variables.get(name)
                 if node_id is None:
                     continue
                 self.storage.register(node_id, f"{unit}.{name}")
-                await ua_server.historize_node_data_change(
-                    ua_server.get_node(node_id), period=HISTORY_PERIOD
-                )
+                node = ua_server.get_node(node_id)
+                await node.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(True))
+                for access in (ua.AttributeIds.AccessLevel, ua.AttributeIds.UserAccessLevel):
+                    await node.set_attr_bit(access, ua.AccessLevel.HistoryRead)
+                await self.storage.new_historized_node(node_id, HISTORY_PERIOD)
+                # the value it holds now, as a subscription's first notification would
+                self.storage.record(node_id, await node.read_data_value(raise_on_bad_status=False))
+                writer.observe(node_id, self.storage.record)
 
     async def stop(self) -> None:
         await self.storage.stop()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -110,6 +110,9 @@ class LotNodes:
     variables: Mapping[str, ua.NodeId]
 
 
+WriteObserver = Callable[[ua.NodeId, ua.DataValue], None]
+
+
 class NodeWriter:
     """Server-side value writes of full DataValues, skipping unchanged ones.
 
@@ -122,8 +125,14 @@ class NodeWriter:
         self._server = server
         self._yield_every = yield_every
         self._last: dict[ua.NodeId, tuple[object, int]] = {}
+        self._observers: dict[ua.NodeId, WriteObserver] = {}
         self._since_yield = 0
         self.writes = 0
+
+    def observe(self, node_id: ua.NodeId, observer: WriteObserver) -> None:
+        """Call `observer(node_id, datavalue)` after each write of `node_id` (sync, quick,
+        must not raise): e.g. value history, without an internal OPC UA subscription."""
+        self._observers[node_id] = observer
 
     async def write(
         self,
@@ -138,9 +147,11 @@ class NodeWriter:
         if self._last.get(node_id) == key:
             return False
         self._last[node_id] = key
-        await self._server.write_attribute_value(
-            node_id, data_value(value, status, source_time, server_time or datetime.now(UTC))
-        )
+        dv = data_value(value, status, source_time, server_time or datetime.now(UTC))
+        await self._server.write_attribute_value(node_id, dv)
+        observer = self._observers.get(node_id)
+        if observer is not None:
+            observer(node_id, dv)
         self.writes += 1
         self._since_yield += 1
         if self._since_yield >= self._yield_every:

@@ -155,17 +155,26 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         self._periods[self.series_of(node_id)] = period
 
     async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
+        self.record(node_id, datavalue)
+
+    def record(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
+        """`save_node_value` without the coroutine: a writer calls it for every value it
+        writes (`NodeWriter.observe`), instead of an internal OPC UA subscription."""
+        if self._min_interval:
+            status = datavalue.StatusCode.value if datavalue.StatusCode is not None else 0
+            source = datavalue.SourceTimestamp or datavalue.ServerTimestamp
+            last = self._last_kept.get(node_id)
+            if (
+                source is not None
+                and last is not None
+                and status == last[1]
+                and timedelta(0) <= _aware(source) - last[0] < self._min_interval
+            ):
+                return  # a trend needs one point per interval, not every 100 ms poll
         point = self._to_point(node_id, datavalue)
         if point is None:
             return
         if self._min_interval:
-            last = self._last_kept.get(node_id)
-            if (
-                last is not None
-                and point.status == last[1]
-                and timedelta(0) <= point.source_time - last[0] < self._min_interval
-            ):
-                return  # a trend needs one point per interval, not every 100 ms poll
             self._last_kept[node_id] = (point.source_time, point.status)
         if len(self._buffer) == self._buffer.maxlen:
             self._dropped += 1
