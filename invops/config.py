@@ -345,6 +345,9 @@ class OpcuaConfig(_Model):
     security_policies: list[SecurityPolicyName] = Field(default_factory=_secure_policies)
     anonymous: AnonymousAccess = AnonymousAccess.READ
     certificate_dir: Annotated[Path, BeforeValidator(_directory)] = DEFAULT_CERTIFICATE_DIR
+    # PLC-backed analog values change in OPC UA only by more than this % of their
+    # EURange (or with their status): reading noise costs no write or notification.
+    value_deadband_pct: Annotated[float, Field(ge=0, le=10)] = 0.1
 
     @model_validator(mode="before")
     @classmethod

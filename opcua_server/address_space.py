@@ -126,8 +126,18 @@ class NodeWriter:
         self._yield_every = yield_every
         self._last: dict[ua.NodeId, tuple[object, int]] = {}
         self._observers: dict[ua.NodeId, WriteObserver] = {}
+        self._deadbands: dict[ua.NodeId, float] = {}
         self._since_yield = 0
         self.writes = 0
+
+    def set_deadband(self, node_id: ua.NodeId, deadband: float) -> None:
+        """Skip writes of a number within `deadband` of the number last written with the
+        same status: sensor noise then costs no write, no notification and no history
+        point, while every real change still goes out at once."""
+        if deadband > 0:
+            self._deadbands[node_id] = deadband
+        else:
+            self._deadbands.pop(node_id, None)
 
     def observe(self, node_id: ua.NodeId, observer: WriteObserver) -> None:
         """Call `observer(node_id, datavalue)` after each write of `node_id` (sync, quick,
@@ -142,9 +152,21 @@ class NodeWriter:
         source_time: datetime | None = None,
         server_time: datetime | None = None,
     ) -> bool:
-        """Write when (value, status) differs from the last write; True if it wrote."""
+        """Write when (value, status) differs from the last write (beyond the node's
+        deadband, if it has one); True if it wrote."""
         key = (value.Value, status)
-        if self._last.get(node_id) == key:
+        last = self._last.get(node_id)
+        if last == key:
+            return False
+        deadband = self._deadbands.get(node_id)
+        if (
+            deadband is not None
+            and last is not None
+            and last[1] == status
+            and isinstance(last[0], float)
+            and isinstance(key[0], float)
+            and abs(key[0] - last[0]) < deadband
+        ):
             return False
         self._last[node_id] = key
         dv = data_value(value, status, source_time, server_time or datetime.now(UTC))
@@ -239,6 +261,7 @@ class AddressSpace:
         self.materials: dict[str, Mapping[str, ua.NodeId]] = {}
         self.lots: dict[str, LotNodes] = {}
         self.ledger_methods: dict[str, ua.NodeId] = {}
+        self.eu_spans: dict[ua.NodeId, float] = {}  # analog item -> EURange high - low
         self._folders: set[ua.NodeId] = set()
 
     def node_id(self, *segments: str) -> ua.NodeId:
@@ -365,6 +388,8 @@ class AddressSpace:
         if eu_range is None and variable.eu_range is not None:
             eu_range = ua.Range(*map(float, variable.eu_range))
         parent = self.node_id(*segments)
+        if eu_range is not None:
+            self.eu_spans[parent] = eu_range.High - eu_range.Low
         for name, data_type, value in (
             ("EngineeringUnits", ObjectIds.EUInformation, units),
             ("EURange", ObjectIds.Range, eu_range),

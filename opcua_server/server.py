@@ -226,6 +226,7 @@ class InvopsOpcUaServer:
             materials = await self._materials()
             self._space = space = await build_address_space(server, self._config, materials)
             self._link_methods(server, space)
+            self._set_deadbands(space)
             _refuse_client_writes(server)
             self._mirror = LedgerMirror(
                 server,
@@ -352,6 +353,16 @@ class InvopsOpcUaServer:
             found.setdefault(str(material.id), material)
         return list(found.values())
 
+    def _set_deadbands(self, space: AddressSpace) -> None:
+        """PLC-backed analog values: `[opcua] value_deadband_pct` of their EURange."""
+        fraction = self._config.opcua.value_deadband_pct / 100
+        for nodes in space.units.values():
+            for name in PLC_FIELDS.values():
+                node_id = nodes.variables.get(name)
+                span = space.eu_spans.get(node_id) if node_id is not None else None
+                if node_id is not None and span:
+                    space.writer.set_deadband(node_id, span * fraction)
+
     def _link_methods(self, server: Server, space: AddressSpace) -> None:
         methods = LedgerMethods(self._ledger, space.ledger_id, self._current_user)
         type_ids = TYPE_MODEL.node_ids()
@@ -470,7 +481,9 @@ class InvopsOpcUaServer:
                 continue
             await writer.write(node_id, _double(number), status, values.source_time, server_time)
             if field_name == "measured_quantity":
-                state.measured, state.measured_status = float(number), status
+                shown = writer.last(node_id)  # within the deadband: the value still shown
+                state.measured = float(shown[0]) if shown and isinstance(shown[0], float) else None
+                state.measured_status = status
 
     async def _write_discrepancy(
         self, nodes: UnitNodes, values: UnitValues, state: _UnitState, server_time: datetime
