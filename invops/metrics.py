@@ -29,7 +29,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeGuard
@@ -465,14 +465,16 @@ class UnitUpdate(Protocol):
 class StorageSnapshot:
     """The per-unit numbers `StorageCollector` exports, kept in memory.
 
-    Writers (the event loop) build a new mapping and swap it in with one
-    assignment; `samples()` (any thread, e.g. the HTTP scrape) reads the current
-    one. Writers are serialised by a lock, readers never wait. Units not in the
-    snapshot's initial set are ignored (labels stay bounded by the config).
+    Writers (the event loop) replace one unit's immutable sample in place;
+    `samples()` (any thread, e.g. the HTTP scrape) copies the values. The set of
+    units never changes after construction (units not in the initial set are
+    ignored, so labels stay bounded by the config), so the dict never resizes and
+    a reader never sees it mid-change; readers never wait. (Copying the whole
+    mapping per update cost more than everything else per PLC sample at 500 units.)
     """
 
     def __init__(self, units: Iterable[StorageSample]) -> None:
-        self._by_unit: Mapping[str, StorageSample] = {s.unit: s for s in units}
+        self._by_unit: dict[str, StorageSample] = {s.unit: s for s in units}
         self._lock = threading.Lock()
 
     @classmethod
@@ -546,7 +548,7 @@ class StorageSnapshot:
         with self._lock:
             current = self._by_unit.get(unit)
             if current is not None:
-                self._by_unit = {**self._by_unit, unit: change(current)}
+                self._by_unit[unit] = change(current)
 
 
 _BAD: Final = frozenset(

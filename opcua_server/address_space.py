@@ -154,21 +154,55 @@ class NodeWriter:
     ) -> bool:
         """Write when (value, status) differs from the last write (beyond the node's
         deadband, if it has one); True if it wrote."""
-        key = (value.Value, status)
+        if self.unchanged(node_id, value.Value, status):
+            return False
+        await self._write(node_id, value, status, source_time, server_time)
+        return True
+
+    async def write_double(
+        self,
+        node_id: ua.NodeId,
+        number: float,
+        status: int = _GOOD,
+        source_time: datetime | None = None,
+        server_time: datetime | None = None,
+    ) -> bool:
+        """`write` of a Double, deciding before any OPC UA object is built (most
+        PLC values are skipped: unchanged or within the deadband)."""
+        number = float(number)
+        if self.unchanged(node_id, number, status):
+            return False
+        variant = ua.Variant(number, ua.VariantType.Double)
+        await self._write(node_id, variant, status, source_time, server_time)
+        return True
+
+    def unchanged(self, node_id: ua.NodeId, value: object, status: int) -> bool:
+        """Whether writing (value, status) would show nothing new: the same as the last
+        write, or a number within the node's deadband of it with the same status."""
         last = self._last.get(node_id)
-        if last == key:
+        if last is None:
             return False
+        if last[1] != status:
+            return False
+        if last[0] == value and type(last[0]) is type(value):
+            return True
         deadband = self._deadbands.get(node_id)
-        if (
+        return (
             deadband is not None
-            and last is not None
-            and last[1] == status
             and isinstance(last[0], float)
-            and isinstance(key[0], float)
-            and abs(key[0] - last[0]) < deadband
-        ):
-            return False
-        self._last[node_id] = key
+            and isinstance(value, float)
+            and abs(value - last[0]) < deadband
+        )
+
+    async def _write(
+        self,
+        node_id: ua.NodeId,
+        value: ua.Variant,
+        status: int,
+        source_time: datetime | None,
+        server_time: datetime | None,
+    ) -> None:
+        self._last[node_id] = (value.Value, status)
         dv = data_value(value, status, source_time, server_time or datetime.now(UTC))
         await self._server.write_attribute_value(node_id, dv)
         observer = self._observers.get(node_id)
@@ -179,7 +213,6 @@ class NodeWriter:
         if self._since_yield >= self._yield_every:
             self._since_yield = 0
             await asyncio.sleep(0)
-        return True
 
     def remember(self, node_id: ua.NodeId, value: ua.Variant, status: int = _GOOD) -> None:
         """Record what a node holds without writing it (values set at creation)."""

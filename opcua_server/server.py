@@ -479,7 +479,7 @@ class InvopsOpcUaServer:
                 number = last[0] if last is not None and isinstance(last[0], float) else None
             if number is None:
                 continue
-            await writer.write(node_id, _double(number), status, values.source_time, server_time)
+            await writer.write_double(node_id, number, status, values.source_time, server_time)
             if field_name == "measured_quantity":
                 shown = writer.last(node_id)  # within the deadband: the value still shown
                 state.measured = float(shown[0]) if shown and isinstance(shown[0], float) else None
@@ -500,9 +500,9 @@ class InvopsOpcUaServer:
             return
         if state.explicit_discrepancy or state.measured is None or state.book is None:
             return
-        await writer.write(
+        await writer.write_double(
             node_id,
-            _double(state.measured - state.book),
+            state.measured - state.book,
             state.measured_status,
             values.source_time,
             server_time,

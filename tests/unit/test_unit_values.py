@@ -1,0 +1,83 @@
+"""The float display path (PLC sample -> OPC UA values) agrees with the exact conversions."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inventory_core.domain.errors import UnitConversionError
+from inventory_core.domain.units import convert, parse_quantity
+from invops.config import load_config
+from invops.service import capacities
+from invops.unit_values import UnitValuesBuilder
+from invops.wiring import measured_units, quantity_tags
+from plc_connectors import Quality, Sample, TagValue
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
+CONFIG = load_config(DEMO, environ={})
+UNITS = measured_units(CONFIG)
+TAGS = quantity_tags(CONFIG)
+CAPACITIES = capacities(CONFIG)
+BUILDER = UnitValuesBuilder(UNITS, TAGS, CAPACITIES)
+AT = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+
+
+def _sample(tag: str, value: float | bool | None, quality: Quality = Quality.GOOD) -> Sample:
+    return Sample("PLC", AT, {tag: TagValue(value, quality, AT)})
+
+
+def _close(got: float | None, want: Decimal | None) -> bool:
+    if got is None or want is None:
+        return got is None and want is None
+    return math.isclose(got, float(want), rel_tol=1e-9, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("tag", sorted(TAGS))
+@given(fraction=st.floats(-0.2, 1.2))
+def test_display_values_match_the_exact_conversion(tag: str, fraction: float) -> None:
+    unit = TAGS[tag]
+    spec = next(u for u in UNITS if u.unit == unit)
+    top = spec.strapping.points[-1][0] if spec.strapping else CAPACITIES[unit]
+    raw = float(top) * fraction
+    [values] = BUILDER.from_sample(_sample(tag, raw))
+
+    signal = parse_quantity(raw)
+    if spec.strapping is not None:
+        signal, _clamped = spec.strapping.volume_at(signal)
+    material = spec.material
+    density = material.density_kg_per_l
+    base = convert(signal, spec.signal_uom, material.base_uom, density)
+    assert values.quality is Quality.GOOD and values.source_time == AT
+    assert _close(values.measured_quantity, base)
+    assert values.level == (raw if spec.strapping is not None else None)
+    assert _close(values.fill_percent, base / CAPACITIES[unit] * 100)
+    for got, target in ((values.volume_l, "L"), (values.mass_kg, "kg")):
+        want: Decimal | None
+        try:
+            want = convert(signal, spec.signal_uom, target, density)
+        except UnitConversionError:
+            want = None  # a volume's mass without a density: not known
+        assert _close(got, want)
+
+
+def test_bad_quality_flags_and_nan_become_bad_values_without_numbers() -> None:
+    tag = sorted(TAGS)[0]
+    for value, quality, shown in (
+        (None, Quality.BAD_NO_COMMUNICATION, Quality.BAD_NO_COMMUNICATION),
+        (12.0, Quality.UNCERTAIN_LAST_USABLE, Quality.UNCERTAIN_LAST_USABLE),
+        (math.nan, Quality.GOOD, Quality.BAD_COMMUNICATION),
+        (True, Quality.GOOD, Quality.BAD_COMMUNICATION),
+    ):
+        [values] = BUILDER.from_sample(_sample(tag, value, quality))
+        assert values.quality is shown
+        assert values.measured_quantity is None and values.level is None
+
+
+def test_tags_that_are_not_quantities_are_ignored() -> None:
+    assert BUILDER.from_sample(_sample("NOT-A-TAG.level", 1.0)) == []
