@@ -174,7 +174,16 @@ async def run_service(
         stack.push_async_callback(history.stop)  # runs before the server stops
         stack.push_async_callback(alarms.close)
         sink = MetricsSink(
-            ServiceSink(bridge, UnitValuesBuilder(units, tags, capacities(config)), opcua),
+            ServiceSink(
+                bridge,
+                UnitValuesBuilder(
+                    units,
+                    tags,
+                    capacities(config),
+                    deadband_fraction=config.opcua.value_deadband_pct / 100,
+                ),
+                opcua,
+            ),
             metrics,
             health=board,
         )

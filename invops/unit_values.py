@@ -27,6 +27,12 @@ class UnitValuesBuilder:
     (Decimal, `MeasurementService`); here each unit's conversions are reduced once
     to float factors and its strapping table to float points, because every unit
     is converted on every poll (5,000 a second at 500 units and 100 ms).
+
+    `deadband_fraction` (of capacity, `[opcua] value_deadband_pct` / 100): a unit
+    whose measured quantity moved less than that since the update last returned
+    for it, with the same quality, gets no update at all (its level, volume, mass
+    and fill all follow that one signal), so reading noise costs nothing
+    downstream: no OPC UA writes, alarm checks or metric updates.
     """
 
     def __init__(
@@ -34,9 +40,14 @@ class UnitValuesBuilder:
         units: list[MeasuredUnit],
         quantity_tags: dict[str, StorageUnitId],
         capacities: dict[StorageUnitId, Decimal],
+        *,
+        deadband_fraction: float = 0.0,
     ) -> None:
         self._tags = quantity_tags
-        self._units = {u.unit: _Display.of(u, capacities.get(u.unit)) for u in units}
+        self._units = {
+            u.unit: _Display.of(u, capacities.get(u.unit), deadband_fraction) for u in units
+        }
+        self._shown: dict[StorageUnitId, tuple[Quality, float | None]] = {}
 
     def from_sample(self, sample: Sample) -> list[UnitValues]:
         updates = []
@@ -47,12 +58,27 @@ class UnitValuesBuilder:
                 continue
             raw = value.value
             if value.quality is not Quality.GOOD or raw is None:
-                updates.append(UnitValues(unit, value.source_time, value.quality))
+                update = UnitValues(unit, value.source_time, value.quality)
             elif isinstance(raw, bool) or not math.isfinite(raw):
                 # a flag or NaN where a quantity belongs: show it as a sensor problem
-                updates.append(UnitValues(unit, value.source_time, Quality.BAD_COMMUNICATION))
+                update = UnitValues(unit, value.source_time, Quality.BAD_COMMUNICATION)
             else:
-                updates.append(display.values(unit, float(raw), value.source_time))
+                update = display.values(unit, float(raw), value.source_time)
+            shown = self._shown.get(unit)
+            quantity = update.measured_quantity
+            if (
+                shown is not None
+                and shown[0] is update.quality
+                and (quantity is None) == (shown[1] is None)
+                and (
+                    quantity is None
+                    or shown[1] is None
+                    or abs(quantity - shown[1]) < display.deadband
+                )
+            ):
+                continue  # nothing a client would see changed
+            self._shown[unit] = (update.quality, quantity)
+            updates.append(update)
         return updates
 
 
@@ -66,9 +92,10 @@ class _Display:
     to_litres: float | None
     to_kg: float | None
     capacity: float | None  # in the material's base unit
+    deadband: float  # in the material's base unit; 0 = every change
 
     @classmethod
-    def of(cls, spec: MeasuredUnit, capacity: Decimal | None) -> _Display:
+    def of(cls, spec: MeasuredUnit, capacity: Decimal | None, deadband_fraction: float) -> _Display:
         material = spec.material
         density = material.density_kg_per_l
         table = spec.strapping
@@ -79,6 +106,7 @@ class _Display:
             to_litres=_factor(spec.signal_uom, "L", density),
             to_kg=_factor(spec.signal_uom, "kg", density),
             capacity=float(capacity) if capacity else None,
+            deadband=float(capacity) * deadband_fraction if capacity else 0.0,
         )
 
     def values(self, unit: StorageUnitId, raw: float, at: datetime) -> UnitValues:

@@ -24,7 +24,12 @@ CONFIG = load_config(DEMO, environ={})
 UNITS = measured_units(CONFIG)
 TAGS = quantity_tags(CONFIG)
 CAPACITIES = capacities(CONFIG)
-BUILDER = UnitValuesBuilder(UNITS, TAGS, CAPACITIES)
+
+
+def builder(deadband_fraction: float = 0.0) -> UnitValuesBuilder:
+    return UnitValuesBuilder(UNITS, TAGS, CAPACITIES, deadband_fraction=deadband_fraction)
+
+
 AT = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
 
@@ -45,7 +50,7 @@ def test_display_values_match_the_exact_conversion(tag: str, fraction: float) ->
     spec = next(u for u in UNITS if u.unit == unit)
     top = spec.strapping.points[-1][0] if spec.strapping else CAPACITIES[unit]
     raw = float(top) * fraction
-    [values] = BUILDER.from_sample(_sample(tag, raw))
+    [values] = builder().from_sample(_sample(tag, raw))
 
     signal = parse_quantity(raw)
     if spec.strapping is not None:
@@ -74,10 +79,30 @@ def test_bad_quality_flags_and_nan_become_bad_values_without_numbers() -> None:
         (math.nan, Quality.GOOD, Quality.BAD_COMMUNICATION),
         (True, Quality.GOOD, Quality.BAD_COMMUNICATION),
     ):
-        [values] = BUILDER.from_sample(_sample(tag, value, quality))
+        [values] = builder().from_sample(_sample(tag, value, quality))
         assert values.quality is shown
         assert values.measured_quantity is None and values.level is None
 
 
 def test_tags_that_are_not_quantities_are_ignored() -> None:
-    assert BUILDER.from_sample(_sample("NOT-A-TAG.level", 1.0)) == []
+    assert builder().from_sample(_sample("NOT-A-TAG.level", 1.0)) == []
+
+
+def test_changes_within_the_deadband_give_no_update_until_they_add_up_or_quality_changes() -> None:
+    tag = next(t for t in sorted(TAGS) if t.endswith(".weight"))
+    unit = TAGS[tag]
+    step = float(CAPACITIES[unit]) * 0.001  # the deadband: 0.1 % of capacity
+    values = builder(deadband_fraction=0.001)
+
+    def shown(value: float | None, quality: Quality = Quality.GOOD) -> bool:
+        return bool(values.from_sample(_sample(tag, value, quality)))
+
+    assert shown(1000.0)
+    assert not shown(1000.0 + step * 0.6)  # noise
+    assert not shown(1000.0 - step * 0.6)
+    assert shown(1000.0 + step * 1.2)  # a real change, measured from what is shown
+    assert not shown(1000.0 + step * 1.5)
+    assert shown(None, Quality.BAD_NO_COMMUNICATION)  # quality changes always go out
+    assert not shown(None, Quality.BAD_NO_COMMUNICATION)
+    assert shown(1000.0 + step * 1.5)  # back: shown although within the deadband
+    assert builder().from_sample(_sample(tag, 1000.0))  # no deadband: every change
