@@ -1,10 +1,11 @@
 """The PLC side feeding the ledger: poller samples -> MeasurementService, off the poll loop.
 
-Pollers call `publish` synchronously on every poll; the bridge queues the
-sample and one task feeds the measurement service in order, so a slow ledger
-commit never delays a poll. Tags are named `<unit>.<role>`; the unit's level
-or weight tag is its quantity signal. A value that is not GOOD (a link
-retrying or down) is a bad reading: it never becomes a movement.
+Pollers call `publish` synchronously on every poll; the bridge keeps the newest
+sample per PLC and one feeder task per PLC feeds the measurement service in
+order, so a slow ledger commit never delays a poll or another PLC. Tags are
+named `<unit>.<role>`; the unit's level or weight tag is its quantity signal.
+A value that is not GOOD (a link retrying or down) is a bad reading: it never
+becomes a movement.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class LedgerBridge:
         # are skipped (movements are derived against the last booked quantity, so the
         # next sample still carries the whole change) and the lag stays bounded.
         self._pending: dict[str, Sample] = {}
+        self._feeders: dict[str, asyncio.Task[None]] = {}
+        self._failure: Exception | None = None
         self._wakeup = asyncio.Event()
         self._buffer = buffer
         self._ledger_state = ledger_state or (lambda up, error: None)
@@ -88,20 +91,42 @@ class LedgerBridge:
     # -- feeding the ledger -----------------------------------------------------
 
     async def run(self) -> None:
-        """Feed queued samples to the measurement service until cancelled; while the
-        ledger is away, buffer them and retry the buffer with backoff."""
+        """Feed queued samples to the measurement service until cancelled: one feeder
+        task per PLC, so a PLC whose movements wait on a commit never holds back the
+        others. While the ledger is away, buffer readings and retry with backoff."""
         loop = asyncio.get_running_loop()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RETRY_MIN_S):
-                    await self._wakeup.wait()
-            await self.drain()
-            if self.buffering and loop.time() >= self._retry_at:
-                await self.replay()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETRY_MIN_S):
+                        await self._wakeup.wait()
+                self._wakeup.clear()
+                if self._failure is not None:
+                    raise self._failure
+                for plc in list(self._pending):
+                    if plc not in self._feeders:
+                        self._feeders[plc] = loop.create_task(self._feed_plc(plc))
+                if self.buffering and not self._feeders and loop.time() >= self._retry_at:
+                    await self.replay()
+        finally:
+            feeders = list(self._feeders.values())
+            for task in feeders:
+                task.cancel()
+            await asyncio.gather(*feeders, return_exceptions=True)
+
+    async def _feed_plc(self, plc: str) -> None:
+        try:
+            while (sample := self._pending.pop(plc, None)) is not None:
+                await self.feed(sample)
+        except Exception as exc:  # surfaces in run(), which fails the service
+            self._failure = exc
+        finally:
+            del self._feeders[plc]
+            self._wakeup.set()
 
     async def drain(self) -> None:
-        """Feed the pending samples (one per PLC, concurrently): every loop, at shutdown."""
-        self._wakeup.clear()
+        """Feed every pending sample (one per PLC, concurrently): at shutdown, after
+        `run` has stopped."""
         samples, self._pending = list(self._pending.values()), {}
         if samples:
             await asyncio.gather(*(self.feed(sample) for sample in samples))
