@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -138,9 +138,16 @@ class Ledger:
     # -- reads -----------------------------------------------------------------
 
     async def balances(
-        self, unit: str | None = None, lot: str | None = None, material: str | None = None
+        self,
+        unit: str | None = None,
+        lot: str | None = None,
+        material: str | None = None,
+        *,
+        units: Collection[str] = (),
+        lots: Collection[str] = (),
     ) -> list[Balance]:
-        return await self._store.reader.balances(unit, lot, material)
+        """Balances matching every filter given (`units`/`lots`: any of these)."""
+        return await self._store.reader.balances(unit, lot, material, units=units, lots=lots)
 
     async def history(
         self,
@@ -173,8 +180,9 @@ class Ledger:
     async def trace(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         return await self._store.reader.genealogy(lot, forward=forward)
 
-    async def lots(self, lot: str | None = None) -> list[Lot]:
-        return await self._store.reader.lots(lot)
+    async def lots(self, lot: str | None = None, *, ids: Collection[str] = ()) -> list[Lot]:
+        """Lots, all or `lot`, or those in `ids`."""
+        return await self._store.reader.lots(lot, ids=ids)
 
     async def materials(self) -> list[MaterialDefinition]:
         return await self._store.reader.materials()

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPE: Final = "InventoryMovementEventType"
 DEBOUNCE_S: Final = 0.2
+_SETS_CURRENT_LOT: Final = frozenset(
+    {MovementKind.RECEIPT, MovementKind.PRODUCTION, MovementKind.COUNT}
+)
 RESYNC_S: Final = 60.0
 RETRY_S: Final = 2.0
 QUEUE_LIMIT: Final = 10_000
@@ -105,6 +108,9 @@ class LedgerMirror:
         self._lot_status: dict[str, str] = {}
         self._lot_material: dict[str, str] = {}
         self._unit_lot: dict[str, str] = {}
+        # current lot per unit as this process's postings set it (the ledger's rule: the
+        # lot last received, produced or counted into it); refresh_all reads the truth
+        self._current_hint: dict[str, str] = {}
         self.dropped_events = 0
         self.events_raised = 0
 
@@ -130,6 +136,8 @@ class LedgerMirror:
             return
         self._touched_lots.add(str(movement.lot))
         self._touched_units.update(str(u) for u in (movement.from_unit, movement.to_unit) if u)
+        if movement.to_unit and movement.kind in _SETS_CURRENT_LOT:
+            self._current_hint[str(movement.to_unit)] = str(movement.lot)
         self._dirty.set()
         try:
             self._movements.put_nowait(movement)
@@ -223,6 +231,7 @@ class LedgerMirror:
         for lot in await self._ledger.lots():
             await self._write_lot(lot, by_lot.get(str(lot.id), []))
         current = await self._ledger.current_lots()
+        self._current_hint = dict(current)
         updates = [
             await self._unit_values(unit, by_unit.get(unit, []), current.get(unit, ""))
             for unit in self._units
@@ -231,21 +240,29 @@ class LedgerMirror:
 
     async def refresh(self, lots: Iterable[str], units: Iterable[str]) -> None:
         """Only what changed: the given lots, the given units, and the units whose
-        current lot is one of those lots (its status may have changed)."""
+        current lot is one of those lots (its status may have changed). A few reads
+        for all of them together: movements touch dozens of units a second."""
         lot_ids = set(lots)
-        for lot_id in sorted(lot_ids):
-            for lot in await self._ledger.lots(lot_id):
-                await self._write_lot(lot, await self._ledger.balances(lot=lot_id))
+        if lot_ids:
+            by_lot: dict[str, list[Balance]] = {}
+            for balance in await self._ledger.balances(lots=lot_ids):
+                by_lot.setdefault(str(balance.lot), []).append(balance)
+            for lot in await self._ledger.lots(ids=lot_ids):
+                await self._write_lot(lot, by_lot.get(str(lot.id), []))
         unit_ids = {u for u in units if u in self._units}
         unit_ids |= {u for u, lot in self._unit_lot.items() if lot in lot_ids}
-        updates = [
-            await self._unit_values(
-                u, await self._ledger.balances(unit=u), await self._ledger.current_lot(u) or ""
-            )
-            for u in sorted(unit_ids)
-        ]
-        if updates:
-            self._update_units(updates)
+        if not unit_ids:
+            return
+        by_unit: dict[str, list[Balance]] = {}
+        for balance in await self._ledger.balances(units=unit_ids):
+            by_unit.setdefault(str(balance.unit), []).append(balance)
+        updates = []
+        for unit in sorted(unit_ids):
+            current = self._current_hint.get(unit)
+            if current is None:
+                current = await self._ledger.current_lot(unit) or ""
+            updates.append(await self._unit_values(unit, by_unit.get(unit, []), current))
+        self._update_units(updates)
 
     async def _base_uom(self, material: str) -> str:
         if material not in self._materials:

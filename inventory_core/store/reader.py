@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from decimal import Decimal
 
@@ -65,15 +65,23 @@ class LedgerReader:
             rows = await conn.execute(select(t.storage_units).order_by(t.storage_units.c.id))
             return [unit_from_row(r) for r in rows.mappings()]
 
-    async def lots(self, lot: str | None = None) -> list[Lot]:
+    async def lots(self, lot: str | None = None, *, ids: Collection[str] = ()) -> list[Lot]:
         query = select(t.lots).order_by(t.lots.c.id)
         if lot is not None:
             query = query.where(t.lots.c.id == lot)
+        if ids:
+            query = query.where(t.lots.c.id.in_(sorted(ids)))
         async with self._connect() as conn:
             return [lot_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def balances(
-        self, unit: str | None = None, lot: str | None = None, material: str | None = None
+        self,
+        unit: str | None = None,
+        lot: str | None = None,
+        material: str | None = None,
+        *,
+        units: Collection[str] = (),
+        lots: Collection[str] = (),
     ) -> list[Balance]:
         b = t.balances
         query = (
@@ -87,6 +95,10 @@ class LedgerReader:
             query = query.where(b.c.lot == lot)
         if material is not None:
             query = query.where(b.c.material == material)
+        if units:
+            query = query.where(b.c.unit.in_(sorted(units)))
+        if lots:
+            query = query.where(b.c.lot.in_(sorted(lots)))
         async with self._connect() as conn:
             rows = await conn.execute(query)
             return [

@@ -616,6 +616,25 @@ async def test_current_lots_agree_with_current_lot_for_every_unit(ledger: Ledger
         assert await ledger.current_lot(str(unit.id)) == expected.get(str(unit.id))
 
 
+async def test_balances_and_lots_filtered_by_sets(ledger: Ledger) -> None:
+    await ledger.post(req(K.RECEIPT, ETHANOL, "E1", "10", to="TK-101"))
+    await ledger.post(req(K.RECEIPT, ETHANOL, "E2", "5", to="TK-101"))
+    await ledger.post(req(K.RECEIPT, GLYCOL, "G1", "7", to="TK-102"))
+    await ledger.post(req(K.PRODUCTION, SYRUP, "S1", "3", to="TK-301"))
+    every = await ledger.balances()
+
+    def pairs(balances: list[Balance]) -> set[tuple[str, str]]:
+        return {(str(b.unit), str(b.lot)) for b in balances}
+
+    for units in ({"TK-101"}, {"TK-101", "TK-301"}, {"TK-999"}):
+        assert pairs(await ledger.balances(units=units)) == {
+            p for p in pairs(every) if p[0] in units
+        }
+    assert pairs(await ledger.balances(lots={"E2", "G1"})) == {("TK-101", "E2"), ("TK-102", "G1")}
+    assert pairs(await ledger.balances(units={"TK-101"}, lots={"E1", "G1"})) == {("TK-101", "E1")}
+    assert [str(lot.id) for lot in await ledger.lots(ids={"S1", "E1", "NOPE"})] == ["E1", "S1"]
+
+
 async def test_new_lot_gets_its_material_default_status(ledger: Ledger) -> None:
     await ledger.post(req(K.RECEIPT, GLYCOL, "N-GLY", "1", to="TK-102"))
     await ledger.post(req(K.RECEIPT, ETHANOL, "N-ETH", "1", to="TK-101"))
