@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.measurements import MeasurementService
+from invops.cancel import cancel_and_wait
 from invops.reading_buffer import ReadingBuffer
 from plc_connectors import PlcError, Quality, Sample
 
@@ -109,10 +110,7 @@ class LedgerBridge:
                 if self.buffering and not self._feeders and loop.time() >= self._retry_at:
                     await self.replay()
         finally:
-            feeders = list(self._feeders.values())
-            for task in feeders:
-                task.cancel()
-            await asyncio.gather(*feeders, return_exceptions=True)
+            await cancel_and_wait(list(self._feeders.values()))
 
     async def _feed_plc(self, plc: str) -> None:
         try:

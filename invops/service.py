@@ -26,6 +26,7 @@ from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurements import MeasurementService
 from invops import __version__
+from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig
 from invops.http import HealthBoard, HttpEndpoint, watch_ledger
 from invops.metrics import Metrics, MetricsSink, StorageSnapshot, ua_session_count
@@ -208,13 +209,8 @@ async def run_service(
                 )
                 await stop.wait()
                 log.info("stopping: %d pollers", len(pollers))
-                for task in pollers:
-                    task.cancel()
-                await asyncio.gather(*pollers, return_exceptions=True)
-                feeder.cancel()
-                heads.cancel()
-                health.cancel()
-                alarm_task.cancel()
+                await cancel_and_wait(pollers)
+                await cancel_and_wait([feeder, heads, health, alarm_task])
         finally:
             await bridge.drain()  # readings already taken still become movements
 
