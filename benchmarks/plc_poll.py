@@ -10,8 +10,9 @@ client CPU, and the baseline: raw `AsyncModbusTcpClient` / `snap7.AsyncClient` r
 the same blocks at the same cadence without decoding (`ratio` = baseline CPU per read
 divided by invops CPU per read; higher is better). `start`: "staggered" (the default,
 what the service does: `plc_connectors.start_offsets` spreads PLCs sharing an interval
-evenly over it); "aligned" starts every poller at once, to show the bursts that
-causes (the cadence is absolute, so pollers started together stay in step).
+evenly over it); "aligned" (`--cases modbus:50:aligned`, not in the default set)
+starts every poller at once, to show the bursts that causes (the cadence is absolute,
+so pollers started together stay in step: 50 Modbus PLCs then see p99 ~35 ms).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ NUMERIC = (
     DataType.FLOAT32,
     DataType.FLOAT64,
 )
-DEFAULT_CASES = "modbus:10:staggered,modbus:50:staggered,s7:10:staggered,modbus:50"
+DEFAULT_CASES = "modbus:10:staggered,modbus:50:staggered,s7:10:staggered"
 
 
 def log(message: str) -> None:
