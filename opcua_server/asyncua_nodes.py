@@ -70,9 +70,17 @@ _ATTRIBUTES: tuple[tuple[str, ua.VariantType | None, bool], ...] = (
 
 ORIGINALS: dict[str, Callable[..., Any]] = {
     name: getattr(NodeManagementService, name)
-    for name in ("_add_node", "_add_node_attributes", "_add_nodeattributes")
+    for name in (
+        "_add_node",
+        "_add_node_attributes",
+        "_add_nodeattributes",
+        "_add_ref_to_parent",
+        "_add_type_definition",
+    )
 }
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
+_HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
+_STAMPED = (ua.AttributeIds.NodeClass, ua.AttributeIds.BrowseName, ua.AttributeIds.DisplayName)
 
 _Plan = tuple[tuple[str, ua.AttributeIds, ua.VariantType | None, bool], ...]
 
@@ -240,6 +248,75 @@ def _add_nodeattributes(
             attributes[attr] = _shared(attr, value, vtype, is_array)
 
 
+# --- references: one ReferenceDescription per (target, type, direction) -----------------
+#
+# A new node's reference to its parent and to its type definition describe the target
+# (class, names, its own type definition), so siblings get equal descriptions: asyncua
+# builds each anew (three attribute reads and a dataclass with five defaults). They are
+# shared, and a shared one is reused only while the target still has the very same
+# attribute values and type-definition reference it was made from.
+
+_Stamp = tuple[object, ...]
+_ref_memo: dict[tuple[ua.NodeId, ua.NodeId, bool], tuple[_Stamp, ua.ReferenceDescription]] = {}
+
+
+def _stamp(space: AddressSpace, target: ua.NodeId) -> _Stamp | None:
+    node = space.get(target)
+    if node is None:
+        return None
+    attributes = node.attributes
+    values = tuple(
+        attributes[a].value if a in attributes else None for a in _STAMPED
+    )  # compared by identity: a write replaces the DataValue
+    for ref in node.references:
+        if ref.IsForward and ref.ReferenceTypeId == _HAS_TYPE_DEFINITION:
+            return (*values, ref)
+    return (*values, None)
+
+
+def _reuse(
+    self: NodeManagementService,
+    nodedata: NodeData,
+    key: tuple[ua.NodeId, ua.NodeId, bool],
+    build: Callable[[], None],
+) -> None:
+    stamp = _stamp(self._aspace, key[0])
+    known = _ref_memo.get(key)
+    if (
+        stamp is not None
+        and known is not None
+        and all(a is b for a, b in zip(known[0], stamp, strict=True))
+    ):
+        nodedata.references.append(known[1])  # a new node: nothing to deduplicate
+        return
+    before = len(nodedata.references)
+    build()
+    if stamp is not None and len(nodedata.references) == before + 1:
+        _ref_memo[key] = (stamp, nodedata.references[-1])
+
+
+def _add_ref_to_parent(
+    self: NodeManagementService, nodedata: NodeData, item: ua.AddNodesItem, parentdata: NodeData
+) -> None:
+    _reuse(
+        self,
+        nodedata,
+        (item.ParentNodeId, item.ReferenceTypeId, False),
+        lambda: ORIGINALS["_add_ref_to_parent"](self, nodedata, item, parentdata),
+    )
+
+
+def _add_type_definition(
+    self: NodeManagementService, nodedata: NodeData, item: ua.AddNodesItem
+) -> None:
+    _reuse(
+        self,
+        nodedata,
+        (item.TypeDefinition, _HAS_TYPE_DEFINITION, True),
+        lambda: ORIGINALS["_add_type_definition"](self, nodedata, item),
+    )
+
+
 def _own(space: AddressSpace, nodeid: ua.NodeId, attr: ua.AttributeIds) -> None:
     """Give the node a private copy of a shared attribute before it changes."""
     node = space.get(nodeid)
@@ -272,6 +349,8 @@ def apply() -> None:
     NodeManagementService._add_node = _add_node  # type: ignore[method-assign]
     NodeManagementService._add_node_attributes = _add_node_attributes  # type: ignore[method-assign]
     NodeManagementService._add_nodeattributes = _add_nodeattributes  # type: ignore[method-assign]
+    NodeManagementService._add_ref_to_parent = _add_ref_to_parent  # type: ignore[method-assign]
+    NodeManagementService._add_type_definition = _add_type_definition  # type: ignore[method-assign]
     for name in (
         "write_attribute_value",
         "add_datachange_callback",

@@ -18,7 +18,7 @@ from opcua_server.address_space import build_address_space
 from opcua_server.alarms import AlarmPublisher, LevelAlarm, LevelLimits
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
-PATCHED = ("_add_node", "_add_node_attributes", "_add_nodeattributes")
+PATCHED = tuple(asyncua_nodes.ORIGINALS)
 
 
 @asynccontextmanager
