@@ -6,7 +6,8 @@ the client runs here. Cases:
 
 - `values`: an InvopsOpcUaServer built from a config of N/6 tanks (each has six
   PLC-backed variables: Level, Volume, Mass, FillPercent, MeasuredQuantity and the
-  derived Discrepancy) spread over areas of 200, with a real SQLite ledger; every
+  derived Discrepancy) spread over areas of 200, with a real SQLite ledger and
+  `value_deadband_pct = 0` (every update is a change the client must get); every
   second the child calls `update_units` for every tank with new values whose
   SourceTimestamp is the update time, in `--update-groups` groups (default 10) spread
   evenly over the second, the way staggered PLC polls deliver them (the service
@@ -104,7 +105,12 @@ def bench_config(tanks: int) -> Any:
     areas = [f"A{i:02d}" for i in range(max(1, math.ceil(tanks / UNITS_PER_AREA)))]
     data = {
         "site": {"enterprise": "BENCH", "name": "PLANT1", "areas": areas},
-        "opcua": {"endpoint": f"opc.tcp://{HOST}:0/invops", "allow_security_none": True},
+        # deadband 0: every update of every value is a change the client must get
+        "opcua": {
+            "endpoint": f"opc.tcp://{HOST}:0/invops",
+            "allow_security_none": True,
+            "value_deadband_pct": 0,
+        },
         "materials": [
             {
                 "id": "BENCH",
