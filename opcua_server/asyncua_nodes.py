@@ -336,7 +336,8 @@ def _copy_on_write(method: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(
         self: AddressSpace, nodeid: ua.NodeId, attr: ua.AttributeIds, *a: Any, **k: Any
     ) -> Any:
-        _own(self, nodeid, attr)
+        if attr != ua.AttributeIds.Value:  # Value is never shared: skip the hot path
+            _own(self, nodeid, attr)
         return method(self, nodeid, attr, *a, **k)
 
     wrapper._invops_copy_on_write = True  # type: ignore[attr-defined]
