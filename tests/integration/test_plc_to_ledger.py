@@ -18,6 +18,7 @@ import pytest
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.measurements import MeasurementService
+from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig, load_config
 from invops.plc_bridge import LedgerBridge
 from invops.wiring import make_link, measured_units, quantity_tags
@@ -61,8 +62,7 @@ async def running_plant(url: str) -> AsyncIterator[Plant]:
             try:
                 yield Plant(ledger, bridge, sim)
             finally:
-                for task in tasks:
-                    task.cancel()
+                await cancel_and_wait(tasks, give_up_s=10)
 
 
 async def until(condition: Callable[[], object], within_s: float = 20.0) -> None:

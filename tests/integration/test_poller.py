@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from invops.cancel import cancel_and_wait
 from plc_connectors import (
     Address,
     Area,
@@ -89,14 +90,14 @@ class RecordingSink:
 
 @contextlib.asynccontextmanager
 async def running(poller: PlcPoller) -> AsyncIterator[asyncio.Task[None]]:
-    """Run the poller as a task; always cancel and await it."""
+    """Run the poller as a task; always cancel it and wait until it has ended (again and
+    again: Python 3.11 can lose a cancellation that meets a timing-out read)."""
     task = asyncio.create_task(poller.run())
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task], give_up_s=10)
+        assert task.done(), "the poller did not stop"
 
 
 @pytest.fixture
