@@ -269,6 +269,7 @@ def _child_setup() -> None:
 async def serve_plcs(plant: Plant, probe_s: float, tick_s: float = 0.1) -> None:
     """`simulators` servers and plant model (as `run_simulators` drives them), plus probes."""
     from simulators import Faults, PlantModel, build_servers
+    from simulators.runner import drive_plant
 
     with tempfile.TemporaryDirectory() as tmp:
         config, probes = load_plant(plant, Path(tmp))
@@ -285,18 +286,6 @@ async def serve_plcs(plant: Plant, probe_s: float, tick_s: float = 0.1) -> None:
         values = model.tag_values(quiet)
         for server in servers:
             server.update(values)
-
-    async def drive() -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        next_tick = last + tick_s
-        while True:
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            now = loop.time()
-            model.step(now - last)
-            last = now
-            next_tick = max(next_tick + tick_s, now)
-            publish()
 
     async def step_probes() -> None:
         rng = random.Random(plant.seed)
@@ -318,7 +307,10 @@ async def serve_plcs(plant: Plant, probe_s: float, tick_s: float = 0.1) -> None:
         for server in servers:
             await server.start()
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(drive()), group.create_task(step_probes())]
+            tasks = [
+                group.create_task(drive_plant(model, tick_s, publish)),
+                group.create_task(step_probes()),
+            ]
             tasks += [group.create_task(server.serve()) for server in servers]
             running = group.create_task(_forever(tasks))
             _reply({"ports": {server.name: server.port for server in servers}})

@@ -494,8 +494,8 @@ class InvopsOpcUaServer:
             state.explicit_discrepancy = True
             status = QUALITY_STATUS[values.quality]
             if not status & _BAD:
-                await writer.write(
-                    node_id, _double(values.discrepancy), status, values.source_time, server_time
+                await writer.write_double(
+                    node_id, values.discrepancy, status, values.source_time, server_time
                 )
             return
         if state.explicit_discrepancy or state.measured is None or state.book is None:

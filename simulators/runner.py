@@ -123,6 +123,11 @@ async def _drive(
     model: PlantModel, servers: Sequence[PlcServer], faults: Faults, tick_s: float
 ) -> None:
     """Advance the plant in real time and publish its values every `tick_s`."""
+    await drive_plant(model, tick_s, lambda: _publish(model, servers, faults))
+
+
+async def drive_plant(model: PlantModel, tick_s: float, publish: Callable[[], None]) -> None:
+    """Advance `model` in real time, calling `publish` after each step of `tick_s`."""
     loop = asyncio.get_running_loop()
     last = loop.time()
     next_tick = last + tick_s
@@ -132,7 +137,7 @@ async def _drive(
         model.step(now - last)
         last = now
         next_tick = max(next_tick + tick_s, now)  # no catch-up burst after a stall
-        _publish(model, servers, faults)
+        publish()
 
 
 def _publish(model: PlantModel, servers: Sequence[PlcServer], faults: Faults) -> None:
