@@ -35,6 +35,7 @@ from inventory_core.domain.model import (
     PostingResult,
     ReconciliationLine,
     ReversalRequest,
+    Source,
     StorageUnit,
     StorageUnitId,
     VerifyReport,
@@ -260,7 +261,12 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
             "(use reverse or lot-status for those)"
         )
     _require_text("material", request.material)
-    _require_text("lot", request.lot)
+    if request.lot is not None:
+        _require_text("lot", request.lot)
+    elif request.source is not Source.PLC or (request.from_unit is None) == (
+        request.to_unit is None
+    ):
+        raise ValidationError("lot is missing (only a PLC movement of one unit may omit it)")
     _require_text("user", request.user)
     _check_key(request.idempotency_key)
     quantity = parse_quantity(request.quantity)

@@ -17,6 +17,7 @@ after a communication gap) are audited, not booked.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from inventory_core.domain.model import (
     PostingRequest,
     Source,
     StorageUnitId,
+    opening_lot,
 )
 from inventory_core.domain.units import convert, parse_quantity
 from inventory_core.ledger import Ledger
@@ -141,23 +143,32 @@ class MeasurementService:
         derived = deriver.feed(
             Reading(timestamp, quantity, good=good and quantity is not None, raw=raw or {})
         )
-        try:
-            for item in derived:
-                if isinstance(item, DerivedMovement):
-                    await self._post(spec, item)
-                else:
-                    await self._hold(item)
-        except BaseException:
-            # The ledger did not take it (away, or we are cancelled): forget the reading so
-            # that feeding it again later derives the same movements (same keys).
-            self._derivers[unit] = before
-            raise
-        await self._maybe_record(spec, derived)
+        # The postings and the measurement record go to the writer together, so they
+        # share one commit: the next reading of the unit waits for one commit, not two.
+        outcomes = await asyncio.gather(
+            self._book(spec, derived), self._maybe_record(spec, derived), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                # The ledger did not take it (away, or we are cancelled): forget the
+                # reading so that feeding it again later derives the same movements
+                # (same keys). A measurement recorded twice is harmless.
+                self._derivers[unit] = before
+                raise outcome
         return derived
 
+    async def _book(
+        self, spec: MeasuredUnit, derived: Sequence[DerivedMovement | HeldForReview]
+    ) -> None:
+        for item in derived:
+            if isinstance(item, DerivedMovement):
+                await self._post(spec, item)
+            else:
+                await self._hold(item)
+
     async def _post(self, spec: MeasuredUnit, movement: DerivedMovement) -> None:
-        current = await self._ledger.current_lot(spec.unit)
         details = movement.details()
+        lot: LotId | None
         to_unit: StorageUnitId | None
         from_unit: StorageUnitId | None
         if movement.opening:
@@ -166,10 +177,10 @@ class MeasurementService:
                 # reconciliation shows any difference. Nothing to open.
                 log.info("opening_count_skipped unit=%s reason=%s", spec.unit, "book stock exists")
                 return
-            lot = LotId(f"{spec.unit}-OPEN")
+            lot = opening_lot(spec.unit)
             kind, to_unit, from_unit = MovementKind.COUNT, spec.unit, None
         else:
-            lot = LotId(current or f"{spec.unit}-OPEN")
+            lot = None  # the unit's current lot, resolved in the posting's transaction
             increase = movement.kind is MovementKind.RECEIPT
             kind = movement.kind
             to_unit, from_unit = (spec.unit, None) if increase else (None, spec.unit)

@@ -64,6 +64,13 @@ QUANTITY_KINDS = frozenset(
 )
 # Kinds that create a lot on first use.
 LOT_CREATING_KINDS = frozenset({MovementKind.RECEIPT, MovementKind.PRODUCTION})
+# Movements that make their lot the target unit's current lot (PLC postings book to it).
+CURRENT_LOT_KINDS = frozenset({MovementKind.RECEIPT, MovementKind.PRODUCTION, MovementKind.COUNT})
+
+
+def opening_lot(unit: str) -> LotId:
+    """The lot of a unit's opening count, and its current lot before any receipt."""
+    return LotId(f"{unit}-OPEN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +117,15 @@ class PostingRequest:
     Sign conventions: receipt/issue/transfer/scrap/production quantities are
     positive; an adjustment's quantity is the signed delta at `to_unit`; a
     count's quantity is the counted (absolute) quantity at `to_unit`.
+
+    `lot=None` (PLC-derived movements, which touch one unit) books to the unit's
+    current lot, resolved inside the posting transaction: the lot last received,
+    produced or counted into it, else `opening_lot(unit)`.
     """
 
     kind: MovementKind
     material: MaterialId
-    lot: LotId
+    lot: LotId | None
     quantity: Decimal
     uom: str
     from_unit: StorageUnitId | None = None

@@ -34,6 +34,7 @@ from inventory_core.domain.errors import (
 )
 from inventory_core.domain.lots import check_transition
 from inventory_core.domain.model import (
+    CURRENT_LOT_KINDS,
     LOT_CREATING_KINDS,
     AuditEvent,
     Lot,
@@ -54,6 +55,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
     movement_legs,
+    opening_lot,
 )
 from inventory_core.domain.units import QUANTUM, convert, format_decimal
 
@@ -71,6 +73,8 @@ class LedgerState:
     keys: dict[str, tuple[MovementId, str]] = field(default_factory=dict)
     movements: dict[MovementId, Movement] = field(default_factory=dict)
     reversed_ids: set[MovementId] = field(default_factory=set)
+    # Current lot of each unit a `lot=None` request touches (absent: it has none yet).
+    current_lots: dict[StorageUnitId, LotId] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -
         fields = (
             str(request.kind),
             request.material,
-            request.lot,
+            request.lot or "",  # None: the unit's current lot, the same on every replay
             format_decimal(request.quantity),
             request.uom,
             request.from_unit or "",
@@ -178,16 +182,31 @@ class Planner:
         replay = self._replay(req.idempotency_key, digest)
         if replay is not None:
             return replay
+        lot_id = req.lot if req.lot is not None else self.current_lot(req)
+        result = self._post(req, lot_id, digest)
+        if req.kind in CURRENT_LOT_KINDS and req.to_unit is not None:
+            self.state.current_lots[req.to_unit] = lot_id
+        return result
+
+    def current_lot(self, req: PostingRequest) -> LotId:
+        """The lot a `lot=None` request books to: its unit's current lot, as of the
+        requests planned before it in this batch."""
+        unit = req.to_unit or req.from_unit
+        assert unit is not None, "validate_posting: a lot=None request names one unit"
+        return self.state.current_lots.get(unit) or opening_lot(unit)
+
+    def _post(self, req: PostingRequest, lot_id: LotId, digest: str) -> PostingResult:
+        """`post` of `req` into lot `lot_id` (`req.lot`, or the one resolved for None)."""
         material = self._material(req.material)
         for unit_id in (req.from_unit, req.to_unit):
             if unit_id is not None:
                 self._unit(unit_id, material.id)
-        lot = self.state.lots.get(req.lot)
+        lot = self.state.lots.get(lot_id)
         if lot is None:
             if req.kind not in LOT_CREATING_KINDS and req.kind is not MovementKind.COUNT:
-                raise UnknownLot(f"lot {req.lot} does not exist (receive or produce it first)")
+                raise UnknownLot(f"lot {lot_id} does not exist (receive or produce it first)")
         elif lot.material != material.id:
-            raise MaterialMismatch(f"lot {req.lot} is material {lot.material}, not {material.id}")
+            raise MaterialMismatch(f"lot {lot_id} is material {lot.material}, not {material.id}")
         for parent in req.consumed_lots:
             if parent not in self.state.lots:
                 raise UnknownLot(f"consumed lot {parent} does not exist")
@@ -200,13 +219,13 @@ class Planner:
         details = dict(req.details)
         if req.kind is MovementKind.COUNT:
             assert req.to_unit is not None
-            book = self.state.balances.get((req.to_unit, req.lot), Decimal(0))
+            book = self.state.balances.get((req.to_unit, lot_id), Decimal(0))
             details.update(counted=format_decimal(quantity), book_before=format_decimal(book))
             quantity = quantity - book
         manual = req.source is not Source.PLC
         if manual and req.kind is MovementKind.ISSUE and lot is not None:
             self._check_issuable(lot)
-        legs = movement_legs(req.from_unit, req.to_unit, req.lot, quantity)
+        legs = movement_legs(req.from_unit, req.to_unit, lot_id, quantity)
         if manual:
             self._check_stock(legs, material, str(req.kind))
 
@@ -214,7 +233,7 @@ class Planner:
             req,
             kind=req.kind,
             material=material.id,
-            lot=req.lot,
+            lot=lot_id,
             from_unit=req.from_unit,
             to_unit=req.to_unit,
             quantity=quantity,
@@ -227,7 +246,7 @@ class Planner:
         if lot is None:
             self._create_lot(
                 Lot(
-                    req.lot,
+                    lot_id,
                     material.id,
                     material.default_lot_status,
                     movement.timestamp,
@@ -236,7 +255,7 @@ class Planner:
                 movement,
             )
         for parent in req.consumed_lots:
-            self.changes.links.append((parent, req.lot, movement.id))
+            self.changes.links.append((parent, lot_id, movement.id))
         return self._append(movement, legs, digest, old="")
 
     def reverse(self, req: ReversalRequest, digest: str) -> PostingResult:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import (
+    CURRENT_LOT_KINDS,
     Balance,
     GenealogyLink,
     Lot,
@@ -21,7 +22,6 @@ from inventory_core.domain.model import (
     Measurement,
     Movement,
     MovementId,
-    MovementKind,
     StorageUnit,
     StorageUnitId,
     VerifyReport,
@@ -186,7 +186,7 @@ class LedgerReader:
     async def current_lot(self, unit: str) -> LotId | None:
         """The lot last received, produced or counted into `unit` (PLC movements book to it)."""
         m = t.movements
-        kinds = [str(MovementKind.RECEIPT), str(MovementKind.PRODUCTION), str(MovementKind.COUNT)]
+        kinds = sorted(str(k) for k in CURRENT_LOT_KINDS)
         query = (
             select(m.c.lot)
             .where(m.c.to_unit == unit, m.c.kind.in_(kinds))
@@ -200,7 +200,7 @@ class LedgerReader:
     async def current_lots(self) -> dict[str, LotId]:
         """`current_lot` of every unit that has one, in one query."""
         m = t.movements
-        kinds = [str(MovementKind.RECEIPT), str(MovementKind.PRODUCTION), str(MovementKind.COUNT)]
+        kinds = sorted(str(k) for k in CURRENT_LOT_KINDS)
         last = (
             select(func.max(m.c.seq))
             .where(m.c.kind.in_(kinds), m.c.to_unit.is_not(None))

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable
 from inventory_core.domain.model import (
+    CURRENT_LOT_KINDS,
     AuditEvent,
     LotId,
     LotStatusRequest,
@@ -43,6 +44,7 @@ from inventory_core.domain.model import (
     ReversalRequest,
     StorageUnit,
     StorageUnitId,
+    opening_lot,
 )
 from inventory_core.domain.posting import MOVEMENT_COLUMNS, Changes, LedgerState, Planner
 from inventory_core.domain.units import format_decimal
@@ -116,6 +118,7 @@ class BatchWriter:
         # PostgreSQL: balance rows this transaction created only to lock them.
         self._placeholders: set[tuple[str, str]] = set()
         self._selects: dict[tuple[str, int], str] = {}
+        self._current_lot_sql: tuple[str, list[tuple[bool, object]]] | None = None
         self._statements: dict[
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
         ] = {}
@@ -257,15 +260,26 @@ class BatchWriter:
             )
             state.reversed_ids.update(MovementId(r) for (r,) in rows)
 
+        current_units = {
+            r.to_unit or r.from_unit
+            for r in requests
+            if isinstance(r, PostingRequest) and r.lot is None
+        }
+        state.current_lots = self._current_lots(conn, sorted(u for u in current_units if u))
+
         lot_ids: set[str] = set()
         pairs: dict[tuple[StorageUnitId, LotId], str] = {}
         for r in requests:
             if isinstance(r, PostingRequest):
-                lot_ids.add(r.lot)
+                # lot=None: the unit's current lot now, or the lot it opens with (a lot
+                # received earlier in this batch is named by that request).
+                unit_lots = [r.lot] if r.lot is not None else self._candidate_lots(r, state)
+                lot_ids.update(unit_lots)
                 lot_ids.update(r.consumed_lots)
                 for unit in (r.from_unit, r.to_unit):
                     if unit is not None:
-                        pairs[(unit, r.lot)] = r.material
+                        for lot_id in unit_lots:
+                            pairs[(unit, lot_id)] = r.material
             elif isinstance(r, LotStatusRequest):
                 lot_ids.add(r.lot)
         for original in state.movements.values():
@@ -336,6 +350,51 @@ class BatchWriter:
             for key, movement_id, digest in rows:
                 state.keys[key] = (MovementId(movement_id), digest)
         return state
+
+    @staticmethod
+    def _candidate_lots(request: PostingRequest, state: LedgerState) -> list[LotId]:
+        """The lot a `lot=None` request books to as of the batch's start (a lot received
+        into the unit earlier in the batch is loaded for the request that names it)."""
+        unit = request.to_unit or request.from_unit
+        if unit is None:
+            return []
+        return [state.current_lots.get(unit) or opening_lot(unit)]
+
+    def _current_lots(
+        self, conn: Connection, units: Sequence[StorageUnitId]
+    ) -> dict[StorageUnitId, LotId]:
+        """Each unit's current lot: the lot of its last receipt, production or count.
+
+        One indexed lookup per unit (ix_movements_to_unit, newest first): a GROUP BY
+        over all of a unit's movements would grow with the ledger.
+        """
+        if not units:
+            return {}
+        if self._current_lot_sql is None:
+            m = t.movements
+            query = (
+                select(m.c.lot)
+                .where(
+                    m.c.to_unit == bindparam("unit", value=""),
+                    m.c.kind.in_(sorted(str(k) for k in CURRENT_LOT_KINDS)),
+                )
+                .order_by(m.c.seq.desc())
+                .limit(1)
+            )
+            compiled = query.compile(
+                dialect=self._runner.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            fixed = compiled.construct_params()
+            order = compiled.positiontup or []
+            self._current_lot_sql = (str(compiled), [(n == "unit", fixed[n]) for n in order])
+        sql, binds = self._current_lot_sql
+        found = {}
+        for unit in units:
+            params = tuple(unit if is_unit else value for is_unit, value in binds)
+            lot = conn.exec_driver_sql(sql, params).scalar()
+            if lot is not None:
+                found[unit] = LotId(lot)
+        return found
 
     def _select_in(
         self,
