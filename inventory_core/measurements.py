@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from inventory_core.clock import format_timestamp, parse_timestamp
 from inventory_core.domain.errors import InventoryError
@@ -67,6 +68,16 @@ class MeasuredUnit:
     strapping: StrappingTable | None = None
 
 
+class UnitReading(NamedTuple):
+    """One reading of a unit's quantity tag (engineering value, as the PLC gave it)."""
+
+    unit: StorageUnitId
+    value: float | None
+    good: bool
+    timestamp: datetime
+    raw: dict[str, object] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class MeasuredQuantity:
     """The latest measurement of a unit, in the material's base unit."""
@@ -76,6 +87,16 @@ class MeasuredQuantity:
     timestamp: datetime
     good: bool
     clamped: bool = False  # outside the strapping table: Uncertain_EngineeringUnitsExceeded
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one reading derived, and what the ledger still has to take for it."""
+
+    spec: MeasuredUnit
+    derived: list[DerivedMovement | HeldForReview]
+    before: MovementDeriver  # the deriver before the reading: restored if the ledger fails
+    record: MeasuredQuantity | None  # the measurement to record, when one is due
 
 
 class MeasurementService:
@@ -127,6 +148,36 @@ class MeasurementService:
         raw: dict[str, object] | None = None,
     ) -> list[DerivedMovement | HeldForReview]:
         """One measurement of `unit`; posts what it derives and returns it."""
+        step = self._derive(UnitReading(unit, value, good, timestamp, raw))
+        if step.derived or step.record:
+            await self._settle(step)
+        return step.derived
+
+    async def feed_many(self, readings: Sequence[UnitReading]) -> list[BaseException | None]:
+        """Readings of different units (one PLC poll). Each is derived at once; only the
+        few with ledger work are awaited, together, so that their postings share
+        commits. Returns, per reading, None or the exception that kept it from the
+        ledger (its deriver then forgot it, so feeding it again books the same)."""
+        steps = [self._derive(reading) for reading in readings]
+        results: list[BaseException | None] = [None] * len(steps)
+        work = [i for i, step in enumerate(steps) if step.derived or step.record]
+        if len(work) == 1:  # the common case: no task for a lone posting
+            try:
+                await self._settle(steps[work[0]])
+            except Exception as exc:
+                results[work[0]] = exc
+        elif work:
+            outcomes = await asyncio.gather(
+                *(self._settle(steps[i]) for i in work), return_exceptions=True
+            )
+            for i, outcome in zip(work, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    results[i] = outcome
+        return results
+
+    def _derive(self, reading: UnitReading) -> _Step:
+        """The synchronous part of a reading: convert it, let the deriver decide."""
+        unit, value, good, timestamp = reading.unit, reading.value, reading.good, reading.timestamp
         spec = self._units[unit]
         quantity: Decimal | None = None
         clamped = False
@@ -135,27 +186,41 @@ class MeasurementService:
                 quantity, clamped = self.base_quantity(unit, value)
             except InventoryError:
                 good = False  # NaN/inf or absurd: a bad reading, never a movement
-        self.latest[unit] = MeasuredQuantity(
-            quantity, spec.material.base_uom, timestamp, good and quantity is not None, clamped
-        )
+        good = good and quantity is not None
+        latest = MeasuredQuantity(quantity, spec.material.base_uom, timestamp, good, clamped)
+        self.latest[unit] = latest
         deriver = self._derivers[unit]
         before = copy.copy(deriver)  # all or nothing (its fields are immutable values)
-        derived = deriver.feed(
-            Reading(timestamp, quantity, good=good and quantity is not None, raw=raw or {})
-        )
-        # The postings and the measurement record go to the writer together, so they
-        # share one commit: the next reading of the unit waits for one commit, not two.
-        outcomes = await asyncio.gather(
-            self._book(spec, derived), self._maybe_record(spec, derived), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                # The ledger did not take it (away, or we are cancelled): forget the
-                # reading so that feeding it again later derives the same movements
-                # (same keys). A measurement recorded twice is harmless.
-                self._derivers[unit] = before
-                raise outcome
-        return derived
+        derived = deriver.feed(Reading(timestamp, quantity, good=good, raw=reading.raw or {}))
+        last = self._recorded_at.get(unit)
+        record = good and (
+            bool(derived) or last is None or timestamp - last >= self._record_every
+        )  # keep the ledger's measured quantity fresh for reconciliation, not every sample
+        return _Step(spec, derived, before, latest if record else None)
+
+    async def _settle(self, step: _Step) -> None:
+        """Post what a reading derived and record the measurement, in one commit (both go
+        to the writer together: the unit's next reading waits for one commit, not two).
+        If the ledger does not take it (away, or we are cancelled), the deriver forgets
+        the reading, so feeding it again derives the same movements (same keys); a
+        measurement recorded twice is harmless."""
+        try:
+            if step.derived and step.record:
+                outcomes = await asyncio.gather(
+                    self._book(step.spec, step.derived),
+                    self._record(step.spec.unit, step.record),
+                    return_exceptions=True,
+                )
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            elif step.derived:
+                await self._book(step.spec, step.derived)
+            elif step.record:
+                await self._record(step.spec.unit, step.record)
+        except BaseException:
+            self._derivers[step.spec.unit] = step.before
+            raise
 
     async def _book(
         self, spec: MeasuredUnit, derived: Sequence[DerivedMovement | HeldForReview]
@@ -213,19 +278,9 @@ class MeasurementService:
             )
         )
 
-    async def _maybe_record(
-        self, spec: MeasuredUnit, derived: Sequence[DerivedMovement | HeldForReview]
-    ) -> None:
-        """Keep the ledger's measured quantity fresh for reconciliation, not every sample."""
-        latest = self.latest[spec.unit]
-        if not latest.good or latest.quantity is None:
-            return
-        last = self._recorded_at.get(spec.unit)
-        if derived or last is None or latest.timestamp - last >= self._record_every:
-            await self._ledger.record_measurement(
-                spec.unit,
-                latest.quantity,
-                latest.uom,
-                timestamp=format_timestamp(latest.timestamp),
-            )
-            self._recorded_at[spec.unit] = latest.timestamp
+    async def _record(self, unit: StorageUnitId, measured: MeasuredQuantity) -> None:
+        assert measured.quantity is not None
+        await self._ledger.record_measurement(
+            unit, measured.quantity, measured.uom, timestamp=format_timestamp(measured.timestamp)
+        )
+        self._recorded_at[unit] = measured.timestamp

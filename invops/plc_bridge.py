@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import StorageUnitId
-from inventory_core.measurements import MeasurementService
+from inventory_core.measurements import MeasurementService, UnitReading
 from invops.cancel import cancel_and_wait
 from invops.reading_buffer import ReadingBuffer
 from plc_connectors import PlcError, Quality, Sample
@@ -135,8 +135,8 @@ class LedgerBridge:
         return self._buffer is not None and len(self._buffer) > 0
 
     async def feed(self, sample: Sample) -> None:
-        """Feed one sample: its units concurrently (each unit appears once per sample, and
-        their postings then share ledger commits); the next sample waits for this one."""
+        """Feed one sample: its units together (each appears once per sample, and their
+        postings then share ledger commits); the next sample waits for this one."""
         readings = []
         for tag, value in sample.values.items():
             unit = self._quantity_tags.get(tag)
@@ -148,26 +148,20 @@ class LedgerBridge:
             raw: dict[str, object] = {
                 "tag": tag, "value": value.value, "quality": str(value.quality)
             }  # fmt: skip
-            readings.append((unit, reading, good, at, raw))
+            readings.append(UnitReading(unit, reading, good, at, raw))
         if self.buffering:
             assert self._buffer is not None
-            for reading_args in readings:
-                self._buffer.append(*reading_args)  # keep the order behind what waits
+            for unit_reading in readings:
+                self._buffer.append(*unit_reading)  # keep the order behind what waits
             return
-        results = await asyncio.gather(
-            *(
-                self._service.feed(unit, reading, good=good, timestamp=at, raw=raw)
-                for unit, reading, good, at, raw in readings
-            ),
-            return_exceptions=True,
-        )
-        for reading_args, result in zip(readings, results, strict=True):
-            if not isinstance(result, BaseException):
+        results = await self._service.feed_many(readings)
+        for unit_reading, result in zip(readings, results, strict=True):
+            if result is None:
                 continue
             if not isinstance(result, LedgerUnavailable) or self._buffer is None:
                 raise result
             self._went_down(result)
-            self._buffer.append(*reading_args)
+            self._buffer.append(*unit_reading)
 
     async def replay(self) -> None:
         """Feed buffered readings, oldest first, until the buffer is empty or the ledger

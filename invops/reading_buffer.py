@@ -54,12 +54,12 @@ class ReadingBuffer:
         return self._count
 
     def append(self, unit: str, value: float | None, good: bool, timestamp: datetime,
-               raw: dict[str, object]) -> None:  # fmt: skip
+               raw: dict[str, object] | None) -> None:  # fmt: skip
         if len(self) >= self._max:
             self._thin()
         self._db.execute(
             "INSERT INTO readings (unit, value, good, timestamp, raw) VALUES (?, ?, ?, ?, ?)",
-            (unit, value, int(good), timestamp.isoformat(), json.dumps(raw, default=str)),
+            (unit, value, int(good), timestamp.isoformat(), json.dumps(raw or {}, default=str)),
         )
         self._count += 1
 

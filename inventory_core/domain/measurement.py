@@ -424,6 +424,12 @@ class MovementDeriver:
         self._gap_start: datetime | None = None
         self._held: HeldForReview | None = None
 
+    def __copy__(self) -> MovementDeriver:
+        """A snapshot (every field is an immutable value): taken before each reading."""
+        clone = MovementDeriver.__new__(MovementDeriver)
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     @classmethod
     def resume(
         cls, config: DeriverConfig, booked_quantity: Decimal, booked_at: datetime

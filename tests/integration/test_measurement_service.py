@@ -15,7 +15,7 @@ from inventory_core.domain.model import (
     Source,
     StorageUnitId,
 )
-from inventory_core.measurements import MeasuredUnit, MeasurementService
+from inventory_core.measurements import MeasuredUnit, MeasurementService, UnitReading
 from tests.conftest import MATERIALS
 
 TK = StorageUnitId("TK-101")
@@ -148,3 +148,36 @@ async def test_measurements_are_recorded_for_reconciliation(ledger: Ledger) -> N
     await feed(service, 0, 1000.0)
     [line] = [x for x in await ledger.reconciliation() if x.unit == "TK-101"]
     assert (line.book, line.measured, line.discrepancy) == (Decimal(8000), Decimal(8000), 0)
+
+
+async def test_feed_many_books_only_the_units_that_changed(ledger: Ledger) -> None:
+    glycol = next(m for m in MATERIALS if m.id == "GLYCOL")  # 1.11 kg/L
+    tk102 = StorageUnitId("TK-102")
+    other = MeasuredUnit(
+        unit=tk102,
+        material=glycol,
+        signal_uom="L",
+        strapping=StrappingTable.from_points([(0, 0), (5000, 50000)]),
+        deriver=DeriverConfig(
+            unit=tk102, deadband=Decimal(40), max_interval=timedelta(minutes=5),
+            settle=timedelta(seconds=0),
+        ),
+    )  # fmt: skip
+    service = MeasurementService(ledger, [spec(), other])
+    await service.start()
+
+    def poll(second: int, tk101: float, tk102_mm: float) -> list[UnitReading]:
+        at = T0 + timedelta(seconds=second)
+        return [UnitReading(TK, tk101, True, at), UnitReading(tk102, tk102_mm, True, at)]
+
+    assert await service.feed_many(poll(0, 1000.0, 2000.0)) == [None, None]  # two openings
+    assert await service.feed_many(poll(1, 1010.0, 2001.0)) == [None, None]  # TK-101 +80 kg
+    history = await ledger.history()
+    assert [(m.kind, m.lot, m.quantity) for m in history] == [
+        (MovementKind.COUNT, "TK-101-OPEN", Decimal(8000)),
+        (MovementKind.COUNT, "TK-102-OPEN", Decimal(22200)),
+        (MovementKind.RECEIPT, "TK-101-OPEN", Decimal(80)),
+    ]
+    lines = {x.unit: x.measured for x in await ledger.reconciliation()}
+    # recorded with each posting, and otherwise every 10 s: TK-102's +1 mm is not yet
+    assert (lines["TK-101"], lines["TK-102"]) == (Decimal(8080), Decimal(22200))
