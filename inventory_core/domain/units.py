@@ -88,6 +88,8 @@ def _within_bounds(value: Decimal) -> bool:
         return False
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite values have an int exponent
+    if exponent >= MIN_EXPONENT:  # the usual case: no digit below the resolution at all
+        return True
     trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
     return value == 0 or exponent + trailing_zeros >= MIN_EXPONENT
 
