@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -185,28 +186,18 @@ class LedgerReader:
 
     async def current_lot(self, unit: str) -> LotId | None:
         """The lot last received, produced or counted into `unit` (PLC movements book to it)."""
-        m = t.movements
-        kinds = sorted(str(k) for k in CURRENT_LOT_KINDS)
-        query = (
-            select(m.c.lot)
-            .where(m.c.to_unit == unit, m.c.kind.in_(kinds))
-            .order_by(m.c.seq.desc())
-            .limit(1)
-        )
         async with self._connect() as conn:
-            lot = (await conn.execute(query)).scalar()
+            lot = (
+                await conn.execute(select(current_lot_of(t.movements.c.to_unit == unit)))
+            ).scalar()
             return None if lot is None else LotId(lot)
 
     async def current_lots(self) -> dict[str, LotId]:
-        """`current_lot` of every unit that has one, in one query."""
-        m = t.movements
-        kinds = sorted(str(k) for k in CURRENT_LOT_KINDS)
-        last = (
-            select(func.max(m.c.seq))
-            .where(m.c.kind.in_(kinds), m.c.to_unit.is_not(None))
-            .group_by(m.c.to_unit)
-        )
-        query = select(m.c.to_unit, m.c.lot).where(m.c.seq.in_(last))
+        """`current_lot` of every unit that has one, in one query: per storage unit one
+        walk of ix_movements_to_unit from its newest entry, so the cost follows the
+        number of units, not the length of the ledger."""
+        units = t.storage_units
+        query = select(units.c.id, current_lot_of(t.movements.c.to_unit == units.c.id))
         async with self._connect() as conn:
             rows = await conn.execute(query)
             return {unit: LotId(lot) for unit, lot in rows if lot is not None}
@@ -234,3 +225,15 @@ class LedgerReader:
         """Check the audit chains and every table against what they audited."""
         async with self._connect() as conn:
             return await verify_ledger(conn)
+
+
+def current_lot_of(unit_matches: ColumnElement[bool]) -> ScalarSelect[Any]:
+    """The lot of the newest receipt, production or count whose target unit matches."""
+    m = t.movements
+    return (
+        select(m.c.lot)
+        .where(unit_matches, m.c.kind.in_(sorted(str(k) for k in CURRENT_LOT_KINDS)))
+        .order_by(m.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )

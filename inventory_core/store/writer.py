@@ -31,7 +31,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable
 from inventory_core.domain.model import (
-    CURRENT_LOT_KINDS,
     AuditEvent,
     LotId,
     LotStatusRequest,
@@ -50,6 +49,7 @@ from inventory_core.domain.posting import MOVEMENT_COLUMNS, Changes, LedgerState
 from inventory_core.domain.units import format_decimal
 from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
+from inventory_core.store.reader import current_lot_of
 from inventory_core.store.rows import (
     audit_to_row,
     lot_from_row,
@@ -371,16 +371,7 @@ class BatchWriter:
         if not units:
             return {}
         if self._current_lot_sql is None:
-            m = t.movements
-            query = (
-                select(m.c.lot)
-                .where(
-                    m.c.to_unit == bindparam("unit", value=""),
-                    m.c.kind.in_(sorted(str(k) for k in CURRENT_LOT_KINDS)),
-                )
-                .order_by(m.c.seq.desc())
-                .limit(1)
-            )
+            query = select(current_lot_of(t.movements.c.to_unit == bindparam("unit", value="")))
             compiled = query.compile(
                 dialect=self._runner.dialect, compile_kwargs={"render_postcompile": True}
             )
