@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import BindParameter, CursorResult, Select, Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -117,8 +117,7 @@ class BatchWriter:
         self._data_version: object = None  # SQLite's PRAGMA data_version at the last batch
         # PostgreSQL: balance rows this transaction created only to lock them.
         self._placeholders: set[tuple[str, str]] = set()
-        self._selects: dict[tuple[str, int], str] = {}
-        self._current_lot_sql: tuple[str, list[tuple[bool, object]]] | None = None
+        self._selects: dict[tuple[str, int], tuple[str, list[tuple[int, object]]]] = {}
         self._statements: dict[
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
         ] = {}
@@ -363,29 +362,21 @@ class BatchWriter:
     def _current_lots(
         self, conn: Connection, units: Sequence[StorageUnitId]
     ) -> dict[StorageUnitId, LotId]:
-        """Each unit's current lot: the lot of its last receipt, production or count.
-
-        One indexed lookup per unit (ix_movements_to_unit, newest first): a GROUP BY
-        over all of a unit's movements would grow with the ledger.
-        """
+        """Each unit's current lot: the lot of its last receipt, production or count, in
+        one statement (per unit one walk of ix_movements_to_unit from its newest entry)."""
         if not units:
             return {}
-        if self._current_lot_sql is None:
-            query = select(current_lot_of(t.movements.c.to_unit == bindparam("unit", value="")))
-            compiled = query.compile(
-                dialect=self._runner.dialect, compile_kwargs={"render_postcompile": True}
-            )
-            fixed = compiled.construct_params()
-            order = compiled.positiontup or []
-            self._current_lot_sql = (str(compiled), [(n == "unit", fixed[n]) for n in order])
-        sql, binds = self._current_lot_sql
-        found = {}
-        for unit in units:
-            params = tuple(unit if is_unit else value for is_unit, value in binds)
-            lot = conn.exec_driver_sql(sql, params).scalar()
-            if lot is not None:
-                found[unit] = LotId(lot)
-        return found
+        storage = t.storage_units
+        rows = self._select_in(
+            conn,
+            "current_lots",
+            lambda ids: select(
+                storage.c.id, current_lot_of(t.movements.c.to_unit == storage.c.id)
+            ).where(storage.c.id.in_(ids)),
+            units,
+        )
+        pairs = cast("Iterable[tuple[str, str | None]]", rows)
+        return {StorageUnitId(unit): LotId(lot) for unit, lot in pairs if lot is not None}
 
     def _select_in(
         self,
@@ -399,20 +390,33 @@ class BatchWriter:
         """Run a SELECT whose IN-list has len(values) parameters, compiled once per length.
 
         SQLAlchemy would re-render the expanding IN-list on every batch; this keeps
-        the writer's per-batch reads at driver cost. `lock` adds FOR UPDATE on
-        PostgreSQL (SQLite's writer already holds the database lock).
+        the writer's per-batch reads at driver cost. Other parameters of the
+        statement (constants such as a LIMIT) keep their compiled values. `lock`
+        adds FOR UPDATE on PostgreSQL (SQLite's writer already holds the lock).
         """
         key = (name, len(values))
-        sql = self._selects.get(key)
-        if sql is None:
-            params: list[BindParameter[Any]] = [bindparam(f"p{i}") for i in range(len(values))]
+        cached = self._selects.get(key)
+        if cached is None:
+            params: list[BindParameter[Any]] = [
+                bindparam(f"p{i}", value="") for i in range(len(values))
+            ]
             stmt = build(params)
             if lock and self._postgres:
                 stmt = stmt.with_for_update()
-            compiled = stmt.compile(dialect=self._runner.dialect)
-            assert compiled.positiontup == [p.key for p in params], "bind order changed"
-            sql = self._selects[key] = str(compiled)
-        return conn.exec_driver_sql(sql, tuple(values))
+            compiled = stmt.compile(
+                dialect=self._runner.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            constants = compiled.construct_params()
+            index = {p.key: i for i, p in enumerate(params)}
+            order = [
+                (index[n], None) if n in index else (-1, constants[n])
+                for n in compiled.positiontup or []
+            ]
+            cached = self._selects[key] = (str(compiled), order)
+        sql, order = cached
+        return conn.exec_driver_sql(
+            sql, tuple(values[i] if i >= 0 else constant for i, constant in order)
+        )
 
     def _refresh_master_data(self, conn: Connection) -> None:
         if not self._postgres:
