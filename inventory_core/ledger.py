@@ -160,6 +160,10 @@ class Ledger:
     ) -> list[Movement]:
         return await self._store.reader.history(unit, lot, since, after_seq, limit)
 
+    async def last_seq(self) -> int:
+        """The cursor of the newest movement (every writer's); 0 for an empty ledger."""
+        return await self._store.reader.last_seq()
+
     async def export(self, after_seq: int = 0, limit: int | None = None) -> list[Movement]:
         """Movements after cursor `after_seq`, never skipping one that commits later.
 

@@ -11,8 +11,12 @@ touched; two loops do the work:
 - the refresh loop re-reads the touched lots and units from the ledger, at most
   once per debounce interval, and writes `Lots/<LotID>` (Status, Quantity,
   StorageLocation, MaterialDefinitionID) and each unit's BookQuantity, LotID,
-  Status. A full re-read every `resync_s` also catches movements posted by
-  other processes on a shared ledger, which this process does not hear about.
+  Status. Movements other processes post (the CLI, other instances on a
+  shared ledger) are not heard: every `tail_s` the loop reads the movements
+  after the newest one it has seen and refreshes what other writers touched.
+  A movement that commits after one with a higher sequence number (several
+  writers on PostgreSQL) can slip past that cursor; the full re-read every
+  `resync_s` catches it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from asyncua.ua.object_ids import ObjectIds
 from information_model import TYPE_MODEL
 from inventory_core.clock import parse_timestamp
 from inventory_core.domain.model import (
+    CURRENT_LOT_KINDS,
     Balance,
     Lot,
     MaterialDefinition,
@@ -50,10 +55,9 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPE: Final = "InventoryMovementEventType"
 DEBOUNCE_S: Final = 0.2
-_SETS_CURRENT_LOT: Final = frozenset(
-    {MovementKind.RECEIPT, MovementKind.PRODUCTION, MovementKind.COUNT}
-)
 RESYNC_S: Final = 60.0
+TAIL_S: Final = 1.0
+TAIL_LIMIT: Final = 1000
 RETRY_S: Final = 2.0
 QUEUE_LIMIT: Final = 10_000
 SEVERITY_NORMAL: Final = 100
@@ -90,6 +94,7 @@ class LedgerMirror:
         *,
         debounce_s: float = DEBOUNCE_S,
         resync_s: float = RESYNC_S,
+        tail_s: float = TAIL_S,
     ) -> None:
         self._server = server
         self._ledger = ledger
@@ -98,6 +103,8 @@ class LedgerMirror:
         self._update_units = update_units
         self._debounce_s = debounce_s
         self._resync_s = resync_s
+        self._tail_s = tail_s
+        self._tail_seq = 0  # the newest movement read by `_follow_others`
         self._movements: asyncio.Queue[Movement] = asyncio.Queue(QUEUE_LIMIT)
         self._touched_lots: set[str] = set()
         self._touched_units: set[str] = set()
@@ -124,6 +131,7 @@ class LedgerMirror:
             variant_type = ua.VariantType[event_field.data_type]
             self._generator.event.add_property(event_field.name, None, variant_type)
         self._ledger.subscribe(self.on_movement)  # before reading: nothing falls in between
+        self._tail_seq = await self._ledger.last_seq()
         await self.refresh_all()
 
     def close(self) -> None:
@@ -134,17 +142,34 @@ class LedgerMirror:
         """Ledger listener: quick and never raising (it runs inside the posting)."""
         if self._closed:
             return
-        self._touched_lots.add(str(movement.lot))
-        self._touched_units.update(str(u) for u in (movement.from_unit, movement.to_unit) if u)
-        if movement.to_unit and movement.kind in _SETS_CURRENT_LOT:
-            self._current_hint[str(movement.to_unit)] = str(movement.lot)
-        self._dirty.set()
+        self._touch(movement)
         try:
             self._movements.put_nowait(movement)
         except asyncio.QueueFull:
             self.dropped_events += 1
             if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
                 log.warning("opcua movement event queue full: %d dropped", self.dropped_events)
+
+    def _touch(self, movement: Movement) -> None:
+        """Note what `movement` changed, for the next refresh."""
+        self._touched_lots.add(str(movement.lot))
+        self._touched_units.update(str(u) for u in (movement.from_unit, movement.to_unit) if u)
+        if movement.to_unit and movement.kind in CURRENT_LOT_KINDS:
+            self._current_hint[str(movement.to_unit)] = str(movement.lot)
+        self._dirty.set()
+
+    async def _follow_others(self) -> None:
+        """Note what other writers posted since the newest movement read (see module doc)."""
+        own = self._ledger.writer_id
+        while True:
+            movements = await self._ledger.history(after_seq=self._tail_seq, limit=TAIL_LIMIT)
+            for movement in movements:
+                if movement.writer != own:
+                    self._touch(movement)
+            if movements:
+                self._tail_seq = movements[-1].seq
+            if len(movements) < TAIL_LIMIT:
+                return
 
     async def run(self) -> None:
         """The event and refresh loops, until cancelled."""
@@ -194,17 +219,27 @@ class LedgerMirror:
     # --- lots and book values ----------------------------------------------------------
 
     async def _refresh_loop(self) -> None:
-        next_full = time.monotonic() + self._resync_s
+        now = time.monotonic()
+        next_full, next_tail = now + self._resync_s, now + self._tail_s
         while True:
+            wake = min(next_full, next_tail)
             try:
-                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                async with asyncio.timeout(max(0.0, wake - time.monotonic())):
                     await self._dirty.wait()
             except TimeoutError:
                 pass
+            if time.monotonic() >= next_tail:
+                next_tail = time.monotonic() + self._tail_s
+                try:
+                    await self._follow_others()
+                except Exception as exc:  # the ledger is away: the refresh below says so
+                    log.debug("opcua ledger tail read failed: %s", exc)
+            full = time.monotonic() >= next_full
+            if not full and not self._dirty.is_set():
+                continue
             self._dirty.clear()
             lots, units = self._touched_lots, self._touched_units
             self._touched_lots, self._touched_units = set(), set()
-            full = time.monotonic() >= next_full
             try:
                 if full:
                     await self.refresh_all()

@@ -134,6 +134,11 @@ class LedgerReader:
         async with self._connect() as conn:
             return [movement_from_row(r) for r in (await conn.execute(query)).mappings()]
 
+    async def last_seq(self) -> int:
+        """The highest movement sequence number (0 for an empty ledger)."""
+        async with self._connect() as conn:
+            return int((await conn.execute(select(func.max(t.movements.c.seq)))).scalar() or 0)
+
     async def genealogy(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         """Every edge reachable from `lot`: where-used (forward) or where-from (backward).
 

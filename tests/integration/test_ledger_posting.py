@@ -137,3 +137,12 @@ async def test_verify_reports_an_audit_record_edited_into_invalid_json(
     report = await ledger.verify()
     assert not report.ok
     assert "hash mismatch" in report.problems[0].message
+
+
+async def test_last_seq_is_the_cursor_of_the_newest_movement(ledger: Ledger) -> None:
+    assert await ledger.last_seq() == 0
+    await ledger.post(receipt("10"))
+    await ledger.post(receipt("5", lot="L2"))
+    history = await ledger.history()
+    assert await ledger.last_seq() == history[-1].seq > history[0].seq
+    assert await ledger.history(after_seq=await ledger.last_seq()) == []

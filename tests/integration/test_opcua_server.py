@@ -722,6 +722,26 @@ async def test_lot_nodes_appear_and_follow_the_ledger(plant: Plant) -> None:
     await eventually(lambda: unit_shows("BookQuantity", 1000.0))
 
 
+async def test_postings_of_another_process_show_within_seconds(plant: Plant) -> None:
+    """The CLI or another instance writes the same ledger: the mirror follows its new
+    movements every second, long before the full re-read (every 60 s)."""
+    url = f"sqlite+aiosqlite:///{plant.db}"
+    async with open_ledger(url, writer_id="another-process") as other:
+        await other.post(
+            PostingRequest(
+                MovementKind.RECEIPT, MaterialId("SUGAR"), LotId("EXT-L1"), Decimal(300), "kg",
+                to_unit=StorageUnitId("SI-201"), user="cli",
+            )
+        )  # fmt: skip
+
+    async def shows(unit: str, name: str, value: Any) -> bool:
+        return bool(await (await plant.unit_variable(unit, name)).read_value() == value)
+
+    await eventually(lambda: shows("SI-201", "LotID", "EXT-L1"))  # the unit's current lot
+    lot = await plant.node("Inventory", "Lots", "EXT-L1")
+    assert await (await lot.get_child(f"{plant.tns}:Quantity")).read_value() == 300.0
+
+
 # --- start-up ----------------------------------------------------------------------------
 
 
