@@ -232,7 +232,7 @@ class LedgerMirror:
                 next_tail = time.monotonic() + self._tail_s
                 try:
                     await self._follow_others()
-                except Exception as exc:  # the ledger is away: the refresh below says so
+                except Exception as exc:  # the ledger is away (health says so): next tick
                     log.debug("opcua ledger tail read failed: %s", exc)
             full = time.monotonic() >= next_full
             if not full and not self._dirty.is_set():
