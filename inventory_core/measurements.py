@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from inventory_core.clock import format_timestamp, parse_timestamp
-from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.errors import InventoryError, LedgerUnavailable
 from inventory_core.domain.measurement import (
     DerivedMovement,
     DeriverConfig,
@@ -114,6 +114,7 @@ class MeasurementService:
         self._derivers: dict[StorageUnitId, MovementDeriver] = {}
         self._recorded_at: dict[StorageUnitId, datetime] = {}
         self._record_every = record_every
+        self._refused: dict[StorageUnitId, str] = {}  # unit -> why its last movement was refused
         self.latest: dict[StorageUnitId, MeasuredQuantity] = {}
 
     async def start(self) -> None:
@@ -225,11 +226,27 @@ class MeasurementService:
     async def _book(
         self, spec: MeasuredUnit, derived: Sequence[DerivedMovement | HeldForReview]
     ) -> None:
+        """Post (or hold) what a reading derived. A movement the ledger's rules refuse
+        (e.g. the unit's current lot is of another material after a product change) is
+        audited by the ledger and logged here, and stays unbooked: the measurement
+        moves on, and reconciliation shows the difference until a count or receipt
+        gives the unit a lot of its material. Only an unreachable ledger is raised."""
         for item in derived:
-            if isinstance(item, DerivedMovement):
-                await self._post(spec, item)
+            try:
+                if isinstance(item, DerivedMovement):
+                    await self._post(spec, item)
+                else:
+                    await self._hold(item)
+            except LedgerUnavailable:
+                raise
+            except InventoryError as exc:
+                reason = type(exc).__name__
+                if self._refused.get(spec.unit) != reason:  # once per unit and reason
+                    log.warning("plc_movement_rejected unit=%s reason=%s", spec.unit, exc)
+                self._refused[spec.unit] = reason
             else:
-                await self._hold(item)
+                if self._refused.pop(spec.unit, None) is not None:
+                    log.warning("plc_movement_accepted_again unit=%s", spec.unit)
 
     async def _post(self, spec: MeasuredUnit, movement: DerivedMovement) -> None:
         details = movement.details()

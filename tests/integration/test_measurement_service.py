@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+
+import pytest
 
 from inventory_core import Ledger
 from inventory_core.domain.measurement import DeriverConfig, StrappingTable
@@ -16,7 +20,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.measurements import MeasuredUnit, MeasurementService, UnitReading
-from tests.conftest import MATERIALS
+from tests.conftest import MATERIALS, UNITS
 
 TK = StorageUnitId("TK-101")
 T0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
@@ -181,3 +185,40 @@ async def test_feed_many_books_only_the_units_that_changed(ledger: Ledger) -> No
     lines = {x.unit: x.measured for x in await ledger.reconciliation()}
     # recorded with each posting, and otherwise every 10 s: TK-102's +1 mm is not yet
     assert (lines["TK-101"], lines["TK-102"]) == (Decimal(8080), Decimal(22200))
+
+
+async def test_a_refused_movement_is_logged_once_and_never_stops_the_feed(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    # TK-101 holds ethanol lot E1; then the plant switches the tank to glycol (config).
+    await ledger.post(
+        PostingRequest(
+            MovementKind.RECEIPT, MaterialId("ETHANOL-96"), LotId("E1"), Decimal(8000), "kg",
+            to_unit=TK,
+        )
+    )  # fmt: skip
+    glycol = next(m for m in MATERIALS if m.id == "GLYCOL")
+    units = [replace(u, material=glycol.id) if u.id == TK else u for u in UNITS]
+    await ledger.sync_master_data(MATERIALS, units)
+    service = MeasurementService(ledger, [replace(spec(), material=glycol)])
+    await service.start()
+    await feed(service, 0, 1000.0)  # book stock exists: no opening count
+    with caplog.at_level(logging.WARNING, logger="inventory_core.measurements"):
+        await feed(service, 1, 1010.0)  # a receipt into the current lot E1 (ethanol): refused
+        await feed(service, 2, 1020.0)  # refused again: not logged again
+    assert [m.lot for m in await ledger.history(unit="TK-101")] == ["E1"]
+    refusals = [r.getMessage() for r in caplog.records if "plc_movement" in r.getMessage()]
+    assert len(refusals) == 1 and "lot E1 is material ETHANOL-96" in refusals[0], refusals
+
+    # a count of glycol gives the tank a lot of its material: PLC movements book again
+    await ledger.post(
+        PostingRequest(
+            MovementKind.COUNT, glycol.id, LotId("G1"), Decimal(22422), "kg", to_unit=TK,
+        )
+    )  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="inventory_core.measurements"):
+        await feed(service, 3, 1030.0)
+    last = (await ledger.history(unit="TK-101"))[-1]
+    assert (last.kind, last.lot, last.source) == (MovementKind.RECEIPT, "G1", Source.PLC)
+    assert any("plc_movement_accepted_again" in r.getMessage() for r in caplog.records)
