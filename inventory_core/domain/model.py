@@ -138,6 +138,11 @@ class PostingRequest:
     expiry: date | None = None
     details: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def unit(self) -> StorageUnitId | None:
+        """The storage unit a reader thinks of first: target, else source."""
+        return self.to_unit or self.from_unit
+
 
 @dataclass(frozen=True, slots=True)
 class ReversalRequest:

@@ -158,6 +158,14 @@ def new_movement_id() -> MovementId:
     return MovementId(str(uuid.uuid4()))
 
 
+def current_lot(state: LedgerState, req: PostingRequest) -> LotId:
+    """The lot a `lot=None` request books to: its unit's current lot in `state` (the
+    planner keeps it up to date through a batch), else the unit's opening lot."""
+    unit = req.unit
+    assert unit is not None, "validate_posting: a lot=None request names one unit"
+    return state.current_lots.get(unit) or opening_lot(unit)
+
+
 class Planner:
     """Applies requests to a LedgerState, recording the rows to write in Changes."""
 
@@ -182,18 +190,11 @@ class Planner:
         replay = self._replay(req.idempotency_key, digest)
         if replay is not None:
             return replay
-        lot_id = req.lot if req.lot is not None else self.current_lot(req)
+        lot_id = req.lot if req.lot is not None else current_lot(self.state, req)
         result = self._post(req, lot_id, digest)
         if req.kind in CURRENT_LOT_KINDS and req.to_unit is not None:
             self.state.current_lots[req.to_unit] = lot_id
         return result
-
-    def current_lot(self, req: PostingRequest) -> LotId:
-        """The lot a `lot=None` request books to: its unit's current lot, as of the
-        requests planned before it in this batch."""
-        unit = req.to_unit or req.from_unit
-        assert unit is not None, "validate_posting: a lot=None request names one unit"
-        return self.state.current_lots.get(unit) or opening_lot(unit)
 
     def _post(self, req: PostingRequest, lot_id: LotId, digest: str) -> PostingResult:
         """`post` of `req` into lot `lot_id` (`req.lot`, or the one resolved for None)."""

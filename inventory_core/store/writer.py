@@ -43,9 +43,14 @@ from inventory_core.domain.model import (
     ReversalRequest,
     StorageUnit,
     StorageUnitId,
-    opening_lot,
 )
-from inventory_core.domain.posting import MOVEMENT_COLUMNS, Changes, LedgerState, Planner
+from inventory_core.domain.posting import (
+    MOVEMENT_COLUMNS,
+    Changes,
+    LedgerState,
+    Planner,
+    current_lot,
+)
 from inventory_core.domain.units import format_decimal
 from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
@@ -260,9 +265,7 @@ class BatchWriter:
             state.reversed_ids.update(MovementId(r) for (r,) in rows)
 
         current_units = {
-            r.to_unit or r.from_unit
-            for r in requests
-            if isinstance(r, PostingRequest) and r.lot is None
+            r.unit for r in requests if isinstance(r, PostingRequest) and r.lot is None
         }
         state.current_lots = self._current_lots(conn, sorted(u for u in current_units if u))
 
@@ -270,15 +273,14 @@ class BatchWriter:
         pairs: dict[tuple[StorageUnitId, LotId], str] = {}
         for r in requests:
             if isinstance(r, PostingRequest):
-                # lot=None: the unit's current lot now, or the lot it opens with (a lot
-                # received earlier in this batch is named by that request).
-                unit_lots = [r.lot] if r.lot is not None else self._candidate_lots(r, state)
-                lot_ids.update(unit_lots)
+                # lot=None: the unit's current lot as the batch starts (a lot received
+                # into it earlier in the batch is loaded for the request that names it).
+                lot_id = r.lot if r.lot is not None else current_lot(state, r)
+                lot_ids.add(lot_id)
                 lot_ids.update(r.consumed_lots)
                 for unit in (r.from_unit, r.to_unit):
                     if unit is not None:
-                        for lot_id in unit_lots:
-                            pairs[(unit, lot_id)] = r.material
+                        pairs[(unit, lot_id)] = r.material
             elif isinstance(r, LotStatusRequest):
                 lot_ids.add(r.lot)
         for original in state.movements.values():
@@ -349,15 +351,6 @@ class BatchWriter:
             for key, movement_id, digest in rows:
                 state.keys[key] = (MovementId(movement_id), digest)
         return state
-
-    @staticmethod
-    def _candidate_lots(request: PostingRequest, state: LedgerState) -> list[LotId]:
-        """The lot a `lot=None` request books to as of the batch's start (a lot received
-        into the unit earlier in the batch is loaded for the request that names it)."""
-        unit = request.to_unit or request.from_unit
-        if unit is None:
-            return []
-        return [state.current_lots.get(unit) or opening_lot(unit)]
 
     def _current_lots(
         self, conn: Connection, units: Sequence[StorageUnitId]
