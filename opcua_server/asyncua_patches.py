@@ -1,6 +1,25 @@
-"""Measured fixes to asyncua 2.1's data-change path, applied when the server starts.
+"""Fixes to asyncua 2.1 (pinned in pyproject.toml), applied when the server starts.
 
-Profiled with benchmarks/opcua_server.py (10,000 monitored values at 1 Hz):
+Client certificates at CreateSession (a correctness and security fix; OPC UA Part 4, 5.6.2):
+
+- asyncua validates the certificate a client puts into CreateSession whatever the
+  secure channel, so on a `None` channel a client that presents its application
+  instance certificate, as UaExpert, node-opcua and most SCADA clients do, is refused
+  with Bad_CertificateUntrusted. Part 4: "if the securityPolicyUri is None, the
+  Server shall ignore the ApplicationInstanceCertificate". It is now ignored there.
+- On a Sign/SignAndEncrypt channel asyncua validates only that CreateSession
+  certificate and skips the check when it is empty; it never compares it with the
+  certificate the channel was opened with (the one whose key the client proved).
+  Any client could get past the trust list by sending no certificate, or another
+  client's (public) one. Now the CreateSession certificate must be the channel's
+  (first certificate of a chain compared), else Bad_CertificateInvalid, and the
+  trust list always judges the channel's certificate.
+- How: `_process_message` records the connection's security policy in a
+  ContextVar for the duration of a CreateSession request (one task per connection
+  serves it start to finish, as for `security.current_user`); `_create_session`
+  reads it and adjusts the parameters before asyncua's own code runs.
+
+Data-change path, profiled with benchmarks/opcua_server.py (10,000 values at 1 Hz):
 
 - `MonitoredItemValues.set_current_datavalue` stores a `copy.deepcopy` of every
   DataValue written to a monitored node, so that a caller mutating its object
@@ -25,11 +44,17 @@ Profiled with benchmarks/opcua_server.py (10,000 monitored values at 1 Hz):
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, TypeVar
+from importlib import metadata
+from typing import Any, Final, TypeVar
 
 from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import uacrypto
+from asyncua.server.internal_session import InternalSession
 from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
+from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua import ua_binary
 
 from opcua_server import asyncua_nodes
@@ -126,9 +151,72 @@ def _create_type_serializer(uatype: type) -> Callable[[Any], bytes]:
     return _original_type_serializer(uatype)
 
 
+# --------------------------------------------------------------------------- CreateSession
+
+PINNED_VERSION: Final = "2.1."
+_CREATE_SESSION: Final = ua.NodeId(ua.ObjectIds.CreateSessionRequest_Encoding_DefaultBinary)
+_channel_policy: ContextVar[Any] = ContextVar("invops_create_session_channel", default=None)
+_original_process_message = UaProcessor._process_message
+_original_create_session = InternalSession.create_session
+
+
+async def _process_message(
+    self: UaProcessor, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any
+) -> Any:
+    if typeid != _CREATE_SESSION:
+        return await _original_process_message(self, typeid, requesthdr, seqhdr, body)
+    token = _channel_policy.set(self._connection.security_policy)
+    try:
+        return await _original_process_message(self, typeid, requesthdr, seqhdr, body)
+    finally:
+        _channel_policy.reset(token)
+
+
+async def _create_session(
+    self: InternalSession, params: ua.CreateSessionParameters, sockname: Any = None
+) -> ua.CreateSessionResult:
+    policy = _channel_policy.get()
+    if policy is not None:  # None: a session asyncua makes without a client connection
+        params.ClientCertificate = channel_client_certificate(
+            policy.Mode, policy.peer_certificate, params.ClientCertificate
+        )
+    return await _original_create_session(self, params, sockname)
+
+
+def channel_client_certificate(
+    mode: ua.MessageSecurityMode, channel_certificate: bytes | None, session_certificate: Any
+) -> bytes | None:
+    """The client certificate CreateSession validates, by the channel's security mode.
+
+    None for a `None` channel (ignored, Part 4); on a secured channel the channel's own
+    certificate, after checking that the session names the same one (else
+    Bad_CertificateInvalid: a client may not borrow another client's certificate).
+    """
+    if mode == ua.MessageSecurityMode.None_:
+        return None
+    presented = uacrypto.x509_from_der(session_certificate) if session_certificate else None
+    if not channel_certificate or presented is None:
+        raise ServiceError(ua.StatusCodes.BadCertificateInvalid)
+    if uacrypto.der_from_x509(presented) != channel_certificate:
+        raise ServiceError(ua.StatusCodes.BadCertificateInvalid)
+    return channel_certificate
+
+
+def _check_version() -> None:
+    version = metadata.version("asyncua")
+    if not version.startswith(PINNED_VERSION):
+        raise RuntimeError(
+            f"opcua_server.asyncua_patches was written for asyncua {PINNED_VERSION}x, "
+            f"found {version}: check each patch against the new release, then re-pin"
+        )
+
+
 def apply() -> None:
-    """Install the cheaper paths (idempotent). The encoder is picked up by list encoders
-    built after this call (asyncua builds them on first use, i.e. at the first publish)."""
+    """Install the fixes (idempotent). The encoder is picked up by list encoders built
+    after this call (asyncua builds them on first use, i.e. at the first publish)."""
+    _check_version()
+    UaProcessor._process_message = _process_message  # type: ignore[method-assign]
+    InternalSession.create_session = _create_session  # type: ignore[method-assign]
     MonitoredItemValues.set_current_datavalue = _set_current_datavalue  # type: ignore[method-assign]
     MonitoredItemService.datachange_callback = _datachange_callback  # type: ignore[method-assign]
     ua_binary.create_type_serializer = _create_type_serializer

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asyncua import Client, ua
@@ -23,12 +24,12 @@ from asyncua import Client, ua
 INVOPS = [sys.executable, "-m", "invops.cli"]
 
 
-def start_demo(data_dir: Path) -> subprocess.Popen[str]:
+def start_demo(data_dir: Path, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOPS_")}
     args = ["demo", "--data-dir", str(data_dir), "--opcua-port", "0", "--metrics-port", "0",
             "--modbus-port", "0", "--s7-port", "0"]  # fmt: skip
     return subprocess.Popen(
-        [*INVOPS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*INVOPS, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
     )
 
 

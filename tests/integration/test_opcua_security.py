@@ -29,6 +29,7 @@ import pytest_asyncio
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.methods import uamethod
+from asyncua.common.utils import ServiceError
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.security_policies import (
@@ -47,6 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from information_model import APPLICATION_URI, Role
 from invops.config import AnonymousAccess, OpcuaConfig, SecurityPolicyName
 from invops.passwords import hash_password
+from opcua_server import asyncua_patches
 from opcua_server.security import (
     ANONYMOUS,
     CERTIFICATE_FILE,
@@ -109,7 +111,9 @@ async def _client_cert(directory: Path, name: str) -> ClientCert:
 
 @asynccontextmanager
 async def _server(config: OpcuaConfig, users: Mapping[str, tuple[str, str]], pki: Path) -> Any:
-    """A bare asyncua server wired exactly as secure_server_kwargs documents."""
+    """A bare asyncua server wired exactly as secure_server_kwargs documents, with the
+    asyncua patches the invops server applies (CreateSession's client certificate)."""
+    asyncua_patches.apply()
     kwargs = secure_server_kwargs(config, users, pki)
     server = Server(user_manager=kwargs["user_manager"])
     await server.init()
@@ -225,6 +229,22 @@ async def _who_am_i(client: Client, ns: int, method: str = "WhoAmI") -> str:
     result = await test.call_method(f"{ns}:{method}")
     assert isinstance(result, str)
     return result
+
+
+def _present_at_create_session(client: Client, certificate: bytes | None) -> None:
+    """Make `client` send `certificate` in CreateSession, whatever its channel uses.
+
+    asyncua's client sends no certificate on a None channel; UaExpert, node-opcua and
+    most SCADA clients send their application instance certificate there too. On a
+    secured channel this plays a client that names another client's certificate.
+    """
+    original = client.uaclient.create_session
+
+    async def create_session(params: ua.CreateSessionParameters) -> Any:
+        params.ClientCertificate = certificate
+        return await original(params)
+
+    client.uaclient.create_session = create_session  # type: ignore[method-assign]
 
 
 async def _refusal(client: Client) -> int:
@@ -557,6 +577,47 @@ async def test_untrusted_client_certificate_is_refused_until_copied_to_trusted(
             assert await _who_am_i(client, locked_server.ns) == "operator:operator"
     finally:
         (locked_server.pki / "trusted" / cert.certificate.name).unlink()
+
+
+@module_loop
+@pytest.mark.parametrize("user", [None, "operator"])
+async def test_a_client_certificate_on_a_none_channel_is_ignored(
+    open_server: RunningServer, client_certs: dict[str, ClientCert], user: str | None
+) -> None:
+    """Part 4, CreateSession: on a None channel the server ignores the certificate, so an
+    untrusted one neither refuses the session nor counts for anything; users still apply."""
+    untrusted = client_certs["untrusted"].certificate.read_bytes()
+    client = await _client(open_server, user=user)
+    _present_at_create_session(client, untrusted)
+    async with client:
+        expected = "anonymous:viewer" if user is None else "operator:operator"
+        assert await _who_am_i(client, open_server.ns) == expected
+    client = await _client(open_server, user="operator", password="wrong")
+    _present_at_create_session(client, untrusted)
+    assert await _refusal(client) == StatusCodes.BadUserAccessDenied
+
+
+@module_loop
+@pytest.mark.parametrize("presented", ["trusted", "none"])
+async def test_a_secured_channel_cannot_present_another_certificate_at_create_session(
+    locked_server: RunningServer, client_certs: dict[str, ClientCert], presented: str
+) -> None:
+    """The trust list judges the certificate the channel was opened with: a client with
+    an untrusted key gets nowhere by naming a trusted client's (public) certificate, or
+    none, in CreateSession."""
+    certificate = client_certs["trusted"].certificate.read_bytes() if presented != "none" else None
+    client = await _client(locked_server, client_certs["untrusted"], BASIC, ENCRYPT, "operator")
+    _present_at_create_session(client, certificate)
+    assert await _refusal(client) == StatusCodes.BadCertificateInvalid
+
+
+def test_create_session_certificate_rule_by_channel_mode() -> None:
+    garbage = b"not a certificate"  # never parsed on a None channel
+    none = ua.MessageSecurityMode.None_
+    assert asyncua_patches.channel_client_certificate(none, b"", garbage) is None
+    with pytest.raises(ServiceError) as caught:
+        asyncua_patches.channel_client_certificate(SIGN, b"", None)
+    assert caught.value.code == StatusCodes.BadCertificateInvalid
 
 
 @module_loop

@@ -3,8 +3,11 @@ values never change), and the notification encoder writes exactly asyncua's byte
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from datetime import UTC, datetime
 
+import pytest
 from asyncua import ua
 from asyncua.server.monitored_item_service import MonitoredItemValues
 from asyncua.ua import ua_binary
@@ -95,3 +98,33 @@ async def test_published_notifications_use_the_encoder_and_decode_back() -> None
     decoded = ua_binary.struct_from_binary(ua.DataChangeNotification, ua.utils.Buffer(data))
     assert decoded.MonitoredItems[0].ClientHandle == 7
     assert decoded.MonitoredItems[0].Value.Value.Value == 42.5
+
+
+# The CreateSession fix wraps these two asyncua functions and relies on what they do
+# (one request served start to finish in the connection's task; ClientCertificate used
+# only for the validator). A new asyncua release must be read again before re-pinning.
+UPSTREAM_FINGERPRINTS = {
+    "UaProcessor._process_message": (
+        "029ff357dd3bdd16a53eec2a830fdc0660d2c1736123715255f7e3dead8ae11b"
+    ),
+    "InternalSession.create_session": (
+        "b588ef2ca1d2d98fb20639eb23d4bfb420674f970403314fb8ab4af35fc2090c"
+    ),
+}
+
+
+def test_wrapped_asyncua_code_is_the_code_the_patch_was_written_for() -> None:
+    originals = (
+        asyncua_patches._original_process_message,
+        asyncua_patches._original_create_session,
+    )
+    found = {
+        f.__qualname__: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for f in originals
+    }
+    assert found == UPSTREAM_FINGERPRINTS
+
+
+def test_patches_refuse_another_asyncua_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asyncua_patches.metadata, "version", lambda name: "2.2.0")
+    with pytest.raises(RuntimeError, match=r"written for asyncua 2\.1\.x, found 2\.2\.0"):
+        asyncua_patches.apply()
