@@ -12,9 +12,10 @@ exception escaping a handler into Bad_UnexpectedError, so none escapes:
   Bad_InvalidArgument; the ledger validates before it writes, so nothing is posted;
 - the ledger unreachable: Bad_ResourceUnavailable; a bug: Bad_InternalError (logged).
 
-A rejection also says why: every entry of `InputArgumentDiagnosticInfos`
-carries the message in `AdditionalInfo`, and `InputArgumentResults` marks the
-argument at fault when it is known. asyncua's client raises on the StatusCode;
+A rejection also says why: `InputArgumentResults` marks the argument at fault
+(the others are Good), and that argument's entry of `InputArgumentDiagnosticInfos`
+carries the message in `AdditionalInfo` (the first entry when no single argument
+is at fault); the other entries are empty. asyncua's client raises on the StatusCode;
 `client.uaclient.call(...)` returns the whole CallMethodResult.
 """
 
@@ -443,14 +444,19 @@ def _argument_of(exc: Exception, method: MethodDef, values: Arguments) -> int | 
 
 
 def _rejection(rejected: _Rejected, argument_count: int) -> ua.CallMethodResult:
+    """Only the argument at fault is marked and carries the reason (in its DiagnosticInfo's
+    AdditionalInfo); when no single argument is at fault, the first entry carries it."""
     result = ua.CallMethodResult()
     result.StatusCode = status(rejected.code)
     result.InputArgumentResults = [
         status(rejected.argument_code if i == rejected.argument else StatusCodes.Good)
         for i in range(argument_count)
     ]
+    carrier = 0 if rejected.argument is None else rejected.argument
     result.InputArgumentDiagnosticInfos = [
         ua.DiagnosticInfo(AdditionalInfo=cast(ua.String, str(rejected)))
-        for _ in range(argument_count)
+        if i == carrier
+        else ua.DiagnosticInfo()
+        for i in range(argument_count)
     ]
     return result

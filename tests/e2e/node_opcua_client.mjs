@@ -6,7 +6,8 @@
 //                    certificate in CreateSession (node-opcua always does, like UaExpert).
 //                    Anonymous: browse Objects/Inventory/PLANT1/TANKFARM/TK-101, read Level
 //                    with EngineeringUnits and EURange, subscribe and collect changes; then as
-//                    operator: call Inventory/Ledger/PostReceipt; then a wrong password.
+//                    operator: call Inventory/Ledger/PostReceipt, once to an unknown unit;
+//                    then a wrong password.
 // scenario "secure": Basic256Sha256 SignAndEncrypt as operator with the client's own
 //                    certificate (made in <pki dir> on first use): reports whether the session
 //                    was refused and with which status, or what it read.
@@ -154,7 +155,7 @@ async function collectChanges(session, levelId, count, withinMs) {
     return values;
 }
 
-async function postReceipt(session, ns, lot, key) {
+async function postReceipt(session, ns, lot, key, toUnit = "TK-102") {
     const ledger = await nodeIdOf(session, `/Objects/${ns.plant}:Inventory/${ns.plant}:Ledger`);
     const method = await nodeIdOf(
         session,
@@ -169,7 +170,7 @@ async function postReceipt(session, ns, lot, key) {
             text(lot),
             new Variant({ dataType: DataType.Double, value: 250.0 }),
             text("kg"),
-            text("TK-102"),
+            text(toUnit),
             text(key),
             text("delivery 4711 (node-opcua e2e)"),
         ],
@@ -177,6 +178,10 @@ async function postReceipt(session, ns, lot, key) {
     return {
         status: result.statusCode.name,
         outputs: (result.outputArguments || []).map((v) => v.value),
+        inputArgumentResults: (result.inputArgumentResults || []).map((c) => c.name),
+        inputArgumentReasons: (result.inputArgumentDiagnosticInfos || []).map(
+            (d) => (d && d.additionalInfo) || null,
+        ),
     };
 }
 
@@ -204,7 +209,12 @@ async function noneScenario() {
         const operator = await withSession(
             client,
             { type: UserTokenType.UserName, userName: "operator", password: "operator" },
-            async (s) => postReceipt(s, await namespaces(s), "GLY-NODE-1", "node-opcua-e2e-1"),
+            async (s) => {
+                const ns = await namespaces(s);
+                const posted = await postReceipt(s, ns, "GLY-NODE-1", "node-opcua-e2e-1");
+                const refused = await postReceipt(s, ns, "GLY-NODE-2", "node-opcua-e2e-2", "TK-999");
+                return { ...posted, refused };
+            },
         );
         let wrongPassword;
         try {

@@ -126,6 +126,13 @@ def test_none_channel_anonymous_browse_read_subscribe_and_operator_posts(
         ("receipt", "GLY-NODE-1", "TK-102", 250.0, "operator")
     ]
 
+    refused = operator["refused"]  # ToUnit TK-999: only that argument is marked, with why
+    assert refused["status"] == "BadInvalidArgument" and refused["outputs"] == []
+    to_unit = 4  # PostReceipt(MaterialDefinitionID, LotID, Quantity, UnitOfMeasure, ToUnit, ...)
+    assert [i for i, r in enumerate(refused["inputArgumentResults"]) if r != "Good"] == [to_unit]
+    reasons = refused["inputArgumentReasons"]
+    assert [i for i, r in enumerate(reasons) if r] == [to_unit] and "TK-999" in reasons[to_unit]
+
     assert answer["wrongPassword"] == "BadUserAccessDenied"
     assert "opcua_client_certificate_refused" not in demo.log()
 
