@@ -49,7 +49,7 @@ from prometheus_client.registry import Collector
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.domain.units import convert
 from invops.config import InvopsConfig
-from plc_connectors import PlcError, Quality, Sample
+from plc_connectors import ERROR_REASONS, PlcError, Quality, Sample
 from plc_connectors.poller import SampleSink
 
 if TYPE_CHECKING:
@@ -77,20 +77,23 @@ COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 # One PLC poll cycle (connect and/or read): 1 ms .. 5 s (REFERENCE §7).
 POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-# `plc_connectors.poller.error_reason` labels; anything else is counted as "other".
-_REASONS: Final = frozenset({"timeout", "connect", "decode", "protocol", "config", "other"})
-_EXCEPTION_REASON: Final = re.compile(r"exception_[0-9a-f]{2}")  # Modbus exception code
+# Labelled counters show every series whose label values are known at start at 0, so
+# `rate()` and alerts see 0 rather than nothing (SPEC §6). Series at start (each counter
+# series also exposes a `_created` sample in the default text format):
+#   invops_plc_errors_total{plc,reason}:      len(ERROR_REASONS) = 16 per configured PLC
+#   invops_ledger_postings_total{kind,source}: 9 movement kinds x 5 sources = 45
+# The demo (2 PLCs): 32 + 45 = 77. Postings with kind or source "other" (never produced by
+# the ledger) appear only when counted.
+_REASONS: Final = frozenset(ERROR_REASONS)  # `plc_connectors.error_reason` labels
 _KINDS: Final = frozenset(k.value for k in MovementKind)
 _SOURCES: Final = frozenset(s.value for s in Source)
 _OTHER: Final = "other"
 
 
 def bounded_reason(reason: str) -> str:
-    """The error label for `reason`: one of the poller's fixed reasons
-    (timeout, connect, exception_XX, decode, protocol, config), else "other"."""
-    if reason in _REASONS or _EXCEPTION_REASON.fullmatch(reason):
-        return reason
-    return _OTHER
+    """The error label for `reason`: one of `plc_connectors.ERROR_REASONS` (timeout,
+    connect, exception_XX, decode, protocol, config, other), else "other"."""
+    return reason if reason in _REASONS else _OTHER
 
 
 def build_revision(start: Path | None = None) -> str:
@@ -179,6 +182,9 @@ class Metrics:
             ["kind", "source"],
             registry=registry,
         )
+        for kind in MovementKind:
+            for source in Source:
+                self.postings.labels(kind=kind.value, source=source.value)
         self.posting_seconds = Histogram(
             "invops_ledger_posting_seconds",
             "Time to durably commit a ledger write (posting, lot status, measurement or "
@@ -203,7 +209,7 @@ class Metrics:
         self.errors = Counter(
             "invops_plc_errors_total",
             "Failed PLC poll attempts by reason: timeout, connect, exception_XX (Modbus "
-            "exception code, hex), decode, protocol, config, other.",
+            "exception code, hex: 01-08, 0a, 0b), decode, protocol, config, other.",
             ["plc", "reason"],
             registry=registry,
         )
@@ -225,8 +231,9 @@ class Metrics:
     # -- PLCs -------------------------------------------------------------------------
 
     def add_plcs(self, plcs: Iterable[str]) -> None:
-        """Create the series of configured PLCs up front: `invops_plc_up` 0 and empty
-        poll histograms until the first poll, so dashboards see every PLC at once."""
+        """Create the series of configured PLCs up front: `invops_plc_up` 0, empty poll
+        histograms until the first poll and `invops_plc_errors_total` 0 for every reason,
+        so dashboards and alerts see every PLC at once."""
         for plc in plcs:
             self._known(plc)
 
@@ -237,6 +244,8 @@ class Metrics:
             if plc not in self._plcs:
                 self.up.labels(plc=plc).set(0)
                 self.poll_seconds.labels(plc=plc)
+                for reason in ERROR_REASONS:
+                    self.errors.labels(plc=plc, reason=reason)
                 self._plcs.add(plc)
 
     def poll(self, plc: str, seconds: float, error_reason: str | None) -> None:

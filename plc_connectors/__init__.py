@@ -48,6 +48,7 @@ from plc_connectors.planning import (
     plan_s7,
 )
 from plc_connectors.poller import (
+    ERROR_REASONS,
     Clock,
     PlcPoller,
     SampleSink,
@@ -58,6 +59,7 @@ from plc_connectors.poller import (
 from plc_connectors.s7 import S7Link
 
 __all__ = [
+    "ERROR_REASONS",
     "Address",
     "Area",
     "Clock",

@@ -16,9 +16,10 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
 
 from plc_connectors.errors import (
+    MODBUS_EXCEPTION_NAMES,
     PlcConnectError,
     PlcError,
     PlcProtocolError,
@@ -72,17 +73,38 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+def _exception_reason(code: int) -> str:
+    return f"exception_{code:02x}"
+
+
+# Every label `error_reason()` can return, in a fixed order: a closed set, so that metrics
+# can show each (PLC, reason) series at 0 from the start. Modbus exception codes come from
+# MODBUS_EXCEPTION_NAMES (the codes the Modbus spec defines: 01-08, 0a, 0b); a code outside
+# it is counted as "protocol". 16 reasons.
+ERROR_REASONS: Final[tuple[str, ...]] = (
+    "timeout",
+    "connect",
+    *(_exception_reason(code) for code in sorted(MODBUS_EXCEPTION_NAMES)),
+    "decode",
+    "protocol",
+    "config",
+    "other",
+)
+
+
 def error_reason(exc: PlcError) -> str:
-    """Metric label for a failure, from a small fixed set: timeout, connect, exception_XX
-    (Modbus exception response, hex code), decode (short or garbled reply), protocol (the
-    PLC refused the request, e.g. an S7 item error), config (a tag that cannot work), other."""
+    """Metric label for a failure, one of `ERROR_REASONS`: timeout, connect, exception_XX
+    (Modbus exception response with a code the spec defines, hex), decode (short or garbled
+    reply), protocol (the PLC refused the request: an S7 item error, a Modbus exception code
+    outside the spec), config (a tag that cannot work), other."""
     if isinstance(exc, PlcTimeout):
         return "timeout"
     if isinstance(exc, PlcConnectError):
         return "connect"
     if isinstance(exc, PlcProtocolError):
-        if exc.exception_code is not None:
-            return f"exception_{exc.exception_code:02x}"
+        code = exc.exception_code
+        if code is not None:
+            return _exception_reason(code) if code in MODBUS_EXCEPTION_NAMES else "protocol"
         return "decode" if exc.retryable else "protocol"
     if isinstance(exc, TagConfigError):
         return "config"

@@ -20,6 +20,10 @@ from typing import Any
 
 import pytest
 from asyncua import Client, ua
+from prometheus_client.parser import text_string_to_metric_families
+
+from inventory_core.domain.model import MovementKind, Source
+from plc_connectors import ERROR_REASONS
 
 INVOPS = [sys.executable, "-m", "invops.cli"]
 
@@ -81,6 +85,15 @@ async def read_level_history(endpoint: str) -> list[ua.DataValue]:
         return list(await node.read_raw_history(now - timedelta(hours=1), now))
 
 
+def counter_series(text: str, name: str, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(s.labels[label] for label in labels): float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
 def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
     demo: tuple[subprocess.Popen[str], Path],
 ) -> None:
@@ -123,6 +136,15 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
         "invops_opcua_sessions",
     ):
         assert needle in text, needle
+    # SPEC §6: labelled counters carry every known series, at 0 until counted.
+    errors = counter_series(text, "invops_plc_errors_total", ("plc", "reason"))
+    plcs = ("PLC-MODBUS", "PLC-S7")
+    assert set(errors) == {(plc, reason) for plc in plcs for reason in ERROR_REASONS}
+    assert {errors[plc, "config"] for plc in plcs} == {0.0}  # the demo's tags all work
+    postings = counter_series(text, "invops_ledger_postings_total", ("kind", "source"))
+    assert set(postings) == {(k.value, s.value) for k in MovementKind for s in Source}
+    assert postings["count", "plc"] >= 1  # opening counts
+    assert {postings[k.value, "opcua"] for k in MovementKind} == {0.0}  # no client posted
     if shutil.which("promtool"):
         lint = subprocess.run(
             ["promtool", "check", "metrics"], input=text, capture_output=True, text=True

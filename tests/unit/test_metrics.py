@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +31,7 @@ from invops.metrics import (
     build_revision,
     ua_session_count,
 )
-from plc_connectors import PlcError, PlcTimeout, Quality, Sample
+from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Quality, Sample
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 
@@ -229,6 +231,68 @@ def test_polls_are_timed_and_errors_counted_by_reason(
     assert last is not None and last > 1.6e9
 
 
+def _series(registry: CollectorRegistry, name: str) -> dict[tuple[str, ...], float]:
+    """Label values (in label-name order) -> value of every sample of `name`."""
+    return {
+        tuple(v for _k, v in sorted(s.labels.items())): float(s.value)
+        for s in _samples(registry, name)
+    }
+
+
+def test_a_fresh_instance_shows_every_plc_error_reason_at_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    errors = _series(registry, "invops_plc_errors_total")  # (plc, reason)
+    expected = {(plc, reason) for plc in ("PLC-MB", "PLC-S7") for reason in ERROR_REASONS}
+    assert set(errors) == expected
+    assert set(errors.values()) == {0.0}
+    assert len(errors) == 2 * 16
+
+
+def test_a_fresh_instance_shows_every_posting_kind_and_source_at_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    postings = _series(registry, "invops_ledger_postings_total")  # (kind, source)
+    expected = {(kind.value, source.value) for kind in MovementKind for source in Source}
+    assert set(postings) == expected
+    assert set(postings.values()) == {0.0}
+    assert len(postings) == 9 * 5
+
+
+def test_the_demo_plcs_start_with_every_error_reason_at_zero() -> None:
+    registry = CollectorRegistry()
+    plcs = [s.name for s in load_config(DEMO).plc_settings()]
+    assert sorted(plcs) == ["PLC-MODBUS", "PLC-S7"]
+    Metrics(registry, version="1", revision="r", plcs=plcs)
+    errors = _series(registry, "invops_plc_errors_total")
+    assert set(errors) == {(plc, reason) for plc in plcs for reason in ERROR_REASONS}
+    assert set(errors.values()) == {0.0}
+    counters = len(errors) + len(_series(registry, "invops_ledger_postings_total"))
+    assert counters == 77  # the count documented in invops/metrics.py
+
+
+def test_a_plc_added_later_gets_its_error_series_and_counts_from_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    metrics.add_plcs(["PLC-NEW"])
+    errors = "invops_plc_errors_total"
+    assert {r for p, r in _series(registry, errors) if p == "PLC-NEW"} == set(ERROR_REASONS)
+    metrics.poll("PLC-NEW", 0.5, "connect")
+    assert _value(registry, errors, plc="PLC-NEW", reason="connect") == 1
+    assert _value(registry, errors, plc="PLC-NEW", reason="timeout") == 0
+
+
+def test_a_fresh_instance_passes_promtool(registry: CollectorRegistry, metrics: Metrics) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not on PATH (see .ci/run)")
+    text = generate_latest(registry).decode()
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
 def test_configured_plcs_start_down_with_empty_histograms(
     registry: CollectorRegistry, metrics: Metrics
 ) -> None:
@@ -282,12 +346,18 @@ def test_ua_session_count_counts_only_activated_client_sessions() -> None:
         ("config", "config"),
         ("exception_0b", "exception_0b"),
         ("exception_zz", "other"),
+        ("exception_ff", "other"),  # error_reason() says "protocol" for codes outside the spec
         ("connection refused by 10.0.0.7", "other"),
         ("", "other"),
     ],
 )
 def test_error_reasons_are_a_bounded_set(reason: str, label: str) -> None:
     assert bounded_reason(reason) == label
+
+
+@pytest.mark.parametrize("reason", ERROR_REASONS)
+def test_every_reason_the_links_report_is_its_own_label(reason: str) -> None:
+    assert bounded_reason(reason) == reason
 
 
 def test_free_text_never_becomes_a_label_value(
