@@ -23,6 +23,12 @@ one's CPU is its own:
 Per probe step inside the `--window`: latency to the first notification carrying the
 new value, and to the durable posting of the movement it causes (receipt up, issue
 down). `*_missed` counts steps without one before the run ends (`--grace` s later).
+`cpu_s_per_1000_values`: the service's CPU seconds in the window per 1,000 values
+(data-change notifications) the client received in it; the service's whole work
+(polling, ledger, OPC UA) is charged to what the subscriber gets, so with `--watch
+probes` the figure is far higher and not comparable with `--watch all`. There is no
+baseline in this run, so no `baseline_…` keys (`opcua_server` has the naive asyncua
+server's figure, for OPC UA alone).
 """
 
 from __future__ import annotations
@@ -638,6 +644,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     movements = sum(1 for t in answer["posted"] if window[0] <= t < window[1])
     received = sum(1 for t in seen.received if window[0] <= t < window[1])
     polls = seen.metrics
+    # service CPU per 1,000 values delivered; nothing delivered: no figure
+    cost = (
+        {"cpu_s_per_1000_values": round(1000 * seen.cpu["service"] / received, 4)}
+        if received
+        else {}
+    )
     return {
         "bench": BENCH,
         "units": plant.units,
@@ -662,6 +674,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "polls_per_s": round(polls["invops_plc_poll_seconds_count"] / span, 1),
         "poll_errors": int(polls["invops_plc_errors_total"]),
         "service_pct_cpu": round(100 * seen.cpu["service"] / span, 1),
+        **cost,
         "service_rss_mb": round(peak_mb, 1),
         "service_rss_end_mb": round(rss_mb, 1),
         "service_rss_ready_mb": round(ready_mb, 1),

@@ -16,7 +16,10 @@ the client runs here. Cases:
   variables (100 ms publishing, queue size 1) and takes latency = arrival of the
   notification - SourceTimestamp (same host clock). Reported: p50/p99 over the
   notifications received, notifications/s, lost (updates inside the window never
-  notified, e.g. after the client gave up the connection), server CPU and RSS, the time
+  notified, e.g. after the client gave up the connection), server CPU and RSS,
+  `cpu_s_per_1000_values` (server process CPU seconds over the window per 1,000
+  values the subscriber received with a SourceTimestamp inside it: the cost of a
+  delivered value, lost ones delivering nothing), the time
   `start()` takes (asyncua init + address space + ledger read), and
   `max_values_p99_300ms`: the largest N of the grid whose p99 stays < 300 ms, a lost
   update counting as infinitely late (searched upwards from the smallest N, skipping
@@ -25,7 +28,9 @@ the client runs here. Cases:
   folder (`Node.add_variable`, the build capped by `--baseline-build-cap`, reporting
   what it reached), updated by one `await node.write_value(DataValue)` loop per
   update group (the same groups; SourceTimestamp = the update time, as on the invops
-  side), no yielding, no `gc.freeze()`; `ratio` = baseline p99 / invops p99. stderr
+  side), no yielding, no `gc.freeze()`; `ratio` = baseline p99 / invops p99 (higher
+  is better), and the baseline's own `baseline_cpu_s_per_1000_values` (its server
+  process, counted the same way; compare the two, lower is better). stderr
   also shows, per run, how long the server took from an update to having written every
   value, and the host load.
 - `post_receipt`: 8 concurrent client sessions calling `Ledger.PostReceipt` in a loop
@@ -488,6 +493,7 @@ class ValuesRun:
     window_s: float
     expected: int
     latencies_ms: list[float]
+    server_cpu_s: float
     server_pct_cpu: float
     server_rss_mb: float
     client_pct_cpu: float
@@ -503,6 +509,10 @@ class ValuesRun:
     def notifications_per_s(self) -> float:
         """Over the updates of the window: no boundary effect from where it cuts a tick."""
         return round(self.received / self.tick_span_s, 1) if self.tick_span_s else 0.0
+
+    def cpu_s_per_1000_values(self) -> float | None:
+        """Server CPU seconds in the window per 1,000 values delivered; None if none was."""
+        return round(1000 * self.server_cpu_s / self.received, 4) if self.received else None
 
     @property
     def lost(self) -> int:
@@ -619,6 +629,7 @@ async def measure_values(
                 log(f"{impl} {n} values: disconnect failed ({exc!r})")
     latencies = [lat * 1000 for t, lat in sub.samples if t0 <= t < t1]
     span = t1 - t0
+    server_cpu_s = mark1["cpu_s"] - mark0["cpu_s"]
     return ValuesRun(
         impl=impl,
         requested=n,
@@ -627,7 +638,8 @@ async def measure_values(
         window_s=round(span, 2),
         expected=sum(c for _, c in in_window),
         latencies_ms=latencies,
-        server_pct_cpu=100 * (mark1["cpu_s"] - mark0["cpu_s"]) / span,
+        server_cpu_s=server_cpu_s,
+        server_pct_cpu=100 * server_cpu_s / span,
         server_rss_mb=float(mark1["rss_mb"]),
         client_pct_cpu=100 * (c1 - c0) / span,
         connection_lost=lost_connection,
@@ -714,7 +726,7 @@ def _line(
     base: ValuesRun | None,
     base_max: int | None,
 ) -> dict[str, Any]:
-    line = {
+    line: dict[str, Any] = {
         "bench": BENCH,
         "case": "values",
         "impl": "invops",
@@ -733,10 +745,12 @@ def _line(
         "build_ms": round(ours.build_ms, 1),
         "max_values_p99_300ms": ours_max,
     }
+    if (cost := ours.cpu_s_per_1000_values()) is not None:  # nothing delivered: no cost
+        line["cpu_s_per_1000_values"] = cost
     if base is None:
         return line
     ours_p99, base_p99 = ours.p(0.99), base.p(0.99)
-    return line | {
+    line |= {
         "baseline_values": base.values,
         "baseline_p50_ms": _round(base.p(0.5)),
         "baseline_p99_ms": _round(base_p99),
@@ -747,8 +761,11 @@ def _line(
         "baseline_server_rss_mb": round(base.server_rss_mb, 1),
         "baseline_build_ms": round(base.build_ms, 1),
         "baseline_max_values_p99_300ms": base_max,
-        "ratio": None if not ours_p99 or base_p99 is None else round(base_p99 / ours_p99, 3),
     }
+    if (cost := base.cpu_s_per_1000_values()) is not None:
+        line["baseline_cpu_s_per_1000_values"] = cost
+    line["ratio"] = None if not ours_p99 or base_p99 is None else round(base_p99 / ours_p99, 3)
+    return line
 
 
 async def run_post_receipt(args: argparse.Namespace) -> dict[str, Any]:
