@@ -53,6 +53,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich panels show `--json <bool>` as if a flag took a value.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
 db_app = typer.Typer(help="Ledger database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(
@@ -294,7 +297,12 @@ def ledger_post(
     kind: Annotated[PostKind, typer.Argument(help="Movement kind.", case_sensitive=False)],
     material: Annotated[str, typer.Option("--material", help="MaterialDefinitionID.")],
     lot: Annotated[
-        str, typer.Option("--lot", help="LotID (created by its first receipt or production).")
+        str,
+        typer.Option(
+            "--lot",
+            help="LotID. A lot is created by its first receipt or production (a count into a "
+            "new lot creates it too); issue, transfer, adjustment and scrap need an existing lot.",
+        ),
     ],
     qty: Annotated[
         str,
@@ -322,7 +330,11 @@ def ledger_post(
     user: UserOption = None,
     consumed: Annotated[
         list[str] | None,
-        typer.Option("--consumed", help="Production: a consumed lot (repeatable), for genealogy."),
+        typer.Option(
+            "--consumed",
+            metavar="LOT",
+            help="Production: a consumed lot (repeatable), for genealogy.",
+        ),
     ] = None,
     expiry: Annotated[
         str | None, typer.Option("--expiry", help="Expiry date of a new lot (YYYY-MM-DD).")

@@ -45,14 +45,57 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         data_dir: Annotated[
-            Path, typer.Option("--data-dir", help="Where the demo keeps its ledger and keys.")
+            Path,
+            typer.Option(
+                "--data-dir",
+                help="Where the demo keeps its ledger, keys and endpoints.json (created).",
+            ),
         ] = Path("var"),
-        opcua_port: Annotated[int, typer.Option("--opcua-port", min=0, max=65535)] = 4840,
-        metrics_port: Annotated[int, typer.Option("--metrics-port", min=0, max=65535)] = 9840,
-        modbus_port: Annotated[int, typer.Option("--modbus-port", min=0, max=65535)] = 5020,
-        s7_port: Annotated[int, typer.Option("--s7-port", min=0, max=65535)] = 1102,
+        opcua_port: Annotated[
+            int,
+            typer.Option(
+                "--opcua-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="OPC UA server port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 4840,
+        metrics_port: Annotated[
+            int,
+            typer.Option(
+                "--metrics-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="Prometheus /metrics and /healthz port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 9840,
+        modbus_port: Annotated[
+            int,
+            typer.Option(
+                "--modbus-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="Simulated Modbus TCP PLC port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 5020,
+        s7_port: Annotated[
+            int,
+            typer.Option(
+                "--s7-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="Simulated S7 PLC port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 1102,
     ) -> None:
-        """Simulators + service on the bundled demo plant (0 picks a free port)."""
+        """Simulators + service on the bundled demo plant, all on 127.0.0.1, until Ctrl+C.
+
+        The chosen endpoints are printed and written to DATA_DIR/endpoints.json.
+        """
         if not DEMO_CONFIG.exists():
             typer.echo(f"invops: error: demo config not found at {DEMO_CONFIG}", err=True)
             raise typer.Exit(1)

@@ -85,6 +85,80 @@ def test_help_of_invops_and_of_every_spec_command_exits_zero(cli: Cli) -> None:
         assert option in post_help
 
 
+def _command_paths() -> list[tuple[list[str], Any]]:
+    """(path, click command) of the app, every group and every command, top first."""
+    import typer.main
+
+    from invops.cli import app
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        found.append((path, command))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_option_and_argument_of_every_command_has_help_text() -> None:
+    missing = [
+        f"invops {' '.join(path)} {param.opts[0]}"
+        for path, command in _command_paths()
+        for param in command.params
+        if not getattr(param, "help", None)
+    ]
+    assert missing == []
+
+
+def test_no_help_shows_a_value_for_a_flag(cli: Cli) -> None:
+    paths = [path for path, _ in _command_paths()]
+    results = cli.many([[*path, "--help"] for path in paths])
+    for result in results:
+        assert result.returncode == 0, result
+        assert "<bool>" not in result.stdout, result
+    flags = {" ".join(path): result.stdout for path, result in zip(paths, results, strict=True)}
+    assert re.search(r"^  --json +Print one JSON document\.$", flags["ledger balance"], re.M)
+    assert re.search(r"^  --help +Show this message and exit\.$", flags[""], re.M)
+
+
+def test_json_is_a_plain_flag_that_takes_no_value(plant: LedgerFile, cli: Cli) -> None:
+    result = cli("ledger", "balance", "--json", "--url", plant.url)
+    assert balances(result)[("TK-101", "E1")] == Decimal("395")
+
+
+def test_demo_help_explains_every_port_option(cli: Cli) -> None:
+    result = cli("demo", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    for option, what in [
+        ("--opcua-port", "OPC UA"),
+        ("--metrics-port", "metrics"),
+        ("--modbus-port", "Modbus"),
+        ("--s7-port", "S7"),
+    ]:
+        assert re.search(rf"{option} PORT [^-]*{what}[^-]*free port", text), (option, text)
+
+
+def test_post_help_says_a_lot_is_created_by_its_first_receipt_or_production(cli: Cli) -> None:
+    result = cli("ledger", "post", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "A lot is created by its first receipt or production" in text
+    assert "issue, transfer, adjustment and scrap need an existing lot" in text
+
+
+def test_a_new_lot_cannot_be_issued_but_a_receipt_creates_it(plant: LedgerFile, cli: Cli) -> None:
+    issue = cli(*post_args("issue", plant, "--lot", "NEW", "--qty", "1", "--uom", "kg",
+                           "--from", "TK-101"))  # fmt: skip
+    assert_user_error(issue, "lot NEW does not exist")
+    receipt = cli(*post_args("receipt", plant, "--lot", "NEW", "--qty", "1", "--uom", "kg",
+                             "--to", "TK-101", "--json"))  # fmt: skip
+    assert receipt.returncode == 0, receipt
+    assert receipt.json()["movement"]["lot"] == "NEW"
+
+
 # -- schema ------------------------------------------------------------------------
 
 
