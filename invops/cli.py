@@ -428,20 +428,40 @@ def ledger_history(
         str | None, typer.Option("--since", help="Only from this time (ISO 8601, UTC if no zone).")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most this many movements.")
+        int | None,
+        typer.Option(
+            "--limit", min=1, metavar="N", help="At most N movements: the N oldest that match."
+        ),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last",
+            min=1,
+            metavar="N",
+            help="Only the N newest movements that match, still printed oldest first "
+            "(like tail -n N). Not with --limit.",
+        ),
     ] = None,
     url: UrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Movements in posting order."""
+    """Movements in posting order, oldest first (--last N: the N newest)."""
+    if limit is not None and last is not None:
+        fail("use either --limit N (the oldest) or --last N (the newest), not both")
     try:
         since_text = format_timestamp(parse_timestamp(since)) if since else None
     except ValueError:
         fail(f"--since {since!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)")
-    movements = _with_ledger(
-        url, config, lambda ledger: ledger.history(unit, lot, since_text, limit=limit)
-    )
+
+    async def action(ledger: Ledger) -> list[Any]:
+        if last is None:
+            return await ledger.history(unit, lot, since_text, limit=limit)
+        newest = await ledger.history(unit, lot, since_text, limit=last, newest_first=True)
+        return newest[::-1]
+
+    movements = _with_ledger(url, config, action)
     if as_json:
         _print_json({"movements": [_movement_json(m) for m in movements]})
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -144,9 +145,19 @@ async def _demo(
         )
 
 
+def _invops_command() -> str:
+    """How to call this invops from the current directory: `.venv/bin/invops` after `make run`."""
+    script = Path(sys.executable).with_name("invops")
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _print_welcome(endpoints: dict[str, str]) -> None:
     users = ", ".join(f"{u}/{u}" for u in DEMO_USERS)
     ledger = endpoints["ledger"]
+    invops = _invops_command()
     typer.echo(
         f"""invops demo plant ACME/PLANT1 is running.
 
@@ -157,10 +168,10 @@ def _print_welcome(endpoints: dict[str, str]) -> None:
   Ledger     {ledger}
 
 Try next (in another shell):
-  .venv/bin/invops ledger history --url {ledger} --limit 10
-  .venv/bin/invops ledger post receipt --url {ledger} --material GLYCOL --lot GLY-001 \\
+  {invops} ledger history --url {ledger} --last 10
+  {invops} ledger post receipt --url {ledger} --material GLYCOL --lot GLY-0001 \\
       --qty 500 --uom kg --to TK-102 --user operator
-  .venv/bin/invops ledger reconcile --url {ledger}
+  {invops} ledger reconcile --url {ledger}
   Browse Objects/Inventory/PLANT1/TANKFARM/TK-101 in any OPC UA client.
 
 Stop with Ctrl+C."""

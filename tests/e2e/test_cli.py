@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -416,6 +417,89 @@ def test_history_json_lists_movements_and_filters_by_unit_lot_and_since(
     assert [m["kind"] for m in movements(by_lot)] == ["production"]
     assert [m["id"] for m in movements(since_third)] == [m["id"] for m in full[2:]]
     assert movements(since_future) == []
+
+
+def test_history_last_shows_the_newest_movements_oldest_first(plant: LedgerFile, cli: Cli) -> None:
+    base = ["ledger", "history", "--url", plant.url, "--json"]
+    full = movements(cli(*base))
+    ids = [m["id"] for m in full]
+    third = full[2]["timestamp"]
+    last3, unit, lot, since, more_than_all, text = cli.many(
+        [
+            [*base, "--last", "3"],
+            [*base, "--last", "2", "--unit", "TK-103"],
+            [*base, "--last", "2", "--lot", "E1"],
+            [*base, "--last", "2", "--since", third],
+            [*base, "--last", "100"],
+            ["ledger", "history", "--url", plant.url, "--last", "3"],
+        ]
+    )
+    assert [m["id"] for m in movements(last3)] == ids[-3:]
+    assert [m["kind"] for m in movements(last3)] == ["adjustment", "count", "scrap"]
+    assert [m["kind"] for m in movements(unit)] == ["transfer"]
+    e1 = [m["id"] for m in full if m["lot"] == "E1"]
+    assert [m["id"] for m in movements(lot)] == e1[-2:]
+    assert [m["id"] for m in movements(since)] == ids[-2:]
+    assert [m["id"] for m in movements(more_than_all)] == ids
+    assert text.returncode == 0, text
+    header, *rows = text.out_lines
+    assert header.split()[:3] == ["TIMESTAMP", "ID", "KIND"]
+    assert [row.split()[1] for row in rows] == ids[-3:]
+
+
+def test_history_last_with_limit_or_zero_is_a_one_line_error(plant: LedgerFile, cli: Cli) -> None:
+    both, zero = cli.many(
+        [
+            ["ledger", "history", "--url", plant.url, "--last", "3", "--limit", "3"],
+            ["ledger", "history", "--url", plant.url, "--last", "0"],
+        ]
+    )
+    assert_user_error(both, "--last", "--limit")
+    assert_user_error(zero, "--last", code=None)
+
+
+def test_history_help_says_last_keeps_the_newest_printed_oldest_first(cli: Cli) -> None:
+    result = cli("ledger", "history", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "--last N Only the N newest movements that match, still printed oldest first" in text
+    assert "--limit N At most N movements: the N oldest" in text
+
+
+def test_the_commands_the_demo_banner_suggests_run(
+    plant: LedgerFile, cli: Cli, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from invops import service_cli
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # where `make run` starts the demo
+    in_repo_venv = Path(sys.executable).parent == repo / ".venv" / "bin"
+    invops = ".venv/bin/invops" if in_repo_venv else str(Path(sys.executable).with_name("invops"))
+    endpoints = {
+        "opcua": "opc.tcp://127.0.0.1:4840/invops",
+        "metrics": "http://127.0.0.1:9840/metrics",
+        "healthz": "http://127.0.0.1:9840/healthz",
+        "modbus": "127.0.0.1:5020",
+        "s7": "127.0.0.1:1102",
+        "ledger": plant.url,
+    }
+    service_cli._print_welcome(endpoints)
+    banner = capsys.readouterr().out
+    assert "GLY-0001" in banner and "GLY-001 " not in banner
+    suggested = [
+        line.split()
+        for line in banner.replace("\\\n", " ").splitlines()
+        if "ledger" in line.split()[1:2]
+    ]
+    assert [argv[:3] for argv in suggested] == [
+        [invops, "ledger", "history"],
+        [invops, "ledger", "post"],
+        [invops, "ledger", "reconcile"],
+    ], banner
+    history, post, reconcile = cli.many([argv[1:] for argv in suggested])
+    assert history.returncode == 0 and "--last" in suggested[0], history
+    assert post.returncode == 0 and "of lot GLY-0001" in post.stdout, post
+    assert reconcile.returncode == 0, reconcile
 
 
 def test_trace_follows_a_production_with_consumed_lots_forward_and_backward(
