@@ -13,11 +13,10 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from inventory_core import Ledger, open_ledger
 from inventory_core.clock import format_timestamp, parse_timestamp
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import (
@@ -34,14 +33,19 @@ from inventory_core.domain.model import (
 )
 from inventory_core.domain.posting import movement_document
 from inventory_core.domain.units import format_decimal, parse_quantity
-from inventory_core.store import describe_url, upgrade_schema
-from invops import __version__
+from invops import __version__, startup
 from invops.cli_config import load_config_or_exit
-from invops.config import InvopsConfig
 from invops.logs import LOG_LEVELS, LogFormat, configure_logging, default_level
 from invops.service_cli import register as register_service
 from invops.simulate_cli import register as register_simulate
 from invops.users_cli import register as register_users
+
+if TYPE_CHECKING:
+    # Start-up time: a command imports the ledger (SQLAlchemy, Alembic) or the
+    # config (pydantic) only when it uses them; the service and the simulators
+    # (asyncua, pymodbus, snap7, prometheus_client) only in `run`, `demo`, `simulate`.
+    from inventory_core import Ledger
+    from invops.config import InvopsConfig
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 1
@@ -155,6 +159,7 @@ def _resolve(url: str | None, config: Path | None) -> tuple[str, InvopsConfig | 
 
 def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; turn domain and ledger errors into one line on stderr."""
+    startup.loaded()
     try:
         return asyncio.run(_as_coroutine(coro_factory))
     except InventoryError as exc:
@@ -176,6 +181,8 @@ def _with_ledger(
     *,
     migrate: bool = False,
 ) -> T:
+    from inventory_core import open_ledger
+
     ledger_url, loaded = _resolve(url, config)
 
     async def go() -> T:
@@ -284,6 +291,8 @@ def check_config(
 @db_app.command("upgrade")
 def db_upgrade(url: UrlOption = None, config: ConfigOption = None) -> None:
     """Create or migrate the ledger schema (Alembic) to the newest revision."""
+    from inventory_core.store import describe_url, upgrade_schema
+
     ledger_url, _ = _resolve(url, config)
     before, after = _run(lambda: upgrade_schema(ledger_url))
     typer.echo(f"ledger at {describe_url(ledger_url)}: schema {after} (was {before or 'empty'})")
@@ -763,6 +772,7 @@ def opcua_export_nodeset(
 
 def main() -> None:
     """Console-script entry point: every failure ends as one line on stderr."""
+    startup.loading()
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
@@ -782,6 +792,8 @@ def main() -> None:
             f"invops: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
         )
         sys.exit(EXIT_USER_ERROR)
+    finally:
+        startup.exiting()
     sys.exit(code if isinstance(code, int) else 0)
 
 

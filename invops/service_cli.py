@@ -1,4 +1,8 @@
-"""`invops run` and `invops demo`: start the service (and, for the demo, the simulators)."""
+"""`invops run` and `invops demo`: start the service (and, for the demo, the simulators).
+
+The service and the simulators (asyncua, pymodbus, snap7, prometheus_client) are
+imported by the commands that run them, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,32 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from inventory_core.domain.errors import LedgerUnavailable
+from invops import startup
 from invops.cli_config import load_config_or_exit
-from invops.config import InvopsConfig
-from invops.http import HttpEndpointError
-from invops.service import Endpoints, run_service
-from opcua_server import OpcuaServerError
-from simulators import Simulation
+
+if TYPE_CHECKING:
+    from invops.config import InvopsConfig
+    from invops.service import Endpoints
 
 log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    from invops.http import HttpEndpointError
+    from opcua_server import OpcuaServerError
+
+    startup.loaded()
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
     except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError) as exc:
         typer.echo(f"invops: error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -40,6 +49,8 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Option("--config", "-c", help="The plant's TOML config.")],
     ) -> None:
         """Run the service against real PLCs until SIGINT/SIGTERM."""
+        from invops.service import run_service
+
         loaded = load_config_or_exit(config)
         _run(run_service(loaded))
 
@@ -120,6 +131,9 @@ async def _demo(
     opcua_port: int,
     metrics_port: int,
 ) -> None:
+    from invops.service import run_service
+    from simulators import Simulation
+
     async with Simulation(config, ports=plc_ports) as sim:
 
         def ready(started: Endpoints) -> None:

@@ -11,21 +11,16 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from invops import startup
 from invops.cli_config import load_config_or_exit
-from invops.config import InvopsConfig
-from plc_connectors import PlcProtocol
-from simulators import (
-    FaultError,
-    Faults,
-    SimulatorError,
-    check_fault_targets,
-    parse_fault,
-    run_simulators,
-)
+
+if TYPE_CHECKING:  # the simulators (pymodbus, snap7) load when the command runs
+    from invops.config import InvopsConfig
+    from simulators import Faults
 
 __all__ = ["register", "simulate"]
 
@@ -62,6 +57,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM."""
+    from simulators import FaultError, Faults, SimulatorError, check_fault_targets, parse_fault
+
     plant = load_config_or_exit(config)
     ports = _parse_ports(port or [], plant)
     faults = Faults()
@@ -71,6 +68,7 @@ def simulate(
         check_fault_targets(plant, faults)
     except FaultError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    startup.loaded()
     try:
         asyncio.run(_serve(plant, ports, faults, seed))
     except (SimulatorError, OSError) as exc:
@@ -106,6 +104,8 @@ async def _serve(
     plant: InvopsConfig, ports: dict[str, int], faults: Faults, seed: int | None
 ) -> None:
     """Run until SIGINT/SIGTERM; a signal ends the run normally (no exception)."""
+    from simulators import run_simulators
+
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -137,6 +137,8 @@ async def _serve(
 
 
 def _announce(plant: InvopsConfig, bound: dict[str, int]) -> None:
+    from plc_connectors import PlcProtocol
+
     width = max((len(plc.name) for plc in plant.plcs), default=0)
     for plc in plant.plcs:
         if plc.protocol is PlcProtocol.MODBUS:

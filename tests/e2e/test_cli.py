@@ -645,6 +645,75 @@ def test_verify_detects_an_edited_lot_status_row(plant: LedgerFile, cli: Cli) ->
     assert "E1" in result.stderr
 
 
+# -- start-up: a command imports what it needs -----------------------------------
+
+PROTOCOL_LIBRARIES = {
+    "asyncua", "pymodbus", "snap7", "prometheus_client", "simulators", "opcua_server",
+}  # fmt: skip
+# Runs the CLI in a fresh interpreter, then writes the top-level packages it imported.
+_IMPORTS_PROBE = """
+import json, sys
+from invops.cli import app
+try:
+    app(sys.argv[2:], standalone_mode=False)
+finally:
+    with open(sys.argv[1], "w") as out:
+        json.dump(sorted({name.split(".")[0] for name in sys.modules}), out)
+"""
+
+
+def _imported(tmp_path: Path, *argv: str | Path, stdin: str = "") -> set[str]:
+    import subprocess
+
+    from tests.e2e.conftest import clean_env
+
+    report = tmp_path / "imported.json"
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_PROBE, str(report), *(str(a) for a in argv)],
+        cwd=tmp_path, env=clean_env(), input=stdin, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    found: list[str] = json.loads(report.read_text(encoding="utf-8"))
+    return set(found)
+
+
+def test_importing_the_cli_loads_no_protocol_database_or_config_library(tmp_path: Path) -> None:
+    import subprocess
+
+    probe = "import json, sys, invops.cli; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = {name.split(".")[0] for name in json.loads(result.stdout)}
+    assert "invops" in loaded
+    assert not loaded & (PROTOCOL_LIBRARIES | {"sqlalchemy", "alembic", "pydantic"})
+
+
+def test_ledger_queries_load_no_protocol_library_and_no_alembic(
+    plant: LedgerFile, tmp_path: Path
+) -> None:
+    for argv in (
+        ["ledger", "balance", "--url", plant.url],
+        ["ledger", "history", "--url", plant.url, "--last", "3", "--json"],
+        ["ledger", "verify", "--url", plant.url],
+        ["ledger", "post", "receipt", "--url", plant.url, "--config", DEMO_CONFIG,
+         "--material", "GLYCOL", "--lot", "G1", "--qty", "1", "--uom", "kg", "--to", "TK-102"],
+    ):  # fmt: skip
+        loaded = _imported(tmp_path, *argv)
+        assert "sqlalchemy" in loaded, argv  # the probe did run the command
+        assert not loaded & (PROTOCOL_LIBRARIES | {"alembic"}), argv
+
+
+def test_check_config_and_hash_password_load_no_protocol_or_database_library(
+    tmp_path: Path,
+) -> None:
+    config = _imported(tmp_path, "check-config", DEMO_CONFIG)
+    assert "pydantic" in config
+    password = _imported(tmp_path, "users", "hash-password", stdin="secret\n")
+    for loaded in (config, password):
+        assert not loaded & (PROTOCOL_LIBRARIES | {"sqlalchemy", "alembic"})
+
+
 # -- check-config ------------------------------------------------------------------
 
 
