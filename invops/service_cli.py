@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
+DEMO_HOST = "127.0.0.1"
+# The demo option that moves each simulated PLC.
+DEMO_PLC_PORT_OPTIONS = {"PLC-MODBUS": "--modbus-port", "PLC-S7": "--s7-port"}
+
+
+class DemoError(Exception):
+    """Raised when the demo cannot start as asked; the message is the one line to print."""
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -36,7 +43,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     startup.loaded()
     try:
         asyncio.run(coro)
-    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError) as exc:
+    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError, DemoError) as exc:
         typer.echo(f"invops: error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -121,7 +128,40 @@ def register(app: typer.Typer) -> None:
         )
         config = config.model_copy(update={"ledger": ledger})
         ports = {"PLC-MODBUS": modbus_port, "PLC-S7": s7_port}
-        _run(_demo(config, data_dir, ports, opcua_port, metrics_port))
+        demo = _demo(config, data_dir, ports, opcua_port, metrics_port)
+        _run(_explain_demo_failure(demo, opcua_port=opcua_port, metrics_port=metrics_port))
+
+
+async def _explain_demo_failure(
+    demo: Coroutine[Any, Any, None], *, opcua_port: int, metrics_port: int
+) -> None:
+    """A listener that cannot bind becomes a DemoError naming the option that moves it."""
+    from invops.http import HttpEndpointError
+    from invops.listen_errors import listen_errno, listen_failure
+    from opcua_server import OpcuaServerError
+    from simulators import ListenError, SimulatorError
+
+    def remedy(option: str) -> str:
+        return f"start the demo with {option} PORT (0 picks a free port)"
+
+    try:
+        await demo
+    except ListenError as exc:
+        option = DEMO_PLC_PORT_OPTIONS.get(exc.plc, "--modbus-port or --s7-port")
+        what = f"the {exc.plc} simulator"
+        raise DemoError(listen_failure(what, exc.host, exc.port, exc, remedy(option))) from exc
+    except SimulatorError as exc:
+        raise DemoError(f"the simulated plant cannot start: {exc}") from exc
+    except HttpEndpointError as exc:
+        what = "the metrics endpoint"
+        message = listen_failure(what, DEMO_HOST, metrics_port, exc, remedy("--metrics-port"))
+        raise DemoError(message) from exc
+    except OpcuaServerError as exc:
+        if listen_errno(exc) is None:
+            raise
+        what = "the OPC UA server"
+        message = listen_failure(what, DEMO_HOST, opcua_port, exc, remedy("--opcua-port"))
+        raise DemoError(message) from exc
 
 
 async def _demo(

@@ -714,6 +714,149 @@ def test_check_config_and_hash_password_load_no_protocol_or_database_library(
         assert not loaded & (PROTOCOL_LIBRARIES | {"sqlalchemy", "alembic"})
 
 
+# -- ports: a listener that cannot bind says why and which option moves it ---------
+
+TEMPLATE_CONFIG = DEMO_CONFIG.with_name("plant-template.toml")
+DEMO_PORT_OPTIONS = ("--modbus-port", "--s7-port", "--opcua-port", "--metrics-port")
+
+
+def _busy_port() -> Any:
+    import socket
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    return squatter
+
+
+def _template_plcs() -> list[tuple[str, str, int]]:
+    from invops.config import load_config
+
+    return [(p.name, p.host, p.effective_port) for p in load_config(TEMPLATE_CONFIG).plcs]
+
+
+def _error_line(result: Result) -> str:
+    """The failure: exit 1, no traceback, exactly one `invops: error:` line and it is the last."""
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result
+    errors = [line for line in result.err_lines if line.startswith("invops:")]
+    assert errors == result.err_lines[-1:], result
+    return errors[0]
+
+
+@pytest.mark.parametrize("option", DEMO_PORT_OPTIONS)
+def test_demo_on_a_busy_port_names_the_option_that_moves_it(
+    option: str, cli: Cli, tmp_path: Path
+) -> None:
+    with _busy_port() as squatter:
+        busy = squatter.getsockname()[1]
+        ports = {name: "0" for name in DEMO_PORT_OPTIONS} | {option: str(busy)}
+        argv = ["demo", "--data-dir", tmp_path / "var"]
+        result = cli(*argv, *(a for pair in ports.items() for a in pair))
+    line = _error_line(result)
+    assert f"127.0.0.1:{busy}: the port is already in use" in line, result
+    assert f"start the demo with {option} PORT (0 picks a free port)" in line, result
+    if option == "--modbus-port":  # the first listener: nothing started, nothing logged
+        assert len(result.err_lines) == 1, result
+
+
+def test_simulate_on_a_busy_port_suggests_port_plc_equals_port(cli: Cli) -> None:
+    with _busy_port() as squatter:
+        busy = squatter.getsockname()[1]
+        result = cli("simulate", "--config", DEMO_CONFIG,
+                     "--port", f"PLC-MODBUS={busy}", "--port", "PLC-S7=0")  # fmt: skip
+    assert _error_line(result) == (
+        f"invops: error: PLC-MODBUS cannot listen on 127.0.0.1:{busy}: the port is already "
+        "in use (another invops, or another server); serve it on another port with "
+        "--port PLC-MODBUS=PORT (0 picks a free port)"
+    )
+    assert len(result.err_lines) == 1, result
+
+
+def _without_the_right_to_bind_low_ports() -> list[str]:
+    """A command prefix under which binding a port below 1024 is refused (EACCES)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        if start.exists() and int(start.read_text()) <= 502:
+            pytest.skip("this machine lets anyone bind ports below 1024")
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is not installed to drop the right")
+    return [setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service"]
+
+
+def test_simulate_on_a_privileged_port_says_permission_denied_not_in_use(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.e2e.conftest import Result, base_command, clean_env
+
+    prefix = _without_the_right_to_bind_low_ports()
+    (first, _, port), *others = _template_plcs()
+    assert port == 502  # the template keeps the Modbus default
+    others_free = [a for name, _, _ in others for a in ("--port", f"{name}=0")]
+    run = subprocess.run(
+        [*prefix, *base_command(), "simulate", "--config", str(TEMPLATE_CONFIG), *others_free],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    result = Result(tuple(run.args), run.returncode, run.stdout, run.stderr)
+    line = _error_line(result)
+    assert f"{first} cannot listen on 127.0.0.1:502: permission denied" in line, result
+    assert "ports below 1024 need root" in line and "in use" not in line, result
+    assert f"--port {first}=PORT" in line, result
+
+
+def test_simulate_on_an_address_of_another_machine_suggests_host(cli: Cli) -> None:
+    result = cli("simulate", "--config", DEMO_CONFIG, "--host", "192.0.2.1",  # TEST-NET-1
+                 "--port", "PLC-MODBUS=0", "--port", "PLC-S7=0")  # fmt: skip
+    line = _error_line(result)
+    assert "cannot listen on 192.0.2.1:" in line and "not one of this machine's" in line, result
+    assert "--host" in line, result
+
+
+def test_simulate_says_it_serves_loopback_not_the_config_hosts(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.e2e.conftest import base_command, clean_env
+
+    plcs = _template_plcs()
+    free = [a for name, _, _ in plcs for a in ("--port", f"{name}=0")]
+    process = subprocess.Popen(
+        [*base_command(), "simulate", "--config", str(TEMPLATE_CONFIG), *free],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        served = [process.stdout.readline().split() for _ in plcs]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert [(line[0], line[2].split(":")[0]) for line in served] == [
+        (name, "127.0.0.1") for name, _, _ in plcs
+    ]
+    (note,) = [line for line in err.splitlines() if line.startswith("note: ")]
+    for name, host, port in plcs:
+        assert f"{name} {host}:{port}" in note, note
+        assert host != "127.0.0.1"
+    assert "[[plcs]] host and port" in note, note
+
+
+def test_simulate_help_says_it_serves_127_0_0_1_and_offers_host(cli: Cli) -> None:
+    result = cli("simulate", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "Every PLC is served on 127.0.0.1 (or --host), whatever host the config gives it" in text
+    assert "--host ADDRESS" in text and "--port PLC=PORT" in text
+
+
 # -- check-config ------------------------------------------------------------------
 
 
