@@ -1,9 +1,21 @@
-"""Inventory domain and ledger: the core every adapter depends on (and that depends on none)."""
+"""Inventory domain and ledger: the core every adapter depends on (and that depends on none).
+
+The ledger and history stores (SQLAlchemy, Alembic) load on first use of their
+names, so that importing `inventory_core.domain` stays cheap: the CLI's short
+commands and the config loader need the domain types, not the database.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from inventory_core.clock import Clock, SystemClock
 from inventory_core.domain.history import HistoryPoint
-from inventory_core.history import HistoryStore, open_history
-from inventory_core.ledger import Ledger, open_ledger, validate_posting
+
+if TYPE_CHECKING:
+    from inventory_core.history import HistoryStore, open_history
+    from inventory_core.ledger import Ledger, open_ledger, validate_posting
 
 __all__ = [
     "Clock",
@@ -15,3 +27,20 @@ __all__ = [
     "open_ledger",
     "validate_posting",
 ]
+
+_LAZY = {
+    "HistoryStore": "inventory_core.history",
+    "open_history": "inventory_core.history",
+    "Ledger": "inventory_core.ledger",
+    "open_ledger": "inventory_core.ledger",
+    "validate_posting": "inventory_core.ledger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

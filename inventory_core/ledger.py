@@ -157,8 +157,14 @@ class Ledger:
         since: str | None = None,
         after_seq: int = 0,
         limit: int | None = None,
+        *,
+        newest_first: bool = False,
     ) -> list[Movement]:
-        return await self._store.reader.history(unit, lot, since, after_seq, limit)
+        """Movements in posting order (`newest_first`: the newest first, so that `limit`
+        keeps the newest)."""
+        return await self._store.reader.history(
+            unit, lot, since, after_seq, limit, newest_first=newest_first
+        )
 
     async def last_seq(self) -> int:
         """The cursor of the newest movement (every writer's); 0 for an empty ledger."""

@@ -13,11 +13,10 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from inventory_core import Ledger, open_ledger
 from inventory_core.clock import format_timestamp, parse_timestamp
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import (
@@ -34,14 +33,19 @@ from inventory_core.domain.model import (
 )
 from inventory_core.domain.posting import movement_document
 from inventory_core.domain.units import format_decimal, parse_quantity
-from inventory_core.store import describe_url, upgrade_schema
-from invops import __version__
+from invops import __version__, startup
 from invops.cli_config import load_config_or_exit
-from invops.config import InvopsConfig
 from invops.logs import LOG_LEVELS, LogFormat, configure_logging, default_level
 from invops.service_cli import register as register_service
 from invops.simulate_cli import register as register_simulate
 from invops.users_cli import register as register_users
+
+if TYPE_CHECKING:
+    # Start-up time: a command imports the ledger (SQLAlchemy, Alembic) or the
+    # config (pydantic) only when it uses them; the service and the simulators
+    # (asyncua, pymodbus, snap7, prometheus_client) only in `run`, `demo`, `simulate`.
+    from inventory_core import Ledger
+    from invops.config import InvopsConfig
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 1
@@ -53,6 +57,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: typer's rich panels show `--json <bool>` as if a flag took a value.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
 db_app = typer.Typer(help="Ledger database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(
@@ -152,6 +159,7 @@ def _resolve(url: str | None, config: Path | None) -> tuple[str, InvopsConfig | 
 
 def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; turn domain and ledger errors into one line on stderr."""
+    startup.loaded()
     try:
         return asyncio.run(_as_coroutine(coro_factory))
     except InventoryError as exc:
@@ -173,6 +181,8 @@ def _with_ledger(
     *,
     migrate: bool = False,
 ) -> T:
+    from inventory_core import open_ledger
+
     ledger_url, loaded = _resolve(url, config)
 
     async def go() -> T:
@@ -281,6 +291,8 @@ def check_config(
 @db_app.command("upgrade")
 def db_upgrade(url: UrlOption = None, config: ConfigOption = None) -> None:
     """Create or migrate the ledger schema (Alembic) to the newest revision."""
+    from inventory_core.store import describe_url, upgrade_schema
+
     ledger_url, _ = _resolve(url, config)
     before, after = _run(lambda: upgrade_schema(ledger_url))
     typer.echo(f"ledger at {describe_url(ledger_url)}: schema {after} (was {before or 'empty'})")
@@ -294,7 +306,12 @@ def ledger_post(
     kind: Annotated[PostKind, typer.Argument(help="Movement kind.", case_sensitive=False)],
     material: Annotated[str, typer.Option("--material", help="MaterialDefinitionID.")],
     lot: Annotated[
-        str, typer.Option("--lot", help="LotID (created by its first receipt or production).")
+        str,
+        typer.Option(
+            "--lot",
+            help="LotID. A lot is created by its first receipt or production (a count into a "
+            "new lot creates it too); issue, transfer, adjustment and scrap need an existing lot.",
+        ),
     ],
     qty: Annotated[
         str,
@@ -322,7 +339,11 @@ def ledger_post(
     user: UserOption = None,
     consumed: Annotated[
         list[str] | None,
-        typer.Option("--consumed", help="Production: a consumed lot (repeatable), for genealogy."),
+        typer.Option(
+            "--consumed",
+            metavar="LOT",
+            help="Production: a consumed lot (repeatable), for genealogy.",
+        ),
     ] = None,
     expiry: Annotated[
         str | None, typer.Option("--expiry", help="Expiry date of a new lot (YYYY-MM-DD).")
@@ -416,20 +437,40 @@ def ledger_history(
         str | None, typer.Option("--since", help="Only from this time (ISO 8601, UTC if no zone).")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most this many movements.")
+        int | None,
+        typer.Option(
+            "--limit", min=1, metavar="N", help="At most N movements: the N oldest that match."
+        ),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            "--last",
+            min=1,
+            metavar="N",
+            help="Only the N newest movements that match, still printed oldest first "
+            "(like tail -n N). Not with --limit.",
+        ),
     ] = None,
     url: UrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Movements in posting order."""
+    """Movements in posting order, oldest first (--last N: the N newest)."""
+    if limit is not None and last is not None:
+        fail("use either --limit N (the oldest) or --last N (the newest), not both")
     try:
         since_text = format_timestamp(parse_timestamp(since)) if since else None
     except ValueError:
         fail(f"--since {since!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)")
-    movements = _with_ledger(
-        url, config, lambda ledger: ledger.history(unit, lot, since_text, limit=limit)
-    )
+
+    async def action(ledger: Ledger) -> list[Any]:
+        if last is None:
+            return await ledger.history(unit, lot, since_text, limit=limit)
+        newest = await ledger.history(unit, lot, since_text, limit=last, newest_first=True)
+        return newest[::-1]
+
+    movements = _with_ledger(url, config, action)
     if as_json:
         _print_json({"movements": [_movement_json(m) for m in movements]})
         return
@@ -731,6 +772,7 @@ def opcua_export_nodeset(
 
 def main() -> None:
     """Console-script entry point: every failure ends as one line on stderr."""
+    startup.loading()
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
@@ -750,6 +792,8 @@ def main() -> None:
             f"invops: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
         )
         sys.exit(EXIT_USER_ERROR)
+    finally:
+        startup.exiting()
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from invops.config import ConfigError, InvopsConfig, load_config
+if TYPE_CHECKING:
+    from invops.config import InvopsConfig
 
 EXIT_CONFIG_ERROR = 2
 
 
 def load_config_or_exit(path: Path) -> InvopsConfig:
     """The validated config, or each problem as `file:line: path: message` and exit 2."""
+    from invops.config import ConfigError, load_config  # pydantic: only for commands with a config
+
     try:
         return load_config(path)
     except ConfigError as exc:

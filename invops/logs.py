@@ -67,6 +67,8 @@ _DEMOTED: Final[tuple[tuple[str, str], ...]] = (
     # Alembic's preamble on every migration check at start.
     ("alembic", "Context impl "),
     ("alembic", "Will assume "),
+    # Alembic's plugin registry at import (the CLI imports Alembic only to migrate).
+    ("alembic", "setup plugin "),
 )
 
 # "event key=%s key2=%d": the trailing ` key=%x` pairs of a stdlib format string.

@@ -1,32 +1,49 @@
-"""`invops run` and `invops demo`: start the service (and, for the demo, the simulators)."""
+"""`invops run` and `invops demo`: start the service (and, for the demo, the simulators).
+
+The service and the simulators (asyncua, pymodbus, snap7, prometheus_client) are
+imported by the commands that run them, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from inventory_core.domain.errors import LedgerUnavailable
+from invops import startup
 from invops.cli_config import load_config_or_exit
-from invops.config import InvopsConfig
-from invops.http import HttpEndpointError
-from invops.service import Endpoints, run_service
-from opcua_server import OpcuaServerError
-from simulators import Simulation
+
+if TYPE_CHECKING:
+    from invops.config import InvopsConfig
+    from invops.service import Endpoints
 
 log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
+DEMO_HOST = "127.0.0.1"
+# The demo option that moves each simulated PLC.
+DEMO_PLC_PORT_OPTIONS = {"PLC-MODBUS": "--modbus-port", "PLC-S7": "--s7-port"}
 
 
-def _run(coro: object) -> None:
+class DemoError(Exception):
+    """Raised when the demo cannot start as asked; the message is the one line to print."""
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    from invops.http import HttpEndpointError
+    from opcua_server import OpcuaServerError
+
+    startup.loaded()
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
-    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError) as exc:
+        asyncio.run(coro)
+    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError, DemoError) as exc:
         typer.echo(f"invops: error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -39,20 +56,65 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path, typer.Option("--config", "-c", help="The plant's TOML config.")],
     ) -> None:
         """Run the service against real PLCs until SIGINT/SIGTERM."""
+        from invops.service import run_service
+
         loaded = load_config_or_exit(config)
         _run(run_service(loaded))
 
     @app.command("demo")
     def demo(
         data_dir: Annotated[
-            Path, typer.Option("--data-dir", help="Where the demo keeps its ledger and keys.")
+            Path,
+            typer.Option(
+                "--data-dir",
+                help="Where the demo keeps its ledger, keys and endpoints.json (created).",
+            ),
         ] = Path("var"),
-        opcua_port: Annotated[int, typer.Option("--opcua-port", min=0, max=65535)] = 4840,
-        metrics_port: Annotated[int, typer.Option("--metrics-port", min=0, max=65535)] = 9840,
-        modbus_port: Annotated[int, typer.Option("--modbus-port", min=0, max=65535)] = 5020,
-        s7_port: Annotated[int, typer.Option("--s7-port", min=0, max=65535)] = 1102,
+        opcua_port: Annotated[
+            int,
+            typer.Option(
+                "--opcua-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="OPC UA server port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 4840,
+        metrics_port: Annotated[
+            int,
+            typer.Option(
+                "--metrics-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="Prometheus /metrics and /healthz port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 9840,
+        modbus_port: Annotated[
+            int,
+            typer.Option(
+                "--modbus-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="Simulated Modbus TCP PLC port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 5020,
+        s7_port: Annotated[
+            int,
+            typer.Option(
+                "--s7-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="Simulated S7 PLC port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 1102,
     ) -> None:
-        """Simulators + service on the bundled demo plant (0 picks a free port)."""
+        """Simulators + service on the bundled demo plant, all on 127.0.0.1, until Ctrl+C.
+
+        The chosen endpoints are printed and written to DATA_DIR/endpoints.json.
+        """
         if not DEMO_CONFIG.exists():
             typer.echo(f"invops: error: demo config not found at {DEMO_CONFIG}", err=True)
             raise typer.Exit(1)
@@ -66,7 +128,40 @@ def register(app: typer.Typer) -> None:
         )
         config = config.model_copy(update={"ledger": ledger})
         ports = {"PLC-MODBUS": modbus_port, "PLC-S7": s7_port}
-        _run(_demo(config, data_dir, ports, opcua_port, metrics_port))
+        demo = _demo(config, data_dir, ports, opcua_port, metrics_port)
+        _run(_explain_demo_failure(demo, opcua_port=opcua_port, metrics_port=metrics_port))
+
+
+async def _explain_demo_failure(
+    demo: Coroutine[Any, Any, None], *, opcua_port: int, metrics_port: int
+) -> None:
+    """A listener that cannot bind becomes a DemoError naming the option that moves it."""
+    from invops.http import HttpEndpointError
+    from invops.listen_errors import listen_errno, listen_failure
+    from opcua_server import OpcuaServerError
+    from simulators import ListenError, SimulatorError
+
+    def remedy(option: str) -> str:
+        return f"start the demo with {option} PORT (0 picks a free port)"
+
+    try:
+        await demo
+    except ListenError as exc:
+        option = DEMO_PLC_PORT_OPTIONS.get(exc.plc, "--modbus-port or --s7-port")
+        what = f"the {exc.plc} simulator"
+        raise DemoError(listen_failure(what, exc.host, exc.port, exc, remedy(option))) from exc
+    except SimulatorError as exc:
+        raise DemoError(f"the simulated plant cannot start: {exc}") from exc
+    except HttpEndpointError as exc:
+        what = "the metrics endpoint"
+        message = listen_failure(what, DEMO_HOST, metrics_port, exc, remedy("--metrics-port"))
+        raise DemoError(message) from exc
+    except OpcuaServerError as exc:
+        if listen_errno(exc) is None:
+            raise
+        what = "the OPC UA server"
+        message = listen_failure(what, DEMO_HOST, opcua_port, exc, remedy("--opcua-port"))
+        raise DemoError(message) from exc
 
 
 async def _demo(
@@ -76,6 +171,9 @@ async def _demo(
     opcua_port: int,
     metrics_port: int,
 ) -> None:
+    from invops.service import run_service
+    from simulators import Simulation
+
     async with Simulation(config, ports=plc_ports) as sim:
 
         def ready(started: Endpoints) -> None:
@@ -101,9 +199,19 @@ async def _demo(
         )
 
 
+def _invops_command() -> str:
+    """How to call this invops from the current directory: `.venv/bin/invops` after `make run`."""
+    script = Path(sys.executable).with_name("invops")
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _print_welcome(endpoints: dict[str, str]) -> None:
     users = ", ".join(f"{u}/{u}" for u in DEMO_USERS)
     ledger = endpoints["ledger"]
+    invops = _invops_command()
     typer.echo(
         f"""invops demo plant ACME/PLANT1 is running.
 
@@ -114,10 +222,10 @@ def _print_welcome(endpoints: dict[str, str]) -> None:
   Ledger     {ledger}
 
 Try next (in another shell):
-  .venv/bin/invops ledger history --url {ledger} --limit 10
-  .venv/bin/invops ledger post receipt --url {ledger} --material GLYCOL --lot GLY-001 \\
+  {invops} ledger history --url {ledger} --last 10
+  {invops} ledger post receipt --url {ledger} --material GLYCOL --lot GLY-0001 \\
       --qty 500 --uom kg --to TK-102 --user operator
-  .venv/bin/invops ledger reconcile --url {ledger}
+  {invops} ledger reconcile --url {ledger}
   Browse Objects/Inventory/PLANT1/TANKFARM/TK-101 in any OPC UA client.
 
 Stop with Ctrl+C."""

@@ -2,30 +2,28 @@
 
 Wired into the main app by `register(app)`. Prints one line per served PLC on
 stdout (`NAME  PROTOCOL  HOST:PORT  unit_id=N` or `rack=R slot=S`) and runs until
-SIGINT/SIGTERM, then closes every listener and connection and exits 0.
+SIGINT/SIGTERM, then closes every listener and connection and exits 0. Every PLC
+is served on 127.0.0.1 (or `--host`), not on the host its config entry names; a
+note on stderr lists the PLCs served elsewhere than their config says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from invops import startup
 from invops.cli_config import load_config_or_exit
-from invops.config import InvopsConfig
-from plc_connectors import PlcProtocol
-from simulators import (
-    FaultError,
-    Faults,
-    SimulatorError,
-    check_fault_targets,
-    parse_fault,
-    run_simulators,
-)
+
+if TYPE_CHECKING:  # the simulators (pymodbus, snap7) load when the command runs
+    from invops.config import InvopsConfig
+    from simulators import Faults
 
 __all__ = ["register", "simulate"]
 
@@ -60,8 +58,25 @@ def simulate(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed the plant's randomness (repeatable runs).")
     ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            metavar="ADDRESS",
+            help="Address every simulated PLC listens on. The PLC hosts of the config "
+            "(e.g. 10.20.1.11) are not used: a service polling the simulators must be "
+            "pointed at this address.",
+        ),
+    ] = HOST,
 ) -> None:
-    """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM."""
+    """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM.
+
+    Every PLC is served on 127.0.0.1 (or --host), whatever host the config gives it,
+    on its configured port (or --port PLC=PORT; ports below 1024, the Modbus and S7
+    defaults 502 and 102, need root).
+    """
+    from simulators import FaultError, Faults, SimulatorError, check_fault_targets, parse_fault
+
     plant = load_config_or_exit(config)
     ports = _parse_ports(port or [], plant)
     faults = Faults()
@@ -71,11 +86,26 @@ def simulate(
         check_fault_targets(plant, faults)
     except FaultError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    startup.loaded()
     try:
-        asyncio.run(_serve(plant, ports, faults, seed))
+        asyncio.run(_serve(plant, ports, faults, seed, host))
     except (SimulatorError, OSError) as exc:
-        typer.echo(f"invops simulate: {exc}", err=True)
+        typer.echo(f"invops: error: {_failure(exc)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
+
+
+def _failure(exc: Exception) -> str:
+    """The one line for simulators that cannot run: for a port, why and how to move it."""
+    from invops.listen_errors import listen_errno, listen_failure
+    from simulators import ListenError
+
+    if not isinstance(exc, ListenError):
+        return str(exc)
+    if listen_errno(exc) == errno.EADDRNOTAVAIL:
+        remedy = f"serve on an address of this machine with --host (default {HOST})"
+    else:
+        remedy = f"serve it on another port with --port {exc.plc}=PORT (0 picks a free port)"
+    return listen_failure(exc.plc, exc.host, exc.port, exc, remedy)
 
 
 def register(app: typer.Typer) -> None:
@@ -103,9 +133,11 @@ def _parse_ports(options: list[str], plant: InvopsConfig) -> dict[str, int]:
 
 
 async def _serve(
-    plant: InvopsConfig, ports: dict[str, int], faults: Faults, seed: int | None
+    plant: InvopsConfig, ports: dict[str, int], faults: Faults, seed: int | None, host: str
 ) -> None:
     """Run until SIGINT/SIGTERM; a signal ends the run normally (no exception)."""
+    from simulators import run_simulators
+
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -125,7 +157,8 @@ async def _serve(
             ports=ports,
             faults=faults,
             seed=seed,
-            ready=lambda bound: _announce(plant, bound),
+            ready=lambda bound: _announce(plant, bound, host),
+            host=host,
         )
     except asyncio.CancelledError:
         if not stopped:
@@ -136,14 +169,27 @@ async def _serve(
             loop.remove_signal_handler(number)
 
 
-def _announce(plant: InvopsConfig, bound: dict[str, int]) -> None:
+def _announce(plant: InvopsConfig, bound: dict[str, int], host: str) -> None:
+    from plc_connectors import PlcProtocol
+
     width = max((len(plc.name) for plc in plant.plcs), default=0)
+    moved = []
     for plc in plant.plcs:
         if plc.protocol is PlcProtocol.MODBUS:
             detail = f"unit_id={plc.unit_id}"
         else:
             detail = f"rack={plc.rack} slot={plc.slot}"
-        endpoint = f"{HOST}:{bound[plc.name]}"
+        endpoint = f"{host}:{bound[plc.name]}"
         typer.echo(f"{plc.name:<{width}}  {plc.protocol.value:<6}  {endpoint:<15}  {detail}")
+        configured = f"{plc.host}:{plc.effective_port}"
+        if configured != endpoint:
+            moved.append(f"{plc.name} {configured}")
     sys.stdout.flush()
+    if moved:
+        typer.echo(
+            f"note: served on the addresses above, not where the config has them "
+            f"({', '.join(moved)}): a service polling these simulators needs those "
+            "[[plcs]] host and port values changed",
+            err=True,
+        )
     typer.echo("simulating; stop with Ctrl+C or SIGTERM", err=True)

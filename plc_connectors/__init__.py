@@ -1,4 +1,13 @@
-"""plc_connectors: PLC links (Modbus TCP, S7), tag addresses, codecs and poll planning."""
+"""plc_connectors: PLC links (Modbus TCP, S7), tag addresses, codecs and poll planning.
+
+`ModbusLink` and `S7Link` load pymodbus and python-snap7 on first use of their
+names: the config loader needs the tag model, not the protocol libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from plc_connectors.addresses import (
     format_address,
@@ -25,7 +34,6 @@ from plc_connectors.errors import (
     PlcTimeout,
     TagConfigError,
 )
-from plc_connectors.modbus import ModbusLink
 from plc_connectors.model import (
     Address,
     Area,
@@ -56,7 +64,10 @@ from plc_connectors.poller import (
     error_reason,
     start_offsets,
 )
-from plc_connectors.s7 import S7Link
+
+if TYPE_CHECKING:
+    from plc_connectors.modbus import ModbusLink
+    from plc_connectors.s7 import S7Link
 
 __all__ = [
     "ERROR_REASONS",
@@ -105,3 +116,14 @@ __all__ = [
     "to_engineering",
     "validate_tag",
 ]
+
+_LAZY = {"ModbusLink": "plc_connectors.modbus", "S7Link": "plc_connectors.s7"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

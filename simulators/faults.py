@@ -36,6 +36,7 @@ __all__ = [
     "FaultSpec",
     "FaultValue",
     "Faults",
+    "ListenError",
     "PlcFaults",
     "SimulatorError",
     "TagFaults",
@@ -67,6 +68,18 @@ _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 class SimulatorError(Exception):
     """Raised when the simulators cannot run as asked (bad port, bad fault, bind failure)."""
+
+
+class ListenError(SimulatorError):
+    """Raised when a simulated PLC cannot listen on its address; `errno` says why
+    (EADDRINUSE: port taken, EACCES: a port below 1024 without the right to bind it)."""
+
+    def __init__(self, plc: str, host: str, port: int, cause: OSError) -> None:
+        self.plc = plc
+        self.host = host
+        self.port = port
+        self.errno = cause.errno
+        super().__init__(f"{plc}: cannot listen on {host}:{port}: {cause}")
 
 
 class FaultError(SimulatorError, ValueError):

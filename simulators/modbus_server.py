@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,7 +40,7 @@ from pymodbus.simulator import SimData, SimDevice
 
 from plc_connectors import Area, PlcProtocol, PlcSettings, Tag, encode_registers
 from plc_connectors.codecs import register_count
-from simulators.faults import Faults, SimulatorError, follow_faults
+from simulators.faults import Faults, ListenError, SimulatorError, follow_faults
 from simulators.plant import to_raw
 
 __all__ = ["ModbusPlcServer"]
@@ -79,6 +80,14 @@ class _Table:
     @property
     def empty(self) -> bool:
         return self.high <= self.low
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """The OSError (with its errno: in use, permission denied, ...) that binding host:port
+    raises; pymodbus reports a failed bind only as a RuntimeError and a log line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's listener
+        probe.bind((host, port))
 
 
 class ModbusPlcServer:
@@ -125,9 +134,7 @@ class ModbusPlcServer:
             await self._listen()  # even when refusing: binding once fixes the port
         except OSError as exc:
             port = self._bound_port or self._requested_port
-            raise SimulatorError(
-                f"{self.name}: cannot listen on {self.host}:{port}: {exc}"
-            ) from exc
+            raise ListenError(self.name, self.host, port, exc) from exc
         if self._faults.plc(self.name).refuse:
             await self._unlisten()
 
@@ -181,6 +188,7 @@ class ModbusPlcServer:
 
     async def _listen(self) -> None:
         port = self._bound_port if self._bound_port is not None else self._requested_port
+        _check_bindable(self.host, port)
         server = ModbusTcpServer(self._devices(), address=(self.host, port))
         try:
             await server.serve_forever(background=True)

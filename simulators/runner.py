@@ -83,8 +83,9 @@ async def run_simulators(
     tick_s: float = 0.1,
     ready: Callable[[dict[str, int]], None] | None = None,
     model: PlantModel | None = None,
+    host: str = DEFAULT_HOST,
 ) -> None:
-    """Serve every PLC of `config` from one plant model until cancelled.
+    """Serve every PLC of `config` from one plant model on `host` until cancelled.
 
     `ready` is called once every server listens, with the bound port per PLC
     name. On cancellation every server closes its listener and connections.
@@ -97,7 +98,7 @@ async def run_simulators(
     model = model if model is not None else PlantModel(config, seed=seed)
     check_fault_targets(config, faults)
     settings = config.plc_settings()
-    servers = build_servers(settings, faults, ports=ports)
+    servers = build_servers(settings, faults, ports=ports, host=host)
     _publish(model, servers, faults)
     async with contextlib.AsyncExitStack() as stack:
         for server in servers:

@@ -44,7 +44,7 @@ from snap7.error import S7ConnectionError
 from snap7.type import SrvArea
 
 from plc_connectors import Area, DataType, PlcProtocol, PlcSettings, Tag, byte_size, encode_bytes
-from simulators.faults import Faults, SimulatorError, follow_faults
+from simulators.faults import Faults, ListenError, SimulatorError, follow_faults
 from simulators.plant import to_raw
 
 __all__ = ["S7PlcServer"]
@@ -229,9 +229,7 @@ class S7PlcServer:
             self._listen()  # even when refusing: binding once fixes the port
         except OSError as exc:
             port = self._bound_port or self._requested_port
-            raise SimulatorError(
-                f"{self.name}: cannot listen on {self.host}:{port}: {exc}"
-            ) from exc
+            raise ListenError(self.name, self.host, port, exc) from exc
         if self._faults.plc(self.name).refuse:
             await self._unlisten()
 
@@ -293,8 +291,7 @@ class S7PlcServer:
 
     def _listen(self) -> None:
         port = self._bound_port if self._bound_port is not None else self._requested_port
-        if port:
-            _check_port_free(self.host, port)
+        _check_port_free(self.host, port)  # port 0 too: a foreign host fails with its errno
         self._device.host = self.host
         try:
             self._device.start(tcp_port=port)

@@ -120,9 +120,12 @@ class LedgerReader:
         since: str | None = None,
         after_seq: int = 0,
         limit: int | None = None,
+        *,
+        newest_first: bool = False,
     ) -> list[Movement]:
         m = t.movements
-        query = select(m).where(m.c.seq > after_seq).order_by(m.c.seq)
+        order = m.c.seq.desc() if newest_first else m.c.seq
+        query = select(m).where(m.c.seq > after_seq).order_by(order)
         if unit is not None:
             query = query.where(or_(m.c.from_unit == unit, m.c.to_unit == unit))
         if lot is not None:

@@ -23,7 +23,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import BindParameter, CursorResult, Select, Table, bindparam, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -128,7 +127,7 @@ class BatchWriter:
         ] = {}
         self._task: asyncio.Task[None] | None = None
         self._postgres = runner.dialect.name == "postgresql"
-        self._insert = pg_insert if self._postgres else sqlite_insert
+        self._insert = _postgres_insert() if self._postgres else sqlite_insert
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -304,7 +303,7 @@ class BatchWriter:
             ordered = sorted(pairs)
             if self._postgres:  # materialise missing rows so they can be locked too
                 inserted = conn.execute(
-                    pg_insert(t.balances)
+                    _postgres_insert()(t.balances)
                     .on_conflict_do_nothing()
                     .returning(t.balances.c.unit, t.balances.c.lot),
                     [
@@ -608,3 +607,10 @@ def _settle(future: asyncio.Future[Any], outcome: object) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _postgres_insert() -> Callable[[Table], Any]:
+    """PostgreSQL's INSERT construct; its dialect is imported only for a PostgreSQL ledger."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert

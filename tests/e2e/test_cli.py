@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -83,6 +84,80 @@ def test_help_of_invops_and_of_every_spec_command_exits_zero(cli: Cli) -> None:
     post_help = results[2 + SPEC_COMMANDS.index(["ledger", "post"])].stdout
     for option in ("--material", "--lot", "--qty", "--uom", "--from", "--to", "--key", "--reason"):
         assert option in post_help
+
+
+def _command_paths() -> list[tuple[list[str], Any]]:
+    """(path, click command) of the app, every group and every command, top first."""
+    import typer.main
+
+    from invops.cli import app
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        found.append((path, command))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_option_and_argument_of_every_command_has_help_text() -> None:
+    missing = [
+        f"invops {' '.join(path)} {param.opts[0]}"
+        for path, command in _command_paths()
+        for param in command.params
+        if not getattr(param, "help", None)
+    ]
+    assert missing == []
+
+
+def test_no_help_shows_a_value_for_a_flag(cli: Cli) -> None:
+    paths = [path for path, _ in _command_paths()]
+    results = cli.many([[*path, "--help"] for path in paths])
+    for result in results:
+        assert result.returncode == 0, result
+        assert "<bool>" not in result.stdout, result
+    flags = {" ".join(path): result.stdout for path, result in zip(paths, results, strict=True)}
+    assert re.search(r"^  --json +Print one JSON document\.$", flags["ledger balance"], re.M)
+    assert re.search(r"^  --help +Show this message and exit\.$", flags[""], re.M)
+
+
+def test_json_is_a_plain_flag_that_takes_no_value(plant: LedgerFile, cli: Cli) -> None:
+    result = cli("ledger", "balance", "--json", "--url", plant.url)
+    assert balances(result)[("TK-101", "E1")] == Decimal("395")
+
+
+def test_demo_help_explains_every_port_option(cli: Cli) -> None:
+    result = cli("demo", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    for option, what in [
+        ("--opcua-port", "OPC UA"),
+        ("--metrics-port", "metrics"),
+        ("--modbus-port", "Modbus"),
+        ("--s7-port", "S7"),
+    ]:
+        assert re.search(rf"{option} PORT [^-]*{what}[^-]*free port", text), (option, text)
+
+
+def test_post_help_says_a_lot_is_created_by_its_first_receipt_or_production(cli: Cli) -> None:
+    result = cli("ledger", "post", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "A lot is created by its first receipt or production" in text
+    assert "issue, transfer, adjustment and scrap need an existing lot" in text
+
+
+def test_a_new_lot_cannot_be_issued_but_a_receipt_creates_it(plant: LedgerFile, cli: Cli) -> None:
+    issue = cli(*post_args("issue", plant, "--lot", "NEW", "--qty", "1", "--uom", "kg",
+                           "--from", "TK-101"))  # fmt: skip
+    assert_user_error(issue, "lot NEW does not exist")
+    receipt = cli(*post_args("receipt", plant, "--lot", "NEW", "--qty", "1", "--uom", "kg",
+                             "--to", "TK-101", "--json"))  # fmt: skip
+    assert receipt.returncode == 0, receipt
+    assert receipt.json()["movement"]["lot"] == "NEW"
 
 
 # -- schema ------------------------------------------------------------------------
@@ -344,6 +419,89 @@ def test_history_json_lists_movements_and_filters_by_unit_lot_and_since(
     assert movements(since_future) == []
 
 
+def test_history_last_shows_the_newest_movements_oldest_first(plant: LedgerFile, cli: Cli) -> None:
+    base = ["ledger", "history", "--url", plant.url, "--json"]
+    full = movements(cli(*base))
+    ids = [m["id"] for m in full]
+    third = full[2]["timestamp"]
+    last3, unit, lot, since, more_than_all, text = cli.many(
+        [
+            [*base, "--last", "3"],
+            [*base, "--last", "2", "--unit", "TK-103"],
+            [*base, "--last", "2", "--lot", "E1"],
+            [*base, "--last", "2", "--since", third],
+            [*base, "--last", "100"],
+            ["ledger", "history", "--url", plant.url, "--last", "3"],
+        ]
+    )
+    assert [m["id"] for m in movements(last3)] == ids[-3:]
+    assert [m["kind"] for m in movements(last3)] == ["adjustment", "count", "scrap"]
+    assert [m["kind"] for m in movements(unit)] == ["transfer"]
+    e1 = [m["id"] for m in full if m["lot"] == "E1"]
+    assert [m["id"] for m in movements(lot)] == e1[-2:]
+    assert [m["id"] for m in movements(since)] == ids[-2:]
+    assert [m["id"] for m in movements(more_than_all)] == ids
+    assert text.returncode == 0, text
+    header, *rows = text.out_lines
+    assert header.split()[:3] == ["TIMESTAMP", "ID", "KIND"]
+    assert [row.split()[1] for row in rows] == ids[-3:]
+
+
+def test_history_last_with_limit_or_zero_is_a_one_line_error(plant: LedgerFile, cli: Cli) -> None:
+    both, zero = cli.many(
+        [
+            ["ledger", "history", "--url", plant.url, "--last", "3", "--limit", "3"],
+            ["ledger", "history", "--url", plant.url, "--last", "0"],
+        ]
+    )
+    assert_user_error(both, "--last", "--limit")
+    assert_user_error(zero, "--last", code=None)
+
+
+def test_history_help_says_last_keeps_the_newest_printed_oldest_first(cli: Cli) -> None:
+    result = cli("ledger", "history", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "--last N Only the N newest movements that match, still printed oldest first" in text
+    assert "--limit N At most N movements: the N oldest" in text
+
+
+def test_the_commands_the_demo_banner_suggests_run(
+    plant: LedgerFile, cli: Cli, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from invops import service_cli
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # where `make run` starts the demo
+    in_repo_venv = Path(sys.executable).parent == repo / ".venv" / "bin"
+    invops = ".venv/bin/invops" if in_repo_venv else str(Path(sys.executable).with_name("invops"))
+    endpoints = {
+        "opcua": "opc.tcp://127.0.0.1:4840/invops",
+        "metrics": "http://127.0.0.1:9840/metrics",
+        "healthz": "http://127.0.0.1:9840/healthz",
+        "modbus": "127.0.0.1:5020",
+        "s7": "127.0.0.1:1102",
+        "ledger": plant.url,
+    }
+    service_cli._print_welcome(endpoints)
+    banner = capsys.readouterr().out
+    assert "GLY-0001" in banner and "GLY-001 " not in banner
+    suggested = [
+        line.split()
+        for line in banner.replace("\\\n", " ").splitlines()
+        if "ledger" in line.split()[1:2]
+    ]
+    assert [argv[:3] for argv in suggested] == [
+        [invops, "ledger", "history"],
+        [invops, "ledger", "post"],
+        [invops, "ledger", "reconcile"],
+    ], banner
+    history, post, reconcile = cli.many([argv[1:] for argv in suggested])
+    assert history.returncode == 0 and "--last" in suggested[0], history
+    assert post.returncode == 0 and "of lot GLY-0001" in post.stdout, post
+    assert reconcile.returncode == 0, reconcile
+
+
 def test_trace_follows_a_production_with_consumed_lots_forward_and_backward(
     plant: LedgerFile, cli: Cli
 ) -> None:
@@ -485,6 +643,218 @@ def test_verify_detects_an_edited_lot_status_row(plant: LedgerFile, cli: Cli) ->
     result = cli("ledger", "verify", "--url", plant.url)
     assert result.returncode == 1, result
     assert "E1" in result.stderr
+
+
+# -- start-up: a command imports what it needs -----------------------------------
+
+PROTOCOL_LIBRARIES = {
+    "asyncua", "pymodbus", "snap7", "prometheus_client", "simulators", "opcua_server",
+}  # fmt: skip
+# Runs the CLI in a fresh interpreter, then writes the top-level packages it imported.
+_IMPORTS_PROBE = """
+import json, sys
+from invops.cli import app
+try:
+    app(sys.argv[2:], standalone_mode=False)
+finally:
+    with open(sys.argv[1], "w") as out:
+        json.dump(sorted({name.split(".")[0] for name in sys.modules}), out)
+"""
+
+
+def _imported(tmp_path: Path, *argv: str | Path, stdin: str = "") -> set[str]:
+    import subprocess
+
+    from tests.e2e.conftest import clean_env
+
+    report = tmp_path / "imported.json"
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_PROBE, str(report), *(str(a) for a in argv)],
+        cwd=tmp_path, env=clean_env(), input=stdin, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    found: list[str] = json.loads(report.read_text(encoding="utf-8"))
+    return set(found)
+
+
+def test_importing_the_cli_loads_no_protocol_database_or_config_library(tmp_path: Path) -> None:
+    import subprocess
+
+    probe = "import json, sys, invops.cli; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = {name.split(".")[0] for name in json.loads(result.stdout)}
+    assert "invops" in loaded
+    assert not loaded & (PROTOCOL_LIBRARIES | {"sqlalchemy", "alembic", "pydantic"})
+
+
+def test_ledger_queries_load_no_protocol_library_and_no_alembic(
+    plant: LedgerFile, tmp_path: Path
+) -> None:
+    for argv in (
+        ["ledger", "balance", "--url", plant.url],
+        ["ledger", "history", "--url", plant.url, "--last", "3", "--json"],
+        ["ledger", "verify", "--url", plant.url],
+        ["ledger", "post", "receipt", "--url", plant.url, "--config", DEMO_CONFIG,
+         "--material", "GLYCOL", "--lot", "G1", "--qty", "1", "--uom", "kg", "--to", "TK-102"],
+    ):  # fmt: skip
+        loaded = _imported(tmp_path, *argv)
+        assert "sqlalchemy" in loaded, argv  # the probe did run the command
+        assert not loaded & (PROTOCOL_LIBRARIES | {"alembic"}), argv
+
+
+def test_check_config_and_hash_password_load_no_protocol_or_database_library(
+    tmp_path: Path,
+) -> None:
+    config = _imported(tmp_path, "check-config", DEMO_CONFIG)
+    assert "pydantic" in config
+    password = _imported(tmp_path, "users", "hash-password", stdin="secret\n")
+    for loaded in (config, password):
+        assert not loaded & (PROTOCOL_LIBRARIES | {"sqlalchemy", "alembic"})
+
+
+# -- ports: a listener that cannot bind says why and which option moves it ---------
+
+TEMPLATE_CONFIG = DEMO_CONFIG.with_name("plant-template.toml")
+DEMO_PORT_OPTIONS = ("--modbus-port", "--s7-port", "--opcua-port", "--metrics-port")
+
+
+def _busy_port() -> Any:
+    import socket
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    return squatter
+
+
+def _template_plcs() -> list[tuple[str, str, int]]:
+    from invops.config import load_config
+
+    return [(p.name, p.host, p.effective_port) for p in load_config(TEMPLATE_CONFIG).plcs]
+
+
+def _error_line(result: Result) -> str:
+    """The failure: exit 1, no traceback, exactly one `invops: error:` line and it is the last."""
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result
+    errors = [line for line in result.err_lines if line.startswith("invops:")]
+    assert errors == result.err_lines[-1:], result
+    return errors[0]
+
+
+@pytest.mark.parametrize("option", DEMO_PORT_OPTIONS)
+def test_demo_on_a_busy_port_names_the_option_that_moves_it(
+    option: str, cli: Cli, tmp_path: Path
+) -> None:
+    with _busy_port() as squatter:
+        busy = squatter.getsockname()[1]
+        ports = {name: "0" for name in DEMO_PORT_OPTIONS} | {option: str(busy)}
+        argv = ["demo", "--data-dir", tmp_path / "var"]
+        result = cli(*argv, *(a for pair in ports.items() for a in pair))
+    line = _error_line(result)
+    assert f"127.0.0.1:{busy}: the port is already in use" in line, result
+    assert f"start the demo with {option} PORT (0 picks a free port)" in line, result
+    if option == "--modbus-port":  # the first listener: nothing started, nothing logged
+        assert len(result.err_lines) == 1, result
+
+
+def test_simulate_on_a_busy_port_suggests_port_plc_equals_port(cli: Cli) -> None:
+    with _busy_port() as squatter:
+        busy = squatter.getsockname()[1]
+        result = cli("simulate", "--config", DEMO_CONFIG,
+                     "--port", f"PLC-MODBUS={busy}", "--port", "PLC-S7=0")  # fmt: skip
+    assert _error_line(result) == (
+        f"invops: error: PLC-MODBUS cannot listen on 127.0.0.1:{busy}: the port is already "
+        "in use (another invops, or another server); serve it on another port with "
+        "--port PLC-MODBUS=PORT (0 picks a free port)"
+    )
+    assert len(result.err_lines) == 1, result
+
+
+def _without_the_right_to_bind_low_ports() -> list[str]:
+    """A command prefix under which binding a port below 1024 is refused (EACCES)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        if start.exists() and int(start.read_text()) <= 502:
+            pytest.skip("this machine lets anyone bind ports below 1024")
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is not installed to drop the right")
+    return [setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service"]
+
+
+def test_simulate_on_a_privileged_port_says_permission_denied_not_in_use(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.e2e.conftest import Result, base_command, clean_env
+
+    prefix = _without_the_right_to_bind_low_ports()
+    (first, _, port), *others = _template_plcs()
+    assert port == 502  # the template keeps the Modbus default
+    others_free = [a for name, _, _ in others for a in ("--port", f"{name}=0")]
+    run = subprocess.run(
+        [*prefix, *base_command(), "simulate", "--config", str(TEMPLATE_CONFIG), *others_free],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    result = Result(tuple(run.args), run.returncode, run.stdout, run.stderr)
+    line = _error_line(result)
+    assert f"{first} cannot listen on 127.0.0.1:502: permission denied" in line, result
+    assert "ports below 1024 need root" in line and "in use" not in line, result
+    assert f"--port {first}=PORT" in line, result
+
+
+def test_simulate_on_an_address_of_another_machine_suggests_host(cli: Cli) -> None:
+    result = cli("simulate", "--config", DEMO_CONFIG, "--host", "192.0.2.1",  # TEST-NET-1
+                 "--port", "PLC-MODBUS=0", "--port", "PLC-S7=0")  # fmt: skip
+    line = _error_line(result)
+    assert "cannot listen on 192.0.2.1:" in line and "not one of this machine's" in line, result
+    assert "--host" in line, result
+
+
+def test_simulate_says_it_serves_loopback_not_the_config_hosts(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.e2e.conftest import base_command, clean_env
+
+    plcs = _template_plcs()
+    free = [a for name, _, _ in plcs for a in ("--port", f"{name}=0")]
+    process = subprocess.Popen(
+        [*base_command(), "simulate", "--config", str(TEMPLATE_CONFIG), *free],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        served = [process.stdout.readline().split() for _ in plcs]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert [(line[0], line[2].split(":")[0]) for line in served] == [
+        (name, "127.0.0.1") for name, _, _ in plcs
+    ]
+    (note,) = [line for line in err.splitlines() if line.startswith("note: ")]
+    for name, host, port in plcs:
+        assert f"{name} {host}:{port}" in note, note
+        assert host != "127.0.0.1"
+    assert "[[plcs]] host and port" in note, note
+
+
+def test_simulate_help_says_it_serves_127_0_0_1_and_offers_host(cli: Cli) -> None:
+    result = cli("simulate", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "Every PLC is served on 127.0.0.1 (or --host), whatever host the config gives it" in text
+    assert "--host ADDRESS" in text and "--port PLC=PORT" in text
 
 
 # -- check-config ------------------------------------------------------------------

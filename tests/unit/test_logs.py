@@ -160,6 +160,18 @@ def test_pymodbus_connect_failures_are_demoted(capsys: pytest.CaptureFixture[str
     )
 
 
+def test_alembic_plugin_registration_at_import_is_demoted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", "INFO")
+    plugins = logging.getLogger("alembic.runtime.plugins")
+    plugins.info("setup plugin %s", "alembic.autogenerate.schemas")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "", "0001")
+    assert [line["event"] for line in json_lines(capsys.readouterr().err)] == [
+        "Running upgrade  -> 0001"
+    ]
+
+
 def test_a_real_refused_modbus_connect_logs_nothing_at_info(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
