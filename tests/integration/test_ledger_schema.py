@@ -33,7 +33,7 @@ async def test_upgrade_twice_is_a_no_op(ledger_url: str) -> None:
     assert await upgrade_schema(ledger_url) == (head_revision(), head_revision())
 
 
-def test_head_revision_read_without_alembic_is_alembics_head() -> None:
+def test_head_revision_constant_is_alembics_head() -> None:
     assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
