@@ -8,8 +8,11 @@ Each storage unit holds a quantity in its own unit of measure: the strapping
 table's volume unit for a level-measured tank (L in the demo), kg for a unit
 measured by weight. Activities keep the plant lively and bounded:
 
-* receipts (fills) and issues (draws) start at random after a short idle
-  time, and transfers move material between units of the same material;
+* receipts (fills) and issues (draws) start at random after a pause, and
+  transfers move material between units of the same material; a unit pauses
+  for its `settle_s` (from the config) plus 2-8 s between activities, so that
+  every batch ends in a steady spell the service can settle on and book, as
+  in a real plant (deliveries and draws are batches, not a continuous flow);
 * a unit below `FILL_BELOW` of its capacity only starts fills, one above
   `DRAW_ABOVE` only draws, and every activity stops at `LOW_STOP` /
   `HIGH_STOP`, so a unit left alone stays between 10 % and 90 % forever;
@@ -61,7 +64,7 @@ DRAW_ABOVE: Final = 0.75  # an idle unit above this only starts draws
 INITIAL_FILL: Final = (0.45, 0.55)  # start around half full
 RATE: Final = (0.002, 0.006)  # flow, fraction of capacity per second
 AMOUNT: Final = (0.02, 0.10)  # one activity moves this fraction of capacity
-IDLE_S: Final = (2.0, 8.0)  # pause between activities (longer than a typical settle time)
+IDLE_S: Final = (2.0, 8.0)  # pause between activities, on top of the unit's settle_s
 FIRST_START_S: Final = 1.0  # the first activity of each unit starts within this time
 TRANSFER_SHARE: Final = 0.3  # chance that an activity is a transfer, when one is possible
 TRANSFER_SOURCE_ABOVE: Final = 0.35
@@ -112,6 +115,7 @@ class SimulatedUnit:
     transferred_out: float = 0.0
     operation: Operation | None = None
     idle_until: float = 0.0
+    pause_s: tuple[float, float] = IDLE_S  # the pause after each activity (random in range)
 
     @property
     def fill_ratio(self) -> float:
@@ -198,6 +202,7 @@ class PlantModel:
         else:  # a solid without density: read the cap as kg/s
             max_rate = MAX_FLOW_L_PER_S * _factor("kg", uom, None)
         fill = self._rng.uniform(*INITIAL_FILL)
+        settle = float(cfg.settle_s)
         return SimulatedUnit(
             id=cfg.id,
             material=cfg.material,
@@ -208,6 +213,7 @@ class PlantModel:
             litres_per_uom=litres,
             max_rate=max_rate,
             idle_until=self._rng.uniform(0.0, FIRST_START_S),
+            pause_s=(settle + IDLE_S[0], settle + IDLE_S[1]),
         )
 
     def _add_tags(self, cfg: StorageUnitConfig, unit: SimulatedUnit) -> None:
@@ -431,7 +437,7 @@ class PlantModel:
         for unit_id in {op.source, op.destination} - {None}:
             unit = self.units[unit_id or ""]
             unit.operation = None
-            unit.idle_until = self.time_s + h + self._rng.uniform(*IDLE_S)
+            unit.idle_until = self.time_s + h + self._rng.uniform(*unit.pause_s)
 
 
 # ---------------------------------------------------------------------- conversions
