@@ -60,6 +60,15 @@ def simulate(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed the plant's randomness (repeatable runs).")
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            metavar="FILE",
+            help="Resume the plant from FILE if it exists, and keep its state there "
+            "(saved every second and on exit), as `invops demo` does.",
+        ),
+    ] = None,
 ) -> None:
     """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM."""
     plant = load_config_or_exit(config)
@@ -72,7 +81,7 @@ def simulate(
     except FaultError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
     try:
-        asyncio.run(_serve(plant, ports, faults, seed))
+        asyncio.run(_serve(plant, ports, faults, seed, state))
     except (SimulatorError, OSError) as exc:
         typer.echo(f"invops simulate: {exc}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -103,7 +112,11 @@ def _parse_ports(options: list[str], plant: InvopsConfig) -> dict[str, int]:
 
 
 async def _serve(
-    plant: InvopsConfig, ports: dict[str, int], faults: Faults, seed: int | None
+    plant: InvopsConfig,
+    ports: dict[str, int],
+    faults: Faults,
+    seed: int | None,
+    state: Path | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; a signal ends the run normally (no exception)."""
     loop = asyncio.get_running_loop()
@@ -126,6 +139,7 @@ async def _serve(
             faults=faults,
             seed=seed,
             ready=lambda bound: _announce(plant, bound),
+            state_path=state,
         )
     except asyncio.CancelledError:
         if not stopped:
