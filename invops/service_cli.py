@@ -16,7 +16,7 @@ from invops.config import InvopsConfig
 from invops.http import HttpEndpointError
 from invops.service import Endpoints, run_service
 from opcua_server import OpcuaServerError
-from simulators import Simulation
+from simulators import PLANT_STATE_FILE, Simulation
 
 log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
@@ -76,7 +76,9 @@ async def _demo(
     opcua_port: int,
     metrics_port: int,
 ) -> None:
-    async with Simulation(config, ports=plc_ports) as sim:
+    # The simulated plant resumes where the last demo run left it (see simulators.plant_state).
+    state = data_dir / PLANT_STATE_FILE
+    async with Simulation(config, ports=plc_ports, state_path=state) as sim:
 
         def ready(started: Endpoints) -> None:
             endpoints = {
