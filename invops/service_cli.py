@@ -172,9 +172,11 @@ async def _demo(
     metrics_port: int,
 ) -> None:
     from invops.service import run_service
-    from simulators import Simulation
+    from simulators import PLANT_STATE_FILE, Simulation
 
-    async with Simulation(config, ports=plc_ports) as sim:
+    # The simulated plant resumes where the last demo run left it (see simulators.plant_state).
+    state = data_dir / PLANT_STATE_FILE
+    async with Simulation(config, ports=plc_ports, state_path=state) as sim:
 
         def ready(started: Endpoints) -> None:
             endpoints = {

@@ -68,6 +68,15 @@ def simulate(
             "pointed at this address.",
         ),
     ] = HOST,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            metavar="FILE",
+            help="Resume the plant from FILE if it exists, and keep its state there "
+            "(saved every second and on exit), as `invops demo` does.",
+        ),
+    ] = None,
 ) -> None:
     """Run the Modbus TCP and S7 PLC simulators of a config until Ctrl+C / SIGTERM.
 
@@ -88,7 +97,7 @@ def simulate(
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
     startup.loaded()
     try:
-        asyncio.run(_serve(plant, ports, faults, seed, host))
+        asyncio.run(_serve(plant, ports, faults, seed, host, state))
     except (SimulatorError, OSError) as exc:
         typer.echo(f"invops: error: {_failure(exc)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -133,7 +142,12 @@ def _parse_ports(options: list[str], plant: InvopsConfig) -> dict[str, int]:
 
 
 async def _serve(
-    plant: InvopsConfig, ports: dict[str, int], faults: Faults, seed: int | None, host: str
+    plant: InvopsConfig,
+    ports: dict[str, int],
+    faults: Faults,
+    seed: int | None,
+    host: str,
+    state: Path | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; a signal ends the run normally (no exception)."""
     from simulators import run_simulators
@@ -159,6 +173,7 @@ async def _serve(
             seed=seed,
             ready=lambda bound: _announce(plant, bound, host),
             host=host,
+            state_path=state,
         )
     except asyncio.CancelledError:
         if not stopped:

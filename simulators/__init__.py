@@ -22,11 +22,19 @@ from simulators.plant import (
     HIGH_STOP,
     LOW_STOP,
     MAX_FLOW_L_PER_S,
+    STATE_FORMAT,
     Activity,
     Operation,
     PlantModel,
     SimulatedUnit,
     to_raw,
+)
+from simulators.plant_state import (
+    PLANT_STATE_FILE,
+    SAVE_EVERY_S,
+    keep_plant_state,
+    load_plant_state,
+    save_plant_state,
 )
 from simulators.runner import (
     PlcServer,
@@ -44,6 +52,9 @@ __all__ = [
     "LOW_STOP",
     "MAX_FLOW_L_PER_S",
     "MODBUS_EXCEPTION_CODES",
+    "PLANT_STATE_FILE",
+    "SAVE_EVERY_S",
+    "STATE_FORMAT",
     "Activity",
     "FaultError",
     "FaultSpec",
@@ -62,7 +73,10 @@ __all__ = [
     "TagFaults",
     "build_servers",
     "check_fault_targets",
+    "keep_plant_state",
+    "load_plant_state",
     "parse_fault",
     "run_simulators",
+    "save_plant_state",
     "to_raw",
 ]

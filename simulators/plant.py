@@ -8,13 +8,20 @@ Each storage unit holds a quantity in its own unit of measure: the strapping
 table's volume unit for a level-measured tank (L in the demo), kg for a unit
 measured by weight. Activities keep the plant lively and bounded:
 
-* receipts (fills) and issues (draws) start at random after a short idle
-  time, and transfers move material between units of the same material;
+* receipts (fills) and issues (draws) start at random after a pause, and
+  transfers move material between units of the same material; a unit pauses
+  for its `settle_s` (from the config) plus 2-8 s between activities, so that
+  every batch ends in a steady spell the service can settle on and book, as
+  in a real plant (deliveries and draws are batches, not a continuous flow);
 * a unit below `FILL_BELOW` of its capacity only starts fills, one above
   `DRAW_ABOVE` only draws, and every activity stops at `LOW_STOP` /
   `HIGH_STOP`, so a unit left alone stays between 10 % and 90 % forever;
 * flow rates are a fraction of capacity per second, capped at
   `MAX_FLOW_L_PER_S` (well below the 1,000 L/s SPEC limit).
+
+`to_state()` and `restore()` carry the plant's state across a restart
+(`simulators.plant_state` keeps it in a file), so a resumed plant continues
+from where it was instead of jumping to a fresh random state.
 
 Material balance holds exactly: a unit's quantity is always its initial
 quantity + receipts - issues + transfers in - transfers out, and what a
@@ -33,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.measurement import StrappingTable
@@ -47,6 +54,7 @@ __all__ = [
     "HIGH_STOP",
     "LOW_STOP",
     "MAX_FLOW_L_PER_S",
+    "STATE_FORMAT",
     "Activity",
     "Operation",
     "PlantModel",
@@ -61,7 +69,7 @@ DRAW_ABOVE: Final = 0.75  # an idle unit above this only starts draws
 INITIAL_FILL: Final = (0.45, 0.55)  # start around half full
 RATE: Final = (0.002, 0.006)  # flow, fraction of capacity per second
 AMOUNT: Final = (0.02, 0.10)  # one activity moves this fraction of capacity
-IDLE_S: Final = (2.0, 8.0)  # pause between activities (longer than a typical settle time)
+IDLE_S: Final = (2.0, 8.0)  # pause between activities, on top of the unit's settle_s
 FIRST_START_S: Final = 1.0  # the first activity of each unit starts within this time
 TRANSFER_SHARE: Final = 0.3  # chance that an activity is a transfer, when one is possible
 TRANSFER_SOURCE_ABOVE: Final = 0.35
@@ -69,6 +77,7 @@ TRANSFER_DESTINATION_BELOW: Final = 0.65
 MAX_FLOW_L_PER_S: Final = 400.0  # cap for every flow (solids without density: kg/s)
 NOISE: Final = 0.0002  # reading noise: standard deviation as a fraction of capacity
 MAX_SUBSTEP_S: Final = 1.0  # `step` advances in slices no longer than this
+STATE_FORMAT: Final = "invops-plant-state/1"  # `to_state()["format"]`
 _EPSILON: Final = 1e-9
 _FLOAT32_MAX: Final = 3.4028234663852886e38
 
@@ -112,6 +121,7 @@ class SimulatedUnit:
     transferred_out: float = 0.0
     operation: Operation | None = None
     idle_until: float = 0.0
+    pause_s: tuple[float, float] = IDLE_S  # the pause after each activity (random in range)
 
     @property
     def fill_ratio(self) -> float:
@@ -198,6 +208,7 @@ class PlantModel:
         else:  # a solid without density: read the cap as kg/s
             max_rate = MAX_FLOW_L_PER_S * _factor("kg", uom, None)
         fill = self._rng.uniform(*INITIAL_FILL)
+        settle = float(cfg.settle_s)
         return SimulatedUnit(
             id=cfg.id,
             material=cfg.material,
@@ -208,6 +219,7 @@ class PlantModel:
             litres_per_uom=litres,
             max_rate=max_rate,
             idle_until=self._rng.uniform(0.0, FIRST_START_S),
+            pause_s=(settle + IDLE_S[0], settle + IDLE_S[1]),
         )
 
     def _add_tags(self, cfg: StorageUnitConfig, unit: SimulatedUnit) -> None:
@@ -333,6 +345,123 @@ class PlantModel:
         src.operation = dst.operation = op
         return op
 
+    # ------------------------------------------------------------------ state
+
+    def to_state(self) -> dict[str, Any]:
+        """The plant's state as JSON-ready data, for `restore` after a restart: every
+        unit's quantity and material balance, the running activities, the remaining
+        pause of idle units and the totalizers' injected jumps (not the randomness)."""
+        units: dict[str, Any] = {}
+        operations: list[dict[str, Any]] = []
+        for unit in self.units.values():
+            units[unit.id] = {
+                "uom": unit.uom,
+                "capacity": unit.capacity,
+                "quantity": unit.quantity,
+                "initial": unit.initial,
+                "received": unit.received,
+                "issued": unit.issued,
+                "transferred_in": unit.transferred_in,
+                "transferred_out": unit.transferred_out,
+                "idle_s": max(0.0, unit.idle_until - self.time_s),
+            }
+            op = unit.operation
+            if op is not None and (op.source or op.destination) == unit.id:  # a transfer once
+                operations.append(
+                    {
+                        "activity": op.activity.value,
+                        "rate": op.rate,
+                        "remaining": op.remaining,
+                        "source": op.source,
+                        "destination": op.destination,
+                    }
+                )
+        return {
+            "format": STATE_FORMAT,
+            "units": units,
+            "operations": operations,
+            "totalizers": {name: total.jumped for name, total in self._totalizers.items()},
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> dict[str, str]:
+        """Continue from a `to_state()` (of this or an earlier run of the same config).
+
+        A unit restores when the state has it with the same uom and capacity and
+        consistent numbers (finite, within capacity, material balance holding);
+        the others keep their fresh state: returned as unit id -> why. A running
+        activity continues when all its units restored (an invalid one is
+        dropped: its units resume idle). Raises ValueError (and changes nothing)
+        when `state` is not a plant state at all.
+        """
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"not a plant state (format {found!r}, expected {STATE_FORMAT!r})")
+        units, operations, jumps = (
+            state.get("units"),
+            state.get("operations"),
+            state.get("totalizers"),
+        )
+        if not isinstance(units, Mapping) or not isinstance(jumps, Mapping):
+            raise ValueError("plant state lacks its units or totalizers")
+        if not isinstance(operations, list):
+            raise ValueError("plant state lacks its operations")
+        restored: dict[str, dict[str, float]] = {}
+        fresh: dict[str, str] = {}
+        for unit in self.units.values():
+            try:
+                restored[unit.id] = _unit_state(unit, units.get(unit.id))
+            except ValueError as exc:
+                fresh[unit.id] = str(exc)
+        running: dict[str, Operation] = {}
+        for entry in operations:
+            try:
+                op = self._operation_state(entry, restored)
+            except ValueError:
+                continue
+            ends = [unit_id for unit_id in (op.source, op.destination) if unit_id]
+            if not set(ends) & set(running):
+                running.update(dict.fromkeys(ends, op))
+        for unit_id, values in restored.items():
+            unit = self.units[unit_id]
+            unit.quantity, unit.initial = values["quantity"], values["initial"]
+            unit.received, unit.issued = values["received"], values["issued"]
+            unit.transferred_in = values["transferred_in"]
+            unit.transferred_out = values["transferred_out"]
+            unit.operation = running.get(unit_id)
+            unit.idle_until = self.time_s + min(values["idle_s"], unit.pause_s[1])
+        for name, total in self._totalizers.items():
+            counts = jumps.get(name)
+            if total.unit in restored and type(counts) is int:
+                total.jumped = counts
+        return fresh
+
+    def _operation_state(self, entry: object, restored: Mapping[str, object]) -> Operation:
+        """The operation a state entry describes; ValueError if it is invalid or one of
+        its units did not restore."""
+        if not isinstance(entry, Mapping):
+            raise ValueError("an operation is not a table")
+        activity = Activity(str(entry.get("activity")))
+        rate, remaining = _finite(entry, "rate"), _finite(entry, "remaining")
+        source, destination = entry.get("source"), entry.get("destination")
+        if rate <= 0:
+            raise ValueError(f"a {activity} needs a positive rate")
+        ends = {
+            Activity.RECEIPT: source is None and destination in restored,
+            Activity.ISSUE: destination is None and source in restored,
+            Activity.TRANSFER: source in restored and destination in restored,
+        }
+        if not ends[activity]:
+            raise ValueError(f"a {activity} of units that did not restore")
+        if activity is not Activity.TRANSFER:
+            unit = self.units[str(source or destination)]
+            return Operation(activity, min(rate, unit.max_rate), remaining, source, destination)
+        src, dst = self.units[str(source)], self.units[str(destination)]
+        factor = self._transfer_factor(src, dst)
+        if factor is None or src.material != dst.material or src is dst:
+            raise ValueError(f"cannot transfer {src.id} -> {dst.id}")
+        rate = min(rate, src.max_rate, dst.max_rate / factor)
+        return Operation(activity, rate, remaining, src.id, dst.id, factor)
+
     # ------------------------------------------------------------------ time
 
     def step(self, dt: float) -> None:
@@ -431,7 +560,57 @@ class PlantModel:
         for unit_id in {op.source, op.destination} - {None}:
             unit = self.units[unit_id or ""]
             unit.operation = None
-            unit.idle_until = self.time_s + h + self._rng.uniform(*IDLE_S)
+            unit.idle_until = self.time_s + h + self._rng.uniform(*unit.pause_s)
+
+
+# ---------------------------------------------------------------------- state checks
+
+_UNIT_NUMBERS: Final = (
+    "quantity",
+    "initial",
+    "received",
+    "issued",
+    "transferred_in",
+    "transferred_out",
+    "idle_s",
+)
+
+
+def _finite(entry: Mapping[str, object], key: str) -> float:
+    """`entry[key]` as a finite number >= 0; ValueError naming the key otherwise
+    (booleans are not numbers here)."""
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} is not a number")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{key} {number} is not a finite number >= 0")
+    return number
+
+
+def _unit_state(unit: SimulatedUnit, entry: object) -> dict[str, float]:
+    """A unit's saved numbers if they fit this unit (same uom and capacity) and add up;
+    ValueError saying why not."""
+    if not isinstance(entry, Mapping):
+        raise ValueError("not in the saved state")
+    if entry.get("uom") != unit.uom:
+        raise ValueError(f"saved in {entry.get('uom')!r}, now in {unit.uom!r}")
+    capacity = _finite(entry, "capacity")
+    if not math.isclose(capacity, unit.capacity, rel_tol=1e-9):
+        raise ValueError(f"saved with capacity {capacity:g}, now {unit.capacity:g}")
+    values = {key: _finite(entry, key) for key in _UNIT_NUMBERS}
+    if values["quantity"] > unit.capacity:
+        raise ValueError(f"quantity {values['quantity']:g} exceeds the capacity")
+    balance = (
+        values["initial"]
+        + values["received"]
+        - values["issued"]
+        + values["transferred_in"]
+        - values["transferred_out"]
+    )
+    if abs(balance - values["quantity"]) > 1e-6 * unit.capacity:
+        raise ValueError("its material balance does not add up")
+    return values
 
 
 # ---------------------------------------------------------------------- conversions

@@ -6,6 +6,9 @@ benchmarks:
 
     async with Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
         sim.ports["PLC-MODBUS"], sim.faults.set("PLC-S7", refuse=True), sim.model.units
+
+With `state_path` the plant resumes from that file and keeps its state there
+(`simulators.plant_state`), so a restarted plant continues where it was.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -21,6 +25,7 @@ from plc_connectors import PlcProtocol, PlcSettings
 from simulators.faults import Faults, SimulatorError
 from simulators.modbus_server import ModbusPlcServer
 from simulators.plant import PlantModel
+from simulators.plant_state import keep_plant_state, load_plant_state
 from simulators.s7_server import S7PlcServer
 
 __all__ = [
@@ -84,11 +89,14 @@ async def run_simulators(
     ready: Callable[[dict[str, int]], None] | None = None,
     model: PlantModel | None = None,
     host: str = DEFAULT_HOST,
+    state_path: Path | None = None,
 ) -> None:
     """Serve every PLC of `config` from one plant model on `host` until cancelled.
 
     `ready` is called once every server listens, with the bound port per PLC
     name. On cancellation every server closes its listener and connections.
+    With `state_path` the plant first resumes from that file (if it holds a
+    usable state) and saves its state there periodically and on cancellation.
     Raises SimulatorError when a port cannot be bound or a fault names
     something the plant does not have.
     """
@@ -99,6 +107,8 @@ async def run_simulators(
     check_fault_targets(config, faults)
     settings = config.plc_settings()
     servers = build_servers(settings, faults, ports=ports, host=host)
+    if state_path is not None:
+        load_plant_state(model, state_path)
     _publish(model, servers, faults)
     async with contextlib.AsyncExitStack() as stack:
         for server in servers:
@@ -108,6 +118,8 @@ async def run_simulators(
             ready({server.name: server.port for server in servers})
         async with asyncio.TaskGroup() as group:
             group.create_task(_drive(model, servers, faults, tick_s), name="plant")
+            if state_path is not None:
+                group.create_task(keep_plant_state(model, state_path), name="plant state")
             for server in servers:
                 group.create_task(server.serve(), name=f"serve {server.name}")
 
@@ -153,8 +165,9 @@ class Simulation:
     """The simulators as an async context manager (tests, benchmarks, the demo).
 
     `ports` (bound ports by PLC name), `faults` and `model` are live while
-    inside. Startup failures (port in use, bad fault) raise from `async with`;
-    a crash while running is raised on exit.
+    inside; `state_path`: see `run_simulators`. Startup failures (port in
+    use, bad fault) raise from `async with`; a crash while running is raised
+    on exit.
     """
 
     def __init__(
@@ -165,6 +178,7 @@ class Simulation:
         faults: Faults | None = None,
         seed: int | None = None,
         tick_s: float = 0.1,
+        state_path: Path | None = None,
     ) -> None:
         self.config = config
         self.faults = faults if faults is not None else Faults()
@@ -172,6 +186,7 @@ class Simulation:
         self.ports: dict[str, int] = {}
         self._requested_ports = ports
         self._tick_s = tick_s
+        self._state_path = state_path
         self._task: asyncio.Task[None] | None = None
 
     def endpoint(self, plc: str) -> tuple[str, int]:
@@ -194,6 +209,7 @@ class Simulation:
                 tick_s=self._tick_s,
                 ready=on_ready,
                 model=self.model,
+                state_path=self._state_path,
             ),
             name="simulators",
         )
