@@ -8,6 +8,7 @@ instrument's resolution, so book balances stay exact decimals.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -17,6 +18,9 @@ QUANTUM = Decimal("0.000001")
 MAX_QUANTITY = Decimal("1e12")
 MIN_EXPONENT = -30  # finer than any instrument; bounds the text form of a quantity
 _FINEST = Decimal(1).scaleb(MIN_EXPONENT)
+# A quantity typed as text: digits with at most one decimal point, optional exponent. Stricter
+# than Decimal(), which also takes "1_000", surrounding blanks, "NaN" and "Infinity".
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _WIDE = Context(prec=80)
 
 
@@ -67,7 +71,11 @@ def parse_quantity(value: object) -> Decimal:
             result = Decimal(repr(value))
             if not _within_bounds(result) and result.is_finite() and abs(result) < 1:
                 result = result.quantize(_FINEST, context=_WIDE)
-        elif isinstance(value, int | str | Decimal):
+        elif isinstance(value, str):
+            if not _NUMBER.fullmatch(value):
+                raise ValueError  # "1_000", " 1", "0x10", "1,5": a typo must not post
+            result = Decimal(value)
+        elif isinstance(value, int | Decimal):
             result = Decimal(value)
         else:
             raise TypeError
@@ -75,7 +83,7 @@ def parse_quantity(value: object) -> Decimal:
         raise ValidationError(f"quantity {value!r} is not a number") from None
     if not result.is_finite():
         raise ValidationError(f"quantity {value!r} is not a finite number")
-    if abs(result) >= MAX_QUANTITY:
+    if result.copy_abs() >= MAX_QUANTITY:  # copy_abs: no context, so 1e999999999 cannot overflow
         raise ValidationError(f"quantity {value!r} is out of range (|q| < 1e12)")
     if not _within_bounds(result):
         raise ValidationError(f"quantity {value!r} has more than {-MIN_EXPONENT} decimal places")
@@ -84,7 +92,7 @@ def parse_quantity(value: object) -> Decimal:
 
 def _within_bounds(value: Decimal) -> bool:
     """Finite, below MAX_QUANTITY, and no finer than 10**MIN_EXPONENT (ignoring trailing 0s)."""
-    if not value.is_finite() or abs(value) >= MAX_QUANTITY:
+    if not value.is_finite() or value.copy_abs() >= MAX_QUANTITY:
         return False
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite values have an int exponent

@@ -918,6 +918,20 @@ def test_receipt_that_rounds_to_zero_in_the_base_unit_is_rejected(
     assert plant.sql("SELECT count(*) FROM lots WHERE id = 'DUST'") == [(0,)]
 
 
+@pytest.mark.parametrize(
+    ("qty", "says"), [("1e999999999", "out of range"), ("1_000", "not a number")]
+)
+def test_a_quantity_that_overflows_or_has_a_typo_is_one_line_and_posts_nothing(
+    plant: LedgerFile, cli: Cli, qty: str, says: str
+) -> None:
+    before = plant.sql("SELECT count(*) FROM movements")
+    result = cli(*post_args("receipt", plant, "--lot", "TYPO", "--qty", qty,
+                            "--uom", "kg", "--to", "TK-101"))  # fmt: skip
+    assert_user_error(result, "--qty", says)
+    assert "internal error" not in result.stderr
+    assert plant.sql("SELECT count(*) FROM movements") == before
+
+
 MISTAKES = {
     # SQLAlchemy's own spelling of a SQLite URL; invops needs the async driver
     "sqlite-url-without-aiosqlite": ["ledger", "balance", "--url", "sqlite:///{tmp}/plain.db"],
