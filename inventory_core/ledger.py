@@ -40,7 +40,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
     VerifyReport,
 )
-from inventory_core.domain.posting import payload_hash
+from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, payload_hash
 from inventory_core.domain.units import canonical_uom, convert, parse_quantity
 from inventory_core.store import LedgerStore
 
@@ -362,8 +362,12 @@ async def open_ledger(
     migrate: bool = False,
     clock: Clock | None = None,
     on_commit: Callable[[int, float], None] | None = None,
+    capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
 ) -> AsyncIterator[Ledger]:
     """Open the ledger at `url` (migrating the schema when asked) and close it on exit.
+
+    `capacity_margin_pct`: how far above its capacity a manual posting may bring a unit's
+    book (CapacityExceeded beyond it; PLC-derived movements are never refused for it).
 
     On exit, every posting already submitted is committed before the writer stops.
     """
@@ -376,6 +380,7 @@ async def open_ledger(
         today=lambda: today(clock),
         on_commit=on_commit,
         create=migrate,
+        capacity_margin_pct=capacity_margin_pct,
     )
     try:
         await store.open(migrate=migrate)

@@ -31,7 +31,7 @@ from inventory_core.domain.model import (
     Source,
     StorageUnitId,
 )
-from inventory_core.domain.posting import movement_document
+from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, movement_document
 from inventory_core.domain.units import format_decimal, parse_quantity
 from invops import __version__, startup
 from invops.cli_config import load_config_or_exit
@@ -186,7 +186,10 @@ def _with_ledger(
     ledger_url, loaded = _resolve(url, config)
 
     async def go() -> T:
-        async with open_ledger(ledger_url, writer_id=_cli_writer_id(), migrate=migrate) as ledger:
+        margin = loaded.ledger.capacity_margin_pct if loaded else DEFAULT_CAPACITY_MARGIN_PCT
+        async with open_ledger(
+            ledger_url, writer_id=_cli_writer_id(), migrate=migrate, capacity_margin_pct=margin
+        ) as ledger:
             if loaded is not None:
                 await ledger.sync_master_data(
                     loaded.material_definitions(),

@@ -54,6 +54,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.domain.units import canonical_uom, dimension, parse_quantity
 from invops.passwords import PasswordHashError, parse_password_hash
 from plc_connectors import (
@@ -176,12 +177,17 @@ def _uom(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-def _positive_decimal(value: object) -> Decimal:
+def _exact_decimal(value: object) -> Decimal:
     """An exact Decimal: TOML floats go through str(), so `0.80` is Decimal('0.8')."""
     try:
-        number = parse_quantity(value)
+        return parse_quantity(value)
     except InventoryError:
         raise ValueError(f"expected a finite number below 1e12 (got {value!r})") from None
+
+
+def _positive_decimal(value: object) -> Decimal:
+    """An exact Decimal greater than 0."""
+    number = _exact_decimal(value)
     if number <= 0:
         raise ValueError(f"must be greater than 0 (got {value!r})")
     return number
@@ -300,6 +306,10 @@ class LedgerConfig(_Model):
     # Name of this instance's audit chain (SPEC section 5); None lets the ledger choose.
     writer_id: Annotated[str, AfterValidator(_writer_id)] | None = None
     batch_max: StrictInt = Field(default=64, ge=1, le=1024)
+    # A manual posting may bring a unit's book at most this % above its capacity.
+    capacity_margin_pct: Annotated[
+        Decimal, BeforeValidator(_exact_decimal), Field(ge=0, le=1000)
+    ] = DEFAULT_CAPACITY_MARGIN_PCT
     migrate_on_start: StrictBool = False
     # Readings taken while the ledger is unreachable wait here (bounded, on disk).
     buffer_path: NonEmptyStr = "var/invops-buffer.db"

@@ -134,6 +134,7 @@ async def run_service(
                 config.ledger.url,
                 writer_id=writer_id(config),
                 batch_max=config.ledger.batch_max,
+                capacity_margin_pct=config.ledger.capacity_margin_pct,
                 migrate=config.ledger.migrate_on_start,
                 on_commit=metrics.posting_committed,
             )

@@ -39,6 +39,10 @@ class InsufficientStock(InventoryError):
     """A manual posting would make a book balance negative."""
 
 
+class CapacityExceeded(InventoryError):
+    """A manual posting would put a unit's book far above its capacity (beyond the margin)."""
+
+
 class LotNotReleased(InventoryError):
     """A manual issue names a lot whose status is not `released`."""
 

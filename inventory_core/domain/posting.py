@@ -21,11 +21,13 @@ from typing import Any
 from inventory_core.domain.audit import canonical_json, length_prefixed
 from inventory_core.domain.errors import (
     AlreadyReversed,
+    CapacityExceeded,
     IdempotencyConflict,
     InsufficientStock,
     LotExpired,
     LotNotReleased,
     MaterialMismatch,
+    UnitConversionError,
     UnknownLot,
     UnknownMaterial,
     UnknownMovement,
@@ -60,6 +62,9 @@ from inventory_core.domain.model import (
 from inventory_core.domain.units import QUANTUM, convert, format_decimal
 
 BalanceKey = tuple[StorageUnitId, LotId]
+# A manual posting may bring a unit's book at most this far above its capacity: beyond it,
+# the quantity is a typo (999,999,999,999 kg into a 30,000 L tank), not a full tank.
+DEFAULT_CAPACITY_MARGIN_PCT = Decimal(10)
 
 
 @dataclass(slots=True)
@@ -75,6 +80,8 @@ class LedgerState:
     reversed_ids: set[MovementId] = field(default_factory=set)
     # Current lot of each unit a `lot=None` request touches (absent: it has none yet).
     current_lots: dict[StorageUnitId, LotId] = field(default_factory=dict)
+    # Book quantity over all lots of each unit a manual posting adds to (capacity check).
+    unit_totals: dict[StorageUnitId, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +184,14 @@ class Planner:
         writer: str,
         now: Callable[[], str],
         today: Callable[[], date],
+        capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
     ) -> None:
         self.state = state
         self.changes = changes
         self.writer = writer
         self._now = now
         self._today = today
+        self._capacity_factor = 1 + capacity_margin_pct / 100
 
     # -- public entry points -------------------------------------------------
 
@@ -229,6 +238,7 @@ class Planner:
         legs = movement_legs(req.from_unit, req.to_unit, lot_id, quantity)
         if manual:
             self._check_stock(legs, material, str(req.kind))
+            self._check_capacity(legs, material, str(req.kind))
 
         movement = self._movement(
             req,
@@ -471,6 +481,37 @@ class Planner:
                     f"{material.base_uom}"
                 )
 
+    def _check_capacity(
+        self,
+        legs: list[tuple[StorageUnitId, LotId, Decimal]],
+        material: MaterialDefinition,
+        what: str,
+    ) -> None:
+        """Refuse a manual posting that would bring a unit's book beyond capacity + margin.
+
+        PLC-derived movements never come here (they record physics); a unit whose total
+        the store did not load, or without a capacity in the material's unit, is not checked.
+        """
+        for unit_id, _lot, delta in legs:
+            total = self.state.unit_totals.get(unit_id)
+            unit = self.state.units.get(unit_id)
+            if delta <= 0 or total is None or unit is None or unit.capacity <= 0:
+                continue
+            try:
+                capacity = convert(
+                    unit.capacity, unit.capacity_uom, material.base_uom, material.density_kg_per_l
+                )
+            except UnitConversionError:
+                continue
+            after = total + delta
+            if after > capacity * self._capacity_factor:
+                uom = material.base_uom
+                raise CapacityExceeded(
+                    f"{what} of {format_decimal(delta)} {uom} into {unit_id} would bring its "
+                    f"book to {format_decimal(after)} {uom}, {after * 100 / capacity:.0f} % of "
+                    f"its capacity of {format_decimal(capacity)} {uom} (check the quantity)"
+                )
+
     # -- state changes (only after every check passed) -----------------------
 
     def _create_lot(self, lot: Lot, movement: Movement) -> None:
@@ -505,6 +546,8 @@ class Planner:
             new = self.state.balances.get(key, Decimal(0)) + delta
             self.state.balances[key] = new
             self.changes.balances[key] = (movement.material, new)
+            if unit in self.state.unit_totals:
+                self.state.unit_totals[unit] += delta
         self.state.keys[movement.idempotency_key] = (movement.id, digest)
         self.changes.movements.append(record)
         self.changes.audits.append(

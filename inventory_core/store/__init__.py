@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import date
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
@@ -12,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuc
 
 from inventory_core.domain.audit import GENESIS_HASH
 from inventory_core.domain.errors import LedgerUnavailable
+from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
 from inventory_core.store.history import HistoryStore
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
@@ -100,6 +102,7 @@ class LedgerStore:
         today: Callable[[], date],
         on_commit: Callable[[int, float], None] | None = None,
         create: bool = False,
+        capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
     ) -> None:
         check_url(url, create=create)
         self.url = url
@@ -120,6 +123,7 @@ class LedgerStore:
             now=now,
             today=today,
             on_commit=committed,
+            capacity_margin_pct=capacity_margin_pct,
         )
 
     async def open(self, *, migrate: bool) -> None:

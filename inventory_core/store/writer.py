@@ -40,10 +40,12 @@ from inventory_core.domain.model import (
     MovementId,
     PostingRequest,
     ReversalRequest,
+    Source,
     StorageUnit,
     StorageUnitId,
 )
 from inventory_core.domain.posting import (
+    DEFAULT_CAPACITY_MARGIN_PCT,
     MOVEMENT_COLUMNS,
     Changes,
     LedgerState,
@@ -103,9 +105,11 @@ class BatchWriter:
         now: Callable[[], str],
         today: Callable[[], date],
         on_commit: Callable[[Sequence[Command], float], None] | None = None,
+        capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
     ) -> None:
         self._runner = runner
         self._writer_id = writer_id
+        self._capacity_margin_pct = capacity_margin_pct
         self._batch_max = batch_max
         self._now = now
         self._today = today
@@ -217,7 +221,12 @@ class BatchWriter:
         changes = Changes()
         stamp = self._now()  # one commit, one timestamp; `seq` keeps the order within it
         planner = Planner(
-            state, changes, writer=self._writer_id, now=lambda: stamp, today=self._today
+            state,
+            changes,
+            writer=self._writer_id,
+            now=lambda: stamp,
+            today=self._today,
+            capacity_margin_pct=self._capacity_margin_pct,
         )
         outcomes: list[object] = []
         for command in batch:
@@ -330,6 +339,28 @@ class BatchWriter:
             )
             for unit, lot, quantity in rows:
                 state.balances[(StorageUnitId(unit), LotId(lot))] = Decimal(quantity)
+
+        # Manual postings into a unit are checked against its capacity: its book over all lots.
+        # Not locked beyond the posting's own rows: a guard against typos, not an invariant.
+        filled = sorted(
+            {
+                r.to_unit
+                for r in requests
+                if isinstance(r, PostingRequest) and r.source is not Source.PLC and r.to_unit
+            }
+        )
+        if filled:
+            state.unit_totals = dict.fromkeys(filled, Decimal(0))
+            rows = self._select_in(
+                conn,
+                "unit_totals",
+                lambda ids: select(t.balances.c.unit, t.balances.c.quantity).where(
+                    t.balances.c.unit.in_(ids)
+                ),
+                filled,
+            )
+            for unit, quantity in rows:
+                state.unit_totals[StorageUnitId(unit)] += Decimal(quantity)
 
         keys = [
             r.idempotency_key

@@ -18,6 +18,7 @@ import pytest
 from inventory_core import Ledger
 from inventory_core.domain.errors import (
     AlreadyReversed,
+    CapacityExceeded,
     IdempotencyConflict,
     InsufficientStock,
     InventoryError,
@@ -333,6 +334,28 @@ async def test_posting_rejected_with_clear_message_and_nothing_posted(
     await stock(ledger)
     for case, (request_, error, match) in POSTING_REJECTIONS[family].items():
         await assert_rejected(ledger, ledger.post(request_), error, match, case=case)
+
+
+async def test_manual_posting_far_above_capacity_is_refused_plc_records_physics(
+    ledger: Ledger,
+) -> None:
+    # TK-102: 30,000 L of glycol at 1.11 kg/L = 33,300 kg; with the 10 % margin 36,630 kg.
+    await ledger.post(req(K.RECEIPT, GLYCOL, "G-CAP", "30000", to="TK-102"))
+    huge = req(K.RECEIPT, GLYCOL, "G-CAP2", "999999999999", to="TK-102")
+    message = r"into TK-102 would bring its book to 1000000029999 kg, .* 33300 kg"
+    await assert_rejected(ledger, ledger.post(huge), CapacityExceeded, message, case="receipt")
+    over = req(K.RECEIPT, GLYCOL, "G-CAP2", "6631", to="TK-102")  # 36,631 kg: 1 kg over
+    await assert_rejected(ledger, ledger.post(over), CapacityExceeded, "110 %", case="1 kg over")
+    count = req(K.COUNT, GLYCOL, "G-CAP", "1e9", to="TK-102")
+    await assert_rejected(ledger, ledger.post(count), CapacityExceeded, "TK-102", case="count")
+    litres = req(K.RECEIPT, GLYCOL, "G-CAP3", "10000", "L", to="TK-102")  # 11,100 kg
+    await assert_rejected(ledger, ledger.post(litres), CapacityExceeded, "TK-102", case="in L")
+
+    await ledger.post(req(K.RECEIPT, GLYCOL, "G-CAP2", "6630", to="TK-102"))  # up to the margin
+    plc = req(K.RECEIPT, GLYCOL, "G-CAP2", "50000", to="TK-102", source=Source.PLC)
+    await ledger.post(plc)  # a PLC-derived movement records what was measured
+    balances = {b.lot: b.quantity for b in await ledger.balances(StorageUnitId("TK-102"))}
+    assert balances == {"G-CAP": Decimal(30000), "G-CAP2": Decimal(56630)}
 
 
 async def test_issue_rejected_when_lot_not_released(ledger: Ledger) -> None:
