@@ -32,6 +32,7 @@ from asyncua.ua.status_codes import StatusCodes
 from information_model import TYPE_MODEL, MethodDef, Role
 from inventory_core.domain.errors import (
     AlreadyReversed,
+    CapacityExceeded,
     IdempotencyConflict,
     InsufficientStock,
     InventoryError,
@@ -101,6 +102,7 @@ _ERROR_ARGUMENTS: Final[tuple[tuple[type[Exception], tuple[str, ...]], ...]] = (
     (AlreadyReversed, ("MovementID",)),
     (UnitConversionError, ("UnitOfMeasure",)),
     (InsufficientStock, (*_QUANTITY_ARGUMENTS, "MovementID")),
+    (CapacityExceeded, _QUANTITY_ARGUMENTS),
     (IdempotencyConflict, ("IdempotencyKey",)),
     (MaterialMismatch, ("LotID", "MaterialDefinitionID")),
 )
