@@ -10,10 +10,12 @@ What a hostile or careless client can hold, and for how long:
 - **listen backlog** (`backlog`, default 2048, capped by the kernel's
   `net.core.somaxconn`): connections the kernel completes before they are accepted;
 - **open connections** (`max_connections`, default 512): a connection beyond the
-  cap is answered `503` with `Connection: close` and closed at once, so a flood
-  cannot use up the process's file descriptors (which the PLC links, the ledger
-  and OPC UA need too). uvicorn's own `limit_concurrency` is not used: it keeps
-  every connection open and only answers the requests on them with 503;
+  cap is answered `503` (`Retry-After: 1`, `Connection: close`) as soon as its
+  request has been read, within 1 s, and closed, so a flood cannot use up the
+  process's file descriptors (which the PLC links, the ledger and OPC UA need too):
+  at most another `max_connections` refused ones linger, beyond that they are
+  closed at once. uvicorn's own `limit_concurrency` is not used: it keeps every
+  connection open and only answers the requests on them with 503;
 - **request head** (`header_timeout_s`, default 5 s): a new connection, or the
   next request on a kept-alive one from its first byte, must deliver its complete
   request line and headers within this time, however it trickles them (an absolute
@@ -67,6 +69,7 @@ __all__ = ["HttpLimits", "HttpServer", "HttpServerError"]
 log = logging.getLogger(__name__)
 
 _BUSY_WARNING_INTERVAL_S: Final = 60.0
+_REFUSAL_LINGER_S: Final = 1.0
 _THREAD_START_TIMEOUT_S: Final = 10.0
 
 
@@ -123,10 +126,12 @@ class _Guard:
             "408 Request Timeout",
             f"request head not received within {limits.header_timeout_s:g} s\n",
         )
+        self.lingering: set[_GuardedH11Protocol] = set()  # refused, reading their request
         self._refused = 0
         self._warned_at: float | None = None
 
-    def refused(self) -> None:
+    def refused(self, connection: _GuardedH11Protocol) -> bool:
+        """Count a refusal; True when it may linger (until its request is read)."""
         self._refused += 1
         now = time.monotonic()
         if self._warned_at is None or now - self._warned_at >= _BUSY_WARNING_INTERVAL_S:
@@ -137,6 +142,10 @@ class _Guard:
                 self._refused,
             )
             self._warned_at, self._refused = now, 0
+        if len(self.lingering) >= self.limits.max_connections:
+            return False
+        self.lingering.add(connection)
+        return True
 
 
 class _GuardedH11Protocol(H11Protocol):
@@ -147,18 +156,28 @@ class _GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._refusal_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.guard.limits.max_connections:
-            self.connections.discard(self)
-            self.guard.refused()
-            transport.write(self.guard.busy)
-            transport.close()
+        if len(self.connections) <= self.guard.limits.max_connections:
+            self._arm_head_deadline()
             return
-        self._arm_head_deadline()
+        # Refused. The 503 goes out once the request has been read (closing on unread
+        # bytes would reset the connection, and the client would never see the 503),
+        # or after _REFUSAL_LINGER_S; at once while too many refusals are lingering.
+        self.connections.discard(self)
+        self._refused = True
+        if self.guard.refused(self):
+            self._refusal_timer = self.loop.call_later(_REFUSAL_LINGER_S, self._refuse)
+        else:
+            self._refuse()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            self._refuse()
+            return
         if not self._request_in_progress():
             self._arm_head_deadline()  # the first byte of the next request starts its clock
         super().data_received(data)
@@ -170,9 +189,23 @@ class _GuardedH11Protocol(H11Protocol):
         if self._request_in_progress() or self.transport.is_closing():
             self._cancel_head_deadline()
 
+    def eof_received(self) -> None:
+        if self._refused:
+            self._refuse()
+        super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+            self._refusal_timer = None
+        self.guard.lingering.discard(self)
         super().connection_lost(exc)
+
+    def _refuse(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(self.guard.busy)
+            self.transport.close()
 
     def _request_in_progress(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -221,6 +254,7 @@ class HttpServer:
         self._uvicorn: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
+        self._guard: _Guard | None = None
 
     @property
     def limits(self) -> HttpLimits:
@@ -332,9 +366,8 @@ class HttpServer:
 
     def _config(self) -> uvicorn.Config:
         limits = self._limits
-        protocol = type(
-            "GuardedH11Protocol", (_GuardedH11Protocol,), {"guard": _Guard(self._name, limits)}
-        )
+        self._guard = _Guard(self._name, limits)
+        protocol = type("GuardedH11Protocol", (_GuardedH11Protocol,), {"guard": self._guard})
         return uvicorn.Config(
             self._app,
             http=protocol,
@@ -357,8 +390,9 @@ class HttpServer:
                 await server.shutdown(sockets=[sock])
         finally:
             sock.close()
-            for connection in list(server.server_state.connections):
-                connection.transport.abort()  # still open after the graceful period
+            refused = list(self._guard.lingering) if self._guard is not None else []
+            for connection in [*server.server_state.connections, *refused]:
+                connection.transport.abort()  # still open after the graceful period, or refused
             self._socket = self._uvicorn = None
             log.info("%s_stopped", self._name)
 

@@ -19,7 +19,9 @@ from typing import Final
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from inventory_core.domain.model import MovementKind, Source
 from invops.http import (
@@ -500,11 +502,16 @@ async def test_connections_beyond_max_connections_are_refused_at_once_with_503(
     async with endpoint, _half_sent(endpoint.port, 20) as slow:
         started = time.monotonic()
         refused = await _exchange(endpoint.port, _SCRAPE)
-        assert time.monotonic() - started < 0.5
+        refused_after = time.monotonic() - started
+        started = time.monotonic()
+        silent = await _exchange(endpoint.port, b"")  # refused too, within a second
+        silent_after = time.monotonic() - started
         async with asyncio.timeout(5):  # the header timeout frees the slots
             await asyncio.gather(*(_until_closed(reader) for reader in slow))
         answer = await _exchange(endpoint.port, _SCRAPE)
     assert _status(refused) == 503 and b"retry-after: 1" in refused.lower()
+    assert refused_after < 0.5
+    assert _status(silent) == 503 and 0.9 <= silent_after < 2.0
     assert _status(answer) == 200
 
 
@@ -592,3 +599,57 @@ async def test_requests_and_bad_requests_write_no_log_line_at_info(
         await _exchange(endpoint.port, _SCRAPE)
     access = [e for e in _log_lines(capsys.readouterr().err) if e["logger"] == "uvicorn.access"]
     assert len(access) == 1 and '"GET /metrics HTTP/1.1" 200' in str(access[0]["event"])
+
+
+# --------------------------------------------------------------------------- scrapes
+
+
+class _SlowCollector(Collector):
+    """Counts its collections; each takes `seconds` (in the scrape thread)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.collections = 0
+        self.threads: set[str] = set()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.collections += 1
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.seconds)
+        yield GaugeMetricFamily("invops_test_collections", "Collections so far.", self.collections)
+
+
+async def test_scrapes_run_off_the_event_loop_and_concurrent_ones_share_a_collection(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    slow = _SlowCollector(0.2)
+    registry.register(slow)
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current) as endpoint:
+        lag = 0.0
+
+        async def ticker() -> None:
+            nonlocal lag
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag = max(lag, time.monotonic() - before - 0.01)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            async with asyncio.timeout(10):
+                first = asyncio.create_task(_exchange(endpoint.port, _SCRAPE))
+                await asyncio.sleep(0.05)  # the first collection is running now
+                answers = await asyncio.gather(
+                    first, *(_exchange(endpoint.port, _SCRAPE) for _ in range(50))
+                )
+        finally:
+            tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick
+        during = slow.collections
+        after = await _exchange(endpoint.port, _SCRAPE)
+    assert all(_status(a) == 200 for a in answers)
+    assert during <= 3  # the first; the 50 others together (two batches on a busy machine)
+    assert f"invops_test_collections {during + 1}.0".encode() in after  # a new one for later
+    assert lag < 0.1  # the loop kept running through the collections
+    assert all(name.startswith("invops-scrape") for name in slow.threads)
