@@ -337,8 +337,9 @@ class HttpServer:
         task, self._task = self._task, None
         if task is None:
             return
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True  # graceful: main_loop returns within 0.1 s
+        server = self._uvicorn
+        if server is not None:
+            server.should_exit = True  # graceful: main_loop returns within 0.1 s
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -437,8 +438,9 @@ class HttpServer:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
+        server = self._uvicorn  # set to None by the serving thread when it is done
+        if server is not None:
+            server.should_exit = True
         thread.join(self._limits.shutdown_timeout_s + 5)
 
     def __enter__(self) -> HttpServer:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -255,6 +256,16 @@ async def test_serve_runs_in_a_task_group_and_stops_on_cancel(
         assert status == 200
         task.cancel()
     assert not endpoint.running
+
+
+async def test_serving_leaves_the_signal_handlers_to_the_service(
+    registry: CollectorRegistry,
+) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    async with HttpEndpoint("127.0.0.1", 0, registry, HealthBoard().current):
+        await asyncio.sleep(0.2)  # a few turns of uvicorn's main loop
+        during = {sig: signal.getsignal(sig) for sig in before}
+    assert during == before
 
 
 async def test_async_with_starts_and_stops(registry: CollectorRegistry) -> None:
