@@ -80,6 +80,7 @@ __all__ = [
     "AnonymousAccess",
     "ConfigError",
     "ConfigProblem",
+    "HttpListenerConfig",
     "InvopsConfig",
     "LedgerConfig",
     "MaterialConfig",
@@ -384,10 +385,19 @@ class OpcuaConfig(_Model):
         return policies
 
 
-class MetricsConfig(_Model):
-    """`[metrics]`: the Prometheus /metrics and /healthz listener."""
+class HttpListenerConfig(_Model):
+    """What one HTTP listener binds and tolerates (`[metrics]`; `[api]` alike).
 
-    listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_METRICS_LISTEN
+    `max_connections` open at once (more are answered 503 and closed), the request
+    head within `header_timeout_s` (else 408 and closed: slowloris), idle kept-alive
+    connections closed after `keep_alive_s`, `backlog` queued by the kernel.
+    """
+
+    listen: Annotated[str, AfterValidator(_listen)]
+    max_connections: StrictInt = Field(default=512, ge=1, le=65_535)
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    keep_alive_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    backlog: StrictInt = Field(default=2048, ge=1, le=65_535)
 
     @property
     def host(self) -> str:
@@ -397,6 +407,12 @@ class MetricsConfig(_Model):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class MetricsConfig(HttpListenerConfig):
+    """`[metrics]`: the Prometheus /metrics and /healthz listener."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = DEFAULT_METRICS_LISTEN
 
 
 class MaterialConfig(_Model):

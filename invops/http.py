@@ -1,39 +1,51 @@
 """The HTTP side of observability: `/metrics` (Prometheus) and `/healthz` (SPEC §2).
 
-A small WSGI dispatcher in front of prometheus_client's `make_wsgi_app`,
-served by prometheus_client's `ThreadingWSGIServer` (wsgiref, one daemon
-thread per request) from a daemon thread. Scrapes never touch the event loop:
+A Starlette router (`make_app`) served by `invops.http_server.HttpServer` (uvicorn
+on the service's event loop, with a connection cap, a request-head deadline
+against slowloris clients, keep-alive and shutdown timeouts, a 2048 backlog).
+Scrapes never do I/O and never run on the event loop:
 
-- `/metrics` collects the registry (thread-safe metric objects, and custom
-  collectors that read in-memory snapshots),
-- `/healthz` calls the `health` callable, which must be thread-safe and quick;
-  `HealthBoard.current` is: the event loop builds a new frozen `Health` on each
-  change and swaps it in with one attribute assignment, the HTTP thread reads
-  whichever object is current. Nothing is ever mutated in place.
+- `/metrics` renders the registry (thread-safe metric objects, and custom
+  collectors that read in-memory snapshots) in one worker thread of its own
+  (`Scrapes`), one collection at a time; scrapes that arrive while a collection
+  waits to start share it, so a flood of scrapes costs a few collections, the
+  event loop (PLC polls, OPC UA) none, and the shared default executor (snap7) none;
+- `/healthz` calls the `health` callable on the event loop, which must be quick
+  and never block; `HealthBoard.current` is: the event loop builds a new frozen
+  `Health` on each change and swaps it in with one attribute assignment, readers
+  get whichever object is current. Nothing is ever mutated in place.
 
 `/healthz` answers 200 with `{"status": "ok", ...}` when every PLC link and the
 ledger are up, else 503 with `"status": "degraded"` and the JSON naming what is
-down (`plcs.<name>.up`/`error`, `ledger.up`/`error`, and the list `down`).
-Any other path is 404.
+down (`plcs.<name>.up`/`error`, `ledger.up`/`error`, and the list `down`); GET and
+HEAD, other methods 405. `/metrics` is prometheus_client's exposition (content
+negotiation for OpenMetrics, gzip, `name[]` filters): GET, OPTIONS 200, other
+methods 405. Any other path is 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
-import socket
-import socketserver
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, Final
-from wsgiref.simple_server import WSGIRequestHandler
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+from typing import Final
+from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.registry import Collector
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from invops.http_server import HttpLimits, HttpServer, HttpServerError
 
 __all__ = [
     "ComponentHealth",
@@ -41,6 +53,7 @@ __all__ = [
     "HealthBoard",
     "HttpEndpoint",
     "HttpEndpointError",
+    "Scrapes",
     "make_app",
     "watch_ledger",
 ]
@@ -51,12 +64,11 @@ METRICS_PATH: Final = "/metrics"
 HEALTH_PATH: Final = "/healthz"
 WAITING_FOR_POLL: Final = "no poll yet"
 LEDGER_NOT_OPEN: Final = "ledger not open yet"
-_POLL_INTERVAL_S: Final = 0.1  # how quickly serve_forever notices stop()
 _JSON: Final = "application/json"
+_METRICS_ALLOW: Final = "OPTIONS,GET"
 
-
-class HttpEndpointError(Exception):
-    """Raised when the metrics/health listener cannot bind its address."""
+HttpEndpointError = HttpServerError
+"""Raised when the metrics/health listener cannot bind its address."""
 
 
 # --------------------------------------------------------------------------- health model
@@ -166,98 +178,136 @@ def _ledger_down(board: HealthBoard, error: str) -> None:
     board.set_ledger(False, error)
 
 
-# --------------------------------------------------------------------------- WSGI app
+# --------------------------------------------------------------------------- ASGI app
 
 
-def make_app(registry: CollectorRegistry, health: Callable[[], Health]) -> WSGIApplication:
-    """`/metrics` -> prometheus_client's app, `/healthz` -> JSON health, else 404."""
-    metrics_app = make_wsgi_app(registry)
-
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == METRICS_PATH:
-            result: Iterable[bytes] = metrics_app(environ, start_response)
-            return result
-        if path == HEALTH_PATH:
-            return _health(environ, start_response, health)
-        return _plain(start_response, "404 Not Found", f"not found: try {METRICS_PATH}\n")
-
-    return app
-
-
-def _health(
-    environ: WSGIEnvironment, start_response: StartResponse, health: Callable[[], Health]
-) -> list[bytes]:
-    method = environ.get("REQUEST_METHOD", "GET")
-    if method not in ("GET", "HEAD"):
-        return _plain(
-            start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET, HEAD")]
-        )
-    try:
-        current = health()
-        status = "200 OK" if current.ok else "503 Service Unavailable"
-        body = json.dumps(current.to_json(), sort_keys=True).encode()
-    except Exception:  # a bug in the health source: say so, keep serving
-        log.exception("health check failed")
-        status = "500 Internal Server Error"
-        body = json.dumps({"status": "error", "error": "health check failed"}).encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", _JSON),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
+def make_app(scrapes: Scrapes, health: Callable[[], Health]) -> ASGIApp:
+    """`/metrics` -> the registry, `/healthz` -> JSON health, else 404 (every method)."""
+    return Router(
+        routes=[
+            Route(METRICS_PATH, _MetricsRoute(scrapes)),
+            Route(HEALTH_PATH, _HealthRoute(health)),
         ],
+        redirect_slashes=False,  # /metrics/ is a 404, as it always was
+        default=PlainTextResponse(f"not found: try {METRICS_PATH}\n", 404),
     )
-    return [b"" if method == "HEAD" else body]
 
 
-def _plain(
-    start_response: StartResponse,
-    status: str,
-    text: str,
-    headers: list[tuple[str, str]] | None = None,
-) -> list[bytes]:
-    body = text.encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            *(headers or []),
-        ],
-    )
-    return [body]
+_ScrapeKey = tuple[str, tuple[str, ...], bool]  # content type, name[] filter, gzip
 
 
-# --------------------------------------------------------------------------- server
+class Scrapes:
+    """Renders the registry in one worker thread, off the event loop.
+
+    Collections run one at a time. A scrape joins the collection that is queued
+    and not yet started for the same output (format, `name[]` filter, gzip), or
+    queues a new one: every answer comes from a collection that started after the
+    scrape arrived, and N concurrent scrapes cost at most two collections each.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._queued: dict[_ScrapeKey, Future[bytes]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def render(self, accept: str, accept_encoding: str, names: Iterable[str]) -> Response:
+        encoder, content_type = choose_encoder(accept)
+        key: _ScrapeKey = (content_type, tuple(sorted(set(names))), gzip_accepted(accept_encoding))
+        with self._lock:
+            future = self._queued.get(key)
+            if future is None:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="invops-scrape")
+                future = self._executor.submit(self._collect, key, encoder)
+                self._queued[key] = future
+        # shield: a scrape that goes away must not cancel a collection others wait for
+        body = await asyncio.shield(asyncio.wrap_future(future))
+        headers = {"Content-Type": content_type}
+        if key[2]:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, 200, headers)
+
+    def _collect(self, key: _ScrapeKey, encoder: Callable[[Collector], bytes]) -> bytes:
+        with self._lock:
+            if self._queued.get(key) is not None:
+                del self._queued[key]  # started: later scrapes queue the next collection
+        _content_type, names, compress = key
+        registry = self._registry.restricted_registry(list(names)) if names else self._registry
+        output = encoder(registry)
+        return gzip.compress(output) if compress else output
+
+    def close(self) -> None:
+        """Stop the worker thread (after the collection it runs, if any)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
-class _Handler(WSGIRequestHandler):
-    """Request logging goes to `logging` at DEBUG, not to stderr."""
+class _MetricsRoute:
+    """prometheus_client's exposition, as its WSGI app answers it, rendered by `Scrapes`."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.address_string(), *args)
+    def __init__(self, scrapes: Scrapes) -> None:
+        self._scrapes = scrapes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method == "OPTIONS":
+            response = Response(headers={"Allow": _METRICS_ALLOW})
+        elif method != "GET":
+            response = Response(
+                f"# HTTP 405 Method Not Allowed: {method}; use OPTIONS or GET\n",
+                405,
+                {"Allow": _METRICS_ALLOW},
+            )
+        else:
+            headers = Headers(scope=scope)
+            params = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+            try:
+                response = await self._scrapes.render(
+                    ",".join(headers.getlist("accept")),
+                    ",".join(headers.getlist("accept-encoding")),
+                    params.get("name[]", ()),
+                )
+            except Exception:  # a bug in a collector: say so, keep serving
+                log.exception("metrics collection failed")
+                response = PlainTextResponse("metrics collection failed\n", 500)
+        await response(scope, receive, send)
 
 
-class _Server(ThreadingWSGIServer):
-    """prometheus_client's threading WSGI server without the reverse DNS lookup
-    (`socket.getfqdn`) that HTTPServer.server_bind does; it can stall start-up."""
+class _HealthRoute:
+    def __init__(self, health: Callable[[], Health]) -> None:
+        self._health = health
 
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-        self.setup_environ()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response: Response
+        if scope["method"] not in ("GET", "HEAD"):
+            response = PlainTextResponse("use GET\n", 405, {"Allow": "GET, HEAD"})
+        else:
+            try:
+                current = self._health()
+                status = 200 if current.ok else 503
+                body = json.dumps(current.to_json(), sort_keys=True).encode()
+            except Exception:  # a bug in the health source: say so, keep serving
+                log.exception("health check failed")
+                status = 500
+                body = json.dumps({"status": "error", "error": "health check failed"}).encode()
+            response = Response(body, status, {"Content-Type": _JSON, "Cache-Control": "no-store"})
+        await response(scope, receive, send)
+
+
+# --------------------------------------------------------------------------- endpoint
 
 
 class HttpEndpoint:
     """`/metrics` and `/healthz` on `host:port` (port 0: a free port, see `port`).
 
-    `start()` binds and starts the server thread, `stop()` shuts it down and
-    closes the socket; both return within ~0.1 s and are safe to call from the
-    event loop. For a TaskGroup use `serve()`; for an AsyncExitStack, `async with`.
+    An `HttpServer` named "metrics" (errors read `metrics: cannot listen on ...`)
+    within `limits`. On the service's loop: `async with` (binds in its first step,
+    serves until the block exits, so /healthz answers during start-up and /metrics
+    until the rest has shut down), or `serve()` as a TaskGroup task. Without a
+    loop: `start()`/`stop()` or `with`, serving from a thread.
     """
 
     def __init__(
@@ -266,76 +316,48 @@ class HttpEndpoint:
         port: int,
         registry: CollectorRegistry,
         health: Callable[[], Health],
+        *,
+        limits: HttpLimits | None = None,
     ) -> None:
-        self._host = host
-        self._port = port
-        self._app = make_app(registry, health)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._scrapes = Scrapes(registry)
+        self._server = HttpServer(
+            make_app(self._scrapes, health), host, port, name="metrics", limits=limits
+        )
 
     @property
     def port(self) -> int:
         """The bound port once started (the configured one before)."""
-        return self._server.server_port if self._server is not None else self._port
+        return self._server.port
 
     @property
     def url(self) -> str:
         """Base URL, e.g. http://127.0.0.1:9840 (append /metrics or /healthz)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host or "0.0.0.0"
-        return f"http://{host}:{self.port}"
+        return self._server.url
 
-    def start(self) -> None:
-        if self._server is not None:
-            return
-        try:
-            infos = socket.getaddrinfo(
-                self._host or None,
-                self._port,
-                type=socket.SOCK_STREAM,
-                flags=socket.AI_PASSIVE,
-            )
-            family, _, _, _, sockaddr = infos[0]
-            server_class = type("_BoundServer", (_Server,), {"address_family": family})
-            server: _Server = server_class((sockaddr[0], self._port), _Handler)
-        except OSError as exc:
-            raise HttpEndpointError(
-                f"metrics: cannot listen on {self._host}:{self._port}: {exc}"
-            ) from exc
-        server.set_app(self._app)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": _POLL_INTERVAL_S},
-            name=f"invops-http-{server.server_port}",
-            daemon=True,
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        log.info("metrics_listening url=%s", self.url)
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        self._server = self._thread = None
-        log.info("metrics_stopped")
+    @property
+    def limits(self) -> HttpLimits:
+        return self._server.limits
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._server.running
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+        self._scrapes.close()
 
     async def serve(self) -> None:
         """Serve until cancelled (a TaskGroup task); stops the server on the way out."""
-        self.start()
         try:
-            await asyncio.Event().wait()
+            await self._server.serve()
         finally:
-            self.stop()
+            self._scrapes.close()
 
     async def __aenter__(self) -> HttpEndpoint:
-        await asyncio.to_thread(self.start)
+        await self._server.__aenter__()
         return self
 
     async def __aexit__(
@@ -344,7 +366,10 @@ class HttpEndpoint:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self.stop)
+        try:
+            await self._server.__aexit__(exc_type, exc, tb)
+        finally:
+            self._scrapes.close()
 
     def __enter__(self) -> HttpEndpoint:
         self.start()

@@ -17,7 +17,8 @@ the core packages give the same structured output as structlog calls.
 
 Logs go to stderr only: stdout belongs to the commands' user output and JSON.
 
-Third-party loggers are held at WARNING unless the level is DEBUG. Messages that
+Third-party loggers (asyncua, pymodbus, snap7, uvicorn) are held at WARNING unless
+the level is DEBUG (uvicorn's access log, one line per HTTP request, shows then). Messages that
 libraries repeat on every retry or every refused request (pymodbus "Failed to
 connect", asyncua's service fault for a denied login) are demoted to DEBUG: invops
 logs the transition or the security event itself, once.
@@ -47,8 +48,9 @@ __all__ = [
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LONG_RUNNING_COMMANDS: Final = frozenset({"run", "demo", "simulate"})
-# Chatty below WARNING (asyncua logs every request at INFO): quiet unless DEBUG.
-NOISY_LOGGERS: Final = ("asyncua", "pymodbus", "snap7")
+# Chatty below WARNING (asyncua logs every request at INFO, uvicorn.access one line per
+# HTTP request): quiet unless DEBUG.
+NOISY_LOGGERS: Final = ("asyncua", "pymodbus", "snap7", "uvicorn")
 
 # (logger name prefix, message prefix): repeated per retry or per refused request,
 # while invops logs the state change or the security event itself.
@@ -64,6 +66,11 @@ _DEMOTED: Final[tuple[tuple[str, str], ...]] = (
     ("asyncua", "%s attempted to do something they are not permitted"),
     # A port in use: invops reports "cannot listen on ..." as one line, not a traceback.
     ("asyncua", "%s error starting server"),
+    # A malformed or upgrade HTTP request: answered 400 / as plain HTTP; one WARNING each
+    # would let any client write the log.
+    ("uvicorn", "Invalid HTTP request received."),
+    ("uvicorn", "Unsupported upgrade request."),
+    ("uvicorn", "No supported WebSocket library detected."),
     # Alembic's preamble on every migration check at start.
     ("alembic", "Context impl "),
     ("alembic", "Will assume "),

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +34,7 @@ from invops.opcua_extras import AlarmFeature, HistoryFeature
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
 from invops.unit_values import UnitValuesBuilder
-from invops.wiring import make_link, measured_units, quantity_tags
+from invops.wiring import http_limits, make_link, measured_units, quantity_tags
 from opcua_server import InvopsOpcUaServer
 from opcua_server.security import (
     client_certificate_validator,
@@ -109,9 +109,14 @@ async def run_service(
     buffer_path: Path | None = None,
     metrics_port: int | None = None,
     stop: asyncio.Event | None = None,
-    ready: Callable[[Endpoints], None] | None = None,
+    ready: Callable[[Endpoints], Awaitable[None] | None] | None = None,
 ) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
+    """Run until `stop` is set (or SIGINT/SIGTERM when `stop` is None).
+
+    `ready` is called once everything listens, before the first poll; when it returns
+    an awaitable, the service awaits it first (HTTP is served meanwhile: it runs on
+    this event loop).
+    """
     stop = stop or _signal_event()
     settings = [_with_port(s, plc_ports) for s in config.plc_settings()]
     names = [s.name for s in settings]
@@ -127,6 +132,7 @@ async def run_service(
                 config.metrics.port if metrics_port is None else metrics_port,
                 registry,
                 board.current,
+                limits=http_limits(config.metrics),
             )
         )
         ledger = await stack.enter_async_context(
@@ -191,7 +197,9 @@ async def run_service(
         )
         log.info("invops %s: opcua %s, metrics %s", __version__, opcua.endpoint_url, http.url)
         if ready is not None:
-            ready(Endpoints(opcua.endpoint_url, http.port, ledger))
+            announced = ready(Endpoints(opcua.endpoint_url, http.port, ledger))
+            if announced is not None:
+                await announced
         offsets = start_offsets(settings)
         try:
             async with asyncio.TaskGroup() as group:

@@ -14,10 +14,21 @@ from inventory_core.domain.measurement import DeriverConfig, StrappingTable
 from inventory_core.domain.model import MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurements import MeasuredUnit
-from invops.config import InvopsConfig, StorageUnitConfig
+from invops.config import HttpListenerConfig, InvopsConfig, StorageUnitConfig
+from invops.http_server import HttpLimits
 from plc_connectors import ModbusLink, PlcLink, PlcProtocol, PlcSettings, S7Link
 
 DEFAULT_DEADBAND_FRACTION = Decimal("0.005")  # 0.5 % of capacity
+
+
+def http_limits(listener: HttpListenerConfig) -> HttpLimits:
+    """The limits of an HTTP listener (`[metrics]`, `[api]`) as its server takes them."""
+    return HttpLimits(
+        backlog=listener.backlog,
+        max_connections=listener.max_connections,
+        header_timeout_s=listener.header_timeout_s,
+        keep_alive_s=listener.keep_alive_s,
+    )
 
 
 def quantity_tags(config: InvopsConfig) -> dict[str, StorageUnitId]:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import shutil
+import signal
 import socket
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from inventory_core.domain.model import MovementKind, Source
 from invops.http import (
@@ -24,6 +33,8 @@ from invops.http import (
     HttpEndpointError,
     watch_ledger,
 )
+from invops.http_server import HttpLimits
+from invops.logs import NOISY_LOGGERS, configure_logging
 from invops.metrics import Metrics, MetricsSink, StorageSample, StorageSnapshot
 from plc_connectors import PlcConnectError, PlcError, Sample
 
@@ -247,6 +258,16 @@ async def test_serve_runs_in_a_task_group_and_stops_on_cancel(
     assert not endpoint.running
 
 
+async def test_serving_leaves_the_signal_handlers_to_the_service(
+    registry: CollectorRegistry,
+) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    async with HttpEndpoint("127.0.0.1", 0, registry, HealthBoard().current):
+        await asyncio.sleep(0.2)  # a few turns of uvicorn's main loop
+        during = {sig: signal.getsignal(sig) for sig in before}
+    assert during == before
+
+
 async def test_async_with_starts_and_stops(registry: CollectorRegistry) -> None:
     async with HttpEndpoint("127.0.0.1", 0, registry, HealthBoard().current) as endpoint:
         assert endpoint.running
@@ -302,3 +323,344 @@ async def test_watch_ledger_records_probe_failures_timeouts_and_recovery() -> No
         ComponentHealth(False, "ledger probe timed out after 0.05 s"),
         ComponentHealth(True),
     ]
+
+
+# --------------------------------------------------------------------------- hostile clients
+# Raw asyncio sockets on 127.0.0.1, the server on the same loop as in the service;
+# every test is bounded in connections and seconds, and closes what it opens.
+
+_SCRAPE: Final = b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+_HEALTH_KEEP_ALIVE: Final = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+_HALF_HEAD: Final = b"GET /metrics HTTP/1.1\r\nHost: test\r\nX-Slow: "
+
+
+def _status(answer: bytes) -> int:
+    """The status code of a raw answer (HTTP/1.0 or 1.1), 0 for none."""
+    parts = answer.split(b"\r\n", 1)[0].split(b" ")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _complete(answer: bytes) -> bool:
+    """The body is as long as Content-Length says."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) == int(value)
+    return False
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes; a reset ends it too."""
+    try:
+        return await reader.read()
+    except (ConnectionResetError, BrokenPipeError):
+        return b"<reset>"
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def _exchange(port: int, request: bytes, *, timeout_s: float = 5.0) -> bytes:
+    """One raw request on a fresh connection; the answer up to the server's close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(timeout_s):
+            return await _until_closed(reader)
+    finally:
+        await _close(writer)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    """One response on a kept-alive connection (Content-Length framed)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
+
+
+@contextlib.asynccontextmanager
+async def _half_sent(
+    port: int, count: int, *, trickle: bool = False
+) -> AsyncIterator[list[asyncio.StreamReader]]:
+    """`count` slowloris connections: a request head that never ends. With `trickle`,
+    every other one keeps sending a header line every 0.2 s for as long as it can."""
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def dribble(writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while not writer.is_closing():
+                await asyncio.sleep(0.2)
+                writer.write(b"x\r\nX-Slow: ")
+                await writer.drain()
+
+    try:
+        for number in range(count):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            connections.append((reader, writer))
+            writer.write(_HALF_HEAD)
+            if trickle and number % 2:
+                tasks.append(asyncio.create_task(dribble(writer)))
+        yield [reader for reader, _ in connections]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(_close(writer) for _, writer in connections))
+
+
+async def test_300_concurrent_scrapes_are_all_answered(
+    registry: CollectorRegistry, metrics: Metrics, board: HealthBoard
+) -> None:
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current) as endpoint:
+        async with asyncio.timeout(30):
+            answers = await asyncio.gather(
+                *(_exchange(endpoint.port, _SCRAPE) for _ in range(300)), return_exceptions=True
+            )
+    failed = [
+        repr(a)[:80]
+        for a in answers
+        if isinstance(a, BaseException) or _status(a) != 200 or not _complete(a)
+    ]
+    assert failed == [], f"{len(failed)} of 300 not answered: {failed[:3]}"
+
+
+async def test_slowloris_connections_hold_no_thread_and_a_scrape_still_succeeds(
+    registry: CollectorRegistry, metrics: Metrics, board: HealthBoard
+) -> None:
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current) as endpoint:
+        threads = threading.active_count()
+        async with _half_sent(endpoint.port, 200):
+            started = time.monotonic()
+            # accepted after the 200 (the accept queue is FIFO): all of them are in by now
+            answer = await _exchange(endpoint.port, _SCRAPE)
+            took = time.monotonic() - started
+            extra_threads = threading.active_count() - threads
+    assert _status(answer) == 200 and _complete(answer)
+    assert took < 1.0
+    assert extra_threads < 10, f"{extra_threads} threads for 200 half-sent requests"
+
+
+async def test_slowloris_connections_are_closed_after_the_header_timeout(
+    registry: CollectorRegistry, metrics: Metrics, board: HealthBoard
+) -> None:
+    limits = HttpLimits(header_timeout_s=1.0)
+    endpoint = HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits)
+    async with endpoint, _half_sent(endpoint.port, 200, trickle=True) as slow:
+        opened = time.monotonic()
+        scrape = await _exchange(endpoint.port, _SCRAPE)
+        scraped_after = time.monotonic() - opened
+        async with asyncio.timeout(5):
+            answers = await asyncio.gather(*(_until_closed(reader) for reader in slow))
+        closed_after = time.monotonic() - opened
+    assert _status(scrape) == 200 and scraped_after < 1.0
+    # the dribbling half may see its 408 or, writing on, a reset: closed either way
+    assert all(_status(a) == 408 or a == b"<reset>" for a in answers), answers[:3]
+    assert all(_status(a) == 408 for a in answers[::2])  # the silent half read the 408
+    assert 0.9 <= closed_after < 3.0, closed_after
+
+
+async def test_the_next_request_on_a_kept_alive_connection_has_the_same_head_deadline(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    limits = HttpLimits(header_timeout_s=0.5, keep_alive_s=10)
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits) as endpoint:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        try:
+            async with asyncio.timeout(5):
+                for _ in range(2):  # kept alive: two requests on one connection
+                    writer.write(_HEALTH_KEEP_ALIVE)
+                    assert _status(await _read_response(reader)) == 503
+                writer.write(_HALF_HEAD)
+                started = time.monotonic()
+                answer = await _until_closed(reader)
+            assert _status(answer) == 408
+            assert 0.4 <= time.monotonic() - started < 2.0
+        finally:
+            await _close(writer)
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_keep_alive_s(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    limits = HttpLimits(keep_alive_s=0.5)
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits) as endpoint:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        try:
+            async with asyncio.timeout(5):
+                writer.write(_HEALTH_KEEP_ALIVE)
+                assert _status(await _read_response(reader)) == 503
+                started = time.monotonic()
+                assert await _until_closed(reader) == b""
+            assert 0.4 <= time.monotonic() - started < 2.0
+        finally:
+            await _close(writer)
+
+
+async def test_connections_beyond_max_connections_are_refused_at_once_with_503(
+    registry: CollectorRegistry, metrics: Metrics, board: HealthBoard
+) -> None:
+    limits = HttpLimits(max_connections=20, header_timeout_s=1.0)
+    endpoint = HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits)
+    async with endpoint, _half_sent(endpoint.port, 20) as slow:
+        started = time.monotonic()
+        refused = await _exchange(endpoint.port, _SCRAPE)
+        refused_after = time.monotonic() - started
+        started = time.monotonic()
+        silent = await _exchange(endpoint.port, b"")  # refused too, within a second
+        silent_after = time.monotonic() - started
+        async with asyncio.timeout(5):  # the header timeout frees the slots
+            await asyncio.gather(*(_until_closed(reader) for reader in slow))
+        answer = await _exchange(endpoint.port, _SCRAPE)
+    assert _status(refused) == 503 and b"retry-after: 1" in refused.lower()
+    assert refused_after < 0.5
+    assert _status(silent) == 503 and 0.9 <= silent_after < 2.0
+    assert _status(answer) == 200
+
+
+async def test_stopping_closes_half_sent_and_idle_connections_promptly(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    limits = HttpLimits(header_timeout_s=30, keep_alive_s=30)
+    endpoint = HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits)
+    async with contextlib.AsyncExitStack() as clients:
+        async with endpoint:
+            port = endpoint.port
+            slow = await clients.enter_async_context(_half_sent(port, 50))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            clients.push_async_callback(_close, writer)
+            writer.write(_HEALTH_KEEP_ALIVE)
+            await _read_response(reader)  # kept alive, idle from now on
+            started = time.monotonic()
+        stopped_after = time.monotonic() - started
+        async with asyncio.timeout(2):
+            answers = await asyncio.gather(*(_until_closed(r) for r in [*slow, reader]))
+    assert stopped_after < 2.0
+    assert all(a in (b"", b"<reset>") for a in answers)
+    assert not endpoint.running
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
+def test_an_ipv6_listen_address_is_served_and_bracketed_in_the_url(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with HttpEndpoint("::1", 0, registry, board.current) as endpoint:
+        assert endpoint.url == f"http://[::1]:{endpoint.port}"
+        status, content_type, _body = _get(endpoint, "/healthz")
+    assert (status, content_type) == (503, "application/json")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, noisy_level in noisy.items():
+        logging.getLogger(name).setLevel(noisy_level)
+    structlog.reset_defaults()
+
+
+def _log_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_requests_and_bad_requests_write_no_log_line_at_info(
+    registry: CollectorRegistry, board: HealthBoard, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", "INFO")
+    upgrade = (
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade, close\r\nUpgrade: websocket\r\n\r\n"
+    )
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current) as endpoint:
+        url = endpoint.url
+        for request in (_SCRAPE, b"garbage\r\n\r\n", upgrade):
+            assert _status(await _exchange(endpoint.port, request)) in (200, 400, 404)
+    events = _log_lines(capsys.readouterr().err)
+    assert [(e["logger"], e["event"]) for e in events] == [
+        ("invops.http_server", "metrics_listening"),
+        ("invops.http_server", "metrics_stopped"),
+    ]
+    assert events[0]["url"] == url
+
+    configure_logging("json", "DEBUG")
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current) as endpoint:
+        await _exchange(endpoint.port, _SCRAPE)
+    access = [e for e in _log_lines(capsys.readouterr().err) if e["logger"] == "uvicorn.access"]
+    assert len(access) == 1 and '"GET /metrics HTTP/1.1" 200' in str(access[0]["event"])
+
+
+# --------------------------------------------------------------------------- scrapes
+
+
+class _SlowCollector(Collector):
+    """Counts its collections; each takes `seconds` (in the scrape thread)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.collections = 0
+        self.threads: set[str] = set()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.collections += 1
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.seconds)
+        yield GaugeMetricFamily("invops_test_collections", "Collections so far.", self.collections)
+
+
+async def test_scrapes_run_off_the_event_loop_and_concurrent_ones_share_a_collection(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    slow = _SlowCollector(0.2)
+    registry.register(slow)
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current) as endpoint:
+        lag = 0.0
+
+        async def ticker() -> None:
+            nonlocal lag
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                lag = max(lag, time.monotonic() - before - 0.01)
+
+        tick = asyncio.create_task(ticker())
+        try:
+            async with asyncio.timeout(10):
+                first = asyncio.create_task(_exchange(endpoint.port, _SCRAPE))
+                await asyncio.sleep(0.05)  # the first collection is running now
+                answers = await asyncio.gather(
+                    first, *(_exchange(endpoint.port, _SCRAPE) for _ in range(50))
+                )
+        finally:
+            tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick
+        during = slow.collections
+        after = await _exchange(endpoint.port, _SCRAPE)
+    assert all(_status(a) == 200 for a in answers)
+    assert during <= 3  # the first; the 50 others together (two batches on a busy machine)
+    assert f"invops_test_collections {during + 1}.0".encode() in after  # a new one for later
+    assert lag < 0.1  # the loop kept running through the collections
+    assert all(name.startswith("invops-scrape") for name in slow.threads)

@@ -30,6 +30,12 @@ def _series(text: str, name: str, labels: tuple[str, ...]) -> dict[tuple[str, ..
     }
 
 
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+        return text
+
+
 async def _scrape_fresh_demo_service(tmp_path: Path) -> str:
     config = load_config(DEMO)
     ledger = config.ledger.model_copy(
@@ -39,13 +45,12 @@ async def _scrape_fresh_demo_service(tmp_path: Path) -> str:
     stop = asyncio.Event()
     scraped: list[str] = []
 
-    def ready(started: Endpoints) -> None:
-        # `ready` runs on the event loop before any poller task exists; blocking it here
-        # (the HTTP endpoint answers from its own thread) scrapes the service exactly as
-        # it starts: no poll and no posting can have happened yet.
+    async def ready(started: Endpoints) -> None:
+        # The service awaits `ready` before any poller task exists, serving HTTP on its
+        # event loop meanwhile: the scrape sees the service exactly as it starts, before
+        # any poll or posting can have happened.
         url = f"http://127.0.0.1:{started.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            scraped.append(response.read().decode())
+        scraped.append(await asyncio.to_thread(_fetch, url))
         stop.set()
 
     async with Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:

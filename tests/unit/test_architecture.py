@@ -18,6 +18,9 @@ IO_LIBRARIES = {
     "aiosqlite",
     "asyncpg",
     "prometheus_client",
+    "starlette",
+    "uvicorn",
+    "h11",
     "typer",
     "structlog",
 }

@@ -215,6 +215,45 @@ def test_metrics_listen_splits_ipv6_host_and_port() -> None:
     assert (metrics.host, metrics.port) == ("::1", 0)
 
 
+def test_metrics_listener_limits_have_defaults_and_can_be_set() -> None:
+    assert parse_config(minimal(), environ=NO_ENV).metrics.model_dump() == {
+        "listen": DEFAULT_METRICS_LISTEN,
+        "max_connections": 512,
+        "header_timeout_s": 5.0,
+        "keep_alive_s": 5.0,
+        "backlog": 2048,
+    }
+    data = minimal()
+    data["metrics"] = {"max_connections": 64, "header_timeout_s": 2, "keep_alive_s": 0.5}
+
+    metrics = parse_config(data, environ=NO_ENV).metrics
+
+    assert (metrics.max_connections, metrics.header_timeout_s, metrics.keep_alive_s) == (
+        64,
+        2.0,
+        0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("max_connections", 0),
+        ("max_connections", "many"),
+        ("header_timeout_s", 0),
+        ("header_timeout_s", 301),
+        ("keep_alive_s", -1),
+        ("backlog", 0),
+        ("backlog", 1.5),
+    ],
+)
+def test_bad_metrics_listener_limits_are_errors(key: str, value: object) -> None:
+    data = minimal()
+    data["metrics"] = {key: value}
+
+    assert list(problems(data)) == [f"metrics.{key}"]
+
+
 # --------------------------------------------------------------------------- pass 1 errors
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from invops.config import load_config
-from invops.wiring import measured_units, quantity_tags
+from invops.config import MetricsConfig, load_config
+from invops.http_server import HttpLimits
+from invops.wiring import http_limits, measured_units, quantity_tags
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 
@@ -31,3 +32,12 @@ def test_tank_levels_go_through_strapping_and_density() -> None:
     silo = units["SI-201"]
     assert silo.signal_uom == "kg" and silo.strapping is None
     assert len(units) == 8
+
+
+def test_a_listener_config_becomes_the_limits_of_its_http_server() -> None:
+    listener = MetricsConfig(max_connections=64, header_timeout_s=2, keep_alive_s=1, backlog=128)
+
+    assert http_limits(listener) == HttpLimits(
+        backlog=128, max_connections=64, header_timeout_s=2.0, keep_alive_s=1.0
+    )
+    assert http_limits(MetricsConfig()) == HttpLimits()
