@@ -16,6 +16,7 @@ from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
 from inventory_core.store.history import HistoryStore
+from inventory_core.store.ledger_file import check_ledger_file
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
 from inventory_core.store.reader import LedgerReader
 from inventory_core.store.writer import BatchWriter, Command, Request
@@ -42,7 +43,9 @@ def check_url(url: str, *, create: bool) -> None:
     """Refuse a URL invops cannot use, with the fix in the message.
 
     Without `create`, a SQLite file must already exist: a typo in a path then
-    reports "no ledger" instead of leaving an empty database behind.
+    reports "no ledger" instead of leaving an empty database behind. An existing
+    file must be an invops ledger (`check_ledger_file`), so that an empty file or
+    another application's database is refused, not changed.
     """
     try:
         parsed = make_url(url)
@@ -52,7 +55,11 @@ def check_url(url: str, *, create: bool) -> None:
     if SUPPORTED_DRIVERS.get(backend) != driver:
         raise LedgerUnavailable(f"unsupported ledger URL {describe_url(url)!r}: use {URL_EXAMPLES}")
     path = sqlite_file(parsed) if backend == "sqlite" else None
-    if path is not None and not create and not path.exists():
+    if path is None:
+        return
+    if path.exists():
+        check_ledger_file(path, create=create)  # before any engine can change the file
+    elif not create:
         raise LedgerUnavailable(
             f"no ledger at {path} (file does not exist); create it with: "
             f"invops db upgrade --url {describe_url(url)}"

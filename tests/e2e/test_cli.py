@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -930,6 +931,48 @@ def test_a_quantity_that_overflows_or_has_a_typo_is_one_line_and_posts_nothing(
     assert_user_error(result, "--qty", says)
     assert "internal error" not in result.stderr
     assert plant.sql("SELECT count(*) FROM movements") == before
+
+
+def _foreign_database(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE contacts (name TEXT)")
+    conn.execute("INSERT INTO contacts VALUES ('Ada')")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p.touch(), "is an empty file, not an invops ledger"),
+        (_foreign_database, "another application's SQLite database (tables contacts)"),
+        (lambda p: p.write_text("hello\n" * 40), "is not a SQLite database"),
+    ],
+    ids=["empty-file", "other-application", "not-sqlite"],
+)
+@pytest.mark.parametrize("command", ["verify", "history", "balance", "post", "upgrade"])
+def test_a_file_that_is_not_an_invops_ledger_is_refused_and_left_unchanged(
+    cli: Cli, tmp_path: Path, make: Callable[[Path], None], says: str, command: str
+) -> None:
+    path = tmp_path / "other.db"
+    make(path)
+    before = path.read_bytes()
+    url = f"sqlite+aiosqlite:///{path}"
+    argv = {
+        "verify": ["ledger", "verify", "--url", url],
+        "history": ["ledger", "history", "--url", url, "--last", "5"],
+        "balance": ["ledger", "balance", "--url", url, "--json"],
+        "post": ["ledger", "post", "receipt", "--material", "ETHANOL-96", "--url", url,
+                 "--lot", "X", "--qty", "1", "--uom", "kg", "--to", "TK-101"],
+        "upgrade": ["db", "upgrade", "--url", url],
+    }[command]  # fmt: skip
+    result = cli(*argv)
+    if command == "upgrade" and not before:  # an empty file may become a ledger
+        assert result.returncode == 0, result
+        return
+    assert_user_error(result, says)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, no -shm
 
 
 MISTAKES = {

@@ -132,7 +132,7 @@ async def test_open_refuses_a_database_without_the_schema(sqlite_url: str, tmp_p
         async with open_history(sqlite_url):
             pass
     (tmp_path / "ledger.db").touch()
-    with pytest.raises(LedgerUnavailable, match="no ledger schema"):
+    with pytest.raises(LedgerUnavailable, match="empty file, not an invops ledger"):
         async with open_history(sqlite_url):
             pass
     async with open_history(sqlite_url, migrate=True) as store:
