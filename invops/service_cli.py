@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from inventory_core.domain.errors import LedgerUnavailable
+from inventory_core.domain.errors import LeaseError, LedgerUnavailable
 from invops.cli_config import load_config_or_exit
 from invops.config import InvopsConfig
 from invops.http import HttpEndpointError
@@ -26,7 +26,7 @@ DEMO_USERS = ("viewer", "operator", "engineer", "admin")
 def _run(coro: object) -> None:
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
-    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError) as exc:
+    except (LedgerUnavailable, LeaseError, OpcuaServerError, HttpEndpointError, OSError) as exc:
         typer.echo(f"invops: error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
