@@ -24,7 +24,6 @@ from inventory_core.domain.errors import (
     LedgerUnavailable,
     UnknownMovement,
     ValidationError,
-    WriterLeaseLost,
 )
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import (
@@ -102,9 +101,6 @@ class Ledger:
             try:
                 async with asyncio.timeout(lease.duration_s / 2):
                     expires = await self._store.renew_lease()
-            except WriterLeaseLost as exc:
-                log.error("writer_lease_lost writer=%s error=%s", self.writer_id, exc)
-                raise
             except (LedgerUnavailable, TimeoutError) as exc:
                 if failing_since is None:  # once per episode; another instance may take
                     failing_since = loop.time()  # the lease over lease_s after the last renewal

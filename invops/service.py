@@ -225,7 +225,9 @@ async def run_service(
                 await cancel_and_wait([feeder, heads, health, alarm_task, keeper])
         except* WriterLeaseLost as group_error:
             lost = True  # another process books these units now: stop, book nothing more
-            raise group_error.exceptions[0] from None
+            error = group_error.exceptions[0]
+            log.error("writer_lease_lost_stopping writer=%s error=%s", ledger.writer_id, error)
+            raise error from None
         finally:
             if not lost:
                 await bridge.drain()  # readings already taken still become movements

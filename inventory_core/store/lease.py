@@ -35,6 +35,7 @@ from inventory_core.store import tables as t
 
 # pg_advisory_xact_lock key of lease acquisitions ("invops" and 1, as a signed int64).
 ACQUIRE_LOCK_KEY = 0x696E766F70730001
+ACQUIRE_LOCK_TIMEOUT_S = 10
 
 _leases = t.writer_leases
 _owners = t.unit_owners
@@ -70,6 +71,9 @@ def acquire(conn: Connection, writer_id: str, lease: WriterLease) -> Acquired:
     stopped or died) is taken over; so are units of writers whose lease expired, and
     those writers' leases are removed, so a stalled one that wakes up stops writing."""
     if conn.dialect.name == "postgresql":
+        # A holder frozen inside a transaction (SIGSTOP, a hung host) keeps its row locks:
+        # fail the start with the database's message instead of waiting for ever.
+        conn.execute(text(f"SET LOCAL lock_timeout = '{ACQUIRE_LOCK_TIMEOUT_S}s'"))
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ACQUIRE_LOCK_KEY})
     now = database_now(conn)
     stamp = format_timestamp(now)
