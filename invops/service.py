@@ -129,8 +129,16 @@ async def run_service(
         heartbeat_s=config.ledger.lease_heartbeat_s,
     )
     async with AsyncExitStack() as stack:
-        # The ledger first: a second instance of this writer id or of these measured
-        # units is refused (naming the holder) before it binds a port or polls a PLC.
+        http = await stack.enter_async_context(
+            HttpEndpoint(
+                config.metrics.host,
+                config.metrics.port if metrics_port is None else metrics_port,
+                registry,
+                board.current,
+            )
+        )
+        # A second instance of this writer id or of these measured units is refused here
+        # (naming the holder), before it polls a PLC or opens the reading buffer.
         ledger = await stack.enter_async_context(
             open_ledger(
                 config.ledger.url,
@@ -139,14 +147,6 @@ async def run_service(
                 migrate=config.ledger.migrate_on_start,
                 on_commit=metrics.posting_committed,
                 lease=lease,
-            )
-        )
-        http = await stack.enter_async_context(
-            HttpEndpoint(
-                config.metrics.host,
-                config.metrics.port if metrics_port is None else metrics_port,
-                registry,
-                board.current,
             )
         )
         ledger.subscribe(metrics.movement_posted)

@@ -228,10 +228,14 @@ def _verify(url: str, cwd: Path) -> None:
 
 
 def _one_error_line(service: Service) -> str:
+    """A refused start: exit 1, the error as the last stderr line, no traceback, and it
+    never got as far as polling a PLC or serving OPC UA."""
     code = service.wait_exit()
     lines = [line for line in service.lines if line.strip()]
-    assert code == 1 and len(lines) == 1, service.stderr  # no traceback, no port bound
-    return lines[0]
+    assert code == 1 and lines and "Traceback" not in service.stderr, service.stderr
+    assert not any(READY.search(line) or "plc_up" in line for line in lines), service.stderr
+    assert lines[-1].startswith("invops: error: "), service.stderr
+    return lines[-1]
 
 
 def test_a_second_instance_with_the_same_config_is_refused_naming_the_holder(
