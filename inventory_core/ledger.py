@@ -8,6 +8,7 @@ where the stateful rules run under the database lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -18,7 +19,13 @@ from decimal import Decimal
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp, today
 from inventory_core.domain.audit import canonical_json
-from inventory_core.domain.errors import LedgerUnavailable, UnknownMovement, ValidationError
+from inventory_core.domain.errors import (
+    InventoryError,
+    LedgerUnavailable,
+    UnknownMovement,
+    ValidationError,
+)
+from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import (
     QUANTITY_KINDS,
     AuditEvent,
@@ -77,6 +84,44 @@ class Ledger:
     @property
     def writer_id(self) -> str:
         return self._store.writer_id
+
+    async def keep_lease(self) -> None:
+        """Renew this process's writer lease every heartbeat, until cancelled (a task of
+        the service's TaskGroup). Raises WriterLeaseLost when another process took it
+        over: the caller must stop; the writer already refuses every batch. While the
+        ledger cannot be reached it keeps trying: nothing commits meanwhile anyway, and
+        if no other process took the lease over, renewing it again resumes booking."""
+        lease = self._store.lease
+        if lease is None:
+            raise LedgerUnavailable("this ledger was opened without a writer lease")
+        failing_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(lease.heartbeat_s)
+            try:
+                async with asyncio.timeout(lease.duration_s / 2):
+                    expires = await self._store.renew_lease()
+            except (LedgerUnavailable, TimeoutError) as exc:
+                if failing_since is None:  # once per episode; another instance may take
+                    failing_since = loop.time()  # the lease over lease_s after the last renewal
+                    log.warning(
+                        "writer_lease_not_renewed writer=%s retry_s=%s lease_s=%s error=%s",
+                        self.writer_id,
+                        lease.heartbeat_s,
+                        lease.duration_s,
+                        str(exc) or type(exc).__name__,
+                    )
+                continue
+            if failing_since is not None:
+                log.warning(
+                    "writer_lease_renewed_again writer=%s after_s=%s expires=%s",
+                    self.writer_id,
+                    round(loop.time() - failing_since, 1),
+                    expires,
+                )
+                failing_since = None
+            else:
+                log.debug("writer_lease_renewed writer=%s expires=%s", self.writer_id, expires)
 
     # -- writes ----------------------------------------------------------------
 
@@ -363,13 +408,19 @@ async def open_ledger(
     clock: Clock | None = None,
     on_commit: Callable[[int, float], None] | None = None,
     capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
+    lease: WriterLease | None = None,
 ) -> AsyncIterator[Ledger]:
     """Open the ledger at `url` (migrating the schema when asked) and close it on exit.
 
     `capacity_margin_pct`: how far above its capacity a manual posting may bring a unit's
     book (CapacityExceeded beyond it; PLC-derived movements are never refused for it).
 
-    On exit, every posting already submitted is committed before the writer stops.
+    With `lease` (a process that books PLC measurements), `writer_id` and the lease's
+    measured units are claimed for this process first, or WriterIdInUse / UnitsOwned
+    is raised naming the live holder; every batch then checks, in its transaction, that
+    the lease is still this process's (run `Ledger.keep_lease` to renew it), and the
+    lease is released on exit. On exit, every posting already submitted is committed
+    before the writer stops.
     """
     clock = clock or SystemClock()
     store = LedgerStore(
@@ -381,10 +432,11 @@ async def open_ledger(
         on_commit=on_commit,
         create=migrate,
         capacity_margin_pct=capacity_margin_pct,
+        lease=lease,
     )
     try:
         await store.open(migrate=migrate)
-    except LedgerUnavailable:
+    except InventoryError:
         await store.close()
         raise
     try:

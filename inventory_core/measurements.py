@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from inventory_core.clock import format_timestamp, parse_timestamp
-from inventory_core.domain.errors import InventoryError, LedgerUnavailable
+from inventory_core.domain.errors import InventoryError, LedgerUnavailable, WriterLeaseLost
 from inventory_core.domain.measurement import (
     DerivedMovement,
     DeriverConfig,
@@ -230,14 +230,15 @@ class MeasurementService:
         (e.g. the unit's current lot is of another material after a product change) is
         audited by the ledger and logged here, and stays unbooked: the measurement
         moves on, and reconciliation shows the difference until a count or receipt
-        gives the unit a lot of its material. Only an unreachable ledger is raised."""
+        gives the unit a lot of its material. Only an unreachable ledger, and a writer
+        lease lost to another process (this one must stop booking), are raised."""
         for item in derived:
             try:
                 if isinstance(item, DerivedMovement):
                     await self._post(spec, item)
                 else:
                     await self._hold(item)
-            except LedgerUnavailable:
+            except (LedgerUnavailable, WriterLeaseLost):
                 raise
             except InventoryError as exc:
                 reason = type(exc).__name__

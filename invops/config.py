@@ -36,8 +36,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -315,6 +317,22 @@ class LedgerConfig(_Model):
     # Readings taken while the ledger is unreachable wait here (bounded, on disk).
     buffer_path: NonEmptyStr = "var/invops-buffer.db"
     buffer_max_readings: StrictInt = Field(default=200_000, ge=1000, le=100_000_000)
+    # The writer lease (one live process per writer_id and per measured unit): renewed
+    # every lease_heartbeat_s; another instance may take it over lease_s after the last
+    # renewal (a kill -9 or a lost host), at once after a graceful stop.
+    lease_s: StrictFloat = Field(default=30.0, ge=1, le=3600)
+    lease_heartbeat_s: StrictFloat = Field(default=5.0, ge=0.1, le=1800)
+
+    @field_validator("lease_heartbeat_s")
+    @classmethod
+    def _heartbeat_within_lease(cls, heartbeat: float, info: ValidationInfo) -> float:
+        lease = info.data.get("lease_s")
+        if lease is not None and heartbeat > lease / 2:
+            raise ValueError(
+                f"must be at most half of lease_s ({lease}), so that one missed renewal "
+                "does not let the lease expire"
+            )
+        return heartbeat
 
 
 class SecurityPolicyName(StrEnum):

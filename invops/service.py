@@ -22,6 +22,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from inventory_core import Ledger, open_history, open_ledger
+from inventory_core.domain.errors import WriterLeaseLost
+from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurements import MeasurementService
@@ -125,6 +127,12 @@ async def run_service(
     board = HealthBoard(names)
     snapshot = StorageSnapshot.from_config(config)
     metrics.register_storage(snapshot.samples)
+    units = measured_units(config)
+    lease = WriterLease.for_this_process(
+        (u.unit for u in units),
+        duration_s=config.ledger.lease_s,
+        heartbeat_s=config.ledger.lease_heartbeat_s,
+    )
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
             HttpEndpoint(
@@ -135,6 +143,8 @@ async def run_service(
                 limits=http_limits(config.metrics),
             )
         )
+        # A second instance of this writer id or of these measured units is refused here
+        # (naming the holder), before it polls a PLC or opens the reading buffer.
         ledger = await stack.enter_async_context(
             open_ledger(
                 config.ledger.url,
@@ -143,6 +153,7 @@ async def run_service(
                 capacity_margin_pct=config.ledger.capacity_margin_pct,
                 migrate=config.ledger.migrate_on_start,
                 on_commit=metrics.posting_committed,
+                lease=lease,
             )
         )
         ledger.subscribe(metrics.movement_posted)
@@ -150,7 +161,6 @@ async def run_service(
             config.material_definitions(), config.storage_unit_definitions()
         )
         board.set_ledger(True)
-        units = measured_units(config)
         service = MeasurementService(ledger, units)
         await service.start()
         tags = quantity_tags(config)
@@ -201,8 +211,10 @@ async def run_service(
             if announced is not None:
                 await announced
         offsets = start_offsets(settings)
+        lost = False
         try:
             async with asyncio.TaskGroup() as group:
+                keeper = group.create_task(ledger.keep_lease(), name="writer-lease")
                 feeder = group.create_task(bridge.run(), name="measurements")
                 pollers = [
                     group.create_task(
@@ -219,9 +231,15 @@ async def run_service(
                 await stop.wait()
                 log.info("stopping: %d pollers", len(pollers))
                 await cancel_and_wait(pollers)
-                await cancel_and_wait([feeder, heads, health, alarm_task])
+                await cancel_and_wait([feeder, heads, health, alarm_task, keeper])
+        except* WriterLeaseLost as group_error:
+            lost = True  # another process books these units now: stop, book nothing more
+            error = group_error.exceptions[0]
+            log.error("writer_lease_lost_stopping writer=%s error=%s", ledger.writer_id, error)
+            raise error from None
         finally:
-            await bridge.drain()  # readings already taken still become movements
+            if not lost:
+                await bridge.drain()  # readings already taken still become movements
 
 
 async def _log_chain_heads(ledger: Ledger) -> None:

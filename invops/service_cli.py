@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from inventory_core.domain.errors import LedgerUnavailable
+from inventory_core.domain.errors import LeaseError, LedgerUnavailable
 from invops import startup
 from invops.cli_config import load_config_or_exit
 
@@ -43,7 +43,14 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     startup.loaded()
     try:
         asyncio.run(coro)
-    except (LedgerUnavailable, OpcuaServerError, HttpEndpointError, OSError, DemoError) as exc:
+    except (
+        LedgerUnavailable,
+        LeaseError,
+        OpcuaServerError,
+        HttpEndpointError,
+        OSError,
+        DemoError,
+    ) as exc:
         typer.echo(f"invops: error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

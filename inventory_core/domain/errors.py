@@ -65,3 +65,19 @@ class IdempotencyConflict(InventoryError):
 
 class LedgerUnavailable(InventoryError):
     """The ledger database cannot be reached or has no schema."""
+
+
+class LeaseError(InventoryError):
+    """A writer id or a measured unit is held by another live process."""
+
+
+class WriterIdInUse(LeaseError):
+    """At start: another live process holds the lease of this writer id."""
+
+
+class UnitsOwned(LeaseError):
+    """At start: measured units this instance would book are booked by another live writer."""
+
+
+class WriterLeaseLost(LeaseError):
+    """This process no longer holds its writer lease (another took it over): stop writing."""

@@ -13,7 +13,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError, NoSuc
 
 from inventory_core.domain.audit import GENESIS_HASH
 from inventory_core.domain.errors import LedgerUnavailable
+from inventory_core.domain.lease import LeaseHolder, WriterLease
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
+from inventory_core.store import lease as leases
 from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
 from inventory_core.store.history import HistoryStore
 from inventory_core.store.ledger_file import check_ledger_file
@@ -110,10 +112,13 @@ class LedgerStore:
         on_commit: Callable[[int, float], None] | None = None,
         create: bool = False,
         capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
+        lease: WriterLease | None = None,
     ) -> None:
         check_url(url, create=create)
         self.url = url
         self.writer_id = writer_id
+        self.lease = lease
+        self.lease_holder: LeaseHolder | None = None  # set while this process holds the lease
         self._opened = False
         self._read_engine = _or_error(create_read_engine, url)
         self._runner = _or_error(create_runner, url)
@@ -148,9 +153,72 @@ class LedgerStore:
                 f"ledger at {describe_url(self.url)} {state}; "
                 f"run: invops db upgrade --url {describe_url(self.url)}"
             )
+        if self.lease is not None:
+            await self._acquire_lease(self.lease)
         self._writer.start()
         self._opened = True
         await self.log_chain_head("open")
+
+    async def _acquire_lease(self, lease: WriterLease) -> None:
+        writer_id = self.writer_id
+        try:
+            acquired = await self._runner.run(lambda c: leases.acquire(c, writer_id, lease))
+        except (DBAPIError, OSError) as exc:
+            raise LedgerUnavailable(
+                f"cannot take the writer lease at {describe_url(self.url)}: {_first_line(exc)}"
+            ) from exc
+        holder = self.lease_holder = acquired.holder
+        self._writer.fence = lambda conn: leases.fence(conn, writer_id, lease.instance)
+        if acquired.previous is not None:
+            previous = acquired.previous
+            log.warning(
+                "writer_lease_taken_over writer=%s previous_host=%s previous_pid=%d expired=%s",
+                writer_id,
+                previous.host,
+                previous.pid,
+                previous.expires_at,
+            )
+        for unit, owner in sorted(acquired.units_taken.items()):
+            log.warning("measured_unit_taken_over unit=%s from_writer=%s", unit, owner)
+        log.info(
+            "writer_lease_acquired writer=%s host=%s pid=%d units=%d expires=%s",
+            writer_id,
+            holder.host,
+            holder.pid,
+            len(lease.units),
+            holder.expires_at,
+        )
+
+    async def renew_lease(self) -> str:
+        """Renew this process's writer lease; returns the new expiry (database time).
+        Raises WriterLeaseLost when another process holds it, LedgerUnavailable when the
+        ledger cannot be reached."""
+        lease, writer_id = self.lease, self.writer_id
+        assert lease is not None and self.lease_holder is not None, "no writer lease held"
+        try:
+            return await self._runner.run(lambda c: leases.renew(c, writer_id, lease))
+        except (DBAPIError, OSError) as exc:
+            raise LedgerUnavailable(f"writer lease not renewed: {_first_line(exc)}") from exc
+
+    async def _release_lease(self) -> None:
+        lease, writer_id = self.lease, self.writer_id
+        if lease is None or self.lease_holder is None:
+            return
+        self.lease_holder = None
+        try:
+            released = await self._runner.run(
+                lambda c: leases.release(c, writer_id, lease.instance)
+            )
+        except (DBAPIError, OSError) as exc:
+            log.warning(
+                "writer_lease_not_released writer=%s expires_in_s=%s error=%s",
+                writer_id,
+                lease.duration_s,
+                _first_line(exc),
+            )
+            return
+        if released:
+            log.info("writer_lease_released writer=%s", writer_id)
 
     async def submit(self, request: Request, digest: str = "") -> Any:
         return await self._writer.submit(request, digest)
@@ -165,6 +233,7 @@ class LedgerStore:
 
     async def close(self) -> None:
         await self._writer.stop()
+        await self._release_lease()  # after the last batch: nothing of ours commits later
         if self._opened:
             try:
                 await self.log_chain_head("close")

@@ -3,7 +3,7 @@
 Opening a file through the ledger's engines switches it to WAL and may write to it,
 so `invops ledger verify` on an empty file or on another application's database
 would change that file. `check_ledger_file` looks first, without writing: the
-header bytes, then the table names through a read-only connection. When no `-wal`
+file's size, then the table names through SQLite's own read-only connection. When no `-wal`
 file lies beside the database (nobody has it open in WAL mode), the connection is
 `immutable`, so SQLite creates no `-shm`/`-wal` files either; with a `-wal` file, the
 schema may still be in it, so a plain read-only connection reads through it.
@@ -19,7 +19,6 @@ from inventory_core.domain.errors import LedgerUnavailable
 
 __all__ = ["check_ledger_file"]
 
-HEADER = b"SQLite format 3\x00"
 LEDGER_TABLES = frozenset({"alembic_version", "movements", "audit"})
 
 
@@ -29,17 +28,17 @@ def check_ledger_file(path: Path, *, create: bool) -> None:
     With `create` (`db upgrade`, migrate on start) an empty file or an empty database
     may become one; another application's database is refused either way.
     """
+    # Never open the file ourselves: closing any descriptor of it drops the POSIX locks
+    # SQLite connections of this process hold on it (the service checks it too). stat()
+    # and SQLite's own (read-only) connection are safe.
     try:
-        with path.open("rb") as file:
-            header = file.read(len(HEADER))
+        size = path.stat().st_size
     except OSError as exc:
         raise LedgerUnavailable(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if not header:
+    if size == 0:
         if create:
             return
         raise LedgerUnavailable(f"{path} is an empty file, not an invops ledger; {_fix(path)}")
-    if header != HEADER:
-        raise LedgerUnavailable(f"{path} is not a SQLite database, so not an invops ledger")
     tables = _table_names(path)
     if tables >= LEDGER_TABLES or (create and not tables):
         return
@@ -62,8 +61,12 @@ def _table_names(path: Path) -> set[str]:
     try:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {str(name) for (name,) in rows}
-    except sqlite3.Error as exc:
-        raise LedgerUnavailable(f"{path} is not a readable SQLite database: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            raise LedgerUnavailable(
+                f"{path} is not a SQLite database, so not an invops ledger"
+            ) from exc
+        raise LedgerUnavailable(f"cannot read {path}: {exc}") from exc
     finally:
         connection.close()
 

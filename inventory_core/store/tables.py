@@ -167,3 +167,29 @@ value_history = Table(
     Column("status", BigInteger, nullable=False),
     Index("ix_value_history_node_time", "node", "source_time"),
 )
+
+# Which process holds each writer id (revision 0003): one live process per audit chain.
+# Acquired, renewed and released in the writer's own transactions; times are the
+# database's clock, fixed-width UTC text, so they compare as text on every backend.
+writer_leases = Table(
+    "writer_leases",
+    metadata,
+    Column("writer_id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("instance", String(36), nullable=False),
+    Column("acquired_at", String(32), nullable=False),
+    Column("heartbeat_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+)
+
+# The writer that books each PLC-measured storage unit (revision 0003), live while that
+# writer's lease is: a unit is booked by one writer at a time.
+unit_owners = Table(
+    "unit_owners",
+    metadata,
+    Column("unit", String(64), primary_key=True),
+    Column("writer_id", String(64), nullable=False),
+    Column("claimed_at", String(32), nullable=False),
+    Index("ix_unit_owners_writer", "writer_id"),
+)

@@ -130,6 +130,9 @@ class BatchWriter:
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
         ] = {}
         self._task: asyncio.Task[None] | None = None
+        # Checked first in every batch's transaction (the writer lease): an error returned
+        # fails the whole batch and nothing of it is written.
+        self.fence: Callable[[Connection], InventoryError | None] | None = None
         self._postgres = runner.dialect.name == "postgresql"
         self._insert = _postgres_insert() if self._postgres else sqlite_insert
 
@@ -217,6 +220,8 @@ class BatchWriter:
             self._on_commit(batch, loop.time() - started)
 
     def _apply(self, conn: Connection, batch: list[Command]) -> list[object]:
+        if self.fence is not None and (refused := self.fence(conn)) is not None:
+            return [refused] * len(batch)
         state = self._load_state(conn, batch)
         changes = Changes()
         stamp = self._now()  # one commit, one timestamp; `seq` keeps the order within it
