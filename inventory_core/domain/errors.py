@@ -61,3 +61,8 @@ class IdempotencyConflict(InventoryError):
 
 class LedgerUnavailable(InventoryError):
     """The ledger database cannot be reached or has no schema."""
+
+
+class RequestRefused(InventoryError):
+    """The ledger database refused to store one request's values (a data or constraint
+    error): that request alone fails, nothing of it is posted, the ledger stays up."""
