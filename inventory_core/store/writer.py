@@ -241,7 +241,7 @@ class BatchWriter:
         command = batch[0]
         reason = shown(_short(exc))
         error = RequestRefused(f"the ledger database refused this request: {reason}")
-        log.warning(
+        log.info(  # the caller gets the error and reports it (OPC UA, CLI, PLC bridge)
             "ledger_request_refused writer=%s request=%s error=%s",
             self._writer_id,
             type(command.request).__name__,
