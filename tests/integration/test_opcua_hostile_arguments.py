@@ -11,6 +11,7 @@ One server for the module, on a real SQLite ledger whose database refuses one va
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import tomllib
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +51,7 @@ class Server:
     caller: Caller
     tns: int
     ledger_node: Any
+    db: Path
 
     async def call(self, method: str, *arguments: ua.Variant) -> ua.CallMethodResult:
         method_node = await self.ledger_node.get_child(f"{self.tns}:{method}")
@@ -79,7 +82,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
             ns = await client.get_namespace_index(INSTANCES_NAMESPACE)
             tns = await client.get_namespace_index(TYPES_NAMESPACE)
             node = await client.nodes.objects.get_child([f"{ns}:Inventory", f"{ns}:Ledger"])
-            yield Server(ledger, client, caller, tns, node)
+            yield Server(ledger, client, caller, tns, node, db)
 
 
 def good_arguments(method: MethodDef) -> list[ua.Variant]:
@@ -269,3 +272,24 @@ async def test_a_request_the_database_refuses_fails_alone_and_the_server_keeps_p
     assert {f"DB-{i}" for i in range(10)} <= lots and "DB-POISON" not in lots
     again = await server.call("PostReceipt", *receipt("DB-AFTER", "delivery"))
     assert again.StatusCode.is_good()
+
+
+async def test_the_answer_and_log_are_capped_but_the_audit_keeps_the_whole_request(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    reason = "why " * 499 + "end"  # 1999 characters: allowed
+    arguments = ["ETHANOL-96", "CAPPED-1", 1e6, "kg", "TK-101", "capped-key", reason]
+    variants = [
+        ua.Variant(v, ua.VariantType.Double if isinstance(v, float) else ua.VariantType.String)
+        for v in arguments
+    ]
+    with caplog.at_level(logging.INFO, logger="opcua_server"):
+        result = await server.call("PostIssue", *variants)  # refused: no such lot in stock
+    assert result.StatusCode == ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+    assert max(len(d.AdditionalInfo or "") for d in result.InputArgumentDiagnosticInfos) < CAP
+    assert max(len(r.getMessage()) for r in caplog.records) < CAP
+    with sqlite3.connect(server.db) as conn:
+        (new,) = conn.execute(
+            "SELECT new FROM audit WHERE action = 'rejected' AND object_id = 'capped-key'"
+        ).fetchone()
+    assert json.loads(new)["reason"] == reason
