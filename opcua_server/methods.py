@@ -454,10 +454,9 @@ def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
                     index, f"{name} must be a String, not {variant.VariantType.name}"
                 )
             text = value if isinstance(value, str) else ""  # a null String: empty
-            if not text.strip():
-                if name not in _OPTIONAL:
-                    raise _Rejected(StatusCodes.BadInvalidArgument, f"{name} is missing", index)
-            else:
+            if not text.strip() and name not in _OPTIONAL:
+                raise _Rejected(StatusCodes.BadInvalidArgument, f"{name} is missing", index)
+            if text:
                 try:
                     _TEXT_RULES.get(name, check_free_text)(name, text)
                 except InvalidText as exc:

@@ -159,7 +159,7 @@ def _quoted(value: str) -> str:
 
 
 def _check_length(field: str, value: str, max_length: int) -> None:
-    if not value.strip():
+    if not value:
         raise InvalidText(field, f"{field} is missing")
     if len(value) > max_length:
         raise InvalidText(

@@ -143,3 +143,16 @@ def test_validate_posting_applies_the_rules_to_every_text_field(field: str, bad:
     with pytest.raises(InvalidText) as caught:
         validate_posting(PostingRequest(**values))  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+def test_blank_ids_and_keys_say_what_is_wrong() -> None:
+    with pytest.raises(InvalidText, match=r"^lot is missing$"):
+        check_identifier("lot", "")
+    with pytest.raises(
+        InvalidText, match=r"^lot ' ' has U\+0020 \(SPACE, a space\) at character 1"
+    ):
+        check_identifier("lot", " ")
+    with pytest.raises(
+        InvalidText, match=r"^idempotency key '   ' starts or ends with whitespace$"
+    ):
+        check_key("idempotency key", "   ")
