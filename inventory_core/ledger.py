@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -48,13 +47,21 @@ from inventory_core.domain.model import (
     VerifyReport,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, payload_hash
+from inventory_core.domain.text import (
+    ID_MAX,
+    KEY_MAX,
+    check_free_text,
+    check_identifier,
+    check_key,
+)
 from inventory_core.domain.units import canonical_uom, convert, parse_quantity
 from inventory_core.store import LedgerStore
 
-# Ids (materials, lots, units, users): 1..128 printable characters without spaces.
 log = logging.getLogger(__name__)
-_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,128}$")
-MAX_KEY_LENGTH = 200
+# Text rules: inventory_core/domain/text.py. Lengths follow the ledger's columns.
+MAX_KEY_LENGTH = KEY_MAX
+MASTER_ID_MAX = 64  # materials, storage units, sites, areas: VARCHAR(64)
+UOM_MAX = 16  # as typed (aliases included); the canonical spelling is stored
 EXPORT_SETTLE = timedelta(seconds=30)
 REASON_REQUIRED = frozenset({MovementKind.ADJUSTMENT, MovementKind.SCRAP})
 
@@ -132,15 +139,17 @@ class Ledger:
         return self._posted(result)
 
     async def reverse(self, request: ReversalRequest) -> PostingResult:
-        _require_text("movement id", request.movement_id)
-        _require_text("reason", request.reason, limit=2000)
+        check_identifier("movement id", request.movement_id)
+        _require_reason(request.reason)
+        check_identifier("user", request.user)
         _check_key(request.idempotency_key)
         result: PostingResult = await self._store.submit(request, payload_hash(request))
         return self._posted(result)
 
     async def set_lot_status(self, request: LotStatusRequest) -> PostingResult:
-        _require_text("lot", request.lot)
-        _require_text("reason", request.reason, limit=2000)
+        check_identifier("lot", request.lot)
+        _require_reason(request.reason)
+        check_identifier("user", request.user)
         _check_key(request.idempotency_key)
         result: PostingResult = await self._store.submit(request, payload_hash(request))
         return self._posted(result)
@@ -154,6 +163,9 @@ class Ledger:
         reason: str = "configuration",
     ) -> int:
         """Create or update materials and storage units; returns how many changed."""
+        validate_master_data(materials, units)
+        check_key("user", user, max_length=ID_MAX)
+        check_free_text("reason", reason)
         update = MasterDataUpdate(tuple(materials), tuple(units), user, reason)
         changed: int = await self._store.submit(update)
         return changed
@@ -315,22 +327,24 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
             f"kind {request.kind!r} cannot be posted with a quantity "
             "(use reverse or lot-status for those)"
         )
-    _require_text("material", request.material)
+    check_identifier("material", request.material, max_length=MASTER_ID_MAX)
     if request.lot is not None:
-        _require_text("lot", request.lot)
+        check_identifier("lot", request.lot)
     elif request.source is not Source.PLC or (request.from_unit is None) == (
         request.to_unit is None
     ):
         raise ValidationError("lot is missing (only a PLC movement of one unit may omit it)")
-    _require_text("user", request.user)
+    check_identifier("user", request.user)
     _check_key(request.idempotency_key)
+    check_free_text("reason", request.reason)
     quantity = parse_quantity(request.quantity)
+    check_identifier("unit of measure", request.uom, max_length=UOM_MAX)
     uom = canonical_uom(request.uom)
     kind = request.kind
     units = {"from": request.from_unit, "to": request.to_unit}
     for label, unit in units.items():
         if unit is not None:
-            _require_text(f"{label} unit", unit)
+            check_identifier(f"{label} unit", unit, max_length=MASTER_ID_MAX)
     needs: dict[MovementKind, tuple[bool, bool]] = {
         MovementKind.RECEIPT: (False, True),
         MovementKind.PRODUCTION: (False, True),
@@ -361,8 +375,6 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
         raise ValidationError(f"{kind} quantity must be positive, got {quantity}")
     if kind in REASON_REQUIRED and not request.reason.strip():
         raise ValidationError(f"{kind} needs a reason")
-    if len(request.reason) > 2000:
-        raise ValidationError("reason is longer than 2000 characters")
     try:
         canonical_json(request.details)
     except (TypeError, ValueError) as exc:
@@ -372,29 +384,48 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
     if request.consumed_lots and kind is not MovementKind.PRODUCTION:
         raise ValidationError("consumed lots apply to production only")
     for lot in request.consumed_lots:
-        _require_text("consumed lot", lot)
+        check_identifier("consumed lot", lot)
     if quantity is request.quantity and uom == request.uom:
         return request
     return replace(request, quantity=quantity, uom=uom)
 
 
-def _require_text(label: str, value: object, *, limit: int = 128) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{label} is missing")
-    if limit == 128 and not _ID.match(value):
-        raise ValidationError(
-            f"{label} {value!r} is not a valid identifier (1 to 128 characters, no spaces)"
-        )
-    if len(value) > limit:
-        raise ValidationError(f"{label} is longer than {limit} characters")
+def validate_master_data(
+    materials: Sequence[MaterialDefinition], units: Sequence[StorageUnit]
+) -> None:
+    """The text rules for master data (config, imports); raises InvalidText naming the
+    object and the field."""
+    for m in materials:
+        check_identifier("material id", m.id, max_length=MASTER_ID_MAX)
+        where = f"material {m.id}"
+        check_free_text(f"{where}: description", m.description)
+        check_identifier(f"{where}: base unit of measure", m.base_uom, max_length=UOM_MAX)
+        if m.material_class is not None:
+            check_key(f"{where}: class", m.material_class, max_length=MASTER_ID_MAX)
+    for u in units:
+        check_identifier("storage unit id", u.id, max_length=MASTER_ID_MAX)
+        where = f"storage unit {u.id}"
+        check_identifier(f"{where}: site", u.site, max_length=MASTER_ID_MAX)
+        check_identifier(f"{where}: area", u.area, max_length=MASTER_ID_MAX)
+        check_identifier(f"{where}: capacity unit", u.capacity_uom, max_length=UOM_MAX)
+        if u.material is not None:
+            check_identifier(f"{where}: material", u.material, max_length=MASTER_ID_MAX)
+        check_free_text(f"{where}: description", u.description)
+
+
+def _require_reason(reason: str) -> None:
+    if not reason.strip():
+        raise ValidationError("reason is missing")
+    check_free_text("reason", reason)
 
 
 def _check_key(key: str | None) -> None:
     if key is None:
         return
-    if not key.strip() or len(key) > MAX_KEY_LENGTH or key.startswith("auto:"):
+    check_key("idempotency key", key)
+    if key.startswith("auto:"):
         raise ValidationError(
-            f"idempotency key {key!r} must be 1..{MAX_KEY_LENGTH} characters, not starting 'auto:'"
+            "idempotency key must not start with 'auto:' (the ledger's own keys do)"
         )
 
 

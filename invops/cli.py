@@ -32,6 +32,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, movement_document
+from inventory_core.domain.text import escape_controls, shown
 from inventory_core.domain.units import format_decimal, parse_quantity
 from invops import __version__, startup
 from invops.cli_config import load_config_or_exit
@@ -165,7 +166,7 @@ def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
     except InventoryError as exc:
         if _debug:
             raise
-        fail(str(exc))
+        fail(shown(str(exc), 500))
     except KeyboardInterrupt:
         fail("interrupted", 130)
 
@@ -216,6 +217,9 @@ def _movement_json(m: Any) -> dict[str, Any]:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
+    """Aligned columns; each cell's newlines and controls are escaped (`\\n`, `\\x1b`, ...) so
+    that one row stays one line on the terminal (--json keeps the exact text)."""
+    rows = [[escape_controls(cell) for cell in row] for row in rows]
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
@@ -556,18 +560,18 @@ def ledger_trace(
             }
         )
         return
-    typer.echo(f"{direction.value} trace of lot {lot}:")
+    typer.echo(f"{direction.value} trace of lot {escape_controls(lot)}:")
     if not links:
         typer.echo("  (no genealogy links)")
     for link in links:
-        other = link.child if forward else link.parent
+        other = escape_controls(link.child if forward else link.parent)
         typer.echo(
             f"  {'  ' * (link.depth - 1)}{'->' if forward else '<-'} {other}"
             f"  (movement {link.movement_id})"
         )
     for name, ms in movements.items():
-        places = ", ".join(sorted({m.unit for m in ms if m.unit})) or "-"
-        typer.echo(f"  lot {name}: {len(ms)} movements; locations: {places}")
+        places = escape_controls(", ".join(sorted({m.unit for m in ms if m.unit})) or "-")
+        typer.echo(f"  lot {escape_controls(name)}: {len(ms)} movements; locations: {places}")
 
 
 def raise_unknown_lot(lot: str) -> NoReturn:

@@ -26,6 +26,7 @@ logs the transition or the security event itself, once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -131,6 +132,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _drop_positional_args,
+            *([] if chosen is LogFormat.JSON else [_escape_console_text]),
             *([structlog.processors.format_exc_info] if chosen is LogFormat.JSON else []),
             renderer,
         ],
@@ -195,7 +197,9 @@ def _is_terminal(stream: Any) -> bool:
 
 def _renderer(fmt: LogFormat, stream: Any) -> Processor:
     if fmt is LogFormat.JSON:
-        return structlog.processors.JSONRenderer(default=str, ensure_ascii=False)
+        return structlog.processors.JSONRenderer(
+            serializer=_json_for_terminals, default=str, ensure_ascii=False
+        )
     terminal = _is_terminal(stream)
     colors = terminal and not os.environ.get("NO_COLOR")
     return structlog.dev.ConsoleRenderer(
@@ -244,6 +248,47 @@ def _event_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> Eve
         event[f"{key}_" if key in reserved else key] = value
     event["event"] = name
     return event
+
+
+# Text a terminal acts on (controls, line separators, bidi controls, invisible characters):
+# a log line must stay one line in its own order whatever a caller sent (CWE-117).
+_UNSAFE: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069"
+    "\ufeff\ud800-\udfff]"
+)
+# structlog's console renderer repr()s a str value holding one of these (repr escapes every
+# unsafe character); it writes any other str value as it is.
+_CONSOLE_QUOTED: Final = frozenset(" \t=\r\n\"'")
+_NOT_ESCAPED: Final = frozenset({"exception", "exc_info", "stack"})  # tracebacks keep lines
+
+
+def _escape_console_text(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """Console lines: the unsafe characters of the message and of each unquoted value as
+    `\\n`, `\\x1b`, `\\u202e` (JSON lines: `_json_for_terminals`)."""
+    for key, value in event.items():
+        if (
+            isinstance(value, str)
+            and key not in _NOT_ESCAPED
+            and (key == "event" or not _CONSOLE_QUOTED.intersection(value))
+            and _UNSAFE.search(value)
+        ):
+            event[key] = _UNSAFE.sub(_escaped, value)
+    return event
+
+
+def _json_for_terminals(value: Any, **kwargs: Any) -> str:
+    """json.dumps, with every character a terminal acts on written as a \\uXXXX escape:
+    still the exact text for a JSON reader, one line in its own order for a human."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, **kwargs))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _plain(value: object) -> object:

@@ -41,6 +41,7 @@ from inventory_core.domain.errors import (
     LotNotReleased,
     LotStatusTransitionError,
     MaterialMismatch,
+    RequestRefused,
     UnitConversionError,
     UnknownLot,
     UnknownMaterial,
@@ -61,8 +62,15 @@ from inventory_core.domain.model import (
     Source,
     StorageUnitId,
 )
+from inventory_core.domain.text import (
+    InvalidText,
+    check_free_text,
+    check_identifier,
+    check_key,
+    shown,
+)
 from inventory_core.domain.units import parse_quantity
-from inventory_core.ledger import Ledger
+from inventory_core.ledger import MASTER_ID_MAX, UOM_MAX, Ledger
 from opcua_server.values import status
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,32 @@ _NUMERIC_VARIANTS: Final = frozenset(
 )
 # Empty means "none" for these; every other String argument is required.
 _OPTIONAL: Final = frozenset({"IdempotencyKey", "Reason", "Comment"})
+MESSAGE_MAX: Final = 300  # characters of a refusal's reason in the log and the answer
+# The ledger's text rules (inventory_core.domain.text) per String argument, applied here
+# too so that a refusal names the argument; every other String argument is free text.
+_TEXT_RULES: Final[Mapping[str, Callable[[str, str], None]]] = {
+    "MaterialDefinitionID": lambda n, v: check_identifier(n, v, max_length=MASTER_ID_MAX),
+    "LotID": check_identifier,
+    "MovementID": check_identifier,
+    "FromUnit": lambda n, v: check_identifier(n, v, max_length=MASTER_ID_MAX),
+    "ToUnit": lambda n, v: check_identifier(n, v, max_length=MASTER_ID_MAX),
+    "Unit": lambda n, v: check_identifier(n, v, max_length=MASTER_ID_MAX),
+    "UnitOfMeasure": lambda n, v: check_identifier(n, v, max_length=UOM_MAX),
+    "Status": lambda n, v: check_identifier(n, v, max_length=16),
+    "ReasonCode": lambda n, v: check_key(n, v, max_length=MASTER_ID_MAX),
+    "IdempotencyKey": check_key,
+}
+# Which argument a ledger InvalidText is about, by the ledger's field name.
+_TEXT_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "material": ("MaterialDefinitionID",),
+    "lot": ("LotID",),
+    "from unit": ("FromUnit", "Unit"),
+    "to unit": ("ToUnit", "Unit"),
+    "unit of measure": ("UnitOfMeasure",),
+    "idempotency key": ("IdempotencyKey",),
+    "reason": ("Reason", "Comment", "ReasonCode"),
+    "movement id": ("MovementID",),
+}
 _QUANTITY_ARGUMENTS: Final = ("Quantity", "DeltaQuantity", "CountedQuantity")
 _UNIT_ARGUMENTS: Final = ("FromUnit", "ToUnit", "Unit")
 # Which argument an error of this class is about (first one the method has).
@@ -127,10 +161,12 @@ def default_current_user() -> tuple[str, str]:
 
 
 class _Rejected(Exception):
-    """A call refused before or by the ledger: StatusCode, message, argument at fault."""
+    """A call refused before or by the ledger: StatusCode, message, argument at fault.
+    The message is what the log and the DiagnosticInfo carry: controls escaped and cut
+    to MESSAGE_MAX characters, whatever the caller sent."""
 
     def __init__(self, code: int, message: str, argument: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(shown(message, MESSAGE_MAX))
         self.code = code
         self.argument = argument
         self.argument_code = code
@@ -393,20 +429,40 @@ def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
     values: Arguments = {}
     for index, (definition, variant) in enumerate(zip(method.inputs, arguments, strict=True)):
         name, value = definition.name, variant.Value
+        # Every ledger argument is a scalar: an array, a matrix or a structure is refused
+        # for that argument, whatever its element type.
+        if variant.is_array or variant.Dimensions or isinstance(value, list | tuple):
+            raise _type_mismatch(index, f"{name} must be a scalar {definition.data_type}, "
+                                 f"not an array of {variant.VariantType.name}")  # fmt: skip
         if definition.data_type == "Double":
-            if variant.VariantType not in _NUMERIC_VARIANTS or value is None:
-                raise _type_mismatch(index, f"{name} must be a Double")
+            if (
+                variant.VariantType not in _NUMERIC_VARIANTS
+                or not isinstance(value, int | float)
+                or isinstance(value, bool)
+            ):
+                raise _type_mismatch(
+                    index, f"{name} must be a Double, not {variant.VariantType.name}"
+                )
             try:
                 # Double -> Decimal through its shortest repr: 0.1 stays 0.1.
                 values[name] = parse_quantity(float(value))
-            except ValidationError as exc:
+            except (ValidationError, OverflowError) as exc:
                 raise _Rejected(StatusCodes.BadInvalidArgument, f"{name}: {exc}", index) from exc
         else:
-            if variant.VariantType not in (ua.VariantType.String, ua.VariantType.Null):
-                raise _type_mismatch(index, f"{name} must be a String")
-            text = value if isinstance(value, str) else ""
+            if variant.VariantType not in (ua.VariantType.String, ua.VariantType.Null) or not (
+                value is None or isinstance(value, str)
+            ):
+                raise _type_mismatch(
+                    index, f"{name} must be a String, not {variant.VariantType.name}"
+                )
+            text = value if isinstance(value, str) else ""  # a null String: empty
             if not text.strip() and name not in _OPTIONAL:
                 raise _Rejected(StatusCodes.BadInvalidArgument, f"{name} is missing", index)
+            if text:
+                try:
+                    _TEXT_RULES.get(name, check_free_text)(name, text)
+                except InvalidText as exc:
+                    raise _Rejected(StatusCodes.BadInvalidArgument, str(exc), index) from exc
             values[name] = text
     return values
 
@@ -427,6 +483,10 @@ def _argument_of(exc: Exception, method: MethodDef, values: Arguments) -> int | 
                 return names.index(name)
         return None
 
+    if isinstance(exc, RequestRefused):  # the database's reason names no argument
+        return None
+    if isinstance(exc, InvalidText):
+        return first(_TEXT_FIELDS.get(exc.field, ()))
     for error_type, candidates in _ERROR_ARGUMENTS:
         if isinstance(exc, error_type):
             found = first(candidates)

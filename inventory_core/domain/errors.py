@@ -81,3 +81,8 @@ class UnitsOwned(LeaseError):
 
 class WriterLeaseLost(LeaseError):
     """This process no longer holds its writer lease (another took it over): stop writing."""
+
+
+class RequestRefused(InventoryError):
+    """The ledger database refused to store one request's values (a data or constraint
+    error): that request alone fails, nothing of it is posted, the ledger stays up."""

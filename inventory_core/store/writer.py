@@ -8,7 +8,10 @@ IMMEDIATE; PostgreSQL: row locks taken in a fixed order) it loads exactly the
 rows the batch touches, lets the pure `Planner` apply the rules, writes every
 change plus the audit chain and commits; only then are the futures resolved,
 so an acknowledged posting is durable. A rejected command fails alone; a
-conflict with another writer rolls the batch back and replays it.
+conflict with another writer rolls the batch back and replays it; a batch the
+database refuses (a value it cannot store, a constraint or trigger) is bisected
+until the one request at fault fails alone, with RequestRefused; only an
+unreachable database fails the batch with LedgerUnavailable.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from typing import Any, cast
 from sqlalchemy import BindParameter, CursorResult, Select, Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from inventory_core.domain.audit import GENESIS_HASH, make_record
-from inventory_core.domain.errors import InventoryError, LedgerUnavailable
+from inventory_core.domain.errors import InventoryError, LedgerUnavailable, RequestRefused
 from inventory_core.domain.model import (
     AuditEvent,
     LotId,
@@ -52,6 +55,7 @@ from inventory_core.domain.posting import (
     Planner,
     current_lot,
 )
+from inventory_core.domain.text import shown
 from inventory_core.domain.units import format_decimal
 from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
@@ -186,15 +190,27 @@ class BatchWriter:
                 continue
             except (IntegrityError, OperationalError, DBAPIError) as exc:
                 self._head = self._master_revision = None  # reread both on the next attempt
-                if attempt + 1 < MAX_ATTEMPTS and _retryable(exc):
+                refused = _refused(exc)
+                if not refused and attempt + 1 < MAX_ATTEMPTS and _retryable(exc):
                     log.info("ledger batch retry %d after %s", attempt + 1, type(exc).__name__)
                     await asyncio.sleep(0.005 * 2**attempt)
                     continue
-                if len(batch) > 1 and isinstance(exc, IntegrityError):
-                    for command in batch:  # isolate the command that keeps conflicting
-                        await self._process([command])
+                if refused or isinstance(exc, IntegrityError):
+                    # One request's values (or a conflict that outlived the retries), not
+                    # an outage: the others commit, that one fails alone.
+                    await self._isolate(batch, exc)
                     return
                 error = LedgerUnavailable(f"ledger write failed: {_short(exc)}")
+                for command in batch:
+                    _settle(command.future, error)
+                return
+            except UnicodeError as exc:  # a value the driver cannot encode: the request's
+                self._head = self._master_revision = None
+                await self._isolate(batch, exc)
+                return
+            except OSError as exc:  # the database cannot be reached (e.g. connection refused)
+                self._head = self._master_revision = None
+                error = LedgerUnavailable(f"ledger write failed: {exc}")
                 for command in batch:
                     _settle(command.future, error)
                 return
@@ -218,6 +234,62 @@ class BatchWriter:
             _settle(command.future, outcome)
         if self._on_commit is not None:
             self._on_commit(batch, loop.time() - started)
+
+    async def _isolate(self, batch: list[Command], exc: BaseException) -> None:
+        """A batch the database refused: bisect it until the request at fault stands
+        alone; the other halves commit as usual. That request alone fails, with
+        RequestRefused (a user error, audited as a rejection); the ledger stays up."""
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            await self._process(batch[:middle])
+            await self._process(batch[middle:])
+            return
+        command = batch[0]
+        reason = shown(_short(exc))
+        error = RequestRefused(f"the ledger database refused this request: {reason}")
+        log.info(  # the caller gets the error and reports it (OPC UA, CLI, PLC bridge)
+            "ledger_request_refused writer=%s request=%s error=%s",
+            self._writer_id,
+            type(command.request).__name__,
+            reason,
+        )
+        await self._audit_refused(command.request, error)
+        _settle(command.future, error)
+
+    async def _audit_refused(self, request: Request, error: RequestRefused) -> None:
+        """Audit a request the database refused, as the planner audits one its rules
+        reject (failures belong in the trail), in a transaction of its own."""
+        if not isinstance(request, PostingRequest | ReversalRequest | LotStatusRequest):
+            return
+
+        def work(conn: Connection) -> None:
+            self._placeholders = set()
+            changes = Changes()
+            stamp = self._now()
+            planner = Planner(
+                LedgerState(), changes, writer=self._writer_id, now=lambda: stamp, today=self._today
+            )
+            planner.rejected(request, error)
+            self._write(conn, changes)
+
+        for _ in range(2):  # once more if another process moved this chain's head
+            self._pending_head = None
+            try:
+                await self._runner.run(work)
+            except _StaleHead:
+                self._head = None
+                continue
+            except Exception as exc:  # the refusal stands; only its audit record is missing
+                self._head = None
+                log.error(
+                    "ledger_refusal_not_audited writer=%s error=%s",
+                    self._writer_id,
+                    shown(_short(exc)),
+                )
+                return
+            if self._pending_head is not None:
+                self._head = self._pending_head
+            return
 
     def _apply(self, conn: Connection, batch: list[Command]) -> list[object]:
         if self.fence is not None and (refused := self.fence(conn)) is not None:
@@ -632,8 +704,36 @@ def _retryable(exc: DBAPIError) -> bool:
     )
 
 
+# Constraint errors that mean "another writer got there first": retried, not refused.
+_RACES = frozenset({"23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_SQLITE_REFUSALS = frozenset({"SQLITE_TOOBIG", "SQLITE_MISMATCH"})
+
+
+def _refused(exc: DBAPIError) -> bool:
+    """The database refused the batch's values: a data exception (PostgreSQL class 22:
+    NUL byte, value too long, out of range), a CHECK, NOT NULL or foreign-key violation,
+    a trigger's RAISE. One request's doing, not an outage and not a race to retry."""
+    if exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str):  # PostgreSQL (asyncpg)
+        if sqlstate in _RACES:
+            return False
+        return sqlstate[:2] in ("22", "23") or sqlstate == "P0001"
+    name = getattr(orig, "sqlite_errorname", None)
+    if isinstance(name, str):  # SQLite (Python >= 3.11)
+        if name in _RACES:
+            return False
+        return name.startswith("SQLITE_CONSTRAINT") or name in _SQLITE_REFUSALS
+    return isinstance(exc, DataError)
+
+
 def _short(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    lines = str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__]
+    # asyncpg's errors, as SQLAlchemy adapts them, start with "<class '...'>: ".
+    first = lines[0]
+    return first.split(">: ", 1)[1] if first.startswith("<class '") and ">: " in first else first
 
 
 def _settle(future: asyncio.Future[Any], outcome: object) -> None:

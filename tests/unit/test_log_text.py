@@ -1,0 +1,87 @@
+"""Caller-supplied text in log lines (issue 12, item 9): whatever a client sends, one record
+stays one line in its own order, on the console and in JSON, and JSON keeps the exact text."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from invops.logs import NOISY_LOGGERS, configure_logging
+
+HOSTILE = "fake\n2026-01-01T00:00:00Z [info     ] ledger_ok\r\x1b[2J\u202eevil\x85\u2028end"
+UNSAFE = "\n\r\x1b\u202e\x85\u2028\x00\u2066\u200b\ufeff"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, noisy_level in noisy.items():
+        logging.getLogger(name).setLevel(noisy_level)
+    structlog.reset_defaults()
+
+
+def render(fmt: str, emit: object) -> str:
+    out = io.StringIO()
+    configure_logging(fmt, "INFO", stream=out)  # type: ignore[arg-type]
+    assert callable(emit)
+    emit()
+    return out.getvalue()
+
+
+def emit_all() -> None:
+    log = logging.getLogger("opcua_server.methods")
+    log.info("opcua_method_rejected method=%s reason=%s", "PostReceipt", HOSTILE)
+    log.info("opcua_method_rejected method=%s reason=%s", HOSTILE.replace(" ", ""), "x")
+    log.info("free text %s", HOSTILE)
+    structlog.get_logger("invops.test").warning("plc_down", error=HOSTILE)
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_hostile_text_keeps_each_record_on_one_line(fmt: str) -> None:
+    lines = render(fmt, emit_all).split("\n")
+    assert lines[-1] == "" and len(lines) == 5  # four records, four lines
+    for line in lines:
+        assert not any(c in line for c in UNSAFE), repr(line)
+
+
+def test_json_lines_still_carry_the_exact_text() -> None:
+    records = [json.loads(line) for line in render("json", emit_all).splitlines()]
+    assert records[0]["reason"] == HOSTILE
+    assert records[3]["error"] == HOSTILE
+
+
+def test_console_shows_the_escapes() -> None:
+    first = render("console", emit_all).splitlines()[2]
+    assert "fake\\n2026-01-01T00:00:00Z" in first and "\\x1b[2J\\u202eevil" in first
+
+
+def test_tracebacks_keep_their_lines() -> None:
+    def emit() -> None:
+        try:
+            raise ValueError("bad\nreading")
+        except ValueError:
+            logging.getLogger("invops.test").exception("feed_failed unit=%s", "TK-1")
+
+    text = render("console", emit)
+    assert "Traceback (most recent call last):" in text.splitlines()
+
+
+@settings(max_examples=50)
+@given(st.text(max_size=40), st.sampled_from(["console", "json"]))
+def test_any_text_in_a_field_is_one_line(value: str, fmt: str) -> None:
+    text = render(fmt, lambda: logging.getLogger("x").info("event_x value=%s", value))
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert not any(c in text[:-1] for c in UNSAFE)
