@@ -228,10 +228,14 @@ async def run_service(
                 health = group.create_task(
                     watch_ledger(board, ledger.chain_heads), name="ledger-health"
                 )
-                await stop.wait()
-                log.info("stopping: %d pollers", len(pollers))
-                await cancel_and_wait(pollers)
-                await cancel_and_wait([feeder, heads, health, alarm_task, keeper])
+                try:
+                    await stop.wait()
+                    log.info("stopping: %d pollers", len(pollers))
+                finally:
+                    # Also when a task failed and the group cancelled this body: the group
+                    # cancels its tasks once, and Python 3.11 can lose that (invops.cancel).
+                    await cancel_and_wait(pollers)
+                    await cancel_and_wait([feeder, heads, health, alarm_task, keeper])
         except* WriterLeaseLost as group_error:
             lost = True  # another process books these units now: stop, book nothing more
             error = group_error.exceptions[0]
