@@ -249,18 +249,33 @@ class AsyncUserManager(Protocol):
     def authenticate(self, activation: Activation) -> Awaitable[Any]: ...
 
 
-_checked: ContextVar[tuple[str | None, str | None, Any] | None] = ContextVar(
-    "invops_checked_login", default=None
-)
+class _Checked:
+    """The verdict on one activation, emptied when the request is done: tasks asyncua
+    starts meanwhile (the session's timeout watchdog) copy the context, and must not
+    keep the password alive in it."""
+
+    __slots__ = ("password", "username", "valid", "verdict")
+
+    def __init__(self, username: str | None, password: str | None, verdict: Any) -> None:
+        self.username, self.password, self.verdict, self.valid = username, password, verdict, True
+
+    def clear(self) -> None:
+        self.username = self.password = self.verdict = None
+        self.valid = False
+
+
+_checked: ContextVar[_Checked | None] = ContextVar("invops_checked_login", default=None)
 
 
 def checked_login(username: str | None, password: str | None) -> tuple[bool, Any]:
     """(True, verdict) when `authenticate` already judged this login in this request
     (verdict: the user, or None to refuse); (False, None) when nothing was checked."""
     checked = _checked.get()
-    if checked is None or checked[0] != username or checked[1] != password:
+    if checked is None or not checked.valid:
         return False, None
-    return True, checked[2]
+    if checked.username != username or checked.password != password:
+        return False, None
+    return True, checked.verdict
 
 
 async def _activate_session(
@@ -271,11 +286,12 @@ async def _activate_session(
     if activation is None:
         return await _original_process_message(self, typeid, requesthdr, seqhdr, body)
     assert authenticate is not None
-    verdict = await authenticate(activation)
-    token = _checked.set((activation.username, activation.password, verdict))
+    checked = _Checked(activation.username, activation.password, await authenticate(activation))
+    token = _checked.set(checked)
     try:
         return await _original_process_message(self, typeid, requesthdr, seqhdr, body)
     finally:
+        checked.clear()
         _checked.reset(token)
 
 

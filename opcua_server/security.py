@@ -323,7 +323,8 @@ class InvopsUserManager(UserManager):
 
     async def authenticate(self, activation: asyncua_patches.Activation) -> User | None:
         """The user for this activation, or None to refuse (see the class docstring)."""
-        username, source = activation.username, activation.source
+        username, source = _bounded(activation.username), activation.source
+        exact = username == activation.username  # a cut name is nobody's: never a match
         refusal = self._channel_refusal(username, activation.certificate)
         if refusal is not None:
             self._refused(refusal, username, source)
@@ -343,7 +344,7 @@ class InvopsUserManager(UserManager):
         try:
             # Looked at again: attempts queued behind the one that locked it out stop here.
             locked = self.throttle.locked(username, source) is not None
-            outcome = None if locked else await self._verify(username, password, source)
+            outcome = None if locked else await self._verify(username, password, source, exact)
         finally:
             self._checker.release()
         if locked:
@@ -419,9 +420,11 @@ class InvopsUserManager(UserManager):
             source=source,
         )
 
-    async def _verify(self, username: str, password: str, source: str) -> FailureOutcome | None:
+    async def _verify(
+        self, username: str, password: str, source: str, exact: bool
+    ) -> FailureOutcome | None:
         """Check the password in the checker's threads (slot held): None when it is right."""
-        stored = self._users.get(username)
+        stored = self._users.get(username) if exact else None
         matches = await self._checker.verify(password, stored[0] if stored else self._decoy)
         return self._judge(username, source, stored is not None and matches)
 
@@ -518,6 +521,15 @@ class InvopsUserManager(UserManager):
 # Refusals repeated by every attempt of a client that keeps trying: DEBUG (the
 # lockout and "busy" are visible in the metrics; the lockout's start is logged).
 _QUIET_REFUSALS: Final = frozenset({LoginRefusal.LOCKED_OUT, LoginRefusal.BUSY})
+
+
+MAX_NAME: Final = 128  # the audit trail's `user` column
+
+
+def _bounded(username: str | None) -> str | None:
+    """A user name as the throttle, the log and the audit keep it: configured names are
+    short, and a client's megabyte of name must not become a megabyte per table entry."""
+    return username if username is None or len(username) <= MAX_NAME else username[:MAX_NAME]
 
 
 def _failure_reason(known_user: bool) -> LoginRefusal:

@@ -1,5 +1,6 @@
 """opcua_server.logins: failure throttling per user name and address, lockouts, delays,
-and the password checker's own bounded thread pool (no sockets; a manual clock)."""
+and the password checker's own bounded thread pool; the user manager's async path
+(no sockets; a manual clock)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import threading
 
 import pytest
 
+from information_model import Role
+from inventory_core.domain.model import AuditEvent
+from invops.passwords import hash_password
+from opcua_server.asyncua_patches import Activation
 from opcua_server.logins import (
     CheckerBusy,
     LockoutScope,
@@ -15,6 +20,7 @@ from opcua_server.logins import (
     LoginThrottle,
     PasswordChecker,
 )
+from opcua_server.security import InvopsUser, InvopsUserManager
 
 SETTINGS = LoginSettings(
     max_failures=3,
@@ -174,3 +180,56 @@ async def test_attempts_beyond_the_slots_and_queue_are_refused_at_once() -> None
     finally:
         release.set()
         checker.close()
+
+
+# --- the user manager's async path (no sockets: an Activation as the patch builds it) ----
+
+
+def _activation(user: str | None, password: str | None) -> Activation:
+    return Activation(user, password, b"client-cert", "10.0.0.5", "i=42")
+
+
+async def test_authenticate_answers_users_with_their_session_and_address() -> None:
+    manager = InvopsUserManager({"op": (hash_password("op"), "operator")}, "read")
+    try:
+        user = await manager.authenticate(_activation("op", "op"))
+        assert isinstance(user, InvopsUser)
+        assert (user.identity, user.session, user.source) == (
+            ("op", Role.OPERATOR),
+            "i=42",
+            "10.0.0.5",
+        )
+        anonymous = await manager.authenticate(_activation(None, None))
+        assert isinstance(anonymous, InvopsUser) and anonymous.source == "10.0.0.5"
+    finally:
+        manager.close()
+
+
+async def test_a_name_cut_to_the_audit_length_never_matches_a_user() -> None:
+    long_name = "a" * 128
+    audited: list[AuditEvent] = []
+
+    async def audit(event: AuditEvent) -> None:
+        audited.append(event)
+
+    settings = LoginSettings(max_failures=1, failure_delay_s=0)
+    manager = InvopsUserManager(
+        {long_name: (hash_password("pw"), "operator")}, "read", settings=settings, audit=audit
+    )
+    try:
+        assert await manager.authenticate(_activation(long_name + "x" * 10_000, "pw")) is None
+        [lockout] = audited
+        assert lockout.user == long_name  # bounded in the trail, the log and the throttle
+        assert manager.throttle.tracked() == (1, 1)
+    finally:
+        manager.close()
+
+
+async def test_get_user_on_the_event_loop_without_a_checked_verdict_refuses() -> None:
+    """Never a password hash on the loop: without the patched ActivateSession's verdict,
+    a call from inside a running loop fails closed."""
+    manager = InvopsUserManager({"op": (hash_password("op"), "operator")}, "read")
+    try:
+        assert manager.get_user(None, username="op", password="op", certificate=b"c") is None
+    finally:
+        manager.close()
