@@ -377,6 +377,26 @@ class OpcuaConfig(_Model):
     # PLC-backed analog values change in OPC UA only by more than this % of their
     # EURange (or with their status): reading noise costs no write or notification.
     value_deadband_pct: Annotated[float, Field(ge=0, le=10)] = 0.1
+    # Password logins (issue 12): failures per user name / per client address within
+    # the window before a lockout; lockouts double per episode up to the cap; the
+    # answer to a failure waits the delay (doubling, at most 4x); scrypt checks at once
+    # in their own threads, and attempts that may wait for one.
+    login_max_failures: StrictInt = Field(default=5, ge=1, le=1000)
+    login_source_max_failures: StrictInt = Field(default=20, ge=1, le=100_000)
+    login_failure_window_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    login_lockout_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    login_lockout_max_s: Annotated[float, Field(gt=0, le=604_800)] = 3600.0
+    login_failure_delay_s: Annotated[float, Field(ge=0, le=10)] = 0.5
+    login_concurrency: StrictInt = Field(default=1, ge=1, le=64)
+    login_queue: StrictInt = Field(default=16, ge=0, le=10_000)
+    # Denied method calls: per session and window, the first in full, then one summary.
+    denied_audit_window_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _lockout_cap(self) -> OpcuaConfig:
+        if self.login_lockout_max_s < self.login_lockout_s:
+            raise ValueError("login_lockout_max_s must be at least login_lockout_s")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -49,6 +49,7 @@ from prometheus_client.registry import Collector
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.domain.units import convert
 from invops.config import InvopsConfig
+from opcua_server.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS, PlcError, Quality, Sample
 from plc_connectors.poller import SampleSink
 
@@ -82,7 +83,8 @@ POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 # series also exposes a `_created` sample in the default text format):
 #   invops_plc_errors_total{plc,reason}:      len(ERROR_REASONS) = 16 per configured PLC
 #   invops_ledger_postings_total{kind,source}: 9 movement kinds x 5 sources = 45
-# The demo (2 PLCs): 32 + 45 = 77. Postings with kind or source "other" (never produced by
+#   invops_opcua_login_failures_total{reason}: 6; invops_opcua_lockouts_total{scope}: 2
+# The demo (2 PLCs): 32 + 45 + 8 = 85. Postings with kind or source "other" (never produced by
 # the ledger) appear only when counted.
 _REASONS: Final = frozenset(ERROR_REASONS)  # `plc_connectors.error_reason` labels
 _KINDS: Final = frozenset(k.value for k in MovementKind)
@@ -224,6 +226,7 @@ class Metrics:
             "OPC UA client sessions currently activated on this server.",
             registry=registry,
         )
+        self._opcua_security(registry)
         self._plcs: set[str] = set()
         self._plcs_lock = threading.Lock()
         self.add_plcs(plcs)
@@ -281,6 +284,46 @@ class Metrics:
             self.posting_seconds.observe(seconds)
 
     # -- OPC UA and storage -----------------------------------------------------------
+
+    def _opcua_security(self, registry: CollectorRegistry) -> None:
+        self.login_failures = Counter(
+            "invops_opcua_login_failures_total",
+            "OPC UA session activations refused, by reason: bad_password, unknown_user, "
+            "locked_out (not checked: the user name or client address is locked out), busy "
+            "(every password check slot and queue place taken), unsecured_channel, "
+            "anonymous_off.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in LOGIN_REFUSALS:
+            self.login_failures.labels(reason=reason)
+        self.lockouts = Counter(
+            "invops_opcua_lockouts_total",
+            "OPC UA login lockouts begun, by scope: user (one user name) or source (one "
+            "client address).",
+            ["scope"],
+            registry=registry,
+        )
+        for scope in LOCKOUT_SCOPES:
+            self.lockouts.labels(scope=scope)
+        self.denied_calls = Counter(
+            "invops_opcua_denied_calls_total",
+            "OPC UA method calls refused with Bad_UserAccessDenied (each one; the audit "
+            "trail keeps the first per session and minute in full and a summary of the rest).",
+            registry=registry,
+        )
+
+    def opcua_login_refused(self, reason: str) -> None:
+        """One refused session activation (`reason`: a `LoginRefusal`; others -> "other")."""
+        self.login_failures.labels(reason=reason if reason in LOGIN_REFUSALS else _OTHER).inc()
+
+    def opcua_lockout(self, scope: str) -> None:
+        """One lockout begun (`scope`: user or source)."""
+        self.lockouts.labels(scope=scope if scope in LOCKOUT_SCOPES else _OTHER).inc()
+
+    def opcua_denied_call(self) -> None:
+        """One method call refused for a missing role."""
+        self.denied_calls.inc()
 
     def set_opcua_sessions(self, count: Callable[[], int | float]) -> None:
         """Read the session count from `count` at each scrape (from the HTTP thread:

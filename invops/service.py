@@ -38,8 +38,10 @@ from invops.reading_buffer import ReadingBuffer
 from invops.unit_values import UnitValuesBuilder
 from invops.wiring import http_limits, make_link, measured_units, quantity_tags
 from opcua_server import InvopsOpcUaServer
+from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.security import (
     client_certificate_validator,
+    current_session,
     current_user,
     identity_tokens,
     secure_server_kwargs,
@@ -171,7 +173,15 @@ async def run_service(
         stack.callback(buffer.close)
         bridge = LedgerBridge(service, tags, buffer=buffer, ledger_state=board.set_ledger)
         pki = pki_dir or Path(config.opcua.certificate_dir)
-        security = secure_server_kwargs(config.opcua, config.opcua_users(), pki)
+        security = secure_server_kwargs(
+            config.opcua,
+            config.opcua_users(),
+            pki,
+            audit=ledger.record_event,
+            on_login_refused=metrics.opcua_login_refused,
+            on_lockout=metrics.opcua_lockout,
+        )
+        stack.callback(security["user_manager"].close)
         opcua = InvopsOpcUaServer(
             config,
             ledger,
@@ -179,6 +189,12 @@ async def run_service(
             identity_tokens=identity_tokens(config.opcua),
             certificate_validator=client_certificate_validator(pki),
             current_user=current_user,
+            denied_calls=DeniedCallAudit(
+                ledger.record_event,
+                window_s=config.opcua.denied_audit_window_s,
+                session=current_session,
+                on_denied=metrics.opcua_denied_call,
+            ),
             **security,
         )
         opcua.add_values_listener(snapshot.apply)

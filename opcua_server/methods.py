@@ -5,7 +5,8 @@ Ledger, map every refusal to an explicit StatusCode. asyncua turns an
 exception escaping a handler into Bad_UnexpectedError, so none escapes:
 
 - role too low (Role.grants vs the MethodDef's required_role): Bad_UserAccessDenied,
-  and the attempt is written to the audit trail;
+  and the attempt is written to the audit trail (`DeniedCallAudit`: per caller and
+  minute the first in full, the rest as one summary);
 - wrong argument count: Bad_ArgumentsMissing / Bad_TooManyArguments;
 - an argument of the wrong type: Bad_InvalidArgument, Bad_TypeMismatch for it;
 - anything the ledger rejects (ValidationError and every InventoryError):
@@ -71,6 +72,7 @@ from inventory_core.domain.text import (
 )
 from inventory_core.domain.units import parse_quantity
 from inventory_core.ledger import MASTER_ID_MAX, UOM_MAX, Ledger
+from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.values import status
 
 log = logging.getLogger(__name__)
@@ -183,10 +185,12 @@ class LedgerMethods:
         ledger: Ledger,
         ledger_id: ua.NodeId,
         current_user: CurrentUser = default_current_user,
+        denied_calls: DeniedCallAudit | None = None,
     ) -> None:
         self._ledger = ledger
         self._ledger_id = ledger_id
         self._current_user = current_user
+        self._denied = denied_calls or DeniedCallAudit(ledger.record_event)
         self.definitions: Mapping[str, MethodDef] = {
             m.browse_name: m for m in TYPE_MODEL.all_methods("LedgerType")
         }
@@ -219,6 +223,7 @@ class LedgerMethods:
     ) -> MethodResult:
         """Run one call; never raises (CancelledError aside)."""
         user, role = "?", "?"
+        repeated = False  # a denial already audited in full this window: logged at DEBUG
         try:
             user, role = self._current_user()
             if parent != self._ledger_id:
@@ -227,7 +232,7 @@ class LedgerMethods:
                     f"{method.browse_name} is a method of {self._ledger_id.to_string()}",
                 )
             if not _granted(role, method.required_role):
-                await self._audit_denied(method, user, role, arguments)
+                repeated = not await self._audit_denied(method, user, role, arguments)
                 raise _Rejected(
                     StatusCodes.BadUserAccessDenied,
                     f"role {role} may not call {method.browse_name} "
@@ -246,7 +251,7 @@ class LedgerMethods:
             # Once per call; a missing role is a security event (WARNING).
             denied = rejected.code == StatusCodes.BadUserAccessDenied
             log.log(
-                logging.WARNING if denied else logging.INFO,
+                logging.DEBUG if repeated else logging.WARNING if denied else logging.INFO,
                 "opcua_method_rejected method=%s user=%s role=%s status=%s reason=%s",
                 method.browse_name,
                 user,
@@ -267,9 +272,14 @@ class LedgerMethods:
         )
         return [ua.Variant(movement_id, ua.VariantType.String)]
 
+    async def close(self) -> None:
+        """Write the denied-call summaries still open (server stop)."""
+        await self._denied.close()
+
     async def _audit_denied(
         self, method: MethodDef, user: str, role: str, arguments: Sequence[ua.Variant]
-    ) -> None:
+    ) -> bool:
+        """Count and audit a denied call; True when written in full (see DeniedCallAudit)."""
         event = AuditEvent(
             user=user,
             action="denied",
@@ -283,15 +293,7 @@ class LedgerMethods:
                 "arguments": [str(a.Value)[:200] for a in arguments],
             },
         )
-        try:
-            await self._ledger.record_event(event)
-        except InventoryError as exc:  # the refusal stands even if the audit store is down
-            log.error(
-                "opcua_denied_call_not_audited method=%s user=%s error=%s",
-                method.browse_name,
-                user,
-                exc,
-            )
+        return await self._denied.denied(event, role=role)
 
     # --- requests, one per method (arguments already parsed) ----------------------
 

@@ -7,12 +7,14 @@ What the server core plugs in (see `secure_server_kwargs`):
   and reused afterwards; `trusted/` holds the client certificates an
   administrator accepts (`client_certificate_validator`).
 - `InvopsUserManager`: user name + password checked against the scrypt hashes
-  of the `[[users]]` table; anonymous sessions only when `anonymous = "read"`.
+  of the `[[users]]` table, off the event loop and throttled (`logins`);
+  anonymous sessions only when `anonymous = "read"`.
 - `InvopsPermissionRuleset`: per request type. Browse, read, subscribe, history
   read and method calls are allowed; every client write (Write, HistoryUpdate,
   AddNodes, DeleteNodes, Add/DeleteReferences) is refused with
   Bad_UserAccessDenied for every user, admin included.
-- `current_user()`: who is calling, for method handlers.
+- `current_user()`: who is calling, for method handlers; `current_session()`:
+  from which session and client address.
 
 How a method handler learns its caller (asyncua 2.1.0): method callbacks get
 only `(parent_nodeid, *arguments)`, no session. But one asyncio task per client
@@ -37,6 +39,7 @@ may post nothing).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -46,7 +49,7 @@ import os
 import secrets
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +72,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from information_model.isa95 import APPLICATION_URI, Role
+from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.model import AuditEvent
 from invops.passwords import hash_password, parse_password_hash, verify_password
+from opcua_server import asyncua_patches
+from opcua_server.logins import (
+    CheckerBusy,
+    FailureOutcome,
+    Lockout,
+    LoginRefusal,
+    LoginSettings,
+    LoginThrottle,
+    PasswordChecker,
+)
 
 __all__ = [
     "ANONYMOUS",
@@ -86,9 +101,11 @@ __all__ = [
     "SecuritySetupError",
     "acting_as",
     "client_certificate_validator",
+    "current_session",
     "current_user",
     "ensure_certificate",
     "identity_tokens",
+    "login_settings",
     "secure_server_kwargs",
     "security_policies",
 ]
@@ -132,10 +149,53 @@ class OpcuaSecuritySettings(Protocol):
     @property
     def anonymous(self) -> str: ...
 
+    @property
+    def login_max_failures(self) -> int: ...
+
+    @property
+    def login_source_max_failures(self) -> int: ...
+
+    @property
+    def login_failure_window_s(self) -> float: ...
+
+    @property
+    def login_lockout_s(self) -> float: ...
+
+    @property
+    def login_lockout_max_s(self) -> float: ...
+
+    @property
+    def login_failure_delay_s(self) -> float: ...
+
+    @property
+    def login_concurrency(self) -> int: ...
+
+    @property
+    def login_queue(self) -> int: ...
+
+
+def login_settings(config: OpcuaSecuritySettings) -> LoginSettings:
+    """The throttle and checker settings of the `[opcua] login_*` keys."""
+    return LoginSettings(
+        max_failures=config.login_max_failures,
+        source_max_failures=config.login_source_max_failures,
+        failure_window_s=config.login_failure_window_s,
+        lockout_s=config.login_lockout_s,
+        lockout_max_s=config.login_lockout_max_s,
+        failure_delay_s=config.login_failure_delay_s,
+        concurrency=config.login_concurrency,
+        queue=config.login_queue,
+    )
+
+
+AuditSink = Callable[[AuditEvent], Awaitable[None]]
+"""Where security events go (`Ledger.record_event`)."""
+
 
 # --------------------------------------------------------------------------- current user
 
 _CURRENT_USER: ContextVar[tuple[str, Role]] = ContextVar("invops_opcua_user", default=ANONYMOUS)
+_CURRENT_SESSION: ContextVar[tuple[str, str]] = ContextVar("invops_opcua_session", default=("", ""))
 
 
 def current_user() -> tuple[str, Role]:
@@ -146,6 +206,12 @@ def current_user() -> tuple[str, Role]:
     including sync handlers, it is ("anonymous", Role.VIEWER).
     """
     return _CURRENT_USER.get()
+
+
+def current_session() -> tuple[str, str]:
+    """(session id, client address) of the OPC UA request being served, e.g.
+    ("i=12", "10.0.0.7"); ("", "") outside a request (valid where `current_user` is)."""
+    return _CURRENT_SESSION.get()
 
 
 @contextlib.contextmanager
@@ -172,6 +238,8 @@ class InvopsUser(User):
     """
 
     invops_role: Role = Role.VIEWER
+    session: str = ""  # the session's NodeId as text, "" when not known
+    source: str = ""  # the client's address, "" when not known
 
     @property
     def identity(self) -> tuple[str, Role]:
@@ -188,10 +256,18 @@ def _anonymous_mode(anonymous: str) -> str:
 class InvopsUserManager(UserManager):
     """asyncua user manager: `[[users]]` with scrypt password hashes, anonymous per config.
 
-    `get_user` answers None to refuse; asyncua then fails ActivateSession with
-    Bad_UserAccessDenied. It runs synchronously on the event loop (asyncua calls
-    it from a sync method), so each password check blocks the loop for the scrypt
-    time (tens of milliseconds) — acceptable for logins, which are rare.
+    In the server, logins go through `authenticate` (awaited by the patched
+    ActivateSession, `asyncua_patches`): the password is checked in the
+    `PasswordChecker`'s own threads, never on the event loop, and failures are
+    throttled by a `LoginThrottle` (delays, lockouts per user name and per client
+    address; see `logins`). A lockout is logged, counted and audited once, when it
+    starts. `get_user` (what asyncua calls, synchronously) then only answers the
+    verdict. Called directly outside an event loop (tests, tools), `get_user`
+    checks by itself; inside a running loop without a verdict it refuses, so a
+    password is never hashed on the loop.
+
+    `get_user`/`authenticate` answer None to refuse; asyncua then fails
+    ActivateSession with Bad_UserAccessDenied.
 
     `allow_security_none=False` (the default) also refuses every session on an
     unsecured channel. asyncua 2.1.0 always accepts a None secure channel (for
@@ -209,6 +285,11 @@ class InvopsUserManager(UserManager):
         anonymous: str,
         *,
         allow_security_none: bool = False,
+        settings: LoginSettings | None = None,
+        audit: AuditSink | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        on_lockout: Callable[[str], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._anonymous = _anonymous_mode(anonymous)
         self._allow_security_none = allow_security_none
@@ -221,6 +302,59 @@ class InvopsUserManager(UserManager):
                 raise SecuritySetupError(f"user {name!r}: {exc}") from None
         # Unknown names still cost one scrypt, so timing does not reveal valid names.
         self._decoy = hash_password(secrets.token_urlsafe(16))
+        self.settings = settings or LoginSettings()
+        self.throttle = (
+            LoginThrottle(self.settings)
+            if clock is None
+            else LoginThrottle(self.settings, clock=clock)
+        )
+        self._checker = PasswordChecker(
+            verify_password, concurrency=self.settings.concurrency, queue=self.settings.queue
+        )
+        self._audit = audit
+        self._on_refused = on_refused
+        self._on_lockout = on_lockout
+
+    def close(self) -> None:
+        """Stop the password-check threads."""
+        self._checker.close()
+
+    # -- the server's path: awaited by the patched ActivateSession ---------------------
+
+    async def authenticate(self, activation: asyncua_patches.Activation) -> User | None:
+        """The user for this activation, or None to refuse (see the class docstring)."""
+        username, source = _bounded(activation.username), activation.source
+        exact = username == activation.username  # a cut name is nobody's: never a match
+        refusal = self._channel_refusal(username, activation.certificate)
+        if refusal is not None:
+            self._refused(refusal, username, source)
+            return None
+        if username is None:
+            return self._anonymous_user(activation.session_id, source)
+        password = activation.password or ""
+        if self.throttle.locked(username, source) is not None:
+            await self._locked_out(username, source)
+            return None
+        try:
+            await self._checker.acquire()
+        except CheckerBusy:
+            self._refused(LoginRefusal.BUSY, username, source)
+            await asyncio.sleep(self.settings.failure_delay_s)
+            return None
+        try:
+            # Looked at again: attempts queued behind the one that locked it out stop here.
+            locked = self.throttle.locked(username, source) is not None
+            outcome = None if locked else await self._verify(username, password, source, exact)
+        finally:
+            self._checker.release()
+        if locked:
+            await self._locked_out(username, source)
+            return None
+        if outcome is None:
+            return self._user(username, activation.session_id, source)
+        await self._failed(username, source, outcome)
+        await asyncio.sleep(outcome.delay_s)
+        return None
 
     def get_user(
         self,
@@ -229,26 +363,189 @@ class InvopsUserManager(UserManager):
         password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        checked, verdict = asyncua_patches.checked_login(username, password)
+        if checked:
+            return verdict if isinstance(verdict, User) else None
+        if _loop_running():
+            log.error(
+                "opcua_login_refused user=%s reason=not_checked_off_loop",
+                username or ANONYMOUS_NAME,
+            )
+            return None
+        # Called directly, outside an event loop: the same rules, checked here.
+        refusal = self._channel_refusal(username, certificate)
+        if refusal is not None:
+            self._refused(refusal, username, "")
+            return None
+        if username is None:
+            return self._anonymous_user("", "")
+        if self.throttle.locked(username, "") is not None:
+            self._refused(LoginRefusal.LOCKED_OUT, username, "")
+            return None
+        stored = self._users.get(username)
+        matches = verify_password(password or "", stored[0] if stored else self._decoy)
+        outcome = self._judge(username, "", stored is not None and matches)
+        if outcome is None:
+            return self._user(username, "", "")
+        self._refused(_failure_reason(stored is not None), username, "")
+        for lockout in outcome.lockouts:
+            self._lockout_started(lockout, username, "")
+        return None
+
+    # -- pieces ---------------------------------------------------------------------
+
+    def _channel_refusal(self, username: str | None, certificate: Any) -> LoginRefusal | None:
         # `certificate` is the secure channel's client certificate for every token
         # type (b"" on a None channel), so it says whether the channel is secured,
         # not who the user is; only the name does.
         if not certificate and not self._allow_security_none:
-            log.warning(
-                "opcua_login_refused user=%s reason=unsecured_channel", username or ANONYMOUS_NAME
+            return LoginRefusal.UNSECURED_CHANNEL
+        if username is None and self._anonymous == "off":
+            return LoginRefusal.ANONYMOUS_OFF
+        return None
+
+    def _anonymous_user(self, session: str, source: str) -> InvopsUser:
+        return InvopsUser(
+            role=UserRole.Anonymous, name=ANONYMOUS_NAME, session=session, source=source
+        )
+
+    def _user(self, username: str, session: str, source: str) -> InvopsUser:
+        role = self._users[username][1]
+        log.info("opcua_login user=%s role=%s source=%s", username, role, source or "-")
+        return InvopsUser(
+            role=UserRole.User,
+            name=username,
+            invops_role=role,
+            session=session,
+            source=source,
+        )
+
+    async def _verify(
+        self, username: str, password: str, source: str, exact: bool
+    ) -> FailureOutcome | None:
+        """Check the password in the checker's threads (slot held): None when it is right."""
+        stored = self._users.get(username) if exact else None
+        matches = await self._checker.verify(password, stored[0] if stored else self._decoy)
+        return self._judge(username, source, stored is not None and matches)
+
+    def _judge(self, username: str, source: str, good: bool) -> FailureOutcome | None:
+        """Count the result of a checked password: None for a good one."""
+        if good:
+            self.throttle.success(username)
+            return None
+        return self.throttle.failure(username, source)
+
+    async def _failed(self, username: str, source: str, outcome: FailureOutcome) -> None:
+        known = username in self._users
+        first = outcome.user_failures == 1 or outcome.source_failures == 1
+        # The first failure of an episode is a security event; repeats until the
+        # lockout are DEBUG (STYLE 7: the lockout itself is logged once, below).
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "opcua_login_failed user=%s source=%s reason=%s failures=%d",
+            username,
+            source or "-",
+            _failure_reason(known).value,
+            outcome.user_failures,
+        )
+        self._count(_failure_reason(known))
+        for lockout in outcome.lockouts:
+            self._lockout_started(lockout, username, source)
+            await self._audit_lockout(lockout, username, source)
+
+    async def _locked_out(self, username: str, source: str) -> None:
+        self._refused(LoginRefusal.LOCKED_OUT, username, source)
+        await asyncio.sleep(self.settings.max_delay_s)
+
+    def _refused(self, reason: LoginRefusal, username: str | None, source: str) -> None:
+        """A refusal that is not a counted password failure (channel, anonymous, lockout, busy)."""
+        level = logging.DEBUG if reason in _QUIET_REFUSALS else logging.WARNING
+        log.log(
+            level,
+            "opcua_login_refused user=%s source=%s reason=%s",
+            username or ANONYMOUS_NAME,
+            source or "-",
+            reason.value,
+        )
+        self._count(reason)
+
+    def _count(self, reason: LoginRefusal) -> None:
+        if self._on_refused is not None:
+            self._on_refused(reason.value)
+
+    def _lockout_started(self, lockout: Lockout, username: str, source: str) -> None:
+        log.warning(
+            "opcua_login_locked_out scope=%s key=%s user=%s source=%s failures=%d "
+            "lockout_s=%s episode=%d",
+            lockout.scope.value,
+            lockout.key or "-",
+            username,
+            source or "-",
+            lockout.failures,
+            _seconds(lockout.duration_s),
+            lockout.episode,
+        )
+        if self._on_lockout is not None:
+            self._on_lockout(lockout.scope.value)
+
+    async def _audit_lockout(self, lockout: Lockout, username: str, source: str) -> None:
+        if self._audit is None:
+            return
+        window = _seconds(self.settings.failure_window_s)
+        event = AuditEvent(
+            user=username,
+            action="lockout",
+            object_type="opcua_login",
+            object_id=f"{lockout.scope.value}:{lockout.key}",
+            reason=f"{lockout.failures} failed logins within {window} s",
+            details={
+                "scope": lockout.scope.value,
+                "user": username,
+                "source": source,
+                "failures": lockout.failures,
+                "lockout_s": lockout.duration_s,
+                "episode": lockout.episode,
+            },
+        )
+        try:
+            await self._audit(event)
+        except InventoryError as exc:  # the lockout stands even if the audit store is down
+            log.error(
+                "opcua_lockout_not_audited scope=%s key=%s error=%s",
+                lockout.scope.value,
+                lockout.key,
+                exc,
             )
-            return None
-        if username is None:
-            if self._anonymous == "off":
-                log.warning("opcua_login_refused user=%s reason=anonymous_off", ANONYMOUS_NAME)
-                return None
-            return InvopsUser(role=UserRole.Anonymous, name=ANONYMOUS_NAME)
-        stored = self._users.get(username)
-        matches = verify_password(password or "", stored[0] if stored else self._decoy)
-        if stored is None or not matches:
-            log.warning("opcua_login_failed user=%s", username)
-            return None
-        log.info("opcua_login user=%s role=%s", username, stored[1])
-        return InvopsUser(role=UserRole.User, name=username, invops_role=stored[1])
+
+
+# Refusals repeated by every attempt of a client that keeps trying: DEBUG (the
+# lockout and "busy" are visible in the metrics; the lockout's start is logged).
+_QUIET_REFUSALS: Final = frozenset({LoginRefusal.LOCKED_OUT, LoginRefusal.BUSY})
+
+
+MAX_NAME: Final = 128  # the audit trail's `user` column
+
+
+def _bounded(username: str | None) -> str | None:
+    """A user name as the throttle, the log and the audit keep it: configured names are
+    short, and a client's megabyte of name must not become a megabyte per table entry."""
+    return username if username is None or len(username) <= MAX_NAME else username[:MAX_NAME]
+
+
+def _failure_reason(known_user: bool) -> LoginRefusal:
+    return LoginRefusal.BAD_PASSWORD if known_user else LoginRefusal.UNKNOWN_USER
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- permissions
@@ -311,6 +608,10 @@ class InvopsPermissionRuleset(SimpleRoleRuleset):
         # The method handler of this request runs next in this same task: see the
         # module docstring. Set for every request, so nothing stale survives.
         _CURRENT_USER.set(identity)
+        if isinstance(user, InvopsUser):
+            _CURRENT_SESSION.set((user.session, user.source))
+        else:
+            _CURRENT_SESSION.set(("", ""))
         if action_type_id in CLOSE_REQUESTS:
             return True
         allowed = action_type_id in READ_REQUESTS and not (anonymous and self._anonymous == "off")
@@ -557,8 +858,16 @@ def secure_server_kwargs(
     config: OpcuaSecuritySettings,
     users: Mapping[str, tuple[str, Role | str]],
     pki_dir: Path | str,
+    *,
+    audit: AuditSink | None = None,
+    on_login_refused: Callable[[str], None] | None = None,
+    on_lockout: Callable[[str], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> SecureServerKwargs:
     """Everything the server needs for SPEC §4 security, creating the certificate if needed.
+
+    `audit` receives the lockout records (`Ledger.record_event`); `on_login_refused(reason)`
+    and `on_lockout(scope)` count refused logins and lockouts (the metrics).
 
     The server applies them as: `asyncua.Server(user_manager=...)`,
     `set_security_policy(security_policies, permission_ruleset=...)`,
@@ -571,7 +880,14 @@ def secure_server_kwargs(
     certificate, private_key = ensure_certificate(pki_dir, APPLICATION_URI, hostname)
     return {
         "user_manager": InvopsUserManager(
-            users, config.anonymous, allow_security_none=config.allow_security_none
+            users,
+            config.anonymous,
+            allow_security_none=config.allow_security_none,
+            settings=login_settings(config),
+            audit=audit,
+            on_refused=on_login_refused,
+            on_lockout=on_lockout,
+            clock=clock,
         ),
         "permission_ruleset": InvopsPermissionRuleset(config.anonymous),
         "security_policies": security_policies(config),

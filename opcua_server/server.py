@@ -42,6 +42,7 @@ from opcua_server.address_space import (
     UnitNodes,
     build_address_space,
 )
+from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.events import DEBOUNCE_S, RESYNC_S, LedgerMirror
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
 from opcua_server.values import (
@@ -100,6 +101,7 @@ class InvopsOpcUaServer:
         identity_tokens: Sequence[type] | None = None,
         certificate_validator: CertificateValidatorMethod | None = None,
         current_user: CurrentUser | None = None,
+        denied_calls: DeniedCallAudit | None = None,
         freeze_gc: bool = True,
         refresh_debounce_s: float = DEBOUNCE_S,
         resync_interval_s: float = RESYNC_S,
@@ -115,6 +117,10 @@ class InvopsOpcUaServer:
         self._identity_tokens = None if identity_tokens is None else list(identity_tokens)
         self._certificate_validator = certificate_validator
         self._current_user = current_user or default_current_user
+        # Denied calls: the first per caller and window in full, then one summary.
+        self._denied_calls = denied_calls or DeniedCallAudit(
+            ledger.record_event, window_s=config.opcua.denied_audit_window_s
+        )
         self._freeze_gc = freeze_gc
         self._debounce_s = refresh_debounce_s
         self._resync_s = resync_interval_s
@@ -271,6 +277,7 @@ class InvopsOpcUaServer:
         """Stop the writer and mirror tasks, then the asyncua server (idempotent)."""
         if self._mirror is not None:
             self._mirror.close()
+        await self._denied_calls.close()  # the ledger is still open: open summaries land
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -364,7 +371,9 @@ class InvopsOpcUaServer:
                     space.writer.set_deadband(node_id, span * fraction)
 
     def _link_methods(self, server: Server, space: AddressSpace) -> None:
-        methods = LedgerMethods(self._ledger, space.ledger_id, self._current_user)
+        methods = LedgerMethods(
+            self._ledger, space.ledger_id, self._current_user, self._denied_calls
+        )
         type_ids = TYPE_MODEL.node_ids()
         for name, node_id in space.ledger_methods.items():
             handler = methods.handler(name)

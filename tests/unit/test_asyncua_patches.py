@@ -102,13 +102,22 @@ async def test_published_notifications_use_the_encoder_and_decode_back() -> None
 
 # The CreateSession fix wraps these two asyncua functions and relies on what they do
 # (one request served start to finish in the connection's task; ClientCertificate used
-# only for the validator). A new asyncua release must be read again before re-pinning.
+# only for the validator). The ActivateSession user check reads the request as
+# `activate_session` does (null token = anonymous, supported token types, the user token
+# decrypted with `decrypt_user_token` and the session's nonce, then `get_user` called
+# without an await). A new asyncua release must be read again before re-pinning.
 UPSTREAM_FINGERPRINTS = {
     "UaProcessor._process_message": (
         "029ff357dd3bdd16a53eec2a830fdc0660d2c1736123715255f7e3dead8ae11b"
     ),
     "InternalSession.create_session": (
         "b588ef2ca1d2d98fb20639eb23d4bfb420674f970403314fb8ab4af35fc2090c"
+    ),
+    "InternalSession.activate_session": (
+        "cfe664a2bb572c9ffecfc1339759eadadec32eb82fc69df940a043019d9948fd"
+    ),
+    "InternalServer.decrypt_user_token": (
+        "3f4ac207891e1cfd45cdaa03f9039613ff1809097214aec5a3ee5cc10728b29e"
     ),
 }
 
@@ -117,6 +126,8 @@ def test_wrapped_asyncua_code_is_the_code_the_patch_was_written_for() -> None:
     originals = (
         asyncua_patches._original_process_message,
         asyncua_patches._original_create_session,
+        asyncua_patches._original_activate_session,
+        asyncua_patches._original_decrypt_user_token,
     )
     found = {
         f.__qualname__: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for f in originals

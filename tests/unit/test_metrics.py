@@ -31,6 +31,7 @@ from invops.metrics import (
     build_revision,
     ua_session_count,
 )
+from opcua_server.logins import LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Quality, Sample
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
@@ -138,7 +139,13 @@ def test_every_invops_metric_has_help_and_the_prefix(
         for line in text.splitlines()
         if line.startswith("# TYPE invops_") and line.endswith(" counter")
     }
-    assert counters == {"invops_ledger_postings_total", "invops_plc_errors_total"}
+    assert counters == {
+        "invops_ledger_postings_total",
+        "invops_plc_errors_total",
+        "invops_opcua_login_failures_total",
+        "invops_opcua_lockouts_total",
+        "invops_opcua_denied_calls_total",
+    }
     assert not {n for n in names if n.endswith(("_ms", "_kb", "_percent"))}
 
 
@@ -257,6 +264,39 @@ def test_a_fresh_instance_shows_every_posting_kind_and_source_at_zero(
     assert set(postings) == expected
     assert set(postings.values()) == {0.0}
     assert len(postings) == 9 * 5
+
+
+def test_a_fresh_instance_shows_login_refusals_and_lockouts_at_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    failures = "invops_opcua_login_failures_total"
+    reasons = {s.labels["reason"] for s in _samples(registry, failures)}
+    assert reasons == set(LOGIN_REFUSALS)
+    assert reasons == {"bad_password", "unknown_user", "locked_out", "busy"} | {
+        "unsecured_channel",
+        "anonymous_off",
+    }
+    assert {s.value for s in _samples(registry, failures)} == {0.0}
+    lockouts = _samples(registry, "invops_opcua_lockouts_total")
+    assert {s.labels["scope"]: s.value for s in lockouts} == {"user": 0.0, "source": 0.0}
+    assert _value(registry, "invops_opcua_denied_calls_total") == 0
+
+
+def test_login_refusals_lockouts_and_denied_calls_are_counted(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    for reason in ("bad_password", "bad_password", "locked_out", "free text"):
+        metrics.opcua_login_refused(reason)
+    metrics.opcua_lockout("user")
+    metrics.opcua_denied_call()
+    metrics.opcua_denied_call()
+    failures = "invops_opcua_login_failures_total"
+    assert _value(registry, failures, reason="bad_password") == 2
+    assert _value(registry, failures, reason="locked_out") == 1
+    assert _value(registry, failures, reason="other") == 1  # never free text as a label
+    assert _value(registry, "invops_opcua_lockouts_total", scope="user") == 1
+    assert _value(registry, "invops_opcua_lockouts_total", scope="source") == 0
+    assert _value(registry, "invops_opcua_denied_calls_total") == 2
 
 
 def test_the_demo_plcs_start_with_every_error_reason_at_zero() -> None:
