@@ -49,6 +49,7 @@ from prometheus_client.registry import Collector
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.domain.units import convert
 from invops.config import InvopsConfig
+from opcua_server.limits import REFUSAL_REASONS
 from plc_connectors import ERROR_REASONS, PlcError, Quality, Sample
 from plc_connectors.poller import SampleSink
 
@@ -83,10 +84,12 @@ POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 #   invops_plc_errors_total{plc,reason}:      len(ERROR_REASONS) = 16 per configured PLC
 #   invops_ledger_postings_total{kind,source}: 9 movement kinds x 5 sources = 45
 # The demo (2 PLCs): 32 + 45 = 77. Postings with kind or source "other" (never produced by
-# the ledger) appear only when counted.
+# the ledger) appear only when counted. And invops_opcua_refusals_total{reason}: 9, one per
+# opcua_server.limits.REFUSAL_REASONS.
 _REASONS: Final = frozenset(ERROR_REASONS)  # `plc_connectors.error_reason` labels
 _KINDS: Final = frozenset(k.value for k in MovementKind)
 _SOURCES: Final = frozenset(s.value for s in Source)
+_REFUSALS: Final = frozenset(REFUSAL_REASONS)
 _OTHER: Final = "other"
 
 
@@ -224,6 +227,17 @@ class Metrics:
             "OPC UA client sessions currently activated on this server.",
             registry=registry,
         )
+        self.opcua_refusals = Counter(
+            "invops_opcua_refusals_total",
+            "What the OPC UA server's [opcua] limits refused or closed, by reason: "
+            "connection_limit, connection_evicted, handshake_timeout, activation_timeout, "
+            "session_limit, anonymous_session_limit, message_too_large, subscription_limit, "
+            "monitored_item_limit (one per refused monitored item).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self.opcua_refusals.labels(reason=reason)
         self._plcs: set[str] = set()
         self._plcs_lock = threading.Lock()
         self.add_plcs(plcs)
@@ -294,6 +308,11 @@ class Metrics:
                 return 0.0
 
         self.opcua_sessions.set_function(value)
+
+    def opcua_refused(self, reason: str, count: int = 1) -> None:
+        """`InvopsOpcUaServer.add_refusal_listener`: `count` refusals for `reason`."""
+        reason = reason if reason in _REFUSALS else _OTHER
+        self.opcua_refusals.labels(reason=reason).inc(max(0, count))
 
     def register_storage(self, snapshot: Callable[[], Iterable[StorageSample]]) -> None:
         """Register a `StorageCollector` reading `snapshot` on this registry."""

@@ -31,6 +31,7 @@ from invops.metrics import (
     build_revision,
     ua_session_count,
 )
+from opcua_server.limits import REFUSAL_REASONS
 from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Quality, Sample
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
@@ -138,7 +139,11 @@ def test_every_invops_metric_has_help_and_the_prefix(
         for line in text.splitlines()
         if line.startswith("# TYPE invops_") and line.endswith(" counter")
     }
-    assert counters == {"invops_ledger_postings_total", "invops_plc_errors_total"}
+    assert counters == {
+        "invops_ledger_postings_total",
+        "invops_plc_errors_total",
+        "invops_opcua_refusals_total",
+    }
     assert not {n for n in names if n.endswith(("_ms", "_kb", "_percent"))}
 
 
@@ -257,6 +262,21 @@ def test_a_fresh_instance_shows_every_posting_kind_and_source_at_zero(
     assert set(postings) == expected
     assert set(postings.values()) == {0.0}
     assert len(postings) == 9 * 5
+
+
+def test_a_fresh_instance_shows_every_opcua_refusal_reason_at_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    refusals = _series(registry, "invops_opcua_refusals_total")
+    assert set(refusals) == {(reason,) for reason in REFUSAL_REASONS}
+    assert set(refusals.values()) == {0.0}
+    metrics.opcua_refused("monitored_item_limit", 3)
+    metrics.opcua_refused("handshake_timeout", 1)
+    metrics.opcua_refused("made-up reason", 1)  # never a new label value from outside
+    refusals = _series(registry, "invops_opcua_refusals_total")
+    assert refusals[("monitored_item_limit",)] == 3.0
+    assert refusals[("handshake_timeout",)] == 1.0
+    assert refusals[("other",)] == 1.0
 
 
 def test_the_demo_plcs_start_with_every_error_reason_at_zero() -> None:
