@@ -328,7 +328,10 @@ class _CountedTransportLimits(TransportLimits):
     def __init__(self, limits: ServerLimits, report: Callable[[], None]) -> None:
         super().__init__(
             max_recv_buffer=limits.max_chunk_size,
-            max_send_buffer=TransportLimits.max_send_buffer,
+            # asyncua's Acknowledge has ReceiveBufferSize and SendBufferSize swapped (Part 6,
+            # 7.1.2.4); equal sizes make that harmless: a client following the spec never
+            # sends a chunk above max_chunk_size.
+            max_send_buffer=limits.max_chunk_size,
             max_chunk_count=limits.max_chunk_count,
             max_message_size=limits.max_message_size,
         )
