@@ -929,6 +929,12 @@ def _check_opcua_limits(opcua: OpcuaConfig) -> Iterator[_Issue]:
             f"must be below max_sessions ({opcua.max_sessions}): the difference is kept "
             "for users who log in",
         )
+    if opcua.handshake_timeout_s > opcua.activation_timeout_s:
+        yield _Issue(
+            ("opcua", "handshake_timeout_s"),
+            f"must be at most activation_timeout_s ({opcua.activation_timeout_s:g}): both "
+            "count from the connection's start",
+        )
     if opcua.min_session_timeout_s > opcua.max_session_timeout_s:
         yield _Issue(
             ("opcua", "min_session_timeout_s"),

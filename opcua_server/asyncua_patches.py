@@ -44,6 +44,7 @@ Data-change path, profiled with benchmarks/opcua_server.py (10,000 values at 1 H
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -249,7 +250,9 @@ def apply() -> None:
 #
 # - `OPCUAProtocol.connection_made`: at max_connections asyncua refuses every newcomer,
 #   so 1,000 idle sockets lock everybody out. Now a newcomer closes the connection
-#   without activated session that got least far (oldest first) and takes its slot;
+#   without activated session that got least far (sent nothing, before no channel yet,
+#   before a channel, before a created session; oldest first) and takes its slot, so
+#   idle sockets never push out a client that is logging in;
 #   a timer per connection closes it when Hello + OpenSecureChannel are not done within
 #   handshake_timeout_s, or when it has had no activated session for
 #   activation_timeout_s (asyncua's own watchdog looks once, 30 s after connecting, so a
@@ -287,11 +290,14 @@ _IDENTIFIED_TOKENS: Final = (ua.UserNameIdentityToken, ua.X509IdentityToken, ua.
 class _Guard:
     """The limits of one server and where its refusals go."""
 
-    __slots__ = ("__weakref__", "limits", "listener")
+    __slots__ = ("__weakref__", "limits", "listener", "silent")
 
     def __init__(self, limits: ServerLimits, listener: RefusalListener) -> None:
         self.limits = limits
         self.listener = listener
+        # Connections that have not sent a byte yet, oldest first: the first to go when
+        # a newcomer needs a slot (a flood of idle sockets costs O(1) per connection).
+        self.silent: dict[OPCUAProtocol, None] = {}
 
     def refused(self, reason: str, count: int = 1) -> None:
         try:
@@ -309,6 +315,7 @@ class _Connection:
     # Since when the connection has had no activated session (None: it has one now).
     sessionless_since: float | None
     timer: asyncio.TimerHandle | None = None
+    received: bool = False  # any byte at all (a Hello, normally)
     queued_bytes: int = 0
     paused: bool = False
 
@@ -336,6 +343,11 @@ class _CountedTransportLimits(TransportLimits):
             max_message_size=limits.max_message_size,
         )
         self.report = report
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CountedTransportLimits:
+        # Every field is an int or the report function: a shallow copy is a deep one,
+        # at a fraction of the generic deepcopy's cost (one per connection).
+        return copy.copy(self)
 
     def is_msg_size_within_limit(self, sz: int) -> bool:
         within = super().is_msg_size_within_limit(sz)
@@ -376,7 +388,7 @@ def _connection_made(self: OPCUAProtocol, transport: asyncio.BaseTransport) -> N
         _original_connection_made(self, transport)
         return
     if len(self.clients) >= self.iserver.max_connections:
-        victim = _eviction_candidate(self.clients)
+        victim = _eviction_candidate(guard, self.clients)
         if victim is None:
             guard.refused("connection_limit")  # asyncua refuses it below
         else:
@@ -384,6 +396,7 @@ def _connection_made(self: OPCUAProtocol, transport: asyncio.BaseTransport) -> N
             log.info("opcua_connection_evicted peer=%s for=%s", victim.peer_name,
                      transport.get_extra_info("peername"))  # fmt: skip
             self.clients.remove(victim)  # its connection_lost comes later
+            guard.silent.pop(victim, None)
             if victim.transport is not None:
                 victim.transport.close()
     _original_connection_made(self, transport)
@@ -392,14 +405,15 @@ def _connection_made(self: OPCUAProtocol, transport: asyncio.BaseTransport) -> N
     now = time.monotonic()
     connection = _Connection(guard, connected_at=now, sessionless_since=now)
     _CONNECTIONS[self] = connection
+    guard.silent[self] = None
     connection.timer = asyncio.get_running_loop().call_later(
         guard.limits.handshake_timeout_s, _check_connection, self
     )
 
 
 def _progress(protocol: OPCUAProtocol) -> int | None:
-    """How far a connection got: 0 no secure channel, 1 channel, 2 session created;
-    None when it has an activated session (never evicted)."""
+    """How far a connection got: 0 nothing received, 1 no secure channel yet, 2 channel,
+    3 session created; None when it has an activated session (never evicted)."""
     processor = protocol.processor
     if processor is None:
         return 0
@@ -407,11 +421,16 @@ def _progress(protocol: OPCUAProtocol) -> int | None:
     if session is not None and session.is_activated():
         return None
     if session is not None:
+        return 3
+    if processor._connection.is_open():
         return 2
-    return 1 if processor._connection.is_open() else 0
+    connection = _CONNECTIONS.get(protocol)
+    return 1 if connection is not None and connection.received else 0
 
 
-def _eviction_candidate(clients: list[OPCUAProtocol]) -> OPCUAProtocol | None:
+def _eviction_candidate(guard: _Guard, clients: list[OPCUAProtocol]) -> OPCUAProtocol | None:
+    for protocol in guard.silent:  # the oldest connection that never sent a byte
+        return protocol
     best: OPCUAProtocol | None = None
     best_key: tuple[int, float] | None = None
     for protocol in clients:
@@ -460,8 +479,10 @@ def _check_connection(protocol: OPCUAProtocol) -> None:
 
 def _connection_lost(self: OPCUAProtocol, ex: BaseException | None) -> None:
     connection = _CONNECTIONS.pop(self, None)
-    if connection is not None and connection.timer is not None:
-        connection.timer.cancel()
+    if connection is not None:
+        connection.guard.silent.pop(self, None)
+        if connection.timer is not None:
+            connection.timer.cancel()
     _original_connection_lost(self, ex)
 
 
@@ -472,6 +493,9 @@ def _data_received(self: OPCUAProtocol, data: bytes) -> None:
     if connection is None or self.processor is None:
         _original_data_received(self, data)
         return
+    if not connection.received:
+        connection.received = True
+        connection.guard.silent.pop(self, None)
     self._buffer += data
     # try to parse the incoming data
     while self._buffer:

@@ -9,8 +9,9 @@ subscription flood cannot starve the PLC pollers sharing the event loop:
   had no activated session for `activation_timeout_s` (before its first session, or
   after its session was closed or expired). When every slot is taken, a new
   connection closes the connection without an activated session that has got least
-  far (no secure channel before a channel, before a created session), the oldest
-  first, so a flood of idle sockets never locks out a client that talks OPC UA.
+  far (nothing received, before no secure channel yet, before a channel, before a
+  created session), the oldest first, so idle sockets never push out a client that
+  is logging in.
 - Sessions: at most `max_sessions` activated (below `max_connections`), of which at
   most `max_anonymous_sessions` anonymous: the difference is reserved for users who
   log in. ActivateSession beyond either is refused with Bad_TooManySessions.
@@ -94,8 +95,8 @@ class ServerLimits:
             return "max_anonymous_sessions must be below max_sessions"
         if not 0 < self.min_session_timeout_s <= self.max_session_timeout_s:
             return "min_session_timeout_s must be above 0 and at most max_session_timeout_s"
-        if self.handshake_timeout_s <= 0 or self.activation_timeout_s <= 0:
-            return "handshake_timeout_s and activation_timeout_s must be above 0"
+        if not 0 < self.handshake_timeout_s <= self.activation_timeout_s:
+            return "handshake_timeout_s must be above 0 and at most activation_timeout_s"
         if self.max_chunk_size < MIN_CHUNK_SIZE or self.max_message_size < self.max_chunk_size:
             return "max_chunk_size must be at least 8192 and at most max_message_size"
         if self.max_subscriptions_per_session < 1 or self.max_monitored_items_per_session < 1:

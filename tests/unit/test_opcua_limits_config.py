@@ -65,6 +65,11 @@ def test_the_server_limits_are_the_configured_ones_with_the_same_defaults() -> N
         ),
         ({"max_chunk_size": 1024}, "opcua.max_chunk_size", "8192"),
         ({"handshake_timeout_s": 0}, "opcua.handshake_timeout_s", "greater than 0"),
+        (
+            {"handshake_timeout_s": 20},
+            "opcua.handshake_timeout_s",
+            "at most activation_timeout_s (10)",
+        ),
         ({"max_connections": "many"}, "opcua.max_connections", "integer"),
         ({"max_monitored_items_per_session": 0}, "opcua.max_monitored_items_per_session", "1"),
         ({"max_subscription_per_session": 5}, "opcua.max_subscription_per_session", "unknown"),
