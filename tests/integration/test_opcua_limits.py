@@ -603,3 +603,52 @@ async def test_creating_many_items_yields_to_the_event_loop_between_batches(plan
         assert len(steps) >= MAX_ITEMS // CREATE_BATCH - 1, steps
         bounds = [start, *steps, end]
         assert all(b - a <= CREATE_BATCH for a, b in itertools.pairwise(bounds))
+
+
+# --------------------------------------------------------------------------- back-pressure
+
+
+class _FakeTransport:
+    """Just enough of an asyncio transport for OPCUAProtocol (no socket)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_reading_pauses_while_more_than_max_message_size_waits_to_be_processed(
+    plant: Plant,
+) -> None:
+    bserver = plant.server.ua_server.bserver
+    assert bserver is not None
+    protocol = bserver._make_protocol()
+    transport = _FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    try:
+        # Complete chunks (junk inside: the processor refuses each one later) arriving in
+        # one read, before the connection's task had a chance to run.
+        chunk = struct.pack("<3scII", b"MSG", b"C", MAX_CHUNK, 0) + b"\0" * (MAX_CHUNK - 12)
+        protocol.data_received(chunk * (MAX_MESSAGE // MAX_CHUNK + 1))
+        assert transport.calls == ["pause"]
+        await _until(lambda: protocol.messages.empty(), "queue drained")
+        await _until(lambda: transport.calls == ["pause", "resume"], "reading resumed")
+    finally:
+        protocol.connection_lost(None)
