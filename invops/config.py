@@ -360,6 +360,7 @@ class OpcuaConfig(_Model):
     max_message_size: StrictInt = Field(default=2 * 1024 * 1024, ge=8192, le=256 * 1024 * 1024)
     max_subscriptions_per_session: StrictInt = Field(default=20, ge=1, le=1000)
     max_monitored_items_per_session: StrictInt = Field(default=10_000, ge=1, le=1_000_000)
+    max_anonymous_monitored_items: StrictInt = Field(default=2000, ge=0, le=1_000_000)
 
     @model_validator(mode="before")
     @classmethod

@@ -84,7 +84,7 @@ POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 #   invops_plc_errors_total{plc,reason}:      len(ERROR_REASONS) = 16 per configured PLC
 #   invops_ledger_postings_total{kind,source}: 9 movement kinds x 5 sources = 45
 # The demo (2 PLCs): 32 + 45 = 77. Postings with kind or source "other" (never produced by
-# the ledger) appear only when counted. And invops_opcua_refusals_total{reason}: 9, one per
+# the ledger) appear only when counted. And invops_opcua_refusals_total{reason}: 10, one per
 # opcua_server.limits.REFUSAL_REASONS.
 _REASONS: Final = frozenset(ERROR_REASONS)  # `plc_connectors.error_reason` labels
 _KINDS: Final = frozenset(k.value for k in MovementKind)
@@ -232,7 +232,8 @@ class Metrics:
             "What the OPC UA server's [opcua] limits refused or closed, by reason: "
             "connection_limit, connection_evicted, handshake_timeout, activation_timeout, "
             "session_limit, anonymous_session_limit, message_too_large, subscription_limit, "
-            "monitored_item_limit (one per refused monitored item).",
+            "monitored_item_limit, anonymous_monitored_item_limit (one per refused monitored "
+            "item).",
             ["reason"],
             registry=registry,
         )

@@ -290,7 +290,7 @@ _IDENTIFIED_TOKENS: Final = (ua.UserNameIdentityToken, ua.X509IdentityToken, ua.
 class _Guard:
     """The limits of one server and where its refusals go."""
 
-    __slots__ = ("__weakref__", "limits", "listener", "silent")
+    __slots__ = ("__weakref__", "anonymous_reserved", "limits", "listener", "silent")
 
     def __init__(self, limits: ServerLimits, listener: RefusalListener) -> None:
         self.limits = limits
@@ -298,6 +298,7 @@ class _Guard:
         # Connections that have not sent a byte yet, oldest first: the first to go when
         # a newcomer needs a slot (a flood of idle sockets costs O(1) per connection).
         self.silent: dict[OPCUAProtocol, None] = {}
+        self.anonymous_reserved = 0  # anonymous sessions' items being created
 
     def refused(self, reason: str, count: int = 1) -> None:
         try:
@@ -653,11 +654,21 @@ async def _create_monitored_items(
     if subscription is None or subscription.session_id != self.session_id:
         raise ServiceError(ua.StatusCodes.BadSubscriptionIdInvalid)
     items = list(params.ItemsToCreate or [])
+    limits = guard.limits
     existing = sum(len(sub.monitored_item_srv._monitored_items) for sub in _subscriptions_of(self))
     reserved = _RESERVED_ITEMS.get(self, 0)
-    room = max(0, guard.limits.max_monitored_items_per_session - existing - reserved)
+    room = max(0, limits.max_monitored_items_per_session - existing - reserved)
+    anonymous = self in _ANONYMOUS_SESSIONS
+    reason = "monitored_item_limit"
+    if anonymous:
+        pool = limits.max_anonymous_monitored_items - _anonymous_items(self)
+        pool = max(0, pool - guard.anonymous_reserved)
+        if pool < min(room, len(items)):
+            room, reason = pool, "anonymous_monitored_item_limit"
     allowed, excess = items[:room], items[room:]
     _RESERVED_ITEMS[self] = reserved + len(allowed)
+    if anonymous:
+        guard.anonymous_reserved += len(allowed)
     results: list[ua.MonitoredItemCreateResult] = []
     try:
         for start in range(0, len(allowed), CREATE_BATCH):
@@ -671,19 +682,34 @@ async def _create_monitored_items(
             results += await _original_session_create_monitored_items(self, batch)
     finally:
         _RESERVED_ITEMS[self] = _RESERVED_ITEMS.get(self, 0) - len(allowed)
+        if anonymous:
+            guard.anonymous_reserved -= len(allowed)
     if excess:
-        guard.refused("monitored_item_limit", len(excess))
+        guard.refused(reason, len(excess))
         log.warning(
-            "opcua_monitored_items_refused session=%s count=%d limit=%d",
+            "opcua_monitored_items_refused session=%s count=%d reason=%s",
             self.name,
             len(excess),
-            guard.limits.max_monitored_items_per_session,
+            reason,
         )
         for _ in excess:
             result = ua.MonitoredItemCreateResult()
             result.StatusCode = ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)
             results.append(result)
     return results
+
+
+def _anonymous_items(session: InternalSession) -> int:
+    """Monitored items of every activated anonymous session of the session's server."""
+    ids = {
+        s.session_id
+        for s in list(session.iserver._external_sessions.values())
+        if s in _ANONYMOUS_SESSIONS and s.is_activated()
+    }
+    subscriptions = list(session.subscription_service.subscriptions.values())
+    return sum(
+        len(s.monitored_item_srv._monitored_items) for s in subscriptions if s.session_id in ids
+    )
 
 
 def _apply_limits() -> None:

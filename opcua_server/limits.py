@@ -23,8 +23,11 @@ subscription flood cannot starve the PLC pollers sharing the event loop:
   `max_message_size` (or made of too many chunks) with Bad_RequestTooLarge.
 - Subscriptions: at most `max_subscriptions_per_session` per session
   (Bad_TooManySubscriptions) and `max_monitored_items_per_session` monitored items
-  per session (each item beyond it: Bad_TooManyMonitoredItems); monitored items
-  are created in batches of `CREATE_BATCH`, yielding to the event loop between them.
+  per session, and `max_anonymous_monitored_items` for all anonymous sessions
+  together (each item beyond: Bad_TooManyMonitoredItems). Every item on a changing
+  value costs server CPU on every change, so the anonymous pool bounds what a client
+  without credentials can make the server do. Monitored items are created in batches
+  of `CREATE_BATCH`, yielding to the event loop between them.
 
 Every refusal is reported once with one of `REFUSAL_REASONS` (metrics count them).
 The enforcement is in `asyncua_patches` (section "Connection and session limits").
@@ -56,6 +59,7 @@ REFUSAL_REASONS: Final = (
     "message_too_large",  # a chunk or message above max_chunk_size / max_message_size
     "subscription_limit",  # CreateSubscription refused: max_subscriptions_per_session
     "monitored_item_limit",  # one per monitored item refused: max_monitored_items_per_session
+    "anonymous_monitored_item_limit",  # one per item refused: max_anonymous_monitored_items
 )
 MIN_CHUNK_SIZE: Final = 8192  # OPC UA Part 6: buffers are at least 8,192 bytes
 CREATE_BATCH: Final = 100  # monitored items created per event-loop step (~65 us each)
@@ -79,6 +83,7 @@ class ServerLimits:
     max_message_size: int = 2 * 1024 * 1024
     max_subscriptions_per_session: int = 20
     max_monitored_items_per_session: int = 10_000
+    max_anonymous_monitored_items: int = 2000
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -101,6 +106,8 @@ class ServerLimits:
             return "max_chunk_size must be at least 8192 and at most max_message_size"
         if self.max_subscriptions_per_session < 1 or self.max_monitored_items_per_session < 1:
             return "the subscription and monitored item limits must be at least 1"
+        if self.max_anonymous_monitored_items < 0:
+            return "max_anonymous_monitored_items must be at least 0"
         return None
 
     @property

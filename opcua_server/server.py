@@ -546,6 +546,7 @@ def server_limits(opcua: OpcuaConfig) -> ServerLimits:
             max_message_size=opcua.max_message_size,
             max_subscriptions_per_session=opcua.max_subscriptions_per_session,
             max_monitored_items_per_session=opcua.max_monitored_items_per_session,
+            max_anonymous_monitored_items=opcua.max_anonymous_monitored_items,
         )
     except ValueError as exc:
         raise OpcuaServerError(f"[opcua] limits: {exc}") from exc

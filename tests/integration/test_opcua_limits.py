@@ -53,6 +53,7 @@ MAX_CHUNK = 16384
 MAX_MESSAGE = 128 * 1024
 MAX_SUBSCRIPTIONS = 3
 MAX_ITEMS = 1000
+MAX_ANONYMOUS_ITEMS = 1500
 DEADLINE_S = 15.0  # for things that happen within a second or two; never asserted on
 
 PLANT = f"""
@@ -75,6 +76,7 @@ max_chunk_size = {MAX_CHUNK}
 max_message_size = {MAX_MESSAGE}
 max_subscriptions_per_session = {MAX_SUBSCRIPTIONS}
 max_monitored_items_per_session = {MAX_ITEMS}
+max_anonymous_monitored_items = {MAX_ANONYMOUS_ITEMS}
 
 [[materials]]
 id = "GLYCOL"
@@ -556,6 +558,37 @@ async def test_the_1001st_monitored_item_of_a_session_gets_bad_too_many_monitore
         assert codes[:400] == [ua.StatusCodes.Good] * 400
         assert codes[400:] == [ua.StatusCodes.BadTooManyMonitoredItems] * 2
     assert plant.refusals["monitored_item_limit"] == before + 2
+
+
+async def test_anonymous_sessions_share_one_pool_of_monitored_items_users_do_not(
+    plant: Plant,
+) -> None:
+    before = Counter(plant.refusals)
+    state = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+    async with (
+        _connected(plant) as first,
+        _connected(plant) as second,
+        _connected(plant, "operator") as operator,
+    ):
+        subscriptions = [await c.create_subscription(500, _Quiet()) for c in (first, second)]
+        results = await _create_items(
+            first, subscriptions[0].subscription_id, _item_requests(state, MAX_ITEMS)
+        )
+        assert all(r.StatusCode.is_good() for r in results)
+        results = await _create_items(
+            second, subscriptions[1].subscription_id, _item_requests(state, 600)
+        )
+        codes = [r.StatusCode.value for r in results]
+        room = MAX_ANONYMOUS_ITEMS - MAX_ITEMS
+        assert codes == [ua.StatusCodes.Good] * room + [ua.StatusCodes.BadTooManyMonitoredItems] * (
+            600 - room
+        )
+        mine = await operator.create_subscription(500, _Quiet())
+        results = await _create_items(operator, mine.subscription_id, _item_requests(state, 900))
+        assert all(r.StatusCode.is_good() for r in results)
+    refused = plant.refusals["anonymous_monitored_item_limit"]
+    assert refused == before["anonymous_monitored_item_limit"] + 600 - room
+    assert plant.refusals["monitored_item_limit"] == before["monitored_item_limit"]
 
 
 async def test_items_cannot_be_added_to_another_sessions_subscription(plant: Plant) -> None:
