@@ -9,8 +9,15 @@ Prints one JSON line (SPEC section 7). Three processes, so that each one's CPU i
   connections to the OPC UA port open that never send a byte; a connection the server
   closes is opened again `--reopen-s` later (default 1 s), so the attacker holds as many
   as the server lets it, all the time;
-* this process: a fresh client after another (connect anonymously over policy None,
-  read TK-101 `Level`, disconnect), back to back, as an operator opening a screen.
+* this process: a fresh client after another (connect over policy None as the demo
+  user `operator`, read TK-101 `Level`, disconnect), back to back, as an operator
+  opening a screen.
+
+Cases (`--cases`): `idle_sockets`, the attacker holds idle sockets (above);
+`monitored_items`, the attacker (this script with `--flood-items`) opens `--clients`
+(default 50) anonymous sessions at once, each asking for `--items` (default 1,000)
+monitored items on TK-101 `Level` in one request (issue 12: 50 x 1,000 took a PLC link
+down), and keeps what it got.
 
 Two windows of `--window` seconds each: first quiet (the baseline), then with the
 attacker holding its sockets (after `--ramp` seconds for it to open them). Per window:
@@ -49,6 +56,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 BENCH = "opcua_connections"
 HOST = "127.0.0.1"
 POLL_INTERVAL_S = 0.5  # both PLCs of examples/demo-plant.toml
+OPERATOR = "operator"
 UNIT_PATH = ("Inventory", "PLANT1", "TANKFARM", "TK-101")  # Level: types namespace
 
 
@@ -219,6 +227,8 @@ async def fresh_clients(url: str, node_id: Any, seconds: float, window: Window) 
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         client = Client(url, timeout=5)
+        client.set_user(OPERATOR)  # a demo user (the password is the name)
+        client.set_password(OPERATOR)
         started = time.perf_counter()
         try:
             await client.connect()
@@ -263,7 +273,21 @@ async def measure(demo: Demo, url: str, node_id: Any, seconds: float) -> Window:
     return window
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def _attack(args: argparse.Namespace, case: str, port: int, url: str, node: Any) -> Any:
+    if case == "idle_sockets":
+        how = ["--hold", str(port), "--sockets", str(args.sockets)]
+        how += ["--reopen-s", str(args.reopen_s)]
+        log(f"holding {args.sockets} idle sockets ({args.ramp:g} s ramp)")
+    else:
+        how = ["--flood-items", url, "--node", node.to_string()]
+        how += ["--clients", str(args.clients), "--items", str(args.items)]
+        log(f"{args.clients} anonymous clients x {args.items} monitored items")
+    return await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *how, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="invops-bench-") as tmp:
         async with Demo(Path(tmp)) as demo:
             url = demo.endpoints["opcua"]
@@ -272,33 +296,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.warmup)
             log(f"quiet window {args.window:g} s")
             quiet = await measure(demo, url, node_id, args.window)
-            log(f"holding {args.sockets} idle sockets ({args.ramp:g} s ramp)")
-            attacker = await asyncio.create_subprocess_exec(
-                sys.executable,
-                __file__,
-                "--hold",
-                str(port),
-                "--sockets",
-                str(args.sockets),
-                "--reopen-s",
-                str(args.reopen_s),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-            try:
-                await asyncio.sleep(args.ramp)
-                flood = await measure(demo, url, node_id, args.window)
-            finally:
-                assert attacker.stdin is not None
-                attacker.stdin.close()
-                out, _ = await attacker.communicate()
-            held = json.loads(out.decode().strip().splitlines()[-1])
+            for case in args.cases.split(","):
+                attacker = await _attack(args, case, port, url, node_id)
+                try:
+                    await asyncio.sleep(args.ramp)
+                    flood = await measure(demo, url, node_id, args.window)
+                finally:
+                    assert attacker.stdin is not None
+                    attacker.stdin.close()
+                    out, _ = await attacker.communicate()
+                done = json.loads(out.decode().strip().splitlines()[-1])
+                print(json.dumps(_line(args, case, quiet, flood, done)), flush=True)
+                await asyncio.sleep(args.warmup)  # the server lets go of the attacker
+
+
+def _line(
+    args: argparse.Namespace, case: str, quiet: Window, flood: Window, attacker: dict[str, Any]
+) -> dict[str, Any]:
     p99, base_p99 = _percentile(flood.read_ms, 0.99), _percentile(quiet.read_ms, 0.99)
-    return {
-        "bench": BENCH,
-        "case": "idle_sockets",
-        "sockets": args.sockets,
-        "reopen_s": args.reopen_s,
+    line: dict[str, Any] = {"bench": BENCH, "case": case}
+    if case == "idle_sockets":
+        line |= {"sockets": args.sockets, "reopen_s": args.reopen_s}
+    else:
+        line |= {"clients": args.clients, "items_per_client": args.items}
+    line |= {
         "window_s": args.window,
         "polls_expected": flood.polls_expected,
         "polls_missed": flood.polls_missed,
@@ -309,10 +330,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "read_p50_ms": _percentile(flood.read_ms, 0.5),
         "read_p99_ms": p99,
         "server_pct_cpu": flood.server_cpu_pct,
-        "attacker_connections_per_s": round(held["opened"] / held["seconds"], 1),
-        "refused_evicted": int(flood.refusals.get("connection_evicted", 0)),
-        "refused_connection_limit": int(flood.refusals.get("connection_limit", 0)),
-        "refused_handshake_timeout": int(flood.refusals.get("handshake_timeout", 0)),
+    }
+    if case == "idle_sockets":
+        line["attacker_connections_per_s"] = round(attacker["opened"] / attacker["seconds"], 1)
+    else:
+        line |= {f"attacker_{k}": v for k, v in attacker.items()}
+    line |= {f"refused_{k}": int(v) for k, v in sorted(flood.refusals.items()) if v}
+    line |= {
         "baseline_polls_missed": quiet.polls_missed,
         "baseline_fresh_client_failures": quiet.failures,
         "baseline_connect_p99_ms": _percentile(quiet.connect_ms, 0.99),
@@ -320,6 +344,65 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_server_pct_cpu": quiet.server_cpu_pct,
         "p99_ratio": round(base_p99 / p99, 2) if p99 and base_p99 else None,
     }
+    return line
+
+
+async def flood_items(url: str, node: str, clients: int, items: int) -> None:
+    """`clients` anonymous sessions, each asking for `items` monitored items on `node`,
+    kept until stdin closes; prints what the server granted."""
+    from asyncua import Client, ua
+
+    node_id = ua.NodeId.from_string(node)
+    counts = {"sessions": 0, "sessions_refused": 0, "items": 0, "items_refused": 0}
+    connected: list[Client] = []
+
+    async def one(handle_base: int) -> None:
+        client = Client(url, timeout=30)
+        try:
+            await client.connect()
+        except Exception:
+            counts["sessions_refused"] += 1
+            return
+        connected.append(client)
+        counts["sessions"] += 1
+        try:
+            sub = await client.create_subscription(100, _Ignore())
+            requests = []
+            for handle in range(handle_base, handle_base + items):
+                request = ua.MonitoredItemCreateRequest()
+                request.ItemToMonitor = ua.ReadValueId(
+                    NodeId=node_id, AttributeId=ua.AttributeIds.Value
+                )
+                request.MonitoringMode = ua.MonitoringMode.Reporting
+                request.RequestedParameters = ua.MonitoringParameters(
+                    ClientHandle=handle, SamplingInterval=0, QueueSize=1, DiscardOldest=True
+                )
+                requests.append(request)
+            params = ua.CreateMonitoredItemsParameters(
+                SubscriptionId=sub.subscription_id,
+                TimestampsToReturn=ua.TimestampsToReturn.Both,
+                ItemsToCreate=requests,
+            )
+            for result in await client.uaclient.create_monitored_items(params):
+                counts["items" if result.StatusCode.is_good() else "items_refused"] += 1
+        except Exception as exc:
+            counts["items_refused"] += items
+            log(f"monitored items failed: {type(exc).__name__}: {exc}")
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await asyncio.gather(*(one(i * items) for i in range(clients)))
+    await reader.read()  # the parent closes our stdin to stop us
+    for client in connected:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+    print(json.dumps(counts), flush=True)
+
+
+class _Ignore:
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        pass
 
 
 def main() -> None:
@@ -329,15 +412,25 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=15.0, help="seconds per window")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after start")
+    parser.add_argument("--clients", type=int, default=50, help="anonymous item flooders")
+    parser.add_argument("--items", type=int, default=1000, help="monitored items per flooder")
+    parser.add_argument(
+        "--cases", default="idle_sockets,monitored_items", help="comma-separated cases"
+    )
     parser.add_argument("--hold", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--flood-items", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--node", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     if args.hold is not None:
         asyncio.run(hold(args.hold, args.sockets, args.reopen_s))
         return
+    if args.flood_items is not None:
+        asyncio.run(flood_items(args.flood_items, args.node, args.clients, args.items))
+        return
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    print(json.dumps(asyncio.run(run(args))), flush=True)
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -656,8 +656,7 @@ async def _create_monitored_items(
     items = list(params.ItemsToCreate or [])
     limits = guard.limits
     existing = sum(len(sub.monitored_item_srv._monitored_items) for sub in _subscriptions_of(self))
-    reserved = _RESERVED_ITEMS.get(self, 0)
-    room = max(0, limits.max_monitored_items_per_session - existing - reserved)
+    room = max(0, limits.max_monitored_items_per_session - existing - _RESERVED_ITEMS.get(self, 0))
     anonymous = self in _ANONYMOUS_SESSIONS
     reason = "monitored_item_limit"
     if anonymous:
@@ -666,9 +665,10 @@ async def _create_monitored_items(
         if pool < min(room, len(items)):
             room, reason = pool, "anonymous_monitored_item_limit"
     allowed, excess = items[:room], items[room:]
-    _RESERVED_ITEMS[self] = reserved + len(allowed)
-    if anonymous:
-        guard.anonymous_reserved += len(allowed)
+    # Items not created yet are reserved, so that concurrent requests (other anonymous
+    # sessions, between the batches) see them; a created item counts as itself.
+    pending = len(allowed)
+    _reserve(self, guard, anonymous, pending)
     results: list[ua.MonitoredItemCreateResult] = []
     try:
         for start in range(0, len(allowed), CREATE_BATCH):
@@ -680,10 +680,10 @@ async def _create_monitored_items(
                 ItemsToCreate=allowed[start : start + CREATE_BATCH],
             )
             results += await _original_session_create_monitored_items(self, batch)
+            _reserve(self, guard, anonymous, -len(batch.ItemsToCreate))
+            pending -= len(batch.ItemsToCreate)
     finally:
-        _RESERVED_ITEMS[self] = _RESERVED_ITEMS.get(self, 0) - len(allowed)
-        if anonymous:
-            guard.anonymous_reserved -= len(allowed)
+        _reserve(self, guard, anonymous, -pending)
     if excess:
         guard.refused(reason, len(excess))
         log.warning(
@@ -697,6 +697,12 @@ async def _create_monitored_items(
             result.StatusCode = ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)
             results.append(result)
     return results
+
+
+def _reserve(session: InternalSession, guard: _Guard, anonymous: bool, count: int) -> None:
+    _RESERVED_ITEMS[session] = _RESERVED_ITEMS.get(session, 0) + count
+    if anonymous:
+        guard.anonymous_reserved += count
 
 
 def _anonymous_items(session: InternalSession) -> int:

@@ -591,6 +591,22 @@ async def test_anonymous_sessions_share_one_pool_of_monitored_items_users_do_not
     assert plant.refusals["monitored_item_limit"] == before["monitored_item_limit"]
 
 
+async def test_concurrent_anonymous_requests_get_exactly_the_pool(plant: Plant) -> None:
+    state = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(_connected(plant)) for _ in range(MAX_ANONYMOUS)]
+        subscriptions = [await c.create_subscription(500, _Quiet()) for c in clients]
+        each = MAX_ANONYMOUS_ITEMS // MAX_ANONYMOUS + 100  # together 300 more than the pool
+        answers = await asyncio.gather(
+            *(
+                _create_items(c, s.subscription_id, _item_requests(state, each))
+                for c, s in zip(clients, subscriptions, strict=True)
+            )
+        )
+        good = sum(r.StatusCode.is_good() for results in answers for r in results)
+        assert good == MAX_ANONYMOUS_ITEMS
+
+
 async def test_items_cannot_be_added_to_another_sessions_subscription(plant: Plant) -> None:
     state = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
     async with _connected(plant) as owner, _connected(plant) as intruder:
