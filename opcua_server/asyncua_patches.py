@@ -283,14 +283,27 @@ _original_process_one_msg = OPCUAProtocol._process_one_msg
 _original_activate_session = InternalSession.activate_session
 _original_session_create_subscription = InternalSession.create_subscription
 _original_session_create_monitored_items = InternalSession.create_monitored_items
+_SUMMARY_S: Final = 60.0  # at most one refusal log line per reason and minute
 _INTERNAL_SUBSCRIPTION_HEADROOM: Final = 100  # server-side (internal session) subscriptions
 _IDENTIFIED_TOKENS: Final = (ua.UserNameIdentityToken, ua.X509IdentityToken, ua.IssuedIdentityToken)
 
 
 class _Guard:
-    """The limits of one server and where its refusals go."""
+    """The limits of one server and where its refusals go.
 
-    __slots__ = ("__weakref__", "anonymous_reserved", "limits", "listener", "silent")
+    Refusals are logged per reason as one WARNING at the first one and then at most one
+    per `_SUMMARY_S` with the count since the previous line (a flood must not flood the
+    log too; the metric counts each one); single refusals are at DEBUG."""
+
+    __slots__ = (
+        "__weakref__",
+        "anonymous_reserved",
+        "limits",
+        "listener",
+        "logged_at",
+        "silent",
+        "unlogged",
+    )
 
     def __init__(self, limits: ServerLimits, listener: RefusalListener) -> None:
         self.limits = limits
@@ -299,12 +312,23 @@ class _Guard:
         # a newcomer needs a slot (a flood of idle sockets costs O(1) per connection).
         self.silent: dict[OPCUAProtocol, None] = {}
         self.anonymous_reserved = 0  # anonymous sessions' items being created
+        self.unlogged: dict[str, int] = {}
+        self.logged_at: dict[str, float] = {}
 
     def refused(self, reason: str, count: int = 1) -> None:
         try:
             self.listener(reason, count)
         except Exception:  # metrics must never break a connection
-            logging.getLogger(__name__).exception("opcua refusal listener failed")
+            log.exception("opcua refusal listener failed")
+        self.unlogged[reason] = self.unlogged.get(reason, 0) + count
+        now = time.monotonic()
+        if now - self.logged_at.get(reason, -_SUMMARY_S) >= _SUMMARY_S:
+            self.logged_at[reason] = now
+            log.warning(
+                "opcua_limit_refusals reason=%s count=%d (see invops_opcua_refusals_total)",
+                reason,
+                self.unlogged.pop(reason),
+            )
 
 
 @dataclass(slots=True, eq=False)
@@ -394,8 +418,7 @@ def _connection_made(self: OPCUAProtocol, transport: asyncio.BaseTransport) -> N
             guard.refused("connection_limit")  # asyncua refuses it below
         else:
             guard.refused("connection_evicted")
-            log.info("opcua_connection_evicted peer=%s for=%s", victim.peer_name,
-                     transport.get_extra_info("peername"))  # fmt: skip
+            log.debug("opcua_connection_evicted peer=%s", victim.peer_name)
             self.clients.remove(victim)  # its connection_lost comes later
             guard.silent.pop(victim, None)
             if victim.transport is not None:
@@ -470,7 +493,7 @@ def _check_connection(protocol: OPCUAProtocol) -> None:
             reason = "activation_timeout"
     if reason and now >= due:
         connection.guard.refused(reason)
-        log.info("opcua_connection_closed peer=%s reason=%s", protocol.peer_name, reason)
+        log.debug("opcua_connection_closed peer=%s reason=%s", protocol.peer_name, reason)
         transport.close()
         return
     connection.timer = asyncio.get_running_loop().call_later(
@@ -546,7 +569,7 @@ def _data_received(self: OPCUAProtocol, data: bytes) -> None:
 
 def _refuse_chunk(protocol: OPCUAProtocol, connection: _Connection, size: int, limit: int) -> None:
     connection.guard.refused("message_too_large")
-    log.warning("opcua_chunk_refused peer=%s size=%d limit=%d", protocol.peer_name, size, limit)
+    log.debug("opcua_chunk_refused peer=%s size=%d limit=%d", protocol.peer_name, size, limit)
     protocol._buffer = b""
     if protocol.transport is not None:
         error = ua.ErrorMessage(
@@ -599,13 +622,13 @@ def _check_session_room(
     ]
     if first and len(active) >= limits.max_sessions:
         guard.refused("session_limit")
-        log.warning("opcua_session_refused reason=session_limit limit=%d", limits.max_sessions)
+        log.debug("opcua_session_refused reason=session_limit limit=%d", limits.max_sessions)
         raise ServiceError(ua.StatusCodes.BadTooManySessions)
     if anonymous and sum(1 for s in active if s in _ANONYMOUS_SESSIONS) >= (
         limits.max_anonymous_sessions
     ):
         guard.refused("anonymous_session_limit")
-        log.warning(
+        log.debug(
             "opcua_session_refused reason=anonymous_session_limit limit=%d",
             limits.max_anonymous_sessions,
         )
@@ -637,7 +660,7 @@ async def _create_subscription(
         limit = guard.limits.max_subscriptions_per_session
         if len(_subscriptions_of(self)) >= limit:
             guard.refused("subscription_limit")
-            log.warning("opcua_subscription_refused session=%s limit=%d", self.name, limit)
+            log.debug("opcua_subscription_refused session=%s limit=%d", self.name, limit)
             raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
     return await _original_session_create_subscription(
         self, params, callback, request_callback=request_callback
@@ -686,7 +709,7 @@ async def _create_monitored_items(
         _reserve(self, guard, anonymous, -pending)
     if excess:
         guard.refused(reason, len(excess))
-        log.warning(
+        log.debug(
             "opcua_monitored_items_refused session=%s count=%d reason=%s",
             self.name,
             len(excess),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opcua_server import asyncua_patches
+from opcua_server.limits import ServerLimits
 
 
 def test_scalar_values_are_stored_as_independent_copies() -> None:
@@ -191,3 +193,26 @@ def _limit_originals() -> dict[str, str]:
 
 def test_asyncua_code_the_limits_wrap_is_the_code_they_were_written_for() -> None:
     assert _limit_originals() == LIMIT_FINGERPRINTS
+
+
+def test_a_refusal_flood_logs_one_line_per_reason_and_minute_and_counts_every_one(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[tuple[str, int]] = []
+    guard = asyncua_patches._Guard(ServerLimits(), lambda reason, n: counted.append((reason, n)))
+    now = [1000.0]
+    monkeypatch.setattr(asyncua_patches.time, "monotonic", lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger=asyncua_patches.__name__):
+        for _ in range(500):
+            guard.refused("connection_evicted")
+        guard.refused("handshake_timeout")
+        now[0] += 61
+        guard.refused("connection_evicted", 2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "opcua_limit_refusals reason=connection_evicted count=1 (see invops_opcua_refusals_total)",
+        "opcua_limit_refusals reason=handshake_timeout count=1 (see invops_opcua_refusals_total)",
+        "opcua_limit_refusals reason=connection_evicted count=501 "
+        "(see invops_opcua_refusals_total)",
+    ]
+    assert sum(n for reason, n in counted if reason == "connection_evicted") == 502
