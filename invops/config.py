@@ -391,6 +391,19 @@ class OpcuaConfig(_Model):
     login_queue: StrictInt = Field(default=16, ge=0, le=10_000)
     # Denied method calls: per session and window, the first in full, then one summary.
     denied_audit_window_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Limits against hostile or careless clients (opcua_server.limits; README "Security").
+    max_connections: StrictInt = Field(default=100, ge=2, le=10_000)
+    max_sessions: StrictInt = Field(default=50, ge=1, le=1000)
+    max_anonymous_sessions: StrictInt = Field(default=10, ge=0, le=1000)
+    handshake_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    activation_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    min_session_timeout_s: float = Field(default=5.0, gt=0, le=86_400)
+    max_session_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    max_chunk_size: StrictInt = Field(default=65535, ge=8192, le=16 * 1024 * 1024)
+    max_message_size: StrictInt = Field(default=2 * 1024 * 1024, ge=8192, le=256 * 1024 * 1024)
+    max_subscriptions_per_session: StrictInt = Field(default=20, ge=1, le=1000)
+    max_monitored_items_per_session: StrictInt = Field(default=10_000, ge=1, le=1_000_000)
+    max_anonymous_monitored_items: StrictInt = Field(default=2000, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _lockout_cap(self) -> OpcuaConfig:
@@ -928,6 +941,7 @@ def _cross_check(parts: _Parts) -> list[_Issue]:
     issues += _duplicate_ids("users", "user", parts.user_names, key="name")
     if parts.opcua is not None:
         issues += _check_opcua_security(parts.opcua, parts.user_count)
+        issues += _check_opcua_limits(parts.opcua)
     declared_materials = {material_id for _, material_id in parts.material_ids}
     declared_plcs = {name for _, name in parts.plc_ids}
     placed: dict[str, list[tuple[Loc, Tag]]] = {}
@@ -962,6 +976,39 @@ def _check_opcua_security(opcua: OpcuaConfig, user_count: int) -> Iterator[_Issu
         yield _Issue(
             ("opcua", "anonymous"),
             'anonymous = "off" but there are no [[users]]: no OPC UA client could log in',
+        )
+
+
+def _check_opcua_limits(opcua: OpcuaConfig) -> Iterator[_Issue]:
+    """Sessions below connections, anonymous ones below sessions (room for users who
+    log in), timeouts and sizes in order."""
+    if opcua.max_sessions >= opcua.max_connections:
+        yield _Issue(
+            ("opcua", "max_sessions"),
+            f"must be below max_connections ({opcua.max_connections}): connections beyond "
+            "the sessions let a new client in while every session is taken",
+        )
+    if opcua.max_anonymous_sessions >= opcua.max_sessions:
+        yield _Issue(
+            ("opcua", "max_anonymous_sessions"),
+            f"must be below max_sessions ({opcua.max_sessions}): the difference is kept "
+            "for users who log in",
+        )
+    if opcua.handshake_timeout_s > opcua.activation_timeout_s:
+        yield _Issue(
+            ("opcua", "handshake_timeout_s"),
+            f"must be at most activation_timeout_s ({opcua.activation_timeout_s:g}): both "
+            "count from the connection's start",
+        )
+    if opcua.min_session_timeout_s > opcua.max_session_timeout_s:
+        yield _Issue(
+            ("opcua", "min_session_timeout_s"),
+            f"must be at most max_session_timeout_s ({opcua.max_session_timeout_s:g})",
+        )
+    if opcua.max_message_size < opcua.max_chunk_size:
+        yield _Issue(
+            ("opcua", "max_message_size"),
+            f"must be at least max_chunk_size ({opcua.max_chunk_size})",
         )
 
 

@@ -49,6 +49,7 @@ from prometheus_client.registry import Collector
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.domain.units import convert
 from invops.config import InvopsConfig
+from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS, PlcError, Quality, Sample
 from plc_connectors.poller import SampleSink
@@ -84,11 +85,13 @@ POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 #   invops_plc_errors_total{plc,reason}:      len(ERROR_REASONS) = 16 per configured PLC
 #   invops_ledger_postings_total{kind,source}: 9 movement kinds x 5 sources = 45
 #   invops_opcua_login_failures_total{reason}: 6; invops_opcua_lockouts_total{scope}: 2
-# The demo (2 PLCs): 32 + 45 + 8 = 85. Postings with kind or source "other" (never produced by
-# the ledger) appear only when counted.
+#   invops_opcua_refusals_total{reason}: 10, one per opcua_server.limits.REFUSAL_REASONS
+# The demo (2 PLCs): 32 + 45 + 8 + 10 = 95. Postings with kind or source "other" (never
+# produced by the ledger) appear only when counted.
 _REASONS: Final = frozenset(ERROR_REASONS)  # `plc_connectors.error_reason` labels
 _KINDS: Final = frozenset(k.value for k in MovementKind)
 _SOURCES: Final = frozenset(s.value for s in Source)
+_REFUSALS: Final = frozenset(REFUSAL_REASONS)
 _OTHER: Final = "other"
 
 
@@ -227,6 +230,18 @@ class Metrics:
             registry=registry,
         )
         self._opcua_security(registry)
+        self.opcua_refusals = Counter(
+            "invops_opcua_refusals_total",
+            "What the OPC UA server's [opcua] limits refused or closed, by reason: "
+            "connection_limit, connection_evicted, handshake_timeout, activation_timeout, "
+            "session_limit, anonymous_session_limit, message_too_large, subscription_limit, "
+            "monitored_item_limit, anonymous_monitored_item_limit (one per refused monitored "
+            "item).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self.opcua_refusals.labels(reason=reason)
         self._plcs: set[str] = set()
         self._plcs_lock = threading.Lock()
         self.add_plcs(plcs)
@@ -337,6 +352,11 @@ class Metrics:
                 return 0.0
 
         self.opcua_sessions.set_function(value)
+
+    def opcua_refused(self, reason: str, count: int = 1) -> None:
+        """`InvopsOpcUaServer.add_refusal_listener`: `count` refusals for `reason`."""
+        reason = reason if reason in _REFUSALS else _OTHER
+        self.opcua_refusals.labels(reason=reason).inc(max(0, count))
 
     def register_storage(self, snapshot: Callable[[], Iterable[StorageSample]]) -> None:
         """Register a `StorageCollector` reading `snapshot` on this registry."""

@@ -198,6 +198,7 @@ async def run_service(
             **security,
         )
         opcua.add_values_listener(snapshot.apply)
+        opcua.add_refusal_listener(metrics.opcua_refused)
         metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
         history_store = await stack.enter_async_context(open_history(config.ledger.url))
         history = HistoryFeature(history_store)

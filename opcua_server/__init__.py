@@ -17,12 +17,14 @@ from opcua_server.address_space import (
     node_id_text,
 )
 from opcua_server.events import LedgerMirror, movement_message
+from opcua_server.limits import REFUSAL_REASONS, RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
-from opcua_server.server import InvopsOpcUaServer, SetupHook, ValuesListener
+from opcua_server.server import InvopsOpcUaServer, SetupHook, ValuesListener, server_limits
 from opcua_server.values import QUALITY_STATUS, UnitValues, status_code
 
 __all__ = [
     "QUALITY_STATUS",
+    "REFUSAL_REASONS",
     "AddressSpace",
     "CurrentUser",
     "InvopsOpcUaServer",
@@ -31,6 +33,8 @@ __all__ = [
     "LotNodes",
     "NodeWriter",
     "OpcuaServerError",
+    "RefusalListener",
+    "ServerLimits",
     "SetupHook",
     "UnitNodes",
     "UnitValues",
@@ -41,5 +45,6 @@ __all__ = [
     "load_type_model",
     "movement_message",
     "node_id_text",
+    "server_limits",
     "status_code",
 ]

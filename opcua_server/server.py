@@ -34,7 +34,7 @@ from asyncua.ua.status_codes import StatusCodes
 from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.domain.model import MaterialDefinition
 from inventory_core.ledger import Ledger
-from invops.config import InvopsConfig
+from invops.config import InvopsConfig, OpcuaConfig
 from opcua_server import asyncua_patches
 from opcua_server.address_space import (
     AddressSpace,
@@ -44,6 +44,7 @@ from opcua_server.address_space import (
 )
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.events import DEBOUNCE_S, RESYNC_S, LedgerMirror
+from opcua_server.limits import RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
 from opcua_server.values import (
     LEDGER_NUMBER_FIELDS,
@@ -126,6 +127,8 @@ class InvopsOpcUaServer:
         self._resync_s = resync_interval_s
         self._setup_hooks: list[SetupHook] = []
         self._listeners: list[ValuesListener] = []
+        self._limits = server_limits(config.opcua)
+        self._refusal_listeners: list[RefusalListener] = []
         self._pending: dict[str, UnitValues] = {}  # from update_units (PLC side)
         self._pending_ledger: dict[str, UnitValues] = {}  # from the ledger mirror
         self._wake = asyncio.Event()
@@ -187,6 +190,16 @@ class InvopsOpcUaServer:
         must not raise; e.g. alarm evaluation). Ledger refreshes arrive here too."""
         self._listeners.append(listener)
 
+    @property
+    def limits(self) -> ServerLimits:
+        """The connection, session, message and subscription limits (`[opcua]`)."""
+        return self._limits
+
+    def add_refusal_listener(self, listener: RefusalListener) -> None:
+        """Call `listener(reason, count)` for every refusal by the limits (reason in
+        `opcua_server.limits.REFUSAL_REASONS`; sync, quick, on the event loop)."""
+        self._refusal_listeners.append(listener)
+
     def update_units(self, values: Iterable[UnitValues]) -> None:
         """Queue updates (sync, never blocks; call it on the event loop's thread).
 
@@ -226,6 +239,7 @@ class InvopsOpcUaServer:
         self._policies()  # a security misconfiguration fails before anything is built
         server = Server(user_manager=self._user_manager)
         self._ua = server
+        asyncua_patches.install_limits(server, self._limits, self._refused)
         try:
             await server.init()
             await self._configure(server)
@@ -300,6 +314,13 @@ class InvopsOpcUaServer:
         if self._frozen:
             gc.unfreeze()
             self._frozen = False
+
+    def _refused(self, reason: str, count: int) -> None:
+        for listener in self._refusal_listeners:
+            try:
+                listener(reason, count)
+            except Exception:
+                log.exception("opcua refusal listener failed")
 
     # --- start-up pieces -------------------------------------------------------------
 
@@ -516,6 +537,28 @@ class InvopsOpcUaServer:
             values.source_time,
             server_time,
         )
+
+
+def server_limits(opcua: OpcuaConfig) -> ServerLimits:
+    """The server's limits from `[opcua]` (config checks keep them consistent; an
+    inconsistent model built in code fails here)."""
+    try:
+        return ServerLimits(
+            max_connections=opcua.max_connections,
+            max_sessions=opcua.max_sessions,
+            max_anonymous_sessions=opcua.max_anonymous_sessions,
+            handshake_timeout_s=opcua.handshake_timeout_s,
+            activation_timeout_s=opcua.activation_timeout_s,
+            min_session_timeout_s=opcua.min_session_timeout_s,
+            max_session_timeout_s=opcua.max_session_timeout_s,
+            max_chunk_size=opcua.max_chunk_size,
+            max_message_size=opcua.max_message_size,
+            max_subscriptions_per_session=opcua.max_subscriptions_per_session,
+            max_monitored_items_per_session=opcua.max_monitored_items_per_session,
+            max_anonymous_monitored_items=opcua.max_anonymous_monitored_items,
+        )
+    except ValueError as exc:
+        raise OpcuaServerError(f"[opcua] limits: {exc}") from exc
 
 
 def _queue(pending: dict[str, UnitValues], values: Iterable[UnitValues]) -> None:

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from inventory_core.domain.model import MovementKind, Source
 from invops.config import load_config
 from invops.service import Endpoints, run_service
+from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS
 from simulators import Simulation
@@ -87,6 +88,9 @@ def test_a_fresh_service_shows_every_labelled_counter_at_zero(tmp_path: Path) ->
     lockouts = _series(text, "invops_opcua_lockouts_total", ("scope",))
     assert set(lockouts) == {("user",), ("source",)}
     assert set(logins.values()) | set(lockouts.values()) == {0.0}
+    refusals = _series(text, "invops_opcua_refusals_total", ("reason",))
+    assert set(refusals) == {(reason,) for reason in REFUSAL_REASONS}
+    assert set(refusals.values()) == {0.0}
 
     promtool = shutil.which("promtool")
     if promtool is not None:  # .ci/run puts it on PATH; without it only this lint is skipped

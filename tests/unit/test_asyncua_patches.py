@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 from datetime import UTC, datetime
 
 import pytest
 from asyncua import ua
+from asyncua.common.connection import SecureConnection, TransportLimits
 from asyncua.server.monitored_item_service import MonitoredItemValues
 from asyncua.ua import ua_binary
 from asyncua.ua.status_codes import StatusCodes
@@ -16,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opcua_server import asyncua_patches
+from opcua_server.limits import ServerLimits
 
 
 def test_scalar_values_are_stored_as_independent_copies() -> None:
@@ -139,3 +142,88 @@ def test_patches_refuse_another_asyncua_release(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(asyncua_patches.metadata, "version", lambda name: "2.2.0")
     with pytest.raises(RuntimeError, match=r"written for asyncua 2\.1\.x, found 2\.2\.0"):
         asyncua_patches.apply()
+
+
+# --- connection and session limits ----------------------------------------------------
+# `data_received` is a copy of asyncua's with two additions; the others are wrapped and
+# rely on what the originals do (connection_made refuses at max_connections and sets
+# `transport` only when it accepts; activate_session's first activation is the one from
+# SessionState.Created; the create functions take the session's parameters as they are;
+# the transport limits' checks are the two size checks SecureConnection._receive calls).
+LIMIT_FINGERPRINTS = {
+    "OPCUAProtocol.connection_made": (
+        "67ce5af61202da4f182b64338e3396e63163c11010dfb4e14fd1472e99132e4b"
+    ),
+    "OPCUAProtocol.connection_lost": (
+        "f5e287852bda01095f428c633e10e37a6c9e3e1832fa1990aea642027f791d58"
+    ),
+    "OPCUAProtocol.data_received": (
+        "bacb98f07f0b63ff2d74c3e485602ee59deec813e1593425dc000d5a15b98112"
+    ),
+    "OPCUAProtocol._process_one_msg": (
+        "c2162392f00a7272279f8f71acb19c6669bf00e9cc211aad54a18503460e417c"
+    ),
+    "InternalSession.activate_session": (
+        "cfe664a2bb572c9ffecfc1339759eadadec32eb82fc69df940a043019d9948fd"
+    ),
+    "InternalSession.create_subscription": (
+        "3cc1876d55cae81051f1ebd0d504208a2a8d16bf550cef69d23485818caeafdc"
+    ),
+    "InternalSession.create_monitored_items": (
+        "65301bafcb5825018c9a94e807e1c4c2a2b4c58c2b9de990933c08ee1df76465"
+    ),
+    "TransportLimits.is_msg_size_within_limit": (
+        "a03ae930217d4ba5ada36ae65c61d6d96da50d19edb64ccd0a9d621a96600b51"
+    ),
+    "TransportLimits.is_chunk_count_within_limit": (
+        "64f14dff64175823329de7d98f65cfe48536df8e5b0fcd0c48fe1144251650c5"
+    ),
+    "SecureConnection._receive": (
+        "e24031f2ed2f65f67b06cc2a9732e4b796d9c09db1b31535bce7dcec01728469"
+    ),
+}
+
+
+def _limit_originals() -> dict[str, str]:
+    originals = (
+        asyncua_patches._original_connection_made,
+        asyncua_patches._original_connection_lost,
+        asyncua_patches._original_data_received,
+        asyncua_patches._original_process_one_msg,
+        asyncua_patches._original_activate_session,
+        asyncua_patches._original_session_create_subscription,
+        asyncua_patches._original_session_create_monitored_items,
+        TransportLimits.is_msg_size_within_limit,
+        TransportLimits.is_chunk_count_within_limit,
+        SecureConnection._receive,
+    )
+    return {
+        f.__qualname__: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for f in originals
+    }
+
+
+def test_asyncua_code_the_limits_wrap_is_the_code_they_were_written_for() -> None:
+    assert _limit_originals() == LIMIT_FINGERPRINTS
+
+
+def test_a_refusal_flood_logs_one_line_per_reason_and_minute_and_counts_every_one(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[tuple[str, int]] = []
+    guard = asyncua_patches._Guard(ServerLimits(), lambda reason, n: counted.append((reason, n)))
+    now = [1000.0]
+    monkeypatch.setattr(asyncua_patches.time, "monotonic", lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger=asyncua_patches.__name__):
+        for _ in range(500):
+            guard.refused("connection_evicted")
+        guard.refused("handshake_timeout")
+        now[0] += 61
+        guard.refused("connection_evicted", 2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "opcua_limit_refusals reason=connection_evicted count=1 (see invops_opcua_refusals_total)",
+        "opcua_limit_refusals reason=handshake_timeout count=1 (see invops_opcua_refusals_total)",
+        "opcua_limit_refusals reason=connection_evicted count=501 "
+        "(see invops_opcua_refusals_total)",
+    ]
+    assert sum(n for reason, n in counted if reason == "connection_evicted") == 502

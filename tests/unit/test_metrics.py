@@ -31,6 +31,7 @@ from invops.metrics import (
     build_revision,
     ua_session_count,
 )
+from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Quality, Sample
 
@@ -145,6 +146,7 @@ def test_every_invops_metric_has_help_and_the_prefix(
         "invops_opcua_login_failures_total",
         "invops_opcua_lockouts_total",
         "invops_opcua_denied_calls_total",
+        "invops_opcua_refusals_total",
     }
     assert not {n for n in names if n.endswith(("_ms", "_kb", "_percent"))}
 
@@ -297,6 +299,21 @@ def test_login_refusals_lockouts_and_denied_calls_are_counted(
     assert _value(registry, "invops_opcua_lockouts_total", scope="user") == 1
     assert _value(registry, "invops_opcua_lockouts_total", scope="source") == 0
     assert _value(registry, "invops_opcua_denied_calls_total") == 2
+
+
+def test_a_fresh_instance_shows_every_opcua_refusal_reason_at_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    refusals = _series(registry, "invops_opcua_refusals_total")
+    assert set(refusals) == {(reason,) for reason in REFUSAL_REASONS}
+    assert set(refusals.values()) == {0.0}
+    metrics.opcua_refused("monitored_item_limit", 3)
+    metrics.opcua_refused("handshake_timeout", 1)
+    metrics.opcua_refused("made-up reason", 1)  # never a new label value from outside
+    refusals = _series(registry, "invops_opcua_refusals_total")
+    assert refusals[("monitored_item_limit",)] == 3.0
+    assert refusals[("handshake_timeout",)] == 1.0
+    assert refusals[("other",)] == 1.0
 
 
 def test_the_demo_plcs_start_with_every_error_reason_at_zero() -> None:
