@@ -181,7 +181,10 @@ def _with_ledger(
     action: Callable[[Ledger], Awaitable[T]],
     *,
     migrate: bool = False,
+    read_only: bool = False,
 ) -> T:
+    """Run `action` on the ledger. With `--config`, its master data is synchronised into
+    the ledger first, except for `read_only` commands: those write nothing, ever."""
     from inventory_core import open_ledger
 
     ledger_url, loaded = _resolve(url, config)
@@ -191,7 +194,7 @@ def _with_ledger(
         async with open_ledger(
             ledger_url, writer_id=_cli_writer_id(), migrate=migrate, capacity_margin_pct=margin
         ) as ledger:
-            if loaded is not None:
+            if loaded is not None and not read_only:
                 await ledger.sync_master_data(
                     loaded.material_definitions(),
                     loaded.storage_unit_definitions(),
@@ -410,7 +413,9 @@ def ledger_balance(
     as_json: JsonOption = False,
 ) -> None:
     """Book balances per storage unit and lot, in each material's base unit."""
-    balances = _with_ledger(url, config, lambda ledger: ledger.balances(unit, lot, material))
+    balances = _with_ledger(
+        url, config, lambda ledger: ledger.balances(unit, lot, material), read_only=True
+    )
     balances = [b for b in balances if zero or b.quantity != 0]
     if as_json:
         _print_json(
@@ -477,7 +482,7 @@ def ledger_history(
         newest = await ledger.history(unit, lot, since_text, limit=last, newest_first=True)
         return newest[::-1]
 
-    movements = _with_ledger(url, config, action)
+    movements = _with_ledger(url, config, action, read_only=True)
     if as_json:
         _print_json({"movements": [_movement_json(m) for m in movements]})
         return
@@ -535,7 +540,7 @@ def ledger_trace(
         movements = {name: await ledger.history(lot=name) for name in reached}
         return links, movements
 
-    links, movements = _with_ledger(url, config, action)
+    links, movements = _with_ledger(url, config, action, read_only=True)
     if as_json:
         _print_json(
             {
@@ -585,7 +590,7 @@ def ledger_reconcile(
     url: UrlOption = None, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
     """Book vs last measured quantity per storage unit (discrepancy = measured - book)."""
-    lines = _with_ledger(url, config, lambda ledger: ledger.reconciliation())
+    lines = _with_ledger(url, config, lambda ledger: ledger.reconciliation(), read_only=True)
     if as_json:
         _print_json(
             {
@@ -633,7 +638,7 @@ def ledger_verify(
     url: UrlOption = None, config: ConfigOption = None, as_json: JsonOption = False
 ) -> None:
     """Check the audit hash chains, movements against their records, balances; exit 1 if broken."""
-    report = _with_ledger(url, config, lambda ledger: ledger.verify())
+    report = _with_ledger(url, config, lambda ledger: ledger.verify(), read_only=True)
     if as_json:
         _print_json(
             {
@@ -750,7 +755,7 @@ def ledger_export(
     except ValueError:
         fail(f"--since {since!r} is not a cursor (a non-negative integer from a previous export)")
     movements = _with_ledger(
-        url, config, lambda ledger: ledger.export(after_seq=cursor, limit=limit)
+        url, config, lambda ledger: ledger.export(after_seq=cursor, limit=limit), read_only=True
     )
     out = sys.stdout
     for m in movements:

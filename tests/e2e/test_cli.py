@@ -975,6 +975,32 @@ def test_a_file_that_is_not_an_invops_ledger_is_refused_and_left_unchanged(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal, no -shm
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ledger", "balance"],
+        ["ledger", "history", "--last", "3"],
+        ["ledger", "trace", "--lot", "E1", "--direction", "forward"],
+        ["ledger", "reconcile"],
+        ["ledger", "verify"],
+        ["ledger", "export", "--format", "jsonl", "--since", "0"],
+    ],
+    ids=lambda c: c[1],
+)
+def test_read_only_commands_with_a_config_write_nothing(
+    plant: LedgerFile, cli: Cli, tmp_path: Path, command: list[str]
+) -> None:
+    changed = tmp_path / "changed.toml"  # master data that differs from the ledger's
+    changed.write_text(
+        DEMO_CONFIG.read_text(encoding="utf-8").replace("Ethanol", "Ethanol (renamed)", 1),
+        encoding="utf-8",
+    )
+    before = plant.sql("SELECT count(*) FROM audit")
+    result = cli(*command, "--url", plant.url, "--config", changed)
+    assert result.returncode == 0, result
+    assert plant.sql("SELECT count(*) FROM audit") == before
+
+
 MISTAKES = {
     # SQLAlchemy's own spelling of a SQLite URL; invops needs the async driver
     "sqlite-url-without-aiosqlite": ["ledger", "balance", "--url", "sqlite:///{tmp}/plain.db"],
