@@ -7,6 +7,7 @@ database) and skip with the reason when nothing answers there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import structlog
 
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import (
@@ -24,6 +26,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from invops.logs import NOISY_LOGGERS
 
 PG_URL = os.environ.get("INVOPS_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
@@ -122,3 +125,18 @@ async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
     async with open_ledger(ledger_url, writer_id="test-a", migrate=True) as opened:
         await opened.sync_master_data(MATERIALS, UNITS)
         yield opened
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    for name, noisy_level in noisy.items():
+        logging.getLogger(name).setLevel(noisy_level)
+    structlog.reset_defaults()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import shutil
 import signal
 import socket
@@ -18,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
 import pytest
-import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,7 +32,7 @@ from invops.http import (
     watch_ledger,
 )
 from invops.http_server import HttpLimits
-from invops.logs import NOISY_LOGGERS, configure_logging
+from invops.logs import configure_logging
 from invops.metrics import Metrics, MetricsSink, StorageSample, StorageSnapshot
 from plc_connectors import PlcConnectError, PlcError, Sample
 
@@ -565,21 +563,6 @@ def test_an_ipv6_listen_address_is_served_and_bracketed_in_the_url(
 
 
 # --------------------------------------------------------------------------- logging
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state: put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-    for name, noisy_level in noisy.items():
-        logging.getLogger(name).setLevel(noisy_level)
-    structlog.reset_defaults()
 
 
 def _log_lines(text: str) -> list[dict[str, object]]:

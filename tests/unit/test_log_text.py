@@ -6,31 +6,19 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invops.logs import NOISY_LOGGERS, configure_logging
+from invops.logs import configure_logging
 
 HOSTILE = "fake\n2026-01-01T00:00:00Z [info     ] ledger_ok\r\x1b[2J\u202eevil\x85\u2028end"
 UNSAFE = "\n\r\x1b\u202e\x85\u2028\x00\u2066\u200b\ufeff"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    noisy = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-    for name, noisy_level in noisy.items():
-        logging.getLogger(name).setLevel(noisy_level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def render(fmt: str, emit: object) -> str:
