@@ -101,6 +101,17 @@ def bounded_reason(reason: str) -> str:
     return reason if reason in _REASONS else _OTHER
 
 
+def _counter_at_zero(
+    registry: CollectorRegistry, name: str, documentation: str, label: str, values: Iterable[str]
+) -> Counter:
+    """A counter with one label whose values are known at start, each series at 0 from
+    the first scrape (SPEC §6: `rate()` then sees 0 rather than nothing)."""
+    counter = Counter(name, documentation, [label], registry=registry)
+    for value in values:
+        counter.labels(**{label: value})
+    return counter
+
+
 def build_revision(start: Path | None = None) -> str:
     """The source revision for `invops_build_info`: `INVOPS_REVISION` if set (packagers,
     CI), else the commit of the git checkout holding this package (read from `.git`, no
@@ -230,18 +241,17 @@ class Metrics:
             registry=registry,
         )
         self._opcua_security(registry)
-        self.opcua_refusals = Counter(
+        self.opcua_refusals = _counter_at_zero(
+            registry,
             "invops_opcua_refusals_total",
             "What the OPC UA server's [opcua] limits refused or closed, by reason: "
             "connection_limit, connection_evicted, handshake_timeout, activation_timeout, "
             "session_limit, anonymous_session_limit, message_too_large, subscription_limit, "
             "monitored_item_limit, anonymous_monitored_item_limit (one per refused monitored "
             "item).",
-            ["reason"],
-            registry=registry,
+            "reason",
+            REFUSAL_REASONS,
         )
-        for reason in REFUSAL_REASONS:
-            self.opcua_refusals.labels(reason=reason)
         self._plcs: set[str] = set()
         self._plcs_lock = threading.Lock()
         self.add_plcs(plcs)
@@ -301,26 +311,24 @@ class Metrics:
     # -- OPC UA and storage -----------------------------------------------------------
 
     def _opcua_security(self, registry: CollectorRegistry) -> None:
-        self.login_failures = Counter(
+        self.login_failures = _counter_at_zero(
+            registry,
             "invops_opcua_login_failures_total",
             "OPC UA session activations refused, by reason: bad_password, unknown_user, "
             "locked_out (not checked: the user name or client address is locked out), busy "
             "(every password check slot and queue place taken), unsecured_channel, "
             "anonymous_off.",
-            ["reason"],
-            registry=registry,
+            "reason",
+            LOGIN_REFUSALS,
         )
-        for reason in LOGIN_REFUSALS:
-            self.login_failures.labels(reason=reason)
-        self.lockouts = Counter(
+        self.lockouts = _counter_at_zero(
+            registry,
             "invops_opcua_lockouts_total",
             "OPC UA login lockouts begun, by scope: user (one user name) or source (one "
             "client address).",
-            ["scope"],
-            registry=registry,
+            "scope",
+            LOCKOUT_SCOPES,
         )
-        for scope in LOCKOUT_SCOPES:
-            self.lockouts.labels(scope=scope)
         self.denied_calls = Counter(
             "invops_opcua_denied_calls_total",
             "OPC UA method calls refused with Bad_UserAccessDenied (each one; the audit "
