@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import statistics
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from invops.config import InvopsConfig, load_config, parse_config
+from invops.config import InvopsConfig, load_config
 from plc_connectors import Address, Area, DataType, Tag
 from simulators import (
     FaultError,
@@ -19,6 +17,7 @@ from simulators import (
     parse_fault,
     to_raw,
 )
+from tests.unit.plant_configs import with_ethanol_twins
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-plant.toml"
@@ -28,21 +27,6 @@ UINT32 = 2**32
 @pytest.fixture(scope="module")
 def demo() -> InvopsConfig:
     return load_config(DEMO)
-
-
-def _with_ethanol_twins() -> InvopsConfig:
-    """The demo plus two more ethanol units: TK-103 (level, L) and TK-104 (weight, kg)."""
-    data: dict[str, Any] = tomllib.loads(DEMO.read_text())
-    tank = next(u for u in data["storage_units"] if u["id"] == "TK-101")
-    twin = {**tank, "id": "TK-103", "capacity": 20000}
-    twin["level"] = {**tank["level"], "address": "hr:30"}
-    twin["strapping"] = {"volume_uom": "L", "points": [[0, 0], [4000, 20000]]}
-    del twin["totalizer"]
-    weighed = {**twin, "id": "TK-104", "capacity": 16000, "capacity_uom": "kg"}
-    del weighed["level"], weighed["strapping"]
-    weighed["weight"] = {"plc": "PLC-S7", "address": "DB1.DBD8", "data_type": "float32"}
-    data["storage_units"] += [twin, weighed]
-    return parse_config(data)
 
 
 def _run(model: PlantModel, seconds: float, dt: float) -> None:
@@ -126,7 +110,7 @@ def test_material_balance_holds_for_every_unit(demo: InvopsConfig) -> None:
 
 
 def test_transfer_takes_from_one_unit_what_it_puts_into_the_other() -> None:
-    model = PlantModel(_with_ethanol_twins(), seed=3)
+    model = PlantModel(with_ethanol_twins(), seed=3)
     for uid in ("TK-101", "TK-103", "TK-104"):
         model.stop_operation(uid)
     src, dst = model.units["TK-101"], model.units["TK-104"]  # L -> kg at 0.80 kg/L
@@ -144,7 +128,7 @@ def test_transfer_takes_from_one_unit_what_it_puts_into_the_other() -> None:
 
 
 def test_random_transfers_between_same_material_units_conserve_material() -> None:
-    model = PlantModel(_with_ethanol_twins(), seed=4)
+    model = PlantModel(with_ethanol_twins(), seed=4)
     _run(model, 4 * 3600, 1.0)
     tk101, tk103, tk104 = (model.units[u] for u in ("TK-101", "TK-103", "TK-104"))
     assert tk101.transferred_out + tk103.transferred_out > 0  # the planner does transfer

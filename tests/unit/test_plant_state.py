@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from invops.config import InvopsConfig, load_config, parse_config
+from invops.config import InvopsConfig, load_config
 from simulators import (
     STATE_FORMAT,
     PlantModel,
@@ -19,6 +17,7 @@ from simulators import (
     load_plant_state,
     save_plant_state,
 )
+from tests.unit.plant_configs import with_ethanol_twins
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-plant.toml"
@@ -28,18 +27,6 @@ LOGGER = "simulators.plant_state"
 @pytest.fixture(scope="module")
 def demo() -> InvopsConfig:
     return load_config(DEMO)
-
-
-def _with_ethanol_twin() -> InvopsConfig:
-    """The demo plus TK-103, a second ethanol tank, so that transfers happen."""
-    data: dict[str, Any] = tomllib.loads(DEMO.read_text())
-    tank = next(u for u in data["storage_units"] if u["id"] == "TK-101")
-    twin = {**tank, "id": "TK-103", "capacity": 20000}
-    twin["level"] = {**tank["level"], "address": "hr:30"}
-    twin["strapping"] = {"volume_uom": "L", "points": [[0, 0], [4000, 20000]]}
-    del twin["totalizer"]
-    data["storage_units"].append(twin)
-    return parse_config(data)
 
 
 def _quantities(model: PlantModel) -> dict[str, float]:
@@ -82,7 +69,7 @@ def test_a_saved_plant_resumes_exactly_where_it_was(demo: InvopsConfig, tmp_path
 
 
 def test_a_running_transfer_resumes_as_one_operation_of_both_units(tmp_path: Path) -> None:
-    config = _with_ethanol_twin()
+    config = with_ethanol_twins(weighed=False)
     model = PlantModel(config, seed=1)
     model.start_transfer("TK-101", "TK-103", 2000.0, rate=50.0)
     model.step(10)
