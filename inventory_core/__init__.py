@@ -11,10 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from inventory_core.clock import Clock, SystemClock
-from inventory_core.domain.history import HistoryPoint
+from inventory_core.domain.history_point import HistoryPoint
 
 if TYPE_CHECKING:
-    from inventory_core.history import HistoryStore, open_history
+    from inventory_core.value_history import HistoryStore, open_history
     from inventory_core.ledger import Ledger, open_ledger, validate_posting
 
 __all__ = [
@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "HistoryStore": "inventory_core.history",
-    "open_history": "inventory_core.history",
+    "HistoryStore": "inventory_core.value_history",
+    "open_history": "inventory_core.value_history",
     "Ledger": "inventory_core.ledger",
     "open_ledger": "inventory_core.ledger",
     "validate_posting": "inventory_core.ledger",

@@ -47,7 +47,7 @@ from pydantic_core import ErrorDetails
 
 from information_model.isa95 import Role
 from inventory_core.domain.errors import InventoryError
-from inventory_core.domain.measurement import StrappingTable
+from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.model import (
     LotStatus,
     MaterialDefinition,

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 from asyncua import ua
 
-from inventory_core.store.history import HistoryStore
+from inventory_core.store.history_store import HistoryStore
 from invops.config import InvopsConfig
 from opcua_server import InvopsOpcUaServer, UnitValues
 from opcua_server.alarms import AlarmPublisher, LevelAlarm, LevelLimits
-from opcua_server.history import LedgerHistoryStorage
+from opcua_server.history_read import LedgerHistoryStorage
 from opcua_server.security import current_user
 from plc_connectors import Quality
 

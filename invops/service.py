@@ -26,7 +26,7 @@ from inventory_core.domain.errors import WriterLeaseLost
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.units import convert
-from inventory_core.measurements import MeasurementService
+from inventory_core.measurement_service import MeasurementService
 from invops import __version__
 from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig

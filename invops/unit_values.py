@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.units import convert, dimension
-from inventory_core.measurements import MeasuredUnit
+from inventory_core.measurement_service import MeasuredUnit
 from opcua_server import UnitValues
 from plc_connectors import Quality, Sample
 

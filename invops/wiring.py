@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from inventory_core.domain.measurement import DeriverConfig, StrappingTable
+from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.model import MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
-from inventory_core.measurements import MeasuredUnit
+from inventory_core.measurement_service import MeasuredUnit
 from invops.config import HttpListenerConfig, InvopsConfig, StorageUnitConfig
 from invops.http_server import HttpLimits
 from plc_connectors import ModbusLink, PlcLink, PlcProtocol, PlcSettings, S7Link

@@ -17,7 +17,7 @@ from inventory_core.domain.lease import LeaseHolder, WriterLease
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.store import lease as leases
 from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
-from inventory_core.store.history import HistoryStore
+from inventory_core.store.history_store import HistoryStore
 from inventory_core.store.ledger_file import check_ledger_file
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
 from inventory_core.store.reader import LedgerReader

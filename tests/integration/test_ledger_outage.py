@@ -14,9 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from inventory_core import Ledger, open_ledger
-from inventory_core.domain.measurement import DeriverConfig, StrappingTable
+from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.model import MovementKind, StorageUnitId
-from inventory_core.measurements import MeasuredUnit, MeasurementService
+from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
 from plc_connectors import Quality, Sample, TagValue

@@ -23,7 +23,7 @@ import pytest
 
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.errors import LedgerUnavailable, RequestRefused
-from inventory_core.domain.measurement import DeriverConfig, StrappingTable
+from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.model import (
     LotId,
     MaterialId,
@@ -32,7 +32,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.posting import payload_hash
-from inventory_core.measurements import MeasuredUnit, MeasurementService
+from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from inventory_core.store import upgrade_schema
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer

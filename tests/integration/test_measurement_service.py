@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from inventory_core import Ledger
-from inventory_core.domain.measurement import DeriverConfig, StrappingTable
+from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.model import (
     LotId,
     MaterialId,
@@ -19,7 +19,7 @@ from inventory_core.domain.model import (
     Source,
     StorageUnitId,
 )
-from inventory_core.measurements import MeasuredUnit, MeasurementService, UnitReading
+from inventory_core.measurement_service import MeasuredUnit, MeasurementService, UnitReading
 from tests.conftest import MATERIALS, UNITS
 
 TK = StorageUnitId("TK-101")
@@ -203,7 +203,7 @@ async def test_a_refused_movement_is_logged_once_and_never_stops_the_feed(
     service = MeasurementService(ledger, [replace(spec(), material=glycol)])
     await service.start()
     await feed(service, 0, 1000.0)  # book stock exists: no opening count
-    with caplog.at_level(logging.WARNING, logger="inventory_core.measurements"):
+    with caplog.at_level(logging.WARNING, logger="inventory_core.measurement_service"):
         await feed(service, 1, 1010.0)  # a receipt into the current lot E1 (ethanol): refused
         await feed(service, 2, 1020.0)  # refused again: not logged again
     assert [m.lot for m in await ledger.history(unit="TK-101")] == ["E1"]
@@ -217,7 +217,7 @@ async def test_a_refused_movement_is_logged_once_and_never_stops_the_feed(
         )
     )  # fmt: skip
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="inventory_core.measurements"):
+    with caplog.at_level(logging.WARNING, logger="inventory_core.measurement_service"):
         await feed(service, 3, 1030.0)
     last = (await ledger.history(unit="TK-101"))[-1]
     assert (last.kind, last.lot, last.source) == (MovementKind.RECEIPT, "G1", Source.PLC)

@@ -12,7 +12,7 @@ from asyncua import Client, Node, Server, ua
 
 from inventory_core import HistoryStore, open_history
 from inventory_core.store import upgrade_schema
-from opcua_server.history import LedgerHistoryStorage
+from opcua_server.history_read import LedgerHistoryStorage
 
 DEADLINE_S = 10
 UNCERTAIN_LAST_USABLE = ua.StatusCodes.UncertainLastUsableValue

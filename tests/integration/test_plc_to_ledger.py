@@ -17,7 +17,7 @@ import pytest
 
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import MovementKind, Source
-from inventory_core.measurements import MeasurementService
+from inventory_core.measurement_service import MeasurementService
 from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig, load_config
 from invops.plc_bridge import LedgerBridge

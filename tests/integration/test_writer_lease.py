@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from inventory_core import open_ledger
 from inventory_core.domain.errors import UnitsOwned, WriterIdInUse, WriterLeaseLost
 from inventory_core.domain.lease import WriterLease
-from inventory_core.domain.measurement import DeriverConfig
+from inventory_core.domain.derivation import DeriverConfig
 from inventory_core.domain.model import (
     LotId,
     MaterialId,
@@ -29,7 +29,7 @@ from inventory_core.domain.model import (
     PostingRequest,
     StorageUnitId,
 )
-from inventory_core.measurements import MeasuredUnit, MeasurementService
+from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from inventory_core.store import upgrade_schema
 from inventory_core.store.engine import create_read_engine
 from inventory_core.store.migrate import alembic_config, current_revision, head_revision

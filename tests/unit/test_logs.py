@@ -48,11 +48,11 @@ def test_json_is_one_object_per_line_on_stderr(capsys: pytest.CaptureFixture[str
 
 
 def test_stdlib_records_of_the_core_render_with_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    from inventory_core import measurements
+    from inventory_core import measurement_service
 
     store_log = logging.getLogger("inventory_core.store")
     configure_logging("json", "INFO")
-    measurements.log.warning(
+    measurement_service.log.warning(
         "measurement_held_for_review unit=%s reason=%s", "TK-101", "change across a gap"
     )
     store_log.info("audit chain head (%s): writer=%s seq=%d hash=%s", "open", "w1", 7, "ab12")
@@ -60,7 +60,7 @@ def test_stdlib_records_of_the_core_render_with_fields(capsys: pytest.CaptureFix
 
     held, head, free = json_lines(capsys.readouterr().err)
     assert held["event"] == "measurement_held_for_review"
-    assert held["logger"] == "inventory_core.measurements"
+    assert held["logger"] == "inventory_core.measurement_service"
     assert (held["unit"], held["reason"]) == ("TK-101", "change across a gap")
     assert head["event"] == "audit chain head (open)"
     assert (head["writer"], head["seq"], head["hash"]) == ("w1", 7, "ab12")

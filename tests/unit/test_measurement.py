@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inventory_core.domain.errors import ValidationError
-from inventory_core.domain.measurement import (
+from inventory_core.domain.derivation import (
     UINT32_MAX,
     Derived,
     DerivedMovement,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from inventory_core.domain.measurement import DerivedMovement, MovementDeriver, Reading
+from inventory_core.domain.derivation import DerivedMovement, MovementDeriver, Reading
 from inventory_core.domain.units import convert
 from invops.config import load_config
 from invops.wiring import measured_units, quantity_tags

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp
 from inventory_core.domain.errors import LedgerUnavailable
-from inventory_core.domain.history import HistoryPoint, HistoryValue
+from inventory_core.domain.history_point import HistoryPoint, HistoryValue
 from inventory_core.store import tables as t
 from inventory_core.store.engine import create_read_engine, create_runner
 from inventory_core.store.migrate import current_revision, head_revision, upgrade

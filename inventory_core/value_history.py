@@ -3,7 +3,7 @@
 `open_history(url)` yields a `HistoryStore` on the ledger's database (its own
 engines, separate from the ledger's writer): `append` many points per
 transaction, `read` a series by time, `prune` by retention. The OPC UA
-server's history storage (`opcua_server.history`) is built on it.
+server's history storage (`opcua_server.history_read`) is built on it.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from datetime import timedelta
 
 from inventory_core.clock import Clock
 from inventory_core.domain.errors import LedgerUnavailable
-from inventory_core.domain.history import HistoryPoint
+from inventory_core.domain.history_point import HistoryPoint
 from inventory_core.store import HistoryStore
-from inventory_core.store.history import DEFAULT_RETENTION
+from inventory_core.store.history_store import DEFAULT_RETENTION
 
 __all__ = ["DEFAULT_RETENTION", "HistoryPoint", "HistoryStore", "open_history"]
 

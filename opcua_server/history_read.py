@@ -36,7 +36,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from inventory_core.clock import Clock, SystemClock
 from inventory_core.domain.errors import InventoryError
-from inventory_core.domain.history import HistoryPoint, HistoryValue
+from inventory_core.domain.history_point import HistoryPoint, HistoryValue
 from inventory_core.store import HistoryStore
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from inventory_core.clock import format_timestamp, parse_timestamp
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable, WriterLeaseLost
-from inventory_core.domain.measurement import (
+from inventory_core.domain.derivation import (
     DerivedMovement,
     DeriverConfig,
     HeldForReview,
