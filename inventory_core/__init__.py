@@ -14,8 +14,8 @@ from inventory_core.clock import Clock, SystemClock
 from inventory_core.domain.history_point import HistoryPoint
 
 if TYPE_CHECKING:
-    from inventory_core.value_history import HistoryStore, open_history
     from inventory_core.ledger import Ledger, open_ledger, validate_posting
+    from inventory_core.value_history import HistoryStore, open_history
 
 __all__ = [
     "Clock",

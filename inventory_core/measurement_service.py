@@ -27,7 +27,6 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from inventory_core.clock import format_timestamp, parse_timestamp
-from inventory_core.domain.errors import InventoryError, LedgerUnavailable, WriterLeaseLost
 from inventory_core.domain.derivation import (
     DerivedMovement,
     DeriverConfig,
@@ -36,6 +35,7 @@ from inventory_core.domain.derivation import (
     Reading,
     StrappingTable,
 )
+from inventory_core.domain.errors import InventoryError, LedgerUnavailable, WriterLeaseLost
 from inventory_core.domain.model import (
     AuditEvent,
     LotId,

@@ -46,8 +46,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from information_model.isa95 import Role
-from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.derivation import StrappingTable
+from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import (
     LotStatus,
     MaterialDefinition,

@@ -16,13 +16,14 @@ from datetime import UTC, datetime, timedelta
 
 from asyncua import ua
 
+from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
+from inventory_core.domain.quality import Quality
 from inventory_core.store.history_store import HistoryStore
 from invops.config import InvopsConfig
 from opcua_server import InvopsOpcUaServer, UnitValues
-from opcua_server.alarms import AlarmPublisher, LevelAlarm, LevelLimits
+from opcua_server.alarms import AlarmPublisher
 from opcua_server.history_read import LedgerHistoryStorage
 from opcua_server.security import current_user
-from plc_connectors import Quality
 
 log = logging.getLogger(__name__)
 HISTORIZED = ("Level", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity")

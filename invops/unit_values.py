@@ -14,10 +14,12 @@ from datetime import datetime
 from decimal import Decimal
 
 from inventory_core.domain.model import StorageUnitId
+from inventory_core.domain.quality import Quality
 from inventory_core.domain.units import convert, dimension
 from inventory_core.measurement_service import MeasuredUnit
 from opcua_server import UnitValues
-from plc_connectors import Quality, Sample
+from plc_connectors import Quality as PlcQuality
+from plc_connectors import Sample
 
 
 class UnitValuesBuilder:
@@ -57,8 +59,8 @@ class UnitValuesBuilder:
             if unit is None or display is None:
                 continue
             raw = value.value
-            if value.quality is not Quality.GOOD or raw is None:
-                update = UnitValues(unit, value.source_time, value.quality)
+            if value.quality is not PlcQuality.GOOD or raw is None:
+                update = UnitValues(unit, value.source_time, Quality(value.quality))
             elif isinstance(raw, bool) or not math.isfinite(raw):
                 # a flag or NaN where a quantity belongs: show it as a sensor problem
                 update = UnitValues(unit, value.source_time, Quality.BAD_COMMUNICATION)

@@ -33,6 +33,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.domain.model import MaterialDefinition
+from inventory_core.domain.quality import Quality
 from inventory_core.ledger import Ledger
 from invops.config import InvopsConfig, OpcuaConfig
 from opcua_server import asyncua_patches
@@ -55,7 +56,6 @@ from opcua_server.values import (
     make_node_id,
     status,
 )
-from plc_connectors.model import Quality
 
 log = logging.getLogger(__name__)
 

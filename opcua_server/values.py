@@ -16,7 +16,7 @@ from typing import Final, cast
 from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
-from plc_connectors.model import Quality
+from inventory_core.domain.quality import Quality
 
 # Quality of a PLC-backed value -> OPC UA StatusCode (REFERENCE 3.4, SPEC §4).
 QUALITY_STATUS: Final[Mapping[Quality, int]] = MappingProxyType(

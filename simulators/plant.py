@@ -42,8 +42,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
-from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.derivation import StrappingTable
+from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.units import canonical_uom, convert, dimension
 from invops.config import InvopsConfig, StorageUnitConfig, tag_of
 from plc_connectors import DataType, Tag, from_engineering, integer_range

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from inventory_core import Ledger, open_ledger
-from inventory_core.domain.errors import LedgerUnavailable, RequestRefused
 from inventory_core.domain.derivation import DeriverConfig, StrappingTable
+from inventory_core.domain.errors import LedgerUnavailable, RequestRefused
 from inventory_core.domain.model import (
     LotId,
     MaterialId,

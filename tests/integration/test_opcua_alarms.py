@@ -12,7 +12,8 @@ import pytest
 from asyncua import Client, Node, Server, ua
 from asyncua.common.events import Event
 
-from opcua_server.alarms import AlarmPublisher, LevelAlarm, LevelLimits
+from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
+from opcua_server.alarms import AlarmPublisher
 
 DEADLINE_S = 5
 LIMITS = LevelLimits(high_high=95.0, high=90.0, low=10.0, low_low=5.0)

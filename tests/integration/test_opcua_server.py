@@ -33,9 +33,9 @@ from inventory_core.domain.model import (
     Source,
     StorageUnitId,
 )
+from inventory_core.domain.quality import Quality
 from invops.config import InvopsConfig, parse_config
 from opcua_server import InvopsOpcUaServer, OpcuaServerError, UnitValues, node_id_text
-from plc_connectors.model import Quality
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

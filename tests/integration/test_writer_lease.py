@@ -19,9 +19,9 @@ from alembic import command
 from sqlalchemy.engine import Connection
 
 from inventory_core import open_ledger
+from inventory_core.domain.derivation import DeriverConfig
 from inventory_core.domain.errors import UnitsOwned, WriterIdInUse, WriterLeaseLost
 from inventory_core.domain.lease import WriterLease
-from inventory_core.domain.derivation import DeriverConfig
 from inventory_core.domain.model import (
     LotId,
     MaterialId,

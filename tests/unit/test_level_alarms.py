@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opcua_server.alarms import (
+from inventory_core.domain.level_alarm import (
     AlreadyAcknowledged,
     AlreadyConfirmed,
     LevelAlarm,

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inventory_core.domain.errors import ValidationError
 from inventory_core.domain.derivation import (
     UINT32_MAX,
     Derived,
@@ -26,6 +25,7 @@ from inventory_core.domain.derivation import (
     plc_idempotency_key,
     totalizer_delta,
 )
+from inventory_core.domain.errors import ValidationError
 from inventory_core.domain.model import MovementKind
 from inventory_core.domain.units import QUANTUM
 

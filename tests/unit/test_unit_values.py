@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inventory_core.domain.errors import UnitConversionError
+from inventory_core.domain.quality import Quality as ShownQuality
 from inventory_core.domain.units import convert, parse_quantity
 from invops.config import load_config
 from invops.service import capacities
@@ -58,7 +59,7 @@ def test_display_values_match_the_exact_conversion(tag: str, fraction: float) ->
     material = spec.material
     density = material.density_kg_per_l
     base = convert(signal, spec.signal_uom, material.base_uom, density)
-    assert values.quality is Quality.GOOD and values.source_time == AT
+    assert values.quality is ShownQuality.GOOD and values.source_time == AT
     assert _close(values.measured_quantity, base)
     assert values.level == (raw if spec.strapping is not None else None)
     assert _close(values.fill_percent, base / CAPACITIES[unit] * 100)
@@ -80,7 +81,7 @@ def test_bad_quality_flags_and_nan_become_bad_values_without_numbers() -> None:
         (True, Quality.GOOD, Quality.BAD_COMMUNICATION),
     ):
         [values] = builder().from_sample(_sample(tag, value, quality))
-        assert values.quality is shown
+        assert values.quality is ShownQuality(shown)
         assert values.measured_quantity is None and values.level is None
 
 
