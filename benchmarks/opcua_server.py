@@ -8,7 +8,7 @@ the client runs here. Cases:
   PLC-backed variables: Level, Volume, Mass, FillPercent, MeasuredQuantity and the
   derived Discrepancy) spread over areas of 200, with a real SQLite ledger and
   `value_deadband_pct = 0` (every update is a change the client must get); every
-  second the child calls `update_units` for every tank with new values whose
+  second the child hands the plant view a new level reading for every tank, whose
   SourceTimestamp is the update time, in `--update-groups` groups (default 10) spread
   evenly over the second, the way staggered PLC polls deliver them (the service
   spreads PLCs sharing an interval over it); `--update-groups 1` updates every value
@@ -124,6 +124,8 @@ def bench_config(tanks: int) -> Any:
                 "default_lot_status": "released",
             }
         ],
+        # one level tag per tank: the plant view converts each reading, as in the service
+        "plcs": [{"name": "PLC-BENCH", "protocol": "modbus", "port": 5020}],
         "storage_units": [
             {
                 "id": f"TK-{i:05d}",
@@ -132,6 +134,13 @@ def bench_config(tanks: int) -> Any:
                 "capacity": 50000,
                 "capacity_uom": "L",
                 "material": "BENCH",
+                "level": {
+                    "plc": "PLC-BENCH",
+                    "address": f"hr:{2 * i}",
+                    "data_type": "float32",
+                    "unit": "mm",
+                },
+                "strapping": {"volume_uom": "L", "points": [[0, 0], [6000, 50000]]},
             }
             for i in range(tanks)
         ],
@@ -180,6 +189,8 @@ def _group(items: list[Any], groups: int, group: int) -> list[Any]:
 @asynccontextmanager
 async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
     from inventory_core import open_ledger
+    from inventory_core.plant_view import Book, PlantView
+    from invops.wiring import measured_units
     from opcua_server import InvopsOpcUaServer
 
     config = bench_config(tanks)
@@ -189,7 +200,14 @@ async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[s
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
         )
-        server = InvopsOpcUaServer(config, ledger)
+        view = PlantView(
+            config.storage_unit_definitions(),
+            config.material_definitions(),
+            measured_units(config),
+        )
+        for unit in view.units:  # a known book, so that Discrepancy follows every reading
+            view.apply_book(unit, Book(quantity=0.0))
+        server = InvopsOpcUaServer(config, ledger, view=view)
         started = time.perf_counter()
         await server.start()
         build_ms = (time.perf_counter() - started) * 1000
@@ -209,6 +227,7 @@ async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[s
                 "ledger": ledger_id.to_string(),
                 "post_receipt": space.ledger_methods["PostReceipt"].to_string(),
                 "units": [u.id for u in config.storage_units],
+                "view": view,
             }
             yield server, info
         finally:
@@ -218,12 +237,12 @@ async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[s
 async def serve_invops(
     tanks: int, interval_s: float, groups: int, tmp: str, channel: _Channel
 ) -> None:
-    from opcua_server import UnitValues
-    from plc_connectors.model import Quality
+    from inventory_core.domain.quality import Quality
 
     async with invops_server(tanks, tmp) as (server, info):
         units = info.pop("units")
-        write_s: list[float] = []  # per tick: update_units -> every value written
+        view = info.pop("view")
+        write_s: list[float] = []  # per tick: plant view reading -> every value written
         tasks: set[asyncio.Task[None]] = set()
 
         async def written(started: float) -> None:
@@ -235,21 +254,9 @@ async def serve_invops(
             tasks.add(task := asyncio.create_task(written(time.perf_counter())))
             task.add_done_callback(tasks.discard)
             mine = _group(units, groups, group)
-            server.update_units(
-                [
-                    UnitValues(
-                        unit,
-                        now,
-                        Quality.GOOD,
-                        level=1000.0 + k,
-                        volume_l=20000.0 + k,
-                        mass_kg=16000.0 + k,
-                        fill_percent=10.0 + (k % 80) + 0.5,
-                        measured_quantity=16000.0 + k,
-                    )
-                    for unit in mine
-                ]
-            )
+            level = 1000.0 + (k % 4000) + 0.5  # every value changes every cycle
+            for unit in mine:
+                view.apply_reading(unit, level, Quality.GOOD, now)
             return len(mine) * VARIABLES_PER_TANK
 
         await channel.serve(info, Ticker(interval_s, groups, update), write_s)

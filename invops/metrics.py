@@ -10,11 +10,10 @@ demo instances can live in one process). The service reports events:
 - `Metrics.poll` / `Metrics.plc_up` for every PLC poll, most simply by putting a
   `MetricsSink` between each `PlcPoller` and its real sink.
 
-Per-unit gauges (fill ratio, book and measured quantity) come from a custom
-collector, `StorageCollector`, that reads an in-memory snapshot of
-`StorageSample`s (`StorageSnapshot.samples`): a scrape copies numbers and never
-waits for the ledger, a PLC or the event loop. The snapshot is replaced
-atomically (copy-on-write) by the event loop and read by the HTTP thread.
+Per-unit gauges (fill ratio, book and measured quantity, discrepancy) come from
+a custom collector, `StorageCollector`, that reads the plant view's states as
+`StorageSample`s (`storage_samples(view)`): a scrape copies numbers and never
+waits for the ledger, a PLC or the event loop.
 
 Label values are bounded sets only (site, area, unit, material, uom, plc, kind,
 source, reason): never lot ids, movement ids, users or free text.
@@ -29,8 +28,8 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeGuard
 
@@ -47,11 +46,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from inventory_core.domain.model import MovementKind, Source
-from inventory_core.domain.units import convert
-from invops.config import InvopsConfig
+from inventory_core.plant_view import PlantView, UnitState
 from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
-from plc_connectors import ERROR_REASONS, PlcError, Quality, Sample
+from plc_connectors import ERROR_REASONS, PlcError, Sample
 from plc_connectors.poller import SampleSink
 
 if TYPE_CHECKING:
@@ -65,10 +63,9 @@ __all__ = [
     "MetricsSink",
     "StorageCollector",
     "StorageSample",
-    "StorageSnapshot",
-    "UnitUpdate",
     "bounded_reason",
     "build_revision",
+    "storage_samples",
     "ua_session_count",
 ]
 
@@ -456,6 +453,7 @@ class StorageSample:
     book: float | None = None
     measured: float | None = None
     fill_ratio: float | None = None
+    discrepancy: float | None = None  # measured - book, as the plant view computed it
 
 
 _QUANTITY_HELP: Final = (
@@ -489,8 +487,8 @@ class StorageCollector(Collector):
                     if _finite(value):
                         quantity.add_metric([*where, s.material, kind, s.uom], value)
             capacity.add_metric([*where, s.material, s.uom], s.capacity)
-            if _finite(s.book) and _finite(s.measured) and s.capacity > 0:
-                discrepancy.add_metric(where, (s.measured - s.book) / s.capacity)
+            if _finite(s.discrepancy) and s.capacity > 0:
+                discrepancy.add_metric(where, s.discrepancy / s.capacity)
         return [fill, quantity, capacity, discrepancy]
 
     @staticmethod
@@ -523,114 +521,29 @@ def _finite(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
 
-class UnitUpdate(Protocol):
-    """What `StorageSnapshot.apply` reads: `opcua_server.UnitValues` fits."""
+def storage_samples(view: PlantView) -> Callable[[], list[StorageSample]]:
+    """What `StorageCollector` reads: the plant view's units, as numbers (safe from the
+    scrape thread: the view replaces each unit's frozen state whole)."""
 
-    @property
-    def unit(self) -> str: ...
+    def samples() -> list[StorageSample]:
+        return [_storage_sample(state) for state in view.states()]
 
-    @property
-    def quality(self) -> Quality: ...
-
-    @property
-    def measured_quantity(self) -> float | None: ...
-
-    @property
-    def book_quantity(self) -> float | None: ...
-
-    @property
-    def fill_percent(self) -> float | None: ...
+    return samples
 
 
-class StorageSnapshot:
-    """The per-unit numbers `StorageCollector` exports, kept in memory.
-
-    Writers (the event loop) replace one unit's immutable sample in place;
-    `samples()` (any thread, e.g. the HTTP scrape) copies the values. The set of
-    units never changes after construction (units not in the initial set are
-    ignored, so labels stay bounded by the config), so the dict never resizes and
-    a reader never sees it mid-change; readers never wait. (Copying the whole
-    mapping per update cost more than everything else per PLC sample at 500 units.)
-    """
-
-    def __init__(self, units: Iterable[StorageSample]) -> None:
-        self._by_unit: dict[str, StorageSample] = {s.unit: s for s in units}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_config(cls, config: InvopsConfig) -> StorageSnapshot:
-        """Every configured storage unit, capacity in its material's base unit."""
-        materials = {str(m.id): m for m in config.material_definitions()}
-        samples = []
-        for unit in config.storage_unit_definitions():
-            material = materials.get(str(unit.material)) if unit.material else None
-            if material is None:
-                uom, capacity = unit.capacity_uom, unit.capacity
-            else:
-                uom = material.base_uom
-                capacity = convert(unit.capacity, unit.capacity_uom, uom, material.density_kg_per_l)
-            samples.append(
-                StorageSample(
-                    site=unit.site,
-                    area=unit.area,
-                    unit=str(unit.id),
-                    material="" if material is None else str(material.id),
-                    uom=uom,
-                    capacity=float(capacity),
-                )
-            )
-        return cls(samples)
-
-    def samples(self) -> tuple[StorageSample, ...]:
-        """The current snapshot (pass this bound method to `StorageCollector`)."""
-        return tuple(self._by_unit.values())
-
-    def __iter__(self) -> Iterator[StorageSample]:
-        return iter(self.samples())
-
-    def set_book(self, unit: str, book: float | None) -> None:
-        """The unit's book quantity (sum of its lots' balances), None when unknown."""
-        self._replace(unit, lambda s: replace(s, book=book))
-
-    def set_measured(
-        self, unit: str, measured: float | None, *, fill_ratio: float | None = None
-    ) -> None:
-        """A measured quantity (None: unknown, the link is down); `fill_ratio` defaults
-        to measured / capacity."""
-
-        def change(sample: StorageSample) -> StorageSample:
-            ratio = fill_ratio
-            if measured is None:
-                ratio = None
-            elif ratio is None and sample.capacity > 0:
-                ratio = measured / sample.capacity
-            return replace(sample, measured=measured, fill_ratio=ratio)
-
-        self._replace(unit, change)
-
-    def apply(self, update: UnitUpdate) -> None:
-        """Take an OPC UA `UnitValues` as the server applied it (register with
-        `opcua.add_values_listener(snapshot.apply)`): Good or Uncertain values given are
-        taken, Bad quality clears the measured values, a book quantity is always taken."""
-        if update.book_quantity is not None:
-            self.set_book(update.unit, update.book_quantity)
-        if update.quality in _BAD:
-            self.set_measured(update.unit, None)
-        elif update.measured_quantity is not None:
-            percent = update.fill_percent
-            self.set_measured(
-                update.unit,
-                update.measured_quantity,
-                fill_ratio=None if percent is None else percent / 100,
-            )
-
-    def _replace(self, unit: str, change: Callable[[StorageSample], StorageSample]) -> None:
-        with self._lock:
-            current = self._by_unit.get(unit)
-            if current is not None:
-                self._by_unit[unit] = change(current)
-
-
-_BAD: Final = frozenset(
-    {Quality.BAD_COMMUNICATION, Quality.BAD_NO_COMMUNICATION, Quality.BAD_WAITING}
-)
+def _storage_sample(state: UnitState) -> StorageSample:
+    info, measured = state.info, state.measured
+    usable = measured.quality.usable
+    percent = measured.fill_percent if usable else None
+    return StorageSample(
+        site=info.site,
+        area=info.area,
+        unit=info.unit,
+        material=info.material,
+        uom=info.uom,
+        capacity=info.capacity,
+        book=state.book.quantity,
+        measured=measured.quantity if usable else None,
+        fill_ratio=None if percent is None else percent / 100,
+        discrepancy=state.discrepancy if usable else None,
+    )

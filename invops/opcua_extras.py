@@ -18,9 +18,10 @@ from asyncua import ua
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from inventory_core.domain.quality import Quality
+from inventory_core.plant_view import Cause, PlantChange, PlantView, UnitChanged, UnitState
 from inventory_core.store.history_store import HistoryStore
 from invops.config import InvopsConfig
-from opcua_server import InvopsOpcUaServer, UnitValues
+from opcua_server import InvopsOpcUaServer
 from opcua_server.alarms import AlarmPublisher
 from opcua_server.history_read import LedgerHistoryStorage
 from opcua_server.security import current_user
@@ -68,7 +69,8 @@ class HistoryFeature:
 class AlarmFeature:
     """Level alarms per unit, fed from the values the server writes."""
 
-    def __init__(self, config: InvopsConfig) -> None:
+    def __init__(self, config: InvopsConfig, view: PlantView) -> None:
+        self._view = view
         self._limits = {
             unit.id: LevelLimits(
                 high_high=unit.alarms.high_high,
@@ -84,7 +86,7 @@ class AlarmFeature:
             )
         }  # fmt: skip
         self._publishers: dict[str, AlarmPublisher] = {}
-        self._queue: asyncio.Queue[UnitValues] = asyncio.Queue(10_000)
+        self._queue: asyncio.Queue[UnitState] = asyncio.Queue(10_000)
 
     async def setup(self, server: InvopsOpcUaServer) -> None:
         for unit, limits in self._limits.items():
@@ -105,24 +107,32 @@ class AlarmFeature:
             )
             await publisher.init()
             self._publishers[unit] = publisher
-        server.add_values_listener(self._listen)
+        self._view.subscribe(self._listen)
 
-    def _listen(self, values: UnitValues) -> None:
-        if values.unit in self._publishers and (
-            values.fill_percent is not None or values.quality is not Quality.GOOD
+    def _listen(self, change: PlantChange) -> None:
+        """Plant view subscriber: queue measurement changes of units with an alarm."""
+        if (
+            isinstance(change, UnitChanged)
+            and change.cause is Cause.MEASUREMENT
+            and change.state.unit in self._publishers
         ):
             try:
-                self._queue.put_nowait(values)
+                self._queue.put_nowait(change.state)
             except asyncio.QueueFull:
-                log.warning("alarm queue full: an update of %s was skipped", values.unit)
+                log.warning("alarm_queue_full_update_skipped unit=%s", change.state.unit)
 
     async def run(self) -> None:
-        """Evaluate queued fill updates until cancelled."""
+        """Evaluate queued fill updates until cancelled; transitions go back to the view
+        (each unit's alarm state lives there too)."""
         while True:
-            values = await self._queue.get()
-            publisher = self._publishers[values.unit]
-            at = values.source_time or datetime.now(UTC)
-            await publisher.update(values.fill_percent, values.quality is Quality.GOOD, at)
+            state = await self._queue.get()
+            publisher = self._publishers[state.unit]
+            measured = state.measured
+            at = measured.source_time or datetime.now(UTC)
+            good = measured.quality is Quality.GOOD
+            transition = await publisher.update(measured.fill_percent, good, at)
+            if transition is not None:
+                self._view.apply_alarm(state.unit, transition)
 
     async def close(self) -> None:
         for publisher in self._publishers.values():

@@ -16,7 +16,6 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from decimal import Decimal
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -24,18 +23,17 @@ from prometheus_client import CollectorRegistry
 from inventory_core import Ledger, open_history, open_ledger
 from inventory_core.domain.errors import WriterLeaseLost
 from inventory_core.domain.lease import WriterLease
-from inventory_core.domain.model import StorageUnitId
-from inventory_core.domain.units import convert
 from inventory_core.measurement_service import MeasurementService
+from inventory_core.plant_view import LedgerFollower, PlantView
 from invops import __version__
 from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig
 from invops.http import HealthBoard, HttpEndpoint, watch_ledger
-from invops.metrics import Metrics, MetricsSink, StorageSnapshot, ua_session_count
+from invops.metrics import Metrics, MetricsSink, storage_samples, ua_session_count
 from invops.opcua_extras import AlarmFeature, HistoryFeature
+from invops.plant_feed import PlantFeed
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
-from invops.unit_values import UnitValuesBuilder
 from invops.wiring import http_limits, make_link, measured_units, quantity_tags
 from opcua_server import InvopsOpcUaServer
 from opcua_server.denied_calls import DeniedCallAudit
@@ -46,7 +44,7 @@ from opcua_server.security import (
     identity_tokens,
     secure_server_kwargs,
 )
-from plc_connectors import PlcError, PlcPoller, PlcSettings, Sample, start_offsets
+from plc_connectors import PlcPoller, PlcSettings, start_offsets
 
 log = logging.getLogger(__name__)
 CHAIN_HEAD_LOG_INTERVAL_S = 600
@@ -61,47 +59,9 @@ class Endpoints:
     ledger: Ledger
 
 
-class ServiceSink:
-    """What every poller reports to: the ledger bridge and the OPC UA values."""
-
-    def __init__(
-        self,
-        bridge: LedgerBridge,
-        values: UnitValuesBuilder,
-        opcua: InvopsOpcUaServer,
-    ) -> None:
-        self._bridge = bridge
-        self._values = values
-        self._opcua = opcua
-
-    def publish(self, sample: Sample) -> None:
-        self._bridge.publish(sample)
-        self._opcua.update_units(self._values.from_sample(sample))
-
-    def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
-        # Not logged here: the poller logs each transition once (plc_up / plc_down).
-        self._bridge.link_state(plc, up, error)
-
-    def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
-        self._bridge.poll_finished(plc, seconds, error_reason)
-
-
 def writer_id(config: InvopsConfig) -> str:
     """This instance's audit chain: the configured one, else one per host and site."""
     return config.ledger.writer_id or f"{config.site.name}@{socket.gethostname()}"[:64]
-
-
-def capacities(config: InvopsConfig) -> dict[StorageUnitId, Decimal]:
-    """Each unit's capacity in its material's base unit (for fill percent)."""
-    materials = {m.id: m for m in config.material_definitions()}
-    result: dict[StorageUnitId, Decimal] = {}
-    for unit in config.storage_unit_definitions():
-        material = materials.get(unit.material) if unit.material else None
-        if material is not None:
-            result[unit.id] = convert(
-                unit.capacity, unit.capacity_uom, material.base_uom, material.density_kg_per_l
-            )
-    return result
 
 
 async def run_service(
@@ -127,9 +87,14 @@ async def run_service(
     registry = CollectorRegistry()
     metrics = Metrics(registry, version=__version__, plcs=names)
     board = HealthBoard(names)
-    snapshot = StorageSnapshot.from_config(config)
-    metrics.register_storage(snapshot.samples)
     units = measured_units(config)
+    view = PlantView(
+        config.storage_unit_definitions(),
+        config.material_definitions(),
+        units,
+        deadband_fraction=config.opcua.value_deadband_pct / 100,
+    )
+    metrics.register_storage(storage_samples(view))
     lease = WriterLease.for_this_process(
         (u.unit for u in units),
         duration_s=config.ledger.lease_s,
@@ -163,6 +128,9 @@ async def run_service(
             config.material_definitions(), config.storage_unit_definitions()
         )
         board.set_ledger(True)
+        follower = LedgerFollower(ledger, view)
+        await follower.start()
+        stack.callback(follower.close)
         service = MeasurementService(ledger, units)
         await service.start()
         tags = quantity_tags(config)
@@ -185,6 +153,7 @@ async def run_service(
         opcua = InvopsOpcUaServer(
             config,
             ledger,
+            view=view,
             endpoint=opcua_endpoint,
             identity_tokens=identity_tokens(config.opcua),
             certificate_validator=client_certificate_validator(pki),
@@ -197,31 +166,17 @@ async def run_service(
             ),
             **security,
         )
-        opcua.add_values_listener(snapshot.apply)
         opcua.add_refusal_listener(metrics.opcua_refused)
         metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
         history_store = await stack.enter_async_context(open_history(config.ledger.url))
         history = HistoryFeature(history_store)
-        alarms = AlarmFeature(config)
+        alarms = AlarmFeature(config, view)
         opcua.add_setup_hook(history.setup)
         opcua.add_setup_hook(alarms.setup)
         await stack.enter_async_context(opcua)
         stack.push_async_callback(history.stop)  # runs before the server stops
         stack.push_async_callback(alarms.close)
-        sink = MetricsSink(
-            ServiceSink(
-                bridge,
-                UnitValuesBuilder(
-                    units,
-                    tags,
-                    capacities(config),
-                    deadband_fraction=config.opcua.value_deadband_pct / 100,
-                ),
-                opcua,
-            ),
-            metrics,
-            health=board,
-        )
+        sink = MetricsSink(PlantFeed(bridge, view, tags), metrics, health=board)
         log.info("invops %s: opcua %s, metrics %s", __version__, opcua.endpoint_url, http.url)
         if ready is not None:
             announced = ready(Endpoints(opcua.endpoint_url, http.port, ledger))
@@ -232,6 +187,7 @@ async def run_service(
         try:
             async with asyncio.TaskGroup() as group:
                 keeper = group.create_task(ledger.keep_lease(), name="writer-lease")
+                books = group.create_task(follower.run(), name="plant-view-books")
                 feeder = group.create_task(bridge.run(), name="measurements")
                 pollers = [
                     group.create_task(
@@ -252,7 +208,7 @@ async def run_service(
                     # Also when a task failed and the group cancelled this body: the group
                     # cancels its tasks once, and Python 3.11 can lose that (invops.cancel).
                     await cancel_and_wait(pollers)
-                    await cancel_and_wait([feeder, heads, health, alarm_task, keeper])
+                    await cancel_and_wait([feeder, heads, health, alarm_task, books, keeper])
         except* WriterLeaseLost as group_error:
             lost = True  # another process books these units now: stop, book nothing more
             error = group_error.exceptions[0]

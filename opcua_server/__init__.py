@@ -1,7 +1,7 @@
 """opcua_server: the asyncua adapter that shows inventory over OPC UA (SPEC §4).
 
 `InvopsOpcUaServer` builds the address space from `information_model.TYPE_MODEL`
-and the config, writes PLC values fed through `update_units(UnitValues...)`,
+and the config, writes the plant view's unit states (`view=`),
 serves the Ledger methods and raises a movement event for every posting.
 """
 
@@ -19,8 +19,8 @@ from opcua_server.address_space import (
 from opcua_server.events import LedgerMirror, movement_message
 from opcua_server.limits import REFUSAL_REASONS, RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
-from opcua_server.server import InvopsOpcUaServer, SetupHook, ValuesListener, server_limits
-from opcua_server.values import QUALITY_STATUS, UnitValues, status_code
+from opcua_server.server import InvopsOpcUaServer, SetupHook, server_limits
+from opcua_server.values import QUALITY_STATUS, status_code
 
 __all__ = [
     "QUALITY_STATUS",
@@ -37,8 +37,6 @@ __all__ = [
     "ServerLimits",
     "SetupHook",
     "UnitNodes",
-    "UnitValues",
-    "ValuesListener",
     "build_address_space",
     "default_current_user",
     "eu_information",

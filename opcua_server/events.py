@@ -1,22 +1,18 @@
-"""Mirror the ledger into the address space: movement events, lots, book quantities.
+"""Mirror the ledger into the address space: movement events and lots.
 
-`Ledger.subscribe` calls its listeners synchronously inside the posting
-coroutine, so the listener here only queues the movement and notes what it
-touched; two loops do the work:
+Movements reach the server from the plant view (`MovementSeen`: this
+process's as they are posted, other writers' from the ledger tail the view's
+follower reads); units' book values come with the view's unit states. The
+listener only queues and notes what a movement touched; two loops do the work:
 
-- the event loop raises one `InventoryMovementEventType` event per movement on
-  the Ledger object and, with the same EventId, on the Server object (asyncua
-  delivers an event only to subscribers of the node it is triggered on, it does
-  not walk a notifier hierarchy);
-- the refresh loop re-reads the touched lots and units from the ledger, at most
-  once per debounce interval, and writes `Lots/<LotID>` (Status, Quantity,
-  StorageLocation, MaterialDefinitionID) and each unit's BookQuantity, LotID,
-  Status. Movements other processes post (the CLI, other instances on a
-  shared ledger) are not heard: every `tail_s` the loop reads the movements
-  after the newest one it has seen and refreshes what other writers touched.
-  A movement that commits after one with a higher sequence number (several
-  writers on PostgreSQL) can slip past that cursor; the full re-read every
-  `resync_s` catches it.
+- the event loop raises one `InventoryMovementEventType` event per movement this
+  process posted, on the Ledger object and, with the same EventId, on the Server
+  object (asyncua delivers an event only to subscribers of the node it is
+  triggered on, it does not walk a notifier hierarchy);
+- the refresh loop re-reads the touched lots from the ledger, at most once per
+  debounce interval, and writes `Lots/<LotID>` (Status, Quantity,
+  StorageLocation, MaterialDefinitionID); a full re-read every `resync_s`
+  catches anything missed.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
@@ -38,26 +34,22 @@ from asyncua.ua.object_ids import ObjectIds
 from information_model import TYPE_MODEL
 from inventory_core.clock import parse_timestamp
 from inventory_core.domain.model import (
-    CURRENT_LOT_KINDS,
     Balance,
     Lot,
     MaterialDefinition,
     Movement,
     MovementKind,
-    StorageUnit,
 )
 from inventory_core.domain.units import format_decimal
 from inventory_core.ledger import Ledger
 from opcua_server.address_space import AddressSpace
-from opcua_server.values import UnitValues, make_node_id
+from opcua_server.values import make_node_id
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPE: Final = "InventoryMovementEventType"
 DEBOUNCE_S: Final = 0.2
 RESYNC_S: Final = 60.0
-TAIL_S: Final = 1.0
-TAIL_LIMIT: Final = 1000
 RETRY_S: Final = 2.0
 QUEUE_LIMIT: Final = 10_000
 SEVERITY_NORMAL: Final = 100
@@ -89,40 +81,26 @@ class LedgerMirror:
         server: Server,
         ledger: Ledger,
         space: AddressSpace,
-        units: Sequence[StorageUnit],
-        update_units: Callable[[Iterable[UnitValues]], None],
         *,
         debounce_s: float = DEBOUNCE_S,
         resync_s: float = RESYNC_S,
-        tail_s: float = TAIL_S,
     ) -> None:
         self._server = server
         self._ledger = ledger
         self._space = space
-        self._units = {str(u.id): u for u in units}
-        self._update_units = update_units
         self._debounce_s = debounce_s
         self._resync_s = resync_s
-        self._tail_s = tail_s
-        self._tail_seq = 0  # the newest movement read by `_follow_others`
         self._movements: asyncio.Queue[Movement] = asyncio.Queue(QUEUE_LIMIT)
         self._touched_lots: set[str] = set()
-        self._touched_units: set[str] = set()
         self._dirty = asyncio.Event()
         self._closed = False
         self._generator: EventGenerator | None = None
         self._materials: dict[str, MaterialDefinition] = {}
-        self._lot_status: dict[str, str] = {}
-        self._lot_material: dict[str, str] = {}
-        self._unit_lot: dict[str, str] = {}
-        # current lot per unit as this process's postings set it (the ledger's rule: the
-        # lot last received, produced or counted into it); refresh_all reads the truth
-        self._current_hint: dict[str, str] = {}
         self.dropped_events = 0
         self.events_raised = 0
 
     async def setup(self) -> None:
-        """Event generator, listener, then a first full read (before clients connect)."""
+        """Event generator, then a first full read of the lots (before clients connect)."""
         event_type = self._space.type_ids[EVENT_TYPE]
         self._generator = await self._server.get_event_generator(event_type, self._space.ledger_id)
         # asyncua takes each field's type from the type's property value; the imported
@@ -130,46 +108,27 @@ class LedgerMirror:
         for event_field in TYPE_MODEL.event_type(EVENT_TYPE).fields:
             variant_type = ua.VariantType[event_field.data_type]
             self._generator.event.add_property(event_field.name, None, variant_type)
-        self._ledger.subscribe(self.on_movement)  # before reading: nothing falls in between
-        self._tail_seq = await self._ledger.last_seq()
         await self.refresh_all()
 
     def close(self) -> None:
-        """Stop listening (Ledger has no unsubscribe; the listener turns into a no-op)."""
+        """Stop listening (the listener turns into a no-op)."""
         self._closed = True
 
-    def on_movement(self, movement: Movement) -> None:
-        """Ledger listener: quick and never raising (it runs inside the posting)."""
+    def on_movement(self, movement: Movement, *, own: bool = True) -> None:
+        """A committed movement (quick, never raising: it runs inside the posting).
+        Its lot is refreshed; an event is raised for this process's movements."""
         if self._closed:
             return
-        self._touch(movement)
+        self._touched_lots.add(str(movement.lot))
+        self._dirty.set()
+        if not own:
+            return
         try:
             self._movements.put_nowait(movement)
         except asyncio.QueueFull:
             self.dropped_events += 1
             if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
                 log.warning("opcua movement event queue full: %d dropped", self.dropped_events)
-
-    def _touch(self, movement: Movement) -> None:
-        """Note what `movement` changed, for the next refresh."""
-        self._touched_lots.add(str(movement.lot))
-        self._touched_units.update(str(u) for u in (movement.from_unit, movement.to_unit) if u)
-        if movement.to_unit and movement.kind in CURRENT_LOT_KINDS:
-            self._current_hint[str(movement.to_unit)] = str(movement.lot)
-        self._dirty.set()
-
-    async def _follow_others(self) -> None:
-        """Note what other writers posted since the newest movement read (see module doc)."""
-        own = self._ledger.writer_id
-        while True:
-            movements = await self._ledger.history(after_seq=self._tail_seq, limit=TAIL_LIMIT)
-            for movement in movements:
-                if movement.writer != own:
-                    self._touch(movement)
-            if movements:
-                self._tail_seq = movements[-1].seq
-            if len(movements) < TAIL_LIMIT:
-                return
 
     async def run(self) -> None:
         """The event and refresh loops, until cancelled."""
@@ -219,85 +178,50 @@ class LedgerMirror:
     # --- lots and book values ----------------------------------------------------------
 
     async def _refresh_loop(self) -> None:
-        now = time.monotonic()
-        next_full, next_tail = now + self._resync_s, now + self._tail_s
+        next_full = time.monotonic() + self._resync_s
         while True:
-            wake = min(next_full, next_tail)
             try:
-                async with asyncio.timeout(max(0.0, wake - time.monotonic())):
+                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
                     await self._dirty.wait()
             except TimeoutError:
                 pass
-            if time.monotonic() >= next_tail:
-                next_tail = time.monotonic() + self._tail_s
-                try:
-                    await self._follow_others()
-                except Exception as exc:  # the ledger is away (health says so): next tick
-                    log.debug("opcua ledger tail read failed: %s", exc)
             full = time.monotonic() >= next_full
             if not full and not self._dirty.is_set():
                 continue
             self._dirty.clear()
-            lots, units = self._touched_lots, self._touched_units
-            self._touched_lots, self._touched_units = set(), set()
+            lots, self._touched_lots = self._touched_lots, set()
             try:
                 if full:
                     await self.refresh_all()
                     next_full = time.monotonic() + self._resync_s
                 else:
-                    await self.refresh(lots, units)
+                    await self.refresh(lots)
             except Exception as exc:  # ledger unreachable: keep the work, try again
-                log.warning("opcua ledger refresh failed, retrying: %s", exc)
+                log.warning("opcua_lot_refresh_failed_retrying error=%s", exc)
                 self._touched_lots |= lots
-                self._touched_units |= units
                 self._dirty.set()
                 await asyncio.sleep(RETRY_S)
                 continue
             await asyncio.sleep(self._debounce_s)  # at most one refresh per interval
 
     async def refresh_all(self) -> None:
-        """Every lot and every unit from the ledger."""
-        balances = await self._ledger.balances()
+        """Every lot from the ledger."""
         by_lot: dict[str, list[Balance]] = {}
-        by_unit: dict[str, list[Balance]] = {}
-        for balance in balances:
+        for balance in await self._ledger.balances():
             by_lot.setdefault(str(balance.lot), []).append(balance)
-            by_unit.setdefault(str(balance.unit), []).append(balance)
         for lot in await self._ledger.lots():
             await self._write_lot(lot, by_lot.get(str(lot.id), []))
-        current = await self._ledger.current_lots()
-        self._current_hint = dict(current)
-        updates = [
-            await self._unit_values(unit, by_unit.get(unit, []), current.get(unit, ""))
-            for unit in self._units
-        ]
-        self._update_units(updates)
 
-    async def refresh(self, lots: Iterable[str], units: Iterable[str]) -> None:
-        """Only what changed: the given lots, the given units, and the units whose
-        current lot is one of those lots (its status may have changed). A few reads
-        for all of them together: movements touch dozens of units a second."""
+    async def refresh(self, lots: Iterable[str]) -> None:
+        """Only the given lots, in a few reads: movements touch dozens of lots a second."""
         lot_ids = set(lots)
-        if lot_ids:
-            by_lot: dict[str, list[Balance]] = {}
-            for balance in await self._ledger.balances(lots=lot_ids):
-                by_lot.setdefault(str(balance.lot), []).append(balance)
-            for lot in await self._ledger.lots(ids=lot_ids):
-                await self._write_lot(lot, by_lot.get(str(lot.id), []))
-        unit_ids = {u for u in units if u in self._units}
-        unit_ids |= {u for u, lot in self._unit_lot.items() if lot in lot_ids}
-        if not unit_ids:
+        if not lot_ids:
             return
-        by_unit: dict[str, list[Balance]] = {}
-        for balance in await self._ledger.balances(units=unit_ids):
-            by_unit.setdefault(str(balance.unit), []).append(balance)
-        updates = []
-        for unit in sorted(unit_ids):
-            current = self._current_hint.get(unit)
-            if current is None:
-                current = await self._ledger.current_lot(unit) or ""
-            updates.append(await self._unit_values(unit, by_unit.get(unit, []), current))
-        self._update_units(updates)
+        by_lot: dict[str, list[Balance]] = {}
+        for balance in await self._ledger.balances(lots=lot_ids):
+            by_lot.setdefault(str(balance.lot), []).append(balance)
+        for lot in await self._ledger.lots(ids=lot_ids):
+            await self._write_lot(lot, by_lot.get(str(lot.id), []))
 
     async def _base_uom(self, material: str) -> str:
         if material not in self._materials:
@@ -309,8 +233,6 @@ class LedgerMirror:
 
     async def _write_lot(self, lot: Lot, balances: Sequence[Balance]) -> None:
         nodes = await self._space.ensure_lot(lot, await self._base_uom(str(lot.material)))
-        self._lot_status[str(lot.id)] = str(lot.status)
-        self._lot_material[str(lot.id)] = str(lot.material)
         quantity = sum((b.quantity for b in balances), Decimal(0))
         locations = ",".join(sorted({str(b.unit) for b in balances if b.quantity != 0}))
         now = datetime.now(UTC)
@@ -319,27 +241,6 @@ class LedgerMirror:
         await write(variables["Quantity"], _double(quantity), source_time=now)
         await write(variables["StorageLocation"], _text(locations), source_time=now)
         await write(variables["MaterialDefinitionID"], _text(str(lot.material)), source_time=now)
-
-    async def _unit_values(
-        self, unit: str, balances: Sequence[Balance], current: str
-    ) -> UnitValues:
-        if current and current not in self._lot_status:
-            for lot in await self._ledger.lots(current):
-                self._lot_status[current] = str(lot.status)
-                self._lot_material[current] = str(lot.material)
-        if current:
-            self._unit_lot[unit] = current
-        else:
-            self._unit_lot.pop(unit, None)
-        configured = self._units[unit].material
-        return UnitValues(
-            unit=unit,
-            source_time=datetime.now(UTC),
-            book_quantity=float(sum((b.quantity for b in balances), Decimal(0))),
-            material_id=str(configured) if configured else self._lot_material.get(current, ""),
-            lot_id=current,
-            status=self._lot_status.get(current, ""),
-        )
 
 
 def _text(value: str) -> ua.Variant:

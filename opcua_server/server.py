@@ -4,8 +4,10 @@ Security is plugged in through plain constructor arguments (user manager,
 permission ruleset, policies, certificate, key, identity tokens, certificate
 validator, `current_user` hook); other modules (history, alarms) extend the
 server through `add_setup_hook` (runs once the address space exists, before
-the endpoint opens and before `gc.freeze()`) and `add_values_listener` (sees
-every applied `UnitValues`).
+the endpoint opens and before `gc.freeze()`). Values come from the plant view
+(`inventory_core.plant_view`): the server subscribes and writes each unit's
+newest state as it is; it converts nothing, holds no last good value and
+computes no discrepancy of its own.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -33,14 +34,13 @@ from asyncua.ua.status_codes import StatusCodes
 
 from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.domain.model import MaterialDefinition
-from inventory_core.domain.quality import Quality
 from inventory_core.ledger import Ledger
+from inventory_core.plant_view import MovementSeen, PlantChange, PlantView, UnitChanged, UnitState
 from invops.config import InvopsConfig, OpcuaConfig
 from opcua_server import asyncua_patches
 from opcua_server.address_space import (
     AddressSpace,
     OpcuaServerError,
-    UnitNodes,
     build_address_space,
 )
 from opcua_server.denied_calls import DeniedCallAudit
@@ -48,11 +48,9 @@ from opcua_server.events import DEBOUNCE_S, RESYNC_S, LedgerMirror
 from opcua_server.limits import RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
 from opcua_server.values import (
-    LEDGER_NUMBER_FIELDS,
     LEDGER_TEXT_FIELDS,
     PLC_FIELDS,
     QUALITY_STATUS,
-    UnitValues,
     make_node_id,
     status,
 )
@@ -69,18 +67,7 @@ SECURE_POLICIES: Final = (
 _BAD: Final = 0x80000000
 
 SetupHook = Callable[["InvopsOpcUaServer"], Awaitable[None]]
-ValuesListener = Callable[[UnitValues], None]
 KeyMaterial = str | bytes | os.PathLike[str]
-
-
-@dataclass(slots=True)
-class _UnitState:
-    """What the writer remembers per unit to derive Discrepancy = measured - book."""
-
-    measured: float | None = None
-    measured_status: int = StatusCodes.BadWaitingForInitialData
-    book: float | None = None
-    explicit_discrepancy: bool = False
 
 
 class InvopsOpcUaServer:
@@ -93,6 +80,7 @@ class InvopsOpcUaServer:
         config: InvopsConfig,
         ledger: Ledger,
         *,
+        view: PlantView | None = None,
         endpoint: str | None = None,
         user_manager: UserManager | None = None,
         permission_ruleset: SimpleRoleRuleset | None = None,
@@ -109,6 +97,7 @@ class InvopsOpcUaServer:
     ) -> None:
         self._config = config
         self._ledger = ledger
+        self._view = view
         self._endpoint = endpoint or config.opcua.endpoint
         self._user_manager = user_manager
         self._permission_ruleset = permission_ruleset
@@ -126,15 +115,12 @@ class InvopsOpcUaServer:
         self._debounce_s = refresh_debounce_s
         self._resync_s = resync_interval_s
         self._setup_hooks: list[SetupHook] = []
-        self._listeners: list[ValuesListener] = []
         self._limits = server_limits(config.opcua)
         self._refusal_listeners: list[RefusalListener] = []
-        self._pending: dict[str, UnitValues] = {}  # from update_units (PLC side)
-        self._pending_ledger: dict[str, UnitValues] = {}  # from the ledger mirror
+        self._pending: dict[str, UnitState] = {}  # newest state per unit, not yet written
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._states: dict[str, _UnitState] = {}
         self._unknown_units: set[str] = set()
         self._ua: Server | None = None
         self._space: AddressSpace | None = None
@@ -185,11 +171,6 @@ class InvopsOpcUaServer:
             raise OpcuaServerError("setup hooks must be added before start()")
         self._setup_hooks.append(hook)
 
-    def add_values_listener(self, listener: ValuesListener) -> None:
-        """Call `listener(values)` after each UnitValues has been written (sync, quick,
-        must not raise; e.g. alarm evaluation). Ledger refreshes arrive here too."""
-        self._listeners.append(listener)
-
     @property
     def limits(self) -> ServerLimits:
         """The connection, session, message and subscription limits (`[opcua]`)."""
@@ -200,17 +181,18 @@ class InvopsOpcUaServer:
         `opcua_server.limits.REFUSAL_REASONS`; sync, quick, on the event loop)."""
         self._refusal_listeners.append(listener)
 
-    def update_units(self, values: Iterable[UnitValues]) -> None:
-        """Queue updates (sync, never blocks; call it on the event loop's thread).
-
-        The writer task applies them in order, coalescing several updates of one
-        unit that arrive between two writes (newer fields win)."""
-        _queue(self._pending, values)
-        self._idle.clear()
-        self._wake.set()
+    def _on_change(self, change: PlantChange) -> None:
+        """Plant view subscriber: queue the unit's newest state (a unit changed twice
+        between two writes is written once, as it is now); movements go to the mirror."""
+        if isinstance(change, UnitChanged):
+            self._pending[change.state.unit] = change.state
+            self._idle.clear()
+            self._wake.set()
+        elif isinstance(change, MovementSeen) and self._mirror is not None:
+            self._mirror.on_movement(change.movement, own=change.own)
 
     async def flush(self) -> None:
-        """Wait until every queued update has been written (tests, orderly shutdown)."""
+        """Wait until every queued state has been written (tests, orderly shutdown)."""
         await self._idle.wait()
 
     async def __aenter__(self) -> InvopsOpcUaServer:
@@ -252,13 +234,15 @@ class InvopsOpcUaServer:
                 server,
                 self._ledger,
                 space,
-                self._config.storage_unit_definitions(),
-                self._queue_ledger_values,
                 debounce_s=self._debounce_s,
                 resync_s=self._resync_s,
             )
             await self._mirror.setup()
-            await self._apply_pending()  # first book values before anyone can read
+            if self._view is not None:
+                self._view.subscribe(self._on_change)
+                for state in self._view.states():  # what the view holds now, before anyone reads
+                    self._pending[state.unit] = state
+            await self._apply_pending()
             for hook in self._setup_hooks:
                 await hook(self)
             if self._freeze_gc:  # REFERENCE 9.2: GC pauses make most of the tail latency
@@ -418,13 +402,6 @@ class InvopsOpcUaServer:
 
     # --- value writer ------------------------------------------------------------------
 
-    def _queue_ledger_values(self, values: Iterable[UnitValues]) -> None:
-        # Separate from update_units: merging a ledger update (quality GOOD, no PLC
-        # values) into a queued PLC update would overwrite that update's quality.
-        _queue(self._pending_ledger, values)
-        self._idle.clear()
-        self._wake.set()
-
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
@@ -432,111 +409,55 @@ class InvopsOpcUaServer:
             await self._apply_pending()
 
     async def _apply_pending(self) -> None:
-        while self._pending or self._pending_ledger:
-            batches = (self._pending, self._pending_ledger)
-            self._pending, self._pending_ledger = {}, {}
+        while self._pending:
+            batch, self._pending = self._pending, {}
             server_time = datetime.now(UTC)
-            for batch in batches:
-                for values in batch.values():
-                    try:
-                        await self._apply(values, server_time)
-                    except Exception:  # one bad update must not stop the writer
-                        log.exception("opcua update of %s failed", values.unit)
-                        continue
-                    for listener in self._listeners:
-                        try:
-                            listener(values)
-                        except Exception:
-                            log.exception("opcua values listener failed")
+            for state in batch.values():
+                try:
+                    await self._apply(state, server_time)
+                except Exception:  # one bad update must not stop the writer
+                    log.exception("opcua_unit_write_failed unit=%s", state.unit)
         self._idle.set()
 
-    async def _apply(self, values: UnitValues, server_time: datetime) -> None:
+    async def _apply(self, state: UnitState, server_time: datetime) -> None:
+        """Write one unit's state: PLC-backed values with their quality and source time
+        (null with the Bad code while the link is down), then the book values."""
         space = self.address_space
-        nodes = space.units.get(values.unit)
+        nodes = space.units.get(state.unit)
         if nodes is None:
-            if values.unit not in self._unknown_units:
-                self._unknown_units.add(values.unit)
-                log.warning("opcua update for unknown storage unit %s ignored", values.unit)
+            if state.unit not in self._unknown_units:
+                self._unknown_units.add(state.unit)
+                log.warning("opcua_update_for_unknown_unit_ignored unit=%s", state.unit)
             return
-        state = self._states.setdefault(values.unit, _UnitState())
-        status = QUALITY_STATUS[values.quality]
-        t = values.source_time
-        write = space.writer.write
+        measured = state.measured
+        code = QUALITY_STATUS[measured.quality]
+        t = measured.source_time
+        writer = space.writer
         variables = nodes.variables
-        if status & _BAD:
-            # The link is down: every PLC-backed value goes null with the Bad code.
-            for name in (*PLC_FIELDS.values(), "Discrepancy"):
-                if name in variables:
-                    await write(variables[name], ua.Variant(), status, t, server_time)
-            state.measured, state.measured_status = None, status
-        else:
-            await self._write_plc_values(nodes, values, state, status, server_time)
-        for field_name, name in LEDGER_NUMBER_FIELDS.items():
-            number = getattr(values, field_name)
-            if number is not None:
-                await write(
-                    variables[name], _double(number), source_time=t, server_time=server_time
-                )
-                state.book = float(number)
+        if t is not None:  # the view has had a reading (else: as built, waiting)
+            if code & _BAD:
+                for name in (*PLC_FIELDS.values(), "Discrepancy"):
+                    if name in variables:
+                        await writer.write(variables[name], ua.Variant(), code, t, server_time)
+            else:
+                for field_name, name in PLC_FIELDS.items():
+                    node_id = variables.get(name)  # Level exists on tanks only
+                    number = getattr(measured, field_name)
+                    if node_id is not None and number is not None:
+                        await writer.write_double(node_id, number, code, t, server_time)
+        book = state.book
+        if book.quantity is None:
+            return  # not read from the ledger yet
+        now = server_time
+        await writer.write_double(variables["BookQuantity"], book.quantity, source_time=now,
+                                  server_time=now)  # fmt: skip
         for field_name, name in LEDGER_TEXT_FIELDS.items():
-            text = getattr(values, field_name)
-            if text is not None:
-                await write(
-                    variables[name],
-                    ua.Variant(text, ua.VariantType.String),
-                    source_time=t,
-                    server_time=server_time,
-                )
-        await self._write_discrepancy(nodes, values, state, server_time)
-
-    async def _write_plc_values(
-        self,
-        nodes: UnitNodes,
-        values: UnitValues,
-        state: _UnitState,
-        status: int,
-        server_time: datetime,
-    ) -> None:
-        writer = self.address_space.writer
-        stale = values.quality is Quality.UNCERTAIN_LAST_USABLE
-        for field_name, name in PLC_FIELDS.items():
-            node_id = nodes.variables.get(name)
-            if node_id is None:  # Level exists on tanks only
-                continue
-            number = getattr(values, field_name)
-            if number is None and stale:  # keep the last value, mark it stale
-                last = writer.last(node_id)
-                number = last[0] if last is not None and isinstance(last[0], float) else None
-            if number is None:
-                continue
-            await writer.write_double(node_id, number, status, values.source_time, server_time)
-            if field_name == "measured_quantity":
-                shown = writer.last(node_id)  # within the deadband: the value still shown
-                state.measured = float(shown[0]) if shown and isinstance(shown[0], float) else None
-                state.measured_status = status
-
-    async def _write_discrepancy(
-        self, nodes: UnitNodes, values: UnitValues, state: _UnitState, server_time: datetime
-    ) -> None:
-        node_id = nodes.variables["Discrepancy"]
-        writer = self.address_space.writer
-        if values.discrepancy is not None:
-            state.explicit_discrepancy = True
-            status = QUALITY_STATUS[values.quality]
-            if not status & _BAD:
-                await writer.write_double(
-                    node_id, values.discrepancy, status, values.source_time, server_time
-                )
-            return
-        if state.explicit_discrepancy or state.measured is None or state.book is None:
-            return
-        await writer.write_double(
-            node_id,
-            state.measured - state.book,
-            state.measured_status,
-            values.source_time,
-            server_time,
-        )
+            text = ua.Variant(getattr(book, field_name), ua.VariantType.String)
+            await writer.write(variables[name], text, source_time=now, server_time=now)
+        if state.discrepancy is not None and not code & _BAD:
+            await writer.write_double(
+                variables["Discrepancy"], state.discrepancy, code, t, server_time
+            )
 
 
 def server_limits(opcua: OpcuaConfig) -> ServerLimits:
@@ -559,16 +480,6 @@ def server_limits(opcua: OpcuaConfig) -> ServerLimits:
         )
     except ValueError as exc:
         raise OpcuaServerError(f"[opcua] limits: {exc}") from exc
-
-
-def _queue(pending: dict[str, UnitValues], values: Iterable[UnitValues]) -> None:
-    for update in values:
-        queued = pending.get(update.unit)
-        pending[update.unit] = update if queued is None else queued.merged(update)
-
-
-def _double(value: float) -> ua.Variant:
-    return ua.Variant(float(value), ua.VariantType.Double)
 
 
 def _key_material(value: KeyMaterial) -> str | bytes | Path:

@@ -1,14 +1,12 @@
-"""What the OPC UA server shows for a storage unit, as plain data.
+"""How plant view values become OPC UA values: StatusCodes, NodeIds, DataValues.
 
-The PLC pipeline and the ledger mirror hand the server `UnitValues`; the server
-never sees PLC samples or ledger rows, so either side can change without
-touching the address space code.
+The server never sees PLC samples or ledger rows, only the plant view's unit
+states, so either side can change without touching the address space code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Final, cast
@@ -61,62 +59,17 @@ def data_value(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class UnitValues:
-    """An update of one storage unit's variables; every `None` field means "unchanged".
-
-    PLC-backed values (`level`, `volume_l`, `mass_kg`, `fill_percent`,
-    `measured_quantity`, and `discrepancy`) share `quality` and `source_time`
-    (the PLC read time):
-
-    - GOOD: the given values are written as Good; omitted ones are left alone.
-    - UNCERTAIN_LAST_USABLE: given values are written, and every PLC-backed
-      value of the unit keeps its last value but turns Uncertain_LastUsableValue.
-    - BAD_*: every PLC-backed value of the unit becomes null with that Bad code.
-
-    Ledger-backed values (`book_quantity`, `material_id`, `lot_id`, `status`) are
-    always Good; `""` means "none" (an empty unit). `discrepancy` left `None` is
-    derived by the server as MeasuredQuantity - BookQuantity.
-
-    Units: `level` in the level tag's unit (mm in the demo), `volume_l` litres,
-    `mass_kg` kilograms, `fill_percent` 0..100, quantities in the material's base unit.
-    """
-
-    unit: str
-    source_time: datetime
-    quality: Quality = Quality.GOOD
-    level: float | None = None
-    volume_l: float | None = None
-    mass_kg: float | None = None
-    fill_percent: float | None = None
-    measured_quantity: float | None = None
-    book_quantity: float | None = None
-    discrepancy: float | None = None
-    material_id: str | None = None
-    lot_id: str | None = None
-    status: str | None = None
-
-    def merged(self, newer: UnitValues) -> UnitValues:
-        """This update overlaid by a newer one for the same unit (queue coalescing)."""
-        changes = {
-            f.name: value
-            for f in fields(newer)
-            if f.name not in ("unit",) and (value := getattr(newer, f.name)) is not None
-        }
-        return replace(self, **changes)
-
-
-# UnitValues field -> BrowseName of the variable it feeds (instance declarations of TYPE_MODEL).
+# Plant view field -> BrowseName of the variable it feeds (instance declarations of
+# TYPE_MODEL): `Measured` fields (PLC-backed) and `Book` text fields (ledger-backed).
 PLC_FIELDS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "level": "Level",
         "volume_l": "Volume",
         "mass_kg": "Mass",
         "fill_percent": "FillPercent",
-        "measured_quantity": "MeasuredQuantity",
+        "quantity": "MeasuredQuantity",
     }
 )
-LEDGER_NUMBER_FIELDS: Final[Mapping[str, str]] = MappingProxyType({"book_quantity": "BookQuantity"})
 LEDGER_TEXT_FIELDS: Final[Mapping[str, str]] = MappingProxyType(
     {"material_id": "MaterialDefinitionID", "lot_id": "LotID", "status": "Status"}
 )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import NewType
+from typing import NewType, TypeVar
 
 MaterialId = NewType("MaterialId", str)
 StorageUnitId = NewType("StorageUnitId", str)
@@ -252,6 +252,17 @@ class Measurement:
     quality: str = "good"
 
 
+_Q = TypeVar("_Q", Decimal, float)
+
+
+def discrepancy(measured: _Q | None, book: _Q | None) -> _Q | None:
+    """Measured minus book (positive: more in the unit than the books say); None when
+    either is unknown. The one definition: reconciliation and the live plant view use it."""
+    if measured is None or book is None:
+        return None
+    return measured - book
+
+
 @dataclass(frozen=True, slots=True)
 class ReconciliationLine:
     """Book vs measured for one storage unit: discrepancy = measured - book."""
@@ -266,7 +277,7 @@ class ReconciliationLine:
 
     @property
     def discrepancy(self) -> Decimal | None:
-        return None if self.measured is None else self.measured - self.book
+        return discrepancy(self.measured, self.book)
 
     @property
     def discrepancy_pct_of_capacity(self) -> Decimal | None:

@@ -33,7 +33,7 @@ from invops.http import (
 )
 from invops.http_server import HttpLimits
 from invops.logs import configure_logging
-from invops.metrics import Metrics, MetricsSink, StorageSample, StorageSnapshot
+from invops.metrics import Metrics, MetricsSink, StorageSample
 from plc_connectors import PlcConnectError, PlcError, Sample
 
 PLCS = ("PLC-MB", "PLC-S7")
@@ -55,12 +55,11 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
     metrics = Metrics(registry, version="0.1.0", plcs=PLCS)
-    snapshot = StorageSnapshot(
-        [StorageSample("PLANT1", "TANKFARM", "TK-101", "ETHANOL-96", "kg", 40_000.0)]
-    )
-    metrics.register_storage(snapshot.samples)
-    snapshot.set_book("TK-101", 19_500.0)
-    snapshot.set_measured("TK-101", 20_000.0)
+    tank = StorageSample(
+        "PLANT1", "TANKFARM", "TK-101", "ETHANOL-96", "kg", 40_000.0,
+        book=19_500.0, measured=20_000.0, fill_ratio=0.5, discrepancy=500.0,
+    )  # fmt: skip
+    metrics.register_storage(lambda: [tank])
     metrics.posting(MovementKind.RECEIPT, Source.PLC)
     metrics.posting_committed(2, 0.003)
     metrics.poll("PLC-MB", 0.004, None)

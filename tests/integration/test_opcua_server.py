@@ -9,6 +9,7 @@ rejections on TK-101/TK-102/SI-201, events on SI-201, lots on SI-202.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sqlite3
 import tomllib
@@ -34,8 +35,10 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.quality import Quality
+from inventory_core.plant_view import LedgerFollower, PlantView
 from invops.config import InvopsConfig, parse_config
-from opcua_server import InvopsOpcUaServer, OpcuaServerError, UnitValues, node_id_text
+from invops.wiring import measured_units
+from opcua_server import InvopsOpcUaServer, OpcuaServerError, node_id_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -106,6 +109,7 @@ kind = "silo"
 capacity = 80
 capacity_uom = "t"
 material = "SUGAR"
+weight = { plc = "PLC-MODBUS", address = "hr:10", data_type = "float32", unit = "kg" }
 
 [[storage_units]]
 id = "SI-202"
@@ -148,6 +152,7 @@ class Plant:
     config: InvopsConfig
     ledger: Ledger
     server: InvopsOpcUaServer
+    view: PlantView
     client: Client
     caller: Caller
     db: Path
@@ -197,11 +202,24 @@ async def plant(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plant
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
         )
-        server = InvopsOpcUaServer(config, ledger, current_user=caller, refresh_debounce_s=0.05)
-        async with server, Client(server.endpoint_url, timeout=TIMEOUT_S) as client:
-            ns = await client.get_namespace_index(INSTANCES_NAMESPACE)
-            tns = await client.get_namespace_index(TYPES_NAMESPACE)
-            yield Plant(config, ledger, server, client, caller, db, ns, tns)
+        view = PlantView(
+            config.storage_unit_definitions(), config.material_definitions(), measured_units(config)
+        )
+        follower = LedgerFollower(ledger, view, debounce_s=0.05)
+        await follower.start()
+        books = asyncio.create_task(follower.run())
+        server = InvopsOpcUaServer(
+            config, ledger, view=view, current_user=caller, refresh_debounce_s=0.05
+        )
+        try:
+            async with server, Client(server.endpoint_url, timeout=TIMEOUT_S) as client:
+                ns = await client.get_namespace_index(INSTANCES_NAMESPACE)
+                tns = await client.get_namespace_index(TYPES_NAMESPACE)
+                yield Plant(config, ledger, server, view, client, caller, db, ns, tns)
+        finally:
+            books.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await books
 
 
 @pytest.fixture(autouse=True)
@@ -318,18 +336,18 @@ async def test_values_carry_the_plc_time_and_an_honest_status(plant: Plant) -> N
     assert untouched.StatusCode == ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
     assert untouched.Value.Value is None
 
-    plant.server.update_units(
-        [UnitValues("TK-102", t0, Quality.GOOD, level=2500.0, volume_l=15000.0)]
-    )
+    plant.view.apply_reading("TK-102", 2500.0, Quality.GOOD, t0)
     await plant.server.flush()
     good = await level.read_data_value()
     assert (good.Value.Value, good.StatusCode.is_good(), good.SourceTimestamp) == (2500.0, True, t0)
     assert good.ServerTimestamp is not None and good.ServerTimestamp > t0
+    shown_volume = (await volume.read_data_value()).Value.Value
+    assert shown_volume == plant.view.state("TK-102").measured.volume_l  # type: ignore[union-attr]
 
     t1 = t0 + timedelta(seconds=1)
-    plant.server.update_units([UnitValues("TK-102", t1, Quality.UNCERTAIN_LAST_USABLE)])
+    plant.view.apply_reading("TK-102", 2500.0, Quality.UNCERTAIN_LAST_USABLE, t1)  # held
     await plant.server.flush()
-    for variable, value in ((level, 2500.0), (volume, 15000.0)):  # last value held, stale
+    for variable, value in ((level, 2500.0), (volume, shown_volume)):  # last value, stale
         stale = await variable.read_data_value(False)
         assert stale.StatusCode == ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
         assert (stale.Value.Value, stale.SourceTimestamp) == (value, t1)
@@ -338,23 +356,23 @@ async def test_values_carry_the_plc_time_and_an_honest_status(plant: Plant) -> N
         (Quality.BAD_COMMUNICATION, ua.StatusCodes.BadCommunicationError),
         (Quality.BAD_NO_COMMUNICATION, ua.StatusCodes.BadNoCommunication),
     ):
-        plant.server.update_units([UnitValues("TK-102", t1, quality)])
+        plant.view.apply_reading("TK-102", None, quality, t1)
         await plant.server.flush()
         bad = await level.read_data_value(False)
         assert bad.StatusCode == ua.StatusCode(code)
         assert bad.Value.Value is None
 
-    plant.server.update_units([UnitValues("TK-102", t1, level=2600.0)])
+    plant.view.apply_reading("TK-102", 2600.0, Quality.GOOD, t1)
     await plant.server.flush()
     assert (await level.read_data_value()).Value.Value == 2600.0
 
 
 async def test_discrepancy_is_measured_minus_book(plant: Plant) -> None:
     now = datetime.now(UTC)
-    plant.server.update_units([UnitValues("BN-301", now, mass_kg=412.5, measured_quantity=412.5)])
+    plant.view.apply_reading("SI-201", 412.5, Quality.GOOD, now)  # a silo with no stock booked
     await plant.server.flush()
-    book = await (await plant.unit_variable("BN-301", "BookQuantity")).read_value()
-    discrepancy = await (await plant.unit_variable("BN-301", "Discrepancy")).read_data_value()
+    book = await (await plant.unit_variable("SI-201", "BookQuantity")).read_value()
+    discrepancy = await (await plant.unit_variable("SI-201", "Discrepancy")).read_data_value()
     assert book == 0.0
     assert discrepancy.Value.Value == 412.5 and discrepancy.SourceTimestamp == now
 
@@ -372,17 +390,17 @@ async def test_subscribers_see_data_changes(plant: Plant) -> None:
         await subscription.subscribe_data_change(fill)
         await asyncio.wait_for(changes.get(), TIMEOUT_S)  # the initial value
         for percent in (41.0, 42.5):
-            plant.server.update_units(
-                [UnitValues("SI-201", datetime.now(UTC), fill_percent=percent)]
-            )
+            capacity = plant.view.state("SI-201").info.capacity  # type: ignore[union-attr]
+            plant.view.apply_reading("SI-201", capacity * percent / 100, Quality.GOOD,
+                                     datetime.now(UTC))  # fmt: skip
             value, data_value = await asyncio.wait_for(changes.get(), TIMEOUT_S)
-            assert value == percent and data_value.StatusCode.is_good()
+            assert value == pytest.approx(percent) and data_value.StatusCode.is_good()
     finally:
         await subscription.delete()
 
 
 async def test_client_writes_are_refused_not_writable(plant: Plant) -> None:
-    plant.server.update_units([UnitValues("TK-101", datetime.now(UTC), level=1000.0)])
+    plant.view.apply_reading("TK-101", 1000.0, Quality.GOOD, datetime.now(UTC))
     await plant.server.flush()
     targets = [
         await plant.unit_variable("TK-101", "Level"),

@@ -62,3 +62,71 @@ def test_only_store_imports_sqlalchemy() -> None:
         if n & {"sqlalchemy", "alembic", "aiosqlite", "asyncpg"} and "store" not in p.parts
     ]
     assert not offenders
+
+
+# --- the package graph (issue 13: every arrow but these fails) -------------------------
+
+OURS = frozenset(
+    {"inventory_core", "information_model", "opcua_server", "plc_connectors", "simulators",
+     "invops"}
+)  # fmt: skip
+ALLOWED: dict[str, frozenset[str]] = {
+    "invops": OURS - {"invops"},
+    "opcua_server": frozenset({"inventory_core", "information_model"}),
+    "information_model": frozenset({"inventory_core"}),
+    "simulators": frozenset({"inventory_core", "plc_connectors"}),
+    "plc_connectors": frozenset(),
+    "inventory_core": frozenset(),
+}
+# Arrows that still exist and are being removed (issue 13 item 3): each entry names the
+# module that imports and the package it reaches. The list may only shrink: a new
+# forbidden import fails, and so does an entry whose import is gone (delete it).
+KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("opcua_server/address_space.py", "invops"),
+        ("opcua_server/security.py", "invops"),
+        ("opcua_server/server.py", "invops"),
+        ("simulators/plant.py", "invops"),
+        ("simulators/runner.py", "invops"),
+    }
+)
+
+
+def package_arrows() -> set[tuple[str, str]]:
+    """(module path relative to the repo, package of ours it imports), across our packages."""
+    arrows = set()
+    for package in OURS:
+        for path, names in _imports(package).items():
+            for target in names & OURS - {package}:
+                arrows.add((str(path.relative_to(ROOT)), target))
+    return arrows
+
+
+def forbidden(arrows: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    return {(m, t) for m, t in arrows if t not in ALLOWED[m.split("/")[0]]}
+
+
+def test_every_package_arrow_is_an_allowed_one() -> None:
+    bad = forbidden(package_arrows())
+    assert bad - KNOWN_DEBT == set(), "forbidden imports (see ALLOWED)"
+    assert KNOWN_DEBT - bad == set(), "paid off: delete these from KNOWN_DEBT"
+
+
+def test_the_package_graph_has_no_cycle_outside_the_known_debt() -> None:
+    edges: dict[str, set[str]] = {p: set() for p in OURS}
+    for module, target in package_arrows() - KNOWN_DEBT:
+        edges[module.split("/")[0]].add(target)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in edges[start]
+        )
+
+    assert [p for p in sorted(OURS) if reaches(p, p, {p})] == []
+
+
+def test_the_rule_catches_an_added_forbidden_import() -> None:
+    """The check itself works: plc_connectors importing inventory_core is caught."""
+    added = {("plc_connectors/model.py", "inventory_core"), ("opcua_server/x.py", "plc_connectors")}
+    assert forbidden(package_arrows() | added) - KNOWN_DEBT == added

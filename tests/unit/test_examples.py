@@ -121,7 +121,16 @@ def _exported_names() -> set[str]:
     registry = CollectorRegistry()
     metrics = Metrics(registry, version="0.0.0", revision="test", plcs=["PLC-1"])
     sample = StorageSample(
-        "SITE", "AREA", "TK-1", "WATER", "kg", 1000.0, book=500.0, measured=510.0, fill_ratio=0.51
+        "SITE",
+        "AREA",
+        "TK-1",
+        "WATER",
+        "kg",
+        1000.0,
+        book=500.0,
+        measured=510.0,
+        fill_ratio=0.51,
+        discrepancy=10.0,
     )
     metrics.register_storage(lambda: [sample])
     metrics.poll("PLC-1", 0.01, None)

@@ -1,11 +1,10 @@
-"""invops.metrics: SPEC §6 names, types and labels; counters; storage gauges from a snapshot."""
+"""invops.metrics: SPEC §6 names, types and labels; counters; storage gauges from the plant view."""
 
 from __future__ import annotations
 
 import math
 import shutil
 import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample as PromSample
 
 from inventory_core.domain.model import MovementKind, Source
+from inventory_core.domain.quality import Quality
+from inventory_core.plant_view import Book, PlantView
 from invops.config import load_config
 from invops.metrics import (
     COMMIT_BUCKETS,
@@ -26,14 +27,15 @@ from invops.metrics import (
     MetricsSink,
     StorageCollector,
     StorageSample,
-    StorageSnapshot,
     bounded_reason,
     build_revision,
+    storage_samples,
     ua_session_count,
 )
+from invops.wiring import measured_units
 from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOGIN_REFUSALS
-from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Quality, Sample
+from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Sample
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 
@@ -90,14 +92,26 @@ def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry, version="1.2.3", revision="abc123", plcs=["PLC-MB", "PLC-S7"])
 
 
+def demo_view() -> PlantView:
+    config = load_config(DEMO)
+    return PlantView(
+        config.storage_unit_definitions(), config.material_definitions(), measured_units(config)
+    )
+
+
 @pytest.fixture
-def snapshot(metrics: Metrics) -> StorageSnapshot:
-    snapshot = StorageSnapshot([TK101, SI201])
-    metrics.register_storage(snapshot.samples)
-    return snapshot
+def view(metrics: Metrics) -> PlantView:
+    """The demo's plant view (SI-201: 80 t of sugar, weighed in kg), scraped by `metrics`."""
+    plant = demo_view()
+    metrics.register_storage(storage_samples(plant))
+    return plant
 
 
-def _exercise(metrics: Metrics, snapshot: StorageSnapshot) -> None:
+def _weigh(view: PlantView, unit: str, kg: float | None, quality: Quality = Quality.GOOD) -> None:
+    view.apply_reading(unit, kg, quality, datetime.now(UTC))
+
+
+def _exercise(metrics: Metrics, view: PlantView) -> None:
     """Touch every metric once so each family has samples."""
     metrics.posting(MovementKind.RECEIPT, Source.PLC)
     metrics.posting_committed(1, 0.002)
@@ -105,17 +119,17 @@ def _exercise(metrics: Metrics, snapshot: StorageSnapshot) -> None:
     metrics.poll("PLC-MB", 1.0, "timeout")
     metrics.plc_up("PLC-MB", True)
     metrics.set_opcua_sessions(lambda: 3)
-    snapshot.set_book("TK-101", 10_000.0)
-    snapshot.set_measured("TK-101", 12_000.0)
+    view.apply_book("SI-201", Book(quantity=10_000.0))
+    _weigh(view, "SI-201", 12_000.0)
 
 
 # --------------------------------------------------------------------------- names, types
 
 
 def test_every_spec_metric_has_its_type_and_exact_labels(
-    registry: CollectorRegistry, metrics: Metrics, snapshot: StorageSnapshot
+    registry: CollectorRegistry, metrics: Metrics, view: PlantView
 ) -> None:
-    _exercise(metrics, snapshot)
+    _exercise(metrics, view)
     families = _families(registry)
     for name, (kind, labels) in SPEC_METRICS.items():
         family = families[name]
@@ -127,9 +141,9 @@ def test_every_spec_metric_has_its_type_and_exact_labels(
 
 
 def test_every_invops_metric_has_help_and_the_prefix(
-    registry: CollectorRegistry, metrics: Metrics, snapshot: StorageSnapshot
+    registry: CollectorRegistry, metrics: Metrics, view: PlantView
 ) -> None:
-    _exercise(metrics, snapshot)
+    _exercise(metrics, view)
     text = generate_latest(registry).decode()
     names = {f.name for f in text_string_to_metric_families(text)}
     for family in text_string_to_metric_families(text):
@@ -431,36 +445,34 @@ def test_free_text_never_becomes_a_label_value(
 # --------------------------------------------------------------------------- storage gauges
 
 
-def test_storage_gauges_come_from_the_snapshot(
-    registry: CollectorRegistry, snapshot: StorageSnapshot
+def test_storage_gauges_come_from_the_plant_view(
+    registry: CollectorRegistry, view: PlantView
 ) -> None:
-    snapshot.set_book("TK-101", 19_000.0)
-    snapshot.set_measured("TK-101", 20_000.0)
-    where = {"site": "PLANT1", "area": "TANKFARM", "unit": "TK-101"}
+    view.apply_book("SI-201", Book(quantity=38_000.0))
+    _weigh(view, "SI-201", 40_000.0)
+    where = {"site": "PLANT1", "area": "SILOS", "unit": "SI-201"}
     assert _value(registry, "invops_storage_fill_ratio", **where) == 0.5
     quantity = "invops_storage_quantity"
-    labels = {**where, "material": "ETHANOL-96", "uom": "kg"}
-    assert _value(registry, quantity, **labels, kind="book") == 19_000
-    assert _value(registry, quantity, **labels, kind="measured") == 20_000
+    labels = {**where, "material": "SUGAR", "uom": "kg"}
+    assert _value(registry, quantity, **labels, kind="book") == 38_000
+    assert _value(registry, quantity, **labels, kind="measured") == 40_000
     assert _value(registry, "invops_storage_discrepancy_ratio", **where) == 0.025
-    assert _value(registry, "invops_storage_capacity", **labels) == 40_000
+    assert _value(registry, "invops_storage_capacity", **labels) == 80_000
 
 
 def test_unknown_quantities_are_left_out_not_reported_as_zero(
-    registry: CollectorRegistry, snapshot: StorageSnapshot
+    registry: CollectorRegistry, view: PlantView
 ) -> None:
-    snapshot.set_book("TK-101", 100.0)
+    view.apply_book("SI-201", Book(quantity=100.0))
     units = {s.labels["unit"] for s in _samples(registry, "invops_storage_fill_ratio")}
     assert units == set()
     kinds = {
         (s.labels["unit"], s.labels["kind"]) for s in _samples(registry, "invops_storage_quantity")
     }
-    assert kinds == {("TK-101", "book")}
+    assert kinds == {("SI-201", "book")}
 
 
-def test_quantity_help_states_the_base_unit(
-    registry: CollectorRegistry, snapshot: StorageSnapshot
-) -> None:
+def test_quantity_help_states_the_base_unit(registry: CollectorRegistry, view: PlantView) -> None:
     family = _families(registry)["invops_storage_quantity"]
     assert "base unit" in family.documentation
     assert "uom" in family.documentation
@@ -488,40 +500,27 @@ def test_a_scrape_reads_the_snapshot_and_nothing_else() -> None:
     assert calls == [1]
 
 
-@dataclass(frozen=True)
-class _Update:
-    unit: str
-    quality: Quality
-    measured_quantity: float | None = None
-    book_quantity: float | None = None
-    fill_percent: float | None = None
-
-
-def test_snapshot_follows_opcua_unit_values(
-    registry: CollectorRegistry, snapshot: StorageSnapshot
+def test_gauges_follow_the_plant_view_through_a_link_outage(
+    registry: CollectorRegistry, view: PlantView
 ) -> None:
     where = {"site": "PLANT1", "area": "SILOS", "unit": "SI-201"}
-    snapshot.apply(_Update("SI-201", Quality.GOOD, measured_quantity=40_000.0, fill_percent=50.0))
-    snapshot.apply(_Update("SI-201", Quality.GOOD, book_quantity=39_000.0))  # ledger refresh
+    _weigh(view, "SI-201", 40_000.0)
+    view.apply_book("SI-201", Book(quantity=39_000.0))  # ledger refresh
     assert _value(registry, "invops_storage_fill_ratio", **where) == 0.5
-    [held] = snapshot.samples()[1:]
-    assert (held.book, held.measured) == (39_000.0, 40_000.0)
-    snapshot.apply(_Update("SI-201", Quality.UNCERTAIN_LAST_USABLE))  # retrying: keep values
-    assert snapshot.samples()[1].measured == 40_000.0
-    snapshot.apply(_Update("SI-201", Quality.BAD_NO_COMMUNICATION))  # down: unknown
-    assert snapshot.samples()[1].measured is None
+    held = next(s for s in storage_samples(view)() if s.unit == "SI-201")
+    assert (held.book, held.measured, held.discrepancy) == (39_000.0, 40_000.0, 1_000.0)
+    _weigh(view, "SI-201", 40_000.0, Quality.UNCERTAIN_LAST_USABLE)  # retrying: keep values
+    assert _value(registry, "invops_storage_quantity", **where, material="SUGAR", uom="kg",
+                  kind="measured") == 40_000.0  # fmt: skip
+    _weigh(view, "SI-201", None, Quality.BAD_NO_COMMUNICATION)  # down: unknown
     assert _value(registry, "invops_storage_fill_ratio", **where) is None
-    assert snapshot.samples()[1].book == 39_000.0
+    assert _value(registry, "invops_storage_discrepancy_ratio", **where) is None
+    down = next(s for s in storage_samples(view)() if s.unit == "SI-201")
+    assert (down.measured, down.book) == (None, 39_000.0)
 
 
-def test_snapshot_ignores_units_it_was_not_built_with(snapshot: StorageSnapshot) -> None:
-    snapshot.set_measured("NOT-CONFIGURED", 1.0)
-    assert {s.unit for s in snapshot.samples()} == {"TK-101", "SI-201"}
-
-
-def test_snapshot_from_the_demo_config_has_every_unit_in_base_units() -> None:
-    snapshot = StorageSnapshot.from_config(load_config(DEMO))
-    samples = {s.unit: s for s in snapshot.samples()}
+def test_the_demo_view_has_every_unit_in_base_units() -> None:
+    samples = {s.unit: s for s in storage_samples(demo_view())()}
     assert set(samples) == {
         "TK-101",
         "TK-102",

@@ -1,0 +1,55 @@
+"""The one sink every PLC poller reports to: the ledger bridge and the plant view.
+
+A sample goes two ways, once each: the bridge turns readings of quantity tags
+into ledger movements (exact Decimals, off the poll loop), and the plant view
+takes the same readings for everything that shows live values (OPC UA,
+metrics, alarms). Only the PLC's quantity tags are looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from inventory_core.domain.model import StorageUnitId
+from inventory_core.domain.quality import Quality
+from inventory_core.plant_view import PlantView
+from invops.plc_bridge import LedgerBridge
+from plc_connectors import PlcError, Sample
+from plc_connectors import Quality as PlcQuality
+
+# The poller's link quality -> the domain's value quality (same names, one each).
+QUALITY: Final[Mapping[PlcQuality, Quality]] = MappingProxyType(
+    {q: Quality(q.value) for q in PlcQuality}
+)
+
+
+class PlantFeed:
+    """A `SampleSink`: forwards samples to the ledger bridge and the plant view."""
+
+    def __init__(
+        self,
+        bridge: LedgerBridge,
+        view: PlantView,
+        quantity_tags: Mapping[str, StorageUnitId],
+    ) -> None:
+        self._bridge = bridge
+        self._view = view
+        self._tags = tuple((tag, str(unit)) for tag, unit in quantity_tags.items())
+
+    def publish(self, sample: Sample) -> None:
+        self._bridge.publish(sample)
+        apply = self._view.apply_reading
+        values = sample.values
+        for tag, unit in self._tags:
+            value = values.get(tag)
+            if value is not None:
+                apply(unit, value.value, QUALITY[value.quality], value.source_time)
+
+    def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
+        # Not logged here: the poller logs each transition once (plc_up / plc_down).
+        self._bridge.link_state(plc, up, error)
+
+    def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
+        self._bridge.poll_finished(plc, seconds, error_reason)
