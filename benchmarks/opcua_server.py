@@ -190,7 +190,7 @@ def _group(items: list[Any], groups: int, group: int) -> list[Any]:
 async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
     from inventory_core import open_ledger
     from inventory_core.plant_view import Book, PlantView
-    from invops.wiring import measured_units
+    from invops.wiring import measured_units, opcua_settings
     from opcua_server import InvopsOpcUaServer
 
     config = bench_config(tanks)
@@ -207,7 +207,7 @@ async def invops_server(tanks: int, tmp: str) -> AsyncIterator[tuple[Any, dict[s
         )
         for unit in view.units:  # a known book, so that Discrepancy follows every reading
             view.apply_book(unit, Book(quantity=0.0))
-        server = InvopsOpcUaServer(config, ledger, view=view)
+        server = InvopsOpcUaServer(opcua_settings(config), ledger, view=view)
         started = time.perf_counter()
         await server.start()
         build_ms = (time.perf_counter() - started) * 1000

@@ -56,9 +56,9 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from inventory_core.domain.passwords import PasswordHashError, parse_password_hash
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.domain.units import canonical_uom, dimension, parse_quantity
-from invops.passwords import PasswordHashError, parse_password_hash
 from plc_connectors import (
     Address,
     DataType,

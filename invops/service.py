@@ -34,7 +34,7 @@ from invops.opcua_extras import AlarmFeature, HistoryFeature
 from invops.plant_feed import PlantFeed
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
-from invops.wiring import http_limits, make_link, measured_units, quantity_tags
+from invops.wiring import http_limits, make_link, measured_units, opcua_settings, quantity_tags
 from opcua_server import InvopsOpcUaServer
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.security import (
@@ -151,7 +151,7 @@ async def run_service(
         )
         stack.callback(security["user_manager"].close)
         opcua = InvopsOpcUaServer(
-            config,
+            opcua_settings(config),
             ledger,
             view=view,
             endpoint=opcua_endpoint,

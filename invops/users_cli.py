@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import typer
 
-from invops.passwords import hash_password
+from inventory_core.domain.passwords import hash_password
 
 __all__ = ["hash_password_command", "register"]
 

@@ -14,8 +14,11 @@ from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.model import MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurement_service import MeasuredUnit
-from invops.config import HttpListenerConfig, InvopsConfig, StorageUnitConfig
+from invops.config import HttpListenerConfig, InvopsConfig, OpcuaConfig, StorageUnitConfig
 from invops.http_server import HttpLimits
+from opcua_server import OpcuaServerError
+from opcua_server.limits import ServerLimits
+from opcua_server.settings import OpcuaSettings, OpcuaUnit
 from plc_connectors import ModbusLink, PlcLink, PlcProtocol, PlcSettings, S7Link
 
 DEFAULT_DEADBAND_FRACTION = Decimal("0.005")  # 0.5 % of capacity
@@ -84,3 +87,51 @@ def make_link(settings: PlcSettings) -> PlcLink:
     if settings.protocol is PlcProtocol.S7:
         return S7Link(settings)
     return ModbusLink(settings)
+
+
+def opcua_settings(config: InvopsConfig) -> OpcuaSettings:
+    """What the OPC UA server shows and how it listens, as the adapter takes it."""
+    units = {str(u.id): u for u in config.storage_unit_definitions()}
+    return OpcuaSettings(
+        endpoint=config.opcua.endpoint,
+        site=config.site.name,
+        site_description=config.site.description,
+        areas=tuple(config.site.areas),
+        units=tuple(
+            OpcuaUnit(
+                units[unit.id],
+                level_uom=(unit.level.unit if unit.level is not None else "") or "mm",
+                max_level=None
+                if unit.strapping is None
+                else float(max(point[0] for point in unit.strapping.points)),
+            )
+            for unit in config.storage_units
+        ),
+        materials=tuple(config.material_definitions()),
+        allow_security_none=config.opcua.allow_security_none,
+        value_deadband_pct=config.opcua.value_deadband_pct,
+        denied_audit_window_s=config.opcua.denied_audit_window_s,
+        limits=server_limits(config.opcua),
+    )
+
+
+def server_limits(opcua: OpcuaConfig) -> ServerLimits:
+    """The server's limits from `[opcua]` (config checks keep them consistent; an
+    inconsistent model built in code fails here)."""
+    try:
+        return ServerLimits(
+            max_connections=opcua.max_connections,
+            max_sessions=opcua.max_sessions,
+            max_anonymous_sessions=opcua.max_anonymous_sessions,
+            handshake_timeout_s=opcua.handshake_timeout_s,
+            activation_timeout_s=opcua.activation_timeout_s,
+            min_session_timeout_s=opcua.min_session_timeout_s,
+            max_session_timeout_s=opcua.max_session_timeout_s,
+            max_chunk_size=opcua.max_chunk_size,
+            max_message_size=opcua.max_message_size,
+            max_subscriptions_per_session=opcua.max_subscriptions_per_session,
+            max_monitored_items_per_session=opcua.max_monitored_items_per_session,
+            max_anonymous_monitored_items=opcua.max_anonymous_monitored_items,
+        )
+    except ValueError as exc:
+        raise OpcuaServerError(f"[opcua] limits: {exc}") from exc

@@ -19,7 +19,7 @@ from opcua_server.address_space import (
 from opcua_server.events import LedgerMirror, movement_message
 from opcua_server.limits import REFUSAL_REASONS, RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
-from opcua_server.server import InvopsOpcUaServer, SetupHook, server_limits
+from opcua_server.server import InvopsOpcUaServer, SetupHook
 from opcua_server.values import QUALITY_STATUS, status_code
 
 __all__ = [
@@ -43,6 +43,5 @@ __all__ = [
     "load_type_model",
     "movement_message",
     "node_id_text",
-    "server_limits",
     "status_code",
 ]

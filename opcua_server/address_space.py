@@ -49,7 +49,7 @@ from information_model import (
 from inventory_core.domain.errors import UnitConversionError
 from inventory_core.domain.model import Lot, MaterialDefinition, StorageKind
 from inventory_core.domain.units import convert
-from invops.config import InvopsConfig, StorageUnitConfig
+from opcua_server.settings import OpcuaSettings, OpcuaUnit
 from opcua_server.values import data_value, make_node_id
 
 log = logging.getLogger(__name__)
@@ -466,9 +466,10 @@ class AddressSpace:
     # --- storage units ---------------------------------------------------------------
 
     async def add_unit(
-        self, site: str, unit: StorageUnitConfig, material: MaterialDefinition | None
+        self, site: str, shown: OpcuaUnit, material: MaterialDefinition | None
     ) -> UnitNodes:
         """A storage unit under Inventory/<site>/<area>, typed by its kind."""
+        unit = shown.unit
         if site in RESERVED_SITE_NAMES:
             raise ValueError(f"site name {site!r} clashes with Inventory/{site}")
         await self._folder(self.inventory_id, INVENTORY, site)
@@ -489,7 +490,7 @@ class AddressSpace:
             batch,
             segments,
             TYPE_MODEL.all_variables(type_name),
-            _unit_meta(unit, material),
+            _unit_meta(shown, material),
             waiting=PLC_VARIABLES | {"BookQuantity"},
         )
         await self._add(batch)
@@ -646,21 +647,16 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
 
-def _unit_meta(unit: StorageUnitConfig, material: MaterialDefinition | None) -> dict[str, _Meta]:
+def _unit_meta(shown: OpcuaUnit, material: MaterialDefinition | None) -> dict[str, _Meta]:
     """EngineeringUnits, EURange and start values of one storage unit's variables."""
+    unit = shown.unit
     density = material.density_kg_per_l if material is not None else None
     base_uom = material.base_uom if material is not None else unit.capacity_uom
     capacity = unit.capacity
     in_base = _convert(capacity, unit.capacity_uom, base_uom, density)
-    level_uom = (unit.level.unit if unit.level is not None else "") or "mm"
-    max_level = (
-        float(max(point[0] for point in unit.strapping.points))
-        if unit.strapping is not None
-        else None
-    )
     base_units = eu_information(base_uom)
     return {
-        "Level": _Meta(eu_information(level_uom), _range(0.0, max_level)),
+        "Level": _Meta(eu_information(shown.level_uom or "mm"), _range(0.0, shown.max_level)),
         "Volume": _Meta(eu_range=_range(0.0, _convert(capacity, unit.capacity_uom, "L", density))),
         "Mass": _Meta(eu_range=_range(0.0, _convert(capacity, unit.capacity_uom, "kg", density))),
         "FillPercent": _Meta(eu_range=ua.Range(0.0, 100.0)),
@@ -683,7 +679,7 @@ async def load_type_model(server: Server) -> int:
 
 
 async def build_address_space(
-    server: Server, config: InvopsConfig, materials: Sequence[MaterialDefinition]
+    server: Server, settings: OpcuaSettings, materials: Sequence[MaterialDefinition]
 ) -> AddressSpace:
     """Types, then Inventory with every site/area/unit, material and the ledger.
 
@@ -701,17 +697,18 @@ async def build_address_space(
     await space._folder(space.inventory_id, INVENTORY, LOTS, description="Material lots")
     await space.add_ledger()
     by_id = {str(m.id): m for m in materials}
-    site = config.site.name
+    site = settings.site
     if site in RESERVED_SITE_NAMES:
         raise ValueError(f"site name {site!r} clashes with Inventory/{site}")
-    await space._folder(space.inventory_id, INVENTORY, site, description=config.site.description)
-    for area in config.site.areas:  # areas in config order, even without units
+    await space._folder(space.inventory_id, INVENTORY, site, description=settings.site_description)
+    for area in settings.areas:  # areas in config order, even without units
         await space._folder(space.node_id(INVENTORY, site), INVENTORY, site, area)
     for material in materials:
         await space.add_material(material)
         await asyncio.sleep(0)  # building thousands of nodes must not starve other tasks
-    for unit in config.storage_units:
-        await space.add_unit(site, unit, by_id.get(unit.material) if unit.material else None)
+    for shown in settings.units:
+        material = shown.unit.material
+        await space.add_unit(site, shown, by_id.get(material) if material else None)
         await asyncio.sleep(0)
     log.info(
         "opcua address space built: %d units, %d materials",

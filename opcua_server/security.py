@@ -74,7 +74,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from information_model.isa95 import APPLICATION_URI, Role
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import AuditEvent
-from invops.passwords import hash_password, parse_password_hash, verify_password
+from inventory_core.domain.passwords import hash_password, parse_password_hash, verify_password
 from opcua_server import asyncua_patches
 from opcua_server.logins import (
     CheckerBusy,

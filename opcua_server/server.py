@@ -36,7 +36,6 @@ from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.domain.model import MaterialDefinition
 from inventory_core.ledger import Ledger
 from inventory_core.plant_view import MovementSeen, PlantChange, PlantView, UnitChanged, UnitState
-from invops.config import InvopsConfig, OpcuaConfig
 from opcua_server import asyncua_patches
 from opcua_server.address_space import (
     AddressSpace,
@@ -47,6 +46,7 @@ from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.events import DEBOUNCE_S, RESYNC_S, LedgerMirror
 from opcua_server.limits import RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
+from opcua_server.settings import OpcuaSettings
 from opcua_server.values import (
     LEDGER_TEXT_FIELDS,
     PLC_FIELDS,
@@ -77,7 +77,7 @@ class InvopsOpcUaServer:
 
     def __init__(
         self,
-        config: InvopsConfig,
+        settings: OpcuaSettings,
         ledger: Ledger,
         *,
         view: PlantView | None = None,
@@ -95,10 +95,10 @@ class InvopsOpcUaServer:
         refresh_debounce_s: float = DEBOUNCE_S,
         resync_interval_s: float = RESYNC_S,
     ) -> None:
-        self._config = config
+        self._settings = settings
         self._ledger = ledger
         self._view = view
-        self._endpoint = endpoint or config.opcua.endpoint
+        self._endpoint = endpoint or settings.endpoint
         self._user_manager = user_manager
         self._permission_ruleset = permission_ruleset
         self._security_policies = None if security_policies is None else list(security_policies)
@@ -109,13 +109,13 @@ class InvopsOpcUaServer:
         self._current_user = current_user or default_current_user
         # Denied calls: the first per caller and window in full, then one summary.
         self._denied_calls = denied_calls or DeniedCallAudit(
-            ledger.record_event, window_s=config.opcua.denied_audit_window_s
+            ledger.record_event, window_s=settings.denied_audit_window_s
         )
         self._freeze_gc = freeze_gc
         self._debounce_s = refresh_debounce_s
         self._resync_s = resync_interval_s
         self._setup_hooks: list[SetupHook] = []
-        self._limits = server_limits(config.opcua)
+        self._limits = settings.limits
         self._refusal_listeners: list[RefusalListener] = []
         self._pending: dict[str, UnitState] = {}  # newest state per unit, not yet written
         self._wake = asyncio.Event()
@@ -226,7 +226,7 @@ class InvopsOpcUaServer:
             await server.init()
             await self._configure(server)
             materials = await self._materials()
-            self._space = space = await build_address_space(server, self._config, materials)
+            self._space = space = await build_address_space(server, self._settings, materials)
             self._link_methods(server, space)
             self._set_deadbands(space)
             _refuse_client_writes(server)
@@ -309,7 +309,7 @@ class InvopsOpcUaServer:
     # --- start-up pieces -------------------------------------------------------------
 
     def _policies(self) -> list[ua.SecurityPolicyType]:
-        allow_none = self._config.opcua.allow_security_none
+        allow_none = self._settings.allow_security_none
         if self._security_policies is not None:
             if ua.SecurityPolicyType.NoSecurity in self._security_policies and not allow_none:
                 raise OpcuaServerError(
@@ -336,7 +336,7 @@ class InvopsOpcUaServer:
 
     async def _configure(self, server: Server) -> None:
         server.set_endpoint(self._endpoint)
-        server.set_server_name(f"invops {self._config.site.name}")
+        server.set_server_name(f"invops {self._settings.site}")
         await server.set_application_uri(APPLICATION_URI)
         server.product_uri = PRODUCT_URI
         server.allow_remote_admin(False)  # no client may add or delete nodes
@@ -360,14 +360,14 @@ class InvopsOpcUaServer:
 
     async def _materials(self) -> list[MaterialDefinition]:
         """Materials of the config, plus any the ledger knows beyond them."""
-        found = {str(m.id): m for m in self._config.material_definitions()}
+        found = {str(m.id): m for m in self._settings.materials}
         for material in await self._ledger.materials():
             found.setdefault(str(material.id), material)
         return list(found.values())
 
     def _set_deadbands(self, space: AddressSpace) -> None:
         """PLC-backed analog values: `[opcua] value_deadband_pct` of their EURange."""
-        fraction = self._config.opcua.value_deadband_pct / 100
+        fraction = self._settings.value_deadband_pct / 100
         for nodes in space.units.values():
             for name in PLC_FIELDS.values():
                 node_id = nodes.variables.get(name)
@@ -458,28 +458,6 @@ class InvopsOpcUaServer:
             await writer.write_double(
                 variables["Discrepancy"], state.discrepancy, code, t, server_time
             )
-
-
-def server_limits(opcua: OpcuaConfig) -> ServerLimits:
-    """The server's limits from `[opcua]` (config checks keep them consistent; an
-    inconsistent model built in code fails here)."""
-    try:
-        return ServerLimits(
-            max_connections=opcua.max_connections,
-            max_sessions=opcua.max_sessions,
-            max_anonymous_sessions=opcua.max_anonymous_sessions,
-            handshake_timeout_s=opcua.handshake_timeout_s,
-            activation_timeout_s=opcua.activation_timeout_s,
-            min_session_timeout_s=opcua.min_session_timeout_s,
-            max_session_timeout_s=opcua.max_session_timeout_s,
-            max_chunk_size=opcua.max_chunk_size,
-            max_message_size=opcua.max_message_size,
-            max_subscriptions_per_session=opcua.max_subscriptions_per_session,
-            max_monitored_items_per_session=opcua.max_monitored_items_per_session,
-            max_anonymous_monitored_items=opcua.max_anonymous_monitored_items,
-        )
-    except ValueError as exc:
-        raise OpcuaServerError(f"[opcua] limits: {exc}") from exc
 
 
 def _key_material(value: KeyMaterial) -> str | bytes | Path:

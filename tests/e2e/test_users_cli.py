@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from invops.passwords import verify_password
+from inventory_core.domain.passwords import verify_password
 from tests.e2e.conftest import TIMEOUT_S, base_command, clean_env
 
 HASH_PASSWORD = ["users", "hash-password"]

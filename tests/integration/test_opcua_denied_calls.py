@@ -24,8 +24,9 @@ from asyncua import Client, ua
 
 from information_model import INSTANCES_NAMESPACE, TYPES_NAMESPACE
 from inventory_core import open_ledger
+from inventory_core.domain.passwords import hash_password
 from invops.config import InvopsConfig, parse_config
-from invops.passwords import hash_password
+from invops.wiring import opcua_settings
 from opcua_server import InvopsOpcUaServer
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.security import (
@@ -93,7 +94,7 @@ async def _plant(tmp_path: Path, *, wired: bool) -> AsyncIterator[Plant]:
                 on_denied=lambda: denied.append(None),
             )
         server = InvopsOpcUaServer(
-            config,
+            opcua_settings(config),
             ledger,
             identity_tokens=identity_tokens(config.opcua),
             current_user=current_user,

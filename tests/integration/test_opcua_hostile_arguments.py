@@ -30,6 +30,7 @@ from information_model import INSTANCES_NAMESPACE, TYPE_MODEL, TYPES_NAMESPACE, 
 from inventory_core import Ledger, open_ledger
 from inventory_core.store import upgrade_schema
 from invops.config import parse_config
+from invops.wiring import opcua_settings
 from opcua_server import InvopsOpcUaServer
 from tests.integration.test_opcua_server import PLANT, TIMEOUT_S, Caller
 
@@ -77,7 +78,9 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
         )
-        opcua = InvopsOpcUaServer(config, ledger, current_user=caller, refresh_debounce_s=0.05)
+        opcua = InvopsOpcUaServer(
+            opcua_settings(config), ledger, current_user=caller, refresh_debounce_s=0.05
+        )
         async with opcua, Client(opcua.endpoint_url, timeout=TIMEOUT_S) as client:
             ns = await client.get_namespace_index(INSTANCES_NAMESPACE)
             tns = await client.get_namespace_index(TYPES_NAMESPACE)

@@ -30,8 +30,9 @@ from asyncua.ua.ua_binary import header_from_binary, struct_from_binary, uatcp_t
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from inventory_core import Ledger, open_ledger
+from inventory_core.domain.passwords import hash_password
 from invops.config import parse_config
-from invops.passwords import hash_password
+from invops.wiring import opcua_settings
 from opcua_server import InvopsOpcUaServer
 from opcua_server.limits import CREATE_BATCH
 from opcua_server.security import (
@@ -147,7 +148,7 @@ def _toml(text: str) -> dict[str, Any]:
 def _server(config: Any, ledger: Ledger, pki: Path) -> InvopsOpcUaServer:
     security = secure_server_kwargs(config.opcua, config.opcua_users(), pki)
     return InvopsOpcUaServer(
-        config,
+        opcua_settings(config),
         ledger,
         identity_tokens=identity_tokens(config.opcua),
         certificate_validator=client_certificate_validator(pki),

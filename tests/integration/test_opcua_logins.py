@@ -29,8 +29,8 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from information_model import APPLICATION_URI
 from inventory_core.domain.model import AuditEvent
+from inventory_core.domain.passwords import hash_password
 from invops.config import AnonymousAccess, OpcuaConfig
-from invops.passwords import hash_password
 from opcua_server import asyncua_patches, security
 from opcua_server.security import current_user, identity_tokens, secure_server_kwargs
 

@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from information_model import APPLICATION_URI, Role
+from inventory_core.domain.passwords import hash_password
 from invops.config import AnonymousAccess, OpcuaConfig, SecurityPolicyName
-from invops.passwords import hash_password
 from opcua_server import asyncua_patches
 from opcua_server.security import (
     ANONYMOUS,

@@ -37,7 +37,7 @@ from inventory_core.domain.model import (
 from inventory_core.domain.quality import Quality
 from inventory_core.plant_view import LedgerFollower, PlantView
 from invops.config import InvopsConfig, parse_config
-from invops.wiring import measured_units
+from invops.wiring import measured_units, opcua_settings
 from opcua_server import InvopsOpcUaServer, OpcuaServerError, node_id_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -209,7 +209,7 @@ async def plant(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plant
         await follower.start()
         books = asyncio.create_task(follower.run())
         server = InvopsOpcUaServer(
-            config, ledger, view=view, current_user=caller, refresh_debounce_s=0.05
+            opcua_settings(config), ledger, view=view, current_user=caller, refresh_debounce_s=0.05
         )
         try:
             async with server, Client(server.endpoint_url, timeout=TIMEOUT_S) as client:
@@ -768,11 +768,11 @@ async def test_security_none_needs_the_config_to_allow_it(plant: Plant) -> None:
     strict = plant.config.model_copy(
         update={"opcua": plant.config.opcua.model_copy(update={"allow_security_none": False})}
     )
-    server = InvopsOpcUaServer(strict, plant.ledger)
+    server = InvopsOpcUaServer(opcua_settings(strict), plant.ledger)
     with pytest.raises(OpcuaServerError, match="allow_security_none"):
         await server.start()
     forced = InvopsOpcUaServer(
-        strict, plant.ledger, security_policies=[ua.SecurityPolicyType.NoSecurity]
+        opcua_settings(strict), plant.ledger, security_policies=[ua.SecurityPolicyType.NoSecurity]
     )
     with pytest.raises(OpcuaServerError, match="allow_security_none"):
         await forced.start()

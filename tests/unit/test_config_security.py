@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from information_model import Role
+from inventory_core.domain.passwords import hash_password, verify_password
 from invops.config import (
     DEFAULT_CERTIFICATE_DIR,
     SECURE_POLICIES,
@@ -17,7 +18,6 @@ from invops.config import (
     load_config,
     parse_config,
 )
-from invops.passwords import hash_password, verify_password
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 NO_ENV: dict[str, str] = {}

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inventory_core.domain.passwords import verify_password
 from invops.config import load_config
 from invops.metrics import Metrics, StorageSample
-from invops.passwords import verify_password
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CONFIGS = ["demo-plant.toml", "plant-template.toml"]

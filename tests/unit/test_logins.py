@@ -11,7 +11,7 @@ import pytest
 
 from information_model import Role
 from inventory_core.domain.model import AuditEvent
-from invops.passwords import hash_password
+from inventory_core.domain.passwords import hash_password
 from opcua_server.asyncua_patches import Activation
 from opcua_server.logins import (
     CheckerBusy,

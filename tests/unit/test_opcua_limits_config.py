@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from invops.config import ConfigError, OpcuaConfig, parse_config
+from invops.wiring import server_limits
 from opcua_server.limits import ServerLimits
-from opcua_server.server import server_limits
 
 NO_ENV: dict[str, str] = {}
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from invops.passwords import (
+from inventory_core.domain.passwords import (
     DEFAULT_N,
     PasswordHash,
     PasswordHashError,

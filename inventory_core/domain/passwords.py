@@ -1,5 +1,8 @@
 """Password hashes for the `[[users]]` table (21 CFR 11: never stored as plain text).
 
+In the domain because every side that verifies a person uses it: OPC UA and HTTP
+logins, and (with electronic signatures) the ledger's own re-authentication.
+
 Standard library only (`hashlib.scrypt`). A hash is one self-describing string,
 
     scrypt$n=16384,r=8,p=1$<salt, base64>$<key, base64>
