@@ -359,7 +359,7 @@ class Metrics:
         self.opcua_sessions.set_function(value)
 
     def opcua_refused(self, reason: str, count: int = 1) -> None:
-        """`InvopsOpcUaServer.add_refusal_listener`: `count` refusals for `reason`."""
+        """`InvopsOpcUaServer(on_refusal=...)`: `count` refusals for `reason`."""
         reason = reason if reason in _REFUSALS else _OTHER
         self.opcua_refusals.labels(reason=reason).inc(max(0, count))
 

@@ -17,10 +17,10 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.measurement_service import MeasurementService, UnitReading
-from invops.cancel import cancel_and_wait
 from invops.reading_buffer import ReadingBuffer
 from plc_connectors import PlcError, Quality, Sample
 

@@ -1,10 +1,11 @@
-"""`invops run`: the service — ledger, PLC pollers, measurement pipeline, OPC UA server.
+"""`invops run`: the service's lifecycle — start, run, signals, orderly stop.
 
-Everything long-lived runs as a task of one TaskGroup; SIGINT/SIGTERM (or the
-`stop` event) cancels the group, then the `async with` blocks close in reverse
-order: pollers stop, queued samples are fed, pending postings commit, OPC UA
-sessions close, the ledger writer finishes. A PLC that fails never stops the
-others (each poller retries on its own).
+`invops.wiring.assemble` builds everything from the config (the one place that
+knows every concrete class); here everything long-lived runs as a task of one
+TaskGroup. SIGINT/SIGTERM (or the `stop` event) cancels the group, pollers
+first, then the exit stack closes in reverse order: queued samples are fed,
+pending postings commit, OPC UA sessions close, the ledger writer finishes. A
+PLC that fails never stops the others (each poller retries on its own).
 """
 
 from __future__ import annotations
@@ -13,38 +14,16 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from inventory_core import Ledger, open_history, open_ledger
+from inventory_core import Ledger
+from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.errors import WriterLeaseLost
-from inventory_core.domain.lease import WriterLease
-from inventory_core.measurement_service import MeasurementService
-from inventory_core.plant_view import LedgerFollower, PlantView
 from invops import __version__
-from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig
-from invops.http import HealthBoard, HttpEndpoint, watch_ledger
-from invops.metrics import Metrics, MetricsSink, storage_samples, ua_session_count
-from invops.opcua_extras import AlarmFeature, HistoryFeature
-from invops.plant_feed import PlantFeed
-from invops.plc_bridge import LedgerBridge
-from invops.reading_buffer import ReadingBuffer
-from invops.wiring import http_limits, make_link, measured_units, opcua_settings, quantity_tags
-from opcua_server import InvopsOpcUaServer
-from opcua_server.denied_calls import DeniedCallAudit
-from opcua_server.security import (
-    client_certificate_validator,
-    current_session,
-    current_user,
-    identity_tokens,
-    secure_server_kwargs,
-)
-from plc_connectors import PlcPoller, PlcSettings, start_offsets
+from invops.wiring import Overrides, assemble
 
 log = logging.getLogger(__name__)
 CHAIN_HEAD_LOG_INTERVAL_S = 600
@@ -57,11 +36,6 @@ class Endpoints:
     opcua: str
     metrics_port: int
     ledger: Ledger
-
-
-def writer_id(config: InvopsConfig) -> str:
-    """This instance's audit chain: the configured one, else one per host and site."""
-    return config.ledger.writer_id or f"{config.site.name}@{socket.gethostname()}"[:64]
 
 
 async def run_service(
@@ -82,133 +56,32 @@ async def run_service(
     this event loop).
     """
     stop = stop or _signal_event()
-    settings = [_with_port(s, plc_ports) for s in config.plc_settings()]
-    names = [s.name for s in settings]
-    registry = CollectorRegistry()
-    metrics = Metrics(registry, version=__version__, plcs=names)
-    board = HealthBoard(names)
-    units = measured_units(config)
-    view = PlantView(
-        config.storage_unit_definitions(),
-        config.material_definitions(),
-        units,
-        deadband_fraction=config.opcua.value_deadband_pct / 100,
-    )
-    metrics.register_storage(storage_samples(view))
-    lease = WriterLease.for_this_process(
-        (u.unit for u in units),
-        duration_s=config.ledger.lease_s,
-        heartbeat_s=config.ledger.lease_heartbeat_s,
-    )
+    overrides = Overrides(plc_ports, opcua_endpoint, pki_dir, buffer_path, metrics_port)
     async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(
-            HttpEndpoint(
-                config.metrics.host,
-                config.metrics.port if metrics_port is None else metrics_port,
-                registry,
-                board.current,
-                limits=http_limits(config.metrics),
-            )
-        )
-        # A second instance of this writer id or of these measured units is refused here
-        # (naming the holder), before it polls a PLC or opens the reading buffer.
-        ledger = await stack.enter_async_context(
-            open_ledger(
-                config.ledger.url,
-                writer_id=writer_id(config),
-                batch_max=config.ledger.batch_max,
-                capacity_margin_pct=config.ledger.capacity_margin_pct,
-                migrate=config.ledger.migrate_on_start,
-                on_commit=metrics.posting_committed,
-                lease=lease,
-            )
-        )
-        ledger.subscribe(metrics.movement_posted)
-        await ledger.sync_master_data(
-            config.material_definitions(), config.storage_unit_definitions()
-        )
-        board.set_ledger(True)
-        follower = LedgerFollower(ledger, view)
-        await follower.start()
-        stack.callback(follower.close)
-        service = MeasurementService(ledger, units)
-        await service.start()
-        tags = quantity_tags(config)
-        buffer = ReadingBuffer(
-            buffer_path or Path(config.ledger.buffer_path),
-            max_readings=config.ledger.buffer_max_readings,
-        )
-        stack.callback(buffer.close)
-        bridge = LedgerBridge(service, tags, buffer=buffer, ledger_state=board.set_ledger)
-        pki = pki_dir or Path(config.opcua.certificate_dir)
-        security = secure_server_kwargs(
-            config.opcua,
-            config.opcua_users(),
-            pki,
-            audit=ledger.record_event,
-            on_login_refused=metrics.opcua_login_refused,
-            on_lockout=metrics.opcua_lockout,
-        )
-        stack.callback(security["user_manager"].close)
-        opcua = InvopsOpcUaServer(
-            opcua_settings(config),
-            ledger,
-            view=view,
-            endpoint=opcua_endpoint,
-            identity_tokens=identity_tokens(config.opcua),
-            certificate_validator=client_certificate_validator(pki),
-            current_user=current_user,
-            denied_calls=DeniedCallAudit(
-                ledger.record_event,
-                window_s=config.opcua.denied_audit_window_s,
-                session=current_session,
-                on_denied=metrics.opcua_denied_call,
-            ),
-            **security,
-        )
-        opcua.add_refusal_listener(metrics.opcua_refused)
-        metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
-        history_store = await stack.enter_async_context(open_history(config.ledger.url))
-        history = HistoryFeature(history_store)
-        alarms = AlarmFeature(config, view)
-        opcua.add_setup_hook(history.setup)
-        opcua.add_setup_hook(alarms.setup)
-        await stack.enter_async_context(opcua)
-        stack.push_async_callback(history.stop)  # runs before the server stops
-        stack.push_async_callback(alarms.close)
-        sink = MetricsSink(PlantFeed(bridge, view, tags), metrics, health=board)
+        service = await assemble(config, stack, overrides)
+        ledger, opcua, http = service.ledger, service.opcua, service.http
         log.info("invops %s: opcua %s, metrics %s", __version__, opcua.endpoint_url, http.url)
         if ready is not None:
             announced = ready(Endpoints(opcua.endpoint_url, http.port, ledger))
             if announced is not None:
                 await announced
-        offsets = start_offsets(settings)
         lost = False
         try:
             async with asyncio.TaskGroup() as group:
-                keeper = group.create_task(ledger.keep_lease(), name="writer-lease")
-                books = group.create_task(follower.run(), name="plant-view-books")
-                feeder = group.create_task(bridge.run(), name="measurements")
                 pollers = [
-                    group.create_task(
-                        PlcPoller(make_link(s), s, sink, start_offset_s=offsets[s.name]).run(),
-                        name=f"poll-{s.name}",
-                    )
-                    for s in settings
+                    group.create_task(poller.run(), name=f"poll-{poller.plc}")
+                    for poller in service.pollers
                 ]
-                heads = group.create_task(_log_chain_heads(ledger), name="chain-heads")
-                alarm_task = group.create_task(alarms.run(), name="alarms")
-                health = group.create_task(
-                    watch_ledger(board, ledger.chain_heads), name="ledger-health"
-                )
+                others = [group.create_task(work(), name=name) for name, work in service.background]
+                others.append(group.create_task(_log_chain_heads(ledger), name="chain-heads"))
                 try:
                     await stop.wait()
                     log.info("stopping: %d pollers", len(pollers))
                 finally:
                     # Also when a task failed and the group cancelled this body: the group
-                    # cancels its tasks once, and Python 3.11 can lose that (invops.cancel).
+                    # cancels its tasks once, and Python 3.11 can lose that (inventory_core.cancel).
                     await cancel_and_wait(pollers)
-                    await cancel_and_wait([feeder, heads, health, alarm_task, books, keeper])
+                    await cancel_and_wait(others)
         except* WriterLeaseLost as group_error:
             lost = True  # another process books these units now: stop, book nothing more
             error = group_error.exceptions[0]
@@ -216,7 +89,7 @@ async def run_service(
             raise error from None
         finally:
             if not lost:
-                await bridge.drain()  # readings already taken still become movements
+                await service.bridge.drain()  # readings already taken still become movements
 
 
 async def _log_chain_heads(ledger: Ledger) -> None:
@@ -225,12 +98,6 @@ async def _log_chain_heads(ledger: Ledger) -> None:
         await asyncio.sleep(CHAIN_HEAD_LOG_INTERVAL_S)
         for writer, (seq, digest) in (await ledger.chain_heads()).items():
             log.info("audit chain head: writer=%s seq=%d hash=%s", writer, seq, digest)
-
-
-def _with_port(settings: PlcSettings, ports: Mapping[str, int] | None) -> PlcSettings:
-    if ports is None or settings.name not in ports:
-        return settings
-    return dataclasses.replace(settings, port=ports[settings.name])
 
 
 def _signal_event() -> asyncio.Event:

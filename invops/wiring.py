@@ -1,27 +1,227 @@
 """The composition root: the one module that knows every concrete class.
 
-It turns the validated config into the objects the service runs: PLC links
-and pollers, the measurement service and its bridge, (later) the OPC UA
-server and metrics. Everything is passed in explicitly.
+`assemble` turns the validated config into the running parts of the service:
+metrics and the HTTP endpoint, the ledger, the plant view and its ledger
+follower, the measurement service with its bridge and reading buffer, the OPC
+UA server with its security and features, and one poller per PLC. Everything
+is passed in explicitly; the adapters get plain settings and domain objects
+(`opcua_settings`, `measured_units`, `alarm_limits`), never the config.
+`invops.service` only runs what this returns.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from inventory_core import Ledger, open_history, open_ledger
 from inventory_core.domain.derivation import DeriverConfig, StrappingTable
+from inventory_core.domain.lease import WriterLease
+from inventory_core.domain.level_alarm import LevelLimits
 from inventory_core.domain.model import MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
-from inventory_core.measurement_service import MeasuredUnit
+from inventory_core.measurement_service import MeasuredUnit, MeasurementService
+from inventory_core.plant_view import LedgerFollower, PlantView
+from invops import __version__
 from invops.config import HttpListenerConfig, InvopsConfig, OpcuaConfig, StorageUnitConfig
+from invops.http import HealthBoard, HttpEndpoint, watch_ledger
 from invops.http_server import HttpLimits
-from opcua_server import OpcuaServerError
+from invops.metrics import Metrics, MetricsSink, storage_samples, ua_session_count
+from invops.plant_feed import PlantFeed
+from invops.plc_bridge import LedgerBridge
+from invops.reading_buffer import ReadingBuffer
+from opcua_server import InvopsOpcUaServer, OpcuaServerError
+from opcua_server.denied_calls import DeniedCallAudit
+from opcua_server.features import AlarmFeature, HistoryFeature
 from opcua_server.limits import ServerLimits
+from opcua_server.security import (
+    client_certificate_validator,
+    current_session,
+    current_user,
+    identity_tokens,
+    secure_server_kwargs,
+)
 from opcua_server.settings import OpcuaSettings, OpcuaUnit
-from plc_connectors import ModbusLink, PlcLink, PlcProtocol, PlcSettings, S7Link
+from plc_connectors import (
+    ModbusLink,
+    PlcLink,
+    PlcPoller,
+    PlcProtocol,
+    PlcSettings,
+    S7Link,
+    start_offsets,
+)
 
 DEFAULT_DEADBAND_FRACTION = Decimal("0.005")  # 0.5 % of capacity
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What a caller (the demo, tests, benchmarks) changes from the config at start."""
+
+    plc_ports: Mapping[str, int] | None = None
+    opcua_endpoint: str | None = None
+    pki_dir: Path | None = None
+    buffer_path: Path | None = None
+    metrics_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """The running parts `invops.service` starts and stops (entered on its exit stack)."""
+
+    ledger: Ledger
+    view: PlantView
+    opcua: InvopsOpcUaServer
+    http: HttpEndpoint
+    bridge: LedgerBridge  # drained at shutdown: readings already taken become movements
+    pollers: tuple[PlcPoller, ...]  # stopped first
+    background: tuple[tuple[str, Callable[[], Coroutine[Any, Any, None]]], ...]  # (name, work)
+
+
+async def assemble(
+    config: InvopsConfig, stack: AsyncExitStack, overrides: Overrides = Overrides()
+) -> Assembly:
+    """Build and start everything but the tasks, in dependency order, on `stack`."""
+    settings = [_with_port(s, overrides.plc_ports) for s in config.plc_settings()]
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, version=__version__, plcs=[s.name for s in settings])
+    board = HealthBoard([s.name for s in settings])
+    units = measured_units(config)
+    view = PlantView(
+        config.storage_unit_definitions(),
+        config.material_definitions(),
+        units,
+        deadband_fraction=config.opcua.value_deadband_pct / 100,
+    )
+    metrics.register_storage(storage_samples(view))
+    port = config.metrics.port if overrides.metrics_port is None else overrides.metrics_port
+    http = await stack.enter_async_context(
+        HttpEndpoint(
+            config.metrics.host, port, registry, board.current, limits=http_limits(config.metrics)
+        )
+    )
+    lease = WriterLease.for_this_process(
+        (u.unit for u in units),
+        duration_s=config.ledger.lease_s,
+        heartbeat_s=config.ledger.lease_heartbeat_s,
+    )
+    # A second instance of this writer id or of these measured units is refused here
+    # (naming the holder), before it polls a PLC or opens the reading buffer.
+    ledger = await stack.enter_async_context(
+        open_ledger(
+            config.ledger.url,
+            writer_id=writer_id(config),
+            batch_max=config.ledger.batch_max,
+            capacity_margin_pct=config.ledger.capacity_margin_pct,
+            migrate=config.ledger.migrate_on_start,
+            on_commit=metrics.posting_committed,
+            lease=lease,
+        )
+    )
+    ledger.subscribe(metrics.movement_posted)
+    await ledger.sync_master_data(config.material_definitions(), config.storage_unit_definitions())
+    board.set_ledger(True)
+    follower = LedgerFollower(ledger, view)
+    await follower.start()
+    stack.callback(follower.close)
+    measurements = MeasurementService(ledger, units)
+    await measurements.start()
+    tags = quantity_tags(config)
+    buffer = ReadingBuffer(
+        overrides.buffer_path or Path(config.ledger.buffer_path),
+        max_readings=config.ledger.buffer_max_readings,
+    )
+    stack.callback(buffer.close)
+    bridge = LedgerBridge(measurements, tags, buffer=buffer, ledger_state=board.set_ledger)
+    opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics)
+    sink = MetricsSink(PlantFeed(bridge, view, tags), metrics, health=board)
+    offsets = start_offsets(settings)
+    pollers = tuple(
+        PlcPoller(make_link(s), s, sink, start_offset_s=offsets[s.name]) for s in settings
+    )
+    background = (
+        ("writer-lease", ledger.keep_lease),
+        ("plant-view-books", follower.run),
+        ("measurements", bridge.run),
+        ("ledger-health", lambda: watch_ledger(board, ledger.chain_heads)),
+    )
+    return Assembly(ledger, view, opcua, http, bridge, pollers, background)
+
+
+async def _opcua_server(
+    config: InvopsConfig,
+    stack: AsyncExitStack,
+    overrides: Overrides,
+    ledger: Ledger,
+    view: PlantView,
+    metrics: Metrics,
+) -> InvopsOpcUaServer:
+    """The OPC UA server with its security, denied-call audit and features, started."""
+    pki = overrides.pki_dir or Path(config.opcua.certificate_dir)
+    security = secure_server_kwargs(
+        config.opcua,
+        config.opcua_users(),
+        pki,
+        audit=ledger.record_event,
+        on_login_refused=metrics.opcua_login_refused,
+        on_lockout=metrics.opcua_lockout,
+    )
+    stack.callback(security["user_manager"].close)
+    history_store = await stack.enter_async_context(open_history(config.ledger.url))
+    opcua = InvopsOpcUaServer(
+        opcua_settings(config),
+        ledger,
+        view=view,
+        features=(HistoryFeature(history_store), AlarmFeature(alarm_limits(config), view)),
+        on_refusal=metrics.opcua_refused,
+        endpoint=overrides.opcua_endpoint,
+        identity_tokens=identity_tokens(config.opcua),
+        certificate_validator=client_certificate_validator(pki),
+        current_user=current_user,
+        denied_calls=DeniedCallAudit(
+            ledger.record_event,
+            window_s=config.opcua.denied_audit_window_s,
+            session=current_session,
+            on_denied=metrics.opcua_denied_call,
+        ),
+        **security,
+    )
+    metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
+    await stack.enter_async_context(opcua)
+    return opcua
+
+
+def writer_id(config: InvopsConfig) -> str:
+    """This instance's audit chain: the configured one, else one per host and site."""
+    return config.ledger.writer_id or f"{config.site.name}@{socket.gethostname()}"[:64]
+
+
+def alarm_limits(config: InvopsConfig) -> dict[str, LevelLimits]:
+    """Level alarm limits (percent of capacity) of every unit that has any."""
+    limits = {}
+    for unit in config.storage_units:
+        alarms = unit.alarms
+        if any(v is not None for v in (alarms.high_high, alarms.high, alarms.low, alarms.low_low)):
+            limits[unit.id] = LevelLimits(
+                high_high=alarms.high_high, high=alarms.high, low=alarms.low, low_low=alarms.low_low
+            )
+    return limits
+
+
+def _with_port(settings: PlcSettings, ports: Mapping[str, int] | None) -> PlcSettings:
+    if ports is None or settings.name not in ports:
+        return settings
+    return dataclasses.replace(settings, port=ports[settings.name])
 
 
 def http_limits(listener: HttpListenerConfig) -> HttpLimits:

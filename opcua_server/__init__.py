@@ -19,7 +19,7 @@ from opcua_server.address_space import (
 from opcua_server.events import LedgerMirror, movement_message
 from opcua_server.limits import REFUSAL_REASONS, RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
-from opcua_server.server import InvopsOpcUaServer, SetupHook
+from opcua_server.server import Feature, InvopsOpcUaServer
 from opcua_server.values import QUALITY_STATUS, status_code
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "AddressSpace",
     "CurrentUser",
+    "Feature",
     "InvopsOpcUaServer",
     "LedgerMethods",
     "LedgerMirror",
@@ -35,7 +36,6 @@ __all__ = [
     "OpcuaServerError",
     "RefusalListener",
     "ServerLimits",
-    "SetupHook",
     "UnitNodes",
     "build_address_space",
     "default_current_user",

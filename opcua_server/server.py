@@ -16,12 +16,12 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlparse
 
 from asyncua import ua
@@ -33,6 +33,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 
 from information_model import APPLICATION_URI, TYPE_MODEL
+from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.model import MaterialDefinition
 from inventory_core.ledger import Ledger
 from inventory_core.plant_view import MovementSeen, PlantChange, PlantView, UnitChanged, UnitState
@@ -66,7 +67,21 @@ SECURE_POLICIES: Final = (
 )
 _BAD: Final = 0x80000000
 
-SetupHook = Callable[["InvopsOpcUaServer"], Awaitable[None]]
+
+class Feature(Protocol):
+    """Something the server is built with (value history, alarms: `opcua_server.features`)."""
+
+    async def setup(self, server: InvopsOpcUaServer) -> None:
+        """Add nodes, historize variables, set storages: after the address space and the
+        first ledger read, before gc.freeze() and before clients can connect."""
+
+    async def run(self) -> None:
+        """Work until cancelled (one of the server's tasks)."""
+
+    async def close(self) -> None:
+        """Release what `setup` took; the ledger and the asyncua server are still up."""
+
+
 KeyMaterial = str | bytes | os.PathLike[str]
 
 
@@ -81,6 +96,8 @@ class InvopsOpcUaServer:
         ledger: Ledger,
         *,
         view: PlantView | None = None,
+        features: Sequence[Feature] = (),
+        on_refusal: RefusalListener | None = None,
         endpoint: str | None = None,
         user_manager: UserManager | None = None,
         permission_ruleset: SimpleRoleRuleset | None = None,
@@ -114,9 +131,10 @@ class InvopsOpcUaServer:
         self._freeze_gc = freeze_gc
         self._debounce_s = refresh_debounce_s
         self._resync_s = resync_interval_s
-        self._setup_hooks: list[SetupHook] = []
+        self._features = tuple(features)
+        self._started_features = False
         self._limits = settings.limits
-        self._refusal_listeners: list[RefusalListener] = []
+        self._on_refusal = on_refusal
         self._pending: dict[str, UnitState] = {}  # newest state per unit, not yet written
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -163,23 +181,10 @@ class InvopsOpcUaServer:
             raise OpcuaServerError("the OPC UA server has not been started")
         return self._mirror
 
-    def add_setup_hook(self, hook: SetupHook) -> None:
-        """Run `await hook(server)` in `start()` after the address space and the first
-        ledger read, before gc.freeze() and before clients can connect (history,
-        alarms: add nodes, historize variables, set storages here)."""
-        if self._listening:
-            raise OpcuaServerError("setup hooks must be added before start()")
-        self._setup_hooks.append(hook)
-
     @property
     def limits(self) -> ServerLimits:
         """The connection, session, message and subscription limits (`[opcua]`)."""
         return self._limits
-
-    def add_refusal_listener(self, listener: RefusalListener) -> None:
-        """Call `listener(reason, count)` for every refusal by the limits (reason in
-        `opcua_server.limits.REFUSAL_REASONS`; sync, quick, on the event loop)."""
-        self._refusal_listeners.append(listener)
 
     def _on_change(self, change: PlantChange) -> None:
         """Plant view subscriber: queue the unit's newest state (a unit changed twice
@@ -243,8 +248,9 @@ class InvopsOpcUaServer:
                 for state in self._view.states():  # what the view holds now, before anyone reads
                     self._pending[state.unit] = state
             await self._apply_pending()
-            for hook in self._setup_hooks:
-                await hook(self)
+            self._started_features = True  # closed in stop(), also when a setup failed
+            for feature in self._features:
+                await feature.setup(self)
             if self._freeze_gc:  # REFERENCE 9.2: GC pauses make most of the tail latency
                 gc.collect()
                 gc.freeze()
@@ -260,6 +266,10 @@ class InvopsOpcUaServer:
             self._tasks = [
                 asyncio.create_task(self._write_loop(), name="opcua-writer"),
                 asyncio.create_task(self._mirror.run(), name="opcua-ledger-mirror"),
+                *(
+                    asyncio.create_task(f.run(), name=f"opcua-{type(f).__name__}")
+                    for f in self._features
+                ),
             ]
         except BaseException:
             await self.stop()
@@ -277,15 +287,17 @@ class InvopsOpcUaServer:
             self._mirror.close()
         await self._denied_calls.close()  # the ledger is still open: open summaries land
         tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("opcua task %s failed", task.get_name())
+            if not task.cancelled() and task.exception() is not None:
+                log.error("opcua_task_failed task=%s", task.get_name(), exc_info=task.exception())
+        if self._started_features:
+            self._started_features = False
+            for feature in self._features:
+                try:
+                    await feature.close()
+                except Exception:
+                    log.exception("opcua_feature_close_failed feature=%s", type(feature).__name__)
         server, self._ua = self._ua, None
         if server is not None:
             try:
@@ -300,11 +312,12 @@ class InvopsOpcUaServer:
             self._frozen = False
 
     def _refused(self, reason: str, count: int) -> None:
-        for listener in self._refusal_listeners:
-            try:
-                listener(reason, count)
-            except Exception:
-                log.exception("opcua refusal listener failed")
+        if self._on_refusal is None:
+            return
+        try:
+            self._on_refusal(reason, count)
+        except Exception:
+            log.exception("opcua_refusal_listener_failed")
 
     # --- start-up pieces -------------------------------------------------------------
 

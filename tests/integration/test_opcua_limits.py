@@ -34,7 +34,7 @@ from inventory_core.domain.passwords import hash_password
 from invops.config import parse_config
 from invops.wiring import opcua_settings
 from opcua_server import InvopsOpcUaServer
-from opcua_server.limits import CREATE_BATCH
+from opcua_server.limits import CREATE_BATCH, RefusalListener
 from opcua_server.security import (
     client_certificate_validator,
     current_user,
@@ -127,13 +127,12 @@ async def plant(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plant
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
         )
-        server = _server(config, ledger, tmp / "pki")
         refusals: Counter[str] = Counter()
 
         def count(reason: str, n: int) -> None:
             refusals[reason] += n
 
-        server.add_refusal_listener(count)
+        server = _server(config, ledger, tmp / "pki", on_refusal=count)
         async with server:
             port = int(server.endpoint_url.rsplit(":", 1)[1].split("/")[0])
             yield Plant(server, server.endpoint_url, port, refusals)
@@ -145,11 +144,14 @@ def _toml(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _server(config: Any, ledger: Ledger, pki: Path) -> InvopsOpcUaServer:
+def _server(
+    config: Any, ledger: Ledger, pki: Path, on_refusal: RefusalListener | None = None
+) -> InvopsOpcUaServer:
     security = secure_server_kwargs(config.opcua, config.opcua_users(), pki)
     return InvopsOpcUaServer(
         opcua_settings(config),
         ledger,
+        on_refusal=on_refusal,
         identity_tokens=identity_tokens(config.opcua),
         certificate_validator=client_certificate_validator(pki),
         current_user=current_user,

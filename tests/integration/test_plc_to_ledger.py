@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from inventory_core import Ledger, open_ledger
+from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.measurement_service import MeasurementService
-from invops.cancel import cancel_and_wait
 from invops.config import InvopsConfig, load_config
 from invops.plc_bridge import LedgerBridge
 from invops.wiring import make_link, measured_units, quantity_tags

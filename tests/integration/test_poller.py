@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from invops.cancel import cancel_and_wait
+from inventory_core.cancel import cancel_and_wait
 from plc_connectors import (
     Address,
     Area,

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from invops.cancel import cancel_and_wait
+from inventory_core.cancel import cancel_and_wait
 
 
 async def _loses_the_first_cancellation() -> None:

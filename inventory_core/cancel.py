@@ -31,6 +31,6 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], *, give_up_s: f
         left = deadline - loop.time()
         if left <= 0:
             names = ", ".join(sorted(task.get_name() for task in pending))
-            log.warning("tasks still running after %.1f s, left behind: %s", give_up_s, names)
+            log.warning("tasks_left_running give_up_s=%.1f tasks=%s", give_up_s, names)
             return
         _done, pending = await asyncio.wait(pending, timeout=min(RETRY_S, left))

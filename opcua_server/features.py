@@ -1,18 +1,24 @@
-"""History and level alarms, plugged into the OPC UA server by the service.
+"""Features the OPC UA server is built with: value history and level alarms.
 
-Kept apart from `service.py` so each feature reads on its own:
-- `HistoryFeature`: Level, Volume, Mass, FillPercent, BookQuantity and
+Each is passed to `InvopsOpcUaServer(features=...)`, which calls `setup(server)`
+once the address space exists (before clients connect and before gc.freeze),
+runs `run()` as one of its tasks and awaits `close()` before asyncua stops:
+
+- `HistoryFeature`: Level, Mass, FillPercent, BookQuantity and
   MeasuredQuantity of every unit are historized into the ledger database
   (HistoryRead for at least the last 24 h; kept 7 days).
-- `AlarmFeature`: one exclusive level alarm per unit with `alarms` limits,
-  evaluated from every FillPercent update (off the OPC UA writer's path).
+- `AlarmFeature`: one exclusive level alarm per unit with limits, a plant view
+  subscriber evaluated from every measurement change (off the value writer's
+  path); each transition goes back to the view, which holds the alarm state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from asyncua import ua
 
@@ -20,11 +26,12 @@ from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from inventory_core.domain.quality import Quality
 from inventory_core.plant_view import Cause, PlantChange, PlantView, UnitChanged, UnitState
 from inventory_core.store.history_store import HistoryStore
-from invops.config import InvopsConfig
-from opcua_server import InvopsOpcUaServer
 from opcua_server.alarms import AlarmPublisher
 from opcua_server.history_read import LedgerHistoryStorage
 from opcua_server.security import current_user
+
+if TYPE_CHECKING:
+    from opcua_server.server import InvopsOpcUaServer
 
 log = logging.getLogger(__name__)
 HISTORIZED = ("Level", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity")
@@ -62,29 +69,19 @@ class HistoryFeature:
                 self.storage.record(node_id, await node.read_data_value(raise_on_bad_status=False))
                 writer.observe(node_id, self.storage.record)
 
-    async def stop(self) -> None:
+    async def run(self) -> None:
+        """Nothing to run: the storage flushes on a task of its own."""
+
+    async def close(self) -> None:
         await self.storage.stop()
 
 
 class AlarmFeature:
     """Level alarms per unit, fed from the values the server writes."""
 
-    def __init__(self, config: InvopsConfig, view: PlantView) -> None:
+    def __init__(self, limits: Mapping[str, LevelLimits], view: PlantView) -> None:
         self._view = view
-        self._limits = {
-            unit.id: LevelLimits(
-                high_high=unit.alarms.high_high,
-                high=unit.alarms.high,
-                low=unit.alarms.low,
-                low_low=unit.alarms.low_low,
-            )
-            for unit in config.storage_units
-            if any(
-                v is not None
-                for v in (unit.alarms.high_high, unit.alarms.high, unit.alarms.low,
-                          unit.alarms.low_low)
-            )
-        }  # fmt: skip
+        self._limits = dict(limits)
         self._publishers: dict[str, AlarmPublisher] = {}
         self._queue: asyncio.Queue[UnitState] = asyncio.Queue(10_000)
 
