@@ -127,6 +127,10 @@ POLICY_TYPES: Final[Mapping[str, ua.SecurityPolicyType]] = {
     "Aes256_Sha256_RsaPss_Sign": ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
     "Aes256_Sha256_RsaPss_SignAndEncrypt": ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
 }
+# The signing/encrypting ones, in that order: what a server with a key offers by default.
+SECURE_POLICY_TYPES: Final[tuple[ua.SecurityPolicyType, ...]] = tuple(
+    t for t in POLICY_TYPES.values() if t is not ua.SecurityPolicyType.NoSecurity
+)
 _ANONYMOUS_MODES: Final = ("read", "off")
 
 
@@ -647,6 +651,35 @@ def security_policies(config: OpcuaSecuritySettings) -> list[ua.SecurityPolicyTy
     if not types:
         raise SecuritySetupError("no security policy configured")
     return types
+
+
+def select_policies(
+    requested: Sequence[ua.SecurityPolicyType] | None, *, allow_none: bool, has_key: bool
+) -> list[ua.SecurityPolicyType]:
+    """The endpoints a server offers: `requested` (checked), else None where allowed and
+    every secure policy when it has a certificate and key. Raises SecuritySetupError
+    for a set asyncua would silently serve differently."""
+    none = ua.SecurityPolicyType.NoSecurity
+    if requested is not None:
+        if none in requested and not allow_none:
+            raise SecuritySetupError(
+                "security policy None requested but [opcua] allow_security_none is false"
+            )
+        if any(p is not none for p in requested) and not has_key:
+            # asyncua would silently leave those endpoints out
+            raise SecuritySetupError(
+                "signing/encrypting security policies need a server certificate and key"
+            )
+        return list(requested)
+    policies = [none] if allow_none else []
+    if has_key:
+        policies.extend(SECURE_POLICY_TYPES)
+    if not policies:
+        raise SecuritySetupError(
+            "no usable security policy: [opcua] allow_security_none is false "
+            "and no server certificate and private key were given"
+        )
+    return policies
 
 
 def identity_tokens(config: OpcuaSecuritySettings) -> list[type]:

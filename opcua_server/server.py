@@ -47,6 +47,7 @@ from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.events import DEBOUNCE_S, RESYNC_S, LedgerMirror
 from opcua_server.limits import RefusalListener, ServerLimits
 from opcua_server.methods import CurrentUser, LedgerMethods, default_current_user
+from opcua_server.security import SecuritySetupError, select_policies
 from opcua_server.settings import OpcuaSettings
 from opcua_server.values import (
     LEDGER_TEXT_FIELDS,
@@ -59,12 +60,6 @@ from opcua_server.values import (
 log = logging.getLogger(__name__)
 
 PRODUCT_URI: Final = "urn:invops"
-SECURE_POLICIES: Final = (
-    ua.SecurityPolicyType.Basic256Sha256_Sign,
-    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
-    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
-)
 _BAD: Final = 0x80000000
 
 
@@ -322,30 +317,14 @@ class InvopsOpcUaServer:
     # --- start-up pieces -------------------------------------------------------------
 
     def _policies(self) -> list[ua.SecurityPolicyType]:
-        allow_none = self._settings.allow_security_none
-        if self._security_policies is not None:
-            if ua.SecurityPolicyType.NoSecurity in self._security_policies and not allow_none:
-                raise OpcuaServerError(
-                    "security policy None requested but [opcua] allow_security_none is false"
-                )
-            has_key = self._certificate is not None and self._private_key is not None
-            secure = [p for p in self._security_policies if p != ua.SecurityPolicyType.NoSecurity]
-            if secure and not has_key:  # asyncua would silently leave those endpoints out
-                raise OpcuaServerError(
-                    "signing/encrypting security policies need a server certificate and key"
-                )
-            return list(self._security_policies)
-        policies = []
-        if allow_none:
-            policies.append(ua.SecurityPolicyType.NoSecurity)
-        if self._certificate is not None and self._private_key is not None:
-            policies.extend(SECURE_POLICIES)
-        if not policies:
-            raise OpcuaServerError(
-                "no usable security policy: [opcua] allow_security_none is false "
-                "and no server certificate and private key were given"
+        try:
+            return select_policies(
+                self._security_policies,
+                allow_none=self._settings.allow_security_none,
+                has_key=self._certificate is not None and self._private_key is not None,
             )
-        return policies
+        except SecuritySetupError as exc:
+            raise OpcuaServerError(str(exc)) from exc
 
     async def _configure(self, server: Server) -> None:
         server.set_endpoint(self._endpoint)

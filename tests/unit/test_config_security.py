@@ -230,3 +230,10 @@ def test_user_problems_carry_file_lines(tmp_path: Path) -> None:
     assert problem.path == "users[1].password_hash"
     assert problem.line == 14
     assert "op2-in-clear" not in str(caught.value)
+
+
+def test_the_config_default_policies_are_the_servers_secure_policies() -> None:
+    """One list: the config's secure policy names are the server's default endpoints."""
+    from opcua_server.security import POLICY_TYPES, SECURE_POLICY_TYPES
+
+    assert [POLICY_TYPES[str(name)] for name in SECURE_POLICIES] == list(SECURE_POLICY_TYPES)
