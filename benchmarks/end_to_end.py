@@ -274,12 +274,13 @@ def _child_setup() -> None:
 
 async def serve_plcs(plant: Plant, probe_s: float, tick_s: float = 0.1) -> None:
     """`simulators` servers and plant model (as `run_simulators` drives them), plus probes."""
+    from invops.plant_description import plant_description
     from simulators import Faults, PlantModel, build_servers
     from simulators.runner import drive_plant
 
     with tempfile.TemporaryDirectory() as tmp:
         config, probes = load_plant(plant, Path(tmp))
-    model = PlantModel(config, seed=plant.seed)
+    model = PlantModel(plant_description(config), seed=plant.seed)
     quiet = {probe.tag: 0.0 for probe in probes}  # probes: no reading noise ...
     for probe in probes:
         model.units[probe.unit].idle_until = math.inf  # ... and no activities

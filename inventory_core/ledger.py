@@ -357,11 +357,15 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
     need_from, need_to = needs[kind]
     if need_from != (request.from_unit is not None):
         raise ValidationError(
-            f"{kind} needs a source unit (--from)" if need_from else f"{kind} takes no source unit"
+            f"{kind} needs a source unit (from_unit)"
+            if need_from
+            else f"{kind} takes no source unit (from_unit)"
         )
     if need_to != (request.to_unit is not None):
         raise ValidationError(
-            f"{kind} needs a target unit (--to)" if need_to else f"{kind} takes no target unit"
+            f"{kind} needs a target unit (to_unit)"
+            if need_to
+            else f"{kind} takes no target unit (to_unit)"
         )
     if kind is MovementKind.TRANSFER and request.from_unit == request.to_unit:
         raise ValidationError("transfer source and target units are the same")

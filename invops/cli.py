@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from inventory_core.clock import format_timestamp, parse_timestamp
-from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.errors import InventoryError, ValidationError
 from inventory_core.domain.model import (
     LotId,
     LotStatus,
@@ -75,6 +75,8 @@ register_service(app)
 register_users(app)
 
 _debug = False
+# The request fields that core messages name, as `ledger post` spells them.
+_POST_OPTIONS = {"from_unit": "--from", "to_unit": "--to"}
 
 
 class Direction(StrEnum):
@@ -388,7 +390,13 @@ def ledger_post(
     )
 
     async def action(ledger: Ledger) -> Any:
-        result = await ledger.post(request)
+        try:
+            result = await ledger.post(request)
+        except ValidationError as exc:
+            worded = _in_option_words(str(exc))
+            if worded == str(exc):
+                raise
+            raise type(exc)(worded) from exc
         return result, await ledger.movement(result.movement_id)
 
     result, movement = _with_ledger(url, config, action)
@@ -400,6 +408,13 @@ def ledger_post(
         f"{movement.id} {movement.kind} {format_decimal(movement.quantity)} {movement.uom} "
         f"of lot {movement.lot}{note}"
     )
+
+
+def _in_option_words(message: str) -> str:
+    """`issue needs a source unit (from_unit)` -> `... (--from)`: the option to give."""
+    for field, option in _POST_OPTIONS.items():
+        message = message.replace(f"({field})", f"({option})")
+    return message
 
 
 @ledger_app.command("balance")

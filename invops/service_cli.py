@@ -178,12 +178,14 @@ async def _demo(
     opcua_port: int,
     metrics_port: int,
 ) -> None:
+    from invops.plant_description import plant_description
     from invops.service import run_service
     from simulators import PLANT_STATE_FILE, Simulation
 
     # The simulated plant resumes where the last demo run left it (see simulators.plant_state).
     state = data_dir / PLANT_STATE_FILE
-    async with Simulation(config, ports=plc_ports, state_path=state) as sim:
+    plant = plant_description(config)
+    async with Simulation(plant, ports=plc_ports, state_path=state) as sim:
 
         def ready(started: Endpoints) -> None:
             endpoints = {

@@ -23,7 +23,7 @@ from invops.cli_config import load_config_or_exit
 
 if TYPE_CHECKING:  # the simulators (pymodbus, snap7) load when the command runs
     from invops.config import InvopsConfig
-    from simulators import Faults
+    from simulators import Faults, PlantDescription
 
 __all__ = ["register", "simulate"]
 
@@ -84,20 +84,22 @@ def simulate(
     on its configured port (or --port PLC=PORT; ports below 1024, the Modbus and S7
     defaults 502 and 102, need root).
     """
+    from invops.plant_description import plant_description
     from simulators import FaultError, Faults, SimulatorError, check_fault_targets, parse_fault
 
     plant = load_config_or_exit(config)
+    description = plant_description(plant)
     ports = _parse_ports(port or [], plant)
     faults = Faults()
     try:
         for spec in fault or []:
             faults.apply(parse_fault(spec))
-        check_fault_targets(plant, faults)
+        check_fault_targets(description, faults)
     except FaultError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
     startup.loaded()
     try:
-        asyncio.run(_serve(plant, ports, faults, seed, host, state))
+        asyncio.run(_serve(plant, description, ports, faults, seed, host, state))
     except (SimulatorError, OSError) as exc:
         typer.echo(f"invops: error: {_failure(exc)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -143,6 +145,7 @@ def _parse_ports(options: list[str], plant: InvopsConfig) -> dict[str, int]:
 
 async def _serve(
     plant: InvopsConfig,
+    description: PlantDescription,
     ports: dict[str, int],
     faults: Faults,
     seed: int | None,
@@ -167,7 +170,7 @@ async def _serve(
         loop.add_signal_handler(number, stop)
     try:
         await run_simulators(
-            plant,
+            description,
             ports=ports,
             faults=faults,
             seed=seed,

@@ -1,8 +1,18 @@
-"""simulators: Modbus TCP and S7 PLC simulators serving a plant model built from the config.
+"""simulators: Modbus TCP and S7 PLC simulators serving a plant model.
 
-`invops simulate --config FILE` runs them; tests and benchmarks use `Simulation`.
+They take a `PlantDescription` (plain frozen dataclasses) and import only
+`inventory_core` and `plc_connectors`; `invops.plant_description` builds the
+description from a config. `invops simulate --config FILE` runs them; tests and
+benchmarks use `Simulation`.
 """
 
+from simulators.description import (
+    LevelGauge,
+    MaterialDescription,
+    PlantDescription,
+    TotalizerCounter,
+    UnitDescription,
+)
 from simulators.faults import (
     MODBUS_EXCEPTION_CODES,
     FaultError,
@@ -60,9 +70,12 @@ __all__ = [
     "FaultSpec",
     "FaultValue",
     "Faults",
+    "LevelGauge",
     "ListenError",
+    "MaterialDescription",
     "ModbusPlcServer",
     "Operation",
+    "PlantDescription",
     "PlantModel",
     "PlcFaults",
     "PlcServer",
@@ -71,6 +84,8 @@ __all__ = [
     "Simulation",
     "SimulatorError",
     "TagFaults",
+    "TotalizerCounter",
+    "UnitDescription",
     "build_servers",
     "check_fault_targets",
     "keep_plant_state",

@@ -10,9 +10,10 @@ measured by weight. Activities keep the plant lively and bounded:
 
 * receipts (fills) and issues (draws) start at random after a pause, and
   transfers move material between units of the same material; a unit pauses
-  for its `settle_s` (from the config) plus 2-8 s between activities, so that
-  every batch ends in a steady spell the service can settle on and book, as
-  in a real plant (deliveries and draws are batches, not a continuous flow);
+  for its `settle_s` (from the `PlantDescription`) plus 2-8 s between
+  activities, so that every batch ends in a steady spell the service can
+  settle on and book, as in a real plant (deliveries and draws are batches,
+  not a continuous flow);
 * a unit below `FILL_BELOW` of its capacity only starts fills, one above
   `DRAW_ABOVE` only draws, and every activity stops at `LOW_STOP` /
   `HIGH_STOP`, so a unit left alone stays between 10 % and 90 % forever;
@@ -45,8 +46,8 @@ from typing import Any, Final
 from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.units import canonical_uom, convert, dimension
-from invops.config import InvopsConfig, StorageUnitConfig, tag_of
 from plc_connectors import DataType, Tag, from_engineering, integer_range
+from simulators.description import PlantDescription, UnitDescription
 
 __all__ = [
     "DRAW_ABOVE",
@@ -173,45 +174,45 @@ class _Totalizer:
 
 
 class PlantModel:
-    """The simulated plant of one config. Deterministic for a given `seed`.
+    """The simulated plant of one description. Deterministic for a given `seed`.
 
     `units` maps each storage unit id to its state (read it, do not assign to it).
     """
 
-    def __init__(self, config: InvopsConfig, *, seed: int | None = None) -> None:
+    def __init__(self, plant: PlantDescription, *, seed: int | None = None) -> None:
         self.time_s = 0.0
         self._rng = random.Random(seed)
         self._levels: list[_Level] = []
         self._weights: list[_Weight] = []
         self._totalizers: dict[str, _Totalizer] = {}
-        self._densities = {m.id: m.density_kg_per_l for m in config.materials}
+        self._densities = {m.id: m.density_kg_per_l for m in plant.materials}
         self.units: dict[str, SimulatedUnit] = {}
-        for unit_config in config.storage_units:
-            unit = self._build_unit(unit_config)
+        for description in plant.units:
+            unit = self._build_unit(description)
             self.units[unit.id] = unit
-            self._add_tags(unit_config, unit)
+            self._add_tags(description, unit)
 
     # ------------------------------------------------------------------ building
 
-    def _build_unit(self, cfg: StorageUnitConfig) -> SimulatedUnit:
-        density = self._densities.get(cfg.material) if cfg.material else None
-        if cfg.strapping is not None:
-            uom = cfg.strapping.volume_uom
-        elif cfg.weight is not None:
+    def _build_unit(self, spec: UnitDescription) -> SimulatedUnit:
+        density = self._densities.get(spec.material) if spec.material else None
+        if spec.level is not None:
+            uom = spec.level.volume_uom
+        elif spec.weight is not None:
             uom = "kg"
         else:
-            uom = cfg.capacity_uom
-        capacity = _factor(cfg.capacity_uom, uom, density) * float(cfg.capacity)
+            uom = spec.capacity_uom
+        capacity = _factor(spec.capacity_uom, uom, density) * float(spec.capacity)
         litres = _factor_or_none(uom, "L", density)
         if litres is not None:
             max_rate = MAX_FLOW_L_PER_S / litres
         else:  # a solid without density: read the cap as kg/s
             max_rate = MAX_FLOW_L_PER_S * _factor("kg", uom, None)
         fill = self._rng.uniform(*INITIAL_FILL)
-        settle = float(cfg.settle_s)
+        settle = float(spec.settle_s)
         return SimulatedUnit(
-            id=cfg.id,
-            material=cfg.material,
+            id=spec.id,
+            material=spec.material,
             uom=uom,
             capacity=capacity,
             quantity=capacity * fill,
@@ -222,23 +223,23 @@ class PlantModel:
             pause_s=(settle + IDLE_S[0], settle + IDLE_S[1]),
         )
 
-    def _add_tags(self, cfg: StorageUnitConfig, unit: SimulatedUnit) -> None:
-        density = self._densities.get(cfg.material) if cfg.material else None
-        if cfg.level is not None and cfg.strapping is not None:
-            table = StrappingTable.from_points(cfg.strapping.points)
-            self._levels.append(_Level(cfg.id, tag_of(cfg.id, "level", cfg.level), table, unit.uom))
-        if cfg.weight is not None:
-            tag = tag_of(cfg.id, "weight", cfg.weight)
-            self._weights.append(_Weight(cfg.id, tag, _tag_factor(unit.uom, tag.unit, density)))
-        if cfg.totalizer is not None:
-            tag = tag_of(cfg.id, "totalizer", cfg.totalizer)
+    def _add_tags(self, spec: UnitDescription, unit: SimulatedUnit) -> None:
+        density = self._densities.get(spec.material) if spec.material else None
+        if spec.level is not None:
+            level = spec.level
+            self._levels.append(_Level(spec.id, level.tag, level.strapping, unit.uom))
+        if spec.weight is not None:
+            tag = spec.weight
+            self._weights.append(_Weight(spec.id, tag, _tag_factor(unit.uom, tag.unit, density)))
+        if spec.totalizer is not None:
+            tag = spec.totalizer.tag
             if tag.scale <= 0:
                 raise ValueError(f"{tag.name}: a totalizer needs a positive scale")
-            modulus = cfg.totalizer_max + 1
+            modulus = spec.totalizer.max_count + 1
             if tag.data_type in (DataType.UINT16, DataType.UINT32):
                 modulus = min(modulus, integer_range(tag.data_type)[1] + 1)
             factor = _tag_factor(unit.uom, tag.unit, density)
-            self._totalizers[tag.name] = _Totalizer(cfg.id, tag, factor, modulus)
+            self._totalizers[tag.name] = _Totalizer(spec.id, tag, factor, modulus)
 
     # ------------------------------------------------------------------ queries
 
@@ -384,7 +385,7 @@ class PlantModel:
         }
 
     def restore(self, state: Mapping[str, Any]) -> dict[str, str]:
-        """Continue from a `to_state()` (of this or an earlier run of the same config).
+        """Continue from a `to_state()` (of this or an earlier run of the same plant).
 
         A unit restores when the state has it with the same uom and capacity and
         consistent numbers (finite, within capacity, material balance holding);

@@ -1,10 +1,10 @@
-"""Run the plant model and every PLC server of a config, under one TaskGroup.
+"""Run the plant model and every PLC server of a plant description, under one TaskGroup.
 
 `run_simulators` is what `invops simulate` and `invops demo` run until
 cancelled; `Simulation` wraps it as an async context manager for tests and
-benchmarks:
+benchmarks (`invops.plant_description` builds the description from a config):
 
-    async with Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
+    async with Simulation(plant, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
         sim.ports["PLC-MODBUS"], sim.faults.set("PLC-S7", refuse=True), sim.model.units
 
 With `state_path` the plant resumes from that file and keeps its state there
@@ -20,8 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from invops.config import InvopsConfig
 from plc_connectors import PlcProtocol, PlcSettings
+from simulators.description import PlantDescription
 from simulators.faults import Faults, SimulatorError
 from simulators.modbus_server import ModbusPlcServer
 from simulators.plant import PlantModel
@@ -80,7 +80,7 @@ def build_servers(
 
 
 async def run_simulators(
-    config: InvopsConfig,
+    plant: PlantDescription,
     *,
     ports: dict[str, int] | None = None,
     faults: Faults | None = None,
@@ -91,7 +91,7 @@ async def run_simulators(
     host: str = DEFAULT_HOST,
     state_path: Path | None = None,
 ) -> None:
-    """Serve every PLC of `config` from one plant model on `host` until cancelled.
+    """Serve every PLC of `plant` from one plant model on `host` until cancelled.
 
     `ready` is called once every server listens, with the bound port per PLC
     name. On cancellation every server closes its listener and connections.
@@ -103,10 +103,9 @@ async def run_simulators(
     if not tick_s > 0:
         raise SimulatorError(f"tick_s must be positive (got {tick_s})")
     faults = faults if faults is not None else Faults()
-    model = model if model is not None else PlantModel(config, seed=seed)
-    check_fault_targets(config, faults)
-    settings = config.plc_settings()
-    servers = build_servers(settings, faults, ports=ports, host=host)
+    model = model if model is not None else PlantModel(plant, seed=seed)
+    check_fault_targets(plant, faults)
+    servers = build_servers(plant.plcs, faults, ports=ports, host=host)
     if state_path is not None:
         load_plant_state(model, state_path)
     _publish(model, servers, faults)
@@ -124,12 +123,11 @@ async def run_simulators(
                 group.create_task(server.serve(), name=f"serve {server.name}")
 
 
-def check_fault_targets(config: InvopsConfig, faults: Faults) -> None:
-    """FaultError naming every faulted PLC or tag that the config does not have."""
-    settings = config.plc_settings()
-    tags = {tag.name for plc in settings for tag in plc.tags}
-    totalizers = {f"{unit.id}.totalizer" for unit in config.storage_units if unit.totalizer}
-    faults.check_targets((plc.name for plc in settings), tags, totalizers)
+def check_fault_targets(plant: PlantDescription, faults: Faults) -> None:
+    """FaultError naming every faulted PLC or tag that the plant does not have."""
+    tags = {tag.name for plc in plant.plcs for tag in plc.tags}
+    totalizers = {unit.totalizer.tag.name for unit in plant.units if unit.totalizer}
+    faults.check_targets((plc.name for plc in plant.plcs), tags, totalizers)
 
 
 async def _drive(
@@ -172,7 +170,7 @@ class Simulation:
 
     def __init__(
         self,
-        config: InvopsConfig,
+        plant: PlantDescription,
         *,
         ports: dict[str, int] | None = None,
         faults: Faults | None = None,
@@ -180,9 +178,9 @@ class Simulation:
         tick_s: float = 0.1,
         state_path: Path | None = None,
     ) -> None:
-        self.config = config
+        self.plant = plant
         self.faults = faults if faults is not None else Faults()
-        self.model = PlantModel(config, seed=seed)
+        self.model = PlantModel(plant, seed=seed)
         self.ports: dict[str, int] = {}
         self._requested_ports = ports
         self._tick_s = tick_s
@@ -203,7 +201,7 @@ class Simulation:
 
         self._task = asyncio.create_task(
             run_simulators(
-                self.config,
+                self.plant,
                 ports=self._requested_ports,
                 faults=self.faults,
                 tick_s=self._tick_s,

@@ -365,7 +365,12 @@ REJECTIONS = {
     "issue-without-from": (
         ["ledger", "post", "issue", "--material", "ETHANOL-96", "--lot", "E1", "--qty", "1",
          "--uom", "kg", "--url", "{url}"],
-        ["--from"],
+        ["issue needs a source unit (--from)"],
+    ),
+    "receipt-with-from": (
+        ["ledger", "post", "receipt", "--material", "ETHANOL-96", "--lot", "E1", "--qty", "1",
+         "--uom", "kg", "--from", "TK-101", "--to", "TK-103", "--url", "{url}"],
+        ["receipt takes no source unit (--from)"],
     ),
     "export-b2mml": (
         ["ledger", "export", "--format", "b2mml", "--since", "0", "--url", "{url}"],

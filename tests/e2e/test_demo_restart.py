@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from invops.config import load_config
+from invops.plant_description import plant_description
 from simulators import PLANT_STATE_FILE, STATE_FORMAT, PlantModel
 from simulators.plant import NOISE, RATE
 from tests.e2e.test_demo import INVOPS, start_demo, wait_for
@@ -43,7 +44,7 @@ def _kg_per_uom() -> dict[str, float]:
 def _limits() -> tuple[dict[str, float], dict[str, float]]:
     """(fastest flow in kg/s, allowance for reading noise in kg) per measured unit."""
     factors = _kg_per_uom()
-    model = PlantModel(load_config(DEMO), seed=0)
+    model = PlantModel(plant_description(load_config(DEMO)), seed=0)
     flows, noise = {}, {}
     for unit_id, kg in factors.items():
         unit = model.units[unit_id]

@@ -304,12 +304,17 @@ POSTING_REJECTIONS: dict[str, dict[str, Rejection]] = {
         "issue without a source unit": (
             req(K.ISSUE, ETHANOL, "E1", "1"),
             ValidationError,
-            r"issue needs a source unit \(--from\)",
+            r"issue needs a source unit \(from_unit\)",
         ),
         "receipt with a source unit": (
             req(K.RECEIPT, ETHANOL, "E1", "1", frm="TK-101", to="TK-103"),
             ValidationError,
-            "receipt takes no source unit",
+            r"receipt takes no source unit \(from_unit\)",
+        ),
+        "receipt without a target unit": (
+            req(K.RECEIPT, ETHANOL, "E1", "1"),
+            ValidationError,
+            r"receipt needs a target unit \(to_unit\)",
         ),
     },
     "units of measure": {

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from invops.config import parse_config
+from invops.plant_description import plant_description
 from invops.wiring import make_link
 from simulators import Simulation
 
@@ -59,7 +60,7 @@ def plant(protocol: str) -> dict[str, Any]:
 async def test_link_reads_every_type_and_word_order_the_simulator_serves(protocol: str) -> None:
     data = plant(protocol)
     config = parse_config(data, environ={})
-    async with Simulation(config, ports={"PLC": 0}, seed=3) as sim:
+    async with Simulation(plant_description(config), ports={"PLC": 0}, seed=3) as sim:
         [settings] = config.plc_settings()
         settings = dataclasses.replace(settings, port=sim.ports["PLC"])
         async with make_link(settings) as link:

@@ -20,8 +20,16 @@ import pytest
 import snap7
 from snap7.util import get_real
 
-from invops.config import InvopsConfig, load_config
-from simulators import SAVE_EVERY_S, STATE_FORMAT, PlantModel, Simulation, load_plant_state
+from invops.config import load_config
+from invops.plant_description import plant_description
+from simulators import (
+    SAVE_EVERY_S,
+    STATE_FORMAT,
+    PlantDescription,
+    PlantModel,
+    Simulation,
+    load_plant_state,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-plant.toml"
@@ -33,8 +41,8 @@ _ENDPOINT = re.compile(r"^(\S+)\s+(modbus|s7)\s+127\.0\.0\.1:(\d+)\s+(.*)$")
 
 
 @pytest.fixture(scope="module")
-def demo() -> InvopsConfig:
-    return load_config(DEMO)
+def demo() -> PlantDescription:
+    return plant_description(load_config(DEMO))
 
 
 def _silos(port: int) -> tuple[float, float]:
@@ -48,7 +56,7 @@ def _silos(port: int) -> tuple[float, float]:
 
 
 async def test_a_restarted_simulation_serves_the_plant_it_stopped_with(
-    demo: InvopsConfig, tmp_path: Path
+    demo: PlantDescription, tmp_path: Path
 ) -> None:
     path = tmp_path / "plant-state.json"
     async with Simulation(demo, ports=PORTS, seed=1, tick_s=0.05, state_path=path) as first:
@@ -103,7 +111,7 @@ async def test_simulate_state_survives_sigkill_and_resumes(tmp_path: Path) -> No
             await process.wait()
     killed_at = time.monotonic()
     saved = json.loads(path.read_text())  # whole: written by rename, never in place
-    resumed = PlantModel(load_config(DEMO), seed=9)
+    resumed = PlantModel(plant_description(load_config(DEMO)), seed=9)
     assert load_plant_state(resumed, path)
 
     process, s7_port = await start()

@@ -20,6 +20,7 @@ from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.measurement_service import MeasurementService
 from invops.config import InvopsConfig, load_config
+from invops.plant_description import plant_description
 from invops.plc_bridge import LedgerBridge
 from invops.wiring import make_link, measured_units, quantity_tags
 from plc_connectors import PlcPoller, Quality
@@ -40,7 +41,7 @@ class Plant:
 async def running_plant(url: str) -> AsyncIterator[Plant]:
     config: InvopsConfig = load_config(DEMO, environ={})
     async with (
-        Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}, seed=7) as sim,
+        Simulation(plant_description(config), ports={"PLC-MODBUS": 0, "PLC-S7": 0}, seed=7) as sim,
         open_ledger(url, writer_id="plc-test", migrate=True) as ledger,
     ):
         await ledger.sync_master_data(

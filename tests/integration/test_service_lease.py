@@ -19,6 +19,7 @@ from inventory_core import Ledger
 from inventory_core.domain.errors import WriterLeaseLost
 from inventory_core.store.engine import create_read_engine
 from invops.config import load_config
+from invops.plant_description import plant_description
 from invops.service import Endpoints, run_service
 from simulators import Simulation
 
@@ -46,7 +47,9 @@ async def test_a_service_whose_lease_is_taken_stops_booking_and_stops(
     started: list[Endpoints] = []
     engine = create_read_engine(ledger_url)
     try:
-        async with Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
+        async with Simulation(
+            plant_description(config), ports={"PLC-MODBUS": 0, "PLC-S7": 0}
+        ) as sim:
             service = asyncio.create_task(
                 run_service(
                     config,

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inventory_core.domain.model import MovementKind, Source
 from invops.config import load_config
+from invops.plant_description import plant_description
 from invops.service import Endpoints, run_service
 from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOGIN_REFUSALS
@@ -55,7 +56,7 @@ async def _scrape_fresh_demo_service(tmp_path: Path) -> str:
         scraped.append(await asyncio.to_thread(_fetch, url))
         stop.set()
 
-    async with Simulation(config, ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
+    async with Simulation(plant_description(config), ports={"PLC-MODBUS": 0, "PLC-S7": 0}) as sim:
         async with asyncio.timeout(60):
             await run_service(
                 config,

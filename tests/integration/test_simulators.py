@@ -25,8 +25,9 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ExceptionResponse
 from snap7.util import get_real
 
-from invops.config import InvopsConfig, load_config
-from simulators import Simulation, SimulatorError
+from invops.config import load_config
+from invops.plant_description import plant_description
+from simulators import PlantDescription, Simulation, SimulatorError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-plant.toml"
@@ -49,12 +50,12 @@ TK102_BAND = (_level_at(3000, TK102), _level_at(27000, TK102))  # of 30 000 L
 
 
 @pytest.fixture(scope="module")
-def demo() -> InvopsConfig:
-    return load_config(DEMO)
+def demo() -> PlantDescription:
+    return plant_description(load_config(DEMO))
 
 
 @pytest.fixture
-async def sim(demo: InvopsConfig) -> AsyncIterator[Simulation]:
+async def sim(demo: PlantDescription) -> AsyncIterator[Simulation]:
     async with Simulation(demo, ports={"PLC-MODBUS": 0, "PLC-S7": 0}, seed=1, tick_s=0.05) as s:
         yield s
 
@@ -311,7 +312,7 @@ async def test_drop_closes_connections_until_cleared(sim: Simulation) -> None:
 
 
 async def test_a_port_in_use_fails_the_start_with_a_clear_error(
-    sim: Simulation, demo: InvopsConfig
+    sim: Simulation, demo: PlantDescription
 ) -> None:
     with pytest.raises(SimulatorError, match="PLC-MODBUS: cannot listen"):
         async with Simulation(demo, ports={"PLC-MODBUS": sim.ports["PLC-MODBUS"], "PLC-S7": 0}):

@@ -78,15 +78,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "plc_connectors": frozenset(),
     "inventory_core": frozenset(),
 }
-# Arrows that still exist and are being removed (issue 13 item 3): each entry names the
-# module that imports and the package it reaches. The list may only shrink: a new
-# forbidden import fails, and so does an entry whose import is gone (delete it).
-KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("simulators/plant.py", "invops"),
-        ("simulators/runner.py", "invops"),
-    }
-)
 
 
 def package_arrows() -> set[tuple[str, str]]:
@@ -104,14 +95,12 @@ def forbidden(arrows: set[tuple[str, str]]) -> set[tuple[str, str]]:
 
 
 def test_every_package_arrow_is_an_allowed_one() -> None:
-    bad = forbidden(package_arrows())
-    assert bad - KNOWN_DEBT == set(), "forbidden imports (see ALLOWED)"
-    assert KNOWN_DEBT - bad == set(), "paid off: delete these from KNOWN_DEBT"
+    assert forbidden(package_arrows()) == set(), "forbidden imports (see ALLOWED)"
 
 
-def test_the_package_graph_has_no_cycle_outside_the_known_debt() -> None:
+def test_the_package_graph_has_no_cycle() -> None:
     edges: dict[str, set[str]] = {p: set() for p in OURS}
-    for module, target in package_arrows() - KNOWN_DEBT:
+    for module, target in package_arrows():
         edges[module.split("/")[0]].add(target)
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
@@ -126,4 +115,4 @@ def test_the_package_graph_has_no_cycle_outside_the_known_debt() -> None:
 def test_the_rule_catches_an_added_forbidden_import() -> None:
     """The check itself works: plc_connectors importing inventory_core is caught."""
     added = {("plc_connectors/model.py", "inventory_core"), ("opcua_server/x.py", "plc_connectors")}
-    assert forbidden(package_arrows() | added) - KNOWN_DEBT == added
+    assert forbidden(package_arrows() | added) == added

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from invops.config import InvopsConfig, load_config
+from invops.config import load_config
+from invops.plant_description import plant_description
 from plc_connectors import Address, Area, DataType, Tag
 from simulators import (
     FaultError,
     Faults,
+    PlantDescription,
     PlantModel,
     PlcFaults,
     parse_fault,
@@ -25,8 +27,8 @@ UINT32 = 2**32
 
 
 @pytest.fixture(scope="module")
-def demo() -> InvopsConfig:
-    return load_config(DEMO)
+def demo() -> PlantDescription:
+    return plant_description(load_config(DEMO))
 
 
 def _run(model: PlantModel, seconds: float, dt: float) -> None:
@@ -39,7 +41,7 @@ def _run(model: PlantModel, seconds: float, dt: float) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_every_unit_stays_between_10_and_90_percent_for_hours(
-    demo: InvopsConfig, seed: int
+    demo: PlantDescription, seed: int
 ) -> None:
     model = PlantModel(demo, seed=seed)
     lowest = {uid: 1.0 for uid in model.units}
@@ -55,7 +57,7 @@ def test_every_unit_stays_between_10_and_90_percent_for_hours(
     assert all(highest[uid] - lowest[uid] > 0.4 for uid in model.units)
 
 
-def test_every_flow_stays_below_1000_litres_per_second(demo: InvopsConfig) -> None:
+def test_every_flow_stays_below_1000_litres_per_second(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=5)
     dt = 0.1
     fastest = 0.0
@@ -69,8 +71,9 @@ def test_every_flow_stays_below_1000_litres_per_second(demo: InvopsConfig) -> No
     assert 0 < fastest < 1000
 
 
-def test_quantities_move_more_than_the_deadband_within_seconds(demo: InvopsConfig) -> None:
-    model = PlantModel(demo, seed=11)
+def test_quantities_move_more_than_the_deadband_within_seconds() -> None:
+    demo = load_config(DEMO)
+    model = PlantModel(plant_description(demo), seed=11)
     start = {uid: unit.quantity for uid, unit in model.units.items()}
     _run(model, 5.0, 0.1)
     for config in demo.storage_units:
@@ -84,7 +87,7 @@ def test_quantities_move_more_than_the_deadband_within_seconds(demo: InvopsConfi
         assert in_base_unit > float(config.deadband), config.id
 
 
-def test_same_seed_gives_the_same_plant(demo: InvopsConfig) -> None:
+def test_same_seed_gives_the_same_plant(demo: PlantDescription) -> None:
     runs = []
     for _ in range(2):
         model = PlantModel(demo, seed=42)
@@ -93,7 +96,7 @@ def test_same_seed_gives_the_same_plant(demo: InvopsConfig) -> None:
     assert runs[0] == runs[1]
 
 
-def test_step_rejects_negative_time(demo: InvopsConfig) -> None:
+def test_step_rejects_negative_time(demo: PlantDescription) -> None:
     with pytest.raises(ValueError, match="dt"):
         PlantModel(demo, seed=1).step(-1)
 
@@ -101,7 +104,7 @@ def test_step_rejects_negative_time(demo: InvopsConfig) -> None:
 # --------------------------------------------------------------------------- material balance
 
 
-def test_material_balance_holds_for_every_unit(demo: InvopsConfig) -> None:
+def test_material_balance_holds_for_every_unit(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=9)
     _run(model, 3600, 0.7)
     for unit in model.units.values():
@@ -141,7 +144,7 @@ def test_random_transfers_between_same_material_units_conserve_material() -> Non
         assert 0.10 <= unit.fill_ratio <= 0.90
 
 
-def test_transfer_needs_the_same_material(demo: InvopsConfig) -> None:
+def test_transfer_needs_the_same_material(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=1)
     model.stop_operation("TK-101")
     model.stop_operation("TK-102")
@@ -152,7 +155,7 @@ def test_transfer_needs_the_same_material(demo: InvopsConfig) -> None:
 # --------------------------------------------------------------------------- totalizer and readings
 
 
-def test_totalizer_counts_the_litres_drawn_from_tk101(demo: InvopsConfig) -> None:
+def test_totalizer_counts_the_litres_drawn_from_tk101(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=8)
     _run(model, 1800, 0.5)
     tank = model.units["TK-101"]
@@ -162,7 +165,7 @@ def test_totalizer_counts_the_litres_drawn_from_tk101(demo: InvopsConfig) -> Non
     assert counts == model.totalizer_counts("TK-101.totalizer")
 
 
-def test_totalizer_rolls_over_at_2_to_the_32(demo: InvopsConfig) -> None:
+def test_totalizer_rolls_over_at_2_to_the_32(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=8)
     model.stop_operation("TK-101")
     model.start_issue("TK-101", 500.0, rate=50.0)
@@ -174,7 +177,7 @@ def test_totalizer_rolls_over_at_2_to_the_32(demo: InvopsConfig) -> None:
     assert model.tag_values()["TK-101.totalizer"] == counts  # no noise on totalizers
 
 
-def test_level_reading_follows_the_strapping_table(demo: InvopsConfig) -> None:
+def test_level_reading_follows_the_strapping_table(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=2)
     _run(model, 30, 0.1)
     level = model.tag_values({"TK-101.level": 0.0})["TK-101.level"]
@@ -183,7 +186,7 @@ def test_level_reading_follows_the_strapping_table(demo: InvopsConfig) -> None:
     assert volume == pytest.approx(model.units["TK-101"].quantity, abs=0.01)
 
 
-def test_weight_readings_carry_noise_that_a_spike_multiplies(demo: InvopsConfig) -> None:
+def test_weight_readings_carry_noise_that_a_spike_multiplies(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=2)
     model.stop_operation("SI-201")
     model.units["SI-201"].idle_until = 1e9  # hold still

@@ -22,6 +22,7 @@ import pytest
 from inventory_core.domain.derivation import DerivedMovement, MovementDeriver, Reading
 from inventory_core.domain.units import convert
 from invops.config import load_config
+from invops.plant_description import plant_description
 from invops.wiring import measured_units, quantity_tags
 from simulators import PlantModel
 
@@ -40,7 +41,7 @@ class _Tally:
 
 def _simulate(name: str, hours: float, seed: int) -> dict[str, _Tally]:
     config = load_config(EXAMPLES / name)
-    model = PlantModel(config, seed=seed)
+    model = PlantModel(plant_description(config), seed=seed)
     specs = {str(m.unit): m for m in measured_units(config)}
     tags = {str(unit): tag for tag, unit in quantity_tags(config).items()}
     poll_s = min(plc.poll_interval_s for plc in config.plcs)

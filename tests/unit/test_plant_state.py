@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from invops.config import InvopsConfig, load_config
+from invops.config import load_config
+from invops.plant_description import plant_description
 from simulators import (
     STATE_FORMAT,
+    PlantDescription,
     PlantModel,
     keep_plant_state,
     load_plant_state,
@@ -25,16 +27,16 @@ LOGGER = "simulators.plant_state"
 
 
 @pytest.fixture(scope="module")
-def demo() -> InvopsConfig:
-    return load_config(DEMO)
+def demo() -> PlantDescription:
+    return plant_description(load_config(DEMO))
 
 
 def _quantities(model: PlantModel) -> dict[str, float]:
     return {unit.id: unit.quantity for unit in model.units.values()}
 
 
-def _stepped(config: InvopsConfig, seconds: float, seed: int = 1) -> PlantModel:
-    model = PlantModel(config, seed=seed)
+def _stepped(plant: PlantDescription, seconds: float, seed: int = 1) -> PlantModel:
+    model = PlantModel(plant, seed=seed)
     for _ in range(round(seconds / 0.5)):
         model.step(0.5)
     return model
@@ -44,7 +46,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= 30]
 
 
-def test_a_saved_plant_resumes_exactly_where_it_was(demo: InvopsConfig, tmp_path: Path) -> None:
+def test_a_saved_plant_resumes_exactly_where_it_was(demo: PlantDescription, tmp_path: Path) -> None:
     before = _stepped(demo, 120)
     before.jump_totalizer("TK-101.totalizer", 1000)
     path = tmp_path / "plant-state.json"
@@ -69,14 +71,14 @@ def test_a_saved_plant_resumes_exactly_where_it_was(demo: InvopsConfig, tmp_path
 
 
 def test_a_running_transfer_resumes_as_one_operation_of_both_units(tmp_path: Path) -> None:
-    config = with_ethanol_twins(weighed=False)
-    model = PlantModel(config, seed=1)
+    plant = with_ethanol_twins(weighed=False)
+    model = PlantModel(plant, seed=1)
     model.start_transfer("TK-101", "TK-103", 2000.0, rate=50.0)
     model.step(10)
     path = tmp_path / "state.json"
     save_plant_state(model, path)
 
-    resumed = PlantModel(config, seed=2)
+    resumed = PlantModel(plant, seed=2)
     assert load_plant_state(resumed, path)
     source, destination = resumed.units["TK-101"], resumed.units["TK-103"]
     assert source.operation is not None and source.operation is destination.operation
@@ -87,7 +89,7 @@ def test_a_running_transfer_resumes_as_one_operation_of_both_units(tmp_path: Pat
 
 
 def test_the_resumed_plant_keeps_moving_within_its_bands(
-    demo: InvopsConfig, tmp_path: Path
+    demo: PlantDescription, tmp_path: Path
 ) -> None:
     path = tmp_path / "state.json"
     save_plant_state(_stepped(demo, 600), path)
@@ -101,7 +103,7 @@ def test_the_resumed_plant_keeps_moving_within_its_bands(
 
 
 def test_a_missing_file_is_a_first_start_without_warning(
-    demo: InvopsConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    demo: PlantDescription, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = PlantModel(demo, seed=3)
     fresh = _quantities(model)
@@ -129,7 +131,7 @@ def test_a_missing_file_is_a_first_start_without_warning(
     ],
 )
 def test_an_unusable_file_starts_the_plant_fresh_with_one_warning(
-    demo: InvopsConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
+    demo: PlantDescription, tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes
 ) -> None:
     path = tmp_path / "plant-state.json"
     path.write_bytes(content)
@@ -145,7 +147,7 @@ def test_an_unusable_file_starts_the_plant_fresh_with_one_warning(
 
 
 def test_a_directory_in_place_of_the_file_starts_fresh_with_one_warning(
-    demo: InvopsConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    demo: PlantDescription, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "plant-state.json"
     path.mkdir()
@@ -168,7 +170,11 @@ def test_a_directory_in_place_of_the_file_starts_fresh_with_one_warning(
     ],
 )
 def test_a_unit_that_does_not_fit_starts_fresh_and_the_others_resume(
-    demo: InvopsConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture, field: str, value: object
+    demo: PlantDescription,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    field: str,
+    value: object,
 ) -> None:
     saved = _stepped(demo, 60)
     state = saved.to_state()
@@ -188,7 +194,7 @@ def test_a_unit_that_does_not_fit_starts_fresh_and_the_others_resume(
 
 
 def test_an_invalid_operation_is_dropped_and_its_unit_resumes_idle(
-    demo: InvopsConfig, tmp_path: Path
+    demo: PlantDescription, tmp_path: Path
 ) -> None:
     saved = PlantModel(demo, seed=1)
     saved.start_receipt("TK-101", 1000.0)
@@ -203,7 +209,7 @@ def test_an_invalid_operation_is_dropped_and_its_unit_resumes_idle(
     assert model.units["TK-101"].quantity == saved.units["TK-101"].quantity
 
 
-def test_restore_rejects_a_foreign_state_and_changes_nothing(demo: InvopsConfig) -> None:
+def test_restore_rejects_a_foreign_state_and_changes_nothing(demo: PlantDescription) -> None:
     model = PlantModel(demo, seed=1)
     fresh = _quantities(model)
     with pytest.raises(ValueError, match="not a plant state"):
@@ -212,7 +218,7 @@ def test_restore_rejects_a_foreign_state_and_changes_nothing(demo: InvopsConfig)
     assert model.to_state()["format"] == STATE_FORMAT
 
 
-def test_saving_replaces_the_file_atomically(demo: InvopsConfig, tmp_path: Path) -> None:
+def test_saving_replaces_the_file_atomically(demo: PlantDescription, tmp_path: Path) -> None:
     path = tmp_path / "plant-state.json"
     model = _stepped(demo, 10)
     save_plant_state(model, path)
@@ -227,7 +233,7 @@ def test_saving_replaces_the_file_atomically(demo: InvopsConfig, tmp_path: Path)
 
 
 async def test_the_state_is_kept_periodically_and_exactly_at_the_stop(
-    demo: InvopsConfig, tmp_path: Path
+    demo: PlantDescription, tmp_path: Path
 ) -> None:
     path = tmp_path / "plant-state.json"
     model = _stepped(demo, 10)
@@ -250,7 +256,7 @@ async def test_the_state_is_kept_periodically_and_exactly_at_the_stop(
 
 
 async def test_a_failing_save_warns_once_and_the_plant_keeps_running(
-    demo: InvopsConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    demo: PlantDescription, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = PlantModel(demo, seed=1)
     path = tmp_path / "missing-dir" / "plant-state.json"

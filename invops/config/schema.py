@@ -1,0 +1,296 @@
+"""The plant tables of the config file and the whole file's model, `InvopsConfig`.
+
+Pydantic stays at this boundary: `InvopsConfig.material_definitions()`,
+`storage_unit_definitions()` and `plc_settings()` hand the rest of the system
+plain domain objects. Each model checks its own table (pass 1); checks across
+tables live in `cross_checks` (pass 2).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationInfo, field_validator
+
+from information_model.isa95 import Role
+from inventory_core.domain.derivation import StrappingTable
+from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.model import (
+    LotStatus,
+    MaterialDefinition,
+    MaterialId,
+    StorageKind,
+    StorageUnit,
+    StorageUnitId,
+)
+from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
+from invops.config.fields import (
+    DEFAULT_LEDGER_URL,
+    ConfigModel,
+    DbUrl,
+    ExactDecimal,
+    Identifier,
+    NonEmptyStr,
+    PasswordHash,
+    PlcAddress,
+    PositiveDecimal,
+    Uom,
+    WriterId,
+)
+from invops.config.server_schema import MetricsConfig, OpcuaConfig
+from plc_connectors import DataType, PlcProtocol, PlcSettings, Tag, WordOrder
+
+__all__ = [
+    "AlarmConfig",
+    "InvopsConfig",
+    "LedgerConfig",
+    "MaterialConfig",
+    "PlcConfig",
+    "SiteConfig",
+    "StorageUnitConfig",
+    "StrappingConfig",
+    "TagConfig",
+    "UserConfig",
+    "tag_of",
+]
+
+
+class SiteConfig(ConfigModel):
+    """`[site]`: the ISA-95 enterprise/site/area hierarchy every unit hangs from."""
+
+    enterprise: NonEmptyStr
+    name: Identifier
+    description: str = ""
+    areas: list[Identifier]
+
+    @field_validator("areas")
+    @classmethod
+    def _areas_non_empty_and_unique(cls, areas: list[str]) -> list[str]:
+        if not areas:
+            raise ValueError("must list at least one area")
+        duplicates = sorted({area for area in areas if areas.count(area) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate area {', '.join(map(repr, duplicates))}")
+        return areas
+
+
+class LedgerConfig(ConfigModel):
+    """`[ledger]`: where movements are stored and how this instance writes to it."""
+
+    url: DbUrl = DEFAULT_LEDGER_URL
+    # Name of this instance's audit chain (SPEC section 5); None lets the ledger choose.
+    writer_id: WriterId | None = None
+    batch_max: StrictInt = Field(default=64, ge=1, le=1024)
+    # A manual posting may bring a unit's book at most this % above its capacity.
+    capacity_margin_pct: Annotated[ExactDecimal, Field(ge=0, le=1000)] = DEFAULT_CAPACITY_MARGIN_PCT
+    migrate_on_start: StrictBool = False
+    # Readings taken while the ledger is unreachable wait here (bounded, on disk).
+    buffer_path: NonEmptyStr = "var/invops-buffer.db"
+    buffer_max_readings: StrictInt = Field(default=200_000, ge=1000, le=100_000_000)
+    # The writer lease (one live process per writer_id and per measured unit): renewed
+    # every lease_heartbeat_s; another instance may take it over lease_s after the last
+    # renewal (a kill -9 or a lost host), at once after a graceful stop.
+    lease_s: StrictFloat = Field(default=30.0, ge=1, le=3600)
+    lease_heartbeat_s: StrictFloat = Field(default=5.0, ge=0.1, le=1800)
+
+    @field_validator("lease_heartbeat_s")
+    @classmethod
+    def _heartbeat_within_lease(cls, heartbeat: float, info: ValidationInfo) -> float:
+        lease = info.data.get("lease_s")
+        if lease is not None and heartbeat > lease / 2:
+            raise ValueError(
+                f"must be at most half of lease_s ({lease}), so that one missed renewal "
+                "does not let the lease expire"
+            )
+        return heartbeat
+
+
+class MaterialConfig(ConfigModel):
+    """`[[materials]]`: one ISA-95 MaterialDefinition."""
+
+    id: Identifier
+    description: str = ""
+    base_uom: Uom
+    density_kg_per_l: PositiveDecimal | None = None
+    default_lot_status: LotStatus = LotStatus.QUARANTINE
+    # `class` is a Python keyword, so the TOML key is an alias.
+    material_class: str | None = Field(default=None, alias="class")
+
+
+class PlcConfig(ConfigModel):
+    """`[[plcs]]`: one PLC the service polls (and `invops simulate` serves)."""
+
+    name: Identifier
+    protocol: PlcProtocol
+    host: NonEmptyStr = "127.0.0.1"
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)  # 502 Modbus, 102 S7
+    unit_id: StrictInt = Field(default=1, ge=0, le=255)  # Modbus only
+    rack: StrictInt = Field(default=0, ge=0, le=7)  # S7 only
+    slot: StrictInt = Field(default=1, ge=0, le=31)  # S7 only
+    poll_interval_s: float = Field(default=1.0, ge=0.01, le=3600)
+    timeout_s: float = Field(default=1.0, ge=0.01, le=60)
+    max_gap: StrictInt | None = Field(default=None, ge=0, le=2000)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (502 if self.protocol is PlcProtocol.MODBUS else 102)
+
+
+class TagConfig(ConfigModel):
+    """A PLC value: `plc` names a [[plcs]] entry; address like hr:0 or DB1.DBD0."""
+
+    plc: str
+    address: PlcAddress
+    data_type: DataType
+    word_order: WordOrder = WordOrder.ABCD
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+
+def tag_of(unit: str, role: str, tag: TagConfig) -> Tag:
+    """The plc_connectors Tag for one unit's role, named `<unit>.<role>`."""
+    return Tag(
+        name=f"{unit}.{role}",
+        address=tag.address,
+        data_type=tag.data_type,
+        word_order=tag.word_order,
+        scale=tag.scale,
+        offset=tag.offset,
+        unit=tag.unit,
+    )
+
+
+class StrappingConfig(ConfigModel):
+    """Tank calibration: level (in the level tag's unit) -> volume, piecewise linear."""
+
+    volume_uom: Uom = "L"
+    points: list[tuple[Decimal, Decimal]]
+
+    @field_validator("points")
+    @classmethod
+    def _valid_table(cls, points: list[tuple[Decimal, Decimal]]) -> list[tuple[Decimal, Decimal]]:
+        try:
+            StrappingTable.from_points(points)
+        except InventoryError as exc:
+            raise ValueError(str(exc)) from None
+        return points
+
+
+class AlarmConfig(ConfigModel):
+    """Level limits in percent of capacity (OPC UA limit alarms)."""
+
+    high_high: float | None = Field(default=None, ge=0, le=100)
+    high: float | None = Field(default=None, ge=0, le=100)
+    low: float | None = Field(default=None, ge=0, le=100)
+    low_low: float | None = Field(default=None, ge=0, le=100)
+
+
+class StorageUnitConfig(ConfigModel):
+    """`[[storage_units]]`: one tank, silo or bin, and how it is measured.
+
+    A tank is measured by `level` (with a `strapping` table) or `weight`; a
+    silo or bin by `weight`. `deadband` (in the material's base unit) and the
+    timing keys decide when a measured change becomes a ledger movement.
+    """
+
+    id: Identifier
+    area: str
+    kind: StorageKind
+    capacity: PositiveDecimal
+    capacity_uom: Uom
+    material: str | None = None
+    description: str = ""
+    level: TagConfig | None = None
+    weight: TagConfig | None = None
+    strapping: StrappingConfig | None = None
+    totalizer: TagConfig | None = None
+    totalizer_max: StrictInt = Field(default=2**32 - 1, ge=1)
+    deadband: PositiveDecimal | None = None  # default: 0.5 % of capacity
+    settle_s: float = Field(default=5.0, ge=0, le=3600)
+    max_interval_s: float = Field(default=300.0, gt=0, le=86400)
+    plausibility_limit: PositiveDecimal | None = None
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+
+    def tags(self) -> dict[str, TagConfig]:
+        """This unit's PLC values by role (level, weight, totalizer)."""
+        roles = {"level": self.level, "weight": self.weight, "totalizer": self.totalizer}
+        return {role: tag for role, tag in roles.items() if tag is not None}
+
+
+class UserConfig(ConfigModel):
+    """`[[users]]`: one OPC UA user (user name + password) and their invops role."""
+
+    name: Identifier
+    password_hash: PasswordHash
+    role: Role
+
+
+class InvopsConfig(ConfigModel):
+    """The whole validated file. Build it with `load_config`/`parse_config`, which
+    also run the cross-object checks that pydantic alone does not."""
+
+    site: SiteConfig
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    opcua: OpcuaConfig = Field(default_factory=OpcuaConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    materials: list[MaterialConfig] = Field(default_factory=list)
+    plcs: list[PlcConfig] = Field(default_factory=list)
+    storage_units: list[StorageUnitConfig] = Field(default_factory=list)
+    users: list[UserConfig] = Field(default_factory=list)
+
+    def opcua_users(self) -> dict[str, tuple[str, Role]]:
+        """User name -> (password hash, role), as the OPC UA user manager takes them."""
+        return {user.name: (user.password_hash, user.role) for user in self.users}
+
+    def material_definitions(self) -> list[MaterialDefinition]:
+        return [
+            MaterialDefinition(
+                id=MaterialId(m.id),
+                description=m.description,
+                base_uom=m.base_uom,
+                density_kg_per_l=m.density_kg_per_l,
+                default_lot_status=m.default_lot_status,
+                material_class=m.material_class,
+            )
+            for m in self.materials
+        ]
+
+    def plc_settings(self) -> list[PlcSettings]:
+        """Each PLC with every tag that names it; tag names are `<unit>.<role>`."""
+        tags: dict[str, list[Tag]] = {plc.name: [] for plc in self.plcs}
+        for unit in self.storage_units:
+            for role, tag in unit.tags().items():
+                tags[tag.plc].append(tag_of(unit.id, role, tag))
+        return [
+            PlcSettings(
+                name=plc.name,
+                protocol=plc.protocol,
+                host=plc.host,
+                port=plc.effective_port,
+                tags=tuple(tags[plc.name]),
+                unit_id=plc.unit_id,
+                rack=plc.rack,
+                slot=plc.slot,
+                poll_interval_s=plc.poll_interval_s,
+                timeout_s=plc.timeout_s,
+                max_gap=plc.max_gap,
+            )
+            for plc in self.plcs
+        ]
+
+    def storage_unit_definitions(self) -> list[StorageUnit]:
+        return [
+            StorageUnit(
+                id=StorageUnitId(u.id),
+                site=self.site.name,
+                area=u.area,
+                kind=u.kind,
+                capacity=u.capacity,
+                capacity_uom=u.capacity_uom,
+                material=None if u.material is None else MaterialId(u.material),
+                description=u.description,
+            )
+            for u in self.storage_units
+        ]
