@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inventory_core.domain.model import MovementKind, Source
 from plc_connectors import ERROR_REASONS
+from tests.polling import wait_until
 
 INVOPS = [sys.executable, "-m", "invops.cli"]
 
@@ -38,11 +39,13 @@ def start_demo(data_dir: Path, stderr: Any = subprocess.PIPE) -> subprocess.Pope
 
 
 def wait_for(path: Path, process: subprocess.Popen[str], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not path.exists():
+    """Until `path` exists; fails at once, with the demo's stderr, if the demo exits first."""
+
+    def appeared() -> bool:
         assert process.poll() is None, process.communicate()[1]
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.1)
+        return path.exists()
+
+    wait_until(appeared, f"{path.name} from the demo", timeout_s=within_s)
 
 
 @pytest.fixture
@@ -85,6 +88,10 @@ async def read_level_history(endpoint: str) -> list[ua.DataValue]:
         return list(await node.read_raw_history(now - timedelta(hours=1), now))
 
 
+class Unhealthy(Exception):
+    """/healthz answered 503 (with this body)."""
+
+
 def counter_series(text: str, name: str, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
     return {
         tuple(s.labels[label] for label in labels): float(s.value)
@@ -101,29 +108,28 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
     endpoints = json.loads((data_dir / "endpoints.json").read_text())
     assert endpoints["opcua"].startswith("opc.tcp://127.0.0.1:")
 
-    deadline = time.monotonic() + 10  # SPEC: within 10 s the ledger has movements
-    while not movements(data_dir):
-        assert time.monotonic() < deadline, "no movements within 10 s"
-        time.sleep(0.2)
+    # SPEC: within 10 s the ledger has movements
+    wait_until(lambda: movements(data_dir), "a movement in the ledger", timeout_s=10)
 
     first, status = asyncio.run(read_level(endpoints["opcua"]))
     assert status.is_good() and 0 < first < 6000
-    deadline = time.monotonic() + 10
-    while asyncio.run(read_level(endpoints["opcua"]))[0] == first:
-        assert time.monotonic() < deadline, "TK-101 level does not move"
-        time.sleep(0.3)
+    wait_until(
+        lambda: asyncio.run(read_level(endpoints["opcua"]))[0] != first,
+        "the TK-101 level to move",
+        timeout_s=10,
+        interval_s=0.3,
+    )
 
-    health_url = endpoints["healthz"]
-    deadline = time.monotonic() + 10
-    while True:  # 200 once every PLC link and the ledger are up
+    def healthy() -> bool:  # 200 once every PLC link and the ledger are up, 503 until then
         try:
-            with urllib.request.urlopen(health_url, timeout=5) as response:
+            with urllib.request.urlopen(endpoints["healthz"], timeout=5) as response:
                 assert json.load(response)["status"] == "ok"
-                break
+                return True
         except urllib.error.HTTPError as exc:
-            assert exc.code == 503
-            assert time.monotonic() < deadline, json.load(exc)
-            time.sleep(0.2)
+            assert exc.code == 503, exc
+            raise Unhealthy(json.load(exc)) from None
+
+    wait_until(healthy, "/healthz 200", timeout_s=10, interval_s=0.2, ignoring=(Unhealthy,))
     with urllib.request.urlopen(endpoints["metrics"], timeout=5) as response:
         text = response.read().decode()
     for needle in (

@@ -24,6 +24,7 @@ import pytest
 from inventory_core import open_ledger
 from inventory_core.domain.model import Movement
 from tests.e2e.conftest import DEMO_CONFIG, base_command, clean_env
+from tests.polling import wait_until
 
 START_S = 60.0  # a start (imports, OPC UA address space, first-start key) on 2 busy cores
 READY = re.compile(r"invops \S+: opcua opc\.tcp://")
@@ -87,13 +88,18 @@ class Service:
         return "\n".join(self.lines)
 
     def wait_ready(self, within_s: float = START_S) -> None:
-        deadline = time.monotonic() + within_s
-        while not self._ready.wait(0.1):
+        def ready() -> bool:
             if self.process.poll() is not None:
                 self._reader.join(5)
                 pytest.fail(f"invops run exited {self.process.returncode}:\n{self.stderr}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"invops run not ready within {within_s} s:\n{self.stderr}")
+            return self._ready.wait(0.1)
+
+        wait_until(
+            ready,
+            lambda: f"invops run ready (its start line):\n{self.stderr}",
+            timeout_s=within_s,
+            interval_s=0,
+        )
 
     def wait_exit(self, within_s: float = START_S) -> int:
         try:
@@ -207,12 +213,12 @@ def _movements(url: str) -> list[Movement]:
 
 def _wait_for_bookings(url: str, writers: set[str], within_s: float = START_S) -> None:
     """Until every writer in `writers` has booked a PLC movement."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if writers <= {m.writer for m in _movements(url) if m.source == "plc"}:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"not every writer of {writers} booked within {within_s} s")
+    wait_until(
+        lambda: writers <= {m.writer for m in _movements(url) if m.source == "plc"},
+        f"a PLC movement of every writer of {sorted(writers)}",
+        timeout_s=within_s,
+        interval_s=0.5,
+    )
 
 
 def _verify(url: str, cwd: Path) -> None:
