@@ -3,8 +3,8 @@ the same simulated PLCs (`invops simulate`): a writer id is held by one live pro
 a measured unit is booked by one writer (issue 12 item 8).
 
 Every process gets its own OPC UA and metrics ports (INVOPS_OPCUA_ENDPOINT,
-INVOPS_METRICS_LISTEN), a deadline, and is stopped (SIGTERM, else SIGKILL) at
-teardown.
+INVOPS_METRICS_LISTEN on port 0: the kernel picks free ones as each binds), a
+deadline, and is stopped (SIGTERM, else SIGKILL) at teardown.
 """
 
 from __future__ import annotations
@@ -39,13 +39,6 @@ SILO_UNITS = {"SI-201", "SI-202"}
 SIMULATOR_PORTS = ("--port", "PLC-MODBUS=0", "--port", "PLC-S7=0")  # free ports
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Service:
     """One `invops run --config FILE` process; stderr collected line by line."""
 
@@ -54,8 +47,9 @@ class Service:
         env = clean_env(
             ledger_url,
             {
-                "INVOPS_OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{_free_port()}/invops",
-                "INVOPS_METRICS_LISTEN": f"127.0.0.1:{_free_port()}",
+                # port 0: the kernel picks; the start line names the ports bound
+                "INVOPS_OPCUA_ENDPOINT": "opc.tcp://127.0.0.1:0/invops",
+                "INVOPS_METRICS_LISTEN": "127.0.0.1:0",
             },
         )
         self.process = subprocess.Popen(
