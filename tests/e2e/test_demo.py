@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -13,8 +14,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,12 @@ from asyncua import Client, ua
 from prometheus_client.parser import text_string_to_metric_families
 
 from inventory_core.domain.model import MovementKind, Source
+from inventory_core.domain.units import quantize
 from plc_connectors import ERROR_REASONS
+from tests.polling import wait_until
 
 INVOPS = [sys.executable, "-m", "invops.cli"]
+MEASURED = ("TK-101", "TK-102", "SI-201", "SI-202", "BN-301", "BN-302", "BN-303", "BN-304")
 
 
 def start_demo(data_dir: Path, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
@@ -38,11 +44,13 @@ def start_demo(data_dir: Path, stderr: Any = subprocess.PIPE) -> subprocess.Pope
 
 
 def wait_for(path: Path, process: subprocess.Popen[str], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not path.exists():
+    """Until `path` exists; fails at once, with the demo's stderr, if the demo exits first."""
+
+    def appeared() -> bool:
         assert process.poll() is None, process.communicate()[1]
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.1)
+        return path.exists()
+
+    wait_until(appeared, f"{path.name} from the demo", timeout_s=within_s)
 
 
 @pytest.fixture
@@ -85,6 +93,10 @@ async def read_level_history(endpoint: str) -> list[ua.DataValue]:
         return list(await node.read_raw_history(now - timedelta(hours=1), now))
 
 
+class Unhealthy(Exception):
+    """/healthz answered 503 (with this body)."""
+
+
 def counter_series(text: str, name: str, labels: tuple[str, ...]) -> dict[tuple[str, ...], float]:
     return {
         tuple(s.labels[label] for label in labels): float(s.value)
@@ -101,29 +113,28 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
     endpoints = json.loads((data_dir / "endpoints.json").read_text())
     assert endpoints["opcua"].startswith("opc.tcp://127.0.0.1:")
 
-    deadline = time.monotonic() + 10  # SPEC: within 10 s the ledger has movements
-    while not movements(data_dir):
-        assert time.monotonic() < deadline, "no movements within 10 s"
-        time.sleep(0.2)
+    # SPEC: within 10 s the ledger has movements
+    wait_until(lambda: movements(data_dir), "a movement in the ledger", timeout_s=10)
 
     first, status = asyncio.run(read_level(endpoints["opcua"]))
     assert status.is_good() and 0 < first < 6000
-    deadline = time.monotonic() + 10
-    while asyncio.run(read_level(endpoints["opcua"]))[0] == first:
-        assert time.monotonic() < deadline, "TK-101 level does not move"
-        time.sleep(0.3)
+    wait_until(
+        lambda: asyncio.run(read_level(endpoints["opcua"]))[0] != first,
+        "the TK-101 level to move",
+        timeout_s=10,
+        interval_s=0.3,
+    )
 
-    health_url = endpoints["healthz"]
-    deadline = time.monotonic() + 10
-    while True:  # 200 once every PLC link and the ledger are up
+    def healthy() -> bool:  # 200 once every PLC link and the ledger are up, 503 until then
         try:
-            with urllib.request.urlopen(health_url, timeout=5) as response:
+            with urllib.request.urlopen(endpoints["healthz"], timeout=5) as response:
                 assert json.load(response)["status"] == "ok"
-                break
+                return True
         except urllib.error.HTTPError as exc:
-            assert exc.code == 503
-            assert time.monotonic() < deadline, json.load(exc)
-            time.sleep(0.2)
+            assert exc.code == 503, exc
+            raise Unhealthy(json.load(exc)) from None
+
+    wait_until(healthy, "/healthz 200", timeout_s=10, interval_s=0.2, ignoring=(Unhealthy,))
     with urllib.request.urlopen(endpoints["metrics"], timeout=5) as response:
         text = response.read().decode()
     for needle in (
@@ -161,25 +172,99 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
     assert time.monotonic() - started < 5  # SPEC: exit 0 within 5 s
 
 
-def test_restart_continues_without_duplicate_postings(tmp_path: Path) -> None:
+def plc_chains(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per storage unit, its PLC-derived movements in booking order, details unpacked."""
+    with closing(sqlite3.connect(data_dir / "invops.db")) as db:
+        rows = db.execute(
+            "SELECT seq, kind, coalesce(to_unit, from_unit), quantity, idempotency_key, details"
+            " FROM movements WHERE source = 'plc' ORDER BY seq"
+        ).fetchall()
+    chains: dict[str, list[dict[str, Any]]] = {}
+    for seq, kind, unit, quantity, key, details in rows:
+        movement = {"seq": seq, "kind": kind, "quantity": Decimal(quantity), "key": key}
+        chains.setdefault(unit, []).append({**json.loads(details), **movement})
+    return chains
+
+
+def measured_quantities(data_dir: Path) -> dict[tuple[str, str], Decimal]:
+    """(unit, reading time) -> the quantity the service measured then (material base unit)."""
+    with closing(sqlite3.connect(data_dir / "invops.db")) as db:
+        rows = db.execute("SELECT unit, timestamp, quantity FROM measurements").fetchall()
+    return {(unit, at): quantize(Decimal(quantity)) for unit, at, quantity in rows}
+
+
+def book_quantities(data_dir: Path) -> dict[str, Decimal]:
+    """Per storage unit, its book: the sum of its balances over all lots."""
+    with closing(sqlite3.connect(data_dir / "invops.db")) as db:
+        rows = db.execute("SELECT unit, quantity FROM balances").fetchall()
+    book: dict[str, Decimal] = {}
+    for unit, quantity in rows:
+        book[unit] = book.get(unit, Decimal(0)) + Decimal(quantity)
+    return book
+
+
+def run_demo_until(data_dir: Path, done: Callable[[], object], what: str) -> None:
+    """One run of the demo on `data_dir`: until `done()` holds, then SIGTERM (exit 0)."""
+    process = start_demo(data_dir)
+    try:
+        wait_for(data_dir / "endpoints.json", process)
+        wait_until(done, what, timeout_s=30, interval_s=0.3)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+    (data_dir / "endpoints.json").unlink()
+
+
+def test_restart_books_each_measured_change_once(tmp_path: Path) -> None:
+    """Two runs of the demo on one ledger. Per storage unit, the PLC-derived movements are
+    one unbroken chain, from the opening count across the restart: each movement starts
+    at the reading, and the booked quantity, where the one before it ended, and ends at
+    what was measured then. So every measured change is in the book exactly once: a
+    change booked twice (a reading replayed under a new key, a restart that resumes from
+    the wrong movement) or lost (a key that collides with an earlier booking's, so the
+    ledger refuses or replays it) breaks the chain. Distinct idempotency keys prove
+    nothing: the UNIQUE constraint on the column makes them distinct whatever happens."""
     data_dir = tmp_path / "var"
-    for _ in range(2):
-        process = start_demo(data_dir)
-        try:
-            wait_for(data_dir / "endpoints.json", process)
-            time.sleep(3)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=10)
-        (data_dir / "endpoints.json").unlink()
-    rows = movements(data_dir)
-    keys = [key for key, _, _ in rows]
-    assert len(keys) == len(set(keys))
-    openings = [unit for _, kind, unit in rows if kind == "count"]
-    assert len(openings) == len(set(openings)) == 8  # the restart did not reopen any unit
+    run_demo_until(
+        data_dir, lambda: set(plc_chains(data_dir)) == set(MEASURED), "every unit opened"
+    )
+    last_seq = max(chain[-1]["seq"] for chain in plc_chains(data_dir).values())
+
+    def each_unit_booked_again() -> bool:
+        chains = plc_chains(data_dir)
+        return all(chains[unit][-1]["seq"] > last_seq for unit in MEASURED)
+
+    run_demo_until(data_dir, each_unit_booked_again, "a movement of every unit after the restart")
+
+    chains, measured = plc_chains(data_dir), measured_quantities(data_dir)
+    book = book_quantities(data_dir)
+    assert set(chains) == set(MEASURED)
+    for unit, chain in chains.items():
+        opening = chain[0]
+        assert opening["opening"] and opening["kind"] == "count", (unit, opening)
+        assert opening["booked_before"] is None
+        assert opening["quantity"] == Decimal(opening["booked_after"]), (unit, opening)
+        for before, movement in itertools.pairwise(chain):
+            where = (unit, before["key"], movement["key"])
+            assert not movement["opening"], where  # the restart reopened nothing
+            # it starts where the one before ended: no change booked twice, none skipped
+            assert before["window_end"] == movement["window_start"], where
+            assert movement["window_start"] < movement["window_end"], where
+            assert Decimal(before["booked_after"]) == Decimal(movement["booked_before"]), where
+            change = Decimal(movement["booked_after"]) - Decimal(movement["booked_before"])
+            signed = {"receipt": 1, "issue": -1}[movement["kind"]] * movement["quantity"]
+            assert signed == change != 0, where
+        signed_sum = sum(
+            (-m["quantity"] if m["kind"] == "issue" else m["quantity"] for m in chain), Decimal(0)
+        )
+        for movement in chain:  # each booking ends at the quantity measured at its reading
+            reading = (unit, movement["window_end"])
+            assert measured.get(reading) == Decimal(movement["booked_after"]), (reading, movement)
+        # the book is the sum of the unit's movements, which is the quantity last booked
+        assert book[unit] == signed_sum == Decimal(chain[-1]["booked_after"]), unit
     verify = subprocess.run(
         [*INVOPS, "ledger", "verify", "--url", f"sqlite+aiosqlite:///{data_dir}/invops.db"],
         capture_output=True, text=True, timeout=60,

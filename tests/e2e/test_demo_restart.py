@@ -23,6 +23,7 @@ from invops.plant_description import plant_description
 from simulators import PLANT_STATE_FILE, STATE_FORMAT, PlantModel
 from simulators.plant import NOISE, RATE
 from tests.e2e.test_demo import INVOPS, start_demo, wait_for
+from tests.polling import wait_until
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 MEASURED = ("TK-101", "TK-102", "SI-201", "SI-202", "BN-301", "BN-302", "BN-303", "BN-304")
@@ -102,10 +103,12 @@ def test_restarted_demo_books_only_what_the_plant_can_have_moved(tmp_path: Path)
     second = start_demo(data_dir)
     try:
         wait_for(data_dir / "endpoints.json", second)
-        deadline = time.monotonic() + 20
-        while {m["unit"] for m in _plc_movements(db, last_seq)} < set(MEASURED):
-            assert time.monotonic() < deadline, "not every unit booked after the restart"
-            time.sleep(0.3)
+        wait_until(
+            lambda: {m["unit"] for m in _plc_movements(db, last_seq)} >= set(MEASURED),
+            "a movement of every unit after the restart",
+            timeout_s=20,
+            interval_s=0.3,
+        )
         _stop(second)
     finally:
         if second.poll() is None:

@@ -14,6 +14,7 @@ import pytest
 
 from inventory_core.domain.passwords import verify_password
 from tests.e2e.conftest import TIMEOUT_S, base_command, clean_env
+from tests.polling import wait_until
 
 HASH_PASSWORD = ["users", "hash-password"]
 
@@ -112,14 +113,18 @@ def _on_terminal(answers: list[str], tmp_path: Path) -> tuple[int, str]:
 
 def _reap(pid: int, grace_s: float = 10.0) -> int:
     """Wait for the child; kill it if it is still running after `grace_s`."""
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
+
+    def exited() -> tuple[int, int] | None:
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
+        return (done, status) if done else None
+
+    try:
+        return wait_until(
+            exited, f"invops (pid {pid}) to exit", timeout_s=grace_s, interval_s=0.02
+        )[1]
+    except AssertionError:  # still running: killed, and the caller sees the SIGKILL status
+        os.kill(pid, signal.SIGKILL)
+        return os.waitpid(pid, 0)[1]
 
 
 def test_on_a_terminal_it_asks_twice_without_echo(tmp_path: Path) -> None:

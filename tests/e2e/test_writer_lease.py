@@ -3,8 +3,8 @@ the same simulated PLCs (`invops simulate`): a writer id is held by one live pro
 a measured unit is booked by one writer (issue 12 item 8).
 
 Every process gets its own OPC UA and metrics ports (INVOPS_OPCUA_ENDPOINT,
-INVOPS_METRICS_LISTEN), a deadline, and is stopped (SIGTERM, else SIGKILL) at
-teardown.
+INVOPS_METRICS_LISTEN on port 0: the kernel picks free ones as each binds), a
+deadline, and is stopped (SIGTERM, else SIGKILL) at teardown.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 from inventory_core import open_ledger
 from inventory_core.domain.model import Movement
 from tests.e2e.conftest import DEMO_CONFIG, base_command, clean_env
+from tests.polling import wait_until
 
 START_S = 60.0  # a start (imports, OPC UA address space, first-start key) on 2 busy cores
 READY = re.compile(r"invops \S+: opcua opc\.tcp://")
@@ -38,13 +39,6 @@ SILO_UNITS = {"SI-201", "SI-202"}
 SIMULATOR_PORTS = ("--port", "PLC-MODBUS=0", "--port", "PLC-S7=0")  # free ports
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Service:
     """One `invops run --config FILE` process; stderr collected line by line."""
 
@@ -53,8 +47,9 @@ class Service:
         env = clean_env(
             ledger_url,
             {
-                "INVOPS_OPCUA_ENDPOINT": f"opc.tcp://127.0.0.1:{_free_port()}/invops",
-                "INVOPS_METRICS_LISTEN": f"127.0.0.1:{_free_port()}",
+                # port 0: the kernel picks; the start line names the ports bound
+                "INVOPS_OPCUA_ENDPOINT": "opc.tcp://127.0.0.1:0/invops",
+                "INVOPS_METRICS_LISTEN": "127.0.0.1:0",
             },
         )
         self.process = subprocess.Popen(
@@ -87,13 +82,18 @@ class Service:
         return "\n".join(self.lines)
 
     def wait_ready(self, within_s: float = START_S) -> None:
-        deadline = time.monotonic() + within_s
-        while not self._ready.wait(0.1):
+        def ready() -> bool:
             if self.process.poll() is not None:
                 self._reader.join(5)
                 pytest.fail(f"invops run exited {self.process.returncode}:\n{self.stderr}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"invops run not ready within {within_s} s:\n{self.stderr}")
+            return self._ready.wait(0.1)
+
+        wait_until(
+            ready,
+            lambda: f"invops run ready (its start line):\n{self.stderr}",
+            timeout_s=within_s,
+            interval_s=0,
+        )
 
     def wait_exit(self, within_s: float = START_S) -> int:
         try:
@@ -207,12 +207,12 @@ def _movements(url: str) -> list[Movement]:
 
 def _wait_for_bookings(url: str, writers: set[str], within_s: float = START_S) -> None:
     """Until every writer in `writers` has booked a PLC movement."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if writers <= {m.writer for m in _movements(url) if m.source == "plc"}:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"not every writer of {writers} booked within {within_s} s")
+    wait_until(
+        lambda: writers <= {m.writer for m in _movements(url) if m.source == "plc"},
+        f"a PLC movement of every writer of {sorted(writers)}",
+        timeout_s=within_s,
+        interval_s=0.5,
+    )
 
 
 def _verify(url: str, cwd: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import cast
@@ -332,16 +333,17 @@ async def test_peer_closing_mid_request_fails_at_once(server: ModbusTestServer) 
 
 
 async def test_nothing_listening_is_a_connect_error() -> None:
-    probe = ModbusTestServer()
-    await probe.start()
-    port = probe.port
-    await probe.stop()  # the port is now closed
-    link = ModbusLink(settings(port, [tag("x", Area.HOLDING, 0, DataType.UINT16)]))
-    with pytest.raises(PlcConnectError):
-        await link.connect()
-    with pytest.raises(PlcConnectError):
-        await link.read()  # never connected
-    await link.close()
+    # A port this test holds, bound but not listening: connects are refused, and no other
+    # process can start listening on it meanwhile.
+    with socket.socket() as closed_port:
+        closed_port.bind(("127.0.0.1", 0))
+        port = closed_port.getsockname()[1]
+        link = ModbusLink(settings(port, [tag("x", Area.HOLDING, 0, DataType.UINT16)]))
+        with pytest.raises(PlcConnectError):
+            await link.connect()
+        with pytest.raises(PlcConnectError):
+            await link.read()  # never connected
+        await link.close()
 
 
 def test_link_plans_once_at_construction() -> None:

@@ -13,6 +13,7 @@ from asyncua import Client, Node, Server, ua
 from inventory_core import HistoryStore, open_history
 from inventory_core.store import upgrade_schema
 from opcua_server.history_read import LedgerHistoryStorage
+from tests.polling import eventually
 
 DEADLINE_S = 10
 UNCERTAIN_LAST_USABLE = ua.StatusCodes.UncertainLastUsableValue
@@ -70,12 +71,12 @@ async def _write(running: Running, values: Sequence[tuple[float | None, datetime
 
 async def _read_until(node: Node, start: datetime, end: datetime, count: int) -> list[ua.DataValue]:
     """Read raw history until `count` values arrived (historizing is asynchronous)."""
-    async with asyncio.timeout(DEADLINE_S):
-        while True:
-            values = await node.read_raw_history(start, end)
-            if len(values) >= count:
-                return values
-            await asyncio.sleep(0.02)
+
+    async def enough() -> list[ua.DataValue] | None:
+        values = await node.read_raw_history(start, end)
+        return values if len(values) >= count else None
+
+    return await eventually(enough, f"{count} values in the history", timeout_s=DEADLINE_S)
 
 
 async def test_history_read_returns_stored_values_and_survives_a_restart(ledger_url: str) -> None:
@@ -147,11 +148,11 @@ async def test_buffered_values_are_flushed_in_the_background(sqlite_url: str) ->
 
         running.store.append = counting  # type: ignore[method-assign]
         await _write(running, samples)
-        async with asyncio.timeout(DEADLINE_S):  # no HistoryRead: the flush task stores them
-            while True:
-                stored = await running.store.read("TK-101.Level", base, base + timedelta(minutes=1))
-                if [p.value for p in stored] == [value for value, _, _ in samples]:
-                    break
-                await asyncio.sleep(0.02)
+
+        async def all_stored() -> bool:  # no HistoryRead: the flush task stores them
+            stored = await running.store.read("TK-101.Level", base, base + timedelta(minutes=1))
+            return [p.value for p in stored] == [value for value, _, _ in samples]
+
+        await eventually(all_stored, "every sample stored", timeout_s=DEADLINE_S)
         assert sum(appended) >= len(samples)
         assert len(appended) < len(samples)  # batched, not one transaction per value

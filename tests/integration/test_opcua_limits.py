@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from opcua_server.security import (
     identity_tokens,
     secure_server_kwargs,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -158,16 +159,6 @@ def _server(
         freeze_gc=False,
         **security,
     )
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (with a generous deadline) until `condition()` holds."""
-    async with asyncio.timeout(DEADLINE_S):
-        while True:  # the server's state has no event to wait for; look every 20 ms
-            if condition():
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(what)  # pragma: no cover - the timeout raises first
 
 
 @contextlib.asynccontextmanager
@@ -307,7 +298,7 @@ async def test_a_secure_channel_without_session_is_closed_after_the_activation_t
         await client.open_secure_channel()
         peer = client.uaclient.protocol.transport.get_extra_info("sockname")
         assert any(p.peer_name == peer for p in plant.protocols)
-        await _until(
+        await eventually(
             lambda: not any(p.peer_name == peer for p in plant.protocols), "connection closed"
         )
     finally:
@@ -320,7 +311,7 @@ async def test_an_idle_socket_flood_never_holds_more_than_max_connections_and_an
 ) -> None:
     before = plant.refusals["connection_evicted"]
     async with _sockets(plant.port, 200) as sockets:
-        await _until(lambda: plant.refusals["connection_evicted"] >= before + 1, "evictions")
+        await eventually(lambda: plant.refusals["connection_evicted"] >= before + 1, "evictions")
         assert len(plant.protocols) <= MAX_CONNECTIONS
         async with _connected(plant, "operator") as operator:
             assert len(plant.protocols) <= MAX_CONNECTIONS
@@ -342,7 +333,7 @@ async def test_idle_sockets_never_push_out_a_client_that_has_started_its_handsha
         # The oldest connection, but the only one that has said anything: the idle ones
         # arriving after it go first, however many there are.
         async with _sockets(plant.port, 5 * MAX_CONNECTIONS):
-            await _until(lambda: len(plant.protocols) == MAX_CONNECTIONS, "every slot taken")
+            await eventually(lambda: len(plant.protocols) == MAX_CONNECTIONS, "every slot taken")
             assert any(p.peer_name == peer for p in plant.protocols)
     finally:
         writer.close()
@@ -363,7 +354,7 @@ async def test_with_anonymous_sessions_at_their_cap_and_idle_sockets_filling_the
         anonymous = [s for s in plant.activated() if s.user.role == UserRole.Anonymous]
         assert len(anonymous) == MAX_ANONYMOUS
         await stack.enter_async_context(_sockets(plant.port, 3 * MAX_CONNECTIONS))
-        await _until(lambda: len(plant.protocols) == MAX_CONNECTIONS, "every slot taken")
+        await eventually(lambda: len(plant.protocols) == MAX_CONNECTIONS, "every slot taken")
         operator = await stack.enter_async_context(_connected(plant, "operator"))
         assert [s.user.name for s in plant.activated() if s.user.name == "operator"] == ["operator"]
         assert await operator.nodes.server.read_browse_name() == ua.QualifiedName("Server", 0)
@@ -383,7 +374,7 @@ async def test_sessions_are_capped_at_max_sessions_with_users_beyond_the_anonymo
         assert status == ua.StatusCodes.BadTooManySessions
         assert len(plant.activated()) == MAX_SESSIONS
     assert plant.refusals["session_limit"] == before + 1
-    await _until(lambda: not plant.activated(), "sessions closed")  # a free server again
+    await eventually(lambda: not plant.activated(), "sessions closed")  # a free server again
 
 
 async def test_session_timeouts_are_clamped_and_an_idle_session_expires_with_its_connection(
@@ -397,8 +388,8 @@ async def test_session_timeouts_are_clamped_and_an_idle_session_expires_with_its
         assert iserver.lookup_external_session(token).is_activated()
         peer = client.uaclient.protocol.transport.get_extra_info("sockname")
         # No request for the session timeout: the session expires, then its connection.
-        await _until(lambda: iserver.lookup_external_session(token) is None, "session expired")
-        await _until(
+        await eventually(lambda: iserver.lookup_external_session(token) is None, "session expired")
+        await eventually(
             lambda: not any(p.peer_name == peer for p in plant.protocols), "connection closed"
         )
 
@@ -419,7 +410,7 @@ async def test_a_second_create_session_on_a_connection_closes_the_unactivated_fi
         assert iserver.lookup_external_session(second.AuthenticationToken) is not None
     finally:
         client.disconnect_socket()
-    await _until(
+    await eventually(
         lambda: iserver.lookup_external_session(second.AuthenticationToken) is None,
         "the unactivated session goes with its connection",
     )
@@ -457,7 +448,7 @@ async def test_a_hello_announcing_4_gib_is_refused_before_its_body_is_buffered(
                 writer.write(b"\0" * 65536)
                 await writer.drain()
         # Either the server closed the connection, or it is buffering the body.
-        await _until(
+        await eventually(
             lambda: not mine() or any(len(p._buffer) > MAX_CHUNK for p in mine()), "settled"
         )
         assert not mine(), f"the server buffered {[len(p._buffer) for p in mine()]} bytes"
@@ -700,7 +691,7 @@ async def test_reading_pauses_while_more_than_max_message_size_waits_to_be_proce
         chunk = struct.pack("<3scII", b"MSG", b"C", MAX_CHUNK, 0) + b"\0" * (MAX_CHUNK - 12)
         protocol.data_received(chunk * (MAX_MESSAGE // MAX_CHUNK + 1))
         assert transport.calls == ["pause"]
-        await _until(lambda: protocol.messages.empty(), "queue drained")
-        await _until(lambda: transport.calls == ["pause", "resume"], "reading resumed")
+        await eventually(lambda: protocol.messages.empty(), "queue drained")
+        await eventually(lambda: transport.calls == ["pause", "resume"], "reading resumed")
     finally:
         protocol.connection_lost(None)

@@ -13,7 +13,7 @@ import contextlib
 import math
 import sqlite3
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +39,7 @@ from inventory_core.plant_view import LedgerFollower, PlantView
 from invops.config import InvopsConfig, parse_config
 from invops.wiring import measured_units, opcua_settings
 from opcua_server import InvopsOpcUaServer, OpcuaServerError, node_id_text
+from tests.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -225,13 +226,6 @@ async def plant(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plant
 @pytest.fixture(autouse=True)
 def _admin_caller(plant: Plant) -> None:
     plant.caller.name, plant.caller.role = "tester", "admin"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll `check` until it holds (the ledger mirror refreshes asynchronously)."""
-    async with asyncio.timeout(TIMEOUT_S):
-        while not await check():  # noqa: ASYNC110 - the state lives in the server: poll it
-            await asyncio.sleep(0.02)
 
 
 def double(value: float) -> ua.Variant:
@@ -697,7 +691,7 @@ async def test_lot_nodes_appear_and_follow_the_ledger(plant: Plant) -> None:
             return False
         return True
 
-    await eventually(lot_exists)
+    await eventually(lot_exists, "the lot node SUG-L1", timeout_s=TIMEOUT_S)
     lot = await plant.node("Inventory", "Lots", "SUG-L1")
     assert await lot.read_type_definition() == ua.NodeId(
         TYPE_MODEL.node_ids()["MaterialLotType"], plant.tns
@@ -718,7 +712,9 @@ async def test_lot_nodes_appear_and_follow_the_ledger(plant: Plant) -> None:
     async def unit_shows(name: str, value: Any) -> bool:
         return bool(await unit_value(name) == value)
 
-    await eventually(lambda: unit_shows("BookQuantity", 1200.0))
+    await eventually(
+        lambda: unit_shows("BookQuantity", 1200.0), "SI-202 BookQuantity 1200", timeout_s=TIMEOUT_S
+    )
     assert await unit_value("LotID") == "SUG-L1"
     assert await unit_value("Status") == "released"
     assert await unit_value("MaterialDefinitionID") == "SUGAR"
@@ -728,17 +724,21 @@ async def test_lot_nodes_appear_and_follow_the_ledger(plant: Plant) -> None:
     async def lot_on_hold() -> bool:
         return bool(await lot_value("Status") == "hold")
 
-    await eventually(lot_on_hold)
-    await eventually(lambda: unit_shows("Status", "hold"))
+    await eventually(lot_on_hold, "the lot's Status hold", timeout_s=TIMEOUT_S)
+    await eventually(
+        lambda: unit_shows("Status", "hold"), "SI-202 Status hold", timeout_s=TIMEOUT_S
+    )
 
     await plant.call("PostTransfer", "SUGAR", "SUG-L1", 200.0, "kg", "SI-202", "SI-201", "", "")
 
     async def moved() -> bool:
         return bool(await lot_value("StorageLocation") == "SI-201,SI-202")
 
-    await eventually(moved)
+    await eventually(moved, "the lot in SI-201 and SI-202", timeout_s=TIMEOUT_S)
     assert await lot_value("Quantity") == 1200.0
-    await eventually(lambda: unit_shows("BookQuantity", 1000.0))
+    await eventually(
+        lambda: unit_shows("BookQuantity", 1000.0), "SI-202 BookQuantity 1000", timeout_s=TIMEOUT_S
+    )
 
 
 async def test_postings_of_another_process_show_within_seconds(plant: Plant) -> None:
@@ -756,7 +756,9 @@ async def test_postings_of_another_process_show_within_seconds(plant: Plant) -> 
     async def shows(unit: str, name: str, value: Any) -> bool:
         return bool(await (await plant.unit_variable(unit, name)).read_value() == value)
 
-    await eventually(lambda: shows("SI-201", "LotID", "EXT-L1"))  # the unit's current lot
+    await eventually(  # the unit's current lot
+        lambda: shows("SI-201", "LotID", "EXT-L1"), "SI-201 LotID EXT-L1", timeout_s=TIMEOUT_S
+    )
     lot = await plant.node("Inventory", "Lots", "EXT-L1")
     assert await (await lot.get_child(f"{plant.tns}:Quantity")).read_value() == 300.0
 

@@ -30,6 +30,7 @@ from simulators import (
     Simulation,
     load_plant_state,
 )
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-plant.toml"
@@ -97,11 +98,7 @@ async def test_simulate_state_survives_sigkill_and_resumes(tmp_path: Path) -> No
 
     process, _ = await start()
     try:
-        for _ in range(100):  # the first periodic save (a file has no event to wait for)
-            if path.exists():
-                break
-            await asyncio.sleep(0.05)
-        assert path.exists()
+        await eventually(path.exists, "the first periodic save", timeout_s=5, interval_s=0.05)
         await asyncio.sleep(3 * SAVE_EVERY_S)
         process.send_signal(signal.SIGKILL)
         await process.wait()

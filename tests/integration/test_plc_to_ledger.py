@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,9 +25,11 @@ from invops.plc_bridge import LedgerBridge
 from invops.wiring import make_link, measured_units, quantity_tags
 from plc_connectors import PlcPoller, Quality
 from simulators import Simulation
+from tests.polling import eventually
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 POLL_S = 0.1
+PLANT_S = 20.0  # the simulated plant opens every unit and starts fills and draws within seconds
 
 
 @dataclasses.dataclass
@@ -66,18 +68,6 @@ async def running_plant(url: str) -> AsyncIterator[Plant]:
                 await cancel_and_wait(tasks, give_up_s=10)
 
 
-async def until(condition: Callable[[], object], within_s: float = 20.0) -> None:
-    """Wait (bounded) for an asynchronous condition to hold."""
-    async with asyncio.timeout(within_s):
-        while True:
-            result = condition()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.05)
-
-
 async def test_simulated_plant_activity_becomes_ledger_movements(sqlite_url: str) -> None:
     async with running_plant(sqlite_url) as plant:
         units = {"TK-101", "TK-102", "SI-201", "SI-202", "BN-301", "BN-302", "BN-303", "BN-304"}
@@ -92,8 +82,8 @@ async def test_simulated_plant_activity_becomes_ledger_movements(sqlite_url: str
             kinds = {m.kind for m in await plant.ledger.history()}
             return {MovementKind.RECEIPT, MovementKind.ISSUE} <= kinds
 
-        await until(opened)  # each unit's first good reading opens it
-        await until(moved)  # fills and draws follow within seconds
+        await eventually(opened, "every unit opened", timeout_s=PLANT_S)  # by its first reading
+        await eventually(moved, "a receipt and an issue", timeout_s=PLANT_S)  # within seconds
         movements = await plant.ledger.history()
         assert all(m.source is Source.PLC for m in movements)
         assert len({m.idempotency_key for m in movements}) == len(movements)
@@ -107,7 +97,7 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
         async def silos_opened() -> bool:
             return {m.to_unit for m in await plant.ledger.history()} >= s7_units
 
-        await until(silos_opened)
+        await eventually(silos_opened, "both silos opened", timeout_s=PLANT_S)
         plant.sim.faults.set("PLC-S7", refuse=True, drop=True)
 
         def s7_bad() -> bool:
@@ -117,7 +107,8 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
                 for v in sample.values.values()
             )
 
-        await until(s7_bad, within_s=5)  # within a few poll intervals (backoff included)
+        # within a few poll intervals (backoff included)
+        await eventually(s7_bad, "PLC-S7 values bad", timeout_s=5)
         before = [m.id for m in await plant.ledger.history() if m.unit in s7_units]
         await asyncio.sleep(1.0)  # the silos keep moving in the simulator meanwhile
         during = [m.id for m in await plant.ledger.history() if m.unit in s7_units]
@@ -132,7 +123,7 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
                 v.quality is Quality.GOOD for v in sample.values.values()
             )
 
-        await until(s7_good)
+        await eventually(s7_good, "PLC-S7 values good again", timeout_s=PLANT_S)
         assert plant.bridge.links["PLC-S7"].up is True
         assert (await plant.ledger.verify()).ok
 
@@ -159,15 +150,16 @@ async def test_modbus_faults_turn_values_bad_then_recover_without_invented_movem
         async def opened() -> bool:
             return {m.to_unit for m in await plant.ledger.history()} >= MODBUS_UNITS
 
-        await until(opened)
+        await eventually(opened, "every Modbus unit opened", timeout_s=PLANT_S)
         plant.sim.faults.set("PLC-MODBUS", **fault)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await until(
+        await eventually(
             lambda: (
                 plc_quality(plant, "PLC-MODBUS") <= set(BAD) and plc_quality(plant, "PLC-MODBUS")
             ),
-            within_s=5,
+            "PLC-MODBUS values bad",
+            timeout_s=5,
         )
         # bad within two poll intervals of the first failed request (which may wait for
         # its 0.5 s timeout), plus scheduling slack
@@ -177,5 +169,9 @@ async def test_modbus_faults_turn_values_bad_then_recover_without_invented_movem
         during = {m.id for m in await plant.ledger.history() if m.unit in MODBUS_UNITS}
         assert during == before  # nothing booked while the values are bad
         plant.sim.faults.clear("PLC-MODBUS")
-        await until(lambda: plc_quality(plant, "PLC-MODBUS") == {Quality.GOOD})
+        await eventually(
+            lambda: plc_quality(plant, "PLC-MODBUS") == {Quality.GOOD},
+            "PLC-MODBUS values good again",
+            timeout_s=PLANT_S,
+        )
         assert (await plant.ledger.verify()).ok

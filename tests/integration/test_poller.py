@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from plc_connectors import (
     encode_registers,
 )
 from tests.integration.test_modbus_link import ModbusTestServer
+from tests.polling import eventually
 
 INTERVAL = 0.05
 BAD = {Quality.BAD_COMMUNICATION, Quality.BAD_NO_COMMUNICATION}
@@ -53,30 +54,20 @@ class Poll:
 
 @dataclass
 class RecordingSink:
-    """Records everything; `wait_until` wakes on every report."""
+    """Records everything the poller reports."""
 
     samples: list[Sample] = field(default_factory=list)
     states: list[tuple[str, bool, PlcError | None]] = field(default_factory=list)
     polls: list[Poll] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, sample: Sample) -> None:
         self.samples.append(sample)
-        self.changed.set()
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
         self.states.append((plc, up, error))
-        self.changed.set()
 
     def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
         self.polls.append(Poll(time.monotonic(), seconds, error_reason))
-        self.changed.set()
-
-    async def wait_until(self, condition: Callable[[], bool], within_s: float = 5.0) -> None:
-        async with asyncio.timeout(within_s):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
 
     def qualities(self, sample: Sample) -> set[Quality]:
         return {v.quality for v in sample.values.values()}
@@ -142,7 +133,7 @@ async def test_outage_goes_uncertain_then_bad_and_recovers(modbus: ModbusTestSer
     poller = PlcPoller(ModbusLink(settings), settings, sink, backoff_min_s=0.05, backoff_max_s=0.4)
     async with running(poller):
         # -- good polls: every tag GOOD, source time = read time (aware UTC) ----------
-        await sink.wait_until(lambda: len(sink.good()) >= 3)
+        await eventually(lambda: len(sink.good()) >= 3, "three good polls")
         first = sink.good()[0]
         assert first.plc == "plc1"
         assert {k: v.value for k, v in first.values.items()} == {
@@ -156,13 +147,14 @@ async def test_outage_goes_uncertain_then_bad_and_recovers(modbus: ModbusTestSer
         assert sink.states == [("plc1", True, None)]
 
         await _set_level(modbus, 43.0)
-        await sink.wait_until(lambda: sink.good()[-1].values["level"].value == 43.0)
+        await eventually(lambda: sink.good()[-1].values["level"].value == 43.0, "the new level")
         last_good = sink.good()[-1]
 
         # -- outage: UNCERTAIN (last value, old source time), then BAD in 2 intervals ---
         await modbus.stop()
-        await sink.wait_until(
-            lambda: any(sink.qualities(s) == {Quality.BAD_NO_COMMUNICATION} for s in sink.samples)
+        await eventually(
+            lambda: any(sink.qualities(s) == {Quality.BAD_NO_COMMUNICATION} for s in sink.samples),
+            "a BAD_NO_COMMUNICATION sample",
         )
         degraded = sink.samples[sink.samples.index(last_good) + 1 :]
         uncertain = degraded[0]
@@ -179,25 +171,29 @@ async def test_outage_goes_uncertain_then_bad_and_recovers(modbus: ModbusTestSer
 
         # -- let the backoff grow (0.05, 0.1, 0.2, 0.4), then restart: GOOD again ------
         outage_start = len(sink.polls)
-        await sink.wait_until(lambda: len(sink.failures()) >= 4)
+        await eventually(lambda: len(sink.failures()) >= 4, "four failed polls")
         await modbus.start()  # same port
-        await sink.wait_until(lambda: sink.good()[-1] is not last_good)
+        await eventually(lambda: sink.good()[-1] is not last_good, "a good poll after the outage")
         recovered = sink.good()[-1]
         assert recovered.values["level"].value == 43.0
         assert [up for _, up, _ in sink.states] == [True, False, True]
 
         # -- backoff was reset by the good poll: the next outage retries fast ----------
-        await sink.wait_until(lambda: len(sink.good()) >= sink.good().index(recovered) + 3)
+        await eventually(
+            lambda: len(sink.good()) >= sink.good().index(recovered) + 3, "3 more good polls"
+        )
         second_outage = len(sink.polls)
         await modbus.stop()
-        await sink.wait_until(lambda: len(sink.polls) >= second_outage + 2
-                              and sink.polls[-1].reason is not None
-                              and sink.polls[-2].reason is not None)  # fmt: skip
+        await eventually(lambda: len(sink.polls) >= second_outage + 2
+                         and sink.polls[-1].reason is not None
+                         and sink.polls[-2].reason is not None,
+                         "two failed polls in the second outage")  # fmt: skip
         fails = [p for p in sink.polls[second_outage:] if p.reason is not None]
         assert fails[1].at - fails[0].at < 0.05 * 1.2 + 0.05  # not the grown 0.4 s
         await modbus.start()
-        await sink.wait_until(
-            lambda: [up for _, up, _ in sink.states] == [True, False] * 2 + [True]
+        await eventually(
+            lambda: [up for _, up, _ in sink.states] == [True, False] * 2 + [True],
+            "the link up again after the second outage",
         )
 
     # -- metrics: every attempt reported once, failures with bounded reasons ------------
@@ -217,7 +213,10 @@ async def test_exception_response_goes_bad_without_reconnecting(
     link = ModbusLink(settings)
     poller = PlcPoller(link, settings, sink, backoff_min_s=0.05, backoff_max_s=0.1)
     async with running(poller):
-        await sink.wait_until(lambda: len(sink.samples) >= 2 and len(sink.failures()) >= 3)
+        await eventually(
+            lambda: len(sink.samples) >= 2 and len(sink.failures()) >= 3,
+            "two samples and three failed reads",
+        )
         assert link.connected  # the device answers: the connection is kept
     assert [sink.qualities(s) for s in sink.samples[:2]] == [
         {Quality.BAD_WAITING},  # never read: waiting for initial data
@@ -244,8 +243,8 @@ async def test_poller_never_blocks_another_plc(modbus: ModbusTestServer) -> None
             PlcPoller(ModbusLink(fast), fast, fast_sink, backoff_min_s=0.05),
         ]
         async with running(pollers[0]), running(pollers[1]):
-            await slow_sink.wait_until(lambda: len(slow_sink.failures()) >= 1)
-            await fast_sink.wait_until(lambda: len(fast_sink.good()) >= 6)
+            await eventually(lambda: slow_sink.failures(), "a timeout of the stalled PLC")
+            await eventually(lambda: len(fast_sink.good()) >= 6, "six good polls of the other PLC")
         assert {p.reason for p in slow_sink.failures()} == {"timeout"}
         assert fast_sink.failures() == []
     finally:

@@ -22,6 +22,7 @@ from invops.config import load_config
 from invops.plant_description import plant_description
 from invops.service import Endpoints, run_service
 from simulators import Simulation
+from tests.polling import eventually
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 
@@ -62,10 +63,12 @@ async def test_a_service_whose_lease_is_taken_stops_booking_and_stops(
                     ready=started.append,
                 )
             )
-            async with asyncio.timeout(60):
-                while not started or await _plc_movements(started[0].ledger) == 0:
-                    assert not service.done(), service
-                    await asyncio.sleep(0.2)
+
+            async def booking() -> bool:
+                assert not service.done(), service
+                return bool(started) and await _plc_movements(started[0].ledger) > 0
+
+            await eventually(booking, "a PLC movement", timeout_s=60, interval_s=0.2)
             async with engine.begin() as conn:  # another process holds plant-a now
                 await conn.execute(
                     text(

@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from snap7.util import get_real
 from invops.config import load_config
 from invops.plant_description import plant_description
 from simulators import PlantDescription, Simulation, SimulatorError
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-plant.toml"
@@ -96,15 +97,6 @@ def _s7_read(port: int, rack: int = 0, slot: int = 1) -> tuple[float, float]:
         return get_real(data, 0), get_real(data, 4)
     finally:
         client.disconnect()
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll a remote state (there is no event to wait for) for up to 3 s."""
-    for _ in range(60):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{check.__name__} still false after 3 s")
 
 
 # --------------------------------------------------------------------------- register map
@@ -180,7 +172,7 @@ async def test_totalizer_counts_up_and_rolls_over_after_a_jump(sim: Simulation) 
         async def counted_up() -> bool:
             return (await _read_modbus(client))["TK-101.totalizer"] > start + 20
 
-        await _eventually(counted_up)
+        await eventually(counted_up, "the totalizer counting up", interval_s=0.05)
         now = int((await _read_modbus(client))["TK-101.totalizer"])
         sim.faults.set("TK-101.totalizer", totalizer_jump=UINT32 - 60 - now)
         seen: list[float] = []
@@ -189,7 +181,7 @@ async def test_totalizer_counts_up_and_rolls_over_after_a_jump(sim: Simulation) 
             seen.append((await _read_modbus(client))["TK-101.totalizer"])
             return seen[-1] < 1000 and any(v > UINT32 - 100 for v in seen)
 
-        await _eventually(rolled_over)
+        await eventually(rolled_over, "the totalizer rolling over", interval_s=0.05)
     finally:
         client.close()
 
@@ -209,7 +201,7 @@ async def test_refuse_closes_the_port_and_clearing_opens_it_again(sim: Simulatio
         finally:
             probe.close()
 
-    await _eventually(modbus_refused)
+    await eventually(modbus_refused, "Modbus refusing connections", interval_s=0.05)
     assert not existing.connected
     with pytest.raises(Exception, match=r"(?i)connect|refused"):
         await asyncio.to_thread(_s7_read, sim.ports["PLC-S7"])
@@ -221,7 +213,7 @@ async def test_refuse_closes_the_port_and_clearing_opens_it_again(sim: Simulatio
     async def modbus_back() -> bool:
         return not await modbus_refused()
 
-    await _eventually(modbus_back)
+    await eventually(modbus_back, "Modbus accepting connections again", interval_s=0.05)
     client = await _modbus(sim)  # same port as before
     try:
         assert (await _read_modbus(client))["BN-301"] > 0
@@ -294,7 +286,7 @@ async def test_drop_closes_connections_until_cleared(sim: Simulation) -> None:
         async def modbus_dropped() -> bool:
             return not client.connected
 
-        await _eventually(modbus_dropped)
+        await eventually(modbus_dropped, "the Modbus connection dropped", interval_s=0.05)
         with pytest.raises(ModbusException):
             await client.read_holding_registers(0, count=2, device_id=1)
         with pytest.raises(Exception, match=r"(?i)closed|reset|broken|connect"):

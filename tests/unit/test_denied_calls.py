@@ -11,6 +11,7 @@ import pytest
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import AuditEvent
 from opcua_server.denied_calls import DeniedCallAudit
+from tests.polling import eventually
 
 
 class ManualClock:
@@ -191,9 +192,12 @@ async def test_the_summary_is_written_by_the_timer_when_the_window_ends(
     await asyncio.sleep(0.05)
     assert trail.actions() == ["denied"]  # not due yet on the window's own clock
     clock.now += 0.02
-    async with asyncio.timeout(5):
-        while trail.actions() != ["denied", "denied_summary"]:  # noqa: ASYNC110 - timer task
-            await asyncio.sleep(0.01)
+    await eventually(
+        lambda: trail.actions() == ["denied", "denied_summary"],
+        "the timer's summary",
+        timeout_s=5,
+        interval_s=0.01,
+    )
     assert trail.events[1].details["count"] == 1
     await audit.close()
     assert trail.actions() == ["denied", "denied_summary"]

@@ -164,11 +164,7 @@ def test_a_real_refused_modbus_connect_logs_nothing_at_info(
 ) -> None:
     from pymodbus.client import AsyncModbusTcpClient
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    async def attempt() -> bool:
+    async def attempt(port: int) -> bool:
         client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
         try:
             return await client.connect()
@@ -176,8 +172,12 @@ def test_a_real_refused_modbus_connect_logs_nothing_at_info(
             client.close()
 
     configure_logging("json", "INFO")
-    for _ in range(3):
-        assert asyncio.run(attempt()) is False
+    # A port bound by this test but not listening: connects are refused (RST), and no
+    # other process can take the port while the test holds it.
+    with socket.socket() as closed_port:
+        closed_port.bind(("127.0.0.1", 0))
+        for _ in range(3):
+            assert asyncio.run(attempt(closed_port.getsockname()[1])) is False
     assert capsys.readouterr().err == ""
 
 

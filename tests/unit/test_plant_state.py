@@ -19,6 +19,7 @@ from simulators import (
     load_plant_state,
     save_plant_state,
 )
+from tests.polling import eventually
 from tests.unit.plant_configs import with_ethanol_twins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,11 +240,7 @@ async def test_the_state_is_kept_periodically_and_exactly_at_the_stop(
     model = _stepped(demo, 10)
     task = asyncio.create_task(keep_plant_state(model, path, every_s=0.02))
     try:
-        for _ in range(200):
-            if path.exists():
-                break
-            await asyncio.sleep(0.01)
-        assert path.exists()  # a periodic save
+        await eventually(path.exists, "a periodic save", timeout_s=2, interval_s=0.01)
         model.step(15)  # moves after the last periodic save ...
         last = _quantities(model)
     finally:
