@@ -14,9 +14,9 @@ from asyncua.server.address_space import AddressSpace, NodeManagementService
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from invops.config import load_config
-from opcua_server import asyncua_nodes
 from opcua_server.address_space import build_address_space
 from opcua_server.alarms import AlarmPublisher
+from opcua_server.asyncua_patches import nodes as asyncua_nodes
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 PATCHED = tuple(asyncua_nodes.ORIGINALS)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from asyncua import ua
 from asyncua.common.connection import SecureConnection, TransportLimits
+from asyncua.server.internal_server import InternalServer
 from asyncua.server.monitored_item_service import MonitoredItemValues
 from asyncua.ua import ua_binary
 from asyncua.ua.status_codes import StatusCodes
@@ -88,7 +89,7 @@ def test_notification_encoder_matches_asyncua_byte_for_byte(
     dv.SourcePicoseconds = picos
     item = ua.MonitoredItemNotification(ClientHandle=handle, Value=dv)
     generic = ua_binary.create_dataclass_serializer(ua.MonitoredItemNotification)
-    assert asyncua_patches._notification_to_binary(item) == generic(item)
+    assert asyncua_patches.data_change.notification_to_binary(item) == generic(item)
 
 
 async def test_published_notifications_use_the_encoder_and_decode_back() -> None:
@@ -127,10 +128,10 @@ UPSTREAM_FINGERPRINTS = {
 
 def test_wrapped_asyncua_code_is_the_code_the_patch_was_written_for() -> None:
     originals = (
-        asyncua_patches._original_process_message,
-        asyncua_patches._original_create_session,
-        asyncua_patches._original_activate_session,
-        asyncua_patches._original_decrypt_user_token,
+        asyncua_patches.sessions._original_process_message,
+        asyncua_patches.sessions._original_create_session,
+        asyncua_patches.limits._original_activate_session,
+        InternalServer.decrypt_user_token,
     )
     found = {
         f.__qualname__: hashlib.sha256(inspect.getsource(f).encode()).hexdigest() for f in originals
@@ -186,13 +187,13 @@ LIMIT_FINGERPRINTS = {
 
 def _limit_originals() -> dict[str, str]:
     originals = (
-        asyncua_patches._original_connection_made,
-        asyncua_patches._original_connection_lost,
-        asyncua_patches._original_data_received,
-        asyncua_patches._original_process_one_msg,
-        asyncua_patches._original_activate_session,
-        asyncua_patches._original_session_create_subscription,
-        asyncua_patches._original_session_create_monitored_items,
+        asyncua_patches.limits._original_connection_made,
+        asyncua_patches.limits._original_connection_lost,
+        asyncua_patches.limits._original_data_received,
+        asyncua_patches.limits._original_process_one_msg,
+        asyncua_patches.limits._original_activate_session,
+        asyncua_patches.limits._original_session_create_subscription,
+        asyncua_patches.limits._original_session_create_monitored_items,
         TransportLimits.is_msg_size_within_limit,
         TransportLimits.is_chunk_count_within_limit,
         SecureConnection._receive,
@@ -210,10 +211,12 @@ def test_a_refusal_flood_logs_one_line_per_reason_and_minute_and_counts_every_on
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counted: list[tuple[str, int]] = []
-    guard = asyncua_patches._Guard(ServerLimits(), lambda reason, n: counted.append((reason, n)))
+    guard = asyncua_patches.limits._Guard(
+        ServerLimits(), lambda reason, n: counted.append((reason, n))
+    )
     now = [1000.0]
-    monkeypatch.setattr(asyncua_patches.time, "monotonic", lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger=asyncua_patches.__name__):
+    monkeypatch.setattr(asyncua_patches.limits.time, "monotonic", lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger=asyncua_patches.limits.__name__):
         for _ in range(500):
             guard.refused("connection_evicted")
         guard.refused("handshake_timeout")

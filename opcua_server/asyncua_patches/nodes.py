@@ -1,4 +1,4 @@
-"""Compact node storage for asyncua 2.1: constant attributes shared between nodes.
+"""Compact node storage: constant attributes shared between nodes.
 
 asyncua gives every attribute of every node its own AttributeValue, DataValue
 and Variant (about 24 attributes, ~8 KB per node): a 500-tank plant's address
@@ -29,7 +29,7 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
@@ -78,6 +78,31 @@ ORIGINALS: dict[str, Callable[..., Any]] = {
         "_add_type_definition",
     )
 }
+_COPY_ON_WRITE = (
+    "write_attribute_value",
+    "add_datachange_callback",
+    "set_attribute_value_callback",
+    "set_attribute_value_setter",
+)
+_ORIGINAL_SPACE_METHODS: dict[str, Callable[..., Any]] = {
+    name: getattr(AddressSpace, name) for name in _COPY_ON_WRITE
+}
+
+# What this module copies, wraps or relies on (fingerprinted: tests/unit/test_asyncua_patches.py):
+# `_add_node` and the two attribute builders are copies (the builders rewritten to share
+# values, same attributes in the same order); the two reference builders are wrapped and
+# rely on `_add_reference_no_check` appending one description; the four AddressSpace
+# entry points that change an AttributeValue are wrapped (copy-on-write), and nothing
+# else in asyncua changes one in place.
+UPSTREAM: Final = (
+    (ORIGINALS["_add_node"], "copied"),
+    (ORIGINALS["_add_node_attributes"], "copied"),
+    (ORIGINALS["_add_nodeattributes"], "copied"),
+    (ORIGINALS["_add_ref_to_parent"], "wrapped"),
+    (ORIGINALS["_add_type_definition"], "wrapped"),
+    (NodeManagementService._add_reference_no_check, "relied on"),
+    *((method, "wrapped") for method in _ORIGINAL_SPACE_METHODS.values()),
+)
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 _HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
 _STAMPED = (ua.AttributeIds.NodeClass, ua.AttributeIds.BrowseName, ua.AttributeIds.DisplayName)
@@ -352,10 +377,13 @@ def apply() -> None:
     NodeManagementService._add_nodeattributes = _add_nodeattributes  # type: ignore[method-assign]
     NodeManagementService._add_ref_to_parent = _add_ref_to_parent  # type: ignore[method-assign]
     NodeManagementService._add_type_definition = _add_type_definition  # type: ignore[method-assign]
-    for name in (
-        "write_attribute_value",
-        "add_datachange_callback",
-        "set_attribute_value_callback",
-        "set_attribute_value_setter",
-    ):
+    for name in _COPY_ON_WRITE:
         setattr(AddressSpace, name, _copy_on_write(getattr(AddressSpace, name)))
+
+
+def restore() -> None:
+    """asyncua's own node storage again (tests, comparisons with upstream)."""
+    for name, method in ORIGINALS.items():
+        setattr(NodeManagementService, name, method)
+    for name, method in _ORIGINAL_SPACE_METHODS.items():
+        setattr(AddressSpace, name, method)
