@@ -4,12 +4,15 @@ values never change), and the notification encoder writes exactly asyncua's byte
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import logging
+import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from asyncua import ua
+from asyncua import Server, ua
 from asyncua.common.connection import SecureConnection, TransportLimits
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.monitored_item_service import MonitoredItemValues
@@ -18,8 +21,11 @@ from asyncua.ua.status_codes import StatusCodes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opcua_server import asyncua_patches
+from opcua_server import OpcuaServerError, asyncua_patches
 from opcua_server.limits import ServerLimits
+from tests.asyncua_versions import other_asyncua_release
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_scalar_values_are_stored_as_independent_copies() -> None:
@@ -139,10 +145,68 @@ def test_wrapped_asyncua_code_is_the_code_the_patch_was_written_for() -> None:
     assert found == UPSTREAM_FINGERPRINTS
 
 
-def test_patches_refuse_another_asyncua_release(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(asyncua_patches.metadata, "version", lambda name: "2.2.0")
-    with pytest.raises(RuntimeError, match=r"written for asyncua 2\.1\.x, found 2\.2\.0"):
-        asyncua_patches.apply()
+# --- version policy ------------------------------------------------------------------
+
+
+def _at(name: str) -> object:
+    """What a dotted name (module path, then attributes) points at now."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            found = getattr(found, attribute)
+        return found
+    raise LookupError(name)
+
+
+def test_the_pin_is_the_version_the_patches_are_written_for() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("asyncua")]
+    assert pins == [f"asyncua=={asyncua_patches.PINNED_VERSION}"]
+    assert asyncua_patches.installed_version() == asyncua_patches.PINNED_VERSION
+    assert asyncua_patches.apply() and asyncua_patches.applied()
+
+
+def test_another_release_is_left_alone_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    with other_asyncua_release("2.2.0"), caplog.at_level(logging.WARNING):
+        assert not asyncua_patches.apply()
+        assert not asyncua_patches.apply()  # the service calls it more than once
+        assert not asyncua_patches.applied()
+        changed = [
+            name
+            for name, (original, _) in asyncua_patches.upstream().items()
+            if _at(name) is not original
+        ]
+        assert changed == []
+    records = [r for r in caplog.records if r.name == asyncua_patches.__name__]
+    assert len(records) == 1
+    assert records[0].msg.startswith("asyncua_patches_not_applied found=%s expected=%s path=%s")
+    assert records[0].args == (
+        "2.2.0",
+        "2.1.0",
+        "the unpatched (slower) path runs",
+        "refuses to start",
+    )
+    assert asyncua_patches.applied()  # the block's end applied them again
+
+
+def test_a_server_on_another_release_is_refused_before_it_is_touched() -> None:
+    server = Server()
+    before = (server.iserver.max_connections, server.limits)
+    with (
+        other_asyncua_release("2.2.0"),
+        pytest.raises(asyncua_patches.UnpatchedAsyncua) as refused,
+    ):
+        asyncua_patches.install_limits(server, ServerLimits(), lambda reason, n: None)
+    message = str(refused.value)
+    assert "asyncua 2.2.0 is installed" in message
+    assert "pip install asyncua==2.1.0" in message
+    assert "certificate trust list" in message
+    assert isinstance(refused.value, OpcuaServerError)  # the CLI prints it as one line
+    assert (server.iserver.max_connections, server.limits) == before
 
 
 # --- connection and session limits ----------------------------------------------------
