@@ -40,10 +40,13 @@ UPSTREAM: Final = (
     (_original_set, "wrapped"),
     (_original_datachange_callback, "copied"),
     (_original_type_serializer, "wrapped"),
-    # The generic encoder the direct one reproduces, and the list encoder that looks the
-    # element encoder up (through the module's create_type_serializer) on its first call.
+    # The generic encoder the direct one reproduces (the two types' fields in this order,
+    # DataValue's encoding mask), and the list encoder that looks the element encoder up
+    # (through the module's create_type_serializer) on its first call.
     (ua_binary.create_dataclass_serializer, "relied on"),
     (ua_binary.create_list_serializer, "relied on"),
+    (ua.DataValue, "relied on"),
+    (ua.MonitoredItemNotification, "relied on"),
 )
 
 

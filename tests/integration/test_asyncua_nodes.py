@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asyncua import Client, Node, Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AddressSpace, NodeManagementService
+from asyncua.ua.status_codes import StatusCodes
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from invops.config import load_config
@@ -154,6 +157,231 @@ async def test_a_client_browses_and_monitors_shared_attributes() -> None:
                 await subscription.delete()
         finally:
             await server.stop()
+
+
+# --- the copied `_add_node` against upstream's, request by request ----------------------
+
+ADMIN = User(role=UserRole.Admin)
+ns0 = ua.NodeId  # ns0 numeric ids: ns0(ua.ObjectIds.Organizes)
+
+
+def _id(name: str) -> ua.NodeId:
+    return ua.NodeId(name, 2)
+
+
+def _item(
+    node_id: ua.NodeId,
+    name: str,
+    parent: ua.NodeId,
+    *,
+    reference: int = ua.ObjectIds.HasComponent,
+    type_definition: ua.NodeId | None = None,
+    node_class: ua.NodeClass = ua.NodeClass.Object,
+    value: ua.Variant | None = None,
+) -> ua.AddNodesItem:
+    item = ua.AddNodesItem()
+    item.RequestedNewNodeId = node_id
+    item.BrowseName = ua.QualifiedName(name, node_id.NamespaceIndex)
+    item.ParentNodeId = parent
+    item.ReferenceTypeId = ns0(reference)
+    item.TypeDefinition = type_definition or ua.NodeId()
+    item.NodeClass = node_class
+    if node_class == ua.NodeClass.Variable:
+        attributes: Any = ua.VariableAttributes()
+        attributes.Value = value or ua.Variant(0.0, ua.VariantType.Double)
+        attributes.DataType = ns0(ua.ObjectIds.Double)
+        attributes.ValueRank = -1
+        attributes.AccessLevel = attributes.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+    elif node_class == ua.NodeClass.ObjectType:
+        attributes = ua.ObjectTypeAttributes()
+    else:
+        attributes = ua.ObjectAttributes()
+    attributes.DisplayName = ua.LocalizedText(name)
+    attributes.Description = ua.LocalizedText(f"the {name}")
+    item.NodeAttributes = attributes
+    return item
+
+
+_OBJECTS = ns0(ua.ObjectIds.ObjectsFolder)
+_BASE_TYPE = ns0(ua.ObjectIds.BaseObjectType)
+_TANK = _id("Tank")
+# (request, user, check, expected status): a small address space built up, then every
+# refusal branch of `_add_node`, the order of its checks, and the success paths around
+# them (generated NodeIds, a duplicated component name is allowed, a sibling that makes
+# the same reference descriptions, a root without parent when not checked).
+_REQUESTS: list[tuple[Callable[[], ua.AddNodesItem], User, bool, int]] = [
+    (
+        lambda: _item(
+            _BASE_TYPE, "BaseObjectType", ua.NodeId(), node_class=ua.NodeClass.ObjectType
+        ),
+        ADMIN,
+        False,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(_OBJECTS, "Objects", ua.NodeId(), type_definition=_BASE_TYPE),
+        ADMIN,
+        False,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(
+            _TANK, "Tank", _OBJECTS, reference=ua.ObjectIds.Organizes, type_definition=_BASE_TYPE
+        ),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(_id("Tank.Level"), "Level", _TANK, node_class=ua.NodeClass.Variable),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(
+            _id("Tank.Capacity"),
+            "Capacity",
+            _TANK,
+            reference=ua.ObjectIds.HasProperty,
+            node_class=ua.NodeClass.Variable,
+            value=ua.Variant(50000.0, ua.VariantType.Double),
+        ),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(
+            _id("Tank2"),
+            "Tank2",
+            _OBJECTS,
+            reference=ua.ObjectIds.Organizes,
+            type_definition=_BASE_TYPE,
+        ),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(ua.NodeId(0, 2), "Generated", _OBJECTS, type_definition=_BASE_TYPE),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (lambda: _item(ua.NodeId(0, 2), "Generated2", _TANK), ADMIN, True, StatusCodes.Good),
+    # a second component named "Level" (with another NodeId): only properties are checked
+    (
+        lambda: _item(_id("Tank.Level2"), "Level", _TANK, node_class=ua.NodeClass.Variable),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    # refusals
+    (
+        lambda: _item(_id("Intruder"), "Intruder", _OBJECTS),
+        User(role=UserRole.User),
+        True,
+        StatusCodes.BadUserAccessDenied,
+    ),
+    (
+        lambda: _item(ua.NodeId(0, 2), "Anon", _OBJECTS),
+        User(role=UserRole.Anonymous),
+        True,
+        StatusCodes.BadUserAccessDenied,
+    ),
+    (lambda: _item(_TANK, "Tank", _OBJECTS), ADMIN, True, StatusCodes.BadNodeIdExists),
+    (lambda: _item(_TANK, "Tank", _id("Nowhere")), ADMIN, True, StatusCodes.BadNodeIdExists),
+    (
+        lambda: _item(_id("Orphan"), "Orphan", ua.NodeId()),
+        ADMIN,
+        True,
+        StatusCodes.BadParentNodeIdInvalid,
+    ),
+    (
+        lambda: _item(_id("Lost"), "Lost", _id("Nowhere")),
+        ADMIN,
+        True,
+        StatusCodes.BadParentNodeIdInvalid,
+    ),
+    (
+        lambda: _item(_id("Lost2"), "Lost2", _id("Nowhere")),
+        ADMIN,
+        False,
+        StatusCodes.BadParentNodeIdInvalid,
+    ),
+    (
+        lambda: _item(_id("Tank.Capacity2"), "Capacity", _TANK, node_class=ua.NodeClass.Variable),
+        ADMIN,
+        True,
+        StatusCodes.BadBrowseNameDuplicated,
+    ),
+    (
+        lambda: _item(_id("Tank.Capacity3"), "Capacity", _TANK, type_definition=_id("NoSuchType")),
+        ADMIN,
+        True,
+        StatusCodes.BadBrowseNameDuplicated,
+    ),
+    (
+        lambda: _item(_id("Untyped"), "Untyped", _OBJECTS, type_definition=_id("NoSuchType")),
+        ADMIN,
+        True,
+        StatusCodes.BadTypeDefinitionInvalid,
+    ),
+    (
+        lambda: _item(ua.NodeId(0, 2), "Untyped2", _TANK, type_definition=_id("NoSuchType")),
+        ADMIN,
+        True,
+        StatusCodes.BadTypeDefinitionInvalid,
+    ),
+    # and the space still takes nodes after the refusals
+    (lambda: _item(ua.NodeId(0, 2), "After", _TANK), ADMIN, True, StatusCodes.Good),
+]
+
+
+def _run_requests(*, patched: bool) -> tuple[list[tuple[int, ua.NodeId]], list[object]]:
+    """Every request through a new address space's NodeManagementService, with asyncua's
+    own node code (`patched=False`) or the copied one: the results, and the space after
+    each request (attributes as a client reads them, references)."""
+    saved = {name: getattr(NodeManagementService, name) for name in PATCHED}
+    if patched:
+        asyncua_nodes.apply()
+    else:
+        for name in PATCHED:
+            setattr(NodeManagementService, name, asyncua_nodes.ORIGINALS[name])
+    try:
+        space = AddressSpace()
+        service = NodeManagementService(space)
+        results: list[tuple[int, ua.NodeId]] = []
+        states: list[object] = []
+        for make, user, check, _ in _REQUESTS:
+            result = service._add_node(make(), user, check=check)
+            results.append((result.StatusCode.value, result.AddedNodeId))
+            states.append(_space_state(space))
+        return results, states
+    finally:
+        for name, method in saved.items():
+            setattr(NodeManagementService, name, method)
+
+
+def _space_state(space: AddressSpace) -> object:
+    return [
+        (
+            node_id,
+            [(attr, _attribute(value)) for attr, value in node.attributes.items()],
+            list(node.references),
+        )
+        for node_id, node in space._nodes.items()
+    ]
+
+
+def test_the_copied_add_node_answers_every_request_as_asyncuas_own() -> None:
+    theirs, their_states = _run_requests(patched=False)
+    ours, our_states = _run_requests(patched=True)
+    assert [status for status, _ in theirs] == [expected for *_, expected in _REQUESTS]
+    assert ours == theirs
+    for step, (got, want) in enumerate(zip(our_states, their_states, strict=True)):
+        assert got == want, f"the address space differs after request {step}"
 
 
 def _level(server: Server, unit: str) -> ua.NodeId:
