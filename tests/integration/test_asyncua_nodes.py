@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -157,6 +159,35 @@ async def test_a_client_browses_and_monitors_shared_attributes() -> None:
                 await subscription.delete()
         finally:
             await server.stop()
+
+
+# --- two servers in one process ------------------------------------------------------
+
+
+def _held(server: Server) -> tuple[set[int], set[int]]:
+    """The ids of every AttributeValue and ReferenceDescription the server's nodes hold."""
+    values: set[int] = set()
+    references: set[int] = set()
+    for node in _nodes(server).values():
+        values.update(id(v) for v in node.attributes.values())  # type: ignore[attr-defined]
+        references.update(id(r) for r in node.references)  # type: ignore[attr-defined]
+    return values, references
+
+
+async def test_two_servers_in_one_process_share_nothing() -> None:
+    async with plant_server(shared=True) as one, plant_server(shared=True) as other:
+        one_values, one_references = _held(one)
+        other_values, other_references = _held(other)
+        assert len(one_values) < sum(len(n.attributes) for n in _nodes(one).values())  # type: ignore[attr-defined]
+        assert one_values.isdisjoint(other_values)
+        assert one_references.isdisjoint(other_references)
+        caches = asyncua_nodes.caches_of(one.iserver.aspace)
+        assert caches is not asyncua_nodes.caches_of(other.iserver.aspace)
+        assert caches.interned and caches.references
+        spaces = [weakref.ref(one.iserver.aspace), weakref.ref(other.iserver.aspace)]
+    del one, other, caches
+    gc.collect()
+    assert [space() for space in spaces] == [None, None]  # the caches keep no space alive
 
 
 # --- the copied `_add_node` against upstream's, request by request ----------------------
