@@ -137,15 +137,25 @@ def _create_type_serializer(uatype: type) -> Callable[[Any], bytes]:
 
 
 def apply() -> None:
-    """Install the three (idempotent). The encoder is picked up by list encoders built
-    after this call (asyncua builds them on first use, i.e. at the first publish)."""
+    """Install the three (idempotent); the encoder holds from this call on."""
     MonitoredItemValues.set_current_datavalue = _set_current_datavalue  # type: ignore[method-assign]
     MonitoredItemService.datachange_callback = _datachange_callback  # type: ignore[method-assign]
-    ua_binary.create_type_serializer = _create_type_serializer
+    _use_type_serializer(_create_type_serializer)
 
 
 def restore() -> None:
     """Put asyncua's own code back (tests, comparisons with upstream)."""
     MonitoredItemValues.set_current_datavalue = _original_set  # type: ignore[method-assign]
     MonitoredItemService.datachange_callback = _original_datachange_callback  # type: ignore[method-assign]
-    ua_binary.create_type_serializer = _original_type_serializer
+    _use_type_serializer(_original_type_serializer)
+
+
+def _use_type_serializer(create: Callable[[type], Callable[[Any], bytes]]) -> None:
+    if ua_binary.create_type_serializer is create:
+        return
+    ua_binary.create_type_serializer = create  # type: ignore[assignment]
+    # asyncua caches the encoders it builds, and a list encoder keeps the element encoder
+    # it looked up at its first call: dropped, so that encoders built before this change
+    # (a client in the same process, an earlier publish) follow it too.
+    ua_binary.create_dataclass_serializer.cache_clear()
+    ua_binary.create_list_serializer.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import weakref
@@ -25,6 +26,7 @@ from opcua_server.asyncua_patches import nodes as asyncua_nodes
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 PATCHED = tuple(asyncua_nodes.ORIGINALS)
+NOTIFICATION_S = 5.0
 
 
 @asynccontextmanager
@@ -141,7 +143,27 @@ async def test_changing_a_shared_attribute_changes_that_node_only() -> None:
         space.delete_datachange_callback(handle)
 
 
+class Changes:
+    """Subscription handler: every data change notification's value, in order."""
+
+    def __init__(self) -> None:
+        self.values: asyncio.Queue[object] = asyncio.Queue()
+
+    def datachange_notification(self, node: Node, value: object, data: object) -> None:
+        self.values.put_nowait(value)
+
+    async def next(self) -> object:
+        """The next notification's value; fails the test if none comes in time."""
+        try:
+            async with asyncio.timeout(NOTIFICATION_S):
+                return await self.values.get()
+        except TimeoutError:
+            pytest.fail(f"no data change notification within {NOTIFICATION_S} s")
+
+
 async def test_a_client_browses_and_monitors_shared_attributes() -> None:
+    """A client monitoring a shared attribute (DisplayName) is notified when that node's
+    attribute changes, and not when a node that shared it changes."""
     async with plant_server(shared=True) as server:
         server.set_endpoint("opc.tcp://127.0.0.1:0")
         await server.start()
@@ -151,11 +173,24 @@ async def test_a_client_browses_and_monitors_shared_attributes() -> None:
                 level: Node = client.get_node(_level(server, "TK-101"))
                 assert (await level.read_display_name()).Text == "Level"
                 assert await level.read_attribute(ua.AttributeIds.AccessLevel) is not None
-                subscription = await client.create_subscription(50, None)
-                handle = await subscription.subscribe_data_change(
-                    level, attr=ua.AttributeIds.DisplayName
+                changes = Changes()
+                subscription = await client.create_subscription(20, changes)
+                await subscription.subscribe_data_change(level, attr=ua.AttributeIds.DisplayName)
+                first = await changes.next()  # the value at subscription time
+                assert isinstance(first, ua.LocalizedText) and first.Text == "Level"
+                await server.write_attribute_value(  # the other tank's, shared at build
+                    _level(server, "TK-102"),
+                    ua.DataValue(ua.Variant(ua.LocalizedText("Other"))),
+                    ua.AttributeIds.DisplayName,
                 )
-                await subscription.unsubscribe(handle)
+                await server.write_attribute_value(
+                    level.nodeid,
+                    ua.DataValue(ua.Variant(ua.LocalizedText("Renamed"))),
+                    ua.AttributeIds.DisplayName,
+                )
+                renamed = await changes.next()
+                assert isinstance(renamed, ua.LocalizedText) and renamed.Text == "Renamed"
+                assert changes.values.empty()  # no notification for TK-102's change
                 await subscription.delete()
         finally:
             await server.stop()

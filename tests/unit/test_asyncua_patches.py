@@ -10,6 +10,7 @@ import importlib
 import inspect
 import logging
 import tomllib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opcua_server import OpcuaServerError, asyncua_patches
+from opcua_server.asyncua_patches import data_change
 from opcua_server.limits import ServerLimits
 from tests.asyncua_versions import other_asyncua_release
 
@@ -95,19 +97,68 @@ def test_notification_encoder_matches_asyncua_byte_for_byte(
     dv.SourcePicoseconds = picos
     item = ua.MonitoredItemNotification(ClientHandle=handle, Value=dv)
     generic = ua_binary.create_dataclass_serializer(ua.MonitoredItemNotification)
-    assert asyncua_patches.data_change.notification_to_binary(item) == generic(item)
+    assert data_change.notification_to_binary(item) == generic(item)
 
 
-async def test_published_notifications_use_the_encoder_and_decode_back() -> None:
-    """The server's publish path picks the encoder up, and a client decodes it."""
-    asyncua_patches.apply()
+@pytest.fixture
+def encoder_calls() -> Iterator[list[ua.MonitoredItemNotification]]:
+    """Every notification the patch's encoder encodes while the test runs."""
+    calls: list[ua.MonitoredItemNotification] = []
+    encode = data_change.notification_to_binary
+
+    def counted(item: ua.MonitoredItemNotification) -> bytes:
+        calls.append(item)
+        return encode(item)
+
+    asyncua_patches.restore()  # the encoders asyncua built drop the encoder they hold
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(data_change, "notification_to_binary", counted)
+            asyncua_patches.apply()
+            yield calls
+    finally:
+        asyncua_patches.restore()
+        asyncua_patches.apply()  # the encoders hold the real encoder again
+
+
+def test_published_notifications_use_the_encoder_and_decode_back(
+    encoder_calls: list[ua.MonitoredItemNotification],
+) -> None:
+    """The server's publish path (a PublishResponse, the DataChangeNotification in it as
+    an ExtensionObject) encodes each notification with the patch's encoder, and a client
+    decodes what it wrote."""
+    ua_binary.struct_to_binary(_publish_response(ClientHandle=1))  # encoders built here
+    encoder_calls.clear()
+    response = _publish_response(ClientHandle=7)
+    data = ua_binary.struct_to_binary(response)
+    assert [item.ClientHandle for item in encoder_calls] == [7, 8]
+    decoded = ua_binary.struct_from_binary(ua.PublishResponse, ua.utils.Buffer(data))
+    (change,) = decoded.Parameters.NotificationMessage.NotificationData
+    assert [(i.ClientHandle, i.Value.Value.Value) for i in change.MonitoredItems] == [
+        (7, 42.5),
+        (8, "full"),
+    ]
+    assert decoded == response
+
+
+def _publish_response(ClientHandle: int) -> ua.PublishResponse:
     change = ua.DataChangeNotification()
-    dv = ua.DataValue(ua.Variant(42.5, ua.VariantType.Double), ua.StatusCode(0))
-    change.MonitoredItems = [ua.MonitoredItemNotification(ClientHandle=7, Value=dv)]
-    data = ua_binary.struct_to_binary(change)
-    decoded = ua_binary.struct_from_binary(ua.DataChangeNotification, ua.utils.Buffer(data))
-    assert decoded.MonitoredItems[0].ClientHandle == 7
-    assert decoded.MonitoredItems[0].Value.Value.Value == 42.5
+    now = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    change.MonitoredItems = [
+        ua.MonitoredItemNotification(
+            ClientHandle=ClientHandle,
+            Value=ua.DataValue(ua.Variant(42.5, ua.VariantType.Double), ua.StatusCode(0), now),
+        ),
+        ua.MonitoredItemNotification(
+            ClientHandle=ClientHandle + 1,
+            Value=ua.DataValue(ua.Variant("full", ua.VariantType.String), ua.StatusCode(0)),
+        ),
+    ]
+    response = ua.PublishResponse()
+    response.Parameters.SubscriptionId = 1
+    response.Parameters.NotificationMessage.SequenceNumber = 1
+    response.Parameters.NotificationMessage.NotificationData = [change]
+    return response
 
 
 # --- fingerprints of the asyncua code the patches copy, wrap or rely on ------------------
