@@ -137,7 +137,7 @@ def applied() -> bool:
 
 def restore() -> None:
     """Put asyncua's own code back everywhere `apply()` changed it (tests, comparisons
-    with upstream behaviour; a server built meanwhile keeps what it was built with)."""
+    with upstream behaviour); an address space built meanwhile keeps its shared nodes."""
     _limits.restore()
     sessions.restore()
     data_change.restore()
