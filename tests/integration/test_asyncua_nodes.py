@@ -20,6 +20,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from invops.config import load_config
+from invops.wiring import opcua_settings
 from opcua_server.address_space import build_address_space
 from opcua_server.alarms import AlarmPublisher
 from opcua_server.asyncua_patches import nodes as asyncua_nodes
@@ -44,7 +45,8 @@ async def plant_server(*, shared: bool) -> AsyncIterator[Server]:
         server.iserver.disabled_clock = True
         await server.init()
         config = load_config(DEMO, environ={})
-        space = await build_address_space(server, config, config.material_definitions())
+        settings = opcua_settings(config)
+        space = await build_address_space(server, settings, settings.materials)
         unit = space.units["TK-101"]
         publisher = AlarmPublisher(
             server,

@@ -16,6 +16,7 @@ from asyncua.server.address_space import NodeManagementService
 from inventory_core import open_ledger
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from invops.config import load_config, parse_config
+from invops.wiring import opcua_settings
 from opcua_server import InvopsOpcUaServer, asyncua_patches, build_address_space
 from opcua_server.alarms import AlarmPublisher
 from opcua_server.asyncua_patches import nodes
@@ -70,7 +71,8 @@ async def test_the_address_space_and_alarms_serve_on_asyncuas_own_code() -> None
         server.iserver.disabled_clock = True
         await server.init()
         config = load_config(DEMO, environ={})
-        space = await build_address_space(server, config, config.material_definitions())
+        settings = opcua_settings(config)
+        space = await build_address_space(server, settings, settings.materials)
         unit = space.units["TK-101"]
         publisher = AlarmPublisher(
             server,
@@ -112,7 +114,7 @@ async def test_the_invops_server_refuses_to_start(sqlite_url: str) -> None:
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
         )
-        server = InvopsOpcUaServer(config, ledger, freeze_gc=False)
+        server = InvopsOpcUaServer(opcua_settings(config), ledger, freeze_gc=False)
         with other_asyncua_release("2.2.0"):
             refused = pytest.raises(asyncua_patches.UnpatchedAsyncua, match=r"asyncua 2\.2\.0 ")
             with refused:
