@@ -20,9 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from asyncua import ua
-from asyncua.common.instantiate_util import _instantiate_node
 from asyncua.common.node import Node
-from asyncua.common.node_factory import make_node
 from asyncua.server.event_generator import EventGenerator
 from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
@@ -37,6 +35,7 @@ from inventory_core.domain.level_alarm import (
     NotAcknowledged,
     TransitionKind,
 )
+from opcua_server.asyncua_patches import instantiate_declaration
 
 __all__ = ["AlarmPublisher"]
 
@@ -413,21 +412,14 @@ class AlarmPublisher:
 async def _add_optional_children(server: Server, condition: Node) -> None:
     """Instantiate the few optional declarations a level alarm needs (ConfirmedState,
     Confirm, the four limits) exactly as the type declares them."""
-    session = server.iserver.isession
     for type_id, names in _OPTIONAL_CHILDREN.items():
         declarations = await server.get_node(_ns0(type_id)).get_children_descriptions()
         for rdesc in declarations:
             name = rdesc.BrowseName.Name
             if name not in names:
                 continue
-            await _instantiate_node(
-                session,
-                make_node(session, rdesc.NodeId),
-                condition.nodeid,
-                rdesc,
-                nodeid=_child_id(condition.nodeid, name),
-                bname=rdesc.BrowseName,
-                instantiate_optional=False,
+            await instantiate_declaration(
+                server, rdesc, condition.nodeid, _child_id(condition.nodeid, name)
             )
 
 

@@ -30,7 +30,7 @@ subscription flood cannot starve the PLC pollers sharing the event loop:
   of `CREATE_BATCH`, yielding to the event loop between them.
 
 Every refusal is reported once with one of `REFUSAL_REASONS` (metrics count them).
-The enforcement is in `asyncua_patches` (section "Connection and session limits").
+The enforcement is in `asyncua_patches.limits`.
 """
 
 from __future__ import annotations

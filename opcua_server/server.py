@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import urlparse
 
 from asyncua import ua
@@ -29,8 +29,6 @@ from asyncua.crypto.permission_rules import SimpleRoleRuleset
 from asyncua.crypto.validator import CertificateValidatorMethod
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
-from asyncua.ua.attribute_ids import AttributeIds
-from asyncua.ua.status_codes import StatusCodes
 
 from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.cancel import cancel_and_wait
@@ -54,7 +52,6 @@ from opcua_server.values import (
     PLC_FIELDS,
     QUALITY_STATUS,
     make_node_id,
-    status,
 )
 
 log = logging.getLogger(__name__)
@@ -229,7 +226,7 @@ class InvopsOpcUaServer:
             self._space = space = await build_address_space(server, self._settings, materials)
             self._link_methods(server, space)
             self._set_deadbands(space)
-            _refuse_client_writes(server)
+            asyncua_patches.refuse_client_writes(server)
             self._mirror = LedgerMirror(
                 server,
                 self._ledger,
@@ -461,44 +458,3 @@ def _version() -> str:
         return metadata.version("invops")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _refuse_client_writes(server: Server) -> None:
-    """Answer every client write with Bad_NotWritable (SPEC §4: all changes go through methods).
-
-    asyncua 2.1 answers a write to a read-only variable with Bad_UserAccessDenied,
-    and lets an Admin-role session write anything regardless of AccessLevel. So
-    the attribute service is wrapped: writes from the server's own internal
-    session pass; a client's Value write passes only to a variable whose
-    AccessLevel has CurrentWrite (none in invops), everything else is refused.
-    """
-    service = server.iserver.attribute_service
-    original = service.write
-    internal_user = server.iserver.isession.user
-    aspace = server.iserver.aspace
-
-    async def write(params: ua.WriteParameters, user: Any = internal_user) -> list[ua.StatusCode]:
-        if user is internal_user:
-            return await original(params, user)
-        results: list[ua.StatusCode | None] = []
-        allowed: list[ua.WriteValue] = []
-        for item in params.NodesToWrite:
-            if aspace.get(item.NodeId) is None:
-                results.append(status(StatusCodes.BadNodeIdUnknown))
-            elif item.AttributeId == AttributeIds.Value and _writable(aspace, item.NodeId):
-                results.append(None)
-                allowed.append(item)
-            else:
-                results.append(status(StatusCodes.BadNotWritable))
-        if allowed:
-            done = iter(await original(ua.WriteParameters(NodesToWrite=allowed), user))
-            return [r if r is not None else next(done) for r in results]
-        return [r for r in results if r is not None]
-
-    setattr(service, "write", write)  # noqa: B010 - instance attribute shadows the method
-
-
-def _writable(aspace: Any, node_id: ua.NodeId) -> bool:
-    access = aspace.read_attribute_value(node_id, AttributeIds.AccessLevel)
-    level = access.Value.Value if access.Value is not None else None
-    return isinstance(level, int) and bool(level & ua.AccessLevel.CurrentWrite.mask)

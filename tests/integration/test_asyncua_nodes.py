@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+import gc
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asyncua import Client, Node, Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AddressSpace, NodeManagementService
+from asyncua.ua.status_codes import StatusCodes
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from invops.config import load_config
-from opcua_server import asyncua_nodes
+from invops.wiring import opcua_settings
 from opcua_server.address_space import build_address_space
 from opcua_server.alarms import AlarmPublisher
+from opcua_server.asyncua_patches import nodes as asyncua_nodes
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 PATCHED = tuple(asyncua_nodes.ORIGINALS)
+NOTIFICATION_S = 5.0
 
 
 @asynccontextmanager
@@ -37,7 +45,8 @@ async def plant_server(*, shared: bool) -> AsyncIterator[Server]:
         server.iserver.disabled_clock = True
         await server.init()
         config = load_config(DEMO, environ={})
-        space = await build_address_space(server, config, config.material_definitions())
+        settings = opcua_settings(config)
+        space = await build_address_space(server, settings, settings.materials)
         unit = space.units["TK-101"]
         publisher = AlarmPublisher(
             server,
@@ -136,7 +145,27 @@ async def test_changing_a_shared_attribute_changes_that_node_only() -> None:
         space.delete_datachange_callback(handle)
 
 
+class Changes:
+    """Subscription handler: every data change notification's value, in order."""
+
+    def __init__(self) -> None:
+        self.values: asyncio.Queue[object] = asyncio.Queue()
+
+    def datachange_notification(self, node: Node, value: object, data: object) -> None:
+        self.values.put_nowait(value)
+
+    async def next(self) -> object:
+        """The next notification's value; fails the test if none comes in time."""
+        try:
+            async with asyncio.timeout(NOTIFICATION_S):
+                return await self.values.get()
+        except TimeoutError:
+            pytest.fail(f"no data change notification within {NOTIFICATION_S} s")
+
+
 async def test_a_client_browses_and_monitors_shared_attributes() -> None:
+    """A client monitoring a shared attribute (DisplayName) is notified when that node's
+    attribute changes, and not when a node that shared it changes."""
     async with plant_server(shared=True) as server:
         server.set_endpoint("opc.tcp://127.0.0.1:0")
         await server.start()
@@ -146,14 +175,281 @@ async def test_a_client_browses_and_monitors_shared_attributes() -> None:
                 level: Node = client.get_node(_level(server, "TK-101"))
                 assert (await level.read_display_name()).Text == "Level"
                 assert await level.read_attribute(ua.AttributeIds.AccessLevel) is not None
-                subscription = await client.create_subscription(50, None)
-                handle = await subscription.subscribe_data_change(
-                    level, attr=ua.AttributeIds.DisplayName
+                changes = Changes()
+                subscription = await client.create_subscription(20, changes)
+                await subscription.subscribe_data_change(level, attr=ua.AttributeIds.DisplayName)
+                first = await changes.next()  # the value at subscription time
+                assert isinstance(first, ua.LocalizedText) and first.Text == "Level"
+                await server.write_attribute_value(  # the other tank's, shared at build
+                    _level(server, "TK-102"),
+                    ua.DataValue(ua.Variant(ua.LocalizedText("Other"))),
+                    ua.AttributeIds.DisplayName,
                 )
-                await subscription.unsubscribe(handle)
+                await server.write_attribute_value(
+                    level.nodeid,
+                    ua.DataValue(ua.Variant(ua.LocalizedText("Renamed"))),
+                    ua.AttributeIds.DisplayName,
+                )
+                renamed = await changes.next()
+                assert isinstance(renamed, ua.LocalizedText) and renamed.Text == "Renamed"
+                assert changes.values.empty()  # no notification for TK-102's change
                 await subscription.delete()
         finally:
             await server.stop()
+
+
+# --- two servers in one process ------------------------------------------------------
+
+
+def _held(server: Server) -> tuple[set[int], set[int]]:
+    """The ids of every AttributeValue and ReferenceDescription the server's nodes hold."""
+    values: set[int] = set()
+    references: set[int] = set()
+    for node in _nodes(server).values():
+        values.update(id(v) for v in node.attributes.values())  # type: ignore[attr-defined]
+        references.update(id(r) for r in node.references)  # type: ignore[attr-defined]
+    return values, references
+
+
+async def test_two_servers_in_one_process_share_nothing() -> None:
+    async with plant_server(shared=True) as one, plant_server(shared=True) as other:
+        one_values, one_references = _held(one)
+        other_values, other_references = _held(other)
+        assert len(one_values) < sum(len(n.attributes) for n in _nodes(one).values())  # type: ignore[attr-defined]
+        assert one_values.isdisjoint(other_values)
+        assert one_references.isdisjoint(other_references)
+        caches = asyncua_nodes.caches_of(one.iserver.aspace)
+        assert caches is not asyncua_nodes.caches_of(other.iserver.aspace)
+        assert caches.interned and caches.references
+        spaces = [weakref.ref(one.iserver.aspace), weakref.ref(other.iserver.aspace)]
+    del one, other, caches
+    gc.collect()
+    assert [space() for space in spaces] == [None, None]  # the caches keep no space alive
+
+
+# --- the copied `_add_node` against upstream's, request by request ----------------------
+
+ADMIN = User(role=UserRole.Admin)
+ns0 = ua.NodeId  # ns0 numeric ids: ns0(ua.ObjectIds.Organizes)
+
+
+def _id(name: str) -> ua.NodeId:
+    return ua.NodeId(name, 2)
+
+
+def _item(
+    node_id: ua.NodeId,
+    name: str,
+    parent: ua.NodeId,
+    *,
+    reference: int = ua.ObjectIds.HasComponent,
+    type_definition: ua.NodeId | None = None,
+    node_class: ua.NodeClass = ua.NodeClass.Object,
+    value: ua.Variant | None = None,
+) -> ua.AddNodesItem:
+    item = ua.AddNodesItem()
+    item.RequestedNewNodeId = node_id
+    item.BrowseName = ua.QualifiedName(name, node_id.NamespaceIndex)
+    item.ParentNodeId = parent
+    item.ReferenceTypeId = ns0(reference)
+    item.TypeDefinition = type_definition or ua.NodeId()
+    item.NodeClass = node_class
+    if node_class == ua.NodeClass.Variable:
+        attributes: Any = ua.VariableAttributes()
+        attributes.Value = value or ua.Variant(0.0, ua.VariantType.Double)
+        attributes.DataType = ns0(ua.ObjectIds.Double)
+        attributes.ValueRank = -1
+        attributes.AccessLevel = attributes.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+    elif node_class == ua.NodeClass.ObjectType:
+        attributes = ua.ObjectTypeAttributes()
+    else:
+        attributes = ua.ObjectAttributes()
+    attributes.DisplayName = ua.LocalizedText(name)
+    attributes.Description = ua.LocalizedText(f"the {name}")
+    item.NodeAttributes = attributes
+    return item
+
+
+_OBJECTS = ns0(ua.ObjectIds.ObjectsFolder)
+_BASE_TYPE = ns0(ua.ObjectIds.BaseObjectType)
+_TANK = _id("Tank")
+# (request, user, check, expected status): a small address space built up, then every
+# refusal branch of `_add_node`, the order of its checks, and the success paths around
+# them (generated NodeIds, a duplicated component name is allowed, a sibling that makes
+# the same reference descriptions, a root without parent when not checked).
+_REQUESTS: list[tuple[Callable[[], ua.AddNodesItem], User, bool, int]] = [
+    (
+        lambda: _item(
+            _BASE_TYPE, "BaseObjectType", ua.NodeId(), node_class=ua.NodeClass.ObjectType
+        ),
+        ADMIN,
+        False,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(_OBJECTS, "Objects", ua.NodeId(), type_definition=_BASE_TYPE),
+        ADMIN,
+        False,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(
+            _TANK, "Tank", _OBJECTS, reference=ua.ObjectIds.Organizes, type_definition=_BASE_TYPE
+        ),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(_id("Tank.Level"), "Level", _TANK, node_class=ua.NodeClass.Variable),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(
+            _id("Tank.Capacity"),
+            "Capacity",
+            _TANK,
+            reference=ua.ObjectIds.HasProperty,
+            node_class=ua.NodeClass.Variable,
+            value=ua.Variant(50000.0, ua.VariantType.Double),
+        ),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(
+            _id("Tank2"),
+            "Tank2",
+            _OBJECTS,
+            reference=ua.ObjectIds.Organizes,
+            type_definition=_BASE_TYPE,
+        ),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (
+        lambda: _item(ua.NodeId(0, 2), "Generated", _OBJECTS, type_definition=_BASE_TYPE),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    (lambda: _item(ua.NodeId(0, 2), "Generated2", _TANK), ADMIN, True, StatusCodes.Good),
+    # a second component named "Level" (with another NodeId): only properties are checked
+    (
+        lambda: _item(_id("Tank.Level2"), "Level", _TANK, node_class=ua.NodeClass.Variable),
+        ADMIN,
+        True,
+        StatusCodes.Good,
+    ),
+    # refusals
+    (
+        lambda: _item(_id("Intruder"), "Intruder", _OBJECTS),
+        User(role=UserRole.User),
+        True,
+        StatusCodes.BadUserAccessDenied,
+    ),
+    (
+        lambda: _item(ua.NodeId(0, 2), "Anon", _OBJECTS),
+        User(role=UserRole.Anonymous),
+        True,
+        StatusCodes.BadUserAccessDenied,
+    ),
+    (lambda: _item(_TANK, "Tank", _OBJECTS), ADMIN, True, StatusCodes.BadNodeIdExists),
+    (lambda: _item(_TANK, "Tank", _id("Nowhere")), ADMIN, True, StatusCodes.BadNodeIdExists),
+    (
+        lambda: _item(_id("Orphan"), "Orphan", ua.NodeId()),
+        ADMIN,
+        True,
+        StatusCodes.BadParentNodeIdInvalid,
+    ),
+    (
+        lambda: _item(_id("Lost"), "Lost", _id("Nowhere")),
+        ADMIN,
+        True,
+        StatusCodes.BadParentNodeIdInvalid,
+    ),
+    (
+        lambda: _item(_id("Lost2"), "Lost2", _id("Nowhere")),
+        ADMIN,
+        False,
+        StatusCodes.BadParentNodeIdInvalid,
+    ),
+    (
+        lambda: _item(_id("Tank.Capacity2"), "Capacity", _TANK, node_class=ua.NodeClass.Variable),
+        ADMIN,
+        True,
+        StatusCodes.BadBrowseNameDuplicated,
+    ),
+    (
+        lambda: _item(_id("Tank.Capacity3"), "Capacity", _TANK, type_definition=_id("NoSuchType")),
+        ADMIN,
+        True,
+        StatusCodes.BadBrowseNameDuplicated,
+    ),
+    (
+        lambda: _item(_id("Untyped"), "Untyped", _OBJECTS, type_definition=_id("NoSuchType")),
+        ADMIN,
+        True,
+        StatusCodes.BadTypeDefinitionInvalid,
+    ),
+    (
+        lambda: _item(ua.NodeId(0, 2), "Untyped2", _TANK, type_definition=_id("NoSuchType")),
+        ADMIN,
+        True,
+        StatusCodes.BadTypeDefinitionInvalid,
+    ),
+    # and the space still takes nodes after the refusals
+    (lambda: _item(ua.NodeId(0, 2), "After", _TANK), ADMIN, True, StatusCodes.Good),
+]
+
+
+def _run_requests(*, patched: bool) -> tuple[list[tuple[int, ua.NodeId]], list[object]]:
+    """Every request through a new address space's NodeManagementService, with asyncua's
+    own node code (`patched=False`) or the copied one: the results, and the space after
+    each request (attributes as a client reads them, references)."""
+    saved = {name: getattr(NodeManagementService, name) for name in PATCHED}
+    if patched:
+        asyncua_nodes.apply()
+    else:
+        for name in PATCHED:
+            setattr(NodeManagementService, name, asyncua_nodes.ORIGINALS[name])
+    try:
+        space = AddressSpace()
+        service = NodeManagementService(space)
+        results: list[tuple[int, ua.NodeId]] = []
+        states: list[object] = []
+        for make, user, check, _ in _REQUESTS:
+            result = service._add_node(make(), user, check=check)
+            results.append((result.StatusCode.value, result.AddedNodeId))
+            states.append(_space_state(space))
+        return results, states
+    finally:
+        for name, method in saved.items():
+            setattr(NodeManagementService, name, method)
+
+
+def _space_state(space: AddressSpace) -> object:
+    return [
+        (
+            node_id,
+            [(attr, _attribute(value)) for attr, value in node.attributes.items()],
+            list(node.references),
+        )
+        for node_id, node in space._nodes.items()
+    ]
+
+
+def test_the_copied_add_node_answers_every_request_as_asyncuas_own() -> None:
+    theirs, their_states = _run_requests(patched=False)
+    ours, our_states = _run_requests(patched=True)
+    assert [status for status, _ in theirs] == [expected for *_, expected in _REQUESTS]
+    assert ours == theirs
+    for step, (got, want) in enumerate(zip(our_states, their_states, strict=True)):
+        assert got == want, f"the address space differs after request {step}"
 
 
 def _level(server: Server, unit: str) -> ua.NodeId:

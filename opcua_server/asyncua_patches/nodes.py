@@ -1,4 +1,4 @@
-"""Compact node storage for asyncua 2.1: constant attributes shared between nodes.
+"""Compact node storage: constant attributes shared between nodes.
 
 asyncua gives every attribute of every node its own AttributeValue, DataValue
 and Variant (about 24 attributes, ~8 KB per node): a 500-tank plant's address
@@ -11,8 +11,10 @@ ValueRank, DataType, DisplayName "Level", ...
 common attributes `_add_node_attributes` adds first) with a version that builds
 the same attributes, in the same order, with the same values, but takes every
 attribute other than NodeId and Value from an intern table: one shared
-`_SharedAttributeValue` per distinct (attribute, type, value). Tests compare the
-result with asyncua's own on the standard address space and an invops plant.
+`_SharedAttributeValue` per distinct (attribute, type, value). The tables are per
+address space (`SpaceCaches`, `caches_of`): two servers in one process share nothing.
+Tests compare the result with asyncua's own on the standard address space and an
+invops plant, and the copied `_add_node` with asyncua's request by request.
 
 Sharing is copy-on-write: the four AddressSpace entry points that change an
 AttributeValue (`write_attribute_value`, `add_datachange_callback`,
@@ -29,7 +31,8 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Final
+from weakref import WeakKeyDictionary
 
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
@@ -78,6 +81,31 @@ ORIGINALS: dict[str, Callable[..., Any]] = {
         "_add_type_definition",
     )
 }
+_COPY_ON_WRITE = (
+    "write_attribute_value",
+    "add_datachange_callback",
+    "set_attribute_value_callback",
+    "set_attribute_value_setter",
+)
+_ORIGINAL_SPACE_METHODS: dict[str, Callable[..., Any]] = {
+    name: getattr(AddressSpace, name) for name in _COPY_ON_WRITE
+}
+
+# What this module copies, wraps or relies on (fingerprinted: tests/unit/test_asyncua_patches.py):
+# `_add_node` and the two attribute builders are copies (the builders rewritten to share
+# values, same attributes in the same order); the two reference builders are wrapped and
+# rely on `_add_reference_no_check` appending one description; the four AddressSpace
+# entry points that change an AttributeValue are wrapped (copy-on-write), and nothing
+# else in asyncua changes one in place.
+UPSTREAM: Final = (
+    (ORIGINALS["_add_node"], "copied"),
+    (ORIGINALS["_add_node_attributes"], "copied"),
+    (ORIGINALS["_add_nodeattributes"], "copied"),
+    (ORIGINALS["_add_ref_to_parent"], "wrapped"),
+    (ORIGINALS["_add_type_definition"], "wrapped"),
+    (NodeManagementService._add_reference_no_check, "relied on"),
+    *((method, "wrapped") for method in _ORIGINAL_SPACE_METHODS.values()),
+)
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 _HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
 _STAMPED = (ua.AttributeIds.NodeClass, ua.AttributeIds.BrowseName, ua.AttributeIds.DisplayName)
@@ -93,7 +121,35 @@ class _Unhashable(Exception):
     pass
 
 
-_interned: dict[tuple[object, ...], _SharedAttributeValue] = {}
+_Stamp = tuple[object, ...]
+_RefKey = tuple[ua.NodeId, ua.NodeId, bool]
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class SpaceCaches:
+    """What the nodes of one address space share: the interned attribute values
+    (attribute, type, value) -> AttributeValue, and the reference descriptions
+    (target, reference type, direction) -> (stamp, description). Per address space, so
+    two servers in one process never hold each other's objects, and a server's caches go
+    with it. (`_plan` and `_field_names` stay process-wide: they depend on types only.)"""
+
+    interned: dict[tuple[object, ...], _SharedAttributeValue] = dataclasses.field(
+        default_factory=dict
+    )
+    references: dict[_RefKey, tuple[_Stamp, ua.ReferenceDescription]] = dataclasses.field(
+        default_factory=dict
+    )
+
+
+_CACHES: WeakKeyDictionary[AddressSpace, SpaceCaches] = WeakKeyDictionary()
+
+
+def caches_of(space: AddressSpace) -> SpaceCaches:
+    """The caches of `space` (made on first use)."""
+    found = _CACHES.get(space)
+    if found is None:
+        found = _CACHES[space] = SpaceCaches()
+    return found
 
 
 @functools.cache
@@ -132,17 +188,21 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
 
 
 def _shared(
-    attr: ua.AttributeIds, value: object, vtype: ua.VariantType | None, is_array: bool
+    interned: dict[tuple[object, ...], _SharedAttributeValue],
+    attr: ua.AttributeIds,
+    value: object,
+    vtype: ua.VariantType | None,
+    is_array: bool,
 ) -> AttributeValue:
     """The interned AttributeValue of DataValue(Variant(value, vtype, is_array))."""
     try:
         key = (attr, vtype, is_array, _freeze(value))
     except _Unhashable:
         return AttributeValue(ua.DataValue(ua.Variant(value, vtype, is_array=is_array)))
-    found = _interned.get(key)
+    found = interned.get(key)
     if found is None:
         variant = ua.Variant(value, vtype, is_array=is_array)
-        found = _interned[key] = _SharedAttributeValue(ua.DataValue(variant))
+        found = interned[key] = _SharedAttributeValue(ua.DataValue(variant))
     return found
 
 
@@ -208,21 +268,33 @@ def _add_node(
 def _add_node_attributes(
     self: NodeManagementService, nodedata: NodeData, item: ua.AddNodesItem, add_timestamps: bool
 ) -> None:
+    interned = caches_of(self._aspace).interned
     attributes = nodedata.attributes
     attributes[ua.AttributeIds.NodeId] = AttributeValue(
         ua.DataValue(ua.Variant(nodedata.nodeid, ua.VariantType.NodeId))
     )
     attributes[ua.AttributeIds.BrowseName] = _shared(
-        ua.AttributeIds.BrowseName, item.BrowseName, ua.VariantType.QualifiedName, False
+        interned, ua.AttributeIds.BrowseName, item.BrowseName, ua.VariantType.QualifiedName, False
     )
     attributes[ua.AttributeIds.NodeClass] = _shared(
-        ua.AttributeIds.NodeClass, item.NodeClass, ua.VariantType.Int32, False
+        interned, ua.AttributeIds.NodeClass, item.NodeClass, ua.VariantType.Int32, False
     )
-    _add_nodeattributes(self, item.NodeAttributes, nodedata, add_timestamps)
+    _set_attributes(self, interned, item.NodeAttributes, nodedata, add_timestamps)
 
 
 def _add_nodeattributes(
     self: NodeManagementService, node_attributes: Any, nodedata: NodeData, add_timestamps: bool
+) -> None:
+    interned = caches_of(self._aspace).interned
+    _set_attributes(self, interned, node_attributes, nodedata, add_timestamps)
+
+
+def _set_attributes(
+    self: NodeManagementService,
+    interned: dict[tuple[object, ...], _SharedAttributeValue],
+    node_attributes: Any,
+    nodedata: NodeData,
+    add_timestamps: bool,
 ) -> None:
     attributes = nodedata.attributes
     for name, attr, vtype, is_array in _plan(
@@ -243,9 +315,9 @@ def _add_nodeattributes(
         elif attr is ua.AttributeIds.DataTypeDefinition and not isinstance(
             value, ua.DataTypeDefinition
         ):
-            attributes[attr] = _shared(attr, None, ua.VariantType.Null, False)
+            attributes[attr] = _shared(interned, attr, None, ua.VariantType.Null, False)
         else:
-            attributes[attr] = _shared(attr, value, vtype, is_array)
+            attributes[attr] = _shared(interned, attr, value, vtype, is_array)
 
 
 # --- references: one ReferenceDescription per (target, type, direction) -----------------
@@ -255,9 +327,6 @@ def _add_nodeattributes(
 # builds each anew (three attribute reads and a dataclass with five defaults). They are
 # shared, and a shared one is reused only while the target still has the very same
 # attribute values and type-definition reference it was made from.
-
-_Stamp = tuple[object, ...]
-_ref_memo: dict[tuple[ua.NodeId, ua.NodeId, bool], tuple[_Stamp, ua.ReferenceDescription]] = {}
 
 
 def _stamp(space: AddressSpace, target: ua.NodeId) -> _Stamp | None:
@@ -277,11 +346,13 @@ def _stamp(space: AddressSpace, target: ua.NodeId) -> _Stamp | None:
 def _reuse(
     self: NodeManagementService,
     nodedata: NodeData,
-    key: tuple[ua.NodeId, ua.NodeId, bool],
+    key: _RefKey,
     build: Callable[[], None],
 ) -> None:
-    stamp = _stamp(self._aspace, key[0])
-    known = _ref_memo.get(key)
+    space = self._aspace
+    stamp = _stamp(space, key[0])
+    memo = caches_of(space).references
+    known = memo.get(key)
     if (
         stamp is not None
         and known is not None
@@ -292,7 +363,7 @@ def _reuse(
     before = len(nodedata.references)
     build()
     if stamp is not None and len(nodedata.references) == before + 1:
-        _ref_memo[key] = (stamp, nodedata.references[-1])
+        memo[key] = (stamp, nodedata.references[-1])
 
 
 def _add_ref_to_parent(
@@ -352,10 +423,13 @@ def apply() -> None:
     NodeManagementService._add_nodeattributes = _add_nodeattributes  # type: ignore[method-assign]
     NodeManagementService._add_ref_to_parent = _add_ref_to_parent  # type: ignore[method-assign]
     NodeManagementService._add_type_definition = _add_type_definition  # type: ignore[method-assign]
-    for name in (
-        "write_attribute_value",
-        "add_datachange_callback",
-        "set_attribute_value_callback",
-        "set_attribute_value_setter",
-    ):
+    for name in _COPY_ON_WRITE:
         setattr(AddressSpace, name, _copy_on_write(getattr(AddressSpace, name)))
+
+
+def restore() -> None:
+    """asyncua's own node storage again (tests, comparisons with upstream)."""
+    for name, method in ORIGINALS.items():
+        setattr(NodeManagementService, name, method)
+    for name, method in _ORIGINAL_SPACE_METHODS.items():
+        setattr(AddressSpace, name, method)
