@@ -11,6 +11,7 @@ is passed in explicitly; the adapters get plain settings and domain objects
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from collections.abc import Callable, Coroutine, Mapping
@@ -24,6 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from inventory_core import Ledger, open_history, open_ledger
+from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.level_alarm import LevelLimits
@@ -128,6 +130,10 @@ async def assemble(
             lease=lease,
         )
     )
+    # Renewed from now on, not from when the service's tasks start: building the OPC UA
+    # address space can take longer than the lease lasts on a loaded machine.
+    keeper = asyncio.create_task(ledger.keep_lease(), name="writer-lease")
+    stack.push_async_callback(cancel_and_wait, [keeper])
     ledger.subscribe(metrics.movement_posted)
     await ledger.sync_master_data(config.material_definitions(), config.storage_unit_definitions())
     board.set_ledger(True)
@@ -150,7 +156,7 @@ async def assemble(
         PlcPoller(make_link(s), s, sink, start_offset_s=offsets[s.name]) for s in settings
     )
     background = (
-        ("writer-lease", ledger.keep_lease),
+        ("writer-lease", lambda: _watch(keeper)),
         ("plant-view-books", follower.run),
         ("measurements", bridge.run),
         ("ledger-health", lambda: watch_ledger(board, ledger.chain_heads)),
@@ -199,6 +205,12 @@ async def _opcua_server(
     metrics.set_opcua_sessions(lambda: ua_session_count(opcua.ua_server))
     await stack.enter_async_context(opcua)
     return opcua
+
+
+async def _watch(task: asyncio.Task[None]) -> None:
+    """Await a task started during assembly, so that its failure (a lost writer lease)
+    fails the service's TaskGroup like any of its own tasks."""
+    await task
 
 
 def writer_id(config: InvopsConfig) -> str:
