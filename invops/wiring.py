@@ -188,7 +188,7 @@ async def _opcua_server(
         opcua_settings(config),
         ledger,
         view=view,
-        features=(HistoryFeature(history_store), AlarmFeature(alarm_limits(config), view)),
+        features=(HistoryFeature(history_store, view), AlarmFeature(alarm_limits(config), view)),
         on_refusal=metrics.opcua_refused,
         endpoint=overrides.opcua_endpoint,
         identity_tokens=identity_tokens(config.opcua),

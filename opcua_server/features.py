@@ -18,9 +18,10 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from inventory_core.domain.quality import Quality
@@ -29,6 +30,7 @@ from inventory_core.store.history_store import HistoryStore
 from opcua_server.alarms import AlarmPublisher
 from opcua_server.history_read import LedgerHistoryStorage
 from opcua_server.security import current_user
+from opcua_server.values import QUALITY_STATUS, data_value
 
 if TYPE_CHECKING:
     from opcua_server.server import InvopsOpcUaServer
@@ -40,11 +42,15 @@ HISTORY_PERIOD = timedelta(days=7)
 
 
 class HistoryFeature:
-    """Historizes every unit's quantities into the ledger database."""
+    """Historizes every unit's quantities into the ledger database: a plant view
+    subscriber, so history holds what the view holds (the storage keeps about one
+    point per second and series)."""
 
-    def __init__(self, store: HistoryStore) -> None:
+    def __init__(self, store: HistoryStore, view: PlantView) -> None:
         # a trend needs about one point per second, not one per 100 ms poll
         self.storage = LedgerHistoryStorage(store, min_interval=HISTORY_MIN_INTERVAL)
+        self._view = view
+        self._nodes: dict[str, dict[str, ua.NodeId]] = {}  # unit -> name -> historized node
 
     async def setup(self, server: InvopsOpcUaServer) -> None:
         """What `historize_node_data_change` does (Historizing, the HistoryRead access
@@ -53,7 +59,6 @@ class HistoryFeature:
         ua_server = server.ua_server
         ua_server.iserver.history_manager.set_storage(self.storage)
         await self.storage.init()
-        writer = server.address_space.writer
         for unit, nodes in server.address_space.units.items():
             for name in HISTORIZED:
                 node_id = nodes.variables.get(name)
@@ -67,13 +72,53 @@ class HistoryFeature:
                 await self.storage.new_historized_node(node_id, HISTORY_PERIOD)
                 # the value it holds now, as a subscription's first notification would
                 self.storage.record(node_id, await node.read_data_value(raise_on_bad_status=False))
-                writer.observe(node_id, self.storage.record)
+                self._nodes.setdefault(unit, {})[name] = node_id
+        self._view.subscribe(self._listen)
+
+    def _listen(self, change: PlantChange) -> None:
+        """Plant view subscriber: the measured values after a measurement change, the
+        book quantity after a book change."""
+        if not isinstance(change, UnitChanged) or change.cause is Cause.ALARM:
+            return
+        nodes = self._nodes.get(change.state.unit)
+        if nodes is None:
+            return
+        state = change.state
+        now = datetime.now(UTC)
+        if change.cause is Cause.BOOK:
+            node_id = nodes.get("BookQuantity")
+            if node_id is not None and state.book.quantity is not None:
+                self.storage.record(
+                    node_id, data_value(_double(state.book.quantity), StatusCodes.Good, now, now)
+                )
+            return
+        measured = state.measured
+        code = QUALITY_STATUS[measured.quality]
+        for name, field_name in _MEASURED_SERIES.items():
+            node_id = nodes.get(name)
+            if node_id is None:
+                continue
+            number = getattr(measured, field_name) if measured.quality.usable else None
+            value = ua.Variant() if number is None else _double(number)
+            self.storage.record(node_id, data_value(value, code, measured.source_time, now))
 
     async def run(self) -> None:
         """Nothing to run: the storage flushes on a task of its own."""
 
     async def close(self) -> None:
         await self.storage.stop()
+
+
+_MEASURED_SERIES: Final = {
+    "Level": "level",
+    "Mass": "mass_kg",
+    "FillPercent": "fill_percent",
+    "MeasuredQuantity": "quantity",
+}
+
+
+def _double(number: float) -> ua.Variant:
+    return ua.Variant(float(number), ua.VariantType.Double)
 
 
 class AlarmFeature:
