@@ -166,12 +166,15 @@ async def run_service(
         service = MeasurementService(ledger, units)
         await service.start()
         tags = quantity_tags(config)
+        plc_tags = {plc.name: [tag.name for tag in plc.tags] for plc in settings}
         buffer = ReadingBuffer(
             buffer_path or Path(config.ledger.buffer_path),
             max_readings=config.ledger.buffer_max_readings,
         )
         stack.callback(buffer.close)
-        bridge = LedgerBridge(service, tags, buffer=buffer, ledger_state=board.set_ledger)
+        bridge = LedgerBridge(
+            service, tags, plc_tags=plc_tags, buffer=buffer, ledger_state=board.set_ledger
+        )
         pki = pki_dir or Path(config.opcua.certificate_dir)
         security = secure_server_kwargs(
             config.opcua,
@@ -215,6 +218,7 @@ async def run_service(
                     units,
                     tags,
                     capacities(config),
+                    plc_tags=plc_tags,
                     deadband_fraction=config.opcua.value_deadband_pct / 100,
                 ),
                 opcua,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.quality import Quality
 from inventory_core.domain.units import convert, dimension
 from inventory_core.measurement_service import MeasuredUnit
+from invops.plc_bridge import quantity_tags_per_plc, sample_quantity_tags
 from opcua_server import UnitValues
 from plc_connectors import Quality as PlcQuality
 from plc_connectors import Sample
@@ -43,9 +45,12 @@ class UnitValuesBuilder:
         quantity_tags: dict[str, StorageUnitId],
         capacities: dict[StorageUnitId, Decimal],
         *,
+        plc_tags: Mapping[str, Iterable[str]] | None = None,
         deadband_fraction: float = 0.0,
     ) -> None:
         self._tags = quantity_tags
+        # PLC -> its quantity tags (plc_tags: PLC -> every tag it reads, as configured)
+        self._per_plc = quantity_tags_per_plc(quantity_tags, plc_tags or {})
         self._units = {
             u.unit: _Display.of(u, capacities.get(u.unit), deadband_fraction) for u in units
         }
@@ -53,19 +58,18 @@ class UnitValuesBuilder:
 
     def from_sample(self, sample: Sample) -> list[UnitValues]:
         updates = []
-        for tag, value in sample.values.items():
-            unit = self._tags.get(tag)
-            display = None if unit is None else self._units.get(unit)
-            if unit is None or display is None:
+        for tag, unit in sample_quantity_tags(sample, self._per_plc, self._tags):
+            display = self._units.get(unit)
+            if display is None:
                 continue
-            raw = value.value
-            if value.quality is not PlcQuality.GOOD or raw is None:
-                update = UnitValues(unit, value.source_time, Quality(value.quality))
+            raw, quality, source_time = sample.reading(tag)
+            if quality is not PlcQuality.GOOD or raw is None:
+                update = UnitValues(unit, source_time, Quality(quality))
             elif isinstance(raw, bool) or not math.isfinite(raw):
                 # a flag or NaN where a quantity belongs: show it as a sensor problem
-                update = UnitValues(unit, value.source_time, Quality.BAD_COMMUNICATION)
+                update = UnitValues(unit, source_time, Quality.BAD_COMMUNICATION)
             else:
-                update = display.values(unit, float(raw), value.source_time)
+                update = display.values(unit, float(raw), source_time)
             shown = self._shown.get(unit)
             quantity = update.measured_quantity
             if (

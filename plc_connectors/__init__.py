@@ -44,7 +44,6 @@ from plc_connectors.model import (
     Quality,
     Sample,
     Tag,
-    TagValue,
     WordOrder,
 )
 from plc_connectors.planning import (
@@ -92,7 +91,6 @@ __all__ = [
     "SystemClock",
     "Tag",
     "TagConfigError",
-    "TagValue",
     "WordOrder",
     "block_decoder",
     "byte_size",

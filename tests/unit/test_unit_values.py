@@ -18,7 +18,7 @@ from invops.config import load_config
 from invops.service import capacities
 from invops.unit_values import UnitValuesBuilder
 from invops.wiring import measured_units, quantity_tags
-from plc_connectors import Quality, Sample, TagValue
+from plc_connectors import Quality, Sample
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 CONFIG = load_config(DEMO, environ={})
@@ -27,15 +27,23 @@ TAGS = quantity_tags(CONFIG)
 CAPACITIES = capacities(CONFIG)
 
 
+# one PLC per quantity tag, named after it: a sample of one tag leaves no other unit's
+# tag absent (an absent tag shows BAD_WAITING)
+PLC_TAGS = {tag: [tag] for tag in TAGS}
+
+
 def builder(deadband_fraction: float = 0.0) -> UnitValuesBuilder:
-    return UnitValuesBuilder(UNITS, TAGS, CAPACITIES, deadband_fraction=deadband_fraction)
+    return UnitValuesBuilder(
+        UNITS, TAGS, CAPACITIES, plc_tags=PLC_TAGS, deadband_fraction=deadband_fraction
+    )
 
 
 AT = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
 
 def _sample(tag: str, value: float | bool | None, quality: Quality = Quality.GOOD) -> Sample:
-    return Sample("PLC", AT, {tag: TagValue(value, quality, AT)})
+    """A sample of the PLC that reads `tag` (a BAD one carries no value)."""
+    return Sample(tag, AT, quality, AT, {} if value is None else {tag: value})
 
 
 def _close(got: float | None, want: Decimal | None) -> bool:
@@ -87,6 +95,29 @@ def test_bad_quality_flags_and_nan_become_bad_values_without_numbers() -> None:
 
 def test_tags_that_are_not_quantities_are_ignored() -> None:
     assert builder().from_sample(_sample("NOT-A-TAG.level", 1.0)) == []
+
+
+def test_a_plc_sample_updates_its_own_quantity_tags_only_absent_ones_as_waiting() -> None:
+    first, second, other = sorted(TAGS)[:3]
+    values = UnitValuesBuilder(
+        UNITS, TAGS, CAPACITIES, plc_tags={"PLC": [first, "PLC.pump", second], "PLC-2": [other]}
+    )
+    held_at = datetime(2026, 11, 26, 5, 59, tzinfo=UTC)
+    good = Sample("PLC", AT, Quality.GOOD, AT, {first: 1.0, "PLC.pump": True})
+    assert [(u.unit, u.quality, u.source_time) for u in values.from_sample(good)] == [
+        (TAGS[first], ShownQuality.GOOD, AT),
+        (TAGS[second], ShownQuality.BAD_WAITING, AT),  # absent from the read
+    ]
+    held = Sample("PLC", AT, Quality.UNCERTAIN_LAST_USABLE, held_at, {first: 1.0, second: 2.0})
+    assert [(u.unit, u.quality, u.source_time) for u in values.from_sample(held)] == [
+        (TAGS[first], ShownQuality.UNCERTAIN_LAST_USABLE, held_at),
+        (TAGS[second], ShownQuality.UNCERTAIN_LAST_USABLE, held_at),
+    ]
+    bad = Sample("PLC", AT, Quality.BAD_COMMUNICATION, AT, {})
+    assert [(u.unit, u.quality, u.source_time) for u in values.from_sample(bad)] == [
+        (TAGS[first], ShownQuality.BAD_COMMUNICATION, AT),
+        (TAGS[second], ShownQuality.BAD_COMMUNICATION, AT),
+    ]
 
 
 def test_changes_within_the_deadband_give_no_update_until_they_add_up_or_quality_changes() -> None:
