@@ -49,6 +49,7 @@ from plc_connectors.model import (
 from plc_connectors.planning import (
     ReadBlock,
     block_decoder,
+    block_reader,
     decode_block,
     minimum_reads,
     plan_modbus,
@@ -93,6 +94,7 @@ __all__ = [
     "TagConfigError",
     "WordOrder",
     "block_decoder",
+    "block_reader",
     "byte_size",
     "decode_block",
     "decode_bytes",

@@ -20,9 +20,9 @@ from plc_connectors.errors import PlcConnectError, PlcError, PlcProtocolError, P
 from plc_connectors.model import Area, PlcSettings
 from plc_connectors.planning import (
     MODBUS_MAX_GAP,
-    BlockDecoder,
+    BlockReader,
     ReadBlock,
-    block_decoder,
+    block_reader,
     plan_modbus,
 )
 
@@ -46,7 +46,16 @@ class ModbusLink:
         self._settings = settings
         gap = settings.max_gap if settings.max_gap is not None else MODBUS_MAX_GAP
         self._blocks: tuple[ReadBlock, ...] = tuple(plan_modbus(settings.tags, max_gap=gap))
-        self._decoders: tuple[BlockDecoder, ...] = tuple(map(block_decoder, self._blocks))
+        # per block, compiled once: its reader, whether it reads bits, and its name in errors
+        self._plan: tuple[tuple[ReadBlock, BlockReader, bool, str], ...] = tuple(
+            (
+                block,
+                block_reader(block),
+                block.area in (Area.COIL, Area.DISCRETE),
+                f"{self.name} read {block.area.value}:{block.start}+{block.count}",
+            )
+            for block in self._blocks
+        )
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._in_flight = False
@@ -98,9 +107,9 @@ class ModbusLink:
     async def read(self) -> dict[str, float | bool]:
         """Read every planned block once; tag name -> engineering value."""
         async with self._lock:
-            values: dict[str, float | bool] = {}
-            for block, decode in zip(self._blocks, self._decoders, strict=True):
-                values.update(await self._read_block(block, decode))
+            values: dict[str, float | bool] = {}  # a fresh dict per read, filled by every block
+            for block, read_into, bits, where in self._plan:
+                await self._read_block(block, read_into, bits, where, values)
             return values
 
     async def close(self) -> None:
@@ -121,8 +130,14 @@ class ModbusLink:
 
     # -- internals ------------------------------------------------------------------
 
-    async def _read_block(self, block: ReadBlock, decode: BlockDecoder) -> dict[str, float | bool]:
-        where = f"{self.name} read {block.area.value}:{block.start}+{block.count}"
+    async def _read_block(
+        self,
+        block: ReadBlock,
+        read_into: BlockReader,
+        bits: bool,
+        where: str,
+        values: dict[str, float | bool],
+    ) -> None:
         client = self._client
         if client is None:
             raise PlcConnectError(f"{where}: not connected")
@@ -155,9 +170,8 @@ class ModbusLink:
             self._in_flight = False
         if response.isError():
             raise PlcProtocolError.from_modbus_exception(response.exception_code, where)
-        data = response.bits if block.area in (Area.COIL, Area.DISCRETE) else response.registers
         try:
-            return decode(data)
+            read_into(response.bits if bits else response.registers, values)
         except PlcError:
             self._drop()
             raise
