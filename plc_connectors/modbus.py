@@ -59,6 +59,11 @@ class ModbusLink:
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._in_flight = False
+        # The answer deadline of the request in flight (event-loop time), kept by one
+        # watchdog timer per link instead of one `asyncio.timeout` per request (each is
+        # a Timeout, a timer handle pushed on and cancelled off the loop's heap).
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def reads_per_poll(self) -> int:
@@ -145,15 +150,23 @@ class ModbusLink:
             self._drop()
             raise PlcConnectError(f"{where}: connection closed by the peer")
         request = _request_for(client, block.area)
+        timeout_s = self._settings.timeout_s
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout_s
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._check_deadline, loop)
         self._in_flight = True
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                response = await request(
-                    block.start, count=block.count, device_id=self._settings.unit_id
-                )
-        except TimeoutError as exc:
+            response = await request(
+                block.start, count=block.count, device_id=self._settings.unit_id
+            )
+        except _Unanswered:
             self._drop()  # a late answer would desync the stream: the connection is suspect
-            raise PlcTimeout(f"{where}: no answer within {self._settings.timeout_s} s") from exc
+            message = f"{where}: no answer within {timeout_s} s"
+            raise PlcTimeout(message) from TimeoutError(message)
+        except TimeoutError as exc:
+            self._drop()
+            raise PlcTimeout(f"{where}: no answer within {timeout_s} s") from exc
         except (ConnectionException, OSError) as exc:
             self._drop()
             raise PlcConnectError(f"{where}: connection lost: {exc}") from exc
@@ -179,6 +192,21 @@ class ModbusLink:
             self._drop()
             raise PlcProtocolError(f"{where}: undecodable data: {exc}", retryable=True) from exc
 
+    def _check_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The watchdog: fail the request in flight once its deadline has passed (pymodbus
+        then raises from the await at once); while a later request's deadline lies ahead,
+        wait for that; with nothing in flight, stop until the next request."""
+        self._watchdog = None
+        client = self._client
+        if client is None or not self._in_flight:
+            return
+        if loop.time() < self._deadline:
+            self._watchdog = loop.call_at(self._deadline, self._check_deadline, loop)
+            return
+        pending = client.ctx.response_future
+        if not pending.done():
+            pending.set_exception(_Unanswered())
+
     def _on_connection_change(self, up: bool) -> None:
         """pymodbus callback. When the peer closes or resets the socket, pymodbus leaves the
         pending request waiting for its timeout; fail it now so the poll reports the lost
@@ -191,12 +219,20 @@ class ModbusLink:
             pending.set_exception(ConnectionException("connection closed by peer"))
 
     def _drop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         client, self._client = self._client, None
         if client is not None:
             client.close()
 
     def _where(self) -> str:
         return f"{self.name} ({self._settings.host}:{self._settings.port})"
+
+
+class _Unanswered(Exception):
+    """Set on pymodbus' pending response by the watchdog: no answer by the deadline. Not a
+    TimeoutError, which pymodbus would take for its own timeout and retry or log."""
 
 
 def _request_for(client: AsyncModbusTcpClient, area: Area) -> _Request:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 import struct
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,7 @@ def block_reader(block: ReadBlock) -> BlockReader:
 
 
 _BUFFERS = (bytes, bytearray)
+assert array("H").itemsize == 2  # the register-swapped copy is made with array("H")
 _Picker = Callable[[Sequence[Any]], Sequence[Any]]
 
 
@@ -250,7 +252,6 @@ def _compile(block: ReadBlock) -> BlockReader:
     if order != sorted(order):
         in_tag_order = _picker([position[i] for i in range(len(names))])
     registers = struct.Struct(f">{block.count}H")
-    swapped_registers = struct.Struct(f"<{block.count}H") if swapped_needed else None
     count = block.count
 
     def read_words(data: Sequence[int] | bytes, into: dict[str, float | bool]) -> None:
@@ -264,8 +265,11 @@ def _compile(block: ReadBlock) -> BlockReader:
                 raise PlcProtocolError(
                     f"register value out of range: {exc}", retryable=True
                 ) from exc
-            if swapped_registers is not None:
-                buf += swapped_registers.pack(*words)
+            if swapped_needed:  # the same registers with their two bytes swapped
+                swapped = array("H")
+                swapped.frombytes(buf)
+                swapped.byteswap()
+                buf += swapped.tobytes()
         raws: tuple[int | float, ...] = ()
         for unpack, first in unpacks:
             raws += unpack(buf, first)
