@@ -421,7 +421,7 @@ class BenchSink:
     def publish(self, sample: Sample) -> None:
         run = self.runs[sample.plc]
         if run.first is None:
-            run.first = {name: v.value for name, v in sample.values.items() if v.value is not None}
+            run.first = dict(sample.values)
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
         if not up:

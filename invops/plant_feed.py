@@ -8,14 +8,14 @@ metrics, alarms). Only the PLC's quantity tags are looked at.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.quality import Quality
 from inventory_core.plant_view import PlantView
-from invops.plc_bridge import LedgerBridge
+from invops.plc_bridge import LedgerBridge, quantity_tags_per_plc, sample_quantity_tags
 from plc_connectors import PlcError, Sample
 from plc_connectors import Quality as PlcQuality
 
@@ -33,19 +33,21 @@ class PlantFeed:
         bridge: LedgerBridge,
         view: PlantView,
         quantity_tags: Mapping[str, StorageUnitId],
+        plc_tags: Mapping[str, Iterable[str]],
     ) -> None:
+        """`plc_tags`: PLC -> every tag it reads, as configured (only its quantity tags
+        are looked up in its samples)."""
         self._bridge = bridge
         self._view = view
-        self._tags = tuple((tag, str(unit)) for tag, unit in quantity_tags.items())
+        self._quantity_tags = dict(quantity_tags)
+        self._per_plc = quantity_tags_per_plc(self._quantity_tags, plc_tags)
 
     def publish(self, sample: Sample) -> None:
         self._bridge.publish(sample)
         apply = self._view.apply_reading
-        values = sample.values
-        for tag, unit in self._tags:
-            value = values.get(tag)
-            if value is not None:
-                apply(unit, value.value, QUALITY[value.quality], value.source_time)
+        for tag, unit in sample_quantity_tags(sample, self._per_plc, self._quantity_tags):
+            value, quality, source_time = sample.reading(tag)
+            apply(unit, value, QUALITY[quality], source_time)
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
         # Not logged here: the poller logs each transition once (plc_up / plc_down).

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from inventory_core.cancel import cancel_and_wait
@@ -27,6 +27,30 @@ from plc_connectors import PlcError, Quality, Sample
 log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+
+QuantityTags = tuple[tuple[str, StorageUnitId], ...]  # (tag, unit) pairs of one PLC
+
+
+def quantity_tags_per_plc(
+    quantity_tags: Mapping[str, StorageUnitId], plc_tags: Mapping[str, Iterable[str]]
+) -> dict[str, QuantityTags]:
+    """PLC -> the (tag, unit) pairs of its quantity tags, in the PLC's tag order: what a
+    sample of that PLC is looked up for (its other tags are never touched)."""
+    return {
+        plc: tuple((tag, quantity_tags[tag]) for tag in tags if tag in quantity_tags)
+        for plc, tags in plc_tags.items()
+    }
+
+
+def sample_quantity_tags(
+    sample: Sample, per_plc: Mapping[str, QuantityTags], quantity_tags: Mapping[str, StorageUnitId]
+) -> QuantityTags:
+    """The quantity tags to look up in `sample`: its PLC's, precomputed; for a PLC not
+    configured, those present in its values (a BAD sample of such a PLC has none)."""
+    found = per_plc.get(sample.plc)
+    if found is not None:
+        return found
+    return tuple((tag, quantity_tags[tag]) for tag in sample.values if tag in quantity_tags)
 
 
 @dataclass(slots=True)
@@ -47,11 +71,14 @@ class LedgerBridge:
         service: MeasurementService,
         quantity_tags: Mapping[str, StorageUnitId],
         *,
+        plc_tags: Mapping[str, Iterable[str]] | None = None,
         buffer: ReadingBuffer | None = None,
         ledger_state: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self._service = service
         self._quantity_tags = dict(quantity_tags)
+        # PLC -> its quantity tags (plc_tags: PLC -> every tag it reads, as configured)
+        self._per_plc = quantity_tags_per_plc(self._quantity_tags, plc_tags or {})
         # Newest unfed sample per PLC: when the ledger side falls behind, older samples
         # are skipped (movements are derived against the last booked quantity, so the
         # next sample still carries the whole change) and the lag stays bounded.
@@ -138,16 +165,12 @@ class LedgerBridge:
         """Feed one sample: its units together (each appears once per sample, and their
         postings then share ledger commits); the next sample waits for this one."""
         readings = []
-        for tag, value in sample.values.items():
-            unit = self._quantity_tags.get(tag)
-            if unit is None:
-                continue
-            good = value.quality is Quality.GOOD and not isinstance(value.value, bool)
-            reading = float(value.value) if good and value.value is not None else None
-            at = value.source_time if good else sample.read_at
-            raw: dict[str, object] = {
-                "tag": tag, "value": value.value, "quality": str(value.quality)
-            }  # fmt: skip
+        for tag, unit in sample_quantity_tags(sample, self._per_plc, self._quantity_tags):
+            value, quality, source_time = sample.reading(tag)
+            good = quality is Quality.GOOD and not isinstance(value, bool)
+            reading = float(value) if good and value is not None else None
+            at = source_time if good else sample.read_at
+            raw: dict[str, object] = {"tag": tag, "value": value, "quality": str(quality)}
             readings.append(UnitReading(unit, reading, good, at, raw))
         if self.buffering:
             assert self._buffer is not None

@@ -148,9 +148,12 @@ async def assemble(
         max_readings=config.ledger.buffer_max_readings,
     )
     stack.callback(buffer.close)
-    bridge = LedgerBridge(measurements, tags, buffer=buffer, ledger_state=board.set_ledger)
+    plc_tags = {s.name: [t.name for t in s.tags] for s in settings}
+    bridge = LedgerBridge(
+        measurements, tags, plc_tags=plc_tags, buffer=buffer, ledger_state=board.set_ledger
+    )
     opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics)
-    sink = MetricsSink(PlantFeed(bridge, view, tags), metrics, health=board)
+    sink = MetricsSink(PlantFeed(bridge, view, tags, plc_tags), metrics, health=board)
     offsets = start_offsets(settings)
     pollers = tuple(
         PlcPoller(make_link(s), s, sink, start_offset_s=offsets[s.name]) for s in settings

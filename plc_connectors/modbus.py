@@ -20,9 +20,9 @@ from plc_connectors.errors import PlcConnectError, PlcError, PlcProtocolError, P
 from plc_connectors.model import Area, PlcSettings
 from plc_connectors.planning import (
     MODBUS_MAX_GAP,
-    BlockDecoder,
+    BlockReader,
     ReadBlock,
-    block_decoder,
+    block_reader,
     plan_modbus,
 )
 
@@ -46,10 +46,24 @@ class ModbusLink:
         self._settings = settings
         gap = settings.max_gap if settings.max_gap is not None else MODBUS_MAX_GAP
         self._blocks: tuple[ReadBlock, ...] = tuple(plan_modbus(settings.tags, max_gap=gap))
-        self._decoders: tuple[BlockDecoder, ...] = tuple(map(block_decoder, self._blocks))
+        # per block, compiled once: its reader, whether it reads bits, and its name in errors
+        self._plan: tuple[tuple[ReadBlock, BlockReader, bool, str], ...] = tuple(
+            (
+                block,
+                block_reader(block),
+                block.area in (Area.COIL, Area.DISCRETE),
+                f"{self.name} read {block.area.value}:{block.start}+{block.count}",
+            )
+            for block in self._blocks
+        )
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
         self._in_flight = False
+        # The answer deadline of the request in flight (event-loop time), kept by one
+        # watchdog timer per link instead of one `asyncio.timeout` per request (each is
+        # a Timeout, a timer handle pushed on and cancelled off the loop's heap).
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def reads_per_poll(self) -> int:
@@ -98,9 +112,9 @@ class ModbusLink:
     async def read(self) -> dict[str, float | bool]:
         """Read every planned block once; tag name -> engineering value."""
         async with self._lock:
-            values: dict[str, float | bool] = {}
-            for block, decode in zip(self._blocks, self._decoders, strict=True):
-                values.update(await self._read_block(block, decode))
+            values: dict[str, float | bool] = {}  # a fresh dict per read, filled by every block
+            for block, read_into, bits, where in self._plan:
+                await self._read_block(block, read_into, bits, where, values)
             return values
 
     async def close(self) -> None:
@@ -121,8 +135,14 @@ class ModbusLink:
 
     # -- internals ------------------------------------------------------------------
 
-    async def _read_block(self, block: ReadBlock, decode: BlockDecoder) -> dict[str, float | bool]:
-        where = f"{self.name} read {block.area.value}:{block.start}+{block.count}"
+    async def _read_block(
+        self,
+        block: ReadBlock,
+        read_into: BlockReader,
+        bits: bool,
+        where: str,
+        values: dict[str, float | bool],
+    ) -> None:
         client = self._client
         if client is None:
             raise PlcConnectError(f"{where}: not connected")
@@ -130,15 +150,23 @@ class ModbusLink:
             self._drop()
             raise PlcConnectError(f"{where}: connection closed by the peer")
         request = _request_for(client, block.area)
+        timeout_s = self._settings.timeout_s
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout_s
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._check_deadline, loop)
         self._in_flight = True
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                response = await request(
-                    block.start, count=block.count, device_id=self._settings.unit_id
-                )
-        except TimeoutError as exc:
+            response = await request(
+                block.start, count=block.count, device_id=self._settings.unit_id
+            )
+        except _Unanswered:
             self._drop()  # a late answer would desync the stream: the connection is suspect
-            raise PlcTimeout(f"{where}: no answer within {self._settings.timeout_s} s") from exc
+            message = f"{where}: no answer within {timeout_s} s"
+            raise PlcTimeout(message) from TimeoutError(message)
+        except TimeoutError as exc:
+            self._drop()
+            raise PlcTimeout(f"{where}: no answer within {timeout_s} s") from exc
         except (ConnectionException, OSError) as exc:
             self._drop()
             raise PlcConnectError(f"{where}: connection lost: {exc}") from exc
@@ -155,15 +183,29 @@ class ModbusLink:
             self._in_flight = False
         if response.isError():
             raise PlcProtocolError.from_modbus_exception(response.exception_code, where)
-        data = response.bits if block.area in (Area.COIL, Area.DISCRETE) else response.registers
         try:
-            return decode(data)
+            read_into(response.bits if bits else response.registers, values)
         except PlcError:
             self._drop()
             raise
         except ValueError as exc:
             self._drop()
             raise PlcProtocolError(f"{where}: undecodable data: {exc}", retryable=True) from exc
+
+    def _check_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The watchdog: fail the request in flight once its deadline has passed (pymodbus
+        then raises from the await at once); while a later request's deadline lies ahead,
+        wait for that; with nothing in flight, stop until the next request."""
+        self._watchdog = None
+        client = self._client
+        if client is None or not self._in_flight:
+            return
+        if loop.time() < self._deadline:
+            self._watchdog = loop.call_at(self._deadline, self._check_deadline, loop)
+            return
+        pending = client.ctx.response_future
+        if not pending.done():
+            pending.set_exception(_Unanswered())
 
     def _on_connection_change(self, up: bool) -> None:
         """pymodbus callback. When the peer closes or resets the socket, pymodbus leaves the
@@ -177,12 +219,20 @@ class ModbusLink:
             pending.set_exception(ConnectionException("connection closed by peer"))
 
     def _drop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         client, self._client = self._client, None
         if client is not None:
             client.close()
 
     def _where(self) -> str:
         return f"{self.name} ({self._settings.host}:{self._settings.port})"
+
+
+class _Unanswered(Exception):
+    """Set on pymodbus' pending response by the watchdog: no answer by the deadline. Not a
+    TimeoutError, which pymodbus would take for its own timeout and retry or log."""
 
 
 def _request_for(client: AsyncModbusTcpClient, area: Area) -> _Request:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 
 class PlcProtocol(StrEnum):
@@ -77,22 +78,39 @@ class Tag:
     unit: str = ""
 
 
-class TagValue(NamedTuple):
-    """One tag's value as polled. A NamedTuple: every poll builds one per tag, and
-    tuples are the cheapest immutable records Python creates."""
-
-    value: float | bool | None
-    quality: Quality
-    source_time: datetime
+_NO_VALUE_UNLESS_BAD = frozenset({Quality.GOOD, Quality.UNCERTAIN_LAST_USABLE})
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One poll of one PLC: every tag's value and quality at `read_at`."""
+    """One poll of one PLC (or one change of quality while its link fails).
+
+    Quality and time are carried once per sample, not per tag: a poll builds no
+    per-tag objects, and `values` is the dict the link's `read()` returned, as-is
+    (links return a fresh dict per read and never touch it afterwards; consumers
+    must not mutate it either). A tag absent from `values` has no value: consumers
+    treat it like BAD_WAITING (`reading()` does).
+    """
 
     plc: str
-    read_at: datetime
-    values: dict[str, TagValue] = field(default_factory=dict)
+    read_at: datetime  # when this sample was published
+    quality: Quality  # of every value in it
+    source_time: datetime  # when `values` were read (held values: their read time; BAD: read_at)
+    # tag -> engineering value: the link's dict as-is; the held values while
+    # UNCERTAIN_LAST_USABLE; empty when BAD_*
+    values: Mapping[str, float | bool]
+
+    def reading(self, tag: str) -> tuple[float | bool | None, Quality, datetime]:
+        """One tag's (value, quality, source time). A tag absent from `values` has no
+        value: the sample's BAD quality, or BAD_WAITING (a good or held sample that
+        lacks it), stamped `read_at`."""
+        values = self.values
+        if tag in values:
+            return values[tag], self.quality, self.source_time
+        quality = self.quality
+        if quality in _NO_VALUE_UNLESS_BAD:
+            quality = Quality.BAD_WAITING
+        return None, quality, self.read_at
 
 
 class PlcLink(Protocol):
@@ -103,7 +121,8 @@ class PlcLink(Protocol):
     async def connect(self) -> None: ...
 
     async def read(self) -> dict[str, float | bool]:
-        """Read every configured tag once (engineering units, scale/offset applied).
+        """Read every configured tag once (engineering units, scale/offset applied): a
+        fresh dict per call, never mutated afterwards (samples carry it as-is).
 
         Raises PlcError (PlcTimeout, PlcConnectError, PlcProtocolError) on failure.
         """

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import operator
 import struct
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from plc_connectors.addresses import MODBUS_AREAS, format_address, tag_span
-from plc_connectors.codecs import byte_permutation, byte_size, struct_code
+from plc_connectors.codecs import byte_size, struct_code
 from plc_connectors.errors import PlcProtocolError, TagConfigError
 from plc_connectors.model import Area, DataType, Tag, WordOrder
 
@@ -92,6 +94,8 @@ def minimum_reads(
 
 
 BlockDecoder = Callable[[Sequence[int] | bytes], dict[str, float | bool]]
+# Writes the engineering value of every tag of one block into the dict it is given.
+BlockReader = Callable[[Sequence[int] | bytes, dict[str, float | bool]], None]
 
 
 def decode_block(block: ReadBlock, data: Sequence[int] | bytes) -> dict[str, float | bool]:
@@ -99,89 +103,187 @@ def decode_block(block: ReadBlock, data: Sequence[int] | bytes) -> dict[str, flo
     hr/ir, bits for co/di, bytes for a DB). Data longer than `count` is fine (coil reads
     come back rounded up to whole bytes); shorter is a PlcProtocolError.
 
-    Compiles the block each call: pollers keep `block_decoder(block)` instead.
+    Compiles the block each call: pollers keep `block_reader(block)` instead.
     """
     return block_decoder(block)(data)
 
 
 def block_decoder(block: ReadBlock) -> BlockDecoder:
-    """`decode_block` for one block, compiled once (offsets, struct formats, byte
-    permutations): a poll only unpacks. Links build these when they plan, so the hot path
-    never hashes a block (a ReadBlock hashes every one of its tags)."""
+    """`decode_block` for one block, compiled once (see `block_reader`)."""
+    read = block_reader(block)
+
+    def decode(data: Sequence[int] | bytes) -> dict[str, float | bool]:
+        values: dict[str, float | bool] = {}
+        read(data, values)
+        return values
+
+    return decode
+
+
+def block_reader(block: ReadBlock) -> BlockReader:
+    """`decode_block` for one block, compiled once, writing into a dict the caller owns
+    (a link fills one dict per poll from all its blocks, with no dict per block).
+
+    Compiled: the block's numbers come out of one or two `struct` unpacks (every word
+    order is a plain big- or little-endian read of the wire bytes or of the wire bytes
+    with each register's two bytes swapped, so no per-tag permutation), scale and offset
+    are applied from flat tuples, and the values go into the dict in the block's tag
+    order. Links build these when they plan, so the hot path never hashes a block (a
+    ReadBlock hashes every one of its tags)."""
     decode = _compile(block)
     count, start = block.count, block.start
     at = f"DB{block.db}.DBB" if block.db is not None else f"{block.area.value}:"
 
-    def checked(data: Sequence[int] | bytes) -> dict[str, float | bool]:
+    def checked(data: Sequence[int] | bytes, into: dict[str, float | bool]) -> None:
         if len(data) < count:
             raise PlcProtocolError(
                 f"short read at {at}{start}: got {len(data)} of {count} units",
                 retryable=True,
             )
-        return decode(data)
+        decode(data, into)
 
     return checked
 
 
-def _compile(block: ReadBlock) -> BlockDecoder:
-    """The unchecked decoder of one read of `block`."""
+_BUFFERS = (bytes, bytearray)
+assert array("H").itemsize == 2  # the register-swapped copy is made with array("H")
+_Picker = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+def _picker(positions: Sequence[int]) -> _Picker:
+    """The items at `positions`, as one sequence (itemgetter returns a bare item for one)."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda seq: (seq[only],)
+    return operator.itemgetter(*positions)
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    index: int  # the tag's position in block.tags
+    at: int  # byte offset in the decode buffer
+    code: str  # struct code
+    size: int  # bytes
+
+
+def _lanes(fields: list[_Field]) -> list[list[_Field]]:
+    """Fields in runs of non-overlapping ones by offset, each run one `struct` format
+    (tags may share bytes: a plan can hold overlapping tags)."""
+    lanes: list[list[_Field]] = []
+    for f in sorted(fields, key=lambda f: (f.at, f.index)):
+        for lane in lanes:
+            last = lane[-1]
+            if last.at + last.size <= f.at:
+                lane.append(f)
+                break
+        else:
+            lanes.append([f])
+    return lanes
+
+
+def _lane_struct(endian: str, lane: list[_Field]) -> tuple[struct.Struct, int]:
+    """One format for a run of fields (pad bytes between them) and where it starts."""
+    parts, cursor = [], lane[0].at
+    for f in lane:
+        if f.at > cursor:
+            parts.append(f"{f.at - cursor}x")
+        parts.append(f.code)
+        cursor = f.at + f.size
+    return struct.Struct(endian + "".join(parts)), lane[0].at
+
+
+def _compile(block: ReadBlock) -> BlockReader:
+    """The unchecked reader of one read of `block`."""
+    names = tuple(tag.name for tag in block.tags)
     if block.area in (Area.COIL, Area.DISCRETE):
-        bits = [(tag.name, tag_span(tag)[0] - block.start) for tag in block.tags]
+        bits = _picker([tag_span(tag)[0] - block.start for tag in block.tags])
 
-        def decode_bits(data: Sequence[int] | bytes) -> dict[str, float | bool]:
-            return {name: bool(data[at]) for name, at in bits}
+        def read_bits(data: Sequence[int] | bytes, into: dict[str, float | bool]) -> None:
+            into.update(zip(names, map(bool, bits(data))))  # noqa: B905 (hot path; lengths match by construction)
 
-        return decode_bits
-
-    unit = 1 if block.area is Area.DB else 2  # bytes per addressing unit
-    fields = []
-    for tag in block.tags:
-        at = (tag_span(tag)[0] - block.start) * unit
-        size = byte_size(tag.data_type)
-        order = WordOrder.ABCD if block.area is Area.DB else tag.word_order
-        permute = None
-        if tag.data_type is not DataType.BOOL and order is not WordOrder.ABCD:
-            permute = operator.itemgetter(*(at + i for i in byte_permutation(order, size)))
-        fields.append(
-            (
-                tag.name,
-                struct.Struct(">" + struct_code(tag.data_type)),
-                at,
-                permute,
-                tag.address.bit,
-                tag.data_type is DataType.BOOL,
-                tag.scale,
-                tag.offset,
-            )
-        )
+        return read_bits
 
     is_db = block.area is Area.DB
+    unit = 1 if is_db else 2  # bytes per addressing unit
+    wire_bytes = block.count * unit
+    # Wire bytes in `order` -> a plain read: ABCD big-endian; DCBA little-endian; BADC
+    # big-endian and CDAB little-endian of the copy with each register's bytes swapped
+    # (for 16-bit values CDAB is ABCD and DCBA is BADC, which the same reads give).
+    reads = {
+        WordOrder.ABCD: (">", False),
+        WordOrder.DCBA: ("<", False),
+        WordOrder.BADC: (">", True),
+        WordOrder.CDAB: ("<", True),
+    }
+    by_endian: dict[str, list[_Field]] = {">": [], "<": []}
+    flags: list[tuple[int, int, int]] = []  # (tag index, byte offset, bit)
+    scales: list[float] = []
+    offsets: list[float] = []
+    swapped_needed = False
+    for index, tag in enumerate(block.tags):
+        at = (tag_span(tag)[0] - block.start) * unit
+        if tag.data_type is DataType.BOOL:
+            flags.append((index, at, tag.address.bit or 0))
+            continue
+        endian, swapped = reads[WordOrder.ABCD if is_db else tag.word_order]
+        swapped_needed |= swapped
+        at_buf = at + wire_bytes if swapped else at  # the swapped copy follows the wire bytes
+        size = byte_size(tag.data_type)
+        by_endian[endian].append(_Field(index, at_buf, struct_code(tag.data_type), size))
+    lanes = [
+        (_lane_struct(endian, lane), lane)
+        for endian in (">", "<")
+        for lane in _lanes(by_endian[endian])
+    ]
+    order: list[int] = []  # tag index of each value, in the order the reads give them
+    for _, lane in lanes:
+        for f in lane:
+            order.append(f.index)
+            tag = block.tags[f.index]
+            scales.append(tag.scale)
+            offsets.append(tag.offset)
+    order.extend(index for index, _, _ in flags)
+    unpacks = tuple((layout.unpack_from, first) for (layout, first), _ in lanes)
+    scale_of, offset_of = tuple(scales), tuple(offsets)
+    bit_at = tuple((at, bit) for _, at, bit in flags)
+    # values come out in `order`; the dict gets them in tag order
+    position = {index: i for i, index in enumerate(order)}
+    in_tag_order = None
+    if order != sorted(order):
+        in_tag_order = _picker([position[i] for i in range(len(names))])
     registers = struct.Struct(f">{block.count}H")
     count = block.count
 
-    def decode(data: Sequence[int] | bytes) -> dict[str, float | bool]:
+    def read_words(data: Sequence[int] | bytes, into: dict[str, float | bool]) -> None:
         if is_db:
-            buf = bytes(data)
+            buf = data if isinstance(data, _BUFFERS) else bytes(data)
         else:
+            words = data if len(data) == count else data[:count]
             try:
-                buf = registers.pack(*data[:count])
+                buf = registers.pack(*words)
             except struct.error as exc:
                 raise PlcProtocolError(
                     f"register value out of range: {exc}", retryable=True
                 ) from exc
-        values: dict[str, float | bool] = {}
-        for name, layout, at, permute, bit, is_bool, scale, offset in fields:
-            if is_bool:
-                values[name] = bool((buf[at] >> (bit or 0)) & 1)
-                continue
-            if permute is None:
-                raw = layout.unpack_from(buf, at)[0]
-            else:
-                raw = layout.unpack(bytes(permute(buf)))[0]
-            values[name] = raw * scale + offset
-        return values
+            if swapped_needed:  # the same registers with their two bytes swapped
+                swapped = array("H")
+                swapped.frombytes(buf)
+                swapped.byteswap()
+                buf += swapped.tobytes()
+        raws: tuple[int | float, ...] = ()
+        for unpack, first in unpacks:
+            raws += unpack(buf, first)
+        values: list[float | bool] = [
+            raw * scale + offset
+            for raw, scale, offset in zip(raws, scale_of, offset_of)  # noqa: B905 (as above)
+        ]
+        if bit_at:
+            values += [bool((buf[at] >> bit) & 1) for at, bit in bit_at]
+        into.update(
+            zip(names, values if in_tag_order is None else in_tag_order(values))  # noqa: B905
+        )
 
-    return decode
+    return read_words
 
 
 def _modbus_limit(area: Area, max_registers: int, max_bits: int) -> int:

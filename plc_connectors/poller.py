@@ -26,7 +26,7 @@ from plc_connectors.errors import (
     PlcTimeout,
     TagConfigError,
 )
-from plc_connectors.model import PlcLink, PlcSettings, Quality, Sample, TagValue
+from plc_connectors.model import PlcLink, PlcSettings, Quality, Sample
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,8 @@ class PlcPoller:
         self._backoff_max = backoff_max_s
         self._bad_after = bad_after_s if bad_after_s is not None else 2 * settings.poll_interval_s
         self._rng = rng if rng is not None else random.Random()
-        self._tags = tuple(tag.name for tag in settings.tags)
-        self._last_good: dict[str, TagValue] | None = None
+        # the last good read (the link's dict) and when it was read
+        self._last_good: tuple[dict[str, float | bool], datetime] | None = None
         self._up: bool | None = None  # None: nothing known yet
         self._failing_since: float | None = None  # monotonic start of the first failed attempt
         self._failed_phase = _Phase.CONNECT
@@ -214,9 +214,7 @@ class PlcPoller:
     # -- state ----------------------------------------------------------------------
 
     def _on_success(self, raw: dict[str, float | bool], read_at: datetime) -> None:
-        good = Quality.GOOD
-        values = {name: TagValue(value, good, read_at) for name, value in raw.items()}
-        self._last_good = values
+        self._last_good = (raw, read_at)  # the link's fresh dict: no per-tag copy
         self._failing_since = None
         self._published = None
         self._backoff = self._backoff_min
@@ -224,7 +222,7 @@ class PlcPoller:
             self._up = True
             log.info("plc_up plc=%s", self.plc)
             self._sink.link_state(self.plc, True, None)
-        self._sink.publish(Sample(self.plc, read_at, values))
+        self._sink.publish(Sample(self.plc, read_at, Quality.GOOD, read_at, raw))
 
     def _on_failure(self, exc: PlcError, phase: _Phase, started: float) -> None:
         if self._failing_since is None:
@@ -266,25 +264,21 @@ class PlcPoller:
         return Quality.BAD_COMMUNICATION
 
     def _publish_degraded(self, at: float | None = None) -> None:
-        """Publish the failure's quality (as of monotonic `at`, default now) for every tag,
-        once per change. Timers may fire a hair early, hence `at` for the BAD deadline."""
+        """Publish the failure's quality (as of monotonic `at`, default now), once per
+        change: the held values while UNCERTAIN_LAST_USABLE, none when BAD. Timers may
+        fire a hair early, hence `at` for the BAD deadline."""
         quality = self._degraded_quality(self._clock.monotonic() if at is None else at)
         if quality is self._published:
             return
         self._published = quality
         now = self._clock.now()
         if quality is Quality.UNCERTAIN_LAST_USABLE and self._last_good is not None:
-            held = self._last_good
-            values = {
-                name: TagValue(held[name].value, quality, held[name].source_time)
-                if name in held
-                else TagValue(None, Quality.BAD_WAITING, now)
-                for name in self._tags
-            }
+            held, read_at = self._last_good
+            sample = Sample(self.plc, now, quality, read_at, held)
         else:
-            values = {name: TagValue(None, quality, now) for name in self._tags}
+            sample = Sample(self.plc, now, quality, now, {})
         log.debug("plc_quality plc=%s quality=%s", self.plc, quality)
-        self._sink.publish(Sample(self.plc, now, values))
+        self._sink.publish(sample)
 
 
 def _device_answered(exc: PlcError) -> bool:

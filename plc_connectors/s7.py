@@ -21,9 +21,9 @@ from plc_connectors.model import PlcSettings
 from plc_connectors.planning import (
     S7_MAX_BYTES,
     S7_MAX_GAP,
-    BlockDecoder,
+    BlockReader,
     ReadBlock,
-    block_decoder,
+    block_reader,
     plan_s7,
 )
 
@@ -48,7 +48,7 @@ class S7Link:
         self._max_gap = settings.max_gap if settings.max_gap is not None else S7_MAX_GAP
         self._max_bytes = S7_MAX_BYTES
         self._blocks: tuple[ReadBlock, ...] = ()
-        self._decoders: tuple[BlockDecoder, ...] = ()
+        self._reads: tuple[tuple[ReadBlock, BlockReader, str], ...] = ()
         self._plan(S7_MAX_BYTES)
         self._client: AsyncClient | None = None
         self._lock = asyncio.Lock()
@@ -99,9 +99,9 @@ class S7Link:
     async def read(self) -> dict[str, float | bool]:
         """Read every planned block once; tag name -> engineering value."""
         async with self._lock:
-            values: dict[str, float | bool] = {}
-            for block, decode in zip(self._blocks, self._decoders, strict=True):
-                values.update(await self._read_block(block, decode))
+            values: dict[str, float | bool] = {}  # a fresh dict per read, filled by every block
+            for block, read_into, where in self._reads:
+                await self._read_block(block, read_into, where, values)
             return values
 
     async def close(self) -> None:
@@ -134,14 +134,23 @@ class S7Link:
     # -- internals ------------------------------------------------------------------
 
     def _plan(self, max_bytes: int) -> None:
-        """Blocks for a PDU of `max_bytes` payload, each with its compiled decoder."""
+        """Blocks for a PDU of `max_bytes` payload, each with its compiled reader and its
+        name in errors."""
         blocks = plan_s7(self._settings.tags, max_bytes=max_bytes, max_gap=self._max_gap)
         self._blocks = tuple(blocks)
-        self._decoders = tuple(map(block_decoder, blocks))
+        self._reads = tuple(
+            (
+                block,
+                block_reader(block),
+                f"{self.name} read DB{_db(block)}.DBB{block.start}+{block.count}",
+            )
+            for block in blocks
+        )
 
-    async def _read_block(self, block: ReadBlock, decode: BlockDecoder) -> dict[str, float | bool]:
-        db = block.db if block.db is not None else 0
-        where = f"{self.name} read DB{db}.DBB{block.start}+{block.count}"
+    async def _read_block(
+        self, block: ReadBlock, read_into: BlockReader, where: str, values: dict[str, float | bool]
+    ) -> None:
+        db = _db(block)
         client = self._client
         if client is None or not client.get_connected():
             self._abandon()
@@ -149,7 +158,7 @@ class S7Link:
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 data = await client.db_read(db, block.start, block.count)
-            return decode(bytes(data))
+            read_into(data, values)  # a bytearray: unpacked in place, no copy
         except TimeoutError as exc:
             self._abandon()
             raise PlcTimeout(f"{where}: no answer within {self._settings.timeout_s} s") from exc
@@ -182,6 +191,10 @@ class S7Link:
 
     def _where(self) -> str:
         return f"{self.name} ({self._settings.host}:{self._settings.port})"
+
+
+def _db(block: ReadBlock) -> int:
+    return block.db if block.db is not None else 0
 
 
 def _abort(client: AsyncClient) -> None:

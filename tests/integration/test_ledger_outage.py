@@ -19,7 +19,7 @@ from inventory_core.domain.model import MovementKind, StorageUnitId
 from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
-from plc_connectors import Quality, Sample, TagValue
+from plc_connectors import Quality, Sample
 from tests.conftest import MATERIALS, UNITS
 
 TK = StorageUnitId("TK-101")
@@ -69,7 +69,7 @@ class Proxy:
 
 def sample(second: int, level_mm: float) -> Sample:
     at = T0 + timedelta(seconds=second)
-    return Sample("PLC", at, {"TK-101.level": TagValue(level_mm, Quality.GOOD, at)})
+    return Sample("PLC", at, Quality.GOOD, at, {"TK-101.level": level_mm})
 
 
 @contextlib.asynccontextmanager

@@ -36,7 +36,7 @@ from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from inventory_core.store import upgrade_schema
 from invops.plc_bridge import LedgerBridge
 from invops.reading_buffer import ReadingBuffer
-from plc_connectors import Quality, Sample, TagValue
+from plc_connectors import Quality, Sample
 from tests.conftest import MATERIALS, UNITS, _pg_dsn
 
 ETHANOL = MaterialId("ETHANOL-96")
@@ -183,7 +183,7 @@ async def test_a_plc_movement_the_database_refuses_does_not_mark_the_ledger_down
 
     def sample(second: int, level_mm: float) -> Sample:
         at = t0 + timedelta(seconds=second)
-        return Sample("PLC", at, {"TK-101.level": TagValue(level_mm, Quality.GOOD, at)})
+        return Sample("PLC", at, Quality.GOOD, at, {"TK-101.level": level_mm})
 
     async with refusing_ledger(url, "trigger") as ledger:  # refuses PLC receipts
         service = MeasurementService(ledger, [unit])

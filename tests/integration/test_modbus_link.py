@@ -50,13 +50,16 @@ _WRITE_FC = {Area.COIL: 1, Area.DISCRETE: 2, Area.HOLDING: 3, Area.INPUT: 4}
 
 class ModbusTestServer:
     """A pymodbus TCP server with one unit (id 1): start/stop/restart on the same port,
-    values written through the datastore (kept across restarts), and two hooks for
-    fault tests: `stall` holds every read until released, `requests` counts reads."""
+    values written through the datastore (kept across restarts), and hooks for fault
+    tests: `stall` holds every read until released (`stall_from`: from that read on,
+    counted by `requests`), `delay_s` answers every read that late."""
 
     def __init__(self) -> None:
         self.port = 0
         self.requests = 0
         self.stall = False
+        self.stall_from = 1
+        self.delay_s = 0.0
         self.stalled = asyncio.Event()  # set when a read is being held
         self._release = asyncio.Event()
         self._server: ModbusTcpServer | None = None
@@ -109,7 +112,9 @@ class ModbusTestServer:
     ) -> ExcCodes | None:
         if set_values is None:
             self.requests += 1
-            if self.stall:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.stall and self.requests >= self.stall_from:
                 self.stalled.set()
                 await self._release.wait()
         return None
@@ -313,6 +318,30 @@ async def test_unanswered_request_times_out_and_drops_the_connection(
         server.stall = False
         await link.connect()
         assert await link.read() == {"x": 0}
+
+
+async def test_the_deadline_is_per_request_not_per_read(server: ModbusTestServer) -> None:
+    """Each block has `timeout_s` to answer: a read of three slow blocks takes longer than
+    that and still succeeds; a stall in the second block times out that block."""
+    tags = [tag(f"x{i}", Area.HOLDING, 40 * i, DataType.UINT16) for i in range(3)]
+    link = ModbusLink(settings(server.port, tags, timeout_s=0.3))
+    assert link.reads_per_poll == 3
+    async with link:
+        server.delay_s = 0.15
+        started = time.monotonic()
+        assert await link.read() == {"x0": 0, "x1": 0, "x2": 0}
+        assert time.monotonic() - started > 0.3  # longer than one deadline in all
+        server.delay_s = 0.0
+        server.requests, server.stall, server.stall_from = 0, True, 2
+        started = time.monotonic()
+        with pytest.raises(PlcTimeout, match=r"read hr:40\+1: no answer within 0.3 s") as caught:
+            await link.read()
+        assert 0.25 < time.monotonic() - started < 1.0
+        assert isinstance(caught.value.__cause__, TimeoutError)
+        assert not link.connected
+        server.stall = False
+        await link.connect()
+        assert await link.read() == {"x0": 0, "x1": 0, "x2": 0}  # and the next read is fine
 
 
 async def test_peer_closing_mid_request_fails_at_once(server: ModbusTestServer) -> None:

@@ -51,7 +51,8 @@ async def running_plant(url: str) -> AsyncIterator[Plant]:
         )
         service = MeasurementService(ledger, measured_units(config))
         await service.start()
-        bridge = LedgerBridge(service, quantity_tags(config))
+        plc_tags = {plc.name: [tag.name for tag in plc.tags] for plc in config.plc_settings()}
+        bridge = LedgerBridge(service, quantity_tags(config), plc_tags=plc_tags)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(bridge.run())]
             for settings in config.plc_settings():
@@ -102,9 +103,9 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
 
         def s7_bad() -> bool:
             sample = plant.bridge.latest.get("PLC-S7")
-            return sample is not None and all(
-                v.quality in (Quality.BAD_COMMUNICATION, Quality.BAD_NO_COMMUNICATION)
-                for v in sample.values.values()
+            return sample is not None and sample.quality in (
+                Quality.BAD_COMMUNICATION,
+                Quality.BAD_NO_COMMUNICATION,
             )
 
         # within a few poll intervals (backoff included)
@@ -119,9 +120,7 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
 
         def s7_good() -> bool:
             sample = plant.bridge.latest.get("PLC-S7")
-            return sample is not None and all(
-                v.quality is Quality.GOOD for v in sample.values.values()
-            )
+            return sample is not None and sample.quality is Quality.GOOD
 
         await eventually(s7_good, "PLC-S7 values good again", timeout_s=PLANT_S)
         assert plant.bridge.links["PLC-S7"].up is True
@@ -134,7 +133,7 @@ MODBUS_UNITS = {"TK-101", "TK-102", "BN-301", "BN-302", "BN-303", "BN-304"}
 
 def plc_quality(plant: Plant, plc: str) -> set[Quality]:
     sample = plant.bridge.latest.get(plc)
-    return set() if sample is None else {v.quality for v in sample.values.values()}
+    return set() if sample is None else {sample.quality}
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ class RecordingSink:
         self.polls.append(Poll(time.monotonic(), seconds, error_reason))
 
     def qualities(self, sample: Sample) -> set[Quality]:
-        return {v.quality for v in sample.values.values()}
+        return {sample.quality}
 
     def good(self) -> list[Sample]:
         return [s for s in self.samples if self.qualities(s) == {Quality.GOOD}]
@@ -136,18 +136,19 @@ async def test_outage_goes_uncertain_then_bad_and_recovers(modbus: ModbusTestSer
         await eventually(lambda: len(sink.good()) >= 3, "three good polls")
         first = sink.good()[0]
         assert first.plc == "plc1"
-        assert {k: v.value for k, v in first.values.items()} == {
+        assert first.quality is Quality.GOOD
+        assert first.values == {
             "level": 42.0,
             "total": 70_000.0,
             "pump": True,
         }
-        assert all(v.source_time == first.read_at for v in first.values.values())
+        assert first.source_time == first.read_at
         assert first.read_at.tzinfo is not None
         assert abs(datetime.now(UTC) - first.read_at) < timedelta(seconds=5)
         assert sink.states == [("plc1", True, None)]
 
         await _set_level(modbus, 43.0)
-        await eventually(lambda: sink.good()[-1].values["level"].value == 43.0, "the new level")
+        await eventually(lambda: sink.good()[-1].values["level"] == 43.0, "the new level")
         last_good = sink.good()[-1]
 
         # -- outage: UNCERTAIN (last value, old source time), then BAD in 2 intervals ---
@@ -159,11 +160,11 @@ async def test_outage_goes_uncertain_then_bad_and_recovers(modbus: ModbusTestSer
         degraded = sink.samples[sink.samples.index(last_good) + 1 :]
         uncertain = degraded[0]
         assert sink.qualities(uncertain) == {Quality.UNCERTAIN_LAST_USABLE}
-        for name, value in uncertain.values.items():
-            assert value.value == last_good.values[name].value
-            assert value.source_time == last_good.read_at
+        assert uncertain.values == last_good.values  # held as read, every tag
+        assert uncertain.source_time == last_good.read_at < uncertain.read_at
         bad = next(s for s in degraded if sink.qualities(s) <= BAD)
-        assert all(v.value is None for v in bad.values.values())
+        assert bad.values == {}
+        assert bad.source_time == bad.read_at
         went_bad_after = (bad.read_at - uncertain.read_at).total_seconds()
         assert INTERVAL <= went_bad_after <= 2 * INTERVAL + 0.05
         assert [(plc, up) for plc, up, _ in sink.states] == [("plc1", True), ("plc1", False)]
@@ -175,7 +176,7 @@ async def test_outage_goes_uncertain_then_bad_and_recovers(modbus: ModbusTestSer
         await modbus.start()  # same port
         await eventually(lambda: sink.good()[-1] is not last_good, "a good poll after the outage")
         recovered = sink.good()[-1]
-        assert recovered.values["level"].value == 43.0
+        assert recovered.values["level"] == 43.0
         assert [up for _, up, _ in sink.states] == [True, False, True]
 
         # -- backoff was reset by the good poll: the next outage retries fast ----------
@@ -387,7 +388,11 @@ async def test_before_first_read_waiting_then_no_communication_on_time() -> None
         (0.0, {Quality.BAD_WAITING}),
         (2.0, {Quality.BAD_NO_COMMUNICATION}),  # 2 x poll interval, mid-backoff
     ]
-    assert all(v.value is None for s in sink.samples for v in s.values.values())
+    assert all(s.values == {} and s.source_time == s.read_at for s in sink.samples)
+    assert [s.reading("x")[:2] for s in sink.samples] == [
+        (None, Quality.BAD_WAITING),
+        (None, Quality.BAD_NO_COMMUNICATION),
+    ]
     assert len(sink.states) == 1  # one transition, however many failed retries
 
 
@@ -395,13 +400,14 @@ async def test_read_failure_holds_last_value_then_bad_communication() -> None:
     clock = FakeClock(horizon=3.5)
     link = ScriptedLink(clock, reads=[None] + [PlcTimeout("t")] * 10)
     sink, _ = await run_fake(link, 1.0, backoff_min_s=0.5, backoff_max_s=0.5)
-    summary = [(clock.at(s.read_at), sink.qualities(s), s.values["x"].value) for s in sink.samples]
+    summary = [(clock.at(s.read_at), sink.qualities(s), s.values.get("x")) for s in sink.samples]
     assert summary == [
         (0.0, {Quality.GOOD}, 1.0),
         (1.0, {Quality.UNCERTAIN_LAST_USABLE}, 1.0),  # held, still the t=0 source time
         (3.0, {Quality.BAD_COMMUNICATION}, None),  # 2 s after the first failed poll began
     ]
-    assert sink.samples[1].values["x"].source_time == clock.epoch
+    assert sink.samples[1].source_time == clock.epoch
+    assert sink.samples[1].values is sink.samples[0].values  # the read's dict, held as-is
 
 
 async def test_refusals_keep_the_connection_suspect_replies_close_it() -> None:

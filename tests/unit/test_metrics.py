@@ -578,7 +578,8 @@ def test_metrics_sink_records_and_forwards_everything(
     assert board.plcs["PLC-MB"] == (False, "PLC-MB: read hr:0 timed out")
     sink.poll_finished("PLC-MB", 0.01, None)
     sink.link_state("PLC-MB", True, None)
-    sink.publish(Sample("PLC-MB", datetime.now(UTC), {}))
+    now = datetime.now(UTC)
+    sink.publish(Sample("PLC-MB", now, Quality.BAD_WAITING, now, {}))
     assert _value(registry, "invops_plc_up", plc="PLC-MB") == 1
     assert board.plcs == {"PLC-MB": (True, None)}
     assert _value(registry, "invops_plc_errors_total", plc="PLC-MB", reason="timeout") == 1

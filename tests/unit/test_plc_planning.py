@@ -18,8 +18,10 @@ from plc_connectors import (
     Tag,
     TagConfigError,
     WordOrder,
+    block_reader,
     byte_size,
     decode_block,
+    decode_registers,
     encode_bytes,
     encode_registers,
     minimum_reads,
@@ -390,3 +392,33 @@ def test_start_offsets_spread_plcs_with_one_interval_evenly() -> None:
 
     offsets = start_offsets([plc("a", 0.1), plc("b", 0.1), plc("c", 1.0), plc("d", 0.1)])
     assert offsets == pytest.approx({"a": 0.0, "b": 0.1 / 3, "c": 0.0, "d": 0.2 / 3})
+
+
+def test_decode_block_reads_overlapping_tags_and_keeps_the_block_tag_order() -> None:
+    """A plan may hold tags that share registers: each still decodes from its own bytes,
+    in every word order, and the values come in the block's tag order."""
+    wide = Tag("wide", Address(Area.HOLDING, 0), DataType.FLOAT64, WordOrder.CDAB)
+    low = Tag("low", Address(Area.HOLDING, 1), DataType.UINT16, WordOrder.BADC)
+    mid = Tag("mid", Address(Area.HOLDING, 1), DataType.INT32, WordOrder.DCBA, 0.5, 1.0)
+    inner = Tag("inner", Address(Area.HOLDING, 2), DataType.UINT32, WordOrder.CDAB)  # as wide
+    tail = Tag("tail", Address(Area.HOLDING, 4), DataType.UINT32, WordOrder.ABCD)
+    image = [*encode_registers(-2.5e9, DataType.FLOAT64, WordOrder.CDAB), 0, 0]
+    image[4:6] = encode_registers(4_000_000_000, DataType.UINT32, WordOrder.ABCD)
+    (block,) = plan_modbus([tail, inner, mid, low, wide])
+    got = decode_block(block, image)
+    assert list(got) == [t.name for t in block.tags]
+    regs = image[1:3]
+    assert got == {
+        "wide": -2.5e9,
+        "low": float(decode_registers(regs[:1], DataType.UINT16, WordOrder.BADC)),
+        "mid": decode_registers(regs, DataType.INT32, WordOrder.DCBA) * 0.5 + 1.0,
+        "inner": float(decode_registers(image[2:4], DataType.UINT32, WordOrder.CDAB)),
+        "tail": 4_000_000_000.0,
+    }
+
+
+def test_block_reader_fills_the_given_dict() -> None:
+    (block,) = plan_modbus([_tag("hr:0", DataType.INT16), _tag("hr:1", DataType.UINT16)])
+    values: dict[str, float | bool] = {"other": 1.0}
+    block_reader(block)([*encode_registers(-3, DataType.INT16, WordOrder.ABCD), 7], values)
+    assert values == {"other": 1.0, block.tags[0].name: -3.0, block.tags[1].name: 7.0}
