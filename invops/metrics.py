@@ -405,7 +405,7 @@ class MetricsSink:
     """A `SampleSink` that records poll metrics and link state, then forwards every
     call to `inner` (the ledger bridge, or the service's own sink):
 
-        PlcPoller(link, settings, MetricsSink(bridge, metrics, health=board))
+        PlcPoller(link, settings, MetricsSink(PlantFeed(...), metrics, health=board))
     """
 
     def __init__(

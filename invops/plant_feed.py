@@ -50,8 +50,7 @@ class PlantFeed:
             apply(unit, value, QUALITY[quality], source_time)
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
-        # Not logged here: the poller logs each transition once (plc_up / plc_down).
-        self._bridge.link_state(plc, up, error)
+        """Nothing here: `MetricsSink` records it (metrics, health); the poller logs it."""
 
     def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
-        self._bridge.poll_finished(plc, seconds, error_reason)
+        """Nothing here: `MetricsSink` records it."""

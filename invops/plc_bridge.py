@@ -15,14 +15,13 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.measurement_service import MeasurementService, UnitReading
 from invops.reading_buffer import ReadingBuffer
-from plc_connectors import PlcError, Quality, Sample
+from plc_connectors import Quality, Sample
 
 log = logging.getLogger(__name__)
 RETRY_MIN_S = 0.5
@@ -53,18 +52,9 @@ def sample_quantity_tags(
     return tuple((tag, quantity_tags[tag]) for tag in sample.values if tag in quantity_tags)
 
 
-@dataclass(slots=True)
-class LinkStatus:
-    """What the service knows about one PLC link (for health and metrics)."""
-
-    up: bool = False
-    last_error: str | None = None
-    polls: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-
 class LedgerBridge:
-    """A poller sink that turns samples of quantity tags into measurements."""
+    """Turns samples of quantity tags into measurements (`PlantFeed` hands it every
+    poller's samples; link state and poll metrics go elsewhere)."""
 
     def __init__(
         self,
@@ -90,31 +80,16 @@ class LedgerBridge:
         self._ledger_state = ledger_state or (lambda up, error: None)
         self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
-        self.links: dict[str, LinkStatus] = {}
-        self.latest: dict[str, Sample] = {}
         self.coalesced = 0
 
-    # -- SampleSink -----------------------------------------------------------
-
     def publish(self, sample: Sample) -> None:
-        self.latest[sample.plc] = sample
+        """Queue a poller's sample (sync, never blocks: the newest per PLC is kept)."""
         if sample.plc in self._pending:
             self.coalesced += 1
             if self.coalesced == 1 or self.coalesced % 10_000 == 0:
                 log.warning("measurements behind polling: %d samples coalesced", self.coalesced)
         self._pending[sample.plc] = sample
         self._wakeup.set()
-
-    def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
-        status = self.links.setdefault(plc, LinkStatus())
-        status.up = up
-        status.last_error = None if error is None else str(error)
-
-    def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
-        status = self.links.setdefault(plc, LinkStatus())
-        status.polls += 1
-        if error_reason is not None:
-            status.errors[error_reason] = status.errors.get(error_reason, 0) + 1
 
     # -- feeding the ledger -----------------------------------------------------
 

@@ -23,7 +23,7 @@ from invops.config import InvopsConfig, load_config
 from invops.plant_description import plant_description
 from invops.plc_bridge import LedgerBridge
 from invops.wiring import make_link, measured_units, quantity_tags
-from plc_connectors import PlcPoller, Quality
+from plc_connectors import PlcError, PlcPoller, Quality, Sample
 from simulators import Simulation
 from tests.polling import eventually
 
@@ -35,8 +35,28 @@ PLANT_S = 20.0  # the simulated plant opens every unit and starts fills and draw
 @dataclasses.dataclass
 class Plant:
     ledger: Ledger
-    bridge: LedgerBridge
+    watch: Watch
     sim: Simulation
+
+
+class Watch:
+    """The pollers' sink here: remembers each PLC's newest sample and link state, and
+    hands every sample to the ledger bridge."""
+
+    def __init__(self, bridge: LedgerBridge) -> None:
+        self.bridge = bridge
+        self.latest: dict[str, Sample] = {}
+        self.up: dict[str, bool] = {}
+
+    def publish(self, sample: Sample) -> None:
+        self.latest[sample.plc] = sample
+        self.bridge.publish(sample)
+
+    def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
+        self.up[plc] = up
+
+    def poll_finished(self, plc: str, seconds: float, error_reason: str | None) -> None:
+        pass
 
 
 @asynccontextmanager
@@ -53,6 +73,7 @@ async def running_plant(url: str) -> AsyncIterator[Plant]:
         await service.start()
         plc_tags = {plc.name: [tag.name for tag in plc.tags] for plc in config.plc_settings()}
         bridge = LedgerBridge(service, quantity_tags(config), plc_tags=plc_tags)
+        watch = Watch(bridge)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(bridge.run())]
             for settings in config.plc_settings():
@@ -60,11 +81,11 @@ async def running_plant(url: str) -> AsyncIterator[Plant]:
                     settings, port=sim.ports[settings.name], poll_interval_s=POLL_S, timeout_s=0.5
                 )
                 poller = PlcPoller(
-                    make_link(local), local, bridge, backoff_min_s=0.1, backoff_max_s=0.5
+                    make_link(local), local, watch, backoff_min_s=0.1, backoff_max_s=0.5
                 )
                 tasks.append(group.create_task(poller.run()))
             try:
-                yield Plant(ledger, bridge, sim)
+                yield Plant(ledger, watch, sim)
             finally:
                 await cancel_and_wait(tasks, give_up_s=10)
 
@@ -102,7 +123,7 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
         plant.sim.faults.set("PLC-S7", refuse=True, drop=True)
 
         def s7_bad() -> bool:
-            sample = plant.bridge.latest.get("PLC-S7")
+            sample = plant.watch.latest.get("PLC-S7")
             return sample is not None and sample.quality in (
                 Quality.BAD_COMMUNICATION,
                 Quality.BAD_NO_COMMUNICATION,
@@ -114,16 +135,16 @@ async def test_a_refused_plc_goes_bad_and_invents_no_movement(sqlite_url: str) -
         await asyncio.sleep(1.0)  # the silos keep moving in the simulator meanwhile
         during = [m.id for m in await plant.ledger.history() if m.unit in s7_units]
         assert during == before  # communication loss never invents a movement
-        assert plant.bridge.links["PLC-S7"].up is False
+        assert plant.watch.up["PLC-S7"] is False
 
         plant.sim.faults.clear("PLC-S7")
 
         def s7_good() -> bool:
-            sample = plant.bridge.latest.get("PLC-S7")
+            sample = plant.watch.latest.get("PLC-S7")
             return sample is not None and sample.quality is Quality.GOOD
 
         await eventually(s7_good, "PLC-S7 values good again", timeout_s=PLANT_S)
-        assert plant.bridge.links["PLC-S7"].up is True
+        assert plant.watch.up["PLC-S7"] is True
         assert (await plant.ledger.verify()).ok
 
 
@@ -132,7 +153,7 @@ MODBUS_UNITS = {"TK-101", "TK-102", "BN-301", "BN-302", "BN-303", "BN-304"}
 
 
 def plc_quality(plant: Plant, plc: str) -> set[Quality]:
-    sample = plant.bridge.latest.get(plc)
+    sample = plant.watch.latest.get(plc)
     return set() if sample is None else {sample.quality}
 
 
