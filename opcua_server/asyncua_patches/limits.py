@@ -545,21 +545,26 @@ def _anonymous_items(session: InternalSession) -> int:
     )
 
 
+def _replacements() -> tuple[tuple[type, str, object, object], ...]:
+    """(class, attribute, patched, original) of every method this module replaces."""
+    return (
+        (OPCUAProtocol, "connection_made", _connection_made, _original_connection_made),
+        (OPCUAProtocol, "connection_lost", _connection_lost, _original_connection_lost),
+        (OPCUAProtocol, "data_received", _data_received, _original_data_received),
+        (OPCUAProtocol, "_process_one_msg", _process_one_msg, _original_process_one_msg),
+        (InternalSession, "activate_session", _activate_session, _original_activate_session),
+        (InternalSession, "create_subscription", _create_subscription,
+         _original_session_create_subscription),
+        (InternalSession, "create_monitored_items", _create_monitored_items,
+         _original_session_create_monitored_items),
+    )  # fmt: skip
+
+
 def apply() -> None:
-    OPCUAProtocol.connection_made = _connection_made  # type: ignore[method-assign]
-    OPCUAProtocol.connection_lost = _connection_lost  # type: ignore[method-assign]
-    OPCUAProtocol.data_received = _data_received  # type: ignore[method-assign]
-    OPCUAProtocol._process_one_msg = _process_one_msg  # type: ignore[method-assign]
-    InternalSession.activate_session = _activate_session  # type: ignore[method-assign]
-    InternalSession.create_subscription = _create_subscription  # type: ignore[method-assign]
-    InternalSession.create_monitored_items = _create_monitored_items  # type: ignore[method-assign]
+    for owner, name, patched, _original in _replacements():
+        setattr(owner, name, patched)
 
 
 def restore() -> None:
-    OPCUAProtocol.connection_made = _original_connection_made  # type: ignore[method-assign]
-    OPCUAProtocol.connection_lost = _original_connection_lost  # type: ignore[method-assign]
-    OPCUAProtocol.data_received = _original_data_received  # type: ignore[method-assign]
-    OPCUAProtocol._process_one_msg = _original_process_one_msg  # type: ignore[method-assign]
-    InternalSession.activate_session = _original_activate_session  # type: ignore[method-assign]
-    InternalSession.create_subscription = _original_session_create_subscription  # type: ignore[method-assign]
-    InternalSession.create_monitored_items = _original_session_create_monitored_items  # type: ignore[method-assign]
+    for owner, name, _patched, original in _replacements():
+        setattr(owner, name, original)
