@@ -11,10 +11,11 @@ again until the tasks are done.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 
-log = logging.getLogger(__name__)
+from inventory_core.log import get_logger
+
+log = get_logger(__name__)
 
 RETRY_S = 0.1
 
@@ -31,6 +32,6 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], *, give_up_s: f
         left = deadline - loop.time()
         if left <= 0:
             names = ", ".join(sorted(task.get_name() for task in pending))
-            log.warning("tasks_left_running give_up_s=%.1f tasks=%s", give_up_s, names)
+            log.warning("tasks_left_running", give_up_s=round(give_up_s, 1), tasks=names)
             return
         _done, pending = await asyncio.wait(pending, timeout=min(RETRY_S, left))

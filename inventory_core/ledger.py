@@ -9,7 +9,6 @@ where the stateful rules run under the database lock.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -55,9 +54,10 @@ from inventory_core.domain.text import (
     check_key,
 )
 from inventory_core.domain.units import canonical_uom, convert, parse_quantity
+from inventory_core.log import get_logger
 from inventory_core.store import LedgerStore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 # Text rules: inventory_core/domain/text.py. Lengths follow the ledger's columns.
 MAX_KEY_LENGTH = KEY_MAX
 MASTER_ID_MAX = 64  # materials, storage units, sites, areas: VARCHAR(64)
@@ -85,7 +85,7 @@ class Ledger:
                 try:
                     listener(result.movement)
                 except Exception:  # a broken listener must not fail an acknowledged posting
-                    log.exception("movement listener failed")
+                    log.exception("movement_listener_failed", movement=str(result.movement.id))
         return result
 
     @property
@@ -112,23 +112,23 @@ class Ledger:
                 if failing_since is None:  # once per episode; another instance may take
                     failing_since = loop.time()  # the lease over lease_s after the last renewal
                     log.warning(
-                        "writer_lease_not_renewed writer=%s retry_s=%s lease_s=%s error=%s",
-                        self.writer_id,
-                        lease.heartbeat_s,
-                        lease.duration_s,
-                        str(exc) or type(exc).__name__,
+                        "writer_lease_not_renewed",
+                        writer=self.writer_id,
+                        retry_s=lease.heartbeat_s,
+                        lease_s=lease.duration_s,
+                        error=str(exc) or type(exc).__name__,
                     )
                 continue
             if failing_since is not None:
                 log.warning(
-                    "writer_lease_renewed_again writer=%s after_s=%s expires=%s",
-                    self.writer_id,
-                    round(loop.time() - failing_since, 1),
-                    expires,
+                    "writer_lease_renewed_again",
+                    writer=self.writer_id,
+                    after_s=round(loop.time() - failing_since, 1),
+                    expires=expires,
                 )
                 failing_since = None
             else:
-                log.debug("writer_lease_renewed writer=%s expires=%s", self.writer_id, expires)
+                log.debug("writer_lease_renewed", writer=self.writer_id, expires=expires)
 
     # -- writes ----------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,8 +47,9 @@ from inventory_core.domain.model import (
 )
 from inventory_core.domain.units import convert, parse_quantity
 from inventory_core.ledger import Ledger
+from inventory_core.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 PLC_USER = "plc"
 
 
@@ -243,11 +243,11 @@ class MeasurementService:
             except InventoryError as exc:
                 reason = type(exc).__name__
                 if self._refused.get(spec.unit) != reason:  # once per unit and reason
-                    log.warning("plc_movement_rejected unit=%s reason=%s", spec.unit, exc)
+                    log.warning("plc_movement_rejected", unit=spec.unit, reason=str(exc))
                 self._refused[spec.unit] = reason
             else:
                 if self._refused.pop(spec.unit, None) is not None:
-                    log.warning("plc_movement_accepted_again unit=%s", spec.unit)
+                    log.warning("plc_movement_accepted_again", unit=spec.unit)
 
     async def _post(self, spec: MeasuredUnit, movement: DerivedMovement) -> None:
         details = movement.details()
@@ -258,7 +258,7 @@ class MeasurementService:
             if any(b.quantity != 0 for b in await self._ledger.balances(unit=spec.unit)):
                 # The book already holds stock (manual postings came first): keep it,
                 # reconciliation shows any difference. Nothing to open.
-                log.info("opening_count_skipped unit=%s reason=%s", spec.unit, "book stock exists")
+                log.info("opening_count_skipped", unit=spec.unit, reason="book stock exists")
                 return
             lot = opening_lot(spec.unit)
             kind, to_unit, from_unit = MovementKind.COUNT, spec.unit, None
@@ -284,7 +284,7 @@ class MeasurementService:
         await self._ledger.post(request)
 
     async def _hold(self, item: HeldForReview) -> None:
-        log.warning("measurement_held_for_review unit=%s reason=%s", item.unit, item.reason)
+        log.warning("measurement_held_for_review", unit=item.unit, reason=item.reason)
         await self._ledger.record_event(
             AuditEvent(
                 user=PLC_USER,

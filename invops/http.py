@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +44,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from inventory_core.log import get_logger
 from invops.http_server import HttpLimits, HttpServer, HttpServerError
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
     "watch_ledger",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 METRICS_PATH: Final = "/metrics"
 HEALTH_PATH: Final = "/healthz"
@@ -174,7 +174,7 @@ async def watch_ledger(
 
 def _ledger_down(board: HealthBoard, error: str) -> None:
     if board.current().ledger.up:
-        log.warning("ledger_down error=%s", error)
+        log.warning("ledger_down", error=error)
     board.set_ledger(False, error)
 
 
@@ -271,7 +271,7 @@ class _MetricsRoute:
                     params.get("name[]", ()),
                 )
             except Exception:  # a bug in a collector: say so, keep serving
-                log.exception("metrics collection failed")
+                log.exception("metrics_collection_failed")
                 response = PlainTextResponse("metrics collection failed\n", 500)
         await response(scope, receive, send)
 
@@ -290,7 +290,7 @@ class _HealthRoute:
                 status = 200 if current.ok else 503
                 body = json.dumps(current.to_json(), sort_keys=True).encode()
             except Exception:  # a bug in the health source: say so, keep serving
-                log.exception("health check failed")
+                log.exception("health_check_failed")
                 status = 500
                 body = json.dumps({"status": "error", "error": "health check failed"}).encode()
             response = Response(body, status, {"Content-Type": _JSON, "Cache-Control": "no-store"})

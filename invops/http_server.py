@@ -52,7 +52,6 @@ other libraries' (`invops.logs`: WARNING and above unless the level is DEBUG).
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import threading
 import time
@@ -64,9 +63,11 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from inventory_core.log import get_logger
+
 __all__ = ["HttpLimits", "HttpServer", "HttpServerError"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _BUSY_WARNING_INTERVAL_S: Final = 60.0
 _REFUSAL_LINGER_S: Final = 1.0
@@ -136,10 +137,10 @@ class _Guard:
         now = time.monotonic()
         if self._warned_at is None or now - self._warned_at >= _BUSY_WARNING_INTERVAL_S:
             log.warning(
-                "http_busy server=%s max_connections=%d refused=%d",
-                self.name,
-                self.limits.max_connections,
-                self._refused,
+                "http_busy",
+                server=self.name,
+                max_connections=self.limits.max_connections,
+                refused=self._refused,
             )
             self._warned_at, self._refused = now, 0
         if len(self.lingering) >= self.limits.max_connections:
@@ -225,7 +226,7 @@ class _GuardedH11Protocol(H11Protocol):
         self._head_deadline = None
         if self._request_in_progress() or self.transport.is_closing():
             return
-        log.debug("http_head_timeout server=%s client=%s", self.guard.name, self.client)
+        log.debug("http_head_timeout", server=self.guard.name, client=str(self.client))
         self.transport.write(self.guard.slow)
         self.transport.close()
 
@@ -249,6 +250,8 @@ class HttpServer:
         self._host = host
         self._port = port
         self._name = name
+        # Events named after the server: metrics_listening, metrics_stopped.
+        self._listening_event, self._stopped_event = f"{name}_listening", f"{name}_stopped"
         self._limits = limits or HttpLimits()
         self._socket: socket.socket | None = None
         self._uvicorn: uvicorn.Server | None = None
@@ -395,10 +398,10 @@ class HttpServer:
             for connection in [*server.server_state.connections, *refused]:
                 connection.transport.abort()  # still open after the graceful period, or refused
             self._socket = self._uvicorn = None
-            log.info("%s_stopped", self._name)
+            log.info(self._stopped_event, server=self._name)
 
     def _log_listening(self) -> None:
-        log.info("%s_listening url=%s", self._name, self.url)
+        log.info(self._listening_event, server=self._name, url=self.url)
 
     # ------------------------------------------------------------------ from a thread
 

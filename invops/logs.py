@@ -11,9 +11,13 @@ pymodbus, snap7, alembic) too, and every record goes through the same
   `logger`, `event` and the event's fields;
 - `auto` (the default): `console`. JSON is always an explicit choice.
 
-Records written as ``log.info("plc_up plc=%s", name)`` (an event name, then
-` key=%s` pairs) are split into the event and typed fields, so stdlib calls in
-the core packages give the same structured output as structlog calls.
+invops' own packages log through `inventory_core.log.get_logger(__name__)`
+(`log.info("plc_up", plc=name)`): each call is a stdlib record on its module's
+logger that carries the event and its fields (`record.event_dict`), rendered here
+as they were given. Older stdlib records written as ``log.info("plc_up plc=%s",
+name)`` (an event name, then ` key=%s` pairs; today only `plc_connectors`,
+`invops.plc_bridge` and `invops.plant_feed`) are split into the event and typed
+fields; third-party records keep their formatted message as the event.
 
 Logs go to stderr only: stdout belongs to the commands' user output and JSON.
 
@@ -36,6 +40,8 @@ from typing import Any, Final, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from inventory_core.log import EVENT_DICT
 
 __all__ = [
     "LOG_LEVELS",
@@ -128,7 +134,7 @@ def configure_logging(
         timestamper,
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _event_fields],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _event_dict, _event_fields],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _drop_positional_args,
@@ -219,6 +225,31 @@ def _drop_positional_args(_logger: WrappedLogger, _method: str, event: EventDict
     return event
 
 
+_RESERVED: Final = frozenset({"event", "level", "logger", "timestamp", "exception"})
+# Set on the record by an earlier handler's formatter (pytest's caplog), never a field.
+_FORMATTED: Final = ("message", "asctime")
+
+
+def _event_dict(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """A record of `inventory_core.log` (`log.warning("plc_down", plc=a, error=b)`)
+    becomes `event="plc_down", plc=a, error=b`, in that order, before `level`,
+    `logger` and `timestamp` as for a structlog call; other records pass as they are."""
+    for key in _FORMATTED:
+        event.pop(key, None)
+    given = event.pop(EVENT_DICT, None)
+    if not isinstance(given, dict) or not isinstance(given.get("event"), str):
+        return event
+    event.pop("positional_args", None)  # the message's arguments: the fields again
+    rebuilt: EventDict = {"event": given["event"]}
+    for key, value in given.items():
+        if key != "event":
+            rebuilt[f"{key}_" if key in _RESERVED else key] = _plain(value)
+    for key, value in event.items():
+        if key != "event":
+            rebuilt.setdefault(key, value)
+    return rebuilt
+
+
 def _event_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     """A stdlib record `log.info("plc_down plc=%s error=%s", a, b)` becomes
     `event="plc_down", plc=a, error=b`; any other record keeps its formatted message."""
@@ -243,9 +274,8 @@ def _event_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> Eve
     if not name:
         return event
     fields = {key: _plain(value) for key, value in zip(keys, args[head_count:], strict=True)}
-    reserved = {"event", "level", "logger", "timestamp", "exception"}
     for key, value in fields.items():
-        event[f"{key}_" if key in reserved else key] = value
+        event[f"{key}_" if key in _RESERVED else key] = value
     event["event"] = name
     return event
 

@@ -21,7 +21,6 @@ source, reason): never lot ids, movement ids, users or free text.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import platform
@@ -46,6 +45,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from inventory_core.domain.model import MovementKind, Source
+from inventory_core.log import get_logger
 from inventory_core.plant_view import PlantView, UnitState
 from opcua_server.limits import REFUSAL_REASONS
 from opcua_server.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
@@ -69,7 +69,7 @@ __all__ = [
     "ua_session_count",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Commit latency of a ledger posting: 0.5 ms (SQLite, warm) .. 5 s (a struggling server).
 COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -353,7 +353,7 @@ class Metrics:
             try:
                 return float(count())
             except Exception:  # server not started yet, or stopped: no sessions to report
-                log.debug("opcua session count unavailable", exc_info=True)
+                log.debug("opcua_session_count_unavailable", exc_info=True)
                 return 0.0
 
         self.opcua_sessions.set_function(value)

@@ -15,13 +15,14 @@ the total measured change of each unit stays in the books.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from inventory_core.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,4 @@ class ReadingBuffer:
         cursor = self._db.execute(f"DELETE FROM readings WHERE id % 2 = 0 AND id NOT IN ({newest})")
         self.dropped += cursor.rowcount
         self._count -= cursor.rowcount
-        log.warning(
-            "reading buffer full: %d readings thinned out (material is conserved)", cursor.rowcount
-        )
+        log.warning("reading_buffer_full_thinned", readings=cursor.rowcount, material="conserved")

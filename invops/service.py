@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -21,11 +20,12 @@ from pathlib import Path
 from inventory_core import Ledger
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.errors import WriterLeaseLost
+from inventory_core.log import get_logger
 from invops import __version__
 from invops.config import InvopsConfig
 from invops.wiring import Overrides, assemble
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 CHAIN_HEAD_LOG_INTERVAL_S = 600
 
 
@@ -60,7 +60,7 @@ async def run_service(
     async with AsyncExitStack() as stack:
         service = await assemble(config, stack, overrides)
         ledger, opcua, http = service.ledger, service.opcua, service.http
-        log.info("invops %s: opcua %s, metrics %s", __version__, opcua.endpoint_url, http.url)
+        log.info("invops_started", version=__version__, opcua=opcua.endpoint_url, metrics=http.url)
         if ready is not None:
             announced = ready(Endpoints(opcua.endpoint_url, http.port, ledger))
             if announced is not None:
@@ -76,7 +76,7 @@ async def run_service(
                 others.append(group.create_task(_log_chain_heads(ledger), name="chain-heads"))
                 try:
                     await stop.wait()
-                    log.info("stopping: %d pollers", len(pollers))
+                    log.info("invops_stopping", pollers=len(pollers))
                 finally:
                     # Also when a task failed and the group cancelled this body: the group
                     # cancels its tasks once, and Python 3.11 can lose that (inventory_core.cancel).
@@ -85,7 +85,7 @@ async def run_service(
         except* WriterLeaseLost as group_error:
             lost = True  # another process books these units now: stop, book nothing more
             error = group_error.exceptions[0]
-            log.error("writer_lease_lost_stopping writer=%s error=%s", ledger.writer_id, error)
+            log.error("writer_lease_lost_stopping", writer=ledger.writer_id, error=str(error))
             raise error from None
         finally:
             if not lost:
@@ -97,7 +97,7 @@ async def _log_chain_heads(ledger: Ledger) -> None:
     while True:
         await asyncio.sleep(CHAIN_HEAD_LOG_INTERVAL_S)
         for writer, (seq, digest) in (await ledger.chain_heads()).items():
-            log.info("audit chain head: writer=%s seq=%d hash=%s", writer, seq, digest)
+            log.info("audit_chain_head", when="periodic", writer=writer, seq=seq, hash=digest)
 
 
 def _signal_event() -> asyncio.Event:

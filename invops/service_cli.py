@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from invops.config import InvopsConfig
     from invops.service import Endpoints
 
-log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
 DEMO_HOST = "127.0.0.1"

@@ -23,7 +23,6 @@ site/area hierarchy: asyncua's node creation is linear in a parent's children.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -49,10 +48,11 @@ from information_model import (
 from inventory_core.domain.errors import UnitConversionError
 from inventory_core.domain.model import Lot, MaterialDefinition, StorageKind
 from inventory_core.domain.units import convert
+from inventory_core.log import get_logger
 from opcua_server.settings import OpcuaSettings, OpcuaUnit
 from opcua_server.values import data_value, make_node_id
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INVENTORY: Final = "Inventory"
 MATERIALS: Final = "Materials"
@@ -710,9 +710,5 @@ async def build_address_space(
         material = shown.unit.material
         await space.add_unit(site, shown, by_id.get(material) if material else None)
         await asyncio.sleep(0)
-    log.info(
-        "opcua address space built: %d units, %d materials",
-        len(space.units),
-        len(space.materials),
-    )
+    log.info("opcua_address_space_built", units=len(space.units), materials=len(space.materials))
     return space

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -35,10 +34,11 @@ from typing import Final
 
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import AuditEvent
+from inventory_core.log import get_logger
 
 __all__ = ["DeniedCallAudit"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 AuditSink = Callable[[AuditEvent], Awaitable[None]]
 CallerSession = Callable[[], tuple[str, str]]
@@ -222,11 +222,11 @@ class DeniedCallAudit:
             details=details,
         )
         log.warning(
-            "opcua_denied_calls_summary user=%s session=%s source=%s count=%d",
-            caller.user,
-            caller.session or "-",
-            caller.source or "-",
-            window.count,
+            "opcua_denied_calls_summary",
+            user=caller.user,
+            session=caller.session or "-",
+            source=caller.source or "-",
+            count=window.count,
         )
         await self._write(event)
 
@@ -235,10 +235,10 @@ class DeniedCallAudit:
             await self._record(event)
         except InventoryError as exc:  # the refusal stands even if the audit store is down
             log.error(
-                "opcua_denied_call_not_audited action=%s object=%s:%s user=%s error=%s",
-                event.action,
-                event.object_type,
-                event.object_id,
-                event.user,
-                exc,
+                "opcua_denied_call_not_audited",
+                action=event.action,
+                object_type=event.object_type,
+                object_id=event.object_id,
+                user=event.user,
+                error=str(exc),
             )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -42,10 +41,11 @@ from inventory_core.domain.model import (
 )
 from inventory_core.domain.units import format_decimal
 from inventory_core.ledger import Ledger
+from inventory_core.log import get_logger
 from opcua_server.address_space import AddressSpace
 from opcua_server.values import make_node_id
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 EVENT_TYPE: Final = "InventoryMovementEventType"
 DEBOUNCE_S: Final = 0.2
@@ -128,7 +128,7 @@ class LedgerMirror:
         except asyncio.QueueFull:
             self.dropped_events += 1
             if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
-                log.warning("opcua movement event queue full: %d dropped", self.dropped_events)
+                log.warning("opcua_movement_event_queue_full", dropped=self.dropped_events)
 
     async def run(self) -> None:
         """The event and refresh loops, until cancelled."""
@@ -144,7 +144,7 @@ class LedgerMirror:
             try:
                 await self.emit(movement)
             except Exception:  # one broken event must not stop the next ones
-                log.exception("opcua movement event %s not raised", movement.id)
+                log.exception("opcua_movement_event_not_raised", movement=str(movement.id))
 
     async def emit(self, movement: Movement) -> None:
         """Raise the movement's event on the Ledger object and the Server object."""
@@ -197,7 +197,7 @@ class LedgerMirror:
                 else:
                     await self.refresh(lots)
             except Exception as exc:  # ledger unreachable: keep the work, try again
-                log.warning("opcua_lot_refresh_failed_retrying error=%s", exc)
+                log.warning("opcua_lot_refresh_failed_retrying", error=str(exc))
                 self._touched_lots |= lots
                 self._dirty.set()
                 await asyncio.sleep(RETRY_S)

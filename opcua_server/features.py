@@ -15,7 +15,6 @@ runs `run()` as one of its tasks and awaits `close()` before asyncua stops:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -25,6 +24,7 @@ from asyncua.ua.status_codes import StatusCodes
 
 from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
 from inventory_core.domain.quality import Quality
+from inventory_core.log import get_logger
 from inventory_core.plant_view import Cause, PlantChange, PlantView, UnitChanged, UnitState
 from inventory_core.store.history_store import HistoryStore
 from opcua_server.alarms import AlarmPublisher
@@ -35,7 +35,7 @@ from opcua_server.values import QUALITY_STATUS, data_value
 if TYPE_CHECKING:
     from opcua_server.server import InvopsOpcUaServer
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 HISTORIZED = ("Level", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity")
 HISTORY_MIN_INTERVAL = timedelta(seconds=1)
 HISTORY_PERIOD = timedelta(days=7)
@@ -161,7 +161,7 @@ class AlarmFeature:
             try:
                 self._queue.put_nowait(change.state)
             except asyncio.QueueFull:
-                log.warning("alarm_queue_full_update_skipped unit=%s", change.state.unit)
+                log.warning("alarm_queue_full_update_skipped", unit=change.state.unit)
 
     async def run(self) -> None:
         """Evaluate queued fill updates until cancelled; transitions go back to the view

@@ -23,7 +23,6 @@ Event history is not stored here (the ledger is the record of movements).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections import deque
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from inventory_core.clock import Clock, SystemClock
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.history_point import HistoryPoint, HistoryValue
+from inventory_core.log import get_logger
 from inventory_core.store import HistoryStore
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LedgerHistoryStorage"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 MIN_INTERVAL = timedelta(0)  # store every change unless the owner asks for less
@@ -127,7 +127,7 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         try:
             await self.flush()
         except InventoryError as exc:
-            log.warning("value history lost at shutdown: %s (%d points)", exc, len(self._buffer))
+            log.warning("value_history_lost_at_shutdown", points=len(self._buffer), error=str(exc))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -144,7 +144,9 @@ class LedgerHistoryStorage(HistoryStorageInterface):
                     next_prune = loop.time() + self._prune_interval.total_seconds()
                     await self.prune()
             except InventoryError as exc:  # the database is away: keep buffering, retry
-                log.warning("value history flush failed: %s (%d buffered)", exc, len(self._buffer))
+                log.warning(
+                    "value_history_flush_failed", buffered=len(self._buffer), error=str(exc)
+                )
 
     # -- writes ----------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         if len(self._buffer) == self._buffer.maxlen:
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 10_000 == 0:
-                log.warning("value history buffer full: %d oldest points dropped", self._dropped)
+                log.warning("value_history_buffer_full", dropped=self._dropped)
         self._buffer.append(point)
 
     async def flush(self) -> int:
@@ -215,7 +217,7 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         elif isinstance(raw, int | float):
             value = float(raw)
         else:
-            log.debug("value history: %s has a %s value, not stored", node_id, type(raw).__name__)
+            log.debug("value_history_value_not_stored", node=str(node_id), type=type(raw).__name__)
             return None
         if variant is not None and node_id not in self._types and raw is not None:
             self._types[node_id] = variant.VariantType
@@ -247,7 +249,7 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         try:
             await self.flush()
         except InventoryError as exc:  # still serve what is stored
-            log.warning("value history flush before read failed: %s", exc)
+            log.warning("value_history_flush_before_read_failed", error=str(exc))
         epoch = ua.get_win_epoch()
         start = None if start is None or _aware(start) <= epoch else _aware(start)
         end = None if end is None or _aware(end) <= epoch else _aware(end)
@@ -261,7 +263,7 @@ class LedgerHistoryStorage(HistoryStorageInterface):
                 self.series_of(node_id), low, high, take + 1, newest_first=newest_first
             )
         except InventoryError as exc:
-            log.warning("value history read failed: %s", exc)
+            log.warning("value_history_read_failed", node=str(node_id), error=str(exc))
             raise UaStatusCodeError(StatusCodes.BadResourceUnavailable) from exc  # type: ignore[no-untyped-call]
         continuation = None
         if len(points) > take:
@@ -282,7 +284,9 @@ class LedgerHistoryStorage(HistoryStorageInterface):
         period: timedelta | None,
         count: int = 0,
     ) -> None:
-        log.info("event history is not stored for %s (the ledger records movements)", source_id)
+        log.info(
+            "event_history_not_stored", source=str(source_id), reason="the ledger records movements"
+        )
 
     async def save_event(self, event: Event) -> None:
         return None

@@ -72,10 +72,11 @@ from inventory_core.domain.text import (
 )
 from inventory_core.domain.units import parse_quantity
 from inventory_core.ledger import MASTER_ID_MAX, UOM_MAX, Ledger
+from inventory_core.log import get_logger
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.values import status
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CurrentUser = Callable[[], tuple[str, str]]
 """Returns (user name, invops role) of the session calling a method right now."""
@@ -252,24 +253,19 @@ class LedgerMethods:
             denied = rejected.code == StatusCodes.BadUserAccessDenied
             log.log(
                 logging.DEBUG if repeated else logging.WARNING if denied else logging.INFO,
-                "opcua_method_rejected method=%s user=%s role=%s status=%s reason=%s",
-                method.browse_name,
-                user,
-                role,
-                status(rejected.code).name,
-                str(rejected),
+                "opcua_method_rejected",
+                method=method.browse_name,
+                user=user,
+                role=role,
+                status=status(rejected.code).name,
+                reason=str(rejected),
             )
             return _rejection(rejected, len(arguments))
         except Exception:  # a bug: answer it, log it, never let asyncua see it
-            log.exception("opcua method %s failed", method.browse_name)
+            log.exception("opcua_method_failed", method=method.browse_name, user=user)
             failure = _Rejected(StatusCodes.BadInternalError, "internal error (logged)")
             return _rejection(failure, len(arguments))
-        log.info(
-            "opcua_method_posted method=%s user=%s movement=%s",
-            method.browse_name,
-            user,
-            movement_id,
-        )
+        log.info("opcua_method_posted", method=method.browse_name, user=user, movement=movement_id)
         return [ua.Variant(movement_id, ua.VariantType.String)]
 
     async def close(self) -> None:

@@ -75,6 +75,7 @@ from information_model.isa95 import APPLICATION_URI, Role
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.passwords import hash_password, parse_password_hash, verify_password
+from inventory_core.log import get_logger
 from opcua_server import asyncua_patches
 from opcua_server.logins import (
     CheckerBusy,
@@ -110,7 +111,7 @@ __all__ = [
     "security_policies",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CERTIFICATE_FILE: Final = "server_cert.der"
 PRIVATE_KEY_FILE: Final = "server_key.pem"
@@ -372,8 +373,9 @@ class InvopsUserManager(UserManager):
             return verdict if isinstance(verdict, User) else None
         if _loop_running():
             log.error(
-                "opcua_login_refused user=%s reason=not_checked_off_loop",
-                username or ANONYMOUS_NAME,
+                "opcua_login_refused",
+                user=username or ANONYMOUS_NAME,
+                reason="not_checked_off_loop",
             )
             return None
         # Called directly, outside an event loop: the same rules, checked here.
@@ -415,7 +417,7 @@ class InvopsUserManager(UserManager):
 
     def _user(self, username: str, session: str, source: str) -> InvopsUser:
         role = self._users[username][1]
-        log.info("opcua_login user=%s role=%s source=%s", username, role, source or "-")
+        log.info("opcua_login", user=username, role=role, source=source or "-")
         return InvopsUser(
             role=UserRole.User,
             name=username,
@@ -446,11 +448,11 @@ class InvopsUserManager(UserManager):
         # lockout are DEBUG (STYLE 7: the lockout itself is logged once, below).
         log.log(
             logging.WARNING if first else logging.DEBUG,
-            "opcua_login_failed user=%s source=%s reason=%s failures=%d",
-            username,
-            source or "-",
-            _failure_reason(known).value,
-            outcome.user_failures,
+            "opcua_login_failed",
+            user=username,
+            source=source or "-",
+            reason=_failure_reason(known).value,
+            failures=outcome.user_failures,
         )
         self._count(_failure_reason(known))
         for lockout in outcome.lockouts:
@@ -466,10 +468,10 @@ class InvopsUserManager(UserManager):
         level = logging.DEBUG if reason in _QUIET_REFUSALS else logging.WARNING
         log.log(
             level,
-            "opcua_login_refused user=%s source=%s reason=%s",
-            username or ANONYMOUS_NAME,
-            source or "-",
-            reason.value,
+            "opcua_login_refused",
+            user=username or ANONYMOUS_NAME,
+            source=source or "-",
+            reason=reason.value,
         )
         self._count(reason)
 
@@ -479,15 +481,14 @@ class InvopsUserManager(UserManager):
 
     def _lockout_started(self, lockout: Lockout, username: str, source: str) -> None:
         log.warning(
-            "opcua_login_locked_out scope=%s key=%s user=%s source=%s failures=%d "
-            "lockout_s=%s episode=%d",
-            lockout.scope.value,
-            lockout.key or "-",
-            username,
-            source or "-",
-            lockout.failures,
-            _seconds(lockout.duration_s),
-            lockout.episode,
+            "opcua_login_locked_out",
+            scope=lockout.scope.value,
+            key=lockout.key or "-",
+            user=username,
+            source=source or "-",
+            failures=lockout.failures,
+            lockout_s=_seconds(lockout.duration_s),
+            episode=lockout.episode,
         )
         if self._on_lockout is not None:
             self._on_lockout(lockout.scope.value)
@@ -515,10 +516,10 @@ class InvopsUserManager(UserManager):
             await self._audit(event)
         except InventoryError as exc:  # the lockout stands even if the audit store is down
             log.error(
-                "opcua_lockout_not_audited scope=%s key=%s error=%s",
-                lockout.scope.value,
-                lockout.key,
-                exc,
+                "opcua_lockout_not_audited",
+                scope=lockout.scope.value,
+                key=lockout.key,
+                error=str(exc),
             )
 
 
@@ -621,10 +622,10 @@ class InvopsPermissionRuleset(SimpleRoleRuleset):
         allowed = action_type_id in READ_REQUESTS and not (anonymous and self._anonymous == "off")
         if not allowed:
             log.warning(
-                "opcua_request_denied user=%s role=%s request=%s",
-                identity[0],
-                identity[1],
-                _request_name(action_type_id),
+                "opcua_request_denied",
+                user=identity[0],
+                role=identity[1],
+                request=_request_name(action_type_id),
             )
         return allowed
 
@@ -723,7 +724,7 @@ def ensure_certificate(
     if key is None:
         key = cert_gen.generate_private_key()
         _write_atomically(key_path, cert_gen.dump_private_key_as_pem(key), mode=0o600)
-        log.info("opcua_key_created path=%s", key_path)
+        log.info("opcua_key_created", path=str(key_path))
     problem = _certificate_problem(cert_path, key, application_uri)
     if problem is not None:
         names = _alt_names(application_uri, hostname)
@@ -736,7 +737,7 @@ def ensure_certificate(
             days=CERTIFICATE_DAYS,
         )
         _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.DER), 0o644)
-        log.info("opcua_certificate_created path=%s reason=%s", cert_path, problem)
+        log.info("opcua_certificate_created", path=str(cert_path), reason=problem)
     return cert_path, key_path
 
 
@@ -847,12 +848,12 @@ class ClientCertificateValidator:
             await self._validator.validate(certificate, app_description)
         except ServiceError as exc:
             log.warning(
-                "opcua_client_certificate_refused application=%s thumbprint=%s status=%s "
-                "hint=copy the client certificate into %s to trust it",
-                app_description.ApplicationUri,
-                _thumbprint(certificate),
-                get_name_and_doc(exc.code)[0],
-                self._trusted_dir,
+                "opcua_client_certificate_refused",
+                application=app_description.ApplicationUri,
+                thumbprint=_thumbprint(certificate),
+                status=get_name_and_doc(exc.code)[0],
+                trusted_dir=str(self._trusted_dir),
+                hint="copy the client certificate into trusted_dir to trust it",
             )
             raise
 

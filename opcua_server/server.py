@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from information_model import APPLICATION_URI, TYPE_MODEL
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.model import MaterialDefinition
 from inventory_core.ledger import Ledger
+from inventory_core.log import get_logger
 from inventory_core.plant_view import MovementSeen, PlantChange, PlantView, UnitChanged, UnitState
 from opcua_server import asyncua_patches
 from opcua_server.address_space import (
@@ -54,7 +54,7 @@ from opcua_server.values import (
     make_node_id,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PRODUCT_URI: Final = "urn:invops"
 _BAD: Final = 0x80000000
@@ -267,10 +267,10 @@ class InvopsOpcUaServer:
             await self.stop()
             raise
         log.info(
-            "opcua server listening on %s (%d units, security %s)",
-            self.endpoint_url,
-            len(space.units),
-            ", ".join(p.name for p in self._policies()),
+            "opcua_listening",
+            endpoint=self.endpoint_url,
+            units=len(space.units),
+            security=", ".join(p.name for p in self._policies()),
         )
 
     async def stop(self) -> None:
@@ -282,22 +282,22 @@ class InvopsOpcUaServer:
         await cancel_and_wait(tasks)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
-                log.error("opcua_task_failed task=%s", task.get_name(), exc_info=task.exception())
+                log.error("opcua_task_failed", task=task.get_name(), exc_info=task.exception())
         if self._started_features:
             self._started_features = False
             for feature in self._features:
                 try:
                     await feature.close()
                 except Exception:
-                    log.exception("opcua_feature_close_failed feature=%s", type(feature).__name__)
+                    log.exception("opcua_feature_close_failed", feature=type(feature).__name__)
         server, self._ua = self._ua, None
         if server is not None:
             try:
                 await server.stop()
             except Exception:  # a half-started server may not stop cleanly; nothing to keep
-                log.exception("opcua server stop failed")
+                log.exception("opcua_stop_failed", endpoint=self.endpoint_url)
             if self._listening:
-                log.info("opcua server stopped")
+                log.info("opcua_stopped", endpoint=self.endpoint_url)
         self._listening = False
         if self._frozen:
             gc.unfreeze()
@@ -309,7 +309,7 @@ class InvopsOpcUaServer:
         try:
             self._on_refusal(reason, count)
         except Exception:
-            log.exception("opcua_refusal_listener_failed")
+            log.exception("opcua_refusal_listener_failed", reason=reason)
 
     # --- start-up pieces -------------------------------------------------------------
 
@@ -405,7 +405,7 @@ class InvopsOpcUaServer:
                 try:
                     await self._apply(state, server_time)
                 except Exception:  # one bad update must not stop the writer
-                    log.exception("opcua_unit_write_failed unit=%s", state.unit)
+                    log.exception("opcua_unit_write_failed", unit=state.unit)
         self._idle.set()
 
     async def _apply(self, state: UnitState, server_time: datetime) -> None:
@@ -416,7 +416,7 @@ class InvopsOpcUaServer:
         if nodes is None:
             if state.unit not in self._unknown_units:
                 self._unknown_units.add(state.unit)
-                log.warning("opcua_update_for_unknown_unit_ignored unit=%s", state.unit)
+                log.warning("opcua_update_for_unknown_unit_ignored", unit=state.unit)
             return
         measured = state.measured
         code = QUALITY_STATUS[measured.quality]

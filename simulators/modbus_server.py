@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimDataType
 from pymodbus.simulator import SimData, SimDevice
 
+from inventory_core.log import get_logger
 from plc_connectors import Area, PlcProtocol, PlcSettings, Tag, encode_registers
 from plc_connectors.codecs import register_count
 from simulators.faults import Faults, ListenError, SimulatorError, follow_faults
@@ -45,7 +45,7 @@ from simulators.plant import to_raw
 
 __all__ = ["ModbusPlcServer"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _BIT_AREAS: Final = (Area.COIL, Area.DISCRETE)
 _AREAS: Final = (Area.COIL, Area.DISCRETE, Area.HOLDING, Area.INPUT)
@@ -200,7 +200,7 @@ class ModbusPlcServer:
         if sockets:
             self._bound_port = int(sockets[0].getsockname()[1])
         self._server = server
-        log.info("modbus_listening plc=%s port=%s", self.name, self._bound_port)
+        log.info("modbus_listening", plc=self.name, port=self._bound_port)
 
     async def _unlisten(self) -> None:
         server, self._server = self._server, None
@@ -223,7 +223,7 @@ class ModbusPlcServer:
             try:
                 await self._listen()
             except OSError as exc:
-                log.warning("modbus_relisten_failed plc=%s error=%s", self.name, exc)
+                log.warning("modbus_relisten_failed", plc=self.name, error=str(exc))
                 return True
         if state.drop:
             self._drop_connections()

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from inventory_core.log import get_logger
 from simulators.plant import PlantModel
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "save_plant_state",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PLANT_STATE_FILE: Final = "plant-state.json"  # the demo's file name in its data dir
 SAVE_EVERY_S: Final = 1.0
@@ -52,7 +52,7 @@ def load_plant_state(model: PlantModel, path: Path) -> bool:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        log.debug("plant_state_none path=%s: the simulated plant starts fresh", path)
+        log.debug("plant_state_none", path=str(path), outcome="the simulated plant starts fresh")
         return False
     except (OSError, UnicodeDecodeError) as exc:
         _unusable(path, f"cannot read it ({exc})")
@@ -70,13 +70,14 @@ def load_plant_state(model: PlantModel, path: Path) -> bool:
     if fresh:
         reasons = "; ".join(f"{unit}: {why}" for unit, why in sorted(fresh.items()))
         log.warning(
-            "plant_state_partial path=%s saved_at=%s: these units start fresh (%s)",
-            path,
-            saved_at,
-            reasons,
+            "plant_state_partial",
+            path=str(path),
+            saved_at=saved_at,
+            outcome="these units start fresh",
+            fresh_units=reasons,
         )
     else:
-        log.info("plant_resumed path=%s saved_at=%s", path, saved_at)
+        log.info("plant_resumed", path=str(path), saved_at=saved_at)
     return True
 
 
@@ -102,18 +103,18 @@ async def keep_plant_state(model: PlantModel, path: Path, every_s: float = SAVE_
                 await asyncio.to_thread(writer.write, *snapshot)
             except OSError as exc:
                 if not failing:
-                    log.warning("plant_state_save_failed path=%s error=%s", path, exc)
+                    log.warning("plant_state_save_failed", path=str(path), error=str(exc))
                 failing = True
             else:
                 if failing:
-                    log.info("plant_state_saved_again path=%s", path)
+                    log.info("plant_state_saved_again", path=str(path))
                 failing = False
     finally:
         try:  # the plant stands still now: its exact last state, after any write in flight
             writer.write(*writer.snapshot(model))
         except OSError as exc:
             if not failing:
-                log.warning("plant_state_save_failed path=%s error=%s", path, exc)
+                log.warning("plant_state_save_failed", path=str(path), error=str(exc))
 
 
 class _Writer:
@@ -161,5 +162,8 @@ def _write(path: Path, text: str) -> None:
 
 def _unusable(path: Path, reason: str) -> None:
     log.warning(
-        "plant_state_unusable path=%s reason=%s: the simulated plant starts fresh", path, reason
+        "plant_state_unusable",
+        path=str(path),
+        reason=reason,
+        outcome="the simulated plant starts fresh",
     )

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import threading
 import time
@@ -43,13 +42,14 @@ import snap7
 from snap7.error import S7ConnectionError
 from snap7.type import SrvArea
 
+from inventory_core.log import get_logger
 from plc_connectors import Area, DataType, PlcProtocol, PlcSettings, Tag, byte_size, encode_bytes
 from simulators.faults import Faults, ListenError, SimulatorError, follow_faults
 from simulators.plant import to_raw
 
 __all__ = ["S7PlcServer"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _RETRY_LISTEN_S: Final = 0.5
 _PEEK_TIMEOUT_S: Final = 2.0
@@ -119,9 +119,7 @@ class _S7Device(snap7.Server):
         if called is None or len(called) != 2 or called[1] == self._sim_tsap:
             return True
         rack, slot = called[1] >> 5, called[1] & 0x1F
-        log.info(
-            "s7_wrong_rack_slot plc=%s peer=%s rack=%s slot=%s", self._sim_name, address, rack, slot
-        )
+        log.info("s7_wrong_rack_slot", plc=self._sim_name, peer=str(address), rack=rack, slot=slot)
         return False
 
 
@@ -301,7 +299,7 @@ class S7PlcServer:
         if listener is not None:
             self._bound_port = int(listener.getsockname()[1])
         self._running = True
-        log.info("s7_listening plc=%s port=%s", self.name, self._bound_port)
+        log.info("s7_listening", plc=self.name, port=self._bound_port)
 
     async def _unlisten(self) -> None:
         if not self._running:
@@ -319,7 +317,7 @@ class S7PlcServer:
             try:
                 self._listen()
             except OSError as exc:
-                log.warning("s7_relisten_failed plc=%s error=%s", self.name, exc)
+                log.warning("s7_relisten_failed", plc=self.name, error=str(exc))
                 return True
         if state.drop:
             self._device.shutdown_clients()

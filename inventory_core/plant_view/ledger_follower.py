@@ -21,7 +21,6 @@ showing the last book it had.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterable
 from decimal import Decimal
@@ -29,12 +28,13 @@ from typing import Final
 
 from inventory_core.domain.model import CURRENT_LOT_KINDS, Balance, Movement
 from inventory_core.ledger import Ledger
+from inventory_core.log import get_logger
 from inventory_core.plant_view.state import Book
 from inventory_core.plant_view.view import PlantView
 
 __all__ = ["DEBOUNCE_S", "RESYNC_S", "TAIL_S", "LedgerFollower"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEBOUNCE_S: Final = 0.2
 RESYNC_S: Final = 60.0
@@ -126,7 +126,7 @@ class LedgerFollower:
                 try:
                     await self._follow_others()
                 except Exception as exc:  # the ledger is away (health says so): next tick
-                    log.debug("ledger_tail_read_failed error=%s", exc)
+                    log.debug("ledger_tail_read_failed", error=str(exc))
             full = time.monotonic() >= next_full
             if not full and not self._dirty.is_set():
                 continue
@@ -140,7 +140,7 @@ class LedgerFollower:
                 else:
                     await self.refresh(lots, units)
             except Exception as exc:  # ledger unreachable: keep the work, try again
-                log.warning("book_refresh_failed_retrying error=%s", exc)
+                log.warning("book_refresh_failed_retrying", error=str(exc))
                 self._touched_lots |= lots
                 self._touched_units |= units
                 self._dirty.set()

@@ -18,7 +18,6 @@ units are fixed at construction and each state is replaced whole.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -34,6 +33,7 @@ from inventory_core.domain.model import (
 )
 from inventory_core.domain.quality import Quality
 from inventory_core.domain.units import convert
+from inventory_core.log import get_logger
 from inventory_core.measurement_service import MeasuredUnit
 from inventory_core.plant_view.display import SignalDisplay
 from inventory_core.plant_view.state import (
@@ -49,7 +49,7 @@ from inventory_core.plant_view.state import (
 
 __all__ = ["PlantView", "Subscriber"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Subscriber = Callable[[PlantChange], None]
 
@@ -165,7 +165,7 @@ class PlantView:
             try:
                 subscriber(change)
             except Exception:  # one broken subscriber must not starve the others
-                log.exception("plant_view_subscriber_failed subscriber=%r", subscriber)
+                log.exception("plant_view_subscriber_failed", subscriber=repr(subscriber))
 
 
 def _within(shown: float | None, new: float | None, deadband: float) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from datetime import date
 from decimal import Decimal
@@ -15,6 +14,7 @@ from inventory_core.domain.audit import GENESIS_HASH
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.lease import LeaseHolder, WriterLease
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
+from inventory_core.log import get_logger
 from inventory_core.store import lease as leases
 from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
 from inventory_core.store.history_store import HistoryStore
@@ -26,7 +26,7 @@ from inventory_core.store.writer import BatchWriter, Command, Request
 __all__ = ["HistoryStore", "LedgerStore", "check_url", "describe_url", "upgrade_schema"]
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def describe_url(url: str) -> str:
@@ -172,21 +172,21 @@ class LedgerStore:
         if acquired.previous is not None:
             previous = acquired.previous
             log.warning(
-                "writer_lease_taken_over writer=%s previous_host=%s previous_pid=%d expired=%s",
-                writer_id,
-                previous.host,
-                previous.pid,
-                previous.expires_at,
+                "writer_lease_taken_over",
+                writer=writer_id,
+                previous_host=previous.host,
+                previous_pid=previous.pid,
+                expired=previous.expires_at,
             )
         for unit, owner in sorted(acquired.units_taken.items()):
-            log.warning("measured_unit_taken_over unit=%s from_writer=%s", unit, owner)
+            log.warning("measured_unit_taken_over", unit=unit, from_writer=owner)
         log.info(
-            "writer_lease_acquired writer=%s host=%s pid=%d units=%d expires=%s",
-            writer_id,
-            holder.host,
-            holder.pid,
-            len(lease.units),
-            holder.expires_at,
+            "writer_lease_acquired",
+            writer=writer_id,
+            host=holder.host,
+            pid=holder.pid,
+            units=len(lease.units),
+            expires=holder.expires_at,
         )
 
     async def renew_lease(self) -> str:
@@ -211,14 +211,14 @@ class LedgerStore:
             )
         except (DBAPIError, OSError) as exc:
             log.warning(
-                "writer_lease_not_released writer=%s expires_in_s=%s error=%s",
-                writer_id,
-                lease.duration_s,
-                _first_line(exc),
+                "writer_lease_not_released",
+                writer=writer_id,
+                expires_in_s=lease.duration_s,
+                error=_first_line(exc),
             )
             return
         if released:
-            log.info("writer_lease_released writer=%s", writer_id)
+            log.info("writer_lease_released", writer=writer_id)
 
     async def submit(self, request: Request, digest: str = "") -> Any:
         return await self._writer.submit(request, digest)
@@ -227,9 +227,7 @@ class LedgerStore:
         """Write this writer's chain head to the log: an outside record that exposes a
         truncated chain tail (SPEC section 5)."""
         seq, digest = (await self.reader.chain_heads()).get(self.writer_id, (0, GENESIS_HASH))
-        log.info(
-            "audit chain head (%s): writer=%s seq=%d hash=%s", when, self.writer_id, seq, digest
-        )
+        log.info("audit_chain_head", when=when, writer=self.writer_id, seq=seq, hash=digest)
 
     async def close(self) -> None:
         await self._writer.stop()
@@ -238,6 +236,6 @@ class LedgerStore:
             try:
                 await self.log_chain_head("close")
             except (DBAPIError, OSError) as exc:
-                log.warning("audit chain head not logged at close: %s", _first_line(exc))
+                log.warning("audit_chain_head_not_logged", when="close", error=_first_line(exc))
         await self._runner.close()
         await self._read_engine.dispose()

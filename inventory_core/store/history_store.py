@@ -14,7 +14,6 @@ both backends), values JSON (`12.5`, `"text"`), NULL for no value.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from inventory_core.clock import Clock, SystemClock, format_timestamp
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.history_point import HistoryPoint, HistoryValue
+from inventory_core.log import get_logger
 from inventory_core.store import tables as t
 from inventory_core.store.engine import create_read_engine, create_runner
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_RETENTION", "PRUNE_CHUNK", "HistoryStore"]
 
 DEFAULT_RETENTION = timedelta(days=7)
 PRUNE_CHUNK = 5000
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class HistoryStore:
@@ -181,7 +181,7 @@ class HistoryStore:
         except (DBAPIError, OSError) as exc:
             raise LedgerUnavailable(f"value history prune failed: {_first_line(exc)}") from exc
         if deleted:
-            log.info("value history pruned: %d samples before %s", deleted, cutoff.isoformat())
+            log.info("value_history_pruned", samples=deleted, before=cutoff.isoformat())
         return deleted
 
 

@@ -17,7 +17,6 @@ unreachable database fails the batch with LedgerUnavailable.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from inventory_core.domain.posting import (
 )
 from inventory_core.domain.text import shown
 from inventory_core.domain.units import format_decimal
+from inventory_core.log import get_logger
 from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
 from inventory_core.store.reader import current_lot_of
@@ -71,7 +71,7 @@ from inventory_core.store.rows import (
     unit_to_row,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Request = (
     PostingRequest
@@ -192,7 +192,7 @@ class BatchWriter:
                 self._head = self._master_revision = None  # reread both on the next attempt
                 refused = _refused(exc)
                 if not refused and attempt + 1 < MAX_ATTEMPTS and _retryable(exc):
-                    log.info("ledger batch retry %d after %s", attempt + 1, type(exc).__name__)
+                    log.info("ledger_batch_retry", attempt=attempt + 1, error=type(exc).__name__)
                     await asyncio.sleep(0.005 * 2**attempt)
                     continue
                 if refused or isinstance(exc, IntegrityError):
@@ -220,7 +220,7 @@ class BatchWriter:
                     for command in batch:
                         await self._process([command])
                     return
-                log.exception("ledger write failed")
+                log.exception("ledger_write_failed", writer=self._writer_id)
                 _settle(batch[0].future, LedgerUnavailable(f"ledger write failed: {exc}"))
                 return
             if self._pending_head is not None:
@@ -248,10 +248,10 @@ class BatchWriter:
         reason = shown(_short(exc))
         error = RequestRefused(f"the ledger database refused this request: {reason}")
         log.info(  # the caller gets the error and reports it (OPC UA, CLI, PLC bridge)
-            "ledger_request_refused writer=%s request=%s error=%s",
-            self._writer_id,
-            type(command.request).__name__,
-            reason,
+            "ledger_request_refused",
+            writer=self._writer_id,
+            request=type(command.request).__name__,
+            error=reason,
         )
         await self._audit_refused(command.request, error)
         _settle(command.future, error)
@@ -282,9 +282,7 @@ class BatchWriter:
             except Exception as exc:  # the refusal stands; only its audit record is missing
                 self._head = None
                 log.error(
-                    "ledger_refusal_not_audited writer=%s error=%s",
-                    self._writer_id,
-                    shown(_short(exc)),
+                    "ledger_refusal_not_audited", writer=self._writer_id, error=shown(_short(exc))
                 )
                 return
             if self._pending_head is not None:

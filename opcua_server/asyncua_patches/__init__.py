@@ -33,13 +33,13 @@ says which asyncua to install.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any, Final
 
 from asyncua.server.server import Server
 
+from inventory_core.log import get_logger
 from opcua_server.address_space import OpcuaServerError
 from opcua_server.asyncua_patches import (
     auth,
@@ -73,7 +73,7 @@ __all__ = [
     "upstream",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PINNED_VERSION: Final = "2.1.0"
 UNPATCHED_PATH: Final = "the unpatched (slower) path runs"
@@ -115,11 +115,11 @@ def apply() -> bool:
         if not _State.warned:
             _State.warned = True
             log.warning(
-                "asyncua_patches_not_applied found=%s expected=%s path=%s opcua_server=%s",
-                found,
-                PINNED_VERSION,
-                UNPATCHED_PATH,
-                "refuses to start",
+                "asyncua_patches_not_applied",
+                found=found,
+                expected=PINNED_VERSION,
+                path=UNPATCHED_PATH,
+                opcua_server="refuses to start",
             )
         return False
     _limits.apply()

@@ -56,9 +56,10 @@ from asyncua.server.server import Server
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import header_from_binary, uatcp_to_binary
 
+from inventory_core.log import get_logger
 from opcua_server.limits import CREATE_BATCH, RefusalListener, ServerLimits
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 _logger_of_protocol = logging.getLogger(binary_server_asyncio.__name__)  # asyncua's messages
 
 _original_connection_made = OPCUAProtocol.connection_made
@@ -123,15 +124,16 @@ class _Guard:
         try:
             self.listener(reason, count)
         except Exception:  # metrics must never break a connection
-            log.exception("opcua refusal listener failed")
+            log.exception("opcua_refusal_listener_failed", reason=reason)
         self.unlogged[reason] = self.unlogged.get(reason, 0) + count
         now = time.monotonic()
         if now - self.logged_at.get(reason, -_SUMMARY_S) >= _SUMMARY_S:
             self.logged_at[reason] = now
             log.warning(
-                "opcua_limit_refusals reason=%s count=%d (see invops_opcua_refusals_total)",
-                reason,
-                self.unlogged.pop(reason),
+                "opcua_limit_refusals",
+                reason=reason,
+                count=self.unlogged.pop(reason),
+                metric="invops_opcua_refusals_total",
             )
 
 
@@ -222,7 +224,7 @@ def _connection_made(self: OPCUAProtocol, transport: asyncio.BaseTransport) -> N
             guard.refused("connection_limit")  # asyncua refuses it below
         else:
             guard.refused("connection_evicted")
-            log.debug("opcua_connection_evicted peer=%s", victim.peer_name)
+            log.debug("opcua_connection_evicted", peer=victim.peer_name)
             self.clients.remove(victim)  # its connection_lost comes later
             guard.silent.pop(victim, None)
             if victim.transport is not None:
@@ -297,7 +299,7 @@ def _check_connection(protocol: OPCUAProtocol) -> None:
             reason = "activation_timeout"
     if reason and now >= due:
         connection.guard.refused(reason)
-        log.debug("opcua_connection_closed peer=%s reason=%s", protocol.peer_name, reason)
+        log.debug("opcua_connection_closed", peer=protocol.peer_name, reason=reason)
         transport.close()
         return
     connection.timer = asyncio.get_running_loop().call_later(
@@ -373,7 +375,7 @@ def _data_received(self: OPCUAProtocol, data: bytes) -> None:
 
 def _refuse_chunk(protocol: OPCUAProtocol, connection: _Connection, size: int, limit: int) -> None:
     connection.guard.refused("message_too_large")
-    log.debug("opcua_chunk_refused peer=%s size=%d limit=%d", protocol.peer_name, size, limit)
+    log.debug("opcua_chunk_refused", peer=protocol.peer_name, size=size, limit=limit)
     protocol._buffer = b""
     if protocol.transport is not None:
         error = ua.ErrorMessage(
@@ -426,15 +428,16 @@ def _check_session_room(
     ]
     if first and len(active) >= limits.max_sessions:
         guard.refused("session_limit")
-        log.debug("opcua_session_refused reason=session_limit limit=%d", limits.max_sessions)
+        log.debug("opcua_session_refused", reason="session_limit", limit=limits.max_sessions)
         raise ServiceError(ua.StatusCodes.BadTooManySessions)
     if anonymous and sum(1 for s in active if s in _ANONYMOUS_SESSIONS) >= (
         limits.max_anonymous_sessions
     ):
         guard.refused("anonymous_session_limit")
         log.debug(
-            "opcua_session_refused reason=anonymous_session_limit limit=%d",
-            limits.max_anonymous_sessions,
+            "opcua_session_refused",
+            reason="anonymous_session_limit",
+            limit=limits.max_anonymous_sessions,
         )
         raise ServiceError(ua.StatusCodes.BadTooManySessions)
 
@@ -464,7 +467,7 @@ async def _create_subscription(
         limit = guard.limits.max_subscriptions_per_session
         if len(_subscriptions_of(self)) >= limit:
             guard.refused("subscription_limit")
-            log.debug("opcua_subscription_refused session=%s limit=%d", self.name, limit)
+            log.debug("opcua_subscription_refused", session=self.name, limit=limit)
             raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
     return await _original_session_create_subscription(
         self, params, callback, request_callback=request_callback
@@ -514,10 +517,7 @@ async def _create_monitored_items(
     if excess:
         guard.refused(reason, len(excess))
         log.debug(
-            "opcua_monitored_items_refused session=%s count=%d reason=%s",
-            self.name,
-            len(excess),
-            reason,
+            "opcua_monitored_items_refused", session=self.name, count=len(excess), reason=reason
         )
         for _ in excess:
             result = ua.MonitoredItemCreateResult()

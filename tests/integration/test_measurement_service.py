@@ -21,6 +21,7 @@ from inventory_core.domain.model import (
 )
 from inventory_core.measurement_service import MeasuredUnit, MeasurementService, UnitReading
 from tests.conftest import MATERIALS, UNITS
+from tests.log_events import events
 
 TK = StorageUnitId("TK-101")
 T0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
@@ -207,8 +208,9 @@ async def test_a_refused_movement_is_logged_once_and_never_stops_the_feed(
         await feed(service, 1, 1010.0)  # a receipt into the current lot E1 (ethanol): refused
         await feed(service, 2, 1020.0)  # refused again: not logged again
     assert [m.lot for m in await ledger.history(unit="TK-101")] == ["E1"]
-    refusals = [r.getMessage() for r in caplog.records if "plc_movement" in r.getMessage()]
-    assert len(refusals) == 1 and "lot E1 is material ETHANOL-96" in refusals[0], refusals
+    refusals = [e for e in events(caplog.records) if e["event"].startswith("plc_movement")]
+    assert [(e["event"], e["unit"]) for e in refusals] == [("plc_movement_rejected", TK)]
+    assert "lot E1 is material ETHANOL-96" in refusals[0]["reason"], refusals
 
     # a count of glycol gives the tank a lot of its material: PLC movements book again
     await ledger.post(
@@ -221,4 +223,6 @@ async def test_a_refused_movement_is_logged_once_and_never_stops_the_feed(
         await feed(service, 3, 1030.0)
     last = (await ledger.history(unit="TK-101"))[-1]
     assert (last.kind, last.lot, last.source) == (MovementKind.RECEIPT, "G1", Source.PLC)
-    assert any("plc_movement_accepted_again" in r.getMessage() for r in caplog.records)
+    assert events(caplog.records, event="plc_movement_accepted_again") == [
+        {"event": "plc_movement_accepted_again", "unit": TK}
+    ]

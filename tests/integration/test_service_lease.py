@@ -22,6 +22,7 @@ from invops.config import load_config
 from invops.plant_description import plant_description
 from invops.service import Endpoints, run_service
 from simulators import Simulation
+from tests.log_events import events
 from tests.polling import eventually
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
@@ -81,7 +82,10 @@ async def test_a_service_whose_lease_is_taken_stops_booking_and_stops(
                 async with asyncio.timeout(15):
                     with pytest.raises(WriterLeaseLost, match="now held by intruder pid 4242"):
                         await service
-            assert any("writer_lease_lost_stopping" in r.getMessage() for r in caplog.records)
+            (lost,) = events(
+                caplog.records, logger="invops.service", event="writer_lease_lost_stopping"
+            )
+            assert lost["writer"] == "plant-a" and "now held by intruder pid 4242" in lost["error"]
         async with engine.connect() as conn:
             after = (await conn.execute(text("SELECT max(seq) FROM movements"))).scalar()
             # nothing of plant-a committed after the takeover: it failed closed

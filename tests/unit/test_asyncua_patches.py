@@ -26,6 +26,7 @@ from opcua_server import OpcuaServerError, asyncua_patches
 from opcua_server.asyncua_patches import data_change
 from opcua_server.limits import ServerLimits
 from tests.asyncua_versions import other_asyncua_release
+from tests.log_events import events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -353,15 +354,18 @@ def test_another_release_is_left_alone_and_logged_once(caplog: pytest.LogCapture
             if _at(name) is not original
         ]
         assert changed == []
-    records = [r for r in caplog.records if r.name == asyncua_patches.__name__]
-    assert len(records) == 1
-    assert records[0].msg.startswith("asyncua_patches_not_applied found=%s expected=%s path=%s")
-    assert records[0].args == (
-        "2.2.0",
-        "2.1.0",
-        "the unpatched (slower) path runs",
-        "refuses to start",
-    )
+    assert [r.levelno for r in caplog.records if r.name == asyncua_patches.__name__] == [
+        logging.WARNING
+    ]
+    assert events(caplog.records, logger=asyncua_patches.__name__) == [
+        {
+            "event": "asyncua_patches_not_applied",
+            "found": "2.2.0",
+            "expected": "2.1.0",
+            "path": "the unpatched (slower) path runs",
+            "opcua_server": "refuses to start",
+        }
+    ]
     assert asyncua_patches.applied()  # the block's end applied them again
 
 
@@ -399,11 +403,25 @@ def test_a_refusal_flood_logs_one_line_per_reason_and_minute_and_counts_every_on
         guard.refused("handshake_timeout")
         now[0] += 61
         guard.refused("connection_evicted", 2)
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == [
-        "opcua_limit_refusals reason=connection_evicted count=1 (see invops_opcua_refusals_total)",
-        "opcua_limit_refusals reason=handshake_timeout count=1 (see invops_opcua_refusals_total)",
-        "opcua_limit_refusals reason=connection_evicted count=501 "
-        "(see invops_opcua_refusals_total)",
+    metric = "invops_opcua_refusals_total"
+    assert events(caplog.records) == [
+        {
+            "event": "opcua_limit_refusals",
+            "reason": "connection_evicted",
+            "count": 1,
+            "metric": metric,
+        },
+        {
+            "event": "opcua_limit_refusals",
+            "reason": "handshake_timeout",
+            "count": 1,
+            "metric": metric,
+        },
+        {
+            "event": "opcua_limit_refusals",
+            "reason": "connection_evicted",
+            "count": 501,
+            "metric": metric,
+        },
     ]
     assert sum(n for reason, n in counted if reason == "connection_evicted") == 502

@@ -1,5 +1,6 @@
 """Logging set-up (`invops.logs`, STYLE section 7): one configuration renders structlog
-and stdlib records alike, on stderr only; library retry noise is demoted to DEBUG."""
+and stdlib records alike, on stderr only; library retry noise is demoted to DEBUG.
+`inventory_core.log` loggers reach the stdlib tree whether or not it ran."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 import structlog
 
+from inventory_core.log import get_logger
 from invops.logs import configure_logging, default_level, parse_level
+from tests.log_events import events
 
 INVOPS = Path(sys.executable).with_name("invops")
 
@@ -47,23 +50,85 @@ def test_json_is_one_object_per_line_on_stderr(capsys: pytest.CaptureFixture[str
     assert second["url"] == "http://127.0.0.1:9840"
 
 
-def test_stdlib_records_of_the_core_render_with_fields(capsys: pytest.CaptureFixture[str]) -> None:
+def test_events_of_our_packages_render_with_their_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from inventory_core import measurement_service
 
-    store_log = logging.getLogger("inventory_core.store")
     configure_logging("json", "INFO")
     measurement_service.log.warning(
-        "measurement_held_for_review unit=%s reason=%s", "TK-101", "change across a gap"
+        "measurement_held_for_review", unit="TK-101", reason="change across a gap"
     )
-    store_log.info("audit chain head (%s): writer=%s seq=%d hash=%s", "open", "w1", 7, "ab12")
-    logging.getLogger("inventory_core.ledger").info("free text %s, not an event", "stays")
+    get_logger("inventory_core.store").info(
+        "audit_chain_head", when="open", writer="w1", seq=7, hash="ab12"
+    )
+    get_logger("opcua_server.x").bind(unit="TK-1").info(
+        "odd_values", path=Path("/tmp/x"), level="kept", ratio=0.5, flag=None
+    )
+    get_logger("opcua_server.x").debug("not_shown")
 
-    held, head, free = json_lines(capsys.readouterr().err)
-    assert held["event"] == "measurement_held_for_review"
-    assert held["logger"] == "inventory_core.measurement_service"
-    assert (held["unit"], held["reason"]) == ("TK-101", "change across a gap")
-    assert head["event"] == "audit chain head (open)"
-    assert (head["writer"], head["seq"], head["hash"]) == ("w1", 7, "ab12")
+    held, head, odd = json_lines(capsys.readouterr().err)
+    assert held == {
+        "event": "measurement_held_for_review",
+        "unit": "TK-101",
+        "reason": "change across a gap",
+        "level": "warning",
+        "logger": "inventory_core.measurement_service",
+        "timestamp": held["timestamp"],
+    }
+    assert list(held)[:3] == ["event", "unit", "reason"]  # as given, as a structlog call
+    assert head == {**head, "event": "audit_chain_head", "when": "open", "seq": 7, "hash": "ab12"}
+    assert odd == {
+        **odd,
+        "event": "odd_values",
+        "unit": "TK-1",  # bound context
+        "path": "/tmp/x",  # not JSON: its str()
+        "level_": "kept",  # a field named like a reserved key keeps its value
+        "level": "info",
+        "ratio": 0.5,
+        "flag": None,
+    }
+
+
+def test_events_of_our_packages_reach_stdlib_logging_unconfigured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No configure_logging (a library user, a benchmark's basicConfig, caplog): a plain
+    record on the module's logger, its message readable, its event and fields kept."""
+    log = get_logger("inventory_core.ledger")
+    with caplog.at_level(logging.INFO, logger="inventory_core"):
+        log.warning("writer_lease_not_renewed", writer="w1", retry_s=5, error="100% gone")
+        log.debug("not_shown")
+        try:
+            raise ValueError("bad reading")
+        except ValueError:
+            log.exception("ledger_write_failed", writer="w1")
+
+    lease, failed = caplog.records
+    assert (lease.name, lease.levelname) == ("inventory_core.ledger", "WARNING")
+    assert lease.getMessage() == "writer_lease_not_renewed writer=w1 retry_s=5 error=100% gone"
+    assert lease.filename == "test_logs.py"  # the caller is the line that logged
+    assert lease.funcName == "test_events_of_our_packages_reach_stdlib_logging_unconfigured"
+    assert failed.exc_info is not None and failed.exc_info[0] is ValueError
+    assert events(caplog.records) == [
+        {"event": "writer_lease_not_renewed", "writer": "w1", "retry_s": 5, "error": "100% gone"},
+        {"event": "ledger_write_failed", "writer": "w1"},
+    ]
+
+
+def test_stdlib_records_with_fields_in_the_message_are_split(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Records still written as `"event key=%s"` (plc_connectors, invops.plc_bridge and
+    invops.plant_feed until they log events with fields) render with fields too."""
+    configure_logging("json", "INFO")
+    logging.getLogger("plc_connectors.poller").warning("plc_down plc=%s attempt=%d", "PLC-S7", 3)
+    logging.getLogger("invops.plant_feed").info("link %s: plc=%s", "down", "PLC-1")
+    logging.getLogger("asyncua.server").warning("free text %s, not an event", "stays")
+
+    down, link, free = json_lines(capsys.readouterr().err)
+    assert (down["event"], down["plc"], down["attempt"]) == ("plc_down", "PLC-S7", 3)
+    assert (link["event"], link["plc"]) == ("link down", "PLC-1")
     assert free["event"] == "free text stays, not an event"
 
 

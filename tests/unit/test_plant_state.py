@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from simulators import (
     load_plant_state,
     save_plant_state,
 )
+from tests.log_events import events
 from tests.polling import eventually
 from tests.unit.plant_configs import with_ethanol_twins
 
@@ -43,8 +45,8 @@ def _stepped(plant: PlantDescription, seconds: float, seed: int = 1) -> PlantMod
     return model
 
 
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= 30]
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return events(caplog.records, logger=LOGGER, level=logging.WARNING)
 
 
 def test_a_saved_plant_resumes_exactly_where_it_was(demo: PlantDescription, tmp_path: Path) -> None:
@@ -112,7 +114,13 @@ def test_a_missing_file_is_a_first_start_without_warning(
         assert not load_plant_state(model, tmp_path / "plant-state.json")
     assert _quantities(model) == fresh
     assert _warnings(caplog) == []
-    assert any("starts fresh" in r.getMessage() for r in caplog.records)
+    assert events(caplog.records, logger=LOGGER) == [
+        {
+            "event": "plant_state_none",
+            "path": str(tmp_path / "plant-state.json"),
+            "outcome": "the simulated plant starts fresh",
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -142,8 +150,9 @@ def test_an_unusable_file_starts_the_plant_fresh_with_one_warning(
         assert not load_plant_state(model, path)
     assert _quantities(model) == fresh
     assert all(unit.operation is None for unit in model.units.values())
-    warnings = _warnings(caplog)
-    assert len(warnings) == 1 and "starts fresh" in warnings[0] and str(path) in warnings[0]
+    (warning,) = _warnings(caplog)
+    assert (warning["event"], warning["path"]) == ("plant_state_unusable", str(path))
+    assert warning["outcome"] == "the simulated plant starts fresh" and warning["reason"]
     model.step(30)  # and it runs
 
 
@@ -190,8 +199,12 @@ def test_a_unit_that_does_not_fit_starts_fresh_and_the_others_resume(
     assert model.units["SI-202"].quantity == fresh
     assert model.units["SI-202"].operation is None
     assert model.units["SI-201"].quantity == saved.units["SI-201"].quantity
-    warnings = _warnings(caplog)
-    assert len(warnings) == 1 and "SI-202" in warnings[0] and "SI-201" not in warnings[0]
+    (warning,) = _warnings(caplog)
+    assert (warning["event"], warning["outcome"]) == (
+        "plant_state_partial",
+        "these units start fresh",
+    )
+    assert "SI-202" in warning["fresh_units"] and "SI-201" not in warning["fresh_units"]
 
 
 def test_an_invalid_operation_is_dropped_and_its_unit_resumes_idle(
@@ -264,5 +277,6 @@ async def test_a_failing_save_warns_once_and_the_plant_keeps_running(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    warnings = _warnings(caplog)
-    assert len(warnings) == 1 and "plant_state_save_failed" in warnings[0]
+    assert [(w["event"], w["path"]) for w in _warnings(caplog)] == [
+        ("plant_state_save_failed", str(path))
+    ]
