@@ -8,13 +8,17 @@ task), and every foreign failure is translated here into the PlcError family.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 
 from plc_connectors.errors import PlcConnectError, PlcError, PlcProtocolError, PlcTimeout
 from plc_connectors.model import Area, PlcSettings
@@ -50,7 +54,7 @@ class ModbusLink:
         self._plan: tuple[tuple[ReadBlock, BlockReader, bool, str], ...] = tuple(
             (
                 block,
-                block_reader(block),
+                block_reader(block, wire=True),  # register blocks: the bytes as read
                 block.area in (Area.COIL, Area.DISCRETE),
                 f"{self.name} read {block.area.value}:{block.start}+{block.count}",
             )
@@ -94,6 +98,8 @@ class ModbusLink:
                 reconnect_delay=0,  # 0 disables pymodbus' background reconnect task
                 trace_connect=self._on_connection_change,
             )
+            client.register(_HoldingRegisterBytes)  # this client's decoder only
+            client.register(_InputRegisterBytes)
             self._client = client
             try:
                 async with asyncio.timeout(s.timeout_s):
@@ -184,7 +190,8 @@ class ModbusLink:
         if response.isError():
             raise PlcProtocolError.from_modbus_exception(response.exception_code, where)
         try:
-            read_into(response.bits if bits else response.registers, values)
+            # a response of another kind has no register bytes: a short read, as before
+            read_into(response.bits if bits else getattr(response, "wire", b""), values)
         except PlcError:
             self._drop()
             raise
@@ -228,6 +235,37 @@ class ModbusLink:
 
     def _where(self) -> str:
         return f"{self.name} ({self._settings.host}:{self._settings.port})"
+
+
+class _RegisterBytes:
+    """A register-read response that keeps the register bytes as they came (`wire`) for
+    the block reader to unpack in one go. pymodbus' own response decodes them into a list
+    of ints, one `struct.unpack` each, which the reader would only pack back into bytes
+    (and every response is formatted, registers included, for a debug log line)."""
+
+    function_code: int
+    registers: Sequence[int]
+    wire: bytes
+
+    def decode(self, data: bytes) -> None:
+        """As pymodbus' decode (same checks), keeping the bytes instead of a list."""
+        self.registers = []
+        if (data_len := int(data[0])) >= len(data):
+            raise ModbusIOException(
+                f"byte_count {data_len} > length of packet {len(data)}",
+                function_code=self.function_code,
+            )
+        if data_len % 2:  # pymodbus fails to unpack the odd last byte (struct.error)
+            raise ModbusIOException(f"odd byte_count {data_len}", function_code=self.function_code)
+        self.wire = data[1 : 1 + data_len]
+
+
+class _HoldingRegisterBytes(_RegisterBytes, ReadHoldingRegistersResponse):
+    pass
+
+
+class _InputRegisterBytes(_RegisterBytes, ReadInputRegistersResponse):
+    pass
 
 
 class _Unanswered(Exception):

@@ -120,9 +120,11 @@ def block_decoder(block: ReadBlock) -> BlockDecoder:
     return decode
 
 
-def block_reader(block: ReadBlock) -> BlockReader:
+def block_reader(block: ReadBlock, *, wire: bool = False) -> BlockReader:
     """`decode_block` for one block, compiled once, writing into a dict the caller owns
     (a link fills one dict per poll from all its blocks, with no dict per block).
+    `wire`: a register block's data is the register bytes as sent (two per register,
+    big-endian), not a list of registers, so nothing is packed per read.
 
     Compiled: the block's numbers come out of one or two `struct` unpacks (every word
     order is a plain big- or little-endian read of the wire bytes or of the wire bytes
@@ -130,14 +132,17 @@ def block_reader(block: ReadBlock) -> BlockReader:
     are applied from flat tuples, and the values go into the dict in the block's tag
     order. Links build these when they plan, so the hot path never hashes a block (a
     ReadBlock hashes every one of its tags)."""
-    decode = _compile(block)
+    wire = wire and block.area in (Area.HOLDING, Area.INPUT)
+    decode = _compile(block, wire)
     count, start = block.count, block.start
+    per_unit = 2 if wire else 1  # data items (bytes or registers/bits) per unit
+    need = count * per_unit
     at = f"DB{block.db}.DBB" if block.db is not None else f"{block.area.value}:"
 
     def checked(data: Sequence[int] | bytes, into: dict[str, float | bool]) -> None:
-        if len(data) < count:
+        if len(data) < need:
             raise PlcProtocolError(
-                f"short read at {at}{start}: got {len(data)} of {count} units",
+                f"short read at {at}{start}: got {len(data) // per_unit} of {count} units",
                 retryable=True,
             )
         decode(data, into)
@@ -192,8 +197,8 @@ def _lane_struct(endian: str, lane: list[_Field]) -> tuple[struct.Struct, int]:
     return struct.Struct(endian + "".join(parts)), lane[0].at
 
 
-def _compile(block: ReadBlock) -> BlockReader:
-    """The unchecked reader of one read of `block`."""
+def _compile(block: ReadBlock, wire: bool) -> BlockReader:
+    """The unchecked reader of one read of `block` (`wire`: register bytes as sent)."""
     names = tuple(tag.name for tag in block.tags)
     if block.area in (Area.COIL, Area.DISCRETE):
         bits = _picker([tag_span(tag)[0] - block.start for tag in block.tags])
@@ -255,21 +260,23 @@ def _compile(block: ReadBlock) -> BlockReader:
     count = block.count
 
     def read_words(data: Sequence[int] | bytes, into: dict[str, float | bool]) -> None:
+        buf: bytes | bytearray
         if is_db:
             buf = data if isinstance(data, _BUFFERS) else bytes(data)
+        elif wire:
+            buf = bytes(data[:wire_bytes])  # a no-op for bytes of exactly the block
         else:
-            words = data if len(data) == count else data[:count]
             try:
-                buf = registers.pack(*words)
+                buf = registers.pack(*(data if len(data) == count else data[:count]))
             except struct.error as exc:
                 raise PlcProtocolError(
                     f"register value out of range: {exc}", retryable=True
                 ) from exc
-            if swapped_needed:  # the same registers with their two bytes swapped
-                swapped = array("H")
-                swapped.frombytes(buf)
-                swapped.byteswap()
-                buf += swapped.tobytes()
+        if swapped_needed:  # the same registers with their two bytes swapped, after them
+            swapped = array("H")
+            swapped.frombytes(buf)
+            swapped.byteswap()
+            buf = buf + swapped.tobytes()
         raws: tuple[int | float, ...] = ()
         for unpack, first in unpacks:
             raws += unpack(buf, first)

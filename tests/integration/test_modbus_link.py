@@ -383,3 +383,19 @@ def test_link_plans_once_at_construction() -> None:
         PlcSettings("w", PlcProtocol.MODBUS, "127.0.0.1", 502, tuple(tags), max_gap=40)
     )
     assert wide.reads_per_poll == 1
+
+
+def test_register_responses_keep_the_bytes_with_pymodbus_checks() -> None:
+    from pymodbus.exceptions import ModbusIOException
+
+    from plc_connectors.modbus import _HoldingRegisterBytes, _InputRegisterBytes
+
+    for response_class, function_code in ((_HoldingRegisterBytes, 3), (_InputRegisterBytes, 4)):
+        response = response_class()
+        assert response.function_code == function_code
+        response.decode(b"\x04\x12\x34\xab\xcd")
+        assert response.wire == b"\x12\x34\xab\xcd"
+        assert not response.isError()
+        for garbled in (b"\x06\x12\x34", b"\x03\x12\x34\xab"):  # too long, odd byte count
+            with pytest.raises(ModbusIOException):
+                response_class().decode(garbled)

@@ -422,3 +422,19 @@ def test_block_reader_fills_the_given_dict() -> None:
     values: dict[str, float | bool] = {"other": 1.0}
     block_reader(block)([*encode_registers(-3, DataType.INT16, WordOrder.ABCD), 7], values)
     assert values == {"other": 1.0, block.tags[0].name: -3.0, block.tags[1].name: 7.0}
+
+
+@given(layout=_register_layout(), max_registers=st.integers(4, 125))
+def test_a_wire_reader_takes_the_register_bytes_as_sent(
+    layout: tuple[list[Tag], dict[str, int | float], list[int]], max_registers: int
+) -> None:
+    tags, raws, image = layout
+    values: dict[str, float | bool] = {}
+    for block in plan_modbus(tags, max_registers=max_registers):
+        wire = b"".join(
+            r.to_bytes(2, "big") for r in image[block.start : block.start + block.count]
+        )
+        block_reader(block, wire=True)(wire, values)
+        with pytest.raises(PlcProtocolError, match="short read"):
+            block_reader(block, wire=True)(wire[:-1], {})
+    assert values == {t.name: to_engineering(raws[t.name], t) for t in tags}
