@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import StorageUnitId
+from inventory_core.log import get_logger
 from inventory_core.measurement_service import MeasurementService, UnitReading
 from invops.reading_buffer import ReadingBuffer
 from plc_connectors import Quality, Sample
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 
@@ -87,7 +87,7 @@ class LedgerBridge:
         if sample.plc in self._pending:
             self.coalesced += 1
             if self.coalesced == 1 or self.coalesced % 10_000 == 0:
-                log.warning("measurements behind polling: %d samples coalesced", self.coalesced)
+                log.warning("measurements_behind_polling", coalesced=self.coalesced)
         self._pending[sample.plc] = sample
         self._wakeup.set()
 
@@ -184,12 +184,12 @@ class LedgerBridge:
                 return
             self._buffer.remove_through(batch[-1].id)
         self._backoff = RETRY_MIN_S
-        log.warning("ledger back: buffered readings replayed")
+        log.warning("ledger_back_buffer_replayed")
         self._ledger_state(True, None)
 
     def _went_down(self, exc: Exception) -> None:
         if self._backoff == RETRY_MIN_S:
-            log.warning("ledger unavailable, buffering readings on disk: %s", exc)
+            log.warning("ledger_unavailable_buffering_readings", error=str(exc))
         self._ledger_state(False, str(exc))
         loop = asyncio.get_running_loop()
         self._retry_at = loop.time() + self._backoff * random.uniform(0.8, 1.2)
