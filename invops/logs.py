@@ -15,9 +15,9 @@ invops' own packages log through `inventory_core.log.get_logger(__name__)`
 (`log.info("plc_up", plc=name)`): each call is a stdlib record on its module's
 logger that carries the event and its fields (`record.event_dict`), rendered here
 as they were given. Older stdlib records written as ``log.info("plc_up plc=%s",
-name)`` (an event name, then ` key=%s` pairs; today only `plc_connectors`,
-`invops.plc_bridge` and `invops.plant_feed`) are split into the event and typed
-fields; third-party records keep their formatted message as the event.
+name)`` (an event name, then ` key=%s` pairs: `plc_connectors`, which imports
+nothing of ours) are split into the event and typed fields; third-party records
+keep their formatted message as the event.
 
 Logs go to stderr only: stdout belongs to the commands' user output and JSON.
 
@@ -240,10 +240,11 @@ def _event_dict(_logger: WrappedLogger, _method: str, event: EventDict) -> Event
     if not isinstance(given, dict) or not isinstance(given.get("event"), str):
         return event
     event.pop("positional_args", None)  # the message's arguments: the fields again
+    taken = _RESERVED | event.keys()  # a field never replaces the record's own keys
     rebuilt: EventDict = {"event": given["event"]}
     for key, value in given.items():
         if key != "event":
-            rebuilt[f"{key}_" if key in _RESERVED else key] = _plain(value)
+            rebuilt[f"{key}_" if key in taken else key] = _plain(value)
     for key, value in event.items():
         if key != "event":
             rebuilt.setdefault(key, value)

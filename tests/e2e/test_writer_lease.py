@@ -27,7 +27,7 @@ from tests.e2e.conftest import DEMO_CONFIG, base_command, clean_env
 from tests.polling import wait_until
 
 START_S = 60.0  # a start (imports, OPC UA address space, first-start key) on 2 busy cores
-READY = re.compile(r"invops \S+: opcua opc\.tcp://")
+READY = re.compile(r"invops_started\b.*opc\.tcp://")  # the start line (console or JSON)
 REFUSED_WRITER = re.compile(
     r"^invops: error: writer id '(?P<writer>[^']+)' is held by another invops instance: "
     r"(?P<host>\S+) pid (?P<pid>\d+) since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "

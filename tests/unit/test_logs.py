@@ -119,11 +119,11 @@ def test_events_of_our_packages_reach_stdlib_logging_unconfigured(
 def test_stdlib_records_with_fields_in_the_message_are_split(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Records still written as `"event key=%s"` (plc_connectors, invops.plc_bridge and
-    invops.plant_feed until they log events with fields) render with fields too."""
+    """Records written as `"event key=%s"` (plc_connectors: it imports nothing of ours,
+    so not inventory_core.log either) render with fields too."""
     configure_logging("json", "INFO")
     logging.getLogger("plc_connectors.poller").warning("plc_down plc=%s attempt=%d", "PLC-S7", 3)
-    logging.getLogger("invops.plant_feed").info("link %s: plc=%s", "down", "PLC-1")
+    logging.getLogger("plc_connectors.s7").info("link %s: plc=%s", "down", "PLC-1")
     logging.getLogger("asyncua.server").warning("free text %s, not an event", "stays")
 
     down, link, free = json_lines(capsys.readouterr().err)
