@@ -51,6 +51,7 @@ class HistoryFeature:
         self.storage = LedgerHistoryStorage(store, min_interval=HISTORY_MIN_INTERVAL)
         self._view = view
         self._nodes: dict[str, dict[str, ua.NodeId]] = {}  # unit -> name -> historized node
+        self._kept: dict[str, tuple[datetime, Quality]] = {}  # unit -> last measured kept
 
     async def setup(self, server: InvopsOpcUaServer) -> None:
         """What `historize_node_data_change` does (Historizing, the HistoryRead access
@@ -93,6 +94,17 @@ class HistoryFeature:
                 )
             return
         measured = state.measured
+        at = measured.source_time
+        kept = self._kept.get(state.unit)
+        if (
+            at is not None
+            and kept is not None
+            and kept[1] is measured.quality
+            and timedelta(0) <= at - kept[0] < HISTORY_MIN_INTERVAL
+        ):
+            return  # one point per series and interval: decided before building any
+        if at is not None:
+            self._kept[state.unit] = (at, measured.quality)
         code = QUALITY_STATUS[measured.quality]
         for name, field_name in _MEASURED_SERIES.items():
             node_id = nodes.get(name)

@@ -132,6 +132,7 @@ class InvopsOpcUaServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._unknown_units: set[str] = set()
+        self._written: dict[str, UnitState] = {}  # per unit, the state last written
         self._ua: Server | None = None
         self._space: AddressSpace | None = None
         self._mirror: LedgerMirror | None = None
@@ -423,7 +424,12 @@ class InvopsOpcUaServer:
         t = measured.source_time
         writer = space.writer
         variables = nodes.variables
-        if t is not None:  # the view has had a reading (else: as built, waiting)
+        # The view replaces only the part that changed: an identical object was written.
+        written = self._written.get(state.unit)
+        self._written[state.unit] = state
+        measured_changed = written is None or written.measured is not measured
+        book_changed = written is None or written.book is not state.book
+        if t is not None and measured_changed:  # had a reading (else: as built, waiting)
             if code & _BAD:
                 for name in (*PLC_FIELDS.values(), "Discrepancy"):
                     if name in variables:
@@ -437,6 +443,12 @@ class InvopsOpcUaServer:
         book = state.book
         if book.quantity is None:
             return  # not read from the ledger yet
+        if not book_changed:
+            if state.discrepancy is not None and not code & _BAD:
+                await writer.write_double(
+                    variables["Discrepancy"], state.discrepancy, code, t, server_time
+                )
+            return
         now = server_time
         await writer.write_double(variables["BookQuantity"], book.quantity, source_time=now,
                                   server_time=now)  # fmt: skip
