@@ -123,8 +123,12 @@ class AlarmPublisher:
         name: str = "LevelAlarm",
         notify_server: bool = True,
         current_user: Callable[[], tuple[str, str]] | None = None,
+        on_transition: Callable[[AlarmTransition], None] | None = None,
     ) -> None:
+        """`on_transition` is told of every transition published (raised, cleared,
+        acknowledged, confirmed): e.g. the plant view, which holds the alarm state."""
         self._server = server
+        self._on_transition = on_transition
         self._source = source_node
         self.alarm = alarm
         self._input = input_node
@@ -224,6 +228,8 @@ class AlarmPublisher:
             event.emitting_node = emitter
             await service.trigger_event(event)
         await self._mirror(transition, last_severity)
+        if self._on_transition is not None:
+            self._on_transition(transition)
 
     def _snapshot(self, at: datetime) -> AlarmTransition:
         alarm = self.alarm

@@ -15,6 +15,7 @@ runs `run()` as one of its tasks and awaits `close()` before asyncua stops:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -158,6 +159,7 @@ class AlarmFeature:
                     else None
                 ),
                 current_user=current_user,
+                on_transition=functools.partial(self._view.apply_alarm, unit),
             )
             await publisher.init()
             self._publishers[unit] = publisher
@@ -176,17 +178,15 @@ class AlarmFeature:
                 log.warning("alarm_queue_full_update_skipped", unit=change.state.unit)
 
     async def run(self) -> None:
-        """Evaluate queued fill updates until cancelled; transitions go back to the view
-        (each unit's alarm state lives there too)."""
+        """Evaluate queued fill updates until cancelled; every transition (also an
+        Acknowledge or Confirm from a client) goes back to the view, which holds it."""
         while True:
             state = await self._queue.get()
             publisher = self._publishers[state.unit]
             measured = state.measured
             at = measured.source_time or datetime.now(UTC)
             good = measured.quality is Quality.GOOD
-            transition = await publisher.update(measured.fill_percent, good, at)
-            if transition is not None:
-                self._view.apply_alarm(state.unit, transition)
+            await publisher.update(measured.fill_percent, good, at)
 
     async def close(self) -> None:
         for publisher in self._publishers.values():

@@ -12,7 +12,12 @@ import pytest
 from asyncua import Client, Node, Server, ua
 from asyncua.common.events import Event
 
-from inventory_core.domain.level_alarm import LevelAlarm, LevelLimits
+from inventory_core.domain.level_alarm import (
+    AlarmTransition,
+    LevelAlarm,
+    LevelLimits,
+    TransitionKind,
+)
 from opcua_server.alarms import AlarmPublisher
 
 DEADLINE_S = 5
@@ -27,6 +32,7 @@ class Plant:
     publisher: AlarmPublisher
     tank: Node
     url: str
+    told: list[AlarmTransition]  # what `on_transition` (the plant view) was told
 
 
 class Events:
@@ -66,18 +72,20 @@ async def plant() -> AsyncIterator[Plant]:
         ua.QualifiedName("FillPercent", idx),
         50.0,
     )
+    told: list[AlarmTransition] = []
     publisher = AlarmPublisher(
         server,
         tank,
         LevelAlarm("TK-101", LIMITS, hysteresis_pct=1.0),
         input_node=fill,
         current_user=lambda: ("alice", "operator"),
+        on_transition=told.append,
     )
     await publisher.init()
     await server.start()
     try:
         port = server.bserver.port  # type: ignore[union-attr]
-        yield Plant(server, publisher, tank, f"opc.tcp://127.0.0.1:{port}")
+        yield Plant(server, publisher, tank, f"opc.tcp://127.0.0.1:{port}", told)
     finally:
         await publisher.close()
         await server.stop()
@@ -146,6 +154,14 @@ async def test_alarm_fires_above_high_clears_below_high_minus_hysteresis_and_is_
         confirmed = await events.next()
         assert field(confirmed, "ConfirmedState/Id") is True
         assert confirmed.Retain is False
+        # Every transition, the client's Acknowledge and Confirm too, reached on_transition.
+        assert [t.kind for t in plant.told] == [
+            TransitionKind.ACTIVATED,
+            TransitionKind.CLEARED,
+            TransitionKind.ACKNOWLEDGED,
+            TransitionKind.CONFIRMED,
+        ]
+        assert plant.told[2].user == "alice"
 
         # The condition node's variables carry the same state.
         acked_id = await condition.get_child(["0:AckedState", "0:Id"])
