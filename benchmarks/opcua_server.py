@@ -115,6 +115,9 @@ def bench_config(tanks: int) -> Any:
             "endpoint": f"opc.tcp://{HOST}:0/invops",
             "allow_security_none": True,
             "value_deadband_pct": 0,
+            # this measures delivery, not the limits: one anonymous session holds every item
+            "max_monitored_items_per_session": 100_000,
+            "max_anonymous_monitored_items": 100_000,
         },
         "materials": [
             {
