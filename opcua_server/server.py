@@ -443,18 +443,13 @@ class InvopsOpcUaServer:
         book = state.book
         if book.quantity is None:
             return  # not read from the ledger yet
-        if not book_changed:
-            if state.discrepancy is not None and not code & _BAD:
-                await writer.write_double(
-                    variables["Discrepancy"], state.discrepancy, code, t, server_time
-                )
-            return
-        now = server_time
-        await writer.write_double(variables["BookQuantity"], book.quantity, source_time=now,
-                                  server_time=now)  # fmt: skip
-        for field_name, name in LEDGER_TEXT_FIELDS.items():
-            text = ua.Variant(getattr(book, field_name), ua.VariantType.String)
-            await writer.write(variables[name], text, source_time=now, server_time=now)
+        if book_changed:
+            now = server_time
+            await writer.write_double(variables["BookQuantity"], book.quantity, source_time=now,
+                                      server_time=now)  # fmt: skip
+            for field_name, name in LEDGER_TEXT_FIELDS.items():
+                text = ua.Variant(getattr(book, field_name), ua.VariantType.String)
+                await writer.write(variables[name], text, source_time=now, server_time=now)
         if state.discrepancy is not None and not code & _BAD:
             await writer.write_double(
                 variables["Discrepancy"], state.discrepancy, code, t, server_time
