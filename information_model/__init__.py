@@ -25,7 +25,6 @@ from information_model.isa95 import (
     TYPE_MODEL,
     TYPES_NAMESPACE,
     UNITS,
-    Role,
     unit_for,
 )
 from information_model.nodes import (
@@ -44,6 +43,7 @@ from information_model.nodes import (
     unece_unit_id,
 )
 from information_model.nodeset import export_nodeset, render_nodeset
+from inventory_core.domain.users import Role  # defined with the users, re-exported here
 
 __all__ = [
     "APPLICATION_URI",

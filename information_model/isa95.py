@@ -30,6 +30,7 @@ from information_model.nodes import (
 from inventory_core.domain.errors import UnitConversionError
 from inventory_core.domain.model import LotStatus, MovementKind, Source
 from inventory_core.domain.units import UNITS as LEDGER_UOMS
+from inventory_core.domain.users import Role
 
 TYPES_NAMESPACE: Final = "urn:invops:ua:types"
 INSTANCES_NAMESPACE: Final = "urn:invops:ua:plant"
@@ -43,20 +44,6 @@ MODEL_PUBLICATION_DATE: Final = "2026-11-26T00:00:00Z"
 # ISA95EquipmentElementLevelEnum (OPC 10030, DataType i=4871 in the ISA95 namespace).
 STORAGE_ZONE_LEVEL: Final = 8
 STORAGE_UNIT_LEVEL: Final = 9
-
-
-class Role(StrEnum):
-    """invops user roles (SPEC §4 security), each granting everything below it."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ENGINEER = "engineer"
-    ADMIN = "admin"
-
-    def grants(self, required: str) -> bool:
-        """Whether a user with this role may call a method requiring `required`."""
-        order = list(Role)
-        return order.index(self) >= order.index(Role(required))
 
 
 # --- engineering units (REFERENCE 3.3, UNECE Rec 20) --------------------------------

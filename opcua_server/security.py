@@ -71,10 +71,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from information_model.isa95 import APPLICATION_URI, Role
+from information_model.isa95 import APPLICATION_URI
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.passwords import hash_password, parse_password_hash, verify_password
+from inventory_core.domain.users import Role
 from inventory_core.log import get_logger
 from opcua_server import asyncua_patches
 from opcua_server.logins import (

@@ -10,7 +10,8 @@ Standard library only (`hashlib.scrypt`). A hash is one self-describing string,
 so the cost parameters can be raised later without breaking the hashes already
 in config files. `verify_password` accepts only strings of exactly this shape
 (checked by `parse_password_hash`): a plain-text password pasted into the config
-is an error, never something a login is compared against.
+is an error, never something a login is compared against. A parsed
+`PasswordHash` verifies by itself (`PasswordHash.verify`): what `users.User` holds.
 
 Passwords are NFC-normalised and UTF-8 encoded before hashing, so the same
 password typed on different systems gives the same key (RFC 8265, OpaqueString).
@@ -78,6 +79,15 @@ class PasswordHash:
         key = base64.b64encode(self.key).decode("ascii")
         return f"{SCHEME}$n={self.n},r={self.r},p={self.p}${salt}${key}"
 
+    def verify(self, password: str) -> bool:
+        """Whether `password` derives this key (constant-time comparison).
+
+        On the parsed hash so that whoever holds a user (OPC UA logins now, HTTP and
+        e-signatures later) checks without parsing the config's string again.
+        """
+        candidate = _derive(password, self.salt, self.n, self.r, self.p, len(self.key))
+        return hmac.compare_digest(candidate, self.key)
+
 
 def hash_password(password: str) -> str:
     """A new hash of `password` with a fresh random salt (different every call)."""
@@ -94,9 +104,7 @@ def verify_password(password: str, stored: str) -> bool:
     Raises PasswordHashError when `stored` is not a hash at all: that is a broken
     configuration, not a wrong password.
     """
-    parsed = parse_password_hash(stored)
-    candidate = _derive(password, parsed.salt, parsed.n, parsed.r, parsed.p, len(parsed.key))
-    return hmac.compare_digest(candidate, parsed.key)
+    return parse_password_hash(stored).verify(password)
 
 
 def parse_password_hash(stored: str) -> PasswordHash:

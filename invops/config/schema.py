@@ -13,7 +13,6 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationInfo, field_validator
 
-from information_model.isa95 import Role
 from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import (
@@ -25,6 +24,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
+from inventory_core.domain.users import Role
 from invops.config.fields import (
     DEFAULT_LEDGER_URL,
     ConfigModel,
