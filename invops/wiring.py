@@ -179,7 +179,7 @@ async def _opcua_server(
     pki = overrides.pki_dir or Path(config.opcua.certificate_dir)
     security = secure_server_kwargs(
         config.opcua,
-        config.opcua_users(),
+        config.user_definitions(),
         pki,
         audit=ledger.record_event,
         on_login_refused=metrics.opcua_login_refused,

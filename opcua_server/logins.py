@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from inventory_core.domain.passwords import PasswordHash
+
 __all__ = [
     "LOCKOUT_SCOPES",
     "LOGIN_REFUSALS",
@@ -240,6 +242,10 @@ class CheckerBusy(Exception):
     """Raised by `PasswordChecker.acquire` when every slot is taken and the queue is full."""
 
 
+def _verify_hash(password: str, stored: PasswordHash) -> bool:
+    return stored.verify(password)
+
+
 class PasswordChecker:
     """Runs password checks in a dedicated thread pool with bounded concurrency and queue.
 
@@ -248,10 +254,16 @@ class PasswordChecker:
     `finally`. Holding the slot across "is it locked? / verify / count" keeps the
     throttle's view current: with one slot, a burst of guesses for one name is
     checked one by one and the lockout stops the rest before any scrypt.
+
+    A check is `PasswordHash.verify` unless `verify` replaces it (tests).
     """
 
     def __init__(
-        self, verify: Callable[[str, str], bool], *, concurrency: int = 1, queue: int = 16
+        self,
+        verify: Callable[[str, PasswordHash], bool] = _verify_hash,
+        *,
+        concurrency: int = 1,
+        queue: int = 16,
     ) -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError("concurrency must be >= 1 and queue >= 0")
@@ -279,8 +291,8 @@ class PasswordChecker:
     def release(self) -> None:
         self._slots.release()
 
-    async def verify(self, password: str, stored: str) -> bool:
-        """`verify(password, stored)` in the checker's own threads."""
+    async def verify(self, password: str, stored: PasswordHash) -> bool:
+        """Whether `password` matches `stored`, checked in the checker's own threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._verify, password, stored)
 

@@ -6,9 +6,10 @@ What the server core plugs in (see `secure_server_kwargs`):
   on first start in the PKI directory (SubjectAltName URI = application URI)
   and reused afterwards; `trusted/` holds the client certificates an
   administrator accepts (`client_certificate_validator`).
-- `InvopsUserManager`: user name + password checked against the scrypt hashes
-  of the `[[users]]` table, off the event loop and throttled (`logins`);
-  anonymous sessions only when `anonymous = "read"`.
+- `InvopsUserManager`: user name + password checked against the configured
+  users (`inventory_core.domain.users.User`, each with its scrypt hash), off the
+  event loop and throttled (`logins`); anonymous sessions only when
+  `anonymous = "read"`.
 - `InvopsPermissionRuleset`: per request type. Browse, read, subscribe, history
   read and method calls are allowed; every client write (Write, HistoryUpdate,
   AddNodes, DeleteNodes, Add/DeleteReferences) is refused with
@@ -60,7 +61,8 @@ from urllib.parse import urlparse
 from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import cert_gen
-from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, UserRole
+from asyncua.crypto.permission_rules import User as UaUser
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
@@ -74,8 +76,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from information_model.isa95 import APPLICATION_URI
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import AuditEvent
-from inventory_core.domain.passwords import hash_password, parse_password_hash, verify_password
-from inventory_core.domain.users import Role
+from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
 from opcua_server import asyncua_patches
 from opcua_server.logins import (
@@ -234,7 +236,7 @@ def acting_as(name: str, role: Role | str) -> Iterator[None]:
 
 
 @dataclass
-class InvopsUser(User):
+class InvopsUser(UaUser):
     """An asyncua User that also carries the invops role and a printable name.
 
     asyncua knows only Admin, User and Anonymous; its Admin role would bypass the
@@ -260,7 +262,7 @@ def _anonymous_mode(anonymous: str) -> str:
 
 
 class InvopsUserManager(UserManager):
-    """asyncua user manager: `[[users]]` with scrypt password hashes, anonymous per config.
+    """asyncua user manager: the configured users (names unique), anonymous per config.
 
     In the server, logins go through `authenticate` (awaited by the patched
     ActivateSession, `asyncua_patches`): the password is checked in the
@@ -287,7 +289,7 @@ class InvopsUserManager(UserManager):
 
     def __init__(
         self,
-        users: Mapping[str, tuple[str, Role | str]],
+        users: Sequence[User],
         anonymous: str,
         *,
         allow_security_none: bool = False,
@@ -299,15 +301,13 @@ class InvopsUserManager(UserManager):
     ) -> None:
         self._anonymous = _anonymous_mode(anonymous)
         self._allow_security_none = allow_security_none
-        self._users: dict[str, tuple[str, Role]] = {}
-        for name, (password_hash, role) in users.items():
-            try:
-                parse_password_hash(password_hash)
-                self._users[name] = (password_hash, Role(role))
-            except ValueError as exc:
-                raise SecuritySetupError(f"user {name!r}: {exc}") from None
+        self._users: dict[str, User] = {}
+        for user in users:
+            if user.name in self._users:
+                raise SecuritySetupError(f"user {user.name!r} is listed twice")
+            self._users[user.name] = user
         # Unknown names still cost one scrypt, so timing does not reveal valid names.
-        self._decoy = hash_password(secrets.token_urlsafe(16))
+        self._decoy = parse_password_hash(hash_password(secrets.token_urlsafe(16)))
         self.settings = settings or LoginSettings()
         self.throttle = (
             LoginThrottle(self.settings)
@@ -315,7 +315,7 @@ class InvopsUserManager(UserManager):
             else LoginThrottle(self.settings, clock=clock)
         )
         self._checker = PasswordChecker(
-            verify_password, concurrency=self.settings.concurrency, queue=self.settings.queue
+            concurrency=self.settings.concurrency, queue=self.settings.queue
         )
         self._audit = audit
         self._on_refused = on_refused
@@ -327,7 +327,7 @@ class InvopsUserManager(UserManager):
 
     # -- the server's path: awaited by the patched ActivateSession ---------------------
 
-    async def authenticate(self, activation: asyncua_patches.Activation) -> User | None:
+    async def authenticate(self, activation: asyncua_patches.Activation) -> UaUser | None:
         """The user for this activation, or None to refuse (see the class docstring)."""
         username, source = _bounded(activation.username), activation.source
         exact = username == activation.username  # a cut name is nobody's: never a match
@@ -368,10 +368,10 @@ class InvopsUserManager(UserManager):
         username: str | None = None,
         password: str | None = None,
         certificate: Any = None,
-    ) -> User | None:
+    ) -> UaUser | None:
         checked, verdict = asyncua_patches.checked_login(username, password)
         if checked:
-            return verdict if isinstance(verdict, User) else None
+            return verdict if isinstance(verdict, UaUser) else None
         if _loop_running():
             log.error(
                 "opcua_login_refused",
@@ -389,12 +389,12 @@ class InvopsUserManager(UserManager):
         if self.throttle.locked(username, "") is not None:
             self._refused(LoginRefusal.LOCKED_OUT, username, "")
             return None
-        stored = self._users.get(username)
-        matches = verify_password(password or "", stored[0] if stored else self._decoy)
-        outcome = self._judge(username, "", stored is not None and matches)
+        user = self._users.get(username)
+        matches = (user.password if user else self._decoy).verify(password or "")
+        outcome = self._judge(username, "", user is not None and matches)
         if outcome is None:
             return self._user(username, "", "")
-        self._refused(_failure_reason(stored is not None), username, "")
+        self._refused(_failure_reason(user is not None), username, "")
         for lockout in outcome.lockouts:
             self._lockout_started(lockout, username, "")
         return None
@@ -417,7 +417,7 @@ class InvopsUserManager(UserManager):
         )
 
     def _user(self, username: str, session: str, source: str) -> InvopsUser:
-        role = self._users[username][1]
+        role = self._users[username].role
         log.info("opcua_login", user=username, role=role, source=source or "-")
         return InvopsUser(
             role=UserRole.User,
@@ -431,9 +431,9 @@ class InvopsUserManager(UserManager):
         self, username: str, password: str, source: str, exact: bool
     ) -> FailureOutcome | None:
         """Check the password in the checker's threads (slot held): None when it is right."""
-        stored = self._users.get(username) if exact else None
-        matches = await self._checker.verify(password, stored[0] if stored else self._decoy)
-        return self._judge(username, source, stored is not None and matches)
+        user = self._users.get(username) if exact else None
+        matches = await self._checker.verify(password, user.password if user else self._decoy)
+        return self._judge(username, source, user is not None and matches)
 
     def _judge(self, username: str, source: str, good: bool) -> FailureOutcome | None:
         """Count the result of a checked password: None for a good one."""
@@ -891,7 +891,7 @@ class SecureServerKwargs(TypedDict):
 
 def secure_server_kwargs(
     config: OpcuaSecuritySettings,
-    users: Mapping[str, tuple[str, Role | str]],
+    users: Sequence[User],
     pki_dir: Path | str,
     *,
     audit: AuditSink | None = None,

@@ -1,9 +1,9 @@
 """The plant tables of the config file and the whole file's model, `InvopsConfig`.
 
 Pydantic stays at this boundary: `InvopsConfig.material_definitions()`,
-`storage_unit_definitions()` and `plc_settings()` hand the rest of the system
-plain domain objects. Each model checks its own table (pass 1); checks across
-tables live in `cross_checks` (pass 2).
+`storage_unit_definitions()`, `user_definitions()` and `plc_settings()` hand the
+rest of the system plain domain objects. Each model checks its own table (pass 1);
+checks across tables live in `cross_checks` (pass 2).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from inventory_core.domain.passwords import parse_password_hash
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
-from inventory_core.domain.users import Role
+from inventory_core.domain.users import Role, User
 from invops.config.fields import (
     DEFAULT_LEDGER_URL,
     ConfigModel,
@@ -240,9 +241,16 @@ class InvopsConfig(ConfigModel):
     storage_units: list[StorageUnitConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
 
-    def opcua_users(self) -> dict[str, tuple[str, Role]]:
-        """User name -> (password hash, role), as the OPC UA user manager takes them."""
-        return {user.name: (user.password_hash, user.role) for user in self.users}
+    def user_definitions(self) -> tuple[User, ...]:
+        """`[[users]]` as domain users, in config order, each with its parsed hash.
+
+        (Not `users()`: that name is the table itself.) The hashes were checked when
+        the file was read (`fields.PasswordHash`), so parsing them again cannot fail.
+        """
+        return tuple(
+            User(user.name, user.role, parse_password_hash(user.password_hash))
+            for user in self.users
+        )
 
     def material_definitions(self) -> list[MaterialDefinition]:
         return [

@@ -24,7 +24,8 @@ from asyncua import Client, ua
 
 from information_model import INSTANCES_NAMESPACE, TYPES_NAMESPACE
 from inventory_core import open_ledger
-from inventory_core.domain.passwords import hash_password
+from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.users import Role, User
 from invops.config import InvopsConfig, parse_config
 from invops.wiring import opcua_settings
 from opcua_server import InvopsOpcUaServer
@@ -79,7 +80,7 @@ async def _plant(tmp_path: Path, *, wired: bool) -> AsyncIterator[Plant]:
     config = parse_config(tomllib.loads(PLANT))
     db = tmp_path / "ledger.db"
     denied: list[None] = []
-    users = {"otto": (hash_password("otto"), "operator")}
+    users = [User("otto", Role.OPERATOR, parse_password_hash(hash_password("otto")))]
     security = secure_server_kwargs(config.opcua, users, tmp_path / "pki")
     async with open_ledger(f"sqlite+aiosqlite:///{db}", writer_id="deny-t", migrate=True) as ledger:
         await ledger.sync_master_data(

@@ -148,7 +148,7 @@ def _toml(text: str) -> dict[str, Any]:
 def _server(
     config: Any, ledger: Ledger, pki: Path, on_refusal: RefusalListener | None = None
 ) -> InvopsOpcUaServer:
-    security = secure_server_kwargs(config.opcua, config.opcua_users(), pki)
+    security = secure_server_kwargs(config.opcua, config.user_definitions(), pki)
     return InvopsOpcUaServer(
         opcua_settings(config),
         ledger,

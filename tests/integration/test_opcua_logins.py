@@ -14,7 +14,7 @@ import gc
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +29,10 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from information_model import APPLICATION_URI
 from inventory_core.domain.model import AuditEvent
-from inventory_core.domain.passwords import hash_password
+from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
+from inventory_core.domain.users import Role, User
 from invops.config import AnonymousAccess, OpcuaConfig
-from opcua_server import asyncua_patches, security
+from opcua_server import asyncua_patches
 from opcua_server.security import current_user, identity_tokens, secure_server_kwargs
 
 USERS = ("viewer", "operator", "engineer")
@@ -76,7 +77,7 @@ class LoginServer:
 async def _login_server(
     pki: Path,
     config: OpcuaConfig,
-    users: dict[str, tuple[str, str]],
+    users: Sequence[User],
     *,
     clock: Callable[[], float] | None = None,
     hooks: bool = True,
@@ -131,8 +132,13 @@ def _config(**login: Any) -> OpcuaConfig:
 
 
 @pytest.fixture(scope="module")
-def users() -> dict[str, tuple[str, str]]:
-    return {name: (hash_password(name), name) for name in USERS}
+def users() -> tuple[User, ...]:
+    """One user per role, each with their role's name as password."""
+    return tuple(_user(name) for name in USERS)
+
+
+def _user(name: str) -> User:
+    return User(name, Role(name), parse_password_hash(hash_password(name)))
 
 
 async def _login(running: LoginServer, user: str, password: str) -> str | int:
@@ -154,7 +160,7 @@ DENIED = StatusCodes.BadUserAccessDenied
 
 
 async def test_wrong_passwords_lock_the_user_out_even_for_the_right_password_until_it_ends(
-    tmp_path: Path, users: dict[str, tuple[str, str]]
+    tmp_path: Path, users: tuple[User, ...]
 ) -> None:
     clock = ManualClock()
     config = _config(
@@ -194,7 +200,7 @@ async def test_wrong_passwords_lock_the_user_out_even_for_the_right_password_unt
 
 
 async def test_an_address_guessing_many_names_is_locked_out_for_every_name(
-    tmp_path: Path, users: dict[str, tuple[str, str]]
+    tmp_path: Path, users: tuple[User, ...]
 ) -> None:
     clock = ManualClock()
     config = _config(
@@ -235,16 +241,16 @@ async def test_a_flood_of_wrong_passwords_does_not_block_the_event_loop(
     (shared) event loop keeps running, and every check ran in a thread of its own pool.
     Only the config and API the server always had are used."""
     checked_in: list[str] = []
-    verify = security.verify_password
+    verify = PasswordHash.verify
 
-    def slow_verify(password: str, stored: str) -> bool:
+    def slow_verify(stored: PasswordHash, password: str) -> bool:
         checked_in.append(threading.current_thread().name)
-        matches = verify(password, stored)
+        matches = verify(stored, password)
         time.sleep(SLOW_CHECK_S)  # blocks whichever thread runs it
         return matches
 
-    monkeypatch.setattr(security, "verify_password", slow_verify)
-    users = {"operator": (hash_password("operator"), "operator")}
+    monkeypatch.setattr(PasswordHash, "verify", slow_verify)
+    users = (_user("operator"),)
     config = _config()
     async with _login_server(tmp_path / "pki", config, users, hooks=False) as running:
         gaps: list[float] = []

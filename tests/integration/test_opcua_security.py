@@ -18,7 +18,7 @@ import contextvars
 import shutil
 import socket
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,8 @@ from asyncua.client.client import Client
 from asyncua.common.methods import uamethod
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import cert_gen
-from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.permission_rules import User as UaUser
+from asyncua.crypto.permission_rules import UserRole
 from asyncua.crypto.security_policies import (
     SecurityPolicy,
     SecurityPolicyAes256Sha256RsaPss,
@@ -46,7 +47,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from information_model import APPLICATION_URI, Role
-from inventory_core.domain.passwords import hash_password
+from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.users import User
 from invops.config import AnonymousAccess, OpcuaConfig, SecurityPolicyName
 from opcua_server import asyncua_patches
 from opcua_server.security import (
@@ -110,7 +112,7 @@ async def _client_cert(directory: Path, name: str) -> ClientCert:
 
 
 @asynccontextmanager
-async def _server(config: OpcuaConfig, users: Mapping[str, tuple[str, str]], pki: Path) -> Any:
+async def _server(config: OpcuaConfig, users: Sequence[User], pki: Path) -> Any:
     """A bare asyncua server wired exactly as secure_server_kwargs documents, with the
     asyncua patches the invops server applies (CreateSession's client certificate)."""
     asyncua_patches.apply()
@@ -157,8 +159,13 @@ async def _server(config: OpcuaConfig, users: Mapping[str, tuple[str, str]], pki
 
 
 @pytest.fixture(scope="module")
-def users() -> dict[str, tuple[str, str]]:
-    return {name: (hash_password(name), name) for name in DEMO_USERS}
+def users() -> tuple[User, ...]:
+    """One user per role, each with their role's name as password."""
+    return tuple(_user(name, name) for name in DEMO_USERS)
+
+
+def _user(name: str, role: str) -> User:
+    return User(name, Role(role), parse_password_hash(hash_password(name)))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -177,7 +184,7 @@ def _trust(pki: Path, cert: ClientCert) -> None:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def open_server(
     tmp_path_factory: pytest.TempPathFactory,
-    users: dict[str, tuple[str, str]],
+    users: tuple[User, ...],
     client_certs: dict[str, ClientCert],
 ) -> AsyncIterator[RunningServer]:
     config = OpcuaConfig(allow_security_none=True, anonymous=AnonymousAccess.READ)
@@ -190,7 +197,7 @@ async def open_server(
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def locked_server(
     tmp_path_factory: pytest.TempPathFactory,
-    users: dict[str, tuple[str, str]],
+    users: tuple[User, ...],
     client_certs: dict[str, ClientCert],
 ) -> AsyncIterator[RunningServer]:
     config = OpcuaConfig(anonymous=AnonymousAccess.OFF)
@@ -293,14 +300,14 @@ async def test_anonymous_is_refused_when_off(
 
 def test_user_manager_refuses_anonymous_when_off_even_if_the_token_is_offered() -> None:
     # asyncua passes the secure channel's client certificate (b"" on a None channel)
-    assert InvopsUserManager({}, "off").get_user(None, certificate=b"client") is None
-    user = InvopsUserManager({}, "read").get_user(None, certificate=b"client")
+    assert InvopsUserManager([], "off").get_user(None, certificate=b"client") is None
+    user = InvopsUserManager([], "read").get_user(None, certificate=b"client")
     assert isinstance(user, InvopsUser)
     assert user.role is UserRole.Anonymous and user.identity == ANONYMOUS
 
 
 def test_user_manager_refuses_unsecured_channels_unless_none_is_allowed() -> None:
-    users = {"op": (hash_password("op"), "operator")}
+    users = [_user("op", "operator")]
     strict = InvopsUserManager(users, "read")
     assert strict.get_user(None, certificate=b"") is None
     assert strict.get_user(None, username="op", password="op", certificate=b"") is None
@@ -416,11 +423,9 @@ async def test_wrong_password_or_unknown_user_is_refused(
     assert await _refusal(client) == StatusCodes.BadUserAccessDenied
 
 
-def test_user_manager_checks_hashes_when_built() -> None:
-    with pytest.raises(SecuritySetupError, match="'op'"):
-        InvopsUserManager({"op": ("operator", "operator")}, "read")
+def test_user_manager_refuses_an_unknown_anonymous_mode() -> None:
     with pytest.raises(SecuritySetupError, match="anonymous"):
-        InvopsUserManager({}, "write")
+        InvopsUserManager([], "write")
 
 
 # --------------------------------------------------------------------------- policies
@@ -539,7 +544,7 @@ def test_ruleset_allows_reads_and_calls_and_refuses_every_write() -> None:
 def _ruleset_checks() -> None:
     admin = InvopsUser(role=UserRole.User, name="admin", invops_role=Role.ADMIN)
     anonymous = InvopsUser(role=UserRole.Anonymous, name="anonymous")
-    stranger = User(role=UserRole.Admin, name="made-by-another-manager")
+    stranger = UaUser(role=UserRole.Admin, name="made-by-another-manager")
 
     def request(name: str) -> ua.NodeId:
         return ua.NodeId(getattr(ObjectIds, f"{name}Request_Encoding_DefaultBinary"))
@@ -666,7 +671,7 @@ def test_a_broken_private_key_is_an_error_not_silently_replaced(tmp_path: Path) 
 
 
 def test_secure_server_kwargs_holds_what_the_server_constructor_takes(tmp_path: Path) -> None:
-    users = {"op": (hash_password("op"), "operator")}
+    users = [_user("op", "operator")]
     kwargs = secure_server_kwargs(OpcuaConfig(anonymous=AnonymousAccess.OFF), users, tmp_path)
     assert set(kwargs) == {
         "user_manager",

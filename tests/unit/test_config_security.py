@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from information_model import Role
-from inventory_core.domain.passwords import hash_password, verify_password
+from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.users import Role, User
 from invops.config import (
     DEFAULT_CERTIFICATE_DIR,
     SECURE_POLICIES,
@@ -43,13 +43,12 @@ def problems(data: dict[str, Any]) -> dict[str, str]:
 
 def test_demo_users_load_with_real_hashes_of_their_demo_passwords() -> None:
     config = load_config(DEMO, environ=NO_ENV)
-    users = config.opcua_users()
-    assert list(users) == ["viewer", "operator", "engineer", "admin"]
-    for name, (password_hash, role) in users.items():
-        assert role is Role(name)
-        assert password_hash.startswith("scrypt$")
-        assert verify_password(name, password_hash)
-        assert not verify_password(name.upper(), password_hash)
+    users = config.user_definitions()
+    assert [user.name for user in users] == ["viewer", "operator", "engineer", "admin"]
+    for user in users:
+        assert user.role is Role(user.name)
+        assert user.verify(user.name)
+        assert not user.verify(user.name.upper())
 
 
 def test_demo_allows_policy_none_and_anonymous_read() -> None:
@@ -146,11 +145,11 @@ def test_users_load_with_roles() -> None:
         minimal(users=[user("op1"), user("eng.1", "engineer"), user("boss", "admin")]),
         environ=NO_ENV,
     )
-    assert config.opcua_users() == {
-        "op1": (HASH, Role.OPERATOR),
-        "eng.1": (HASH, Role.ENGINEER),
-        "boss": (HASH, Role.ADMIN),
-    }
+    assert config.user_definitions() == (
+        User("op1", Role.OPERATOR, parse_password_hash(HASH)),
+        User("eng.1", Role.ENGINEER, parse_password_hash(HASH)),
+        User("boss", Role.ADMIN, parse_password_hash(HASH)),
+    )
 
 
 def test_plain_text_password_is_a_config_error_that_does_not_repeat_it() -> None:

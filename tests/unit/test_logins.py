@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from information_model import Role
 from inventory_core.domain.model import AuditEvent
-from inventory_core.domain.passwords import hash_password
+from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
+from inventory_core.domain.users import Role, User
 from opcua_server.asyncua_patches import Activation
 from opcua_server.logins import (
     CheckerBusy,
@@ -30,6 +30,13 @@ SETTINGS = LoginSettings(
     lockout_max_s=35.0,
     failure_delay_s=0.5,
 )
+
+
+A = parse_password_hash(hash_password("a"))
+
+
+def _user(name: str, password: str) -> User:
+    return User(name, Role.OPERATOR, parse_password_hash(hash_password(password)))
 
 
 class ManualClock:
@@ -139,15 +146,15 @@ def test_settings_refuse_impossible_values() -> None:
 async def test_checks_run_in_the_checkers_own_threads_never_on_the_loop() -> None:
     threads: list[str] = []
 
-    def verify(password: str, stored: str) -> bool:
+    def verify(password: str, stored: PasswordHash) -> bool:
         threads.append(threading.current_thread().name)
-        return password == stored
+        return stored.verify(password)
 
     checker = PasswordChecker(verify, concurrency=2, queue=4)
     try:
         await checker.acquire()
         try:
-            assert await checker.verify("a", "a") and not await checker.verify("a", "b")
+            assert await checker.verify("a", A) and not await checker.verify("b", A)
         finally:
             checker.release()
     finally:
@@ -159,14 +166,14 @@ async def test_checks_run_in_the_checkers_own_threads_never_on_the_loop() -> Non
 async def test_attempts_beyond_the_slots_and_queue_are_refused_at_once() -> None:
     release = threading.Event()
 
-    def verify(password: str, stored: str) -> bool:
+    def verify(password: str, stored: PasswordHash) -> bool:
         release.wait(5)
         return False
 
     checker = PasswordChecker(verify, concurrency=1, queue=1)
     try:
         await checker.acquire()  # the one slot
-        running = asyncio.ensure_future(checker.verify("x", "y"))
+        running = asyncio.ensure_future(checker.verify("x", A))
         queued = asyncio.ensure_future(checker.acquire())  # the one queue place
         await asyncio.sleep(0)
         assert checker.waiting == 1
@@ -190,7 +197,7 @@ def _activation(user: str | None, password: str | None) -> Activation:
 
 
 async def test_authenticate_answers_users_with_their_session_and_address() -> None:
-    manager = InvopsUserManager({"op": (hash_password("op"), "operator")}, "read")
+    manager = InvopsUserManager([_user("op", "op")], "read")
     try:
         user = await manager.authenticate(_activation("op", "op"))
         assert isinstance(user, InvopsUser)
@@ -213,9 +220,7 @@ async def test_a_name_cut_to_the_audit_length_never_matches_a_user() -> None:
         audited.append(event)
 
     settings = LoginSettings(max_failures=1, failure_delay_s=0)
-    manager = InvopsUserManager(
-        {long_name: (hash_password("pw"), "operator")}, "read", settings=settings, audit=audit
-    )
+    manager = InvopsUserManager([_user(long_name, "pw")], "read", settings=settings, audit=audit)
     try:
         assert await manager.authenticate(_activation(long_name + "x" * 10_000, "pw")) is None
         [lockout] = audited
@@ -228,7 +233,7 @@ async def test_a_name_cut_to_the_audit_length_never_matches_a_user() -> None:
 async def test_get_user_on_the_event_loop_without_a_checked_verdict_refuses() -> None:
     """Never a password hash on the loop: without the patched ActivateSession's verdict,
     a call from inside a running loop fails closed."""
-    manager = InvopsUserManager({"op": (hash_password("op"), "operator")}, "read")
+    manager = InvopsUserManager([_user("op", "op")], "read")
     try:
         assert manager.get_user(None, username="op", password="op", certificate=b"c") is None
     finally:
