@@ -5,7 +5,8 @@ metrics and the HTTP endpoint, the ledger, the plant view and its ledger
 follower, the measurement service with its bridge and reading buffer, the OPC
 UA server with its security and features, and one poller per PLC. Everything
 is passed in explicitly; the adapters get plain settings and domain objects
-(`opcua_settings`, `measured_units`, `alarm_limits`), never the config.
+(`opcua_settings`, `opcua_security`, `measured_units`, `alarm_limits`), never
+the config.
 `invops.service` only runs what this returns.
 """
 
@@ -45,6 +46,7 @@ from opcua_server import InvopsOpcUaServer, OpcuaServerError
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.features import AlarmFeature, HistoryFeature
 from opcua_server.limits import ServerLimits
+from opcua_server.logins import LoginSettings
 from opcua_server.security import (
     client_certificate_validator,
     current_session,
@@ -52,7 +54,7 @@ from opcua_server.security import (
     identity_tokens,
     secure_server_kwargs,
 )
-from opcua_server.settings import OpcuaSettings, OpcuaUnit
+from opcua_server.settings import OpcuaSecurity, OpcuaSettings, OpcuaUnit
 from plc_connectors import (
     ModbusLink,
     PlcLink,
@@ -177,9 +179,9 @@ async def _opcua_server(
 ) -> InvopsOpcUaServer:
     """The OPC UA server with its security, denied-call audit and features, started."""
     pki = overrides.pki_dir or Path(config.opcua.certificate_dir)
+    access = opcua_security(config)
     security = secure_server_kwargs(
-        config.opcua,
-        config.user_definitions(),
+        access,
         pki,
         audit=ledger.record_event,
         on_login_refused=metrics.opcua_login_refused,
@@ -194,7 +196,7 @@ async def _opcua_server(
         features=(HistoryFeature(history_store, view), AlarmFeature(alarm_limits(config), view)),
         on_refusal=metrics.opcua_refused,
         endpoint=overrides.opcua_endpoint,
-        identity_tokens=identity_tokens(config.opcua),
+        identity_tokens=identity_tokens(access),
         certificate_validator=client_certificate_validator(pki),
         current_user=current_user,
         denied_calls=DeniedCallAudit(
@@ -327,6 +329,29 @@ def opcua_settings(config: InvopsConfig) -> OpcuaSettings:
         value_deadband_pct=config.opcua.value_deadband_pct,
         denied_audit_window_s=config.opcua.denied_audit_window_s,
         limits=server_limits(config.opcua),
+    )
+
+
+def opcua_security(config: InvopsConfig) -> OpcuaSecurity:
+    """Who may log in to the OPC UA server and over which policies, as the adapter
+    takes it: the security and `login_*` keys of `[opcua]`, and the `[[users]]`."""
+    opcua = config.opcua
+    return OpcuaSecurity(
+        endpoint=opcua.endpoint,
+        allow_security_none=opcua.allow_security_none,
+        security_policies=tuple(policy.value for policy in opcua.security_policies),
+        anonymous=opcua.anonymous.value,
+        logins=LoginSettings(
+            max_failures=opcua.login_max_failures,
+            source_max_failures=opcua.login_source_max_failures,
+            failure_window_s=opcua.login_failure_window_s,
+            lockout_s=opcua.login_lockout_s,
+            lockout_max_s=opcua.login_lockout_max_s,
+            failure_delay_s=opcua.login_failure_delay_s,
+            concurrency=opcua.login_concurrency,
+            queue=opcua.login_queue,
+        ),
+        users=config.user_definitions(),
     )
 
 

@@ -1,6 +1,8 @@
 """OPC UA security for the invops server: certificates, users, roles, permissions.
 
-What the server core plugs in (see `secure_server_kwargs`):
+What the server core plugs in (see `secure_server_kwargs`), all made from one
+`settings.OpcuaSecurity` (built by `invops.wiring.opcua_security`; this module
+reads no config):
 
 - `ensure_certificate`: the server's own self-signed certificate and key, made
   on first start in the PKI directory (SubjectAltName URI = application URI)
@@ -9,7 +11,7 @@ What the server core plugs in (see `secure_server_kwargs`):
 - `InvopsUserManager`: user name + password checked against the configured
   users (`inventory_core.domain.users.User`, each with its scrypt hash), off the
   event loop and throttled (`logins`); anonymous sessions only when
-  `anonymous = "read"`.
+  anonymous is "read".
 - `InvopsPermissionRuleset`: per request type. Browse, read, subscribe, history
   read and method calls are allowed; every client write (Write, HistoryUpdate,
   AddNodes, DeleteNodes, Add/DeleteReferences) is refused with
@@ -55,7 +57,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol, TypedDict
+from typing import Any, Final, TypedDict
 from urllib.parse import urlparse
 
 from asyncua import ua
@@ -89,6 +91,7 @@ from opcua_server.logins import (
     LoginThrottle,
     PasswordChecker,
 )
+from opcua_server.settings import OpcuaSecurity
 
 __all__ = [
     "ANONYMOUS",
@@ -100,7 +103,6 @@ __all__ = [
     "InvopsPermissionRuleset",
     "InvopsUser",
     "InvopsUserManager",
-    "OpcuaSecuritySettings",
     "SecureServerKwargs",
     "SecuritySetupError",
     "acting_as",
@@ -109,7 +111,6 @@ __all__ = [
     "current_user",
     "ensure_certificate",
     "identity_tokens",
-    "login_settings",
     "secure_server_kwargs",
     "security_policies",
 ]
@@ -140,60 +141,6 @@ _ANONYMOUS_MODES: Final = ("read", "off")
 
 class SecuritySetupError(Exception):
     """Raised when the PKI directory or the user table cannot be used as configured."""
-
-
-class OpcuaSecuritySettings(Protocol):
-    """The part of the `[opcua]` config this module reads (invops.config.OpcuaConfig)."""
-
-    @property
-    def endpoint(self) -> str: ...
-
-    @property
-    def allow_security_none(self) -> bool: ...
-
-    @property
-    def security_policies(self) -> Sequence[str]: ...
-
-    @property
-    def anonymous(self) -> str: ...
-
-    @property
-    def login_max_failures(self) -> int: ...
-
-    @property
-    def login_source_max_failures(self) -> int: ...
-
-    @property
-    def login_failure_window_s(self) -> float: ...
-
-    @property
-    def login_lockout_s(self) -> float: ...
-
-    @property
-    def login_lockout_max_s(self) -> float: ...
-
-    @property
-    def login_failure_delay_s(self) -> float: ...
-
-    @property
-    def login_concurrency(self) -> int: ...
-
-    @property
-    def login_queue(self) -> int: ...
-
-
-def login_settings(config: OpcuaSecuritySettings) -> LoginSettings:
-    """The throttle and checker settings of the `[opcua] login_*` keys."""
-    return LoginSettings(
-        max_failures=config.login_max_failures,
-        source_max_failures=config.login_source_max_failures,
-        failure_window_s=config.login_failure_window_s,
-        lockout_s=config.login_lockout_s,
-        lockout_max_s=config.login_lockout_max_s,
-        failure_delay_s=config.login_failure_delay_s,
-        concurrency=config.login_concurrency,
-        queue=config.login_queue,
-    )
 
 
 AuditSink = Callable[[AuditEvent], Awaitable[None]]
@@ -640,14 +587,14 @@ def _request_name(type_id: Any) -> str:
 # --------------------------------------------------------------------------- policies
 
 
-def security_policies(config: OpcuaSecuritySettings) -> list[ua.SecurityPolicyType]:
+def security_policies(security: OpcuaSecurity) -> list[ua.SecurityPolicyType]:
     """The asyncua endpoint types for the configured policy names, in config order."""
     types = []
-    for name in config.security_policies:
-        policy = POLICY_TYPES.get(str(name))
+    for name in security.security_policies:
+        policy = POLICY_TYPES.get(name)
         if policy is None:
             raise SecuritySetupError(f"unknown security policy {name!r}")
-        if policy is ua.SecurityPolicyType.NoSecurity and not config.allow_security_none:
+        if policy is ua.SecurityPolicyType.NoSecurity and not security.allow_security_none:
             raise SecuritySetupError("security policy None needs allow_security_none = true")
         types.append(policy)
     if not types:
@@ -684,14 +631,14 @@ def select_policies(
     return policies
 
 
-def identity_tokens(config: OpcuaSecuritySettings) -> list[type]:
+def identity_tokens(security: OpcuaSecurity) -> list[type]:
     """Token types to offer (`Server.set_identity_tokens`): user name, and anonymous if on.
 
     Optional: InvopsUserManager refuses anonymous sessions anyway; offering only
     what is accepted lets clients see it in the endpoint list.
     """
     tokens: list[type] = [ua.UserNameIdentityToken]
-    if _anonymous_mode(config.anonymous) == "read":
+    if _anonymous_mode(security.anonymous) == "read":
         tokens.insert(0, ua.AnonymousIdentityToken)
     return tokens
 
@@ -890,8 +837,7 @@ class SecureServerKwargs(TypedDict):
 
 
 def secure_server_kwargs(
-    config: OpcuaSecuritySettings,
-    users: Sequence[User],
+    security: OpcuaSecurity,
     pki_dir: Path | str,
     *,
     audit: AuditSink | None = None,
@@ -908,24 +854,24 @@ def secure_server_kwargs(
     `set_security_policy(security_policies, permission_ruleset=...)`,
     `await load_certificate(certificate)`, `await load_private_key(private_key)`,
     `await set_application_uri(APPLICATION_URI)`; and, recommended,
-    `set_identity_tokens(identity_tokens(config))` and
+    `set_identity_tokens(identity_tokens(security))` and
     `set_certificate_validator(client_certificate_validator(pki_dir))`.
     """
-    hostname = urlparse(config.endpoint).hostname or "localhost"
+    hostname = urlparse(security.endpoint).hostname or "localhost"
     certificate, private_key = ensure_certificate(pki_dir, APPLICATION_URI, hostname)
     return {
         "user_manager": InvopsUserManager(
-            users,
-            config.anonymous,
-            allow_security_none=config.allow_security_none,
-            settings=login_settings(config),
+            security.users,
+            security.anonymous,
+            allow_security_none=security.allow_security_none,
+            settings=security.logins,
             audit=audit,
             on_refused=on_login_refused,
             on_lockout=on_lockout,
             clock=clock,
         ),
-        "permission_ruleset": InvopsPermissionRuleset(config.anonymous),
-        "security_policies": security_policies(config),
+        "permission_ruleset": InvopsPermissionRuleset(security.anonymous),
+        "security_policies": security_policies(security),
         "certificate": certificate,
         "private_key": private_key,
     }

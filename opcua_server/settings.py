@@ -2,7 +2,8 @@
 
 The adapter never sees the config file's schema: `invops.wiring.opcua_settings`
 converts `[site]`, `[opcua]`, `[[materials]]` and `[[storage_units]]` into these
-once, at start-up.
+once, at start-up, and `invops.wiring.opcua_security` the security keys of
+`[opcua]` and the `[[users]]`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from inventory_core.domain.model import MaterialDefinition, StorageUnit
+from inventory_core.domain.users import User
 from opcua_server.limits import ServerLimits
+from opcua_server.logins import LoginSettings
 
-__all__ = ["OpcuaSettings", "OpcuaUnit"]
+__all__ = ["OpcuaSecurity", "OpcuaSettings", "OpcuaUnit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +41,20 @@ class OpcuaSettings:
     value_deadband_pct: float = 0.0
     denied_audit_window_s: float = 60.0
     limits: ServerLimits = field(default_factory=ServerLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class OpcuaSecurity:
+    """Over which endpoints and as whom a client may open a session (`security`).
+
+    `security_policies` are `security.POLICY_TYPES` names, offered in this order;
+    `anonymous` is "read" or "off". Checked where they are used: an unknown policy
+    or mode is a SecuritySetupError of `security.secure_server_kwargs`.
+    """
+
+    endpoint: str  # its host name goes into the server's own certificate
+    allow_security_none: bool
+    security_policies: tuple[str, ...]
+    anonymous: str
+    logins: LoginSettings = field(default_factory=LoginSettings)
+    users: tuple[User, ...] = ()

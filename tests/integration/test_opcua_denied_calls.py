@@ -24,10 +24,9 @@ from asyncua import Client, ua
 
 from information_model import INSTANCES_NAMESPACE, TYPES_NAMESPACE
 from inventory_core import open_ledger
-from inventory_core.domain.passwords import hash_password, parse_password_hash
-from inventory_core.domain.users import Role, User
+from inventory_core.domain.passwords import hash_password
 from invops.config import InvopsConfig, parse_config
-from invops.wiring import opcua_settings
+from invops.wiring import opcua_security, opcua_settings
 from opcua_server import InvopsOpcUaServer
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.security import (
@@ -37,7 +36,7 @@ from opcua_server.security import (
     secure_server_kwargs,
 )
 
-PLANT = """
+PLANT = f"""
 [site]
 enterprise = "ACME"
 name = "PLANT1"
@@ -59,6 +58,11 @@ kind = "silo"
 capacity = 80
 capacity_uom = "t"
 material = "SUGAR"
+
+[[users]]
+name = "otto"
+role = "operator"
+password_hash = "{hash_password("otto")}"
 """
 
 TIMEOUT_S = 10
@@ -80,8 +84,8 @@ async def _plant(tmp_path: Path, *, wired: bool) -> AsyncIterator[Plant]:
     config = parse_config(tomllib.loads(PLANT))
     db = tmp_path / "ledger.db"
     denied: list[None] = []
-    users = [User("otto", Role.OPERATOR, parse_password_hash(hash_password("otto")))]
-    security = secure_server_kwargs(config.opcua, users, tmp_path / "pki")
+    access = opcua_security(config)
+    security = secure_server_kwargs(access, tmp_path / "pki")
     async with open_ledger(f"sqlite+aiosqlite:///{db}", writer_id="deny-t", migrate=True) as ledger:
         await ledger.sync_master_data(
             config.material_definitions(), config.storage_unit_definitions()
@@ -97,7 +101,7 @@ async def _plant(tmp_path: Path, *, wired: bool) -> AsyncIterator[Plant]:
         server = InvopsOpcUaServer(
             opcua_settings(config),
             ledger,
-            identity_tokens=identity_tokens(config.opcua),
+            identity_tokens=identity_tokens(access),
             current_user=current_user,
             **extra,
             **security,

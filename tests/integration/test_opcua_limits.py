@@ -32,7 +32,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.passwords import hash_password
 from invops.config import parse_config
-from invops.wiring import opcua_settings
+from invops.wiring import opcua_security, opcua_settings
 from opcua_server import InvopsOpcUaServer
 from opcua_server.limits import CREATE_BATCH, RefusalListener
 from opcua_server.security import (
@@ -148,12 +148,13 @@ def _toml(text: str) -> dict[str, Any]:
 def _server(
     config: Any, ledger: Ledger, pki: Path, on_refusal: RefusalListener | None = None
 ) -> InvopsOpcUaServer:
-    security = secure_server_kwargs(config.opcua, config.user_definitions(), pki)
+    access = opcua_security(config)
+    security = secure_server_kwargs(access, pki)
     return InvopsOpcUaServer(
         opcua_settings(config),
         ledger,
         on_refusal=on_refusal,
-        identity_tokens=identity_tokens(config.opcua),
+        identity_tokens=identity_tokens(access),
         certificate_validator=client_certificate_validator(pki),
         current_user=current_user,
         freeze_gc=False,

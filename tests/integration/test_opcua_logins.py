@@ -31,9 +31,15 @@ from information_model import APPLICATION_URI
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
-from invops.config import AnonymousAccess, OpcuaConfig
 from opcua_server import asyncua_patches
-from opcua_server.security import current_user, identity_tokens, secure_server_kwargs
+from opcua_server.logins import LoginSettings
+from opcua_server.security import (
+    POLICY_TYPES,
+    current_user,
+    identity_tokens,
+    secure_server_kwargs,
+)
+from opcua_server.settings import OpcuaSecurity
 
 USERS = ("viewer", "operator", "engineer")
 CLIENT_TIMEOUT_S = 15
@@ -76,8 +82,7 @@ class LoginServer:
 @asynccontextmanager
 async def _login_server(
     pki: Path,
-    config: OpcuaConfig,
-    users: Sequence[User],
+    access: OpcuaSecurity,
     *,
     clock: Callable[[], float] | None = None,
     hooks: bool = True,
@@ -86,8 +91,7 @@ async def _login_server(
     recorder = Recorder()
     if hooks:
         kwargs = secure_server_kwargs(
-            config,
-            users,
+            access,
             pki,
             audit=recorder.audit,
             on_login_refused=recorder.on_refused,
@@ -95,7 +99,7 @@ async def _login_server(
             clock=clock,
         )
     else:  # only what secure_server_kwargs always took
-        kwargs = secure_server_kwargs(config, users, pki)
+        kwargs = secure_server_kwargs(access, pki)
     server = Server(user_manager=kwargs["user_manager"])
     await server.init()
     server.disable_clock()
@@ -106,7 +110,7 @@ async def _login_server(
     )
     await server.load_certificate(str(kwargs["certificate"]))
     await server.load_private_key(str(kwargs["private_key"]))
-    server.set_identity_tokens(identity_tokens(config))
+    server.set_identity_tokens(identity_tokens(access))
     ns = await server.register_namespace("urn:invops:test")
     test = await server.nodes.objects.add_object(ns, "Test")
 
@@ -127,8 +131,16 @@ async def _login_server(
             close()
 
 
-def _config(**login: Any) -> OpcuaConfig:
-    return OpcuaConfig(allow_security_none=True, anonymous=AnonymousAccess.READ, **login)
+def _security(users: Sequence[User], **logins: Any) -> OpcuaSecurity:
+    """Policy None allowed (plain clients), anonymous read, `logins` for LoginSettings."""
+    return OpcuaSecurity(
+        endpoint="opc.tcp://127.0.0.1:0/invops",
+        allow_security_none=True,
+        security_policies=tuple(POLICY_TYPES),
+        anonymous="read",
+        logins=LoginSettings(**logins),
+        users=tuple(users),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +175,14 @@ async def test_wrong_passwords_lock_the_user_out_even_for_the_right_password_unt
     tmp_path: Path, users: tuple[User, ...]
 ) -> None:
     clock = ManualClock()
-    config = _config(
-        login_max_failures=3,
-        login_source_max_failures=100,
-        login_lockout_s=60,
-        login_failure_delay_s=0.01,
+    access = _security(
+        users,
+        max_failures=3,
+        source_max_failures=100,
+        lockout_s=60,
+        failure_delay_s=0.01,
     )
-    async with _login_server(tmp_path / "pki", config, users, clock=clock) as running:
+    async with _login_server(tmp_path / "pki", access, clock=clock) as running:
         assert await _login(running, "operator", "operator") == "operator:operator"
         for guess in ("a", "b", "c"):
             assert await _login(running, "operator", guess) == DENIED
@@ -203,13 +216,14 @@ async def test_an_address_guessing_many_names_is_locked_out_for_every_name(
     tmp_path: Path, users: tuple[User, ...]
 ) -> None:
     clock = ManualClock()
-    config = _config(
-        login_max_failures=10,
-        login_source_max_failures=4,
-        login_lockout_s=30,
-        login_failure_delay_s=0.01,
+    access = _security(
+        users,
+        max_failures=10,
+        source_max_failures=4,
+        lockout_s=30,
+        failure_delay_s=0.01,
     )
-    async with _login_server(tmp_path / "pki", config, users, clock=clock) as running:
+    async with _login_server(tmp_path / "pki", access, clock=clock) as running:
         for name in ("root", "admin", "viewer", "scada"):
             assert await _login(running, name, "guess") == DENIED
         recorder = running.recorder
@@ -239,7 +253,7 @@ async def test_a_flood_of_wrong_passwords_does_not_block_the_event_loop(
     """32 concurrent wrong-password logins, each check made slow (SLOW_CHECK_S on top of
     the real scrypt, as a costly hash on a busy machine would be): a probe task on the
     (shared) event loop keeps running, and every check ran in a thread of its own pool.
-    Only the config and API the server always had are used."""
+    Only the settings and API the server always had are used."""
     checked_in: list[str] = []
     verify = PasswordHash.verify
 
@@ -250,9 +264,8 @@ async def test_a_flood_of_wrong_passwords_does_not_block_the_event_loop(
         return matches
 
     monkeypatch.setattr(PasswordHash, "verify", slow_verify)
-    users = (_user("operator"),)
-    config = _config()
-    async with _login_server(tmp_path / "pki", config, users, hooks=False) as running:
+    access = _security([_user("operator")])
+    async with _login_server(tmp_path / "pki", access, hooks=False) as running:
         gaps: list[float] = []
         stop = asyncio.Event()
 
@@ -281,4 +294,4 @@ async def test_a_flood_of_wrong_passwords_does_not_block_the_event_loop(
         assert checked_in, "no password was checked"
         assert all(name.startswith("invops-login") for name in checked_in), set(checked_in)
         # the burst for one name was stopped by its lockout, not checked 32 times
-        assert len(checked_in) <= OpcuaConfig().login_max_failures + 1
+        assert len(checked_in) <= LoginSettings().max_failures + 1

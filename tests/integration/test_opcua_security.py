@@ -49,11 +49,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from information_model import APPLICATION_URI, Role
 from inventory_core.domain.passwords import hash_password, parse_password_hash
 from inventory_core.domain.users import User
-from invops.config import AnonymousAccess, OpcuaConfig, SecurityPolicyName
+from invops.config import parse_config
+from invops.wiring import opcua_security
 from opcua_server import asyncua_patches
 from opcua_server.security import (
     ANONYMOUS,
     CERTIFICATE_FILE,
+    POLICY_TYPES,
     PRIVATE_KEY_FILE,
     InvopsPermissionRuleset,
     InvopsUser,
@@ -67,6 +69,7 @@ from opcua_server.security import (
     secure_server_kwargs,
     security_policies,
 )
+from opcua_server.settings import OpcuaSecurity
 
 # Async tests share the module event loop with the two servers.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -77,6 +80,7 @@ ENCRYPT = ua.MessageSecurityMode.SignAndEncrypt
 BASIC = SecurityPolicyBasic256Sha256
 RSAPSS = SecurityPolicyAes256Sha256RsaPss
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
+SITE = {"enterprise": "ACME", "name": "PLANT1", "areas": ["TANKFARM"]}
 
 
 @dataclass(frozen=True)
@@ -112,11 +116,11 @@ async def _client_cert(directory: Path, name: str) -> ClientCert:
 
 
 @asynccontextmanager
-async def _server(config: OpcuaConfig, users: Sequence[User], pki: Path) -> Any:
+async def _server(access: OpcuaSecurity, pki: Path) -> Any:
     """A bare asyncua server wired exactly as secure_server_kwargs documents, with the
     asyncua patches the invops server applies (CreateSession's client certificate)."""
     asyncua_patches.apply()
-    kwargs = secure_server_kwargs(config, users, pki)
+    kwargs = secure_server_kwargs(access, pki)
     server = Server(user_manager=kwargs["user_manager"])
     await server.init()
     server.disable_clock()
@@ -127,7 +131,7 @@ async def _server(config: OpcuaConfig, users: Sequence[User], pki: Path) -> Any:
     )
     await server.load_certificate(str(kwargs["certificate"]))
     await server.load_private_key(str(kwargs["private_key"]))
-    server.set_identity_tokens(identity_tokens(config))
+    server.set_identity_tokens(identity_tokens(access))
     server.set_certificate_validator(client_certificate_validator(pki))
 
     ns = await server.register_namespace("urn:invops:test")
@@ -168,6 +172,25 @@ def _user(name: str, role: str) -> User:
     return User(name, Role(role), parse_password_hash(hash_password(name)))
 
 
+SECURE_POLICIES = tuple(name for name in POLICY_TYPES if name != "None")
+
+
+def _security(
+    *,
+    allow_security_none: bool = False,
+    policies: tuple[str, ...] = SECURE_POLICIES,
+    anonymous: str = "read",
+    users: Sequence[User] = (),
+) -> OpcuaSecurity:
+    return OpcuaSecurity(
+        endpoint="opc.tcp://127.0.0.1:0/invops",
+        allow_security_none=allow_security_none,
+        security_policies=policies,
+        anonymous=anonymous,
+        users=tuple(users),
+    )
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ClientCert]:
     directory = tmp_path_factory.mktemp("client-pki")
@@ -187,9 +210,11 @@ async def open_server(
     users: tuple[User, ...],
     client_certs: dict[str, ClientCert],
 ) -> AsyncIterator[RunningServer]:
-    config = OpcuaConfig(allow_security_none=True, anonymous=AnonymousAccess.READ)
+    access = _security(
+        allow_security_none=True, policies=("None", *SECURE_POLICIES), anonymous="read", users=users
+    )
     pki = tmp_path_factory.mktemp("open") / "pki"
-    async with _server(config, users, pki) as running:
+    async with _server(access, pki) as running:
         _trust(pki, client_certs["trusted"])
         yield running
 
@@ -200,9 +225,9 @@ async def locked_server(
     users: tuple[User, ...],
     client_certs: dict[str, ClientCert],
 ) -> AsyncIterator[RunningServer]:
-    config = OpcuaConfig(anonymous=AnonymousAccess.OFF)
+    access = _security(anonymous="off", users=users)
     pki = tmp_path_factory.mktemp("locked") / "pki"
-    async with _server(config, users, pki) as running:
+    async with _server(access, pki) as running:
         _trust(pki, client_certs["trusted"])
         yield running
 
@@ -484,17 +509,29 @@ async def test_only_configured_endpoints_are_offered(
 
 
 def test_security_policies_map_config_names_to_asyncua() -> None:
-    assert security_policies(OpcuaConfig()) == [
+    secure = opcua_security(parse_config({"site": SITE}, environ={}))
+    assert security_policies(secure) == [
         ua.SecurityPolicyType.Basic256Sha256_Sign,
         ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
         ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
         ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
     ]
-    demo = OpcuaConfig(allow_security_none=True)
+    demo = opcua_security(
+        parse_config({"site": SITE, "opcua": {"allow_security_none": True}}, environ={})
+    )
     assert security_policies(demo)[0] is ua.SecurityPolicyType.NoSecurity
-    assert security_policies(
-        OpcuaConfig(security_policies=[SecurityPolicyName.AES256_SHA256_RSAPSS_SIGN])
-    ) == [ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign]
+    assert security_policies(_security(policies=("Aes256_Sha256_RsaPss_Sign",))) == [
+        ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign
+    ]
+
+
+def test_security_policies_refuse_unknown_names_and_none_unless_allowed() -> None:
+    with pytest.raises(SecuritySetupError, match="unknown security policy 'Basic128'"):
+        security_policies(_security(policies=("Basic128",)))
+    with pytest.raises(SecuritySetupError, match="allow_security_none"):
+        security_policies(_security(policies=("None",)))
+    with pytest.raises(SecuritySetupError, match="no security policy"):
+        security_policies(_security(policies=()))
 
 
 # --------------------------------------------------------------------------- writes
@@ -672,7 +709,7 @@ def test_a_broken_private_key_is_an_error_not_silently_replaced(tmp_path: Path) 
 
 def test_secure_server_kwargs_holds_what_the_server_constructor_takes(tmp_path: Path) -> None:
     users = [_user("op", "operator")]
-    kwargs = secure_server_kwargs(OpcuaConfig(anonymous=AnonymousAccess.OFF), users, tmp_path)
+    kwargs = secure_server_kwargs(_security(anonymous="off", users=users), tmp_path)
     assert set(kwargs) == {
         "user_manager",
         "permission_ruleset",

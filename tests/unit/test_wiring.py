@@ -5,9 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from invops.config import MetricsConfig, load_config
+from inventory_core.domain.passwords import hash_password
+from inventory_core.domain.users import Role
+from invops.config import MetricsConfig, load_config, parse_config
 from invops.http_server import HttpLimits
-from invops.wiring import http_limits, measured_units, quantity_tags
+from invops.wiring import http_limits, measured_units, opcua_security, quantity_tags
+from opcua_server.logins import LoginSettings
+from opcua_server.settings import OpcuaSecurity
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 
@@ -41,3 +45,54 @@ def test_a_listener_config_becomes_the_limits_of_its_http_server() -> None:
         backlog=128, max_connections=64, header_timeout_s=2.0, keep_alive_s=1.0
     )
     assert http_limits(MetricsConfig()) == HttpLimits()
+
+
+def test_the_opcua_security_keys_and_users_become_the_adapters_settings() -> None:
+    config = parse_config(
+        {
+            "site": {"enterprise": "ACME", "name": "PLANT1", "areas": ["TANKFARM"]},
+            "opcua": {
+                "endpoint": "opc.tcp://plant1.example:4841/invops",
+                "security_policies": ["Basic256Sha256_SignAndEncrypt"],
+                "anonymous": "off",
+                "login_max_failures": 3,
+                "login_source_max_failures": 7,
+                "login_failure_window_s": 120,
+                "login_lockout_s": 30,
+                "login_lockout_max_s": 900,
+                "login_failure_delay_s": 0.25,
+                "login_concurrency": 2,
+                "login_queue": 4,
+            },
+            "users": [{"name": "otto", "role": "operator", "password_hash": hash_password("o")}],
+        },
+        environ={},
+    )
+    access = opcua_security(config)
+    assert isinstance(access, OpcuaSecurity)
+    assert (access.endpoint, access.allow_security_none, access.anonymous) == (
+        "opc.tcp://plant1.example:4841/invops",
+        False,
+        "off",
+    )
+    assert access.security_policies == ("Basic256Sha256_SignAndEncrypt",)
+    assert all(type(p) is str for p in (*access.security_policies, access.anonymous))
+    assert access.logins == LoginSettings(
+        max_failures=3,
+        source_max_failures=7,
+        failure_window_s=120,
+        lockout_s=30,
+        lockout_max_s=900,
+        failure_delay_s=0.25,
+        concurrency=2,
+        queue=4,
+    )
+    [otto] = access.users
+    assert (otto.name, otto.role) == ("otto", Role.OPERATOR) and otto.verify("o")
+
+
+def test_the_configs_login_defaults_are_the_throttles_defaults() -> None:
+    site = {"enterprise": "ACME", "name": "PLANT1", "areas": ["TANKFARM"]}
+    access = opcua_security(parse_config({"site": site}, environ={}))
+    assert access.logins == LoginSettings()
+    assert (access.anonymous, access.users) == ("read", ())
