@@ -25,6 +25,7 @@ from inventory_core.domain.errors import (
 )
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import (
+    DRAW_KINDS,
     QUANTITY_KINDS,
     AuditEvent,
     Balance,
@@ -80,12 +81,13 @@ class Ledger:
         self._listeners.append(listener)
 
     def _posted(self, result: PostingResult) -> PostingResult:
-        if result.movement is not None:
+        movements = result.movements or ((result.movement,) if result.movement else ())
+        for movement in movements:
             for listener in self._listeners:
                 try:
-                    listener(result.movement)
+                    listener(movement)
                 except Exception:  # a broken listener must not fail an acknowledged posting
-                    log.exception("movement_listener_failed", movement=str(result.movement.id))
+                    log.exception("movement_listener_failed", movement=str(movement.id))
         return result
 
     @property
@@ -330,10 +332,13 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
     check_identifier("material", request.material, max_length=MASTER_ID_MAX)
     if request.lot is not None:
         check_identifier("lot", request.lot)
-    elif request.source is not Source.PLC or (request.from_unit is None) == (
-        request.to_unit is None
+    elif request.kind not in DRAW_KINDS and (
+        request.source is not Source.PLC or (request.from_unit is None) == (request.to_unit is None)
     ):
-        raise ValidationError("lot is missing (only a PLC movement of one unit may omit it)")
+        raise ValidationError(
+            f"{request.kind} needs a lot (only a draw, which the unit's lot handling "
+            "allocates, or a PLC movement of one unit may omit it)"
+        )
     check_identifier("user", request.user)
     _check_key(request.idempotency_key)
     check_free_text("reason", request.reason)

@@ -317,19 +317,20 @@ def db_upgrade(url: UrlOption = None, config: ConfigOption = None) -> None:
 def ledger_post(
     kind: Annotated[PostKind, typer.Argument(help="Movement kind.", case_sensitive=False)],
     material: Annotated[str, typer.Option("--material", help="MaterialDefinitionID.")],
-    lot: Annotated[
-        str,
-        typer.Option(
-            "--lot",
-            help="LotID. A lot is created by its first receipt or production (a count into a "
-            "new lot creates it too); issue, transfer, adjustment and scrap need an existing lot.",
-        ),
-    ],
     qty: Annotated[
         str,
         typer.Option("--qty", help="Quantity (adjustment: signed delta; count: counted quantity)."),
     ],
     uom: Annotated[str, typer.Option("--uom", help="Unit of the quantity: kg, g, t, L, mL, m3.")],
+    lot: Annotated[
+        str | None,
+        typer.Option(
+            "--lot",
+            help="LotID. A lot is created by its first receipt or production (a count into a "
+            "new lot creates it too); adjustment needs an existing lot. Issue, transfer and "
+            "scrap without --lot draw the lot(s) the source unit's lot_handling picks.",
+        ),
+    ] = None,
     from_unit: Annotated[
         str | None, typer.Option("--from", help="Source storage unit (issue, transfer, scrap).")
     ] = None,
@@ -376,7 +377,7 @@ def ledger_post(
     request = PostingRequest(
         kind=MovementKind(kind.value),
         material=MaterialId(material),
-        lot=LotId(lot),
+        lot=None if lot is None else LotId(lot),
         quantity=quantity,
         uom=uom,
         from_unit=StorageUnitId(from_unit) if from_unit else None,
@@ -401,12 +402,14 @@ def ledger_post(
 
     result, movement = _with_ledger(url, config, action)
     if as_json:
-        _print_json({"replayed": result.replayed, "movement": _movement_json(movement)})
+        document = {"replayed": result.replayed, "movement": _movement_json(movement)}
+        _print_json(document | {"parts": list(result.parts)} if result.parts else document)
         return
     note = " (idempotency key seen before: first movement returned)" if result.replayed else ""
+    parts = f" (+{len(result.parts)} more movements of this posting)" if result.parts else ""
     typer.echo(
         f"{movement.id} {movement.kind} {format_decimal(movement.quantity)} {movement.uom} "
-        f"of lot {movement.lot}{note}"
+        f"of lot {movement.lot}{parts}{note}"
     )
 
 

@@ -44,6 +44,7 @@ from inventory_core.domain.errors import (
     MaterialMismatch,
     RequestRefused,
     UnitConversionError,
+    UnitHoldsOtherLot,
     UnknownLot,
     UnknownMaterial,
     UnknownMovement,
@@ -142,6 +143,7 @@ _ERROR_ARGUMENTS: Final[tuple[tuple[type[Exception], tuple[str, ...]], ...]] = (
     (CapacityExceeded, _QUANTITY_ARGUMENTS),
     (IdempotencyConflict, ("IdempotencyKey",)),
     (MaterialMismatch, ("LotID", "MaterialDefinitionID")),
+    (UnitHoldsOtherLot, ("LotID",)),
 )
 # Otherwise: the first of these words in the message names the argument.
 _MESSAGE_WORDS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (

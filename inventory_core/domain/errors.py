@@ -51,6 +51,10 @@ class LotExpired(InventoryError):
     """A manual issue names a lot past its expiry date."""
 
 
+class UnitHoldsOtherLot(InventoryError):
+    """A manual posting would put a second lot into a `single` lot-handling unit."""
+
+
 class LotStatusTransitionError(InventoryError):
     """A lot status change is not allowed from the lot's current status."""
 

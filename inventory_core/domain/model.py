@@ -32,12 +32,31 @@ class MovementKind(StrEnum):
     SCRAP = "scrap"
     LOT_STATUS = "lot-status"
     REVERSAL = "reversal"
+    BLEND = "blend"  # the ledger's own: lots of a `blend` unit merged into a new lot
 
 
 class StorageKind(StrEnum):
     TANK = "tank"
     SILO = "silo"
     BIN = "bin"
+
+
+class LotHandling(StrEnum):
+    """How lots share a unit (`lot_handling`): see `domain.lot_handling`."""
+
+    SINGLE = "single"
+    FIFO = "fifo"
+    LIFO = "lifo"
+    MIXED = "mixed"
+    BLEND = "blend"
+
+
+class Booking(StrEnum):
+    """Where a unit's quantity truth is (`booking`): its gauge or load cells (`measured`,
+    booked by the PLC pipeline) or the manual postings (`manual`)."""
+
+    MEASURED = "measured"
+    MANUAL = "manual"
 
 
 class Source(StrEnum):
@@ -65,7 +84,11 @@ QUANTITY_KINDS = frozenset(
 # Kinds that create a lot on first use.
 LOT_CREATING_KINDS = frozenset({MovementKind.RECEIPT, MovementKind.PRODUCTION})
 # Movements that make their lot the target unit's current lot (PLC postings book to it).
-CURRENT_LOT_KINDS = frozenset({MovementKind.RECEIPT, MovementKind.PRODUCTION, MovementKind.COUNT})
+CURRENT_LOT_KINDS = frozenset(
+    {MovementKind.RECEIPT, MovementKind.PRODUCTION, MovementKind.COUNT, MovementKind.BLEND}
+)
+# Draws that may name no lot: the source unit's lot handling picks the lot(s).
+DRAW_KINDS = frozenset({MovementKind.ISSUE, MovementKind.TRANSFER, MovementKind.SCRAP})
 
 
 def opening_lot(unit: str) -> LotId:
@@ -97,6 +120,11 @@ class StorageUnit:
     capacity_uom: str
     material: MaterialId | None = None
     description: str = ""
+    lot_handling: LotHandling = LotHandling.FIFO
+    # Below this book quantity (material's base unit) the unit is empty and its lots are
+    # closed to zero; None: 0.5 % of capacity in a measured unit, never in a manual one.
+    zero_lot_threshold: Decimal | None = None
+    booking: Booking = Booking.MANUAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +146,9 @@ class PostingRequest:
     positive; an adjustment's quantity is the signed delta at `to_unit`; a
     count's quantity is the counted (absolute) quantity at `to_unit`.
 
-    `lot=None` (PLC-derived movements, which touch one unit) books to the unit's
-    current lot, resolved inside the posting transaction: the lot last received,
+    `lot=None` is resolved inside the posting transaction: a draw (issue, transfer,
+    scrap) takes the lot(s) its source unit's lot handling picks; anything else (a
+    PLC-derived rise) books to the newest lot in the unit, else the lot last received,
     produced or counted into it, else `opening_lot(unit)`.
     """
 
@@ -223,11 +252,22 @@ def movement_legs(
 @dataclass(frozen=True, slots=True)
 class PostingResult:
     """What a posting returns: the movement id, whether the key was replayed, and
-    the new movement itself (None for a replay)."""
+    the new movement itself (None for a replay).
+
+    A posting that books several lots (a draw split by the unit's lot handling, a
+    blend, lots closed when the unit ran empty) is one atomic group: `movement_id` is
+    its first movement, `parts` the ids of the others (also on a replay), `movements`
+    all of them as posted (empty for a replay)."""
 
     movement_id: MovementId
     replayed: bool = False
     movement: Movement | None = field(default=None, compare=False)
+    parts: tuple[MovementId, ...] = ()
+    movements: tuple[Movement, ...] = field(default=(), compare=False)
+
+    @property
+    def movement_ids(self) -> tuple[MovementId, ...]:
+        return (self.movement_id, *self.parts)
 
 
 @dataclass(frozen=True, slots=True)

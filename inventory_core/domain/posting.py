@@ -28,18 +28,23 @@ from inventory_core.domain.errors import (
     LotNotReleased,
     MaterialMismatch,
     UnitConversionError,
+    UnitHoldsOtherLot,
     UnknownLot,
     UnknownMaterial,
     UnknownMovement,
     UnknownStorageUnit,
     ValidationError,
 )
+from inventory_core.domain.lot_handling import LotShare, allocate, most_restrictive
 from inventory_core.domain.lots import check_transition
 from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
+    DRAW_KINDS,
     LOT_CREATING_KINDS,
     AuditEvent,
+    Booking,
     Lot,
+    LotHandling,
     LotId,
     LotStatus,
     LotStatusRequest,
@@ -65,6 +70,10 @@ BalanceKey = tuple[StorageUnitId, LotId]
 # A manual posting may bring a unit's book at most this far above its capacity: beyond it,
 # the quantity is a typo (999,999,999,999 kg into a 30,000 L tank), not a full tank.
 DEFAULT_CAPACITY_MARGIN_PCT = Decimal(10)
+DEFAULT_EMPTY_PCT = Decimal("0.5")  # zero_lot_threshold when the unit gives none
+SYSTEM_USER = "system"
+UNIT_EMPTY = "unit empty"
+BLENDED = "blend"
 
 
 @dataclass(slots=True)
@@ -75,13 +84,17 @@ class LedgerState:
     units: dict[StorageUnitId, StorageUnit] = field(default_factory=dict)
     lots: dict[LotId, Lot] = field(default_factory=dict)
     balances: dict[BalanceKey, Decimal] = field(default_factory=dict)
-    keys: dict[str, tuple[MovementId, str]] = field(default_factory=dict)
+    # idempotency key -> (first movement, payload digest, the posting's other parts)
+    keys: dict[str, tuple[MovementId, str, tuple[MovementId, ...]]] = field(default_factory=dict)
     movements: dict[MovementId, Movement] = field(default_factory=dict)
     reversed_ids: set[MovementId] = field(default_factory=set)
     # Current lot of each unit a `lot=None` request touches (absent: it has none yet).
     current_lots: dict[StorageUnitId, LotId] = field(default_factory=dict)
     # Book quantity over all lots of each unit a manual posting adds to (capacity check).
     unit_totals: dict[StorageUnitId, Decimal] = field(default_factory=dict)
+    # Lots with a non-zero book in each unit a posting touches, and when each arrived.
+    present: dict[StorageUnitId, set[LotId]] = field(default_factory=dict)
+    entered: dict[BalanceKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +118,9 @@ class Changes:
     new_lots: list[Lot] = field(default_factory=list)
     lot_status: dict[LotId, LotStatus] = field(default_factory=dict)
     movements: list[MovementRecord] = field(default_factory=list)
-    links: list[tuple[LotId, LotId, MovementId]] = field(default_factory=list)
-    balances: dict[BalanceKey, tuple[MaterialId, Decimal]] = field(default_factory=dict)
+    links: list[tuple[LotId, LotId, MovementId, Decimal | None]] = field(default_factory=list)
+    # (unit, lot) -> (material, quantity, entered)
+    balances: dict[BalanceKey, tuple[MaterialId, Decimal, str]] = field(default_factory=dict)
     audits: list[PendingAudit] = field(default_factory=list)
     materials: list[MaterialDefinition] = field(default_factory=list)
     units: list[StorageUnit] = field(default_factory=list)
@@ -165,12 +179,59 @@ def new_movement_id() -> MovementId:
     return MovementId(str(uuid.uuid4()))
 
 
-def current_lot(state: LedgerState, req: PostingRequest) -> LotId:
-    """The lot a `lot=None` request books to: its unit's current lot in `state` (the
-    planner keeps it up to date through a batch), else the unit's opening lot."""
-    unit = req.unit
-    assert unit is not None, "validate_posting: a lot=None request names one unit"
+def current_lot(state: LedgerState, unit: StorageUnitId) -> LotId:
+    """The lot a `lot=None` request books to in `unit` when its lot handling does not
+    split it: the newest lot with stock in the unit (the planner keeps `present` up to
+    date through a batch), else the lot last received, produced or counted into it, else
+    the unit's opening lot."""
+    present = [(state.entered.get((unit, lot), ""), lot) for lot in state.present.get(unit, ())]
+    if present:
+        return max(present)[1]
     return state.current_lots.get(unit) or opening_lot(unit)
+
+
+@dataclass(slots=True)
+class _Part:
+    """One movement of a posting before it gets its id (see `Planner.post`)."""
+
+    kind: MovementKind
+    lot: LotId
+    from_unit: StorageUnitId | None
+    to_unit: StorageUnitId | None
+    quantity: Decimal
+    posted: tuple[Decimal, str]
+    details: dict[str, object]
+    system: bool = False  # the ledger's own part (blend, unit empty): source system
+    reason: str = ""  # the ledger's own parts say why; requested parts take the request's
+    new_lot: Lot | None = None
+    parents: list[tuple[LotId, Decimal | None]] = field(default_factory=list)
+
+
+class _Book:
+    """Balances as a posting in progress would leave them, over the batch's state."""
+
+    def __init__(self, state: LedgerState) -> None:
+        self.state = state
+        self.delta: dict[BalanceKey, Decimal] = {}
+
+    def get(self, key: BalanceKey) -> Decimal:
+        return self.state.balances.get(key, Decimal(0)) + self.delta.get(key, Decimal(0))
+
+    def add(self, legs: list[tuple[StorageUnitId, LotId, Decimal]]) -> None:
+        for unit, lot, delta in legs:
+            self.delta[(unit, lot)] = self.delta.get((unit, lot), Decimal(0)) + delta
+
+    def unit_delta(self, unit: StorageUnitId) -> Decimal:
+        return sum((d for (u, _), d in self.delta.items() if u == unit), Decimal(0))
+
+    def shares(self, unit: StorageUnitId) -> list[LotShare]:
+        """The lots with a non-zero book in `unit`, with when each arrived."""
+        lots = set(self.state.present.get(unit, ())) | {lot for (u, lot) in self.delta if u == unit}
+        entered = self.state.entered
+        shares = [
+            LotShare(lot, self.get((unit, lot)), entered.get((unit, lot), "")) for lot in lots
+        ]
+        return [share for share in shares if share.quantity != 0]
 
 
 class Planner:
@@ -196,27 +257,17 @@ class Planner:
     # -- public entry points -------------------------------------------------
 
     def post(self, req: PostingRequest, digest: str) -> PostingResult:
+        """Post `req` as one or more movements (one atomic group under its key).
+
+        Every rule is checked on a `_Book` before anything changes: a request refused
+        at its third part leaves no trace of the first two."""
         replay = self._replay(req.idempotency_key, digest)
         if replay is not None:
             return replay
-        lot_id = req.lot if req.lot is not None else current_lot(self.state, req)
-        result = self._post(req, lot_id, digest)
-        if req.kind in CURRENT_LOT_KINDS and req.to_unit is not None:
-            self.state.current_lots[req.to_unit] = lot_id
-        return result
-
-    def _post(self, req: PostingRequest, lot_id: LotId, digest: str) -> PostingResult:
-        """`post` of `req` into lot `lot_id` (`req.lot`, or the one resolved for None)."""
         material = self._material(req.material)
         for unit_id in (req.from_unit, req.to_unit):
             if unit_id is not None:
                 self._unit(unit_id, material.id)
-        lot = self.state.lots.get(lot_id)
-        if lot is None:
-            if req.kind not in LOT_CREATING_KINDS and req.kind is not MovementKind.COUNT:
-                raise UnknownLot(f"lot {lot_id} does not exist (receive or produce it first)")
-        elif lot.material != material.id:
-            raise MaterialMismatch(f"lot {lot_id} is material {lot.material}, not {material.id}")
         for parent in req.consumed_lots:
             if parent not in self.state.lots:
                 raise UnknownLot(f"consumed lot {parent} does not exist")
@@ -226,48 +277,237 @@ class Planner:
                 f"{req.kind} of {format_decimal(req.quantity)} {req.uom} is 0 {material.base_uom} "
                 f"at the ledger's resolution ({QUANTUM} {material.base_uom})"
             )
+        book = _Book(self.state)
+        parts = self._requested(req, material, quantity, book)
+        parts += self._lot_handling(req, material, parts, book)
+        return self._commit(req, material, parts, digest)
+
+    # -- postings: parts -----------------------------------------------------
+
+    def _requested(
+        self, req: PostingRequest, material: MaterialDefinition, quantity: Decimal, book: _Book
+    ) -> list[_Part]:
+        """The parts `req` asks for: one, or a draw split by the source's lot handling."""
+        if req.lot is None and req.kind in DRAW_KINDS:
+            assert req.from_unit is not None, "validate_posting: a draw has a source"
+            shares = book.shares(req.from_unit)
+            split = allocate(self.state.units[req.from_unit].lot_handling, shares, quantity)
+            stock = sum((s.quantity for s in shares if s.quantity > 0), Decimal(0))
+            if req.source is not Source.PLC and split and quantity > stock:
+                raise InsufficientStock(
+                    f"{req.kind} of {format_decimal(quantity)} {material.base_uom} from "
+                    f"{req.from_unit} exceeds its book of {format_decimal(stock)} "
+                    f"{material.base_uom}"
+                )
+            lots = split or [(current_lot(self.state, req.from_unit), quantity)]
+        else:
+            unit = req.unit
+            assert unit is not None
+            lots = [(req.lot if req.lot is not None else current_lot(self.state, unit), quantity)]
+        if len(lots) == 1:
+            return [self._part(req, material, lots[0][0], quantity, (req.quantity, req.uom), book)]
+        return [self._part(req, material, lot, q, (q, material.base_uom), book) for lot, q in lots]
+
+    def _part(
+        self,
+        req: PostingRequest,
+        material: MaterialDefinition,
+        lot_id: LotId,
+        quantity: Decimal,
+        posted: tuple[Decimal, str],
+        book: _Book,
+    ) -> _Part:
+        """One requested movement of lot `lot_id`, checked against `book` (then added)."""
+        lot = self.state.lots.get(lot_id)
+        if lot is None:
+            if req.kind not in LOT_CREATING_KINDS and req.kind is not MovementKind.COUNT:
+                raise UnknownLot(f"lot {lot_id} does not exist (receive or produce it first)")
+        elif lot.material != material.id:
+            raise MaterialMismatch(f"lot {lot_id} is material {lot.material}, not {material.id}")
         details = dict(req.details)
         if req.kind is MovementKind.COUNT:
             assert req.to_unit is not None
-            book = self.state.balances.get((req.to_unit, lot_id), Decimal(0))
-            details.update(counted=format_decimal(quantity), book_before=format_decimal(book))
-            quantity = quantity - book
+            before = book.get((req.to_unit, lot_id))
+            details.update(counted=format_decimal(quantity), book_before=format_decimal(before))
+            quantity = quantity - before
         manual = req.source is not Source.PLC
         if manual and req.kind is MovementKind.ISSUE and lot is not None:
             self._check_issuable(lot)
         legs = movement_legs(req.from_unit, req.to_unit, lot_id, quantity)
         if manual:
-            self._check_stock(legs, material, str(req.kind))
-            self._check_capacity(legs, material, str(req.kind))
-
-        movement = self._movement(
-            req,
-            kind=req.kind,
-            material=material.id,
-            lot=lot_id,
-            from_unit=req.from_unit,
-            to_unit=req.to_unit,
-            quantity=quantity,
-            uom=material.base_uom,
-            posted_quantity=req.quantity,
-            posted_uom=req.uom,
-            reverses=None,
-            details=details,
-        )
+            self._check_stock(legs, material, str(req.kind), book)
+            self._check_capacity(legs, material, str(req.kind), book)
+        book.add(legs)
+        new_lot = None
         if lot is None:
-            self._create_lot(
-                Lot(
-                    lot_id,
-                    material.id,
-                    material.default_lot_status,
-                    movement.timestamp,
-                    req.expiry,
-                ),
-                movement,
+            new_lot = Lot(lot_id, material.id, material.default_lot_status, self._now(), req.expiry)
+        return _Part(
+            req.kind,
+            lot_id,
+            req.from_unit,
+            req.to_unit,
+            quantity,
+            posted,
+            details,
+            new_lot=new_lot,
+            parents=[(parent, None) for parent in req.consumed_lots],
+        )
+
+    def _lot_handling(
+        self,
+        req: PostingRequest,
+        material: MaterialDefinition,
+        parts: list[_Part],
+        book: _Book,
+    ) -> list[_Part]:
+        """The ledger's own parts after the requested ones: a `blend` unit's lots merged
+        into one new lot, a `single` unit's second lot refused, and the lots of a unit a
+        draw left (nearly) empty closed to zero."""
+        extra: list[_Part] = []
+        for unit_id in dict.fromkeys(p.to_unit for p in parts if p.to_unit is not None):
+            rule = self.state.units[unit_id].lot_handling
+            stocked = [s for s in book.shares(unit_id) if s.quantity > 0]
+            if len(stocked) < 2 or rule not in (LotHandling.BLEND, LotHandling.SINGLE):
+                continue
+            if rule is LotHandling.BLEND:
+                extra += self._blend(unit_id, material, stocked, parts, book)
+            elif req.source is not Source.PLC:
+                new = ", ".join(sorted({p.lot for p in parts if p.to_unit == unit_id}))
+                held = ", ".join(sorted(s.lot for s in stocked if s.lot not in new.split(", ")))
+                raise UnitHoldsOtherLot(
+                    f"storage unit {unit_id} holds lot {held} and takes one lot at a time "
+                    f"(lot_handling single): lot {new} can go in once it is empty"
+                )
+        for unit_id in dict.fromkeys(p.from_unit for p in parts if p.from_unit is not None):
+            shares = book.shares(unit_id)
+            total = sum((s.quantity for s in shares), Decimal(0))
+            below = self._empty_below(self.state.units[unit_id], material)
+            if not shares or below <= 0 or total >= below:
+                continue
+            for share in sorted(shares, key=lambda s: (s.entered, s.lot)):
+                extra.append(
+                    _Part(
+                        MovementKind.ADJUSTMENT,
+                        share.lot,
+                        None,
+                        unit_id,
+                        -share.quantity,
+                        (-share.quantity, material.base_uom),
+                        {"closed": "unit empty"},
+                        system=True,
+                        reason=UNIT_EMPTY,
+                    )
+                )
+                book.add([(unit_id, share.lot, -share.quantity)])
+        return extra
+
+    def _blend(
+        self,
+        unit_id: StorageUnitId,
+        material: MaterialDefinition,
+        stocked: list[LotShare],
+        parts: list[_Part],
+        book: _Book,
+    ) -> list[_Part]:
+        """Everything in `unit_id` into a new blend lot: one blend movement out of each
+        input lot, one into the blend lot (genealogy with each input's quantity)."""
+        inputs = sorted(stocked, key=lambda s: (s.entered, s.lot))
+        created = {p.lot: p.new_lot for p in parts if p.new_lot is not None}
+        lots = [self.state.lots.get(s.lot) or created[s.lot] for s in inputs]
+        expiries = [lot.expiry for lot in lots if lot is not None and lot.expiry is not None]
+        blend = Lot(
+            LotId(f"{unit_id}-BLEND-{uuid.uuid4().hex[:8].upper()}"),
+            material.id,
+            most_restrictive([lot.status for lot in lots if lot is not None]),
+            self._now(),
+            min(expiries, default=None),
+        )
+        total = sum((s.quantity for s in inputs), Decimal(0))
+        base = material.base_uom
+        out = [
+            _Part(
+                MovementKind.BLEND, s.lot, unit_id, None, s.quantity, (s.quantity, base),
+                {"blend": blend.id}, system=True, reason=BLENDED,
             )
-        for parent in req.consumed_lots:
-            self.changes.links.append((parent, lot_id, movement.id))
-        return self._append(movement, legs, digest, old="")
+            for s in inputs
+        ]  # fmt: skip
+        into = _Part(
+            MovementKind.BLEND, blend.id, None, unit_id, total, (total, base),
+            {"inputs": [s.lot for s in inputs]}, system=True, reason=BLENDED, new_lot=blend,
+            parents=[(s.lot, s.quantity) for s in inputs],
+        )  # fmt: skip
+        for part in (*out, into):
+            book.add(movement_legs(part.from_unit, part.to_unit, part.lot, part.quantity))
+        return [*out, into]
+
+    def _empty_below(self, unit: StorageUnit, material: MaterialDefinition) -> Decimal:
+        """The unit's `zero_lot_threshold` in the material's base unit (default: 0.5 % of
+        a measured unit's capacity, 0 for a manual unit); 0 never closes lots."""
+        if unit.zero_lot_threshold is not None:
+            return unit.zero_lot_threshold
+        if unit.booking is Booking.MANUAL:  # counted stock (drums, bags): no gauge noise
+            return Decimal(0)
+        try:
+            capacity = convert(
+                unit.capacity, unit.capacity_uom, material.base_uom, material.density_kg_per_l
+            )
+        except UnitConversionError:
+            return Decimal(0)
+        return capacity * DEFAULT_EMPTY_PCT / 100
+
+    def _commit(
+        self,
+        req: PostingRequest,
+        material: MaterialDefinition,
+        parts: list[_Part],
+        digest: str,
+    ) -> PostingResult:
+        """Give the checked parts their ids and keys and append them: the first carries
+        the request's key and the ids of the others, which point back to it."""
+        ids = [new_movement_id() for _ in parts]
+        head = ids[0]
+        movements: list[Movement] = []
+        for index, (part, movement_id) in enumerate(zip(parts, ids, strict=True)):
+            details = part.details
+            if index == 0 and len(parts) > 1:
+                details = {**details, "parts": list(ids[1:])}
+            elif index > 0:
+                details = {**details, "part_of": head}
+            movement = Movement(
+                seq=0,
+                id=movement_id,
+                kind=part.kind,
+                material=material.id,
+                lot=part.lot,
+                from_unit=part.from_unit,
+                to_unit=part.to_unit,
+                quantity=part.quantity,
+                uom=material.base_uom,
+                posted_quantity=part.posted[0],
+                posted_uom=part.posted[1],
+                timestamp=self._now(),
+                user=SYSTEM_USER if part.system else req.user,
+                source=Source.SYSTEM if part.system else req.source,
+                reason=part.reason or req.reason,
+                idempotency_key=(req.idempotency_key or "")
+                if index == 0
+                else f"part:{head}:{index + 1}",
+                reverses=None,
+                writer=self.writer,
+                details=details,
+            )
+            if part.new_lot is not None:
+                self._create_lot(part.new_lot, movement)
+            for parent, quantity in part.parents:
+                self.changes.links.append((parent, part.lot, movement.id, quantity))
+            legs = movement_legs(part.from_unit, part.to_unit, part.lot, part.quantity)
+            self._append(movement, legs, digest, old="", parts=tuple(ids[1:]) if index == 0 else ())
+            if part.kind in CURRENT_LOT_KINDS and part.to_unit is not None:
+                self.state.current_lots[part.to_unit] = part.lot
+            movements.append(movement)
+        return PostingResult(
+            head, movement=movements[0], parts=tuple(ids[1:]), movements=tuple(movements)
+        )
 
     def reverse(self, req: ReversalRequest, digest: str) -> PostingResult:
         replay = self._replay(req.idempotency_key, digest)
@@ -434,13 +674,13 @@ class Planner:
         seen = self.state.keys.get(key)
         if seen is None:
             return None
-        movement_id, seen_digest = seen
+        movement_id, seen_digest, parts = seen
         if seen_digest != digest:
             raise IdempotencyConflict(
                 f"idempotency key {key!r} was already used for movement {movement_id} "
                 "with a different payload"
             )
-        return PostingResult(movement_id, replayed=True)
+        return PostingResult(movement_id, replayed=True, parts=parts)
 
     def _material(self, material_id: MaterialId) -> MaterialDefinition:
         material = self.state.materials.get(material_id)
@@ -469,11 +709,13 @@ class Planner:
         legs: list[tuple[StorageUnitId, LotId, Decimal]],
         material: MaterialDefinition,
         what: str,
+        pending: _Book | None = None,
     ) -> None:
         for unit, lot, delta in legs:
             if delta >= 0:
                 continue
-            book = self.state.balances.get((unit, lot), Decimal(0))
+            key = (unit, lot)
+            book = pending.get(key) if pending else self.state.balances.get(key, Decimal(0))
             if book + delta < 0:
                 raise InsufficientStock(
                     f"{what} of {format_decimal(-delta)} {material.base_uom} of lot {lot} "
@@ -486,6 +728,7 @@ class Planner:
         legs: list[tuple[StorageUnitId, LotId, Decimal]],
         material: MaterialDefinition,
         what: str,
+        pending: _Book,
     ) -> None:
         """Refuse a manual posting that would bring a unit's book beyond capacity + margin.
 
@@ -497,6 +740,7 @@ class Planner:
             unit = self.state.units.get(unit_id)
             if delta <= 0 or total is None or unit is None or unit.capacity <= 0:
                 continue
+            total += pending.unit_delta(unit_id)
             try:
                 capacity = convert(
                     unit.capacity, unit.capacity_uom, material.base_uom, material.density_kg_per_l
@@ -537,18 +781,29 @@ class Planner:
         digest: str,
         *,
         old: str,
+        parts: tuple[MovementId, ...] = (),
     ) -> PostingResult:
         if not movement.idempotency_key:
             movement = replace(movement, idempotency_key=f"auto:{movement.id}")
         record = movement_record(movement, digest)  # serialises details: may raise, so first
+        state = self.state
         for unit, lot, delta in legs:
             key = (unit, lot)
-            new = self.state.balances.get(key, Decimal(0)) + delta
-            self.state.balances[key] = new
-            self.changes.balances[key] = (movement.material, new)
-            if unit in self.state.unit_totals:
-                self.state.unit_totals[unit] += delta
-        self.state.keys[movement.idempotency_key] = (movement.id, digest)
+            before = state.balances.get(key, Decimal(0))
+            new = before + delta
+            state.balances[key] = new
+            if before <= 0 < new:  # the lot (re)enters the unit: last in fifo order
+                state.entered[key] = f"{movement.timestamp}#{len(self.changes.movements):07d}"
+            self.changes.balances[key] = (movement.material, new, state.entered.get(key, ""))
+            if unit in state.unit_totals:
+                state.unit_totals[unit] += delta
+            present = state.present.get(unit)
+            if present is not None:
+                if new:
+                    present.add(lot)
+                else:
+                    present.discard(lot)
+        state.keys[movement.idempotency_key] = (movement.id, digest, parts)
         self.changes.movements.append(record)
         self.changes.audits.append(
             PendingAudit(

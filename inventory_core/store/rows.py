@@ -10,7 +10,9 @@ from typing import Any
 
 from inventory_core.domain.audit import AuditRecord
 from inventory_core.domain.model import (
+    Booking,
     Lot,
+    LotHandling,
     LotId,
     LotStatus,
     MaterialDefinition,
@@ -60,6 +62,9 @@ def unit_to_row(u: StorageUnit) -> dict[str, Any]:
         "capacity_uom": u.capacity_uom,
         "material": u.material,
         "description": u.description,
+        "lot_handling": str(u.lot_handling),
+        "zero_lot_threshold": None if u.zero_lot_threshold is None else str(u.zero_lot_threshold),
+        "booking": str(u.booking),
     }
 
 
@@ -73,6 +78,11 @@ def unit_from_row(r: Row) -> StorageUnit:
         capacity_uom=r["capacity_uom"],
         material=None if r["material"] is None else MaterialId(r["material"]),
         description=r["description"],
+        lot_handling=LotHandling(r["lot_handling"]),
+        zero_lot_threshold=None
+        if r["zero_lot_threshold"] is None
+        else Decimal(r["zero_lot_threshold"]),
+        booking=Booking(r["booking"]),
     )
 
 

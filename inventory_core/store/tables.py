@@ -45,6 +45,9 @@ storage_units = Table(
     Column("capacity_uom", String(8), nullable=False),
     Column("material", String(64), nullable=True),
     Column("description", Text, nullable=False),
+    Column("lot_handling", String(8), nullable=False, server_default="fifo"),  # 0004
+    Column("zero_lot_threshold", Text, nullable=True),  # 0004; NULL: the default
+    Column("booking", String(8), nullable=False, server_default="manual"),  # 0004
 )
 
 lots = Table(
@@ -93,6 +96,8 @@ balances = Table(
     Column("lot", String(128), primary_key=True),
     Column("material", String(64), nullable=False),
     Column("quantity", Text, nullable=False),
+    # 0004: when the lot (last) arrived in the unit: orders fifo/lifo draws
+    Column("entered", String(48), nullable=False, server_default=""),
 )
 
 lot_links = Table(
@@ -101,6 +106,7 @@ lot_links = Table(
     Column("parent", String(128), primary_key=True),
     Column("child", String(128), primary_key=True),
     Column("movement_id", String(36), primary_key=True),
+    Column("quantity", Text, nullable=True),  # 0004: parent quantity that went in
     Index("ix_lot_links_child", "child"),
 )
 

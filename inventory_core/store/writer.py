@@ -17,6 +17,7 @@ unreachable database fails the batch with LedgerUnavailable.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable, RequestRefused
 from inventory_core.domain.model import (
+    DRAW_KINDS,
     AuditEvent,
     LotId,
     LotStatusRequest,
@@ -352,15 +354,26 @@ class BatchWriter:
         }
         state.current_lots = self._current_lots(conn, sorted(u for u in current_units if u))
 
-        lot_ids: set[str] = set()
+        touched: set[StorageUnitId] = set()
+        for r in requests:
+            if isinstance(r, PostingRequest):
+                touched.update(u for u in (r.from_unit, r.to_unit) if u is not None)
+        for original in state.movements.values():
+            touched.update(u for u in (original.from_unit, original.to_unit) if u is not None)
+        self._load_present(conn, sorted(touched), state)
+
+        lot_ids: set[str] = {lot for lots in state.present.values() for lot in lots}
         pairs: dict[tuple[StorageUnitId, LotId], str] = {}
         for r in requests:
             if isinstance(r, PostingRequest):
-                # lot=None: the unit's current lot as the batch starts (a lot received
-                # into it earlier in the batch is loaded for the request that names it).
-                lot_id = r.lot if r.lot is not None else current_lot(state, r)
-                lot_ids.add(lot_id)
                 lot_ids.update(r.consumed_lots)
+                if r.lot is None:  # lots present (loaded above) or the current one
+                    unit = r.from_unit if r.kind in DRAW_KINDS else r.unit
+                    assert unit is not None
+                    lot_id = current_lot(state, unit)
+                else:
+                    lot_id = r.lot
+                lot_ids.add(lot_id)
                 for unit in (r.from_unit, r.to_unit):
                     if unit is not None:
                         pairs[(unit, lot_id)] = r.material
@@ -401,7 +414,7 @@ class BatchWriter:
                 conn,
                 "balances",
                 lambda p: (
-                    select(b.c.unit, b.c.lot, b.c.quantity)
+                    select(b.c.unit, b.c.lot, b.c.quantity, b.c.entered)
                     .where(
                         tuple_(b.c.unit, b.c.lot).in_(
                             [tuple_(u, lot) for u, lot in zip(p[::2], p[1::2], strict=True)]
@@ -412,8 +425,10 @@ class BatchWriter:
                 [value for pair in ordered for value in pair],
                 lock=True,
             )
-            for unit, lot, quantity in rows:
-                state.balances[(StorageUnitId(unit), LotId(lot))] = Decimal(quantity)
+            for unit, lot, quantity, entered in rows:
+                key = (StorageUnitId(unit), LotId(lot))
+                state.balances[key] = Decimal(quantity)
+                state.entered[key] = entered
 
         # Manual postings into a unit are checked against its capacity: its book over all lots.
         # Not locked beyond the posting's own rows: a guard against typos, not an invariant.
@@ -448,14 +463,41 @@ class BatchWriter:
             rows = self._select_in(
                 conn,
                 "keys",
-                lambda p: select(m.c.idempotency_key, m.c.id, m.c.payload_hash).where(
+                lambda p: select(m.c.idempotency_key, m.c.id, m.c.payload_hash, m.c.details).where(
                     m.c.idempotency_key.in_(p)
                 ),
                 keys,
             )
-            for key, movement_id, digest in rows:
-                state.keys[key] = (MovementId(movement_id), digest)
+            for key, movement_id, digest, details in rows:
+                parts = json.loads(details).get("parts", ()) if '"parts"' in details else ()
+                state.keys[key] = (MovementId(movement_id), digest, tuple(map(MovementId, parts)))
         return state
+
+    def _load_present(
+        self, conn: Connection, units: Sequence[StorageUnitId], state: LedgerState
+    ) -> None:
+        """The lots with a non-zero book in each of `units` (locked on PostgreSQL): what a
+        draw without a lot is split over, and what blend, single and empty rules see."""
+        state.present = {unit: set() for unit in units}
+        if not units:
+            return
+        b = t.balances
+        rows = self._select_in(
+            conn,
+            "present",
+            lambda ids: (
+                select(b.c.unit, b.c.lot, b.c.quantity, b.c.entered)
+                .where(b.c.unit.in_(ids), b.c.quantity != "0")
+                .order_by(b.c.unit, b.c.lot)
+            ),
+            units,
+            lock=True,
+        )
+        for unit, lot, quantity, entered in cast("Iterable[tuple[str, str, str, str]]", rows):
+            key = (StorageUnitId(unit), LotId(lot))
+            state.balances[key] = Decimal(quantity)
+            state.entered[key] = entered
+            state.present[key[0]].add(key[1])
 
     def _current_lots(
         self, conn: Connection, units: Sequence[StorageUnitId]
@@ -559,7 +601,15 @@ class BatchWriter:
             self._insert_many(
                 conn,
                 t.lot_links,
-                [{"parent": p, "child": c, "movement_id": m} for p, c, m in set(changes.links)],
+                [
+                    {
+                        "parent": p,
+                        "child": c,
+                        "movement_id": m,
+                        "quantity": None if q is None else format_decimal(q),
+                    }
+                    for p, c, m, q in dict.fromkeys(changes.links)
+                ],
             )
         unused = self._placeholders - set(changes.balances)
         if unused:  # lock rows made for requests that were then rejected
@@ -572,8 +622,14 @@ class BatchWriter:
                 t.balances,
                 ["unit", "lot"],
                 [
-                    {"unit": u, "lot": lot, "material": material, "quantity": format_decimal(q)}
-                    for (u, lot), (material, q) in changes.balances.items()
+                    {
+                        "unit": u,
+                        "lot": lot,
+                        "material": material,
+                        "quantity": format_decimal(q),
+                        "entered": entered,
+                    }
+                    for (u, lot), (material, q, entered) in changes.balances.items()
                 ],
             )
         if changes.measurements:

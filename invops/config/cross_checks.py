@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.model import Booking
 from inventory_core.domain.units import dimension
 from invops.config.errors import Issue, Loc, did_you_mean, format_path
 from invops.config.schema import (
@@ -282,6 +283,12 @@ def _check_storage_unit(
         areas = ", ".join(parts.site.areas)
         hint = did_you_mean(unit.area, parts.site.areas)
         yield Issue((*loc, "area"), f"area {unit.area!r} is not in site.areas ({areas}){hint}")
+    if unit.booking is Booking.MEASURED and unit.level is None and unit.weight is None:
+        yield Issue(
+            (*loc, "booking"),
+            'booking = "measured" needs a level or weight tag: the measurement is the quantity '
+            'truth (use booking = "manual" for a unit booked by its postings)',
+        )
     if unit.material is None:
         return
     if unit.material not in declared_materials:

@@ -99,6 +99,14 @@ def _positive_decimal(value: object) -> Decimal:
     return number
 
 
+def _non_negative_decimal(value: object) -> Decimal:
+    """An exact Decimal of at least 0."""
+    number = _exact_decimal(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more (got {value!r})")
+    return number
+
+
 def _port(text: str) -> int:
     port = int(text)
     if port > 65535:
@@ -162,6 +170,7 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 Uom = Annotated[str, AfterValidator(_uom)]
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_positive_decimal)]
+NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_non_negative_decimal)]
 ExactDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal)]
 WriterId = Annotated[str, AfterValidator(_writer_id)]
 DbUrl = Annotated[str, AfterValidator(_db_url)]

@@ -15,7 +15,10 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationInfo, 
 
 from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.lot_handling import default_lot_handling
 from inventory_core.domain.model import (
+    Booking,
+    LotHandling,
     LotStatus,
     MaterialDefinition,
     MaterialId,
@@ -33,6 +36,7 @@ from invops.config.fields import (
     ExactDecimal,
     Identifier,
     NonEmptyStr,
+    NonNegativeDecimal,
     PasswordHash,
     PlcAddress,
     PositiveDecimal,
@@ -209,6 +213,13 @@ class StorageUnitConfig(ConfigModel):
     totalizer: TagConfig | None = None
     totalizer_max: StrictInt = Field(default=2**32 - 1, ge=1)
     deadband: PositiveDecimal | None = None  # default: 0.5 % of capacity
+    # How lots share the unit; default: tanks `mixed` (agitated), silos and bins `fifo`.
+    lot_handling: LotHandling | None = None
+    # Below this book quantity (material's base unit) the unit is empty and its lots are
+    # closed to zero; default 0.5 % of capacity, 0 never closes them.
+    zero_lot_threshold: NonNegativeDecimal | None = None
+    # The quantity truth: default `measured` for a unit with a level or weight tag.
+    booking: Booking | None = None
     settle_s: float = Field(default=5.0, ge=0, le=3600)
     max_interval_s: float = Field(default=300.0, gt=0, le=86400)
     plausibility_limit: PositiveDecimal | None = None
@@ -218,6 +229,11 @@ class StorageUnitConfig(ConfigModel):
         """This unit's PLC values by role (level, weight, totalizer)."""
         roles = {"level": self.level, "weight": self.weight, "totalizer": self.totalizer}
         return {role: tag for role, tag in roles.items() if tag is not None}
+
+
+def default_booking(unit: StorageUnitConfig) -> Booking:
+    """A unit with a level or weight tag is measured: its gauge is the quantity truth."""
+    return Booking.MANUAL if unit.level is None and unit.weight is None else Booking.MEASURED
 
 
 class UserConfig(ConfigModel):
@@ -299,6 +315,9 @@ class InvopsConfig(ConfigModel):
                 capacity_uom=u.capacity_uom,
                 material=None if u.material is None else MaterialId(u.material),
                 description=u.description,
+                lot_handling=u.lot_handling or default_lot_handling(u.kind),
+                zero_lot_threshold=u.zero_lot_threshold,
+                booking=u.booking or default_booking(u),
             )
             for u in self.storage_units
         ]

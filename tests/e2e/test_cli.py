@@ -148,7 +148,8 @@ def test_post_help_says_a_lot_is_created_by_its_first_receipt_or_production(cli:
     assert result.returncode == 0, result
     text = " ".join(result.stdout.split())
     assert "A lot is created by its first receipt or production" in text
-    assert "issue, transfer, adjustment and scrap need an existing lot" in text
+    assert "adjustment needs an existing lot" in text
+    assert "without --lot draw the lot(s) the source unit's lot_handling picks" in text
 
 
 def test_a_new_lot_cannot_be_issued_but_a_receipt_creates_it(plant: LedgerFile, cli: Cli) -> None:

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inventory_core.domain.model import LotStatus, MaterialDefinition, StorageKind, StorageUnit
+from inventory_core.domain.model import (
+    Booking,
+    LotHandling,
+    LotStatus,
+    MaterialDefinition,
+    StorageKind,
+    StorageUnit,
+)
 from invops.config import (
     DEFAULT_LEDGER_URL,
     DEFAULT_METRICS_LISTEN,
@@ -807,3 +814,30 @@ def test_strapping_table_must_increase() -> None:
     data = with_plcs()
     data["storage_units"][0]["strapping"]["points"] = [[0, 0], [100, 50], [50, 80]]
     assert "storage_units[0].strapping.points" in problems(data)
+
+
+def test_lot_handling_booking_and_empty_threshold_default_by_unit() -> None:
+    data = minimal()
+    data["storage_units"][1] |= {"lot_handling": "lifo", "zero_lot_threshold": 0}
+    tank, silo = parse_config(data, environ=NO_ENV).storage_unit_definitions()
+    assert (tank.lot_handling, tank.booking, tank.zero_lot_threshold) == (
+        LotHandling.MIXED,
+        Booking.MANUAL,  # no level or weight tag
+        None,
+    )
+    assert (silo.lot_handling, silo.zero_lot_threshold) == (LotHandling.LIFO, Decimal(0))
+    demo = {u.id: u for u in load_config(DEMO).storage_unit_definitions()}
+    assert demo["SI-202"].lot_handling is LotHandling.LIFO
+    assert {u.booking for u in demo.values()} == {Booking.MEASURED}
+
+
+def test_bad_lot_handling_keys_name_their_path() -> None:
+    data = minimal()
+    data["storage_units"][0] |= {"lot_handling": "random"}
+    data["storage_units"][1] |= {"zero_lot_threshold": -1}
+    found = problems(data)
+    assert "fifo" in found["storage_units[0].lot_handling"]
+    assert "0 or more" in found["storage_units[1].zero_lot_threshold"]
+    data = minimal()  # a cross-check: runs once every key is valid
+    data["storage_units"][0] |= {"booking": "measured"}
+    assert "level or weight tag" in problems(data)["storage_units[0].booking"]
