@@ -733,8 +733,9 @@ def main() -> None:
     parser.add_argument(
         "--cases",
         default=DEFAULT_CASES,
-        help="comma-separated protocol:plcs[:staggered]; aligned (default) starts every "
-        f"poller at once, staggered spreads them over one interval (default {DEFAULT_CASES})",
+        help="comma-separated protocol:plcs[:staggered|:aligned]; staggered (what the "
+        "service does) spreads the pollers over one interval, aligned starts them all at "
+        f"once; a case without the suffix is aligned (default {DEFAULT_CASES})",
     )
     parser.add_argument(
         "--window", type=float, default=10.0, help="measured seconds per case and side"

@@ -14,12 +14,15 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp, today
+from inventory_core.domain.advices import ADVICE_PREFIX, Advice
 from inventory_core.domain.audit import canonical_json
 from inventory_core.domain.errors import (
     InventoryError,
     LedgerUnavailable,
+    UnknownAdvice,
     UnknownMovement,
     ValidationError,
 )
@@ -29,6 +32,7 @@ from inventory_core.domain.model import (
     QUANTITY_KINDS,
     AuditEvent,
     Balance,
+    ExpireAdvices,
     GenealogyLink,
     Lot,
     LotStatusRequest,
@@ -65,6 +69,7 @@ MASTER_ID_MAX = 64  # materials, storage units, sites, areas: VARCHAR(64)
 UOM_MAX = 16  # as typed (aliases included); the canonical spelling is stored
 EXPORT_SETTLE = timedelta(seconds=30)
 REASON_REQUIRED = frozenset({MovementKind.ADJUSTMENT, MovementKind.SCRAP})
+T = TypeVar("T")
 
 
 class Ledger:
@@ -74,20 +79,24 @@ class Ledger:
         self._store = store
         self._clock = clock
         self._listeners: list[Callable[[Movement], None]] = []
+        self._advice_listeners: list[Callable[[Advice], None]] = []
 
     def subscribe(self, listener: Callable[[Movement], None]) -> None:
         """Call `listener` with every movement this process posts, once it is durable
         (OPC UA events, metrics). Listeners must be quick and must not raise."""
         self._listeners.append(listener)
 
+    def subscribe_advices(self, listener: Callable[[Advice], None]) -> None:
+        """Call `listener` with each advice this process records, matches or closes, once
+        durable (metrics). Quick, and must not raise, as a movement listener."""
+        self._advice_listeners.append(listener)
+
     def _posted(self, result: PostingResult) -> PostingResult:
         movements = result.movements or ((result.movement,) if result.movement else ())
         for movement in movements:
-            for listener in self._listeners:
-                try:
-                    listener(movement)
-                except Exception:  # a broken listener must not fail an acknowledged posting
-                    log.exception("movement_listener_failed", movement=str(movement.id))
+            _notify(self._listeners, movement, "movement")
+        if result.advice is not None and not result.replayed:
+            _notify(self._advice_listeners, result.advice, "advice")
         return result
 
     @property
@@ -190,6 +199,33 @@ class Ledger:
             quality,
         )
         await self._store.submit(measurement)
+
+    async def expire_advices(self) -> list[Advice]:
+        """Close the open advices past their window (audited); returns those closed."""
+        closed: list[Advice] = await self._store.submit(ExpireAdvices())
+        for advice in closed:
+            _notify(self._advice_listeners, advice, "advice")
+        return closed
+
+    async def keep_advices(self, every_s: float = 60.0) -> None:
+        """Expire advices every `every_s` seconds, until cancelled (a service task). An
+        unreachable ledger is retried next time: an advice past its window matches
+        nothing meanwhile, so a late expiry changes no booking."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                closed = await self.expire_advices()
+            except LedgerUnavailable as exc:
+                log.warning("advice_expiry_failed", error=str(exc))
+                continue
+            for advice in closed:
+                log.info(
+                    "advice_closed",
+                    advice=advice.id,
+                    unit=advice.unit,
+                    state=str(advice.state),
+                    ref=advice.ref,
+                )
 
     async def record_event(self, event: AuditEvent) -> None:
         """Append a non-movement event (e.g. a denied method call) to the audit trail."""
@@ -302,11 +338,32 @@ class Ledger:
             )
         return lines
 
+    async def advices(
+        self, *, state: str | None = None, unit: str | None = None, limit: int | None = None
+    ) -> list[Advice]:
+        """Advices (manual changes of measured units), the newest first."""
+        return await self._store.reader.advices(state=state, unit=unit, limit=limit)
+
+    async def advice(self, advice_id: str) -> Advice:
+        found = await self._store.reader.advices(advice_id=advice_id.removeprefix(ADVICE_PREFIX))
+        if not found:
+            raise UnknownAdvice(f"advice {advice_id} does not exist")
+        return found[0]
+
     async def verify(self) -> VerifyReport:
         return await self._store.reader.verify()
 
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         return await self._store.reader.chain_heads()
+
+
+def _notify(listeners: Sequence[Callable[[T], None]], item: T, failure: str) -> None:
+    """Hand `item` to each listener; `failure` names the kind in the log if one raises."""
+    for listener in listeners:
+        try:
+            listener(item)
+        except Exception:  # a broken listener must not fail an acknowledged posting
+            log.exception("listener_failed", listener=failure, item=str(getattr(item, "id", item)))
 
 
 def settled_prefix(movements: Sequence[Movement], after_seq: int, horizon: str) -> list[Movement]:

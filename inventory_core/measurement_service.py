@@ -66,6 +66,9 @@ class MeasuredUnit:
     signal_uom: str
     deriver: DeriverConfig
     strapping: StrappingTable | None = None
+    # False for a `booking = "manual"` unit: its postings are the book and its
+    # measurement only feeds reconciliation, so nothing is derived from it.
+    books: bool = True
 
 
 class UnitReading(NamedTuple):
@@ -192,7 +195,11 @@ class MeasurementService:
         self.latest[unit] = latest
         deriver = self._derivers[unit]
         before = copy.copy(deriver)  # all or nothing (its fields are immutable values)
-        derived = deriver.feed(Reading(timestamp, quantity, good=good, raw=reading.raw or {}))
+        derived = (
+            deriver.feed(Reading(timestamp, quantity, good=good, raw=reading.raw or {}))
+            if spec.books
+            else []
+        )
         last = self._recorded_at.get(unit)
         record = good and (
             bool(derived) or last is None or timestamp - last >= self._record_every

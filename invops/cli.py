@@ -18,6 +18,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from inventory_core.clock import format_timestamp, parse_timestamp
+from inventory_core.domain.advices import (
+    ADVICE_PREFIX,
+    Advice,
+    AdviceDirection,
+    advice_document,
+)
 from inventory_core.domain.errors import InventoryError, ValidationError
 from inventory_core.domain.model import (
     LotId,
@@ -361,11 +367,23 @@ def ledger_post(
     expiry: Annotated[
         str | None, typer.Option("--expiry", help="Expiry date of a new lot (YYYY-MM-DD).")
     ] = None,
+    ref: Annotated[
+        str,
+        typer.Option(
+            "--ref",
+            metavar="DOCUMENT",
+            help="The business document behind it (ERP delivery or order number).",
+        ),
+    ] = "",
     url: UrlOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Post a receipt, issue, production, transfer, adjustment, count or scrap."""
+    """Post a receipt, issue, production, transfer, adjustment, count or scrap.
+
+    A receipt, issue, transfer or production into or out of a measured unit (booking =
+    "measured") books nothing at once: it is recorded as an advice, and the PLC-derived
+    movements that follow book it to the advised lot at the measured quantity."""
     try:
         quantity = parse_quantity(qty)
     except InventoryError as exc:
@@ -388,6 +406,7 @@ def ledger_post(
         source=Source.CLI,
         consumed_lots=tuple(LotId(c) for c in consumed or ()),
         expiry=expiry_date,
+        ref=ref,
     )
 
     async def action(ledger: Ledger) -> Any:
@@ -398,9 +417,14 @@ def ledger_post(
             if worded == str(exc):
                 raise
             raise type(exc)(worded) from exc
+        if result.movement_id.startswith(ADVICE_PREFIX):
+            return result, await ledger.advice(result.movement_id)
         return result, await ledger.movement(result.movement_id)
 
     result, movement = _with_ledger(url, config, action)
+    if isinstance(movement, Advice):
+        _print_advice(movement, replayed=result.replayed, as_json=as_json)
+        return
     if as_json:
         document = {"replayed": result.replayed, "movement": _movement_json(movement)}
         _print_json(document | {"parts": list(result.parts)} if result.parts else document)
@@ -411,6 +435,55 @@ def ledger_post(
         f"{movement.id} {movement.kind} {format_decimal(movement.quantity)} {movement.uom} "
         f"of lot {movement.lot}{parts}{note}"
     )
+
+
+def _print_advice(advice: Advice, *, replayed: bool, as_json: bool) -> None:
+    if as_json:
+        _print_json({"replayed": replayed, "advice": advice_document(advice)})
+        return
+    note = " (idempotency key seen before: first advice returned)" if replayed else ""
+    where = f"{'into' if advice.direction is AdviceDirection.IN else 'out of'} {advice.unit}"
+    typer.echo(
+        f"{advice.reference} {advice.kind} of {format_decimal(advice.expected)} {advice.uom} "
+        f"of lot {advice.lot or '(by lot handling)'} {where} advised{note}: {advice.unit} is "
+        "measured, so its gauge books the change when the material moves "
+        "(see `invops ledger advices`)"
+    )
+
+
+@ledger_app.command("advices")
+def ledger_advices(
+    open_only: Annotated[
+        bool, typer.Option("--open", help="Only advices still waiting for their change.")
+    ] = False,
+    unit: Annotated[str | None, typer.Option("--unit", help="Only this storage unit.")] = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Receipt and issue advices of measured units, their matches and variances."""
+    advices = _with_ledger(
+        url,
+        config,
+        lambda ledger: ledger.advices(state="open" if open_only else None, unit=unit),
+        read_only=True,
+    )
+    if as_json:
+        _print_json({"advices": [advice_document(a) for a in advices]})
+        return
+    _table(
+        ["ADVICE", "STATE", "UNIT", "DIR", "KIND", "LOT", "EXPECTED", "MATCHED", "VARIANCE",
+         "UOM", "REF", "CREATED"],
+        [
+            [
+                a.reference, str(a.state), a.unit, str(a.direction), str(a.kind), a.lot or "-",
+                format_decimal(a.expected), format_decimal(a.matched),
+                "-" if a.variance is None else f"{format_decimal(a.variance)} ({a.variance_pct} %)",
+                a.uom, a.ref or "-", a.created_at,
+            ]
+            for a in advices
+        ],
+    )  # fmt: skip
 
 
 def _in_option_words(message: str) -> str:

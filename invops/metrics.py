@@ -44,6 +44,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inventory_core.domain.advices import Advice, AdviceState
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.log import get_logger
 from inventory_core.plant_view import PlantView, UnitState
@@ -72,6 +73,8 @@ __all__ = [
 log = get_logger(__name__)
 
 # Commit latency of a ledger posting: 0.5 ms (SQLite, warm) .. 5 s (a struggling server).
+ADVICE_OUTCOMES: Final = ("advised", "matched", "expired")
+VARIANCE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 COMMIT_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 # One PLC poll cycle (connect and/or read): 1 ms .. 5 s (REFERENCE §7).
 POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -198,6 +201,22 @@ class Metrics:
         for kind in MovementKind:
             for source in Source:
                 self.postings.labels(kind=kind.value, source=source.value)
+        self.advices = _counter_at_zero(
+            registry,
+            "invops_ledger_advices_total",
+            "Advices (manual changes of measured units) by outcome: advised (recorded by "
+            "this instance), matched (closed with the measured quantity booked to it), "
+            "expired (nothing measured within its window).",
+            "outcome",
+            ADVICE_OUTCOMES,
+        )
+        self.advice_variance = Histogram(
+            "invops_ledger_advice_variance_ratio",
+            "Receiving or shipping variance of each matched advice: |measured - advised| "
+            "divided by the advised quantity.",
+            buckets=VARIANCE_BUCKETS,
+            registry=registry,
+        )
         self.posting_seconds = Histogram(
             "invops_ledger_posting_seconds",
             "Time to durably commit a ledger write (posting, lot status, measurement or "
@@ -297,6 +316,17 @@ class Metrics:
     def movement_posted(self, movement: _MovementLike) -> None:
         """`Ledger.subscribe` listener: `ledger.subscribe(metrics.movement_posted)`."""
         self.posting(str(movement.kind), str(movement.source))
+
+    def advice_changed(self, advice: Advice) -> None:
+        """`Ledger.subscribe_advices` listener: count advices and their variances."""
+        if advice.state is AdviceState.OPEN:
+            if not advice.matches:
+                self.advices.labels(outcome="advised").inc()
+            return
+        self.advices.labels(outcome=str(advice.state)).inc()
+        variance = advice.variance
+        if variance is not None and advice.expected:
+            self.advice_variance.observe(float(abs(variance) / advice.expected))
 
     def posting_committed(self, batch_size: int, seconds: float) -> None:
         """`open_ledger(on_commit=...)`: one group commit of `batch_size` writes (postings,

@@ -22,7 +22,8 @@ __all__ = ["plant_description"]
 def plant_description(config: InvopsConfig) -> PlantDescription:
     """Every storage unit, material and PLC of a validated config, for the simulators."""
     return PlantDescription(
-        units=tuple(_unit(unit) for unit in config.storage_units),
+        # a unit with no PLC value (a drum store) is booked by hand: nothing to simulate
+        units=tuple(_unit(u) for u in config.storage_units if u.level or u.weight or u.totalizer),
         materials=tuple(
             MaterialDescription(material.id, material.density_kg_per_l)
             for material in config.materials

@@ -30,7 +30,7 @@ from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.level_alarm import LevelLimits
-from inventory_core.domain.model import MaterialId, StorageUnitId
+from inventory_core.domain.model import Booking, MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from inventory_core.plant_view import LedgerFollower, PlantView
@@ -137,6 +137,7 @@ async def assemble(
     keeper = asyncio.create_task(ledger.keep_lease(), name="writer-lease")
     stack.push_async_callback(cancel_and_wait, [keeper])
     ledger.subscribe(metrics.movement_posted)
+    ledger.subscribe_advices(metrics.advice_changed)
     await ledger.sync_master_data(config.material_definitions(), config.storage_unit_definitions())
     board.set_ledger(True)
     follower = LedgerFollower(ledger, view)
@@ -165,6 +166,7 @@ async def assemble(
         ("plant-view-books", follower.run),
         ("measurements", bridge.run),
         ("ledger-health", lambda: watch_ledger(board, ledger.chain_heads)),
+        ("advice-expiry", ledger.keep_advices),
     )
     return Assembly(ledger, view, opcua, http, bridge, pollers, background)
 
@@ -264,6 +266,7 @@ def quantity_tags(config: InvopsConfig) -> dict[str, StorageUnitId]:
 def measured_units(config: InvopsConfig) -> list[MeasuredUnit]:
     """How each measured unit's signal becomes a booked quantity."""
     materials = {m.id: m for m in config.material_definitions()}
+    bookings = {u.id: u.booking for u in config.storage_unit_definitions()}
     measured = []
     for unit in config.storage_units:
         signal = unit.level or unit.weight
@@ -289,6 +292,7 @@ def measured_units(config: InvopsConfig) -> list[MeasuredUnit]:
                     settle=timedelta(seconds=unit.settle_s),
                     plausibility_limit=unit.plausibility_limit,
                 ),
+                books=bookings[StorageUnitId(unit.id)] is Booking.MEASURED,
             )
         )
     return measured

@@ -288,6 +288,9 @@ class DerivedMovement:
     gap_start: datetime | None = None
     gap_end: datetime | None = None
     opening: bool = False
+    # The signal had come to rest when this was booked (not a ramp's periodic booking):
+    # the flow stopped, which closes the advice the movement matched.
+    settled: bool = False
     raw: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -308,6 +311,7 @@ class DerivedMovement:
             "spans_gap": self.spans_gap,
             "gap_start": _time_text(self.gap_start),
             "gap_end": _time_text(self.gap_end),
+            "settled": self.settled,
             "raw": _json_ready(self.raw),
         }
 
@@ -551,7 +555,7 @@ class MovementDeriver:
         settled = change >= self.config.deadband and stable
         overdue = at - booking.at >= self.config.max_interval
         if settled or overdue:
-            return [self._book(booking, quantity, at, reading, None)]
+            return [self._book(booking, quantity, at, reading, None, settled=stable)]
         return []
 
     def _book(
@@ -561,6 +565,8 @@ class MovementDeriver:
         at: datetime,
         reading: Reading,
         gap_start: datetime | None,
+        *,
+        settled: bool = False,
     ) -> DerivedMovement:
         self._booking = _Booking(quantity, at)
         increase = quantity > booking.quantity
@@ -576,6 +582,7 @@ class MovementDeriver:
             spans_gap=gap_start is not None,
             gap_start=gap_start,
             gap_end=None if gap_start is None else at,
+            settled=settled,
             raw=dict(reading.raw),
         )
 

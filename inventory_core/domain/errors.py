@@ -27,6 +27,10 @@ class UnknownMovement(ValidationError):
     """A reversal names a movement id that does not exist."""
 
 
+class UnknownAdvice(ValidationError):
+    """A query names an advice id that does not exist."""
+
+
 class UnitConversionError(ValidationError):
     """A quantity cannot be converted to the material's base unit."""
 

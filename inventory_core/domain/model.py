@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import NewType, TypeVar
+from typing import TYPE_CHECKING, NewType, TypeVar
+
+if TYPE_CHECKING:
+    from inventory_core.domain.advices import Advice
 
 MaterialId = NewType("MaterialId", str)
 StorageUnitId = NewType("StorageUnitId", str)
@@ -91,6 +94,10 @@ CURRENT_LOT_KINDS = frozenset(
 DRAW_KINDS = frozenset({MovementKind.ISSUE, MovementKind.TRANSFER, MovementKind.SCRAP})
 
 
+# How long an advice waits for its measured change (`advice_window_s`).
+DEFAULT_ADVICE_WINDOW_S = 7200
+
+
 def opening_lot(unit: str) -> LotId:
     """The lot of a unit's opening count, and its current lot before any receipt."""
     return LotId(f"{unit}-OPEN")
@@ -125,6 +132,7 @@ class StorageUnit:
     # closed to zero; None: 0.5 % of capacity in a measured unit, never in a manual one.
     zero_lot_threshold: Decimal | None = None
     booking: Booking = Booking.MANUAL
+    advice_window_s: int = DEFAULT_ADVICE_WINDOW_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +174,7 @@ class PostingRequest:
     consumed_lots: tuple[LotId, ...] = ()
     expiry: date | None = None
     details: dict[str, object] = field(default_factory=dict)
+    ref: str = ""  # the business document behind it (ERP delivery, order number)
 
     @property
     def unit(self) -> StorageUnitId | None:
@@ -257,13 +266,18 @@ class PostingResult:
     A posting that books several lots (a draw split by the unit's lot handling, a
     blend, lots closed when the unit ran empty) is one atomic group: `movement_id` is
     its first movement, `parts` the ids of the others (also on a replay), `movements`
-    all of them as posted (empty for a replay)."""
+    all of them as posted (empty for a replay).
+
+    A manual posting into or out of a measured unit books nothing: it becomes an
+    advice, `movement_id` is `advice:<id>` and `advice` the advice recorded. A PLC
+    movement that an advice explains returns that advice as it left it."""
 
     movement_id: MovementId
     replayed: bool = False
     movement: Movement | None = field(default=None, compare=False)
     parts: tuple[MovementId, ...] = ()
     movements: tuple[Movement, ...] = field(default=(), compare=False)
+    advice: Advice | None = field(default=None, compare=False)
 
     @property
     def movement_ids(self) -> tuple[MovementId, ...]:
@@ -367,6 +381,13 @@ class MasterDataUpdate:
     units: tuple[StorageUnit, ...]
     user: str = "system"
     reason: str = "configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireAdvices:
+    """Close the open advices past their window (a periodic task of the service)."""
+
+    user: str = "system"
 
 
 @dataclass(frozen=True, slots=True)

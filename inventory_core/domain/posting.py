@@ -18,6 +18,16 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from inventory_core.domain.advices import (
+    ADVISED_KINDS,
+    Advice,
+    AdviceDirection,
+    AdviceState,
+    advice_document,
+    direction_of,
+    open_advice,
+    window_end,
+)
 from inventory_core.domain.audit import canonical_json, length_prefixed
 from inventory_core.domain.errors import (
     AlreadyReversed,
@@ -43,6 +53,7 @@ from inventory_core.domain.model import (
     LOT_CREATING_KINDS,
     AuditEvent,
     Booking,
+    ExpireAdvices,
     Lot,
     LotHandling,
     LotId,
@@ -95,6 +106,9 @@ class LedgerState:
     # Lots with a non-zero book in each unit a posting touches, and when each arrived.
     present: dict[StorageUnitId, set[LotId]] = field(default_factory=dict)
     entered: dict[BalanceKey, str] = field(default_factory=dict)
+    # Open advices of the measured units PLC postings touch (and those due to expire),
+    # oldest first: what a measured change books to.
+    advices: dict[StorageUnitId, list[Advice]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +139,8 @@ class Changes:
     materials: list[MaterialDefinition] = field(default_factory=list)
     units: list[StorageUnit] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
+    advices: dict[str, Advice] = field(default_factory=dict)  # id -> as it is to be stored
+    new_advices: dict[str, str] = field(default_factory=dict)  # id -> its payload digest
 
 
 def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -> str:
@@ -142,7 +158,7 @@ def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -
             request.reason,
             length_prefixed(*request.consumed_lots),
             request.expiry.isoformat() if request.expiry else "",
-        )
+        ) + ((request.ref,) if request.ref else ())  # keys posted before `ref` keep digests
     elif isinstance(request, ReversalRequest):
         fields = ("reversal", str(request.movement_id), request.reason)
     else:
@@ -277,10 +293,166 @@ class Planner:
                 f"{req.kind} of {format_decimal(req.quantity)} {req.uom} is 0 {material.base_uom} "
                 f"at the ledger's resolution ({QUANTUM} {material.base_uom})"
             )
+        if req.source is not Source.PLC and req.kind in ADVISED_KINDS:
+            measured = [
+                unit
+                for unit in (req.from_unit, req.to_unit)
+                if unit is not None and self.state.units[unit].booking is Booking.MEASURED
+            ]
+            if measured:
+                return self._advise(req, material, quantity, measured, digest)
+        advice = None
+        if req.source is Source.PLC and req.lot is None:
+            req, advice = self._advised(req)
         book = _Book(self.state)
         parts = self._requested(req, material, quantity, book)
         parts += self._lot_handling(req, material, parts, book)
-        return self._commit(req, material, parts, digest)
+        result = self._commit(req, material, parts, digest)
+        if advice is not None:
+            stopped = req.details.get("settled") is True
+            result = replace(result, advice=self._matched(advice, quantity, flow_stopped=stopped))
+        return result
+
+    # -- advices: manual changes of measured units -----------------------------
+
+    def _advise(
+        self,
+        req: PostingRequest,
+        material: MaterialDefinition,
+        quantity: Decimal,
+        measured: list[StorageUnitId],
+        digest: str,
+    ) -> PostingResult:
+        """Record `req` as an advice of the measured unit it changes (see domain.advices):
+        checked as far as it can be before the material moves, booked by the gauge."""
+        if len(measured) > 1:
+            raise ValidationError(
+                f"transfer from {req.from_unit} to {req.to_unit}: both units are measured, so "
+                "each side is booked by its gauge; advise an issue from one and a receipt "
+                "into the other"
+            )
+        unit_id = measured[0]
+        direction = AdviceDirection.OUT if unit_id == req.from_unit else AdviceDirection.IN
+        if req.lot is not None:
+            lot = self.state.lots.get(req.lot)
+            if lot is None and req.kind not in LOT_CREATING_KINDS:
+                raise UnknownLot(f"lot {req.lot} does not exist (receive or produce it first)")
+            if lot is not None and lot.material != material.id:
+                raise MaterialMismatch(
+                    f"lot {req.lot} is material {lot.material}, not {material.id}"
+                )
+            if lot is not None and req.kind is MovementKind.ISSUE:
+                self._check_issuable(lot)
+            if req.from_unit is not None and req.from_unit != unit_id:  # a manual source
+                legs = movement_legs(req.from_unit, None, req.lot, quantity)
+                self._check_stock(legs, material, str(req.kind))
+        now = self._now()
+        advice_id = str(uuid.uuid4())
+        advice = Advice(
+            id=advice_id,
+            unit=unit_id,
+            direction=direction,
+            kind=req.kind,
+            material=material.id,
+            lot=req.lot,
+            expected=quantity,
+            uom=material.base_uom,
+            ref=req.ref,
+            user=req.user,
+            source=req.source,
+            reason=req.reason,
+            created_at=now,
+            expires_at=window_end(now, self.state.units[unit_id].advice_window_s),
+            idempotency_key=req.idempotency_key or f"auto:{advice_id}",
+            other_unit=req.to_unit if direction is AdviceDirection.OUT else req.from_unit,
+            consumed_lots=req.consumed_lots,
+            expiry=req.expiry,
+        )
+        self.state.keys[advice.idempotency_key] = (MovementId(advice.reference), digest, ())
+        self.state.advices.setdefault(unit_id, []).append(advice)
+        self.changes.advices[advice.id] = advice
+        self.changes.new_advices[advice.id] = digest
+        self._audit_advice("advise", None, advice, req.user, req.reason)
+        return PostingResult(MovementId(advice.reference), advice=advice)
+
+    def _advised(self, req: PostingRequest) -> tuple[PostingRequest, Advice | None]:
+        """A measured change of a measured unit as it books: to the advice it matches (its
+        lot, kind, other unit and reference), else as it came, flagged `unadvised`."""
+        unit_id = req.unit
+        assert unit_id is not None
+        if self.state.units[unit_id].booking is not Booking.MEASURED:
+            return req, None
+        direction = direction_of(req.kind)
+        advice = open_advice(self.state.advices.get(unit_id, []), direction, self._now())
+        if advice is None:
+            return replace(req, details={**req.details, "unadvised": True}), None
+        details: dict[str, object] = {**req.details, "advice": advice.id}
+        if advice.ref:
+            details["ref"] = advice.ref
+        from_unit, to_unit = req.from_unit, req.to_unit
+        kind = req.kind
+        if advice.kind in (MovementKind.TRANSFER, MovementKind.PRODUCTION):
+            kind = advice.kind
+        if advice.kind is MovementKind.TRANSFER:
+            if direction is AdviceDirection.IN:
+                from_unit = advice.other_unit
+            else:
+                to_unit = advice.other_unit
+        matched = replace(
+            req,
+            kind=kind,
+            lot=advice.lot,
+            from_unit=from_unit,
+            to_unit=to_unit,
+            consumed_lots=advice.consumed_lots,
+            expiry=advice.expiry,
+            ref=advice.ref,
+            details=details,
+        )
+        return matched, advice
+
+    def _matched(self, advice: Advice, quantity: Decimal, *, flow_stopped: bool) -> Advice:
+        """Book `quantity` to `advice`; audit it when that closed the advice."""
+        updated = advice.matched_by(quantity, flow_stopped=flow_stopped, at=self._now())
+        self._store_advice(updated)
+        if updated.state is not AdviceState.OPEN:
+            self._audit_advice("match", advice, updated, SYSTEM_USER, "flow stopped")
+        return updated
+
+    def expire_advices(self, req: ExpireAdvices) -> list[Advice]:
+        """Close every open advice past its window (loaded by the store): one that booked
+        something closes as matched, one that did not expires. Each is audited."""
+        now = self._now()
+        closed = []
+        for advices in self.state.advices.values():
+            for advice in list(advices):
+                if advice.state is AdviceState.OPEN and advice.expires_at <= now:
+                    updated = advice.expired(now)
+                    self._store_advice(updated)
+                    self._audit_advice("expire", advice, updated, req.user, "advice window passed")
+                    closed.append(updated)
+        return closed
+
+    def _store_advice(self, advice: Advice) -> None:
+        advices = self.state.advices[advice.unit]
+        advices[:] = [advice if a.id == advice.id else a for a in advices]
+        self.changes.advices[advice.id] = advice
+
+    def _audit_advice(
+        self, action: str, old: Advice | None, new: Advice, user: str, reason: str
+    ) -> None:
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=user,
+                action=action,
+                object_type="advice",
+                object_id=new.id,
+                reason=reason,
+                old="" if old is None else canonical_json(advice_document(old)),
+                new=canonical_json(advice_document(new)),
+            )
+        )
 
     # -- postings: parts -----------------------------------------------------
 
@@ -325,6 +497,8 @@ class Planner:
         elif lot.material != material.id:
             raise MaterialMismatch(f"lot {lot_id} is material {lot.material}, not {material.id}")
         details = dict(req.details)
+        if req.ref:
+            details["ref"] = req.ref
         if req.kind is MovementKind.COUNT:
             assert req.to_unit is not None
             before = book.get((req.to_unit, lot_id))

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, ScalarSelect, and_, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from inventory_core.domain.advices import Advice
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
@@ -29,6 +30,7 @@ from inventory_core.domain.model import (
 )
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
+    advice_from_row,
     lot_from_row,
     material_from_row,
     movement_from_row,
@@ -221,6 +223,28 @@ class LedgerReader:
         async with self._connect() as conn:
             row = (await conn.execute(query)).mappings().first()
             return None if row is None else movement_from_row(row)
+
+    async def advices(
+        self,
+        *,
+        state: str | None = None,
+        unit: str | None = None,
+        advice_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Advice]:
+        """Advices, the newest first, with every filter given."""
+        a = t.advices
+        query = select(a).order_by(a.c.created_at.desc(), a.c.id.desc())
+        if state is not None:
+            query = query.where(a.c.state == state)
+        if unit is not None:
+            query = query.where(a.c.unit == unit)
+        if advice_id is not None:
+            query = query.where(a.c.id == advice_id)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._connect() as conn:
+            return [advice_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         async with self._connect() as conn:

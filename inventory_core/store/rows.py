@@ -8,7 +8,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from inventory_core.domain.audit import AuditRecord
+from inventory_core.domain.advices import Advice, AdviceDirection, AdviceState
+from inventory_core.domain.audit import AuditRecord, canonical_json
 from inventory_core.domain.model import (
     Booking,
     Lot,
@@ -25,6 +26,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from inventory_core.domain.units import format_decimal
 
 Row = Mapping[Any, Any]
 
@@ -65,6 +67,7 @@ def unit_to_row(u: StorageUnit) -> dict[str, Any]:
         "lot_handling": str(u.lot_handling),
         "zero_lot_threshold": None if u.zero_lot_threshold is None else str(u.zero_lot_threshold),
         "booking": str(u.booking),
+        "advice_window_s": u.advice_window_s,
     }
 
 
@@ -83,6 +86,7 @@ def unit_from_row(r: Row) -> StorageUnit:
         if r["zero_lot_threshold"] is None
         else Decimal(r["zero_lot_threshold"]),
         booking=Booking(r["booking"]),
+        advice_window_s=int(r["advice_window_s"]),
     )
 
 
@@ -161,4 +165,65 @@ def audit_from_row(r: Row) -> AuditRecord:
         new=r["new"],
         prev_hash=r["prev_hash"],
         hash=r["hash"],
+    )
+
+
+def advice_to_row(a: Advice, *, payload_hash: str, writer: str) -> dict[str, Any]:
+    details = {
+        "consumed_lots": list(a.consumed_lots),
+        "expiry": a.expiry.isoformat() if a.expiry else None,
+    }
+    return {
+        "id": a.id,
+        "unit": a.unit,
+        "direction": str(a.direction),
+        "kind": str(a.kind),
+        "material": a.material,
+        "lot": a.lot,
+        "expected": format_decimal(a.expected),
+        "uom": a.uom,
+        "ref": a.ref,
+        "user": a.user,
+        "source": str(a.source),
+        "reason": a.reason,
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "idempotency_key": a.idempotency_key,
+        "payload_hash": payload_hash,
+        "other_unit": a.other_unit,
+        "details": canonical_json(details),
+        "state": str(a.state),
+        "matched": format_decimal(a.matched),
+        "matches": a.matches,
+        "closed_at": a.closed_at,
+        "writer": writer,
+    }
+
+
+def advice_from_row(r: Row) -> Advice:
+    details = json.loads(r["details"])
+    expiry = details.get("expiry")
+    return Advice(
+        id=r["id"],
+        unit=StorageUnitId(r["unit"]),
+        direction=AdviceDirection(r["direction"]),
+        kind=MovementKind(r["kind"]),
+        material=MaterialId(r["material"]),
+        lot=None if r["lot"] is None else LotId(r["lot"]),
+        expected=Decimal(r["expected"]),
+        uom=r["uom"],
+        ref=r["ref"],
+        user=r["user"],
+        source=Source(r["source"]),
+        reason=r["reason"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        idempotency_key=r["idempotency_key"],
+        other_unit=None if r["other_unit"] is None else StorageUnitId(r["other_unit"]),
+        consumed_lots=tuple(LotId(lot) for lot in details.get("consumed_lots", ())),
+        expiry=date.fromisoformat(expiry) if expiry else None,
+        state=AdviceState(r["state"]),
+        matched=Decimal(r["matched"]),
+        matches=int(r["matches"]),
+        closed_at=r["closed_at"],
     )

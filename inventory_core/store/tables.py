@@ -48,6 +48,7 @@ storage_units = Table(
     Column("lot_handling", String(8), nullable=False, server_default="fifo"),  # 0004
     Column("zero_lot_threshold", Text, nullable=True),  # 0004; NULL: the default
     Column("booking", String(8), nullable=False, server_default="manual"),  # 0004
+    Column("advice_window_s", Integer, nullable=False, server_default="7200"),  # 0005
 )
 
 lots = Table(
@@ -198,4 +199,38 @@ unit_owners = Table(
     Column("writer_id", String(64), nullable=False),
     Column("claimed_at", String(32), nullable=False),
     Index("ix_unit_owners_writer", "writer_id"),
+)
+
+# Manual changes of measured units, waiting for (or matched to) what the gauge books
+# (revision 0005). Rows are updated as movements match them (matched, matches, state):
+# the movements carry the advice id and are the audited record; every state change of
+# an advice is audited as well.
+advices = Table(
+    "advices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("unit", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("material", String(64), nullable=False),
+    Column("lot", String(128), nullable=True),
+    Column("expected", Text, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("ref", Text, nullable=False),
+    Column("user", String(128), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("payload_hash", String(64), nullable=False),
+    Column("other_unit", String(64), nullable=True),
+    Column("details", Text, nullable=False),  # consumed lots, lot expiry (JSON)
+    Column("state", String(8), nullable=False),
+    Column("matched", Text, nullable=False),
+    Column("matches", Integer, nullable=False),
+    Column("closed_at", String(32), nullable=True),
+    Column("writer", String(64), nullable=False),
+    Index("ix_advices_unit_state", "unit", "state"),
+    Index("ix_advices_state_expires", "state", "expires_at"),
 )

@@ -22,7 +22,12 @@ from sqlalchemy import select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inventory_core.domain.audit import GENESIS_HASH, AuditRecord, canonical_json, check_record
-from inventory_core.domain.model import MovementKind, VerifyProblem, VerifyReport
+from inventory_core.domain.model import (
+    DEFAULT_ADVICE_WINDOW_S,
+    MovementKind,
+    VerifyProblem,
+    VerifyReport,
+)
 from inventory_core.domain.posting import (
     MOVEMENT_COLUMNS,
     lot_document,
@@ -212,8 +217,9 @@ async def _check_master_data(
 def _with_later_fields(doc: str) -> str:
     """An audited master-data document with the fields added since it was written, at
     the values their migration gave existing rows (0004: lot handling by kind, the
-    default empty threshold, manual booking): an old ledger verifies after upgrading,
-    and any later change of those fields is audited with them."""
+    default empty threshold, manual booking; 0005: the default advice window): an old
+    ledger verifies after upgrading, and any later change of those fields is audited
+    with them."""
     try:
         fields = json.loads(doc)
     except ValueError:  # an edited record: compared as it is, so the edit is reported
@@ -222,6 +228,8 @@ def _with_later_fields(doc: str) -> str:
         fields["lot_handling"] = "mixed" if fields["kind"] == "tank" else "fifo"
         fields.setdefault("zero_lot_threshold", None)
         fields.setdefault("booking", "manual")
+    if isinstance(fields, dict) and "kind" in fields and "advice_window_s" not in fields:
+        fields["advice_window_s"] = str(DEFAULT_ADVICE_WINDOW_S)
     return canonical_json(fields)
 
 

@@ -30,11 +30,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
+from inventory_core.domain.advices import ADVICE_PREFIX, Advice
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable, RequestRefused
 from inventory_core.domain.model import (
     DRAW_KINDS,
     AuditEvent,
+    Booking,
+    ExpireAdvices,
     LotId,
     LotStatusRequest,
     MasterDataUpdate,
@@ -63,6 +66,8 @@ from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
 from inventory_core.store.reader import current_lot_of
 from inventory_core.store.rows import (
+    advice_from_row,
+    advice_to_row,
     audit_to_row,
     lot_from_row,
     lot_to_row,
@@ -82,6 +87,7 @@ Request = (
     | MasterDataUpdate
     | Measurement
     | AuditEvent
+    | ExpireAdvices
 )
 MAX_ATTEMPTS = 6
 MASTER_REVISION = "master_revision"
@@ -320,6 +326,8 @@ class BatchWriter:
                 elif isinstance(request, Measurement):
                     planner.measurement(request)
                     result = None
+                elif isinstance(request, ExpireAdvices):
+                    result = planner.expire_advices(request)
                 else:
                     planner.audit_event(request)
                     result = None
@@ -352,12 +360,15 @@ class BatchWriter:
         current_units = {
             r.unit for r in requests if isinstance(r, PostingRequest) and r.lot is None
         }
+        advices = self._load_advices(conn, requests, state)
+        current_units.update(a.other_unit for a in advices if a.other_unit is not None)
         state.current_lots = self._current_lots(conn, sorted(u for u in current_units if u))
 
         touched: set[StorageUnitId] = set()
         for r in requests:
             if isinstance(r, PostingRequest):
                 touched.update(u for u in (r.from_unit, r.to_unit) if u is not None)
+        touched.update(a.other_unit for a in advices if a.other_unit is not None)
         for original in state.movements.values():
             touched.update(u for u in (original.from_unit, original.to_unit) if u is not None)
         self._load_present(conn, sorted(touched), state)
@@ -379,6 +390,13 @@ class BatchWriter:
                         pairs[(unit, lot_id)] = r.material
             elif isinstance(r, LotStatusRequest):
                 lot_ids.add(r.lot)
+        for advice in advices:  # what a measured change matching it books
+            lot_ids.update(advice.consumed_lots)
+            if advice.lot is not None:
+                lot_ids.add(advice.lot)
+                for unit in (advice.unit, advice.other_unit):
+                    if unit is not None:
+                        pairs[(unit, advice.lot)] = advice.material
         for original in state.movements.values():
             lot_ids.add(original.lot)
             for unit in (original.from_unit, original.to_unit):
@@ -471,7 +489,73 @@ class BatchWriter:
             for key, movement_id, digest, details in rows:
                 parts = json.loads(details).get("parts", ()) if '"parts"' in details else ()
                 state.keys[key] = (MovementId(movement_id), digest, tuple(map(MovementId, parts)))
+        manual_keys = [
+            r.idempotency_key
+            for r in requests
+            if isinstance(r, PostingRequest) and r.source is not Source.PLC and r.idempotency_key
+        ]  # only a manual posting can have become an advice
+        if manual_keys:
+            a = t.advices
+            rows = self._select_in(
+                conn,
+                "advice_keys",
+                lambda p: select(a.c.idempotency_key, a.c.id, a.c.payload_hash).where(
+                    a.c.idempotency_key.in_(p)
+                ),
+                manual_keys,
+            )
+            for key, advice_id, digest in rows:
+                state.keys[key] = (MovementId(f"{ADVICE_PREFIX}{advice_id}"), digest, ())
         return state
+
+    def _load_advices(
+        self, conn: Connection, requests: Sequence[Request], state: LedgerState
+    ) -> list[Advice]:
+        """The open advices (locked on PostgreSQL) of the measured units whose PLC
+        movements the batch books, and, to expire them, every open one past its window."""
+        units = sorted(
+            {
+                r.unit
+                for r in requests
+                if isinstance(r, PostingRequest)
+                and r.source is Source.PLC
+                and r.lot is None
+                and r.unit is not None
+                and (unit := state.units.get(r.unit)) is not None
+                and unit.booking is Booking.MEASURED
+            }
+        )
+        a = t.advices
+        found: dict[str, Advice] = {}
+        if units:
+            rows = self._select_in(
+                conn,
+                "advices",
+                lambda ids: (
+                    select(a)
+                    .where(a.c.unit.in_(ids), a.c.state == "open")
+                    .order_by(a.c.created_at, a.c.id)
+                ),
+                units,
+                lock=True,
+            )
+            found.update((row["id"], advice_from_row(row)) for row in rows.mappings())
+        if any(isinstance(r, ExpireAdvices) for r in requests):
+            query = (
+                select(a)
+                .where(a.c.state == "open", a.c.expires_at <= self._now())
+                .order_by(a.c.created_at, a.c.id)
+            )
+            if self._postgres:
+                query = query.with_for_update()
+            found.update(
+                (row["id"], advice_from_row(row)) for row in conn.execute(query).mappings()
+            )
+        advices = sorted(found.values(), key=lambda advice: (advice.created_at, advice.id))
+        state.advices = {}
+        for advice in advices:
+            state.advices.setdefault(advice.unit, []).append(advice)
+        return advices
 
     def _load_present(
         self, conn: Connection, units: Sequence[StorageUnitId], state: LedgerState
@@ -632,6 +716,8 @@ class BatchWriter:
                     for (u, lot), (material, q, entered) in changes.balances.items()
                 ],
             )
+        if changes.advices:
+            self._write_advices(conn, changes)
         if changes.measurements:
             self._insert_many(
                 conn,
@@ -649,6 +735,28 @@ class BatchWriter:
             )
         if changes.audits:
             self._append_audit(conn, changes)
+
+    def _write_advices(self, conn: Connection, changes: Changes) -> None:
+        new = [
+            advice_to_row(a, payload_hash=changes.new_advices[a.id], writer=self._writer_id)
+            for a in changes.advices.values()
+            if a.id in changes.new_advices
+        ]
+        if new:
+            self._insert_many(conn, t.advices, new)
+        a = t.advices
+        for advice in changes.advices.values():
+            if advice.id not in changes.new_advices:
+                conn.execute(
+                    update(a)
+                    .where(a.c.id == advice.id)
+                    .values(
+                        state=str(advice.state),
+                        matched=format_decimal(advice.matched),
+                        matches=advice.matches,
+                        closed_at=advice.closed_at,
+                    )
+                )
 
     def _append_audit(self, conn: Connection, changes: Changes) -> None:
         heads = t.audit_heads

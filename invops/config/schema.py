@@ -17,6 +17,7 @@ from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.lot_handling import default_lot_handling
 from inventory_core.domain.model import (
+    DEFAULT_ADVICE_WINDOW_S,
     Booking,
     LotHandling,
     LotStatus,
@@ -220,6 +221,8 @@ class StorageUnitConfig(ConfigModel):
     zero_lot_threshold: NonNegativeDecimal | None = None
     # The quantity truth: default `measured` for a unit with a level or weight tag.
     booking: Booking | None = None
+    # How long an advice (a manual change of a measured unit) waits for its measured change.
+    advice_window_s: StrictInt = Field(default=DEFAULT_ADVICE_WINDOW_S, ge=1, le=30 * 86400)
     settle_s: float = Field(default=5.0, ge=0, le=3600)
     max_interval_s: float = Field(default=300.0, gt=0, le=86400)
     plausibility_limit: PositiveDecimal | None = None
@@ -318,6 +321,7 @@ class InvopsConfig(ConfigModel):
                 lot_handling=u.lot_handling or default_lot_handling(u.kind),
                 zero_lot_threshold=u.zero_lot_threshold,
                 booking=u.booking or default_booking(u),
+                advice_window_s=u.advice_window_s,
             )
             for u in self.storage_units
         ]

@@ -29,7 +29,10 @@ INVOPS_SCRIPT = Path(sys.executable).with_name("invops")
 TIMEOUT_S = 60
 
 # The demo plant has no two storage units for the same material, so a transfer
-# needs one more ethanol tank: the demo file plus TK-103.
+# needs one more ethanol tank: the demo file plus TK-103. And the demo's tanks are
+# measured (a manual receipt there is an advice the gauge books), so the CLI's postings
+# of every kind go to a TK-101 booked by its postings, as a manual unit is.
+MANUAL_TK101 = 'id = "TK-101"\nbooking = "manual"  # e2e: booked by its postings\n'
 EXTRA_TANK = """
 [[storage_units]]
 id = "TK-103"
@@ -178,9 +181,11 @@ def cli(tmp_path: Path) -> Cli:
 
 @pytest.fixture(scope="session")
 def plus_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo plant plus a second ethanol tank TK-103 (for transfers)."""
+    """The demo plant with TK-101 booked manually, plus a second ethanol tank TK-103."""
     path = tmp_path_factory.mktemp("config") / "demo-plus-tk103.toml"
-    path.write_text(DEMO_CONFIG.read_text(encoding="utf-8") + EXTRA_TANK, encoding="utf-8")
+    demo = DEMO_CONFIG.read_text(encoding="utf-8")
+    assert demo.count('id = "TK-101"\n') == 1
+    path.write_text(demo.replace('id = "TK-101"\n', MANUAL_TK101) + EXTRA_TANK, encoding="utf-8")
     return path
 
 
@@ -204,7 +209,7 @@ def plant_template(
     ledger = empty_template.copy_to(directory)
     run = Cli(directory)
     common = ["--url", ledger.url, "--user", "op-e2e", "--json"]
-    demo = ["--config", str(DEMO_CONFIG)]
+    demo = ["--config", str(plus_config)]
     steps: dict[str, list[str]] = {
         # 1000 L of ethanol at 0.80 kg/L = 800 kg
         "receipt": ["--lot", "E1", "--qty", "1000", "--uom", "L", "--to", "TK-101", *demo],

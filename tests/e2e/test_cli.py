@@ -894,6 +894,30 @@ def test_check_config_lists_every_problem_with_file_line_and_key_path(
     assert "TANKFRAM" in problems["storage_units[0].area"]
 
 
+def test_a_receipt_into_a_measured_tank_is_an_advice_listed_by_ledger_advices(
+    cli: Cli, empty_ledger: LedgerFile
+) -> None:
+    post = cli(
+        "ledger", "post", "receipt", "--material", "GLYCOL", "--lot", "GLY-0001", "--qty", "500",
+        "--uom", "kg", "--to", "TK-102", "--ref", "DN-4711", "--user", "operator",
+        "--config", DEMO_CONFIG, "--url", empty_ledger.url,
+    )  # fmt: skip
+    assert post.returncode == 0, post
+    assert re.match(
+        r"advice:[0-9a-f-]{36} receipt of 500 kg of lot GLY-0001 into TK-102", post.stdout
+    )
+    assert "gauge books" in post.stdout
+    assert balances(cli("ledger", "balance", "--url", empty_ledger.url, "--json")) == {}
+    table = cli("ledger", "advices", "--open", "--url", empty_ledger.url)
+    assert table.returncode == 0, table
+    header, row = table.stdout.splitlines()
+    assert header.split()[:3] == ["ADVICE", "STATE", "UNIT"]
+    assert row.split()[1:7] == ["open", "TK-102", "in", "receipt", "GLY-0001", "500"]
+    assert "DN-4711" in row
+    closed = cli("ledger", "advices", "--unit", "TK-101", "--url", empty_ledger.url, "--json")
+    assert closed.json() == {"advices": []}
+
+
 # -- PostgreSQL --------------------------------------------------------------------
 
 
@@ -903,14 +927,23 @@ def test_postgres_ledger_upgrade_post_and_balance_by_url(pg_url: str, cli: Cli) 
     assert upgrade.returncode == 0, upgrade
     assert "Traceback" not in upgrade.stderr
     post = cli(
-        "ledger", "post", "receipt", "--material", "SUGAR", "--lot", "PG-1", "--qty", "2.5",
-        "--uom", "t", "--to", "SI-201", "--config", DEMO_CONFIG, "--url", pg_url, "--json",
+        "ledger", "post", "receipt", "--material", "GLYCOL", "--lot", "PG-1", "--qty", "2.5",
+        "--uom", "t", "--to", "WH-401", "--config", DEMO_CONFIG, "--url", pg_url, "--json",
     )  # fmt: skip
     assert post.returncode == 0, post
     assert Decimal(post.json()["movement"]["quantity"]) == 2500
+    advice = cli(
+        "ledger", "post", "receipt", "--material", "SUGAR", "--lot", "PG-2", "--qty", "2.5",
+        "--uom", "t", "--to", "SI-201", "--config", DEMO_CONFIG, "--url", pg_url, "--json",
+        "--ref", "DN-1",
+    )  # fmt: skip
+    assert advice.returncode == 0, advice
+    assert advice.json()["advice"]["expected"] == "2500"  # SI-201 is measured: its gauge books
     assert balances(cli("ledger", "balance", "--url", pg_url, "--json")) == {
-        ("SI-201", "PG-1"): Decimal(2500)
+        ("WH-401", "PG-1"): Decimal(2500)
     }
+    listed = cli("ledger", "advices", "--open", "--url", pg_url, "--json").json()["advices"]
+    assert [(a["unit"], a["lot"], a["ref"]) for a in listed] == [("SI-201", "PG-2", "DN-1")]
 
 
 # -- bugs found --------------------------------------------------------------------

@@ -183,16 +183,26 @@ async def test_a_single_lot_unit_refuses_a_second_lot_until_it_is_empty(ledger: 
     assert await books(ledger, "ONE") == {"B": Decimal(10)}
 
 
+async def delivered(ledger: Ledger, unit: str, lot: str, qty: str) -> None:
+    """A receipt into a measured unit: an advice, then the gauge's rise books it."""
+    assert (await ledger.post(receipt(unit, lot, qty))).advice is not None
+    rise = PostingRequest(
+        K.RECEIPT, WATER.id, None, Decimal(qty), "kg", to_unit=StorageUnitId(unit),
+        source=Source.PLC, user="plc", details={"settled": True},
+    )  # fmt: skip
+    assert (await ledger.post(rise)).movement_ids
+
+
 async def test_a_measured_unit_drawn_below_its_threshold_closes_its_lots(ledger: Ledger) -> None:
-    await ledger.post(receipt("GAUGED", "A", "300"))
-    await ledger.post(receipt("GAUGED", "B", "200"))
+    await delivered(ledger, "GAUGED", "A", "300")
+    await delivered(ledger, "GAUGED", "B", "200")
     result = await ledger.post(plc_draw("GAUGED", "460"))  # 40 kg left: below 50 kg
     closing = [m for m in result.movements if m.kind is K.ADJUSTMENT]
     assert [(m.lot, m.quantity, m.source, m.reason) for m in closing] == [
         ("B", Decimal(-40), Source.SYSTEM, "unit empty")
     ]
     assert await books(ledger, "GAUGED") == {}
-    await ledger.post(receipt("GAUGED", "C", "100"))
+    await delivered(ledger, "GAUGED", "C", "100")
     assert await books(ledger, "GAUGED") == {"C": Decimal(100)}  # the next lot starts clean
     assert (await ledger.verify()).ok
 

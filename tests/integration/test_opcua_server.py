@@ -77,6 +77,7 @@ port = 5020
 
 [[storage_units]]
 id = "TK-101"
+booking = "manual"  # posted by the methods under test
 area = "TANKFARM"
 kind = "tank"
 capacity = 50000
@@ -87,6 +88,7 @@ strapping = { volume_uom = "L", points = [[0, 0], [300, 1500], [6000, 50000]] }
 
 [[storage_units]]
 id = "TK-102"
+booking = "manual"  # posted by the methods under test
 area = "TANKFARM"
 kind = "tank"
 capacity = 30000
@@ -105,6 +107,7 @@ material = "ETHANOL-96"
 
 [[storage_units]]
 id = "SI-201"
+booking = "manual"  # posted by the methods under test
 area = "SILOS"
 kind = "silo"
 capacity = 80

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from invops.config import (
     load_config,
     parse_config,
 )
+from invops.wiring import measured_units
 from plc_connectors import format_address
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
@@ -127,7 +129,7 @@ def test_demo_plant_converts_to_storage_units() -> None:
     definitions = load_config(DEMO, environ=NO_ENV).storage_unit_definitions()
     units: dict[str, StorageUnit] = {u.id: u for u in definitions}
 
-    assert len(units) == 8
+    assert len(units) == 9
     assert all(u.site == "PLANT1" for u in units.values())
     tank = units["TK-101"]
     assert (tank.kind, tank.capacity, tank.capacity_uom) == (StorageKind.TANK, Decimal(50000), "L")
@@ -137,7 +139,18 @@ def test_demo_plant_converts_to_storage_units() -> None:
     assert (silo.kind, silo.capacity, silo.capacity_uom) == (StorageKind.SILO, Decimal(80), "t")
     assert (silo.area, silo.material) == ("SILOS", "SUGAR")
     assert units["SI-202"].material == "FLOUR"
-    bins = {uid: u.material for uid, u in units.items() if u.kind is StorageKind.BIN}
+    drums = units["WH-401"]
+    assert (drums.kind, drums.capacity, drums.capacity_uom) == (
+        StorageKind.BIN,
+        Decimal(20000),
+        "kg",
+    )
+    assert (drums.area, drums.material, drums.booking) == ("WAREHOUSE", "GLYCOL", Booking.MANUAL)
+    bins = {
+        uid: u.material
+        for uid, u in units.items()
+        if u.kind is StorageKind.BIN and uid.startswith("BN-")
+    }
     assert bins == {"BN-301": "CAPS", "BN-302": "LABELS", "BN-303": "PREFORMS", "BN-304": "CARTONS"}
     assert all(units[b].capacity == Decimal(1000) for b in bins)
     assert all(units[b].capacity_uom == "kg" and units[b].area == "WAREHOUSE" for b in bins)
@@ -828,7 +841,18 @@ def test_lot_handling_booking_and_empty_threshold_default_by_unit() -> None:
     assert (silo.lot_handling, silo.zero_lot_threshold) == (LotHandling.LIFO, Decimal(0))
     demo = {u.id: u for u in load_config(DEMO).storage_unit_definitions()}
     assert demo["SI-202"].lot_handling is LotHandling.LIFO
-    assert {u.booking for u in demo.values()} == {Booking.MEASURED}
+    assert {uid for uid, u in demo.items() if u.booking is Booking.MANUAL} == {"WH-401"}
+    assert {u.advice_window_s for u in demo.values()} == {7200}
+    data = minimal()
+    data["storage_units"][1] |= {"advice_window_s": 0}
+    assert "advice_window_s" in " ".join(problems(data))
+
+
+def test_a_manual_unit_with_a_tag_feeds_reconciliation_only() -> None:
+    data = tomllib.loads(DEMO.read_text(encoding="utf-8"))
+    next(u for u in data["storage_units"] if u["id"] == "SI-202")["booking"] = "manual"
+    books = {u.unit: u.books for u in measured_units(parse_config(data, environ=NO_ENV))}
+    assert books["SI-202"] is False and books["SI-201"] is True
 
 
 def test_bad_lot_handling_keys_name_their_path() -> None:

@@ -351,6 +351,19 @@ def test_max_interval_books_during_a_continuous_ramp() -> None:
     ]
 
 
+def test_a_booking_says_whether_the_flow_had_stopped() -> None:
+    """Ramp bookings (max_interval) are not settled; the one after the signal came to
+    rest is: that closes the advice the movements matched."""
+    deriver = opened(max_interval=timedelta(seconds=60))
+    ramp = [good(10 * i, 1000 + 8 * i) for i in range(1, 9)]  # rising until 80 s
+    rest = [good(80 + 10 * i, 1064) for i in range(1, 5)]  # steady for 40 s > settle
+    booked = movements(run(deriver, [*ramp, *rest]))
+    assert [(m.quantity, m.settled, m.details()["settled"]) for m in booked] == [
+        (D(48), False, False),
+        (D(16), True, True),
+    ]
+
+
 def test_quantities_are_quantized_and_positive() -> None:
     deriver = opened(settle=timedelta(0))
     [m] = movements(deriver.feed(good(1, "979.12345678")))
@@ -463,6 +476,7 @@ def test_details_are_json_ready() -> None:
         "spans_gap": True,
         "gap_start": "2026-03-01T06:00:10.000000Z",
         "gap_end": "2026-03-01T06:00:40.000000Z",
+        "settled": False,
         "raw": {
             "level_mm": "812.5",
             "status": 0,

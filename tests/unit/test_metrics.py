@@ -6,6 +6,7 @@ import math
 import shutil
 import subprocess
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +17,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample as PromSample
 
-from inventory_core.domain.model import MovementKind, Source
+from inventory_core.domain.advices import Advice, AdviceDirection
+from inventory_core.domain.model import LotId, MaterialId, MovementKind, Source, StorageUnitId
 from inventory_core.domain.quality import Quality
 from inventory_core.plant_view import Book, PlantView
 from invops.config import load_config
@@ -156,6 +158,7 @@ def test_every_invops_metric_has_help_and_the_prefix(
     }
     assert counters == {
         "invops_ledger_postings_total",
+        "invops_ledger_advices_total",
         "invops_plc_errors_total",
         "invops_opcua_login_failures_total",
         "invops_opcua_lockouts_total",
@@ -227,6 +230,33 @@ def test_movement_posted_listener_counts_a_movement(
     metrics.movement_posted(movement)
     name = "invops_ledger_postings_total"
     assert _value(registry, name, kind="lot-status", source="cli") == 1
+
+
+def test_advices_are_counted_by_outcome_with_their_variance(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    name = "invops_ledger_advices_total"
+    assert {o: _value(registry, name, outcome=o) for o in ("advised", "matched", "expired")} == {
+        "advised": 0, "matched": 0, "expired": 0,
+    }  # fmt: skip
+    advice = Advice(
+        "a1", StorageUnitId("TK-102"), AdviceDirection.IN, MovementKind.RECEIPT,
+        MaterialId("GLYCOL"), LotId("G1"), Decimal(500), "kg", "DN-1", "erp", Source.CLI, "",
+        "2026-12-02T08:00:00.000000Z", "2026-12-02T10:00:00.000000Z", "k1",
+    )  # fmt: skip
+    metrics.advice_changed(advice)
+    partly = advice.matched_by(Decimal(300), flow_stopped=False, at="t")
+    metrics.advice_changed(partly)  # still open: counted neither as advised nor as matched
+    metrics.advice_changed(partly.matched_by(Decimal(185), flow_stopped=True, at="t"))
+    metrics.advice_changed(advice.expired("t"))
+    assert _value(registry, name, outcome="advised") == 1
+    assert _value(registry, name, outcome="matched") == 1
+    assert _value(registry, name, outcome="expired") == 1
+    variance = "invops_ledger_advice_variance_ratio"
+    assert _value(registry, f"{variance}_count") == 1
+    assert _value(registry, f"{variance}_sum") == pytest.approx(0.03)  # 15 kg of 500 kg
+    assert _value(registry, f"{variance}_bucket", le="0.02") == 0
+    assert _value(registry, f"{variance}_bucket", le="0.05") == 1
 
 
 def test_commit_latency_is_observed_once_per_posting_in_the_batch(
@@ -530,6 +560,7 @@ def test_the_demo_view_has_every_unit_in_base_units() -> None:
         "BN-302",
         "BN-303",
         "BN-304",
+        "WH-401",
     }
     tank = samples["TK-101"]
     assert (tank.site, tank.area, tank.material, tank.uom) == (

@@ -77,6 +77,8 @@ def test_quantities_move_more_than_the_deadband_within_seconds() -> None:
     start = {uid: unit.quantity for uid, unit in model.units.items()}
     _run(model, 5.0, 0.1)
     for config in demo.storage_units:
+        if config.id not in model.units:  # WH-401: no PLC, booked by hand
+            continue
         unit = model.units[config.id]
         change = abs(unit.quantity - start[config.id])
         density = float(

@@ -1,0 +1,247 @@
+"""Advices through the real ledger (SQLite and PostgreSQL): a manual change of a measured
+unit books nothing until the gauge's movements come, which then book to the advised lot
+with the advice's reference; the variance is recorded, an unmatched advice expires, a
+replay returns the advice, and every step is audited."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from inventory_core import Ledger, open_ledger
+from inventory_core.domain.advices import AdviceDirection, AdviceState
+from inventory_core.domain.errors import (
+    IdempotencyConflict,
+    InsufficientStock,
+    LotNotReleased,
+    ValidationError,
+)
+from inventory_core.domain.model import (
+    Booking,
+    LotHandling,
+    LotId,
+    LotStatus,
+    LotStatusRequest,
+    MaterialDefinition,
+    MaterialId,
+    MovementKind,
+    PostingRequest,
+    Source,
+    StorageKind,
+    StorageUnit,
+    StorageUnitId,
+)
+
+K = MovementKind
+OIL = MaterialDefinition(MaterialId("OIL"), "Oil", "kg", Decimal(1), LotStatus.RELEASED)
+STRICT = MaterialDefinition(MaterialId("STRICT"), "Strict", "kg", Decimal(1), LotStatus.QUARANTINE)
+
+
+def unit(uid: str, booking: Booking, rule: LotHandling = LotHandling.FIFO) -> StorageUnit:
+    return StorageUnit(
+        StorageUnitId(uid), "P", "A", StorageKind.TANK, Decimal(100000), "kg", OIL.id,
+        lot_handling=rule, booking=booking, zero_lot_threshold=Decimal(0),
+        advice_window_s=600,
+    )  # fmt: skip
+
+
+UNITS = (
+    unit("TANK", Booking.MEASURED),
+    unit("TANK2", Booking.MEASURED, LotHandling.MIXED),
+    unit("DRUMS", Booking.MANUAL),
+)
+
+
+@dataclass
+class Clock:
+    moment: datetime = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def ledger(ledger_url: str, clock: Clock) -> AsyncIterator[Ledger]:
+    async with open_ledger(ledger_url, writer_id="adv", migrate=True, clock=clock) as opened:
+        await opened.sync_master_data((OIL, STRICT), UNITS)
+        yield opened
+
+
+def manual(
+    kind: MovementKind,
+    lot: str | None,
+    qty: str,
+    *,
+    src: str | None = None,
+    dst: str | None = None,
+    key: str | None = None,
+    ref: str = "",
+    consumed: tuple[str, ...] = (),
+    material: MaterialDefinition = OIL,
+) -> PostingRequest:
+    return PostingRequest(
+        kind, material.id, None if lot is None else LotId(lot), Decimal(qty), "kg",
+        from_unit=None if src is None else StorageUnitId(src),
+        to_unit=None if dst is None else StorageUnitId(dst),
+        idempotency_key=key, ref=ref, user="erp", source=Source.CLI, reason="delivery",
+        consumed_lots=tuple(LotId(c) for c in consumed),
+    )  # fmt: skip
+
+
+def gauge(unit: str, qty: str, key: str, *, settled: bool, rise: bool = True) -> PostingRequest:
+    """A PLC-derived movement of `unit`, as the measurement service posts it."""
+    u = StorageUnitId(unit)
+    return PostingRequest(
+        K.RECEIPT if rise else K.ISSUE, OIL.id, None, Decimal(qty), "kg",
+        to_unit=u if rise else None, from_unit=None if rise else u,
+        idempotency_key=key, user="plc", source=Source.PLC, reason="measured change",
+        details={"derived_from": "plc", "settled": settled},
+    )  # fmt: skip
+
+
+async def books(ledger: Ledger, unit: str) -> dict[str, Decimal]:
+    return {b.lot: b.quantity for b in await ledger.balances(unit=unit) if b.quantity}
+
+
+async def test_a_receipt_into_a_measured_unit_is_an_advice_the_gauge_books(
+    ledger: Ledger, clock: Clock
+) -> None:
+    result = await ledger.post(manual(K.RECEIPT, "L1", "1000", dst="TANK", key="d1", ref="DN-7"))
+    assert result.movement_id.startswith("advice:")
+    assert result.advice is not None and result.advice.state is AdviceState.OPEN
+    assert await books(ledger, "TANK") == {}  # nothing booked: the gauge books it
+    assert await ledger.history(unit="TANK") == []
+
+    again = await ledger.post(manual(K.RECEIPT, "L1", "1000", dst="TANK", key="d1", ref="DN-7"))
+    assert again.replayed and again.movement_id == result.movement_id
+    with pytest.raises(IdempotencyConflict):
+        await ledger.post(manual(K.RECEIPT, "L1", "1100", dst="TANK", key="d1", ref="DN-7"))
+    (listed,) = await ledger.advices(state="open")
+    assert listed.id == result.advice.id and listed.ref == "DN-7"
+    assert listed.direction is AdviceDirection.IN and listed.expected == Decimal(1000)
+
+    clock.moment += timedelta(seconds=30)
+    first = await ledger.post(gauge("TANK", "600", "plc:1", settled=False))
+    second = await ledger.post(gauge("TANK", "370", "plc:2", settled=True))
+    third = await ledger.post(gauge("TANK", "50", "plc:3", settled=True))
+    # the unadvised rise books as any measured change: to the lot the unit holds
+    assert await books(ledger, "TANK") == {"L1": Decimal(1020)}
+    for posted in (first, second):
+        assert posted.movement is not None
+        assert posted.movement.lot == "L1" and posted.movement.source is Source.PLC
+        assert posted.movement.details["advice"] == listed.id
+        assert posted.movement.details["ref"] == "DN-7"
+    assert third.movement is not None and third.movement.details["unadvised"] is True
+    matched = await ledger.advice(result.movement_id)
+    assert matched.state is AdviceState.MATCHED
+    assert (matched.matched, matched.matches) == (Decimal(970), 2)
+    assert matched.variance == Decimal(-30) and matched.variance_pct == Decimal("-3.00")
+    assert (await ledger.lots("L1"))[0].status is LotStatus.RELEASED
+    report = await ledger.verify()
+    assert report.ok, report.problems
+
+
+async def test_an_issue_advice_draws_by_lot_handling_and_falls_are_matched_only(
+    ledger: Ledger,
+) -> None:
+    await ledger.post(gauge("TANK2", "600", "plc:a", settled=True))  # unadvised: TANK2-OPEN
+    await ledger.post(manual(K.RECEIPT, "M2", "400", dst="TANK2"))
+    await ledger.post(gauge("TANK2", "400", "plc:b", settled=True))
+    assert await books(ledger, "TANK2") == {"TANK2-OPEN": Decimal(600), "M2": Decimal(400)}
+
+    advice = (await ledger.post(manual(K.ISSUE, None, "500", src="TANK2", ref="SO-9"))).advice
+    assert advice is not None and advice.direction is AdviceDirection.OUT
+    rise = await ledger.post(gauge("TANK2", "10", "plc:c", settled=True))  # other direction
+    assert rise.movement is not None and rise.movement.details["unadvised"] is True
+    fall = await ledger.post(gauge("TANK2", "510", "plc:d", settled=True, rise=False))
+    assert len(fall.movements) == 2  # mixed: split in proportion over both lots
+    assert all(m.details["advice"] == advice.id for m in fall.movements)
+    assert sum(m.quantity for m in fall.movements) == Decimal(510)
+    closed = await ledger.advice(advice.id)
+    assert closed.state is AdviceState.MATCHED and closed.variance == Decimal(10)
+
+
+async def test_advised_transfers_book_the_manual_side_with_the_lots_that_moved(
+    ledger: Ledger,
+) -> None:
+    await ledger.post(manual(K.RECEIPT, "D1", "800", dst="DRUMS"))  # manual: booked at once
+    assert await books(ledger, "DRUMS") == {"D1": Decimal(800)}
+    with pytest.raises(InsufficientStock):
+        await ledger.post(manual(K.TRANSFER, "D1", "900", src="DRUMS", dst="TANK"))
+    inbound = await ledger.post(manual(K.TRANSFER, "D1", "500", src="DRUMS", dst="TANK"))
+    assert inbound.advice is not None and inbound.advice.other_unit == "DRUMS"
+    assert await books(ledger, "DRUMS") == {"D1": Decimal(800)}  # not yet: the gauge decides
+    moved = await ledger.post(gauge("TANK", "490", "plc:t1", settled=True))
+    assert moved.movement is not None and moved.movement.kind is K.TRANSFER
+    assert await books(ledger, "DRUMS") == {"D1": Decimal(310)}
+    assert await books(ledger, "TANK") == {"D1": Decimal(490)}
+
+    outbound = await ledger.post(manual(K.TRANSFER, None, "200", src="TANK", dst="DRUMS"))
+    assert outbound.advice is not None and outbound.advice.direction is AdviceDirection.OUT
+    await ledger.post(gauge("TANK", "205", "plc:t2", settled=True, rise=False))
+    assert await books(ledger, "TANK") == {"D1": Decimal(285)}
+    assert await books(ledger, "DRUMS") == {"D1": Decimal(515)}
+    with pytest.raises(ValidationError, match="both units are measured"):
+        await ledger.post(manual(K.TRANSFER, "D1", "10", src="TANK", dst="TANK2"))
+
+
+async def test_a_production_advice_links_its_consumed_lots(ledger: Ledger) -> None:
+    await ledger.post(manual(K.RECEIPT, "RAW", "100", dst="DRUMS"))
+    production = manual(K.PRODUCTION, "BATCH-1", "300", dst="TANK", consumed=("RAW",))
+    advice = await ledger.post(production)
+    assert advice.advice is not None
+    booked = await ledger.post(gauge("TANK", "300", "plc:p1", settled=True))
+    assert booked.movement is not None and booked.movement.kind is K.PRODUCTION
+    assert [link.parent for link in await ledger.trace("BATCH-1", forward=False)] == ["RAW"]
+    assert (await ledger.advice(advice.movement_id)).variance == Decimal(0)
+
+
+async def test_an_advice_is_checked_before_it_is_recorded(ledger: Ledger) -> None:
+    strict = StorageUnit(
+        StorageUnitId("SQ"), "P", "A", StorageKind.TANK, Decimal(1000), "kg", STRICT.id,
+        booking=Booking.MANUAL,
+    )  # fmt: skip
+    await ledger.sync_master_data((OIL, STRICT), (*UNITS, strict))
+    await ledger.post(manual(K.RECEIPT, "QL", "10", dst="SQ", material=STRICT))
+    with pytest.raises(ValidationError, match="does not exist"):
+        await ledger.post(manual(K.ISSUE, "NOPE", "10", src="TANK"))
+    with pytest.raises(ValidationError, match="material"):
+        await ledger.post(manual(K.RECEIPT, "QL", "10", dst="TANK"))
+    await ledger.post(manual(K.RECEIPT, "OK1", "10", dst="DRUMS"))
+    await ledger.post(manual(K.TRANSFER, "OK1", "10", src="DRUMS", dst="TANK"))
+    await ledger.post(gauge("TANK", "10", "plc:q", settled=True))
+    await ledger.set_lot_status(LotStatusRequest(LotId("OK1"), LotStatus.HOLD, "check"))
+    with pytest.raises(LotNotReleased):
+        await ledger.post(manual(K.ISSUE, "OK1", "5", src="TANK"))
+    assert [a.lot for a in await ledger.advices()] == ["OK1"]  # only the transfer's
+
+
+async def test_an_unmatched_advice_expires_audited_and_then_matches_nothing(
+    ledger: Ledger, clock: Clock
+) -> None:
+    late = await ledger.post(manual(K.RECEIPT, "LATE", "100", dst="TANK", ref="DN-1"))
+    part = await ledger.post(manual(K.RECEIPT, "PART", "100", dst="TANK2", ref="DN-2"))
+    clock.moment += timedelta(seconds=10)
+    await ledger.post(gauge("TANK2", "60", "plc:x", settled=False))  # flow never seen to stop
+    assert await ledger.expire_advices() == []  # still in the window
+    clock.moment += timedelta(seconds=600)
+    closed = {a.id: a for a in await ledger.expire_advices()}
+    assert late.advice is not None and part.advice is not None
+    assert closed[late.advice.id].state is AdviceState.EXPIRED
+    assert closed[part.advice.id].state is AdviceState.MATCHED
+    assert closed[part.advice.id].variance == Decimal(-40)
+    assert await ledger.expire_advices() == []
+    after = await ledger.post(gauge("TANK", "100", "plc:y", settled=True))
+    assert after.movement is not None and after.movement.lot == "TANK-OPEN"
+    assert after.movement.details["unadvised"] is True
+    report = await ledger.verify()
+    assert report.ok, report.problems
