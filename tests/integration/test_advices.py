@@ -5,6 +5,7 @@ replay returns the advice, and every step is audited."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from inventory_core import Ledger, open_ledger
+from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.advices import AdviceDirection, AdviceState
 from inventory_core.domain.errors import (
     IdempotencyConflict,
@@ -35,6 +37,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from tests.polling import eventually
 
 K = MovementKind
 OIL = MaterialDefinition(MaterialId("OIL"), "Oil", "kg", Decimal(1), LotStatus.RELEASED)
@@ -245,3 +248,25 @@ async def test_an_unmatched_advice_expires_audited_and_then_matches_nothing(
     assert after.movement.details["unadvised"] is True
     report = await ledger.verify()
     assert report.ok, report.problems
+
+
+async def test_the_expiry_task_closes_advices_and_tells_the_listeners(ledger_url: str) -> None:
+    """`keep_advices` (a task of the service) expires an advice once its window passed,
+    and the advice listeners (metrics) hear of the advice and of its expiry."""
+    brief = StorageUnit(
+        StorageUnitId("BRIEF"), "P", "A", StorageKind.TANK, Decimal(1000), "kg", OIL.id,
+        booking=Booking.MEASURED, advice_window_s=1,
+    )  # fmt: skip
+    async with open_ledger(ledger_url, writer_id="exp", migrate=True) as ledger:
+        await ledger.sync_master_data((OIL,), (brief,))
+        heard: list[tuple[str, AdviceState]] = []
+        ledger.subscribe_advices(lambda advice: heard.append((advice.id, advice.state)))
+        advice = (await ledger.post(manual(K.RECEIPT, "B1", "10", dst="BRIEF"))).advice
+        assert advice is not None
+        task = asyncio.create_task(ledger.keep_advices(every_s=0.2))
+        try:
+            await eventually(lambda: len(heard) == 2, "the advice expired", timeout_s=10)
+        finally:
+            await cancel_and_wait([task])
+        assert heard == [(advice.id, AdviceState.OPEN), (advice.id, AdviceState.EXPIRED)]
+        assert (await ledger.advice(advice.reference)).state is AdviceState.EXPIRED
