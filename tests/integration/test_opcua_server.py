@@ -98,6 +98,16 @@ level = { plc = "PLC-MODBUS", address = "hr:2", data_type = "float32", unit = "m
 strapping = { volume_uom = "L", points = [[0, 0], [5000, 30000]] }
 
 [[storage_units]]
+id = "TK-104"
+area = "TANKFARM"
+kind = "tank"
+capacity = 20000
+capacity_uom = "L"
+material = "ETHANOL-96"
+level = { plc = "PLC-MODBUS", address = "hr:4", data_type = "float32", unit = "mm" }
+strapping = { volume_uom = "L", points = [[0, 0], [5000, 20000]] }
+
+[[storage_units]]
 id = "TK-103"
 area = "TANKFARM"
 kind = "tank"
@@ -416,6 +426,25 @@ async def test_client_writes_are_refused_not_writable(plant: Plant) -> None:
 
 
 # --- methods ---------------------------------------------------------------------------
+
+
+async def test_a_receipt_into_a_measured_tank_returns_an_advice_and_posts_nothing(
+    plant: Plant,
+) -> None:
+    plant.caller.name = "olivia"
+    before = await plant.movement_count()
+    advised = await plant.call(
+        "PostReceipt", "ETHANOL-96", "ETH-A1", 1000.0, "L", "TK-104", "dn-1", "delivery"
+    )
+    assert isinstance(advised, str) and advised.startswith("advice:")
+    assert await plant.movement_count() == before
+    advice = await plant.ledger.advice(advised)
+    assert (advice.unit, advice.lot, advice.expected) == ("TK-104", "ETH-A1", Decimal(800))
+    assert (advice.user, advice.source) == ("olivia", Source.OPCUA)
+    again = await plant.call(
+        "PostReceipt", "ETHANOL-96", "ETH-A1", 1000.0, "L", "TK-104", "dn-1", "delivery"
+    )
+    assert again == advised
 
 
 async def test_every_ledger_method_posts_and_returns_the_movement_id(plant: Plant) -> None:
