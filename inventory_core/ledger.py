@@ -26,6 +26,7 @@ from inventory_core.domain.errors import (
     UnknownMovement,
     ValidationError,
 )
+from inventory_core.domain.genealogy import MassCheck, mass_checks
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import (
     DRAW_KINDS,
@@ -285,6 +286,14 @@ class Ledger:
 
     async def trace(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         return await self._store.reader.genealogy(lot, forward=forward)
+
+    async def mass_balance(self, links: Sequence[GenealogyLink]) -> list[MassCheck]:
+        """For each movement of `links` that made a lot: all its inputs (not only those
+        a trace reached) against the quantity it booked."""
+        ids = sorted({link.movement_id for link in links})
+        inputs = await self._store.reader.inputs_of(ids)
+        made = [await self._store.reader.movement(movement_id) for movement_id in ids]
+        return mass_checks(inputs, {m.id: m.quantity for m in made if m is not None})
 
     async def lots(self, lot: str | None = None, *, ids: Collection[str] = ()) -> list[Lot]:
         """Lots, all or `lot`, or those in `ids`."""

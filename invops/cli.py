@@ -629,9 +629,10 @@ def ledger_trace(
         links = await ledger.trace(lot, forward=forward)
         reached = [lot, *dict.fromkeys(link.child if forward else link.parent for link in links)]
         movements = {name: await ledger.history(lot=name) for name in reached}
-        return links, movements
+        return links, movements, await ledger.mass_balance(links)
 
-    links, movements = _with_ledger(url, config, action, read_only=True)
+    links, movements, balance = _with_ledger(url, config, action, read_only=True)
+    checks = {c.movement_id: c for c in balance}
     if as_json:
         _print_json(
             {
@@ -643,8 +644,19 @@ def ledger_trace(
                         "child": k.child,
                         "movement_id": k.movement_id,
                         "depth": k.depth,
+                        "quantity": k.quantity,
                     }
                     for k in links
+                ],
+                "mass_balance": [
+                    {
+                        "movement_id": c.movement_id,
+                        "lot": c.lot,
+                        "inputs": c.inputs,
+                        "output": c.output,
+                        "conserved": c.conserved,
+                    }
+                    for c in checks.values()
                 ],
                 "lots": {
                     name: {
@@ -661,9 +673,19 @@ def ledger_trace(
         typer.echo("  (no genealogy links)")
     for link in links:
         other = escape_controls(link.child if forward else link.parent)
+        amount = "" if link.quantity is None else f": {format_decimal(link.quantity)}"
+        check = checks.get(link.movement_id)
+        flag = (
+            ""
+            if check is None or check.conserved is not False
+            else (
+                f"  MASS NOT CONSERVED: inputs {format_decimal(check.inputs or Decimal(0))}, "
+                f"output {format_decimal(check.output)}"
+            )
+        )
         typer.echo(
-            f"  {'  ' * (link.depth - 1)}{'->' if forward else '<-'} {other}"
-            f"  (movement {link.movement_id})"
+            f"  {'  ' * (link.depth - 1)}{'->' if forward else '<-'} {other}{amount}"
+            f"  (movement {link.movement_id}){flag}"
         )
     for name, ms in movements.items():
         places = escape_controls(", ".join(sorted({m.unit for m in ms if m.unit})) or "-")

@@ -349,6 +349,7 @@ class GenealogyLink:
     child: LotId
     movement_id: MovementId
     depth: int
+    quantity: Decimal | None = None  # how much of the parent went in (None: not recorded)
 
 
 @dataclass(frozen=True, slots=True)

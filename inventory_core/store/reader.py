@@ -159,23 +159,50 @@ class LedgerReader:
             while frontier and depth < MAX_TRACE_DEPTH:
                 depth += 1
                 query = (
-                    select(links.c.parent, links.c.child, links.c.movement_id, far)
+                    select(
+                        links.c.parent, links.c.child, links.c.movement_id, far, links.c.quantity
+                    )
                     .where(near.in_(frontier))
                     .order_by(links.c.parent, links.c.child, links.c.movement_id)
                 )
                 next_frontier: list[str] = []
-                for parent, child, movement_id, other in await conn.execute(query):
+                for parent, child, movement_id, other, quantity in await conn.execute(query):
                     if (parent, child, movement_id) in seen_edges:
                         continue
                     seen_edges.add((parent, child, movement_id))
                     found.append(
-                        GenealogyLink(LotId(parent), LotId(child), MovementId(movement_id), depth)
+                        GenealogyLink(
+                            LotId(parent),
+                            LotId(child),
+                            MovementId(movement_id),
+                            depth,
+                            None if quantity is None else Decimal(quantity),
+                        )
                     )
                     if other not in visited:
                         visited.add(other)
                         next_frontier.append(other)
                 frontier = next_frontier
         return found
+
+    async def inputs_of(self, movement_ids: Collection[str]) -> list[GenealogyLink]:
+        """Every genealogy link the given movements wrote (all inputs of each, depth 0)."""
+        links = t.lot_links
+        if not movement_ids:
+            return []
+        query = (
+            select(links.c.parent, links.c.child, links.c.movement_id, links.c.quantity)
+            .where(links.c.movement_id.in_(sorted(movement_ids)))
+            .order_by(links.c.movement_id, links.c.parent)
+        )
+        async with self._connect() as conn:
+            return [
+                GenealogyLink(
+                    LotId(parent), LotId(child), MovementId(movement_id), 0,
+                    None if quantity is None else Decimal(quantity),
+                )
+                for parent, child, movement_id, quantity in await conn.execute(query)
+            ]  # fmt: skip
 
     async def latest_measurements(self) -> dict[StorageUnitId, Measurement]:
         m = t.measurements

@@ -170,6 +170,33 @@ async def test_a_blend_with_a_quarantined_input_is_not_released(ledger: Ledger) 
     assert lot.status is LotStatus.HOLD
 
 
+async def test_a_trace_reports_each_inputs_quantity_and_checks_the_mass_balance(
+    ledger: Ledger,
+) -> None:
+    await ledger.post(receipt("BLEND", "IN-A", "300"))
+    await ledger.post(receipt("BLEND", "IN-B", "200"))
+    [blend_lot] = await books(ledger, "BLEND")
+    backward = await ledger.trace(blend_lot, forward=False)
+    assert {(link.parent, link.quantity) for link in backward} == {
+        ("IN-A", Decimal(300)), ("IN-B", Decimal(200)),
+    }  # fmt: skip
+    forward = await ledger.trace("IN-A", forward=True)  # reaches one input of two
+    assert [(link.child, link.quantity) for link in forward] == [(blend_lot, Decimal(300))]
+    [check] = await ledger.mass_balance(forward)  # all inputs count, not only those reached
+    assert (check.lot, check.inputs, check.output, check.conserved) == (
+        blend_lot, Decimal(500), Decimal(500), True,
+    )  # fmt: skip
+    production = PostingRequest(
+        K.PRODUCTION, WATER.id, LotId("MADE"), Decimal(50), "kg", to_unit=StorageUnitId("OUT"),
+        consumed_lots=(LotId("IN-A"),),
+    )  # fmt: skip
+    await ledger.post(production)
+    made = await ledger.trace("MADE", forward=False)
+    assert [(link.parent, link.quantity) for link in made] == [("IN-A", None)]
+    [unknown] = await ledger.mass_balance(made)
+    assert (unknown.inputs, unknown.conserved) == (None, None)  # consumed quantity unrecorded
+
+
 async def test_a_single_lot_unit_refuses_a_second_lot_until_it_is_empty(ledger: Ledger) -> None:
     await ledger.post(receipt("ONE", "A", "10"))
     with pytest.raises(UnitHoldsOtherLot, match="holds lot A"):
