@@ -259,6 +259,16 @@ LEDGER_TYPE: Final = ObjectTypeDef(
             _text("MovementID", "Movement to reverse."),
             _REASON,
         ),
+        _ledger_method(
+            "PostScrap", Role.OPERATOR, "Scrap material of a lot from a storage unit.",
+            _text("Unit", "Storage unit the scrapped material leaves."),
+            _text("LotID", "Lot scrapped."),
+            _QUANTITY,
+            _UOM,
+            _text("ReasonCode", "Scrap reason code."),
+            _KEY,
+            _text("Comment", "Free text (kept in the audit trail)."),
+        ),
     ),
 )  # fmt: skip
 

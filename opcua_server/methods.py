@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Final, cast
 
@@ -205,6 +206,7 @@ class LedgerMethods:
             "RecordCount": self._record_count,
             "SetLotStatus": self._set_lot_status,
             "ReverseMovement": self._reverse_movement,
+            "PostScrap": self._post_scrap,
         }
         missing = set(self.definitions) ^ set(self._requests)
         if missing:
@@ -350,6 +352,19 @@ class LedgerMethods:
             details={"reason_code": code, "comment": comment},
         )
         return await self._post(request)
+
+    async def _post_scrap(self, values: Arguments, user: str) -> str:
+        code, comment = _text(values, "ReasonCode"), _text(values, "Comment")
+        request = self._posting(
+            MovementKind.SCRAP,
+            values,
+            user,
+            material=await self._material_of(values),
+            reason=f"{code}: {comment}" if comment else code,
+            details={"reason_code": code, "comment": comment},
+        )
+        unit = StorageUnitId(_text(values, "Unit"))
+        return await self._post(replace(request, from_unit=unit, to_unit=None))
 
     async def _record_count(self, values: Arguments, user: str) -> str:
         request = self._posting(

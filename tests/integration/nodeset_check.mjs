@@ -33,6 +33,7 @@ const LEDGER_METHODS = [
     "RecordCount",
     "SetLotStatus",
     "ReverseMovement",
+    "PostScrap",
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));

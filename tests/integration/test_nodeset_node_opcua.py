@@ -45,6 +45,7 @@ LEDGER_METHODS = (
     "RecordCount",
     "SetLotStatus",
     "ReverseMovement",
+    "PostScrap",
 )
 
 

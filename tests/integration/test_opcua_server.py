@@ -460,6 +460,7 @@ async def test_every_ledger_method_posts_and_returns_the_movement_id(plant: Plan
         "PostAdjustment", "TK-103", "ETH-M1", -0.5, "kg", "EVAPORATION", "", "summer"
     )
     count = await plant.call("RecordCount", "TK-101", "ETH-M1", 615.0, "kg", "count-1")
+    scrap = await plant.call("PostScrap", "TK-101", "ETH-M1", 5.0, "kg", "SPILL", "", "hose")
     status = await plant.call("SetLotStatus", "ETH-M1", "hold", "lab check")
     reversal = await plant.call("ReverseMovement", adjustment, "wrong tank")
 
@@ -469,6 +470,7 @@ async def test_every_ledger_method_posts_and_returns_the_movement_id(plant: Plan
         (transfer, MovementKind.TRANSFER, Decimal("100"), "TK-101", "TK-103"),
         (adjustment, MovementKind.ADJUSTMENT, Decimal("-0.5"), None, "TK-103"),
         (count, MovementKind.COUNT, Decimal("-5"), None, "TK-101"),  # 615 counted, 620 booked
+        (scrap, MovementKind.SCRAP, Decimal("5"), "TK-101", None),
         (status, MovementKind.LOT_STATUS, Decimal("0"), None, None),
         (reversal, MovementKind.REVERSAL, Decimal("-0.5"), "TK-103", None),
     ]
@@ -480,6 +482,11 @@ async def test_every_ledger_method_posts_and_returns_the_movement_id(plant: Plan
         assert (movement.user, movement.source) == ("olivia", Source.OPCUA)
     adjusted = await plant.ledger.movement(adjustment)
     assert adjusted.reason == "EVAPORATION: summer"
+    scrapped = await plant.ledger.movement(scrap)
+    assert (scrapped.reason, scrapped.details["reason_code"]) == ("SPILL: hose", "SPILL")
+    assert {b.lot: b.quantity for b in await plant.ledger.balances(unit="TK-101")} == {
+        LotId("ETH-M1"): Decimal(610)
+    }
     assert (await plant.ledger.lots("ETH-M1"))[0].status == "hold"
     # The same idempotency key returns the first movement's id, posting nothing new.
     before = await plant.movement_count()

@@ -56,6 +56,9 @@ SPEC_METHODS = {
     "RecordCount": ("Unit", "LotID", "CountedQuantity", "UnitOfMeasure", "IdempotencyKey"),
     "SetLotStatus": ("LotID", "Status", "Reason"),
     "ReverseMovement": ("MovementID", "Reason"),
+    "PostScrap": (
+        "Unit", "LotID", "Quantity", "UnitOfMeasure", "ReasonCode", "IdempotencyKey", "Comment",
+    ),
 }  # fmt: skip
 QUANTITY_ARGUMENTS = {"Quantity", "DeltaQuantity", "CountedQuantity"}
 SPEC_ROLES = {
@@ -66,6 +69,7 @@ SPEC_ROLES = {
     "PostAdjustment": "engineer",
     "SetLotStatus": "engineer",
     "ReverseMovement": "engineer",
+    "PostScrap": "operator",
 }
 
 # REFERENCE 3.3: common code -> UnitId
