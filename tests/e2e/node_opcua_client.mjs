@@ -155,7 +155,7 @@ async function collectChanges(session, levelId, count, withinMs) {
     return values;
 }
 
-async function postReceipt(session, ns, lot, key, toUnit = "TK-102") {
+async function postReceipt(session, ns, lot, key, toUnit = "WH-401") {
     const ledger = await nodeIdOf(session, `/Objects/${ns.plant}:Inventory/${ns.plant}:Ledger`);
     const method = await nodeIdOf(
         session,

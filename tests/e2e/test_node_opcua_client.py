@@ -123,7 +123,7 @@ def test_none_channel_anonymous_browse_read_subscribe_and_operator_posts(
             (movement_id, "node-opcua-e2e-1"),
         ).fetchall()
     assert [(*row[:3], float(row[3]), row[4]) for row in rows] == [
-        ("receipt", "GLY-NODE-1", "TK-102", 250.0, "operator")
+        ("receipt", "GLY-NODE-1", "WH-401", 250.0, "operator")
     ]
 
     refused = operator["refused"]  # ToUnit TK-999: only that argument is marked, with why
