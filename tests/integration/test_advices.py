@@ -270,3 +270,25 @@ async def test_the_expiry_task_closes_advices_and_tells_the_listeners(ledger_url
             await cancel_and_wait([task])
         assert heard == [(advice.id, AdviceState.OPEN), (advice.id, AdviceState.EXPIRED)]
         assert (await ledger.advice(advice.reference)).state is AdviceState.EXPIRED
+
+
+async def test_counts_and_adjustments_of_a_measured_unit_correct_the_book_at_once(
+    ledger: Ledger,
+) -> None:
+    """They move no material, so the gauge never books them: they are not advices, and a
+    count or adjustment followed by the gauge's next change books each once."""
+    await ledger.post(gauge("TANK", "500", "plc:c1", settled=True))  # TANK-OPEN 500
+    count = PostingRequest(
+        K.COUNT, OIL.id, LotId("TANK-OPEN"), Decimal(480), "kg", to_unit=StorageUnitId("TANK"),
+        source=Source.CLI, user="qa",
+    )  # fmt: skip
+    counted = await ledger.post(count)
+    assert counted.advice is None and counted.movement is not None
+    adjust = PostingRequest(
+        K.ADJUSTMENT, OIL.id, LotId("TANK-OPEN"), Decimal(-5), "kg", to_unit=StorageUnitId("TANK"),
+        source=Source.CLI, user="qa", reason="sample taken",
+    )  # fmt: skip
+    assert (await ledger.post(adjust)).advice is None
+    await ledger.post(gauge("TANK", "20", "plc:c2", settled=True))
+    assert await books(ledger, "TANK") == {"TANK-OPEN": Decimal(495)}
+    assert await ledger.advices() == []
