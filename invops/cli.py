@@ -381,7 +381,7 @@ def ledger_post(
 ) -> None:
     """Post a receipt, issue, production, transfer, adjustment, count or scrap.
 
-    A receipt, issue, transfer or production into or out of a measured unit (booking =
+    A receipt, issue, transfer, production or scrap into or out of a measured unit (booking =
     "measured") books nothing at once: it is recorded as an advice, and the PLC-derived
     movements that follow book it to the advised lot at the measured quantity."""
     try:

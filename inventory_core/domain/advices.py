@@ -40,9 +40,16 @@ class AdviceState(StrEnum):
     EXPIRED = "expired"  # nothing measured within the window
 
 
-# Manual postings that become advices when a measured unit takes part.
+# Manual postings that become advices when a measured unit takes part: each moves
+# material the gauge sees (a scrap drained out of a tank too).
 ADVISED_KINDS = frozenset(
-    {MovementKind.RECEIPT, MovementKind.ISSUE, MovementKind.TRANSFER, MovementKind.PRODUCTION}
+    {
+        MovementKind.RECEIPT,
+        MovementKind.ISSUE,
+        MovementKind.TRANSFER,
+        MovementKind.PRODUCTION,
+        MovementKind.SCRAP,
+    }
 )
 
 

@@ -391,7 +391,7 @@ class Planner:
             details["ref"] = advice.ref
         from_unit, to_unit = req.from_unit, req.to_unit
         kind = req.kind
-        if advice.kind in (MovementKind.TRANSFER, MovementKind.PRODUCTION):
+        if advice.kind in (MovementKind.TRANSFER, MovementKind.PRODUCTION, MovementKind.SCRAP):
             kind = advice.kind
         if advice.kind is MovementKind.TRANSFER:
             if direction is AdviceDirection.IN:

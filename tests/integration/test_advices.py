@@ -171,6 +171,14 @@ async def test_an_issue_advice_draws_by_lot_handling_and_falls_are_matched_only(
     assert sum(m.quantity for m in fall.movements) == Decimal(510)
     closed = await ledger.advice(advice.id)
     assert closed.state is AdviceState.MATCHED and closed.variance == Decimal(10)
+    scrap = PostingRequest(
+        K.SCRAP, OIL.id, LotId("M2"), Decimal(20), "kg", from_unit=StorageUnitId("TANK2"),
+        source=Source.CLI, user="qa", reason="off-spec",
+    )  # fmt: skip
+    assert (await ledger.post(scrap)).advice is not None
+    drained = await ledger.post(gauge("TANK2", "20", "plc:e", settled=True, rise=False))
+    assert drained.movement is not None and drained.movement.kind is K.SCRAP
+    assert drained.movement.lot == "M2"
 
 
 async def test_advised_transfers_book_the_manual_side_with_the_lots_that_moved(
