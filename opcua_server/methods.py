@@ -340,29 +340,28 @@ class LedgerMethods:
     async def _post_transfer(self, values: Arguments, user: str) -> str:
         return await self._post(self._posting(MovementKind.TRANSFER, values, user))
 
-    async def _post_adjustment(self, values: Arguments, user: str) -> str:
+    async def _coded(
+        self, kind: MovementKind, values: Arguments, user: str, quantity: str = "Quantity"
+    ) -> PostingRequest:
+        """An adjustment or scrap: material from the lot or unit, reason from ReasonCode
+        and Comment (both also kept in the details)."""
         code, comment = _text(values, "ReasonCode"), _text(values, "Comment")
-        request = self._posting(
-            MovementKind.ADJUSTMENT,
+        return self._posting(
+            kind,
             values,
             user,
-            quantity="DeltaQuantity",
+            quantity=quantity,
             material=await self._material_of(values),
             reason=f"{code}: {comment}" if comment else code,
             details={"reason_code": code, "comment": comment},
         )
+
+    async def _post_adjustment(self, values: Arguments, user: str) -> str:
+        request = await self._coded(MovementKind.ADJUSTMENT, values, user, "DeltaQuantity")
         return await self._post(request)
 
     async def _post_scrap(self, values: Arguments, user: str) -> str:
-        code, comment = _text(values, "ReasonCode"), _text(values, "Comment")
-        request = self._posting(
-            MovementKind.SCRAP,
-            values,
-            user,
-            material=await self._material_of(values),
-            reason=f"{code}: {comment}" if comment else code,
-            details={"reason_code": code, "comment": comment},
-        )
+        request = await self._coded(MovementKind.SCRAP, values, user)
         unit = StorageUnitId(_text(values, "Unit"))
         return await self._post(replace(request, from_unit=unit, to_unit=None))
 
