@@ -334,13 +334,7 @@ class Planner:
         unit_id = measured[0]
         direction = AdviceDirection.OUT if unit_id == req.from_unit else AdviceDirection.IN
         if req.lot is not None:
-            lot = self.state.lots.get(req.lot)
-            if lot is None and req.kind not in LOT_CREATING_KINDS:
-                raise UnknownLot(f"lot {req.lot} does not exist (receive or produce it first)")
-            if lot is not None and lot.material != material.id:
-                raise MaterialMismatch(
-                    f"lot {req.lot} is material {lot.material}, not {material.id}"
-                )
+            lot = self._lot_for(req, material, req.lot)
             if lot is not None and req.kind is MovementKind.ISSUE:
                 self._check_issuable(lot)
             if req.from_unit is not None and req.from_unit != unit_id:  # a manual source
@@ -390,9 +384,6 @@ class Planner:
         if advice.ref:
             details["ref"] = advice.ref
         from_unit, to_unit = req.from_unit, req.to_unit
-        kind = req.kind
-        if advice.kind in (MovementKind.TRANSFER, MovementKind.PRODUCTION, MovementKind.SCRAP):
-            kind = advice.kind
         if advice.kind is MovementKind.TRANSFER:
             if direction is AdviceDirection.IN:
                 from_unit = advice.other_unit
@@ -400,7 +391,7 @@ class Planner:
                 to_unit = advice.other_unit
         matched = replace(
             req,
-            kind=kind,
+            kind=advice.kind,  # the advice's direction is the change's: same kind or its kin
             lot=advice.lot,
             from_unit=from_unit,
             to_unit=to_unit,
@@ -490,12 +481,7 @@ class Planner:
         book: _Book,
     ) -> _Part:
         """One requested movement of lot `lot_id`, checked against `book` (then added)."""
-        lot = self.state.lots.get(lot_id)
-        if lot is None:
-            if req.kind not in LOT_CREATING_KINDS and req.kind is not MovementKind.COUNT:
-                raise UnknownLot(f"lot {lot_id} does not exist (receive or produce it first)")
-        elif lot.material != material.id:
-            raise MaterialMismatch(f"lot {lot_id} is material {lot.material}, not {material.id}")
+        lot = self._lot_for(req, material, lot_id)
         details = dict(req.details)
         if req.ref:
             details["ref"] = req.ref
@@ -526,6 +512,18 @@ class Planner:
             new_lot=new_lot,
             parents=[(parent, None) for parent in req.consumed_lots],
         )
+
+    def _lot_for(
+        self, req: PostingRequest, material: MaterialDefinition, lot_id: LotId
+    ) -> Lot | None:
+        """The lot `req` books (None: a receipt, production or count creates it)."""
+        lot = self.state.lots.get(lot_id)
+        if lot is None:
+            if req.kind not in LOT_CREATING_KINDS and req.kind is not MovementKind.COUNT:
+                raise UnknownLot(f"lot {lot_id} does not exist (receive or produce it first)")
+        elif lot.material != material.id:
+            raise MaterialMismatch(f"lot {lot_id} is material {lot.material}, not {material.id}")
+        return lot
 
     def _lot_handling(
         self,
