@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -48,12 +48,14 @@ async def run_service(
     metrics_port: int | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[Endpoints], Awaitable[None] | None] | None = None,
+    extra_tasks: Sequence[tuple[str, Callable[[Ledger], Awaitable[None]]]] = (),
 ) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when `stop` is None).
 
     `ready` is called once everything listens, before the first poll; when it returns
     an awaitable, the service awaits it first (HTTP is served meanwhile: it runs on
-    this event loop).
+    this event loop). `extra_tasks` (name, work) run beside the pollers on the
+    service's ledger and stop with them (the demo's simulated ERP).
     """
     stop = stop or _signal_event()
     overrides = Overrides(plc_ports, opcua_endpoint, pki_dir, buffer_path, metrics_port)
@@ -73,6 +75,7 @@ async def run_service(
                     for poller in service.pollers
                 ]
                 others = [group.create_task(work(), name=name) for name, work in service.background]
+                others += [group.create_task(_run(work(ledger)), name=n) for n, work in extra_tasks]
                 others.append(group.create_task(_log_chain_heads(ledger), name="chain-heads"))
                 try:
                     await stop.wait()
@@ -90,6 +93,10 @@ async def run_service(
         finally:
             if not lost:
                 await service.bridge.drain()  # readings already taken still become movements
+
+
+async def _run(work: Awaitable[None]) -> None:
+    await work
 
 
 async def _log_chain_heads(ledger: Ledger) -> None:

@@ -179,11 +179,13 @@ async def _demo(
     from invops.plant_description import plant_description
     from invops.service import run_service
     from simulators import PLANT_STATE_FILE, Simulation
+    from simulators.erp import SimulatedErp
 
     # The simulated plant resumes where the last demo run left it (see simulators.plant_state).
+    # Material arrives by truck only: each delivery announced by the simulated ERP.
     state = data_dir / PLANT_STATE_FILE
     plant = plant_description(config)
-    async with Simulation(plant, ports=plc_ports, state_path=state) as sim:
+    async with Simulation(plant, ports=plc_ports, state_path=state, scheduled_receipts=True) as sim:
 
         def ready(started: Endpoints) -> None:
             endpoints = {
@@ -205,6 +207,7 @@ async def _demo(
             buffer_path=data_dir / "buffer.db",
             metrics_port=metrics_port,
             ready=ready,
+            extra_tasks=[("simulated-erp", lambda ledger: SimulatedErp(ledger, sim.model).run())],
         )
 
 
@@ -233,7 +236,9 @@ def _print_welcome(endpoints: dict[str, str]) -> None:
 Try next (in another shell):
   {invops} ledger history --url {ledger} --last 10
   {invops} ledger post receipt --url {ledger} --material GLYCOL --lot GLY-0001 \\
-      --qty 500 --uom kg --to TK-102 --user operator
+      --qty 500 --uom kg --to TK-102 --ref DN-4711 --user operator
+      (an advice: a simulated truck delivers it within a minute and the gauge books it)
+  {invops} ledger advices --url {ledger} --unit TK-102
   {invops} ledger reconcile --url {ledger}
   Browse Objects/Inventory/PLANT1/TANKFARM/TK-101 in any OPC UA client.
 

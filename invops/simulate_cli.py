@@ -23,7 +23,7 @@ from invops.cli_config import load_config_or_exit
 
 if TYPE_CHECKING:  # the simulators (pymodbus, snap7) load when the command runs
     from invops.config import InvopsConfig
-    from simulators import Faults, PlantDescription
+    from simulators import Faults, PlantDescription, PlantModel
 
 __all__ = ["register", "simulate"]
 
@@ -52,6 +52,19 @@ def simulate(
                 "Inject a fault from the start, e.g. PLC-S7:refuse, PLC-MODBUS:delay=0.5, "
                 "PLC-MODBUS:exception=2, PLC-MODBUS:freeze, TK-101.level:spike=20, "
                 "TK-101.totalizer:jump=4294967000. Repeatable."
+            ),
+        ),
+    ] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            metavar="SPEC",
+            help=(
+                "Schedule a truck: UNIT:delivery=AMOUNT[UOM][@START_S][/DURATION_S] or "
+                "UNIT:shipment=..., e.g. TK-102:delivery=5000kg@10/60 (AMOUNT in the unit's "
+                "simulated uom when UOM is left out: L for a level-gauged tank, kg else). "
+                "It starts once the unit is idle. Repeatable."
             ),
         ),
     ] = None,
@@ -85,7 +98,15 @@ def simulate(
     defaults 502 and 102, need root).
     """
     from invops.plant_description import plant_description
-    from simulators import FaultError, Faults, SimulatorError, check_fault_targets, parse_fault
+    from simulators import (
+        FaultError,
+        Faults,
+        PlantModel,
+        SimulatorError,
+        check_fault_targets,
+        parse_event,
+        parse_fault,
+    )
 
     plant = load_config_or_exit(config)
     description = plant_description(plant)
@@ -97,9 +118,15 @@ def simulate(
         check_fault_targets(description, faults)
     except FaultError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
+    model = PlantModel(description, seed=seed)
+    try:
+        for spec in event or []:
+            model.schedule(parse_event(spec))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--event") from None
     startup.loaded()
     try:
-        asyncio.run(_serve(plant, description, ports, faults, seed, host, state))
+        asyncio.run(_serve(plant, description, ports, faults, model, host, state))
     except (SimulatorError, OSError) as exc:
         typer.echo(f"invops: error: {_failure(exc)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
@@ -148,7 +175,7 @@ async def _serve(
     description: PlantDescription,
     ports: dict[str, int],
     faults: Faults,
-    seed: int | None,
+    model: PlantModel,
     host: str,
     state: Path | None = None,
 ) -> None:
@@ -173,7 +200,7 @@ async def _serve(
             description,
             ports=ports,
             faults=faults,
-            seed=seed,
+            model=model,
             ready=lambda bound: _announce(plant, bound, host),
             host=host,
             state_path=state,

@@ -13,6 +13,7 @@ from simulators.description import (
     TotalizerCounter,
     UnitDescription,
 )
+from simulators.events import EventKind, PlantEvent, parse_event
 from simulators.faults import (
     MODBUS_EXCEPTION_CODES,
     FaultError,
@@ -66,6 +67,7 @@ __all__ = [
     "SAVE_EVERY_S",
     "STATE_FORMAT",
     "Activity",
+    "EventKind",
     "FaultError",
     "FaultSpec",
     "FaultValue",
@@ -76,6 +78,7 @@ __all__ = [
     "ModbusPlcServer",
     "Operation",
     "PlantDescription",
+    "PlantEvent",
     "PlantModel",
     "PlcFaults",
     "PlcServer",
@@ -90,6 +93,7 @@ __all__ = [
     "check_fault_targets",
     "keep_plant_state",
     "load_plant_state",
+    "parse_event",
     "parse_fault",
     "run_simulators",
     "save_plant_state",

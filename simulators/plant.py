@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 import random
 import sys
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
@@ -48,6 +49,7 @@ from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.units import canonical_uom, convert, dimension
 from plc_connectors import DataType, Tag, from_engineering, integer_range
 from simulators.description import PlantDescription, UnitDescription
+from simulators.events import EventKind, PlantEvent
 
 __all__ = [
     "DRAW_ABOVE",
@@ -79,6 +81,7 @@ MAX_FLOW_L_PER_S: Final = 400.0  # cap for every flow (solids without density: k
 NOISE: Final = 0.0002  # reading noise: standard deviation as a fraction of capacity
 MAX_SUBSTEP_S: Final = 1.0  # `step` advances in slices no longer than this
 STATE_FORMAT: Final = "invops-plant-state/1"  # `to_state()["format"]`
+KNOWN_REFS: Final = 1000  # refs of started events remembered (see PlantModel.knows)
 _EPSILON: Final = 1e-9
 _FLOAT32_MAX: Final = 3.4028234663852886e38
 
@@ -102,6 +105,7 @@ class Operation:
     source: str | None = None
     destination: str | None = None
     factor: float = 1.0  # destination uom per source uom (transfers between unlike uoms)
+    ref: str | None = None  # the scheduled event it runs (simulators.events), if any
 
 
 @dataclass(slots=True)
@@ -177,10 +181,18 @@ class PlantModel:
     """The simulated plant of one description. Deterministic for a given `seed`.
 
     `units` maps each storage unit id to its state (read it, do not assign to it).
+    With `scheduled_receipts` no unit fills by itself: material arrives only with the
+    deliveries scheduled on it (`schedule`), as in a plant whose receipts are trucks
+    that ERP announces (the demo); draws and transfers still start at random.
     """
 
-    def __init__(self, plant: PlantDescription, *, seed: int | None = None) -> None:
+    def __init__(
+        self, plant: PlantDescription, *, seed: int | None = None, scheduled_receipts: bool = False
+    ) -> None:
         self.time_s = 0.0
+        self.scheduled_receipts = scheduled_receipts
+        self._events: dict[str, list[PlantEvent]] = {}
+        self._started_refs: deque[str] = deque(maxlen=KNOWN_REFS)
         self._rng = random.Random(seed)
         self._levels: list[_Level] = []
         self._weights: list[_Weight] = []
@@ -294,6 +306,42 @@ class PlantModel:
         """Start drawing from an idle unit now (through its outlet: totalizers count it)."""
         return self._start_single(Activity.ISSUE, unit, amount, rate)
 
+    def schedule(self, event: PlantEvent) -> PlantEvent:
+        """Queue a delivery or shipment; it starts once its unit is idle and `at_s` has
+        come (before any random activity). Returns it with `amount` in the unit's uom.
+        ValueError for an unknown unit or a uom that does not convert."""
+        unit = self.units.get(event.unit)
+        if unit is None:
+            known = ", ".join(sorted(self.units))
+            raise ValueError(f"unknown storage unit {event.unit!r} (simulated: {known})")
+        if event.uom is not None:
+            density = self._densities.get(unit.material) if unit.material else None
+            factor = _factor_or_none(event.uom, unit.uom, density)
+            if factor is None:
+                raise ValueError(f"{event.uom} does not convert to {unit.id}'s {unit.uom}")
+            event = replace(event, amount=event.amount * factor, uom=unit.uom)
+        self._events.setdefault(unit.id, []).append(event)
+        return event
+
+    def queued(self, unit: str) -> tuple[PlantEvent, ...]:
+        """The unit's events that have not started yet."""
+        return tuple(self._events.get(unit, ()))
+
+    def knows(self, ref: str) -> bool:
+        """Whether an event with this ref is queued, running or (lately) started."""
+        return (
+            ref in self._started_refs
+            or any(e.ref == ref for events in self._events.values() for e in events)
+            or any(u.operation is not None and u.operation.ref == ref for u in self.units.values())
+        )
+
+    def amount_in(self, unit_id: str, quantity: float, uom: str) -> float | None:
+        """`quantity` of `uom` in the unit's simulated uom (None: it does not convert)."""
+        unit = self.units[unit_id]
+        density = self._densities.get(unit.material) if unit.material else None
+        factor = _factor_or_none(uom, unit.uom, density)
+        return None if factor is None else quantity * factor
+
     def stop_operation(self, unit: str) -> None:
         """End the unit's running activity now (both sides of a transfer)."""
         op = self.units[unit].operation
@@ -375,13 +423,28 @@ class PlantModel:
                         "remaining": op.remaining,
                         "source": op.source,
                         "destination": op.destination,
+                        "ref": op.ref,
                     }
                 )
+        events = [
+            {
+                "kind": e.kind.value,
+                "unit": e.unit,
+                "amount": e.amount,
+                "in_s": max(0.0, e.at_s - self.time_s),
+                "duration_s": e.duration_s,
+                "ref": e.ref,
+            }
+            for queued in self._events.values()
+            for e in queued
+        ]
         return {
             "format": STATE_FORMAT,
             "units": units,
             "operations": operations,
             "totalizers": {name: total.jumped for name, total in self._totalizers.items()},
+            "events": events,
+            "started_refs": list(self._started_refs),
         }
 
     def restore(self, state: Mapping[str, Any]) -> dict[str, str]:
@@ -434,7 +497,36 @@ class PlantModel:
             counts = jumps.get(name)
             if total.unit in restored and type(counts) is int:
                 total.jumped = counts
+        self._restore_events(state, restored)
         return fresh
+
+    def _restore_events(self, state: Mapping[str, Any], restored: Mapping[str, object]) -> None:
+        """The queued events of restored units (before those scheduled already) and the
+        refs already started (a state written before events existed has neither); an
+        invalid entry is dropped."""
+        scheduled, self._events = self._events, {}
+        for entry in state.get("events") or []:
+            if not isinstance(entry, Mapping) or entry.get("unit") not in restored:
+                continue
+            try:
+                duration = entry.get("duration_s")
+                ref = entry.get("ref")
+                event = PlantEvent(
+                    EventKind(str(entry.get("kind"))),
+                    str(entry["unit"]),
+                    _finite(entry, "amount"),
+                    at_s=self.time_s + _finite(entry, "in_s"),
+                    duration_s=None if duration is None else _finite(entry, "duration_s"),
+                    ref=ref if isinstance(ref, str) else None,
+                )
+            except ValueError:
+                continue
+            self._events.setdefault(event.unit, []).append(event)
+        for unit_id, events in scheduled.items():
+            self._events.setdefault(unit_id, []).extend(events)
+        refs = state.get("started_refs") or []
+        self._started_refs.clear()
+        self._started_refs.extend(ref for ref in refs if isinstance(ref, str))
 
     def _operation_state(self, entry: object, restored: Mapping[str, object]) -> Operation:
         """The operation a state entry describes; ValueError if it is invalid or one of
@@ -453,9 +545,12 @@ class PlantModel:
         }
         if not ends[activity]:
             raise ValueError(f"a {activity} of units that did not restore")
+        ref = entry.get("ref")
+        ref = ref if isinstance(ref, str) else None
         if activity is not Activity.TRANSFER:
             unit = self.units[str(source or destination)]
-            return Operation(activity, min(rate, unit.max_rate), remaining, source, destination)
+            rate = min(rate, unit.max_rate)
+            return Operation(activity, rate, remaining, source, destination, ref=ref)
         src, dst = self.units[str(source)], self.units[str(destination)]
         factor = self._transfer_factor(src, dst)
         if factor is None or src.material != dst.material or src is dst:
@@ -479,8 +574,29 @@ class PlantModel:
 
     def _start_due_activities(self) -> None:
         for unit in self.units.values():
-            if unit.operation is None and unit.idle_until <= self.time_s + _EPSILON:
+            idle = unit.operation is None and unit.idle_until <= self.time_s + _EPSILON
+            if idle and not self._start_event(unit):
                 self._plan(unit)
+
+    def _start_event(self, unit: SimulatedUnit) -> bool:
+        """Start the unit's first due event, if it has one."""
+        queued = self._events.get(unit.id, [])
+        due = next((e for e in queued if e.at_s <= self.time_s + _EPSILON), None)
+        if due is None:
+            return False
+        queued.remove(due)
+        if due.duration_s is not None:
+            rate = min(due.amount / due.duration_s, unit.max_rate)
+        else:
+            rate = min(self._rng.uniform(*RATE) * unit.capacity, unit.max_rate)
+        if due.kind is EventKind.DELIVERY:
+            op = Operation(Activity.RECEIPT, rate, due.amount, destination=unit.id, ref=due.ref)
+        else:
+            op = Operation(Activity.ISSUE, rate, due.amount, source=unit.id, ref=due.ref)
+        unit.operation = op
+        if due.ref is not None:
+            self._started_refs.append(due.ref)
+        return True
 
     def _plan(self, unit: SimulatedUnit) -> None:
         rng = self._rng
@@ -500,6 +616,11 @@ class PlantModel:
             activity = Activity.RECEIPT if rng.random() < 1.0 - ratio else Activity.ISSUE
         amount = rng.uniform(*AMOUNT) * unit.capacity
         rate = min(rng.uniform(*RATE) * unit.capacity, unit.max_rate)
+        if activity is Activity.RECEIPT and self.scheduled_receipts:
+            if ratio < FILL_BELOW:  # nothing to draw on: wait for a truck
+                unit.idle_until = self.time_s + rng.uniform(*unit.pause_s)
+                return
+            activity = Activity.ISSUE  # receipts come by truck: keep the plant drawing
         if activity is Activity.RECEIPT:
             unit.operation = Operation(activity, rate, amount, destination=unit.id)
         else:

@@ -163,7 +163,8 @@ class Simulation:
     """The simulators as an async context manager (tests, benchmarks, the demo).
 
     `ports` (bound ports by PLC name), `faults` and `model` are live while
-    inside; `state_path`: see `run_simulators`. Startup failures (port in
+    inside (`model.schedule` queues deliveries and shipments); `state_path`: see
+    `run_simulators`; `scheduled_receipts`: see `PlantModel`. Startup failures (port in
     use, bad fault) raise from `async with`; a crash while running is raised
     on exit.
     """
@@ -177,10 +178,11 @@ class Simulation:
         seed: int | None = None,
         tick_s: float = 0.1,
         state_path: Path | None = None,
+        scheduled_receipts: bool = False,
     ) -> None:
         self.plant = plant
         self.faults = faults if faults is not None else Faults()
-        self.model = PlantModel(plant, seed=seed)
+        self.model = PlantModel(plant, seed=seed, scheduled_receipts=scheduled_receipts)
         self.ports: dict[str, int] = {}
         self._requested_ports = ports
         self._tick_s = tick_s

@@ -113,6 +113,13 @@ class Advice:
             closed_at=at if closed else None,
         )
 
+    def settled(self, at: str) -> Advice:
+        """Closed as matched: the unit's gauge came to rest after this advice booked
+        something (the last step of a delivery may read as a small fall: noise, or the
+        line draining back), so the next change of its direction is not this one's."""
+        assert self.matches, "only an advice that booked something closes on a rest"
+        return replace(self, state=AdviceState.MATCHED, closed_at=at)
+
     def expired(self, at: str) -> Advice:
         """Past its window: closed as matched when something was booked to it (the flow
         was never seen to stop, e.g. across a gap), else expired."""

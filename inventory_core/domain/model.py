@@ -70,6 +70,7 @@ class Source(StrEnum):
     OPCUA = "opcua"
     PLC = "plc"
     SYSTEM = "system"
+    ERP = "erp"  # a business system (Level 4) posting through the ledger API
 
 
 # Kinds a caller posts with a quantity (reversal and lot-status have their own calls).

@@ -308,9 +308,11 @@ class Planner:
         parts = self._requested(req, material, quantity, book)
         parts += self._lot_handling(req, material, parts, book)
         result = self._commit(req, material, parts, digest)
+        stopped = req.source is Source.PLC and req.details.get("settled") is True
         if advice is not None:
-            stopped = req.details.get("settled") is True
             result = replace(result, advice=self._matched(advice, quantity, flow_stopped=stopped))
+        if stopped:
+            self._close_at_rest(req, advice)
         return result
 
     # -- advices: manual changes of measured units -----------------------------
@@ -409,6 +411,18 @@ class Planner:
         if updated.state is not AdviceState.OPEN:
             self._audit_advice("match", advice, updated, SYSTEM_USER, "flow stopped")
         return updated
+
+    def _close_at_rest(self, req: PostingRequest, booked: Advice | None) -> None:
+        """The gauge of `req`'s unit came to rest: every other open advice there that has
+        booked something is done (its flow stopped), whatever this last step's direction."""
+        unit_id = req.unit
+        assert unit_id is not None
+        for advice in list(self.state.advices.get(unit_id, ())):
+            other = booked is None or advice.id != booked.id
+            if advice.state is AdviceState.OPEN and advice.matches and other:
+                closed = advice.settled(self._now())
+                self._store_advice(closed)
+                self._audit_advice("match", advice, closed, SYSTEM_USER, "flow stopped")
 
     def expire_advices(self, req: ExpireAdvices) -> list[Advice]:
         """Close every open advice past its window (loaded by the store): one that booked
@@ -542,7 +556,9 @@ class Planner:
             if len(stocked) < 2 or rule not in (LotHandling.BLEND, LotHandling.SINGLE):
                 continue
             if rule is LotHandling.BLEND:
-                extra += self._blend(unit_id, material, stocked, parts, book)
+                advice = req.details.get("advice")
+                delivery = advice if isinstance(advice, str) else None
+                extra += self._blend(unit_id, material, stocked, parts, book, delivery)
             elif req.source is not Source.PLC:
                 new = ", ".join(sorted({p.lot for p in parts if p.to_unit == unit_id}))
                 held = ", ".join(sorted(s.lot for s in stocked if s.lot not in new.split(", ")))
@@ -580,20 +596,30 @@ class Planner:
         stocked: list[LotShare],
         parts: list[_Part],
         book: _Book,
+        advice: str | None,
     ) -> list[_Part]:
         """Everything in `unit_id` into a new blend lot: one blend movement out of each
-        input lot, one into the blend lot (genealogy with each input's quantity)."""
+        input lot, one into the blend lot (genealogy with each input's quantity).
+
+        A delivery books in several measured steps (one per settled or `max_interval_s`
+        spell): its first step makes the blend lot `<unit>-BLEND-<advice id>`, and each
+        later step of the same advice blends into that lot while it is still the unit's
+        (one blend per delivery, not one per gauge step)."""
         inputs = sorted(stocked, key=lambda s: (s.entered, s.lot))
         created = {p.lot: p.new_lot for p in parts if p.new_lot is not None}
         lots = [self.state.lots.get(s.lot) or created[s.lot] for s in inputs]
         expiries = [lot.expiry for lot in lots if lot is not None and lot.expiry is not None]
-        blend = Lot(
-            LotId(f"{unit_id}-BLEND-{uuid.uuid4().hex[:8].upper()}"),
-            material.id,
-            most_restrictive([lot.status for lot in lots if lot is not None]),
-            self._now(),
-            min(expiries, default=None),
-        )
+        status = most_restrictive([lot.status for lot in lots if lot is not None])
+        blend_id = LotId(f"{unit_id}-BLEND-{(advice or uuid.uuid4().hex)[:8].upper()}")
+        existing = self.state.lots.get(blend_id)
+        ongoing = [s for s in inputs if s.lot == blend_id]
+        if existing is not None and ongoing and existing.status == status:
+            blend: Lot = existing
+            inputs = [s for s in inputs if s.lot != blend_id]
+        else:
+            if existing is not None:  # an earlier delivery's blend, gone from the unit
+                blend_id = LotId(f"{unit_id}-BLEND-{uuid.uuid4().hex[:8].upper()}")
+            blend = Lot(blend_id, material.id, status, self._now(), min(expiries, default=None))
         total = sum((s.quantity for s in inputs), Decimal(0))
         base = material.base_uom
         out = [
@@ -605,7 +631,8 @@ class Planner:
         ]  # fmt: skip
         into = _Part(
             MovementKind.BLEND, blend.id, None, unit_id, total, (total, base),
-            {"inputs": [s.lot for s in inputs]}, system=True, reason=BLENDED, new_lot=blend,
+            {"inputs": [s.lot for s in inputs]}, system=True, reason=BLENDED,
+            new_lot=None if blend is existing else blend,
             parents=[(s.lot, s.quantity) for s in inputs],
         )  # fmt: skip
         for part in (*out, into):

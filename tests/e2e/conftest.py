@@ -181,10 +181,12 @@ def cli(tmp_path: Path) -> Cli:
 
 @pytest.fixture(scope="session")
 def plus_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo plant with TK-101 booked manually, plus a second ethanol tank TK-103."""
+    """The demo plant with TK-101 booked manually (lots mixed, not blended), plus a second
+    ethanol tank TK-103."""
     path = tmp_path_factory.mktemp("config") / "demo-plus-tk103.toml"
     demo = DEMO_CONFIG.read_text(encoding="utf-8")
-    assert demo.count('id = "TK-101"\n') == 1
+    assert demo.count('id = "TK-101"\n') == 1 and demo.count('lot_handling = "blend"') == 1
+    demo = demo.replace('lot_handling = "blend"', 'lot_handling = "mixed"  # e2e: lots kept apart')
     path.write_text(demo.replace('id = "TK-101"\n', MANUAL_TK101) + EXTRA_TANK, encoding="utf-8")
     return path
 

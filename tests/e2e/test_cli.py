@@ -501,11 +501,14 @@ def test_the_commands_the_demo_banner_suggests_run(
     assert [argv[:3] for argv in suggested] == [
         [invops, "ledger", "history"],
         [invops, "ledger", "post"],
+        [invops, "ledger", "advices"],
         [invops, "ledger", "reconcile"],
     ], banner
-    history, post, reconcile = cli.many([argv[1:] for argv in suggested])
+    history, post, _, reconcile = cli.many([argv[1:] for argv in suggested])
     assert history.returncode == 0 and "--last" in suggested[0], history
     assert post.returncode == 0 and "of lot GLY-0001" in post.stdout, post
+    advices = cli(*suggested[2][1:])  # after the post (`many` runs them side by side)
+    assert advices.returncode == 0 and "GLY-0001" in advices.stdout, advices
     assert reconcile.returncode == 0, reconcile
 
 
@@ -862,6 +865,21 @@ def test_simulate_help_says_it_serves_127_0_0_1_and_offers_host(cli: Cli) -> Non
     text = " ".join(result.stdout.split())
     assert "Every PLC is served on 127.0.0.1 (or --host), whatever host the config gives it" in text
     assert "--host ADDRESS" in text and "--port PLC=PORT" in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("TK-102:refill=5", "expected UNIT:KIND=AMOUNT[UOM][@START_S][/DURATION_S]"),
+        ("TK-999:delivery=5", "unknown storage unit 'TK-999'"),
+        ("SI-201:delivery=5L", "L does not convert to SI-201's kg"),
+    ],
+)
+def test_simulate_refuses_a_bad_event_naming_the_option(cli: Cli, spec: str, message: str) -> None:
+    result = cli("simulate", "--config", DEMO_CONFIG, "--event", spec)
+    assert result.returncode == 2, result
+    text = " ".join(result.stderr.split())
+    assert "--event" in text and message in text, result
 
 
 # -- check-config ------------------------------------------------------------------

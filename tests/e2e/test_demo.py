@@ -31,6 +31,7 @@ from plc_connectors import ERROR_REASONS
 from tests.polling import wait_until
 
 INVOPS = [sys.executable, "-m", "invops.cli"]
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
 MEASURED = ("TK-101", "TK-102", "SI-201", "SI-202", "BN-301", "BN-302", "BN-303", "BN-304")
 
 
@@ -265,6 +266,77 @@ def test_restart_books_each_measured_change_once(tmp_path: Path) -> None:
             assert measured.get(reading) == Decimal(movement["booked_after"]), (reading, movement)
         # the book is the sum of the unit's movements, which is the quantity last booked
         assert book[unit] == signed_sum == Decimal(chain[-1]["booked_after"]), unit
+    verify = subprocess.run(
+        [*INVOPS, "ledger", "verify", "--url", f"sqlite+aiosqlite:///{data_dir}/invops.db"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+
+
+def ledger_json(data_dir: Path, *args: str) -> Any:
+    """One `invops ledger ... --json` command on the demo's ledger, parsed."""
+    url = f"sqlite+aiosqlite:///{data_dir}/invops.db"
+    done = subprocess.run(
+        [*INVOPS, "ledger", *args, "--url", url, "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_demo_books_erp_and_user_deliveries_to_their_lots_and_book_equals_gauge(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    """SPEC 2: the simulated ERP advises a delivery into TK-102 within 60 s, and an advice
+    a user posts is delivered by the simulated plant within a minute; each books once, to
+    its lot, at the measured quantity; book equals measured within the deadband."""
+    from invops.config import load_config
+
+    _process, data_dir = demo
+    posted = ledger_json(data_dir, "post", "receipt", "--material", "GLYCOL", "--lot", "GLY-E2E",
+                         "--qty", "400", "--uom", "kg", "--to", "TK-102", "--ref", "DN-E2E",
+                         "--user", "operator")  # fmt: skip
+    mine = posted["advice"]["id"]
+
+    def tk102_advices() -> dict[str, dict[str, Any]]:
+        found = ledger_json(data_dir, "advices", "--unit", "TK-102")["advices"]
+        return {a["id"]: a for a in found}
+
+    def erp_advice() -> dict[str, Any]:
+        return next(a for a in tk102_advices().values() if a["source"] == "erp")
+
+    wait_until(erp_advice, "an ERP advice for TK-102", timeout_s=60, ignoring=(StopIteration,))
+    erp = erp_advice()
+    assert erp["user"] == "erp" and erp["ref"].startswith("DN-")
+
+    def both_matched() -> bool:
+        advices = tk102_advices()
+        return advices[mine]["state"] == advices[erp["id"]]["state"] == "matched"
+
+    wait_until(both_matched, "both TK-102 deliveries booked", timeout_s=180, interval_s=2)
+    advices = tk102_advices()
+    deadbands = {u.id: u.deadband or Decimal(0) for u in load_config(DEMO_CONFIG).storage_units}
+    # the user's truck brought what was advised: the variance is the gauge's noise (the
+    # reading at both ends of each booking), within two deadbands; ERP's: a few % off
+    assert abs(Decimal(advices[mine]["variance"])) <= 2 * deadbands["TK-102"], advices[mine]
+    assert abs(Decimal(advices[erp["id"]]["variance_pct"])) < 6, advices[erp["id"]]
+    balances = ledger_json(data_dir, "balance", "--unit", "TK-102")["balances"]
+    held = {b["lot"]: Decimal(b["quantity"]) for b in balances}
+    assert held["GLY-E2E"] > 0 and held[erp["lot"]] > 0, held
+    history = ledger_json(data_dir, "history", "--unit", "TK-102")["movements"]
+    for advice in (advices[mine], advices[erp["id"]]):
+        booked = [m for m in history if m["details"].get("advice") == advice["id"]]
+        assert {m["lot"] for m in booked} == {advice["lot"]}
+        assert {m["source"] for m in booked} == {"plc"}  # the gauge booked it, once
+        assert sum(Decimal(m["quantity"]) for m in booked) == Decimal(advice["matched"])
+
+    for unit in MEASURED:  # each unit agrees with its gauge whenever it is at rest
+
+        def agrees(unit: str = unit) -> bool:
+            (line,) = [u for u in ledger_json(data_dir, "reconcile")["units"] if u["unit"] == unit]
+            return abs(Decimal(line["discrepancy"])) <= deadbands[unit]
+
+        wait_until(agrees, f"{unit} book within its deadband of the gauge", timeout_s=90)
     verify = subprocess.run(
         [*INVOPS, "ledger", "verify", "--url", f"sqlite+aiosqlite:///{data_dir}/invops.db"],
         capture_output=True, text=True, timeout=60,

@@ -55,6 +55,7 @@ def unit(uid: str, booking: Booking, rule: LotHandling = LotHandling.FIFO) -> St
 UNITS = (
     unit("TANK", Booking.MEASURED),
     unit("TANK2", Booking.MEASURED, LotHandling.MIXED),
+    unit("BLENDER", Booking.MEASURED, LotHandling.BLEND),
     unit("DRUMS", Booking.MANUAL),
 )
 
@@ -300,3 +301,53 @@ async def test_counts_and_adjustments_of_a_measured_unit_correct_the_book_at_onc
     await ledger.post(gauge("TANK", "20", "plc:c2", settled=True))
     assert await books(ledger, "TANK") == {"TANK-OPEN": Decimal(495)}
     assert await ledger.advices() == []
+
+
+async def test_a_delivery_into_a_blend_unit_makes_one_blend_lot_over_its_gauge_steps(
+    ledger: Ledger,
+) -> None:
+    await ledger.post(gauge("BLENDER", "500", "plc:0", settled=True))  # what the tank held
+    (held,) = await books(ledger, "BLENDER")
+    first = await ledger.post(manual(K.RECEIPT, "NEW1", "900", dst="BLENDER", key="d1"))
+    assert first.advice is not None
+    for step, qty in enumerate(("300", "300", "310")):  # one truck, three measured steps
+        await ledger.post(gauge("BLENDER", qty, f"plc:1.{step}", settled=step == 2))
+    blend = f"BLENDER-BLEND-{first.advice.id[:8].upper()}"
+    assert await books(ledger, "BLENDER") == {blend: Decimal(1410)}
+    backward = await ledger.trace(blend, forward=False)
+    assert {(link.parent, link.quantity) for link in backward} == {
+        (held, Decimal(500)),
+        ("NEW1", Decimal(300)),
+        ("NEW1", Decimal(300)),
+        ("NEW1", Decimal(310)),
+    }
+    assert all(check.conserved for check in await ledger.mass_balance(backward))
+
+    second = await ledger.post(manual(K.RECEIPT, "NEW2", "100", dst="BLENDER", key="d2"))
+    await ledger.post(gauge("BLENDER", "100", "plc:2", settled=True))
+    assert second.advice is not None
+    (after,) = await books(ledger, "BLENDER")  # the next delivery: a new blend of the old one
+    assert after not in (blend, "NEW2")
+    assert {link.parent for link in await ledger.trace(after, forward=False)} >= {blend, "NEW2"}
+    assert (await ledger.verify()).ok
+
+
+async def test_a_delivery_whose_last_step_reads_as_a_fall_still_closes_its_advice(
+    ledger: Ledger,
+) -> None:
+    """The truck is empty, the level settles a few kg lower (noise, the line draining):
+    the settled fall books as an unadvised issue and closes the receipt advice, so the
+    next delivery's rise is not booked to this one's lot."""
+    first = await ledger.post(manual(K.RECEIPT, "L1", "1000", dst="TANK", key="d1"))
+    await ledger.post(gauge("TANK", "990", "plc:1", settled=False))
+    await ledger.post(gauge("TANK", "4", "plc:2", settled=True, rise=False))
+    assert first.advice is not None
+    closed = await ledger.advice(first.advice.id)
+    assert closed.state is AdviceState.MATCHED and closed.matched == Decimal(990)
+    assert closed.variance == Decimal(-10)
+    second = await ledger.post(manual(K.RECEIPT, "L2", "500", dst="TANK", key="d2"))
+    await ledger.post(gauge("TANK", "500", "plc:3", settled=True))
+    assert second.advice is not None
+    assert (await ledger.advice(second.advice.id)).matched == Decimal(500)
+    assert await books(ledger, "TANK") == {"L1": Decimal(986), "L2": Decimal(500)}
+    assert (await ledger.verify()).ok

@@ -110,6 +110,9 @@ def test_each_measured_change_is_booked_once_and_advices_account_for_it(
             request = gauge(what == "rise", qty, f"plc:{next(keys)}", flag)
             result = planner.post(request, payload_hash(request))
             measured += qty if what == "rise" else -qty
+            if flag:  # the gauge came to rest: no advice stays half booked, either direction
+                advices = state.advices.get(TANK, [])
+                assert not [a for a in advices if a.state is AdviceState.OPEN and a.matches]
         posted.append((request, result.movement_id))
 
     book = sum(state.balances.values(), Decimal(0))
