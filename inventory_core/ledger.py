@@ -460,9 +460,46 @@ def validate_posting(request: PostingRequest) -> PostingRequest:
         raise ValidationError("consumed lots apply to production only")
     for lot in request.consumed_lots:
         check_identifier("consumed lot", lot)
-    if quantity is request.quantity and uom == request.uom:
+    consumed = _check_consumption(request)
+    if quantity is request.quantity and uom == request.uom and consumed is None:
         return request
-    return replace(request, quantity=quantity, uom=uom)
+    return replace(
+        request,
+        quantity=quantity,
+        uom=uom,
+        consumed_quantities=consumed or request.consumed_quantities,
+    )
+
+
+def _check_consumption(request: PostingRequest) -> tuple[Decimal, ...] | None:
+    """A production's consumed quantities and units: one per consumed lot (or none at
+    all), each quantity positive; the quantities normalised (None: nothing to do)."""
+    lots, quantities, units = (
+        request.consumed_lots,
+        request.consumed_quantities,
+        request.consumed_units,
+    )
+    if units and not quantities:
+        raise ValidationError("consumed units need the consumed quantities")
+    if not quantities:
+        return None
+    if len(quantities) != len(lots) or (units and len(units) != len(lots)):
+        raise ValidationError(
+            f"{len(lots)} consumed lots need as many consumed quantities (got "
+            f"{len(quantities)}) and consumed units (got {len(units)}, or none)"
+        )
+    if len(set(zip(lots, units or (None,) * len(lots), strict=True))) != len(lots):
+        raise ValidationError("a consumed lot is named twice for the same unit")
+    parsed = []
+    for lot, value in zip(lots, quantities, strict=True):
+        number = parse_quantity(value)
+        if number <= 0:
+            raise ValidationError(f"consumed quantity of lot {lot} must be positive, got {number}")
+        parsed.append(number)
+    for unit in units:
+        if unit is not None:
+            check_identifier("consumed unit", unit, max_length=MASTER_ID_MAX)
+    return tuple(parsed)
 
 
 def validate_master_data(

@@ -360,8 +360,11 @@ def ledger_post(
         list[str] | None,
         typer.Option(
             "--consumed",
-            metavar="LOT",
-            help="Production: a consumed lot (repeatable), for genealogy.",
+            metavar="LOT[=QTY[@UNIT]]",
+            help="Production: a consumed lot (repeatable). With =QTY (in the lot's material "
+            "base unit) the genealogy link carries the quantity; with @UNIT that quantity is "
+            "drawn from the unit in the same posting (a measured unit's gauge books its draw "
+            "itself). Give a quantity for every consumed lot or for none.",
         ),
     ] = None,
     expiry: Annotated[
@@ -404,9 +407,9 @@ def ledger_post(
         reason=reason,
         user=_user(user),
         source=Source.CLI,
-        consumed_lots=tuple(LotId(c) for c in consumed or ()),
         expiry=expiry_date,
         ref=ref,
+        **_consumption(consumed or []),
     )
 
     async def action(ledger: Ledger) -> Any:
@@ -435,6 +438,30 @@ def ledger_post(
         f"{movement.id} {movement.kind} {format_decimal(movement.quantity)} {movement.uom} "
         f"of lot {movement.lot}{parts}{note}"
     )
+
+
+def _consumption(options: list[str]) -> dict[str, Any]:
+    """`--consumed LOT[=QTY[@UNIT]]` options -> the PostingRequest consumption fields."""
+    lots: list[LotId] = []
+    quantities: list[Decimal] = []
+    units: list[StorageUnitId | None] = []
+    for option in options:
+        lot, _, rest = option.partition("=")
+        quantity, _, unit = rest.partition("@")
+        lots.append(LotId(lot.strip()))
+        if rest:
+            try:
+                quantities.append(parse_quantity(quantity.strip()))
+            except InventoryError as exc:
+                fail(f"--consumed {option!r}: {exc}")
+            units.append(StorageUnitId(unit.strip()) if unit.strip() else None)
+    if quantities and len(quantities) != len(lots):
+        fail("--consumed: give a quantity (LOT=QTY) for every consumed lot or for none")
+    return {
+        "consumed_lots": tuple(lots),
+        "consumed_quantities": tuple(quantities),
+        "consumed_units": tuple(units) if any(units) else (),
+    }
 
 
 def _print_advice(advice: Advice, *, replayed: bool, as_json: bool) -> None:

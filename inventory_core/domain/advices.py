@@ -78,6 +78,8 @@ class Advice:
     idempotency_key: str
     other_unit: StorageUnitId | None = None
     consumed_lots: tuple[LotId, ...] = ()
+    consumed_quantities: tuple[Decimal, ...] = ()  # see PostingRequest
+    consumed_units: tuple[StorageUnitId | None, ...] = ()
     expiry: date | None = None
     state: AdviceState = AdviceState.OPEN
     matched: Decimal = Decimal(0)
@@ -173,6 +175,8 @@ def advice_document(advice: Advice) -> dict[str, object]:
         "idempotency_key": advice.idempotency_key,
         "other_unit": advice.other_unit,
         "consumed_lots": list(advice.consumed_lots),
+        "consumed_quantities": [format_decimal(q) for q in advice.consumed_quantities],
+        "consumed_units": list(advice.consumed_units),
         "expiry": advice.expiry.isoformat() if advice.expiry else None,
         "state": str(advice.state),
         "matched": format_decimal(advice.matched),

@@ -176,6 +176,11 @@ class PostingRequest:
     expiry: date | None = None
     details: dict[str, object] = field(default_factory=dict)
     ref: str = ""  # the business document behind it (ERP delivery, order number)
+    # A production's consumption, parallel to consumed_lots (empty: genealogy only): the
+    # quantity of each consumed lot, in its material's base unit, and the storage unit it
+    # was drawn from (None: not drawn from a unit; a manual unit books the draw).
+    consumed_quantities: tuple[Decimal, ...] = ()
+    consumed_units: tuple[StorageUnitId | None, ...] = ()
 
     @property
     def unit(self) -> StorageUnitId | None:

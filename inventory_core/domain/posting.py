@@ -158,7 +158,16 @@ def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -
             request.reason,
             length_prefixed(*request.consumed_lots),
             request.expiry.isoformat() if request.expiry else "",
-        ) + ((request.ref,) if request.ref else ())  # keys posted before `ref` keep digests
+        )
+        consumption = request.consumed_quantities or request.consumed_units
+        if consumption:  # keys posted before consumed quantities keep their digests
+            fields += (
+                request.ref,
+                length_prefixed(*map(format_decimal, request.consumed_quantities)),
+                length_prefixed(*(unit or "" for unit in request.consumed_units)),
+            )
+        elif request.ref:  # keys posted before `ref` keep their digests
+            fields += (request.ref,)
     elif isinstance(request, ReversalRequest):
         fields = ("reversal", str(request.movement_id), request.reason)
     else:
@@ -195,6 +204,11 @@ def new_movement_id() -> MovementId:
     return MovementId(str(uuid.uuid4()))
 
 
+def _consumed_quantities(req: PostingRequest) -> tuple[Decimal | None, ...]:
+    """The quantity of each consumed lot (None each when the request gave none)."""
+    return req.consumed_quantities or (None,) * len(req.consumed_lots)
+
+
 def current_lot(state: LedgerState, unit: StorageUnitId) -> LotId:
     """The lot a `lot=None` request books to in `unit` when its lot handling does not
     split it: the newest lot with stock in the unit (the planner keeps `present` up to
@@ -221,6 +235,7 @@ class _Part:
     reason: str = ""  # the ledger's own parts say why; requested parts take the request's
     new_lot: Lot | None = None
     parents: list[tuple[LotId, Decimal | None]] = field(default_factory=list)
+    material: MaterialDefinition | None = None  # another than the request's (a consumption)
 
 
 class _Book:
@@ -306,6 +321,7 @@ class Planner:
             req, advice = self._advised(req)
         book = _Book(self.state)
         parts = self._requested(req, material, quantity, book)
+        parts += self._consumption(req, book)
         parts += self._lot_handling(req, material, parts, book)
         result = self._commit(req, material, parts, digest)
         stopped = req.source is Source.PLC and req.details.get("settled") is True
@@ -342,6 +358,7 @@ class Planner:
             if req.from_unit is not None and req.from_unit != unit_id:  # a manual source
                 legs = movement_legs(req.from_unit, None, req.lot, quantity)
                 self._check_stock(legs, material, str(req.kind))
+        self._consumption(req, _Book(self.state))  # checked now, booked with the first match
         now = self._now()
         advice_id = str(uuid.uuid4())
         advice = Advice(
@@ -362,6 +379,8 @@ class Planner:
             idempotency_key=req.idempotency_key or f"auto:{advice_id}",
             other_unit=req.to_unit if direction is AdviceDirection.OUT else req.from_unit,
             consumed_lots=req.consumed_lots,
+            consumed_quantities=req.consumed_quantities,
+            consumed_units=req.consumed_units,
             expiry=req.expiry,
         )
         self.state.keys[advice.idempotency_key] = (MovementId(advice.reference), digest, ())
@@ -391,13 +410,16 @@ class Planner:
                 from_unit = advice.other_unit
             else:
                 to_unit = advice.other_unit
+        first = advice.matches == 0  # a production's consumption books with its first step
         matched = replace(
             req,
             kind=advice.kind,  # the advice's direction is the change's: same kind or its kin
             lot=advice.lot,
             from_unit=from_unit,
             to_unit=to_unit,
-            consumed_lots=advice.consumed_lots,
+            consumed_lots=advice.consumed_lots if first else (),
+            consumed_quantities=advice.consumed_quantities if first else (),
+            consumed_units=advice.consumed_units if first else (),
             expiry=advice.expiry,
             ref=advice.ref,
             details=details,
@@ -524,8 +546,32 @@ class Planner:
             posted,
             details,
             new_lot=new_lot,
-            parents=[(parent, None) for parent in req.consumed_lots],
+            parents=list(zip(req.consumed_lots, _consumed_quantities(req), strict=True)),
         )
+
+    def _consumption(self, req: PostingRequest, book: _Book) -> list[_Part]:
+        """A production's draws of its consumed lots from manual units (released lots,
+        in stock), checked on `book` and added to it. A measured unit's draw is booked by
+        its gauge, and a consumed lot without a unit only links the genealogy."""
+        parts = []
+        for lot_id, quantity, unit_id in zip(
+            req.consumed_lots, req.consumed_quantities, req.consumed_units, strict=False
+        ):
+            lot = self.state.lots[lot_id]
+            material = self._material(lot.material)
+            if unit_id is None or self._unit(unit_id, material.id).booking is Booking.MEASURED:
+                continue
+            self._check_issuable(lot)
+            legs = movement_legs(unit_id, None, lot_id, quantity)
+            self._check_stock(legs, material, "consumption", book)
+            book.add(legs)
+            details: dict[str, object] = {"consumed_by": req.lot}
+            part = _Part(
+                MovementKind.PRODUCTION, lot_id, unit_id, None, quantity,
+                (quantity, material.base_uom), details, material=material,
+            )  # fmt: skip
+            parts.append(part)
+        return parts
 
     def _lot_for(
         self, req: PostingRequest, material: MaterialDefinition, lot_id: LotId
@@ -566,10 +612,11 @@ class Planner:
                     f"storage unit {unit_id} holds lot {held} and takes one lot at a time "
                     f"(lot_handling single): lot {new} can go in once it is empty"
                 )
-        for unit_id in dict.fromkeys(p.from_unit for p in parts if p.from_unit is not None):
+        drawn = {p.from_unit: p.material or material for p in parts if p.from_unit is not None}
+        for unit_id, unit_material in drawn.items():
             shares = book.shares(unit_id)
             total = sum((s.quantity for s in shares), Decimal(0))
-            below = self._empty_below(self.state.units[unit_id], material)
+            below = self._empty_below(self.state.units[unit_id], unit_material)
             if not shares or below <= 0 or total >= below:
                 continue
             for share in sorted(shares, key=lambda s: (s.entered, s.lot)):
@@ -580,10 +627,11 @@ class Planner:
                         None,
                         unit_id,
                         -share.quantity,
-                        (-share.quantity, material.base_uom),
+                        (-share.quantity, unit_material.base_uom),
                         {"closed": "unit empty"},
                         system=True,
                         reason=UNIT_EMPTY,
+                        material=unit_material,
                     )
                 )
                 book.add([(unit_id, share.lot, -share.quantity)])
@@ -667,6 +715,7 @@ class Planner:
         head = ids[0]
         movements: list[Movement] = []
         for index, (part, movement_id) in enumerate(zip(parts, ids, strict=True)):
+            moved = part.material or material
             details = part.details
             if index == 0 and len(parts) > 1:
                 details = {**details, "parts": list(ids[1:])}
@@ -676,12 +725,12 @@ class Planner:
                 seq=0,
                 id=movement_id,
                 kind=part.kind,
-                material=material.id,
+                material=moved.id,
                 lot=part.lot,
                 from_unit=part.from_unit,
                 to_unit=part.to_unit,
                 quantity=part.quantity,
-                uom=material.base_uom,
+                uom=moved.base_uom,
                 posted_quantity=part.posted[0],
                 posted_uom=part.posted[1],
                 timestamp=self._now(),
@@ -1056,17 +1105,15 @@ def request_document(
     request: PostingRequest | ReversalRequest | LotStatusRequest,
 ) -> dict[str, object]:
     """A request as a JSON-ready dict (for the audit record of a rejection)."""
-    return {
-        f.name: (
-            list(v)
-            if isinstance(v, tuple)
-            else v
-            if v is None or isinstance(v, dict | int)
-            else str(v)
-        )
-        for f in fields(request)
-        for v in (getattr(request, f.name),)
-    }
+
+    def plain(v: object) -> object:
+        if isinstance(v, tuple):
+            return [plain(item) for item in v]
+        if isinstance(v, Decimal):
+            return format_decimal(v)
+        return v if v is None or isinstance(v, dict | int | str) else str(v)
+
+    return {f.name: plain(getattr(request, f.name)) for f in fields(request)}
 
 
 def lot_document(lot: Lot) -> dict[str, object]:

@@ -169,10 +169,13 @@ def audit_from_row(r: Row) -> AuditRecord:
 
 
 def advice_to_row(a: Advice, *, payload_hash: str, writer: str) -> dict[str, Any]:
-    details = {
+    details: dict[str, object] = {
         "consumed_lots": list(a.consumed_lots),
         "expiry": a.expiry.isoformat() if a.expiry else None,
     }
+    if a.consumed_quantities:  # rows written before consumed quantities have neither key
+        details["consumed_quantities"] = [format_decimal(q) for q in a.consumed_quantities]
+        details["consumed_units"] = list(a.consumed_units)
     return {
         "id": a.id,
         "unit": a.unit,
@@ -221,6 +224,10 @@ def advice_from_row(r: Row) -> Advice:
         idempotency_key=r["idempotency_key"],
         other_unit=None if r["other_unit"] is None else StorageUnitId(r["other_unit"]),
         consumed_lots=tuple(LotId(lot) for lot in details.get("consumed_lots", ())),
+        consumed_quantities=tuple(Decimal(q) for q in details.get("consumed_quantities", ())),
+        consumed_units=tuple(
+            None if u is None else StorageUnitId(u) for u in details.get("consumed_units", ())
+        ),
         expiry=date.fromisoformat(expiry) if expiry else None,
         state=AdviceState(r["state"]),
         matched=Decimal(r["matched"]),

@@ -368,7 +368,9 @@ class BatchWriter:
         for r in requests:
             if isinstance(r, PostingRequest):
                 touched.update(u for u in (r.from_unit, r.to_unit) if u is not None)
+                touched.update(u for u in r.consumed_units if u is not None)
         touched.update(a.other_unit for a in advices if a.other_unit is not None)
+        touched.update(u for a in advices for u in a.consumed_units if u is not None)
         for original in state.movements.values():
             touched.update(u for u in (original.from_unit, original.to_unit) if u is not None)
         self._load_present(conn, sorted(touched), state)
@@ -378,6 +380,7 @@ class BatchWriter:
         for r in requests:
             if isinstance(r, PostingRequest):
                 lot_ids.update(r.consumed_lots)
+                self._consumed_pairs(r.consumed_lots, r.consumed_units, state, pairs)
                 if r.lot is None:  # lots present (loaded above) or the current one
                     unit = r.from_unit if r.kind in DRAW_KINDS else r.unit
                     assert unit is not None
@@ -392,6 +395,7 @@ class BatchWriter:
                 lot_ids.add(r.lot)
         for advice in advices:  # what a measured change matching it books
             lot_ids.update(advice.consumed_lots)
+            self._consumed_pairs(advice.consumed_lots, advice.consumed_units, state, pairs)
             if advice.lot is not None:
                 lot_ids.add(advice.lot)
                 for unit in (advice.unit, advice.other_unit):
@@ -507,6 +511,20 @@ class BatchWriter:
             for key, advice_id, digest in rows:
                 state.keys[key] = (MovementId(f"{ADVICE_PREFIX}{advice_id}"), digest, ())
         return state
+
+    @staticmethod
+    def _consumed_pairs(
+        lots: Sequence[LotId],
+        units: Sequence[StorageUnitId | None],
+        state: LedgerState,
+        pairs: dict[tuple[StorageUnitId, LotId], str],
+    ) -> None:
+        """The balances a production's draws from its consumed units change (a unit
+        without a material of its own: the row is read, never created for the wrong one)."""
+        for lot, unit_id in zip(lots, units, strict=False):
+            unit = state.units.get(unit_id) if unit_id is not None else None
+            if unit is not None and unit.material is not None:
+                pairs.setdefault((unit.id, lot), unit.material)
 
     def _load_advices(
         self, conn: Connection, requests: Sequence[Request], state: LedgerState

@@ -532,6 +532,29 @@ def test_trace_follows_a_production_with_consumed_lots_forward_and_backward(
     assert set(where_used["lots"]["E1"]["locations"]) == {"TK-101", "TK-103"}
 
 
+def test_a_production_with_consumed_quantities_draws_them_and_traces_them(
+    plant: LedgerFile, cli: Cli, plus_config: Path
+) -> None:
+    common = ["--url", plant.url, "--config", str(plus_config), "--json"]
+    post = cli("ledger", "post", "production", "--material", "ETHANOL-96", "--lot", "P-MIX",
+               "--qty", "100", "--uom", "kg", "--to", "TK-103", "--consumed", "E1=60@TK-101",
+               "--consumed", "E2=40@TK-101", "--key", "batch-1", *common)  # fmt: skip
+    assert post.returncode == 0, post
+    assert len(post.json()["parts"]) == 2  # the two draws, in the same posting
+    balance = cli("ledger", "balance", "--unit", "TK-101", "--url", plant.url, "--json")
+    held = {b["lot"]: b["quantity"] for b in balance.json()["balances"]}
+    assert held == {"E1": "335", "E2": "10"}, held
+    trace = cli("ledger", "trace", "--lot", "P-MIX", "--direction", "backward",
+                "--url", plant.url, "--json")  # fmt: skip
+    links = {(k["parent"], k["quantity"]) for k in trace.json()["links"] if k["child"] == "P-MIX"}
+    assert links == {("E1", "60"), ("E2", "40")}
+    half = cli("ledger", "post", "production", "--material", "ETHANOL-96", "--lot", "P-2",
+               "--qty", "5", "--uom", "kg", "--to", "TK-103", "--consumed", "E1=5",
+               "--consumed", "E2", *common)  # fmt: skip
+    assert half.returncode == 1
+    assert "give a quantity (LOT=QTY) for every consumed lot or for none" in half.stderr
+
+
 def test_reconcile_json_shows_book_per_unit_and_no_measurement(plant: LedgerFile, cli: Cli) -> None:
     result = cli("ledger", "reconcile", "--url", plant.url, "--json")
     assert result.returncode == 0, result
