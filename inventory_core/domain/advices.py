@@ -81,6 +81,10 @@ class Advice:
     consumed_quantities: tuple[Decimal, ...] = ()  # see PostingRequest
     consumed_units: tuple[StorageUnitId | None, ...] = ()
     expiry: date | None = None
+    # A transfer between two measured units: the other unit and its advice (each side is
+    # booked by its own gauge; `other_unit` stays None, the matched movement has one leg).
+    partner_unit: StorageUnitId | None = None
+    partner: str | None = None
     state: AdviceState = AdviceState.OPEN
     matched: Decimal = Decimal(0)
     matches: int = 0
@@ -177,6 +181,8 @@ def advice_document(advice: Advice) -> dict[str, object]:
         "consumed_lots": list(advice.consumed_lots),
         "consumed_quantities": [format_decimal(q) for q in advice.consumed_quantities],
         "consumed_units": list(advice.consumed_units),
+        "partner_unit": advice.partner_unit,
+        "partner": advice.partner,
         "expiry": advice.expiry.isoformat() if advice.expiry else None,
         "state": str(advice.state),
         "matched": format_decimal(advice.matched),

@@ -342,12 +342,13 @@ class Planner:
         digest: str,
     ) -> PostingResult:
         """Record `req` as an advice of the measured unit it changes (see domain.advices):
-        checked as far as it can be before the material moves, booked by the gauge."""
-        if len(measured) > 1:
+        checked as far as it can be before the material moves, booked by the gauge. A
+        transfer between two measured units is two linked advices, one per gauge, of the
+        lot it names: the source's fall books it out, the target's rise books it in."""
+        if len(measured) > 1 and req.lot is None:
             raise ValidationError(
-                f"transfer from {req.from_unit} to {req.to_unit}: both units are measured, so "
-                "each side is booked by its gauge; advise an issue from one and a receipt "
-                "into the other"
+                f"transfer from {req.from_unit} to {req.to_unit}: both units are measured and "
+                "each side is booked by its own gauge, so name the lot that moves (--lot)"
             )
         unit_id = measured[0]
         direction = AdviceDirection.OUT if unit_id == req.from_unit else AdviceDirection.IN
@@ -359,8 +360,40 @@ class Planner:
                 legs = movement_legs(req.from_unit, None, req.lot, quantity)
                 self._check_stock(legs, material, str(req.kind))
         self._consumption(req, _Book(self.state))  # checked now, booked with the first match
+        if len(measured) == 1:
+            advice = self._record_advice(req, material, quantity, unit_id, direction, digest)
+        else:
+            assert req.from_unit is not None and req.to_unit is not None
+            advice = self._record_advice(
+                req, material, quantity, req.from_unit, AdviceDirection.OUT, digest,
+                partner_unit=req.to_unit,
+            )  # fmt: skip
+            into = self._record_advice(
+                req, material, quantity, req.to_unit, AdviceDirection.IN, digest,
+                partner_unit=req.from_unit, partner=advice.id,
+            )  # fmt: skip
+            self._store_advice(replace(advice, partner=into.id))
+            advice = replace(advice, partner=into.id)
+        self.state.keys[advice.idempotency_key] = (MovementId(advice.reference), digest, ())
+        return PostingResult(MovementId(advice.reference), advice=advice)
+
+    def _record_advice(
+        self,
+        req: PostingRequest,
+        material: MaterialDefinition,
+        quantity: Decimal,
+        unit_id: StorageUnitId,
+        direction: AdviceDirection,
+        digest: str,
+        *,
+        partner_unit: StorageUnitId | None = None,
+        partner: str | None = None,
+    ) -> Advice:
+        """One new advice of `unit_id` (audited). `partner`: the other measured unit's
+        advice of a transfer between two gauges (that one holds the request's key)."""
         now = self._now()
         advice_id = str(uuid.uuid4())
+        key = req.idempotency_key or f"auto:{advice_id}"
         advice = Advice(
             id=advice_id,
             unit=unit_id,
@@ -376,19 +409,24 @@ class Planner:
             reason=req.reason,
             created_at=now,
             expires_at=window_end(now, self.state.units[unit_id].advice_window_s),
-            idempotency_key=req.idempotency_key or f"auto:{advice_id}",
-            other_unit=req.to_unit if direction is AdviceDirection.OUT else req.from_unit,
+            idempotency_key=f"{key}:in:{partner}" if partner else key,
+            other_unit=None
+            if partner_unit is not None
+            else req.to_unit
+            if direction is AdviceDirection.OUT
+            else req.from_unit,
             consumed_lots=req.consumed_lots,
             consumed_quantities=req.consumed_quantities,
             consumed_units=req.consumed_units,
             expiry=req.expiry,
+            partner_unit=partner_unit,
+            partner=partner,
         )
-        self.state.keys[advice.idempotency_key] = (MovementId(advice.reference), digest, ())
         self.state.advices.setdefault(unit_id, []).append(advice)
         self.changes.advices[advice.id] = advice
         self.changes.new_advices[advice.id] = digest
         self._audit_advice("advise", None, advice, req.user, req.reason)
-        return PostingResult(MovementId(advice.reference), advice=advice)
+        return advice
 
     def _advised(self, req: PostingRequest) -> tuple[PostingRequest, Advice | None]:
         """A measured change of a measured unit as it books: to the advice it matches (its
@@ -404,6 +442,9 @@ class Planner:
         details: dict[str, object] = {**req.details, "advice": advice.id}
         if advice.ref:
             details["ref"] = advice.ref
+        if advice.partner_unit is not None:  # the other side is booked by its own gauge
+            side = "to" if direction is AdviceDirection.OUT else "from"
+            details[f"transfer_{side}"] = advice.partner_unit
         from_unit, to_unit = req.from_unit, req.to_unit
         if advice.kind is MovementKind.TRANSFER:
             if direction is AdviceDirection.IN:

@@ -173,6 +173,9 @@ def advice_to_row(a: Advice, *, payload_hash: str, writer: str) -> dict[str, Any
         "consumed_lots": list(a.consumed_lots),
         "expiry": a.expiry.isoformat() if a.expiry else None,
     }
+    if a.partner_unit is not None:  # a transfer between two measured units
+        details["partner_unit"] = a.partner_unit
+        details["partner"] = a.partner
     if a.consumed_quantities:  # rows written before consumed quantities have neither key
         details["consumed_quantities"] = [format_decimal(q) for q in a.consumed_quantities]
         details["consumed_units"] = list(a.consumed_units)
@@ -229,6 +232,10 @@ def advice_from_row(r: Row) -> Advice:
             None if u is None else StorageUnitId(u) for u in details.get("consumed_units", ())
         ),
         expiry=date.fromisoformat(expiry) if expiry else None,
+        partner_unit=StorageUnitId(details["partner_unit"])
+        if details.get("partner_unit")
+        else None,
+        partner=details.get("partner"),
         state=AdviceState(r["state"]),
         matched=Decimal(r["matched"]),
         matches=int(r["matches"]),

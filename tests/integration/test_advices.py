@@ -203,7 +203,7 @@ async def test_advised_transfers_book_the_manual_side_with_the_lots_that_moved(
     assert await books(ledger, "TANK") == {"D1": Decimal(285)}
     assert await books(ledger, "DRUMS") == {"D1": Decimal(515)}
     with pytest.raises(ValidationError, match="both units are measured"):
-        await ledger.post(manual(K.TRANSFER, "D1", "10", src="TANK", dst="TANK2"))
+        await ledger.post(manual(K.TRANSFER, None, "10", src="TANK", dst="TANK2"))
 
 
 async def test_a_production_advice_links_its_consumed_lots(ledger: Ledger) -> None:
@@ -350,4 +350,41 @@ async def test_a_delivery_whose_last_step_reads_as_a_fall_still_closes_its_advic
     assert second.advice is not None
     assert (await ledger.advice(second.advice.id)).matched == Decimal(500)
     assert await books(ledger, "TANK") == {"L1": Decimal(986), "L2": Decimal(500)}
+    assert (await ledger.verify()).ok
+
+
+async def test_a_transfer_between_two_measured_units_is_two_advices_each_gauge_books(
+    ledger: Ledger,
+) -> None:
+    await ledger.post(manual(K.RECEIPT, "L1", "1000", dst="TANK", key="d1"))
+    await ledger.post(gauge("TANK", "1000", "plc:1", settled=True))
+    with pytest.raises(ValidationError, match="name the lot that moves"):
+        await ledger.post(manual(K.TRANSFER, None, "300", src="TANK", dst="TANK2"))
+    request = manual(K.TRANSFER, "L1", "300", src="TANK", dst="TANK2", key="t1", ref="MO-9")
+    out = await ledger.post(request)
+    assert out.advice is not None and out.advice.direction is AdviceDirection.OUT
+    assert out.advice.partner_unit == "TANK2" and out.advice.partner is not None
+    into = await ledger.advice(out.advice.partner)
+    assert (into.unit, into.direction, into.lot, into.partner) == (
+        "TANK2", AdviceDirection.IN, "L1", out.advice.id
+    )
+    again = await ledger.post(request)
+    assert again.replayed and again.movement_id == out.movement_id
+    assert await books(ledger, "TANK2") == {}  # nothing until the gauges move
+
+    fall = await ledger.post(gauge("TANK", "300", "plc:2", settled=True, rise=False))
+    rise = await ledger.post(gauge("TANK2", "296", "plc:3", settled=True))
+    assert fall.movement is not None and rise.movement is not None
+    assert (fall.movement.kind, fall.movement.from_unit, fall.movement.to_unit) == (
+        K.TRANSFER, "TANK", None
+    )
+    assert fall.movement.details["transfer_to"] == "TANK2"
+    assert (rise.movement.kind, rise.movement.lot, rise.movement.from_unit) == (
+        K.TRANSFER, "L1", None
+    )
+    assert rise.movement.details["transfer_from"] == "TANK"
+    assert await books(ledger, "TANK") == {"L1": Decimal(700)}
+    assert await books(ledger, "TANK2") == {"L1": Decimal(296)}  # lot carried through
+    sides = {a.id: a for a in await ledger.advices(state="matched")}
+    assert sides[out.advice.id].variance == 0 and sides[into.id].variance == Decimal(-4)
     assert (await ledger.verify()).ok
