@@ -366,7 +366,10 @@ async def test_a_transfer_between_two_measured_units_is_two_advices_each_gauge_b
     assert out.advice.partner_unit == "TANK2" and out.advice.partner is not None
     into = await ledger.advice(out.advice.partner)
     assert (into.unit, into.direction, into.lot, into.partner) == (
-        "TANK2", AdviceDirection.IN, "L1", out.advice.id
+        "TANK2",
+        AdviceDirection.IN,
+        "L1",
+        out.advice.id,
     )
     again = await ledger.post(request)
     assert again.replayed and again.movement_id == out.movement_id
@@ -376,11 +379,15 @@ async def test_a_transfer_between_two_measured_units_is_two_advices_each_gauge_b
     rise = await ledger.post(gauge("TANK2", "296", "plc:3", settled=True))
     assert fall.movement is not None and rise.movement is not None
     assert (fall.movement.kind, fall.movement.from_unit, fall.movement.to_unit) == (
-        K.TRANSFER, "TANK", None
+        K.TRANSFER,
+        "TANK",
+        None,
     )
     assert fall.movement.details["transfer_to"] == "TANK2"
     assert (rise.movement.kind, rise.movement.lot, rise.movement.from_unit) == (
-        K.TRANSFER, "L1", None
+        K.TRANSFER,
+        "L1",
+        None,
     )
     assert rise.movement.details["transfer_from"] == "TANK"
     assert await books(ledger, "TANK") == {"L1": Decimal(700)}
