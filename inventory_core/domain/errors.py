@@ -11,6 +11,11 @@ class ValidationError(InventoryError):
     """A request is malformed: bad quantity, missing field, unknown kind."""
 
 
+class DisagreesWithGauge(ValidationError):
+    """A count or adjustment of a measured unit would leave its book further from the
+    gauge than the unit's tolerance (its zero_lot_threshold)."""
+
+
 class UnknownMaterial(ValidationError):
     """A posting names a material the ledger does not know."""
 

@@ -32,6 +32,7 @@ from inventory_core.domain.audit import canonical_json, length_prefixed
 from inventory_core.domain.errors import (
     AlreadyReversed,
     CapacityExceeded,
+    DisagreesWithGauge,
     IdempotencyConflict,
     InsufficientStock,
     LotExpired,
@@ -109,6 +110,9 @@ class LedgerState:
     # Open advices of the measured units PLC postings touch (and those due to expire),
     # oldest first: what a measured change books to.
     advices: dict[StorageUnitId, list[Advice]] = field(default_factory=dict)
+    # The latest measured quantity of each measured unit a manual count or adjustment
+    # touches (book unit; absent: never measured).
+    measured: dict[StorageUnitId, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,6 +578,9 @@ class Planner:
         if manual:
             self._check_stock(legs, material, str(req.kind), book)
             self._check_capacity(legs, material, str(req.kind), book)
+            if req.kind in (MovementKind.COUNT, MovementKind.ADJUSTMENT):
+                assert req.to_unit is not None
+                self._check_gauge(req, req.to_unit, material, quantity, book)
         book.add(legs)
         new_lot = None
         if lot is None:
@@ -1011,6 +1018,36 @@ class Planner:
                     f"from {unit} exceeds the book balance of {format_decimal(book)} "
                     f"{material.base_uom}"
                 )
+
+    def _check_gauge(
+        self,
+        req: PostingRequest,
+        unit_id: StorageUnitId,
+        material: MaterialDefinition,
+        delta: Decimal,
+        book: _Book,
+    ) -> None:
+        """In a measured unit the gauge is the quantity truth: a count or adjustment may set
+        the lots' composition and correct the book towards the latest measurement, but
+        not leave the unit's book further from it than its tolerance (zero_lot_threshold,
+        default 0.5 % of capacity). Unchecked while the unit was never measured."""
+        unit = self.state.units[unit_id]
+        measured = self.state.measured.get(unit_id)
+        total = self.state.unit_totals.get(unit_id)
+        if unit.booking is not Booking.MEASURED or measured is None or total is None:
+            return
+        before = total + book.unit_delta(unit_id)
+        after = before + delta
+        tolerance = self._empty_below(unit, material)
+        if abs(after - measured) > tolerance and abs(after - measured) > abs(before - measured):
+            uom = material.base_uom
+            raise DisagreesWithGauge(
+                f"{req.kind} of lot {req.lot} would bring {unit_id}'s book to "
+                f"{format_decimal(after)} {uom}, {format_decimal(abs(after - measured))} {uom} "
+                f"from the {format_decimal(measured)} {uom} its gauge measures (tolerance "
+                f"{format_decimal(tolerance)} {uom}): in a measured unit the gauge is the "
+                "quantity truth; recount, or check the gauge"
+            )
 
     def _check_capacity(
         self,

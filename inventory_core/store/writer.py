@@ -45,6 +45,7 @@ from inventory_core.domain.model import (
     MaterialId,
     Measurement,
     MovementId,
+    MovementKind,
     PostingRequest,
     ReversalRequest,
     Source,
@@ -473,6 +474,7 @@ class BatchWriter:
             )
             for unit, quantity in rows:
                 state.unit_totals[StorageUnitId(unit)] += Decimal(quantity)
+        self._load_measured(conn, requests, state)
 
         keys = [
             r.idempotency_key
@@ -511,6 +513,28 @@ class BatchWriter:
             for key, advice_id, digest in rows:
                 state.keys[key] = (MovementId(f"{ADVICE_PREFIX}{advice_id}"), digest, ())
         return state
+
+    @staticmethod
+    def _load_measured(conn: Connection, requests: Sequence[Request], state: LedgerState) -> None:
+        """The latest measurement of each measured unit a manual count or adjustment
+        touches: they must not leave its book further from its gauge (Planner._check_gauge)."""
+        m = t.measurements
+        for unit_id in sorted(
+            {
+                r.to_unit
+                for r in requests
+                if isinstance(r, PostingRequest)
+                and r.source is not Source.PLC
+                and r.kind in (MovementKind.COUNT, MovementKind.ADJUSTMENT)
+                and r.to_unit is not None
+                and (unit := state.units.get(r.to_unit)) is not None
+                and unit.booking is Booking.MEASURED
+            }
+        ):
+            query = select(m.c.quantity).where(m.c.unit == unit_id).order_by(m.c.id.desc())
+            row = conn.execute(query.limit(1)).first()
+            if row is not None:
+                state.measured[unit_id] = Decimal(row[0])
 
     @staticmethod
     def _consumed_pairs(

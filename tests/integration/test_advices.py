@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -17,6 +17,7 @@ from inventory_core import Ledger, open_ledger
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.advices import AdviceDirection, AdviceState
 from inventory_core.domain.errors import (
+    DisagreesWithGauge,
     IdempotencyConflict,
     InsufficientStock,
     LotNotReleased,
@@ -57,6 +58,7 @@ UNITS = (
     unit("TANK2", Booking.MEASURED, LotHandling.MIXED),
     unit("BLENDER", Booking.MEASURED, LotHandling.BLEND),
     unit("DRUMS", Booking.MANUAL),
+    replace(unit("GAUGED", Booking.MEASURED), zero_lot_threshold=Decimal(10)),
 )
 
 
@@ -301,6 +303,39 @@ async def test_counts_and_adjustments_of_a_measured_unit_correct_the_book_at_onc
     await ledger.post(gauge("TANK", "20", "plc:c2", settled=True))
     assert await books(ledger, "TANK") == {"TANK-OPEN": Decimal(495)}
     assert await ledger.advices() == []
+
+
+async def test_a_count_or_adjustment_must_agree_with_the_gauge_within_its_tolerance(
+    ledger: Ledger,
+) -> None:
+    """The gauge is a measured unit's quantity truth: a count may set the lots' shares and
+    correct the book towards the measurement, never take it further away than the unit's
+    tolerance (its zero_lot_threshold, 10 kg here)."""
+    await ledger.post(gauge("GAUGED", "600", "plc:g0", settled=True))  # GAUGED-OPEN 600
+    await ledger.post(manual(K.RECEIPT, "G2", "400", dst="GAUGED", key="g2"))
+    await ledger.post(gauge("GAUGED", "400", "plc:g1", settled=True))  # G2 400: 1000 in all
+    await ledger.record_measurement("GAUGED", Decimal(1000), "kg")
+
+    def count(lot: str, qty: str) -> PostingRequest:
+        return PostingRequest(
+            K.COUNT, OIL.id, LotId(lot), Decimal(qty), "kg", to_unit=StorageUnitId("GAUGED"),
+            source=Source.CLI, user="qa",
+        )  # fmt: skip
+
+    with pytest.raises(DisagreesWithGauge, match="from the 1000 kg its gauge measures"):
+        await ledger.post(count("G2", "300"))  # the book would be 900 kg
+    await ledger.post(count("G2", "392"))  # 8 kg off: within the tolerance
+    assert await books(ledger, "GAUGED") == {"GAUGED-OPEN": Decimal(600), "G2": Decimal(392)}
+
+    await ledger.record_measurement("GAUGED", Decimal(1050), "kg")  # the gauge moved on
+    adjust = PostingRequest(
+        K.ADJUSTMENT, OIL.id, LotId("G2"), Decimal(20), "kg", to_unit=StorageUnitId("GAUGED"),
+        source=Source.CLI, user="qa", reason="book behind the gauge",
+    )  # fmt: skip
+    await ledger.post(adjust)  # towards the gauge: allowed, though still 38 kg short
+    with pytest.raises(DisagreesWithGauge):
+        await ledger.post(replace(adjust, quantity=Decimal(-20)))  # away from it
+    assert await books(ledger, "GAUGED") == {"GAUGED-OPEN": Decimal(600), "G2": Decimal(412)}
 
 
 async def test_a_delivery_into_a_blend_unit_makes_one_blend_lot_over_its_gauge_steps(
