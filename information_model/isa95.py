@@ -269,6 +269,29 @@ LEDGER_TYPE: Final = ObjectTypeDef(
             _KEY,
             _text("Comment", "Free text (kept in the audit trail)."),
         ),
+        _ledger_method(
+            "PostProduction", Role.OPERATOR,
+            "Produce a lot into a storage unit from consumed lots (genealogy with quantities).",
+            _MATERIAL,
+            _text("LotID", "Lot produced (created on first use)."),
+            _quantity("Quantity", "Quantity produced, positive, in UnitOfMeasure."),
+            _UOM,
+            _TO_UNIT,
+            ArgumentDef("ConsumedLots", "String", "Lots consumed (may be empty).", array=True),
+            ArgumentDef(
+                "ConsumedQuantities", "Double",
+                "Quantity of each consumed lot, in its material's base unit (same length).",
+                array=True,
+            ),
+            ArgumentDef(
+                "ConsumedUnits", "String",
+                "Storage unit each consumed lot was drawn from ('' for none; a manual unit "
+                "books the draw, a measured one's gauge does; same length).",
+                array=True,
+            ),
+            _KEY,
+            _REASON,
+        ),
     ),
 )  # fmt: skip
 

@@ -134,10 +134,16 @@ class ArgumentDef:
     name: str
     data_type: str
     description: str = ""
+    array: bool = False  # a one-dimensional array of data_type (ValueRank 1)
 
     def __post_init__(self) -> None:
         _check_name("argument", self.name)
         _check_data_type(f"argument {self.name}", self.data_type)
+
+    @property
+    def value_rank(self) -> int:
+        """OPC UA ValueRank: -1 scalar, 1 one-dimensional array."""
+        return 1 if self.array else -1
 
 
 _PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = MappingProxyType(

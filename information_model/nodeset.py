@@ -411,8 +411,10 @@ def _arguments(value: ET.Element, arguments: tuple[ArgumentDef, ...]) -> None:
             _uax("Identifier"),
             f"i={DATA_TYPE_IDS[argument.data_type]}",
         )
-        _sub(body, _uax("ValueRank"), "-1")
-        _sub(body, _uax("ArrayDimensions"))
+        _sub(body, _uax("ValueRank"), str(argument.value_rank))
+        dimensions = _sub(body, _uax("ArrayDimensions"))
+        if argument.array:
+            _sub(dimensions, _uax("UInt32"), "0")  # any length
         _localized_text(body, "Description", argument.description)
 
 

@@ -615,8 +615,8 @@ class AddressSpace:
                 ua.Argument(
                     Name=a.name,
                     DataType=make_node_id(DATA_TYPE_IDS[a.data_type]),
-                    ValueRank=ua.ValueRank.Scalar,
-                    ArrayDimensions=[],
+                    ValueRank=a.value_rank,
+                    ArrayDimensions=[0] if a.array else [],
                     Description=ua.LocalizedText(a.description),
                 )
                 for a in arguments

@@ -207,6 +207,7 @@ class LedgerMethods:
             "SetLotStatus": self._set_lot_status,
             "ReverseMovement": self._reverse_movement,
             "PostScrap": self._post_scrap,
+            "PostProduction": self._post_production,
         }
         missing = set(self.definitions) ^ set(self._requests)
         if missing:
@@ -365,6 +366,26 @@ class LedgerMethods:
         unit = StorageUnitId(_text(values, "Unit"))
         return await self._post(replace(request, from_unit=unit, to_unit=None))
 
+    async def _post_production(self, values: Arguments, user: str) -> str:
+        lots, quantities, units = (
+            values["ConsumedLots"], values["ConsumedQuantities"], values["ConsumedUnits"]
+        )  # fmt: skip
+        assert isinstance(lots, list) and isinstance(quantities, list) and isinstance(units, list)
+        if not len(lots) == len(quantities) == len(units):
+            raise ValidationError(
+                f"ConsumedLots ({len(lots)}), ConsumedQuantities ({len(quantities)}) and "
+                f"ConsumedUnits ({len(units)}) must be arrays of equal length"
+            )
+        request = replace(
+            self._posting(MovementKind.PRODUCTION, values, user),
+            consumed_lots=tuple(LotId(lot) for lot in lots),
+            consumed_quantities=tuple(quantities),
+            consumed_units=tuple(StorageUnitId(u) if u else None for u in units)
+            if any(units)
+            else (),
+        )
+        return await self._post(request)
+
     async def _record_count(self, values: Arguments, user: str) -> str:
         request = self._posting(
             MovementKind.COUNT,
@@ -443,8 +464,11 @@ def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
     values: Arguments = {}
     for index, (definition, variant) in enumerate(zip(method.inputs, arguments, strict=True)):
         name, value = definition.name, variant.Value
-        # Every ledger argument is a scalar: an array, a matrix or a structure is refused
-        # for that argument, whatever its element type.
+        if definition.array:
+            values[name] = _parse_array(index, definition.name, definition.data_type, variant)
+            continue
+        # Every other ledger argument is a scalar: an array, a matrix or a structure is
+        # refused for that argument, whatever its element type.
         if variant.is_array or variant.Dimensions or isinstance(value, list | tuple):
             raise _type_mismatch(index, f"{name} must be a scalar {definition.data_type}, "
                                  f"not an array of {variant.VariantType.name}")  # fmt: skip
@@ -481,6 +505,57 @@ def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
     return values
 
 
+_ARRAY_MAX: Final = 256  # elements of one array argument (consumed lots of a production)
+_ARRAY_TEXT_RULES: Final[Mapping[str, Callable[[str, str], None]]] = {
+    "ConsumedLots": check_identifier,
+    "ConsumedUnits": lambda n, v: check_identifier(n, v, max_length=MASTER_ID_MAX),
+}
+
+
+def _parse_array(index: int, name: str, data_type: str, variant: ua.Variant) -> list[object]:
+    """A one-dimensional array argument: Strings checked by the text rules (empty only
+    where '' means none), Doubles as exact Decimals; a null array is empty."""
+    value = variant.Value
+    if value is None and variant.VariantType in (ua.VariantType.Null, ua.VariantType.String,
+                                                 ua.VariantType.Double):  # fmt: skip
+        return []
+    if not isinstance(value, list) or (variant.Dimensions and len(variant.Dimensions) > 1):
+        raise _type_mismatch(index, f"{name} must be an array of {data_type}")
+    if len(value) > _ARRAY_MAX:
+        raise _Rejected(
+            StatusCodes.BadInvalidArgument, f"{name} has more than {_ARRAY_MAX} elements", index
+        )
+    parsed: list[object] = []
+    for position, item in enumerate(value):
+        where = f"{name}[{position}]"
+        if data_type == "Double":
+            if (
+                variant.VariantType not in _NUMERIC_VARIANTS
+                or not isinstance(item, int | float)
+                or isinstance(item, bool)
+            ):
+                raise _type_mismatch(index, f"{name} must be an array of Double")
+            try:
+                parsed.append(parse_quantity(float(item)))
+            except (ValidationError, OverflowError) as exc:
+                raise _Rejected(StatusCodes.BadInvalidArgument, f"{where}: {exc}", index) from exc
+            continue
+        if variant.VariantType is not ua.VariantType.String or not (
+            item is None or isinstance(item, str)
+        ):
+            raise _type_mismatch(index, f"{name} must be an array of String")
+        text = item or ""
+        if text:
+            try:
+                _ARRAY_TEXT_RULES.get(name, check_free_text)(where, text)
+            except InvalidText as exc:
+                raise _Rejected(StatusCodes.BadInvalidArgument, str(exc), index) from exc
+        elif name != "ConsumedUnits":
+            raise _Rejected(StatusCodes.BadInvalidArgument, f"{where} is missing", index)
+        parsed.append(text)
+    return parsed
+
+
 def _type_mismatch(index: int, message: str) -> _Rejected:
     rejected = _Rejected(StatusCodes.BadInvalidArgument, message, index)
     rejected.argument_code = StatusCodes.BadTypeMismatch
@@ -501,6 +576,11 @@ def _argument_of(exc: Exception, method: MethodDef, values: Arguments) -> int | 
         return None
     if isinstance(exc, InvalidText):
         return first(_TEXT_FIELDS.get(exc.field, ()))
+    lowered = str(exc).lower()
+    if "consum" in lowered:  # a production's consumption: its arrays, not its own lot
+        if isinstance(exc, InsufficientStock) or "quantit" in lowered:
+            return first(("ConsumedQuantities", "ConsumedLots"))
+        return first(("ConsumedUnits",) if "unit" in lowered else ("ConsumedLots",))
     for error_type, candidates in _ERROR_ARGUMENTS:
         if isinstance(exc, error_type):
             found = first(candidates)
@@ -510,7 +590,6 @@ def _argument_of(exc: Exception, method: MethodDef, values: Arguments) -> int | 
     if isinstance(exc, UnknownStorageUnit):  # the message names the unit
         units = [n for n in _UNIT_ARGUMENTS if n in values and str(values[n]) in message]
         return first(units)
-    lowered = message.lower()
     for word, candidates in _MESSAGE_WORDS:
         if word in lowered:
             found = first(candidates)

@@ -34,6 +34,7 @@ const LEDGER_METHODS = [
     "SetLotStatus",
     "ReverseMovement",
     "PostScrap",
+    "PostProduction",
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -46,6 +46,7 @@ LEDGER_METHODS = (
     "SetLotStatus",
     "ReverseMovement",
     "PostScrap",
+    "PostProduction",
 )
 
 

@@ -817,3 +817,85 @@ async def test_security_none_needs_the_config_to_allow_it(plant: Plant) -> None:
     )
     with pytest.raises(OpcuaServerError, match="allow_security_none"):
         await forced.start()
+
+
+def strings(*values: str) -> ua.Variant:
+    return ua.Variant(list(values), ua.VariantType.String, is_array=True)
+
+
+def doubles(*values: float) -> ua.Variant:
+    return ua.Variant(list(values), ua.VariantType.Double, is_array=True)
+
+
+async def test_post_production_draws_consumed_lots_and_links_their_quantities(
+    plant: Plant,
+) -> None:
+    plant.caller.name = "mes"
+    await plant.call("PostReceipt", "ETHANOL-96", "ETH-IN1", 500.0, "kg", "TK-101", "", "in")
+    await plant.call("PostReceipt", "ETHANOL-96", "ETH-IN2", 100.0, "kg", "TK-103", "", "in")
+    produced = await plant.call(
+        "PostProduction", "ETHANOL-96", "ETH-OUT1", 250.0, "kg", "TK-103",
+        strings("ETH-IN1", "ETH-IN2"), doubles(200.0, 50.0), strings("TK-101", "TK-103"),
+        "batch-7", "batch 7",
+    )  # fmt: skip
+    movement = await plant.ledger.movement(produced)
+    assert (movement.kind, movement.lot, movement.to_unit) == (
+        MovementKind.PRODUCTION, "ETH-OUT1", "TK-103"
+    )
+    balances = {(b.unit, b.lot): b.quantity for b in await plant.ledger.balances()}
+    assert balances[("TK-101", "ETH-IN1")] == Decimal(300)  # drawn in the same posting
+    assert balances[("TK-103", "ETH-IN2")] == Decimal(50)
+    links = await plant.ledger.trace("ETH-OUT1", forward=False)
+    assert {(link.parent, link.quantity) for link in links} == {
+        ("ETH-IN1", Decimal(200)), ("ETH-IN2", Decimal(50))
+    }
+    again = await plant.call(
+        "PostProduction", "ETHANOL-96", "ETH-OUT1", 250.0, "kg", "TK-103",
+        strings("ETH-IN1", "ETH-IN2"), doubles(200.0, 50.0), strings("TK-101", "TK-103"),
+        "batch-7", "batch 7",
+    )  # fmt: skip
+    assert again == produced
+    genealogy_only = await plant.call(
+        "PostProduction", "ETHANOL-96", "ETH-OUT2", 10.0, "kg", "TK-103",
+        strings("ETH-OUT1"), doubles(10.0), strings(""), "", "",
+    )  # fmt: skip
+    assert (await plant.ledger.movement(genealogy_only)).lot == "ETH-OUT2"
+
+
+@pytest.mark.parametrize(
+    ("arrays", "at_fault"),
+    [
+        ((strings("ETH-IN1"), doubles(1.0, 2.0), strings("TK-101")), "ConsumedQuantities"),
+        ((strings("ETH-IN1"), doubles(-1.0), strings("TK-101")), "ConsumedQuantities"),
+        ((strings("NO-SUCH-LOT"), doubles(1.0), strings("TK-101")), "ConsumedLots"),
+        ((strings(""), doubles(1.0), strings("TK-101")), "ConsumedLots"),
+        ((strings("ETH-IN1"), doubles(99999.0), strings("TK-101")), "ConsumedQuantities"),
+        ((text("ETH-IN1"), doubles(1.0), strings("TK-101")), "ConsumedLots"),  # a scalar
+        ((strings("ETH-IN1"), strings("1"), strings("TK-101")), "ConsumedQuantities"),
+    ],
+)
+async def test_bad_post_production_arrays_are_refused_and_post_nothing(
+    plant: Plant, arrays: tuple[ua.Variant, ua.Variant, ua.Variant], at_fault: str | None
+) -> None:
+    await plant.call("PostReceipt", "ETHANOL-96", "ETH-IN1", 1.0, "kg", "TK-101", "in-1b", "in")
+    before = await plant.movement_count()
+    result = await plant.call_raw(
+        "PostProduction", text("ETHANOL-96"), text("ETH-BAD"), double(1), text("kg"),
+        text("TK-103"), *arrays, text(""), text(""),
+    )  # fmt: skip
+    assert result.StatusCode == ua.StatusCode(ua.StatusCodes.BadInvalidArgument), result
+    names = [a.name for a in TYPE_MODEL.object_type("LedgerType").method("PostProduction").inputs]
+    bad = [names[i] for i, code in enumerate(result.InputArgumentResults) if not code.is_good()]
+    assert bad == ([] if at_fault is None else [at_fault])
+    assert await plant.movement_count() == before
+
+
+async def test_post_production_declares_its_array_arguments(plant: Plant) -> None:
+    ledger = await plant.ledger_node()
+    method = await ledger.get_child(f"{plant.tns}:PostProduction")
+    inputs = await (await method.get_child("0:InputArguments")).read_value()
+    ranks = {argument.Name: argument.ValueRank for argument in inputs}
+    assert {name for name, rank in ranks.items() if rank == 1} == {
+        "ConsumedLots", "ConsumedQuantities", "ConsumedUnits"
+    }
+    assert {rank for name, rank in ranks.items() if not name.startswith("Consumed")} == {-1}

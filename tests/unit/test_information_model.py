@@ -59,8 +59,13 @@ SPEC_METHODS = {
     "PostScrap": (
         "Unit", "LotID", "Quantity", "UnitOfMeasure", "ReasonCode", "IdempotencyKey", "Comment",
     ),
+    "PostProduction": (
+        "MaterialDefinitionID", "LotID", "Quantity", "UnitOfMeasure", "ToUnit", "ConsumedLots",
+        "ConsumedQuantities", "ConsumedUnits", "IdempotencyKey", "Reason",
+    ),
 }  # fmt: skip
-QUANTITY_ARGUMENTS = {"Quantity", "DeltaQuantity", "CountedQuantity"}
+QUANTITY_ARGUMENTS = {"Quantity", "DeltaQuantity", "CountedQuantity", "ConsumedQuantities"}
+ARRAY_ARGUMENTS = {"ConsumedLots", "ConsumedQuantities", "ConsumedUnits"}  # SPEC: String[] ...
 SPEC_ROLES = {
     "PostReceipt": "operator",
     "PostIssue": "operator",
@@ -70,6 +75,7 @@ SPEC_ROLES = {
     "SetLotStatus": "engineer",
     "ReverseMovement": "engineer",
     "PostScrap": "operator",
+    "PostProduction": "operator",
 }
 
 # REFERENCE 3.3: common code -> UnitId
@@ -245,6 +251,8 @@ def test_ledger_method_arguments_in_spec_order_and_types(
     for argument in method.inputs:
         expected = "Double" if argument.name in QUANTITY_ARGUMENTS else "String"
         assert argument.data_type == expected, argument.name
+        assert argument.array == (argument.name in ARRAY_ARGUMENTS), argument.name
+        assert argument.value_rank == (1 if argument.array else -1)
         assert argument.description
     assert [(a.name, a.data_type) for a in method.outputs] == [("MovementID", "String")]
 
