@@ -840,14 +840,17 @@ async def test_post_production_draws_consumed_lots_and_links_their_quantities(
     )  # fmt: skip
     movement = await plant.ledger.movement(produced)
     assert (movement.kind, movement.lot, movement.to_unit) == (
-        MovementKind.PRODUCTION, "ETH-OUT1", "TK-103"
+        MovementKind.PRODUCTION,
+        "ETH-OUT1",
+        "TK-103",
     )
     balances = {(b.unit, b.lot): b.quantity for b in await plant.ledger.balances()}
     assert balances[("TK-101", "ETH-IN1")] == Decimal(300)  # drawn in the same posting
     assert balances[("TK-103", "ETH-IN2")] == Decimal(50)
     links = await plant.ledger.trace("ETH-OUT1", forward=False)
     assert {(link.parent, link.quantity) for link in links} == {
-        ("ETH-IN1", Decimal(200)), ("ETH-IN2", Decimal(50))
+        ("ETH-IN1", Decimal(200)),
+        ("ETH-IN2", Decimal(50)),
     }
     again = await plant.call(
         "PostProduction", "ETHANOL-96", "ETH-OUT1", 250.0, "kg", "TK-103",
@@ -896,6 +899,8 @@ async def test_post_production_declares_its_array_arguments(plant: Plant) -> Non
     inputs = await (await method.get_child("0:InputArguments")).read_value()
     ranks = {argument.Name: argument.ValueRank for argument in inputs}
     assert {name for name, rank in ranks.items() if rank == 1} == {
-        "ConsumedLots", "ConsumedQuantities", "ConsumedUnits"
+        "ConsumedLots",
+        "ConsumedQuantities",
+        "ConsumedUnits",
     }
     assert {rank for name, rank in ranks.items() if not name.startswith("Consumed")} == {-1}
