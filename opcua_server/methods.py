@@ -102,6 +102,8 @@ _NUMERIC_VARIANTS: Final = frozenset(
 )
 # Empty means "none" for these; every other String argument is required.
 _OPTIONAL: Final = frozenset({"IdempotencyKey", "Reason", "Comment"})
+# A draw may leave its lot empty: the source unit's lot handling picks the lot(s).
+_DRAWS: Final = frozenset({"PostIssue", "PostTransfer", "PostScrap"})
 MESSAGE_MAX: Final = 300  # characters of a refusal's reason in the log and the answer
 # The ledger's text rules (inventory_core.domain.text) per String argument, applied here
 # too so that a refusal names the argument; every other String argument is free text.
@@ -314,10 +316,11 @@ class LedgerMethods:
         key = _text(values, "IdempotencyKey")
         quantity_value = values[quantity]
         assert isinstance(quantity_value, Decimal)
+        lot = _text(values, "LotID")
         return PostingRequest(
             kind=kind,
             material=MaterialId(material or _text(values, "MaterialDefinitionID")),
-            lot=LotId(_text(values, "LotID")),
+            lot=LotId(lot) if lot else None,
             quantity=quantity_value,
             uom=_text(values, "UnitOfMeasure"),
             from_unit=None if from_unit is None else StorageUnitId(str(from_unit)),
@@ -401,13 +404,18 @@ class LedgerMethods:
         """Adjustments and counts name no material: the lot's, else the unit's (a count
         may create its lot)."""
         lot, unit = _text(values, "LotID"), _text(values, "Unit")
-        for found in await self._ledger.lots(lot):
+        for found in await self._ledger.lots(lot) if lot else []:  # "": the unit picks
             return str(found.material)
         for storage_unit in await self._ledger.storage_units():
             if storage_unit.id == unit:
-                if storage_unit.material is None:
-                    raise UnknownLot(f"lot {lot} does not exist and unit {unit} holds no material")
-                return str(storage_unit.material)
+                if storage_unit.material is not None:
+                    return str(storage_unit.material)
+                held = {b.material for b in await self._ledger.balances(unit=unit) if b.quantity}
+                if not lot and len(held) == 1:  # a draw the unit's lot handling allocates
+                    return str(held.pop())
+                if not lot:
+                    raise UnknownLot(f"unit {unit} holds no one material: name the lot (LotID)")
+                raise UnknownLot(f"lot {lot} does not exist and unit {unit} holds no material")
         raise UnknownStorageUnit(f"storage unit {unit} does not exist")
 
     async def _set_lot_status(self, values: Arguments, user: str) -> str:
@@ -494,7 +502,8 @@ def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
                     index, f"{name} must be a String, not {variant.VariantType.name}"
                 )
             text = value if isinstance(value, str) else ""  # a null String: empty
-            if not text.strip() and name not in _OPTIONAL:
+            optional = name in _OPTIONAL or (name == "LotID" and method.browse_name in _DRAWS)
+            if not text.strip() and not optional:
                 raise _Rejected(StatusCodes.BadInvalidArgument, f"{name} is missing", index)
             if text:
                 try:

@@ -904,3 +904,18 @@ async def test_post_production_declares_its_array_arguments(plant: Plant) -> Non
         "ConsumedUnits",
     }
     assert {rank for name, rank in ranks.items() if not name.startswith("Consumed")} == {-1}
+
+
+async def test_a_draw_with_an_empty_lot_id_takes_the_lots_the_unit_picks(plant: Plant) -> None:
+    plant.caller.name = "olivia"
+    await plant.call("PostReceipt", "SUGAR", "SUG-F1", 100.0, "kg", "BN-302", "", "first")
+    await plant.call("PostReceipt", "SUGAR", "SUG-F2", 100.0, "kg", "BN-302", "", "second")
+    issued = await plant.call("PostIssue", "SUGAR", "", 150.0, "kg", "BN-302", "", "")
+    scrapped = await plant.call("PostScrap", "BN-302", "", 10.0, "kg", "SPILL", "", "")
+    first = await plant.ledger.movement(issued)
+    assert first.kind is MovementKind.ISSUE and first.from_unit == "BN-302"
+    assert (await plant.ledger.movement(scrapped)).kind is MovementKind.SCRAP
+    left = {b.lot: b.quantity for b in await plant.ledger.balances(unit="BN-302") if b.quantity}
+    assert sum(left.values()) == Decimal(40)  # 200 in, 150 issued, 10 scrapped
+    with pytest.raises(ua.uaerrors.BadInvalidArgument):  # a receipt must name its lot
+        await plant.call("PostReceipt", "SUGAR", "", 1.0, "kg", "BN-302", "", "")
