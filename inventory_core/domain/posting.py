@@ -368,16 +368,15 @@ class Planner:
             advice = self._record_advice(req, material, quantity, unit_id, direction, digest)
         else:
             assert req.from_unit is not None and req.to_unit is not None
+            out_id, in_id = str(uuid.uuid4()), str(uuid.uuid4())
             advice = self._record_advice(
                 req, material, quantity, req.from_unit, AdviceDirection.OUT, digest,
-                partner_unit=req.to_unit,
+                advice_id=out_id, partner_unit=req.to_unit, partner=in_id,
             )  # fmt: skip
-            into = self._record_advice(
+            self._record_advice(
                 req, material, quantity, req.to_unit, AdviceDirection.IN, digest,
-                partner_unit=req.from_unit, partner=advice.id,
+                advice_id=in_id, partner_unit=req.from_unit, partner=out_id,
             )  # fmt: skip
-            self._store_advice(replace(advice, partner=into.id))
-            advice = replace(advice, partner=into.id)
         self.state.keys[advice.idempotency_key] = (MovementId(advice.reference), digest, ())
         return PostingResult(MovementId(advice.reference), advice=advice)
 
@@ -390,14 +389,16 @@ class Planner:
         direction: AdviceDirection,
         digest: str,
         *,
+        advice_id: str | None = None,
         partner_unit: StorageUnitId | None = None,
         partner: str | None = None,
     ) -> Advice:
         """One new advice of `unit_id` (audited). `partner`: the other measured unit's
-        advice of a transfer between two gauges (that one holds the request's key)."""
+        advice of a transfer between two gauges (the outgoing one holds the request's key)."""
         now = self._now()
-        advice_id = str(uuid.uuid4())
+        advice_id = advice_id or str(uuid.uuid4())
         key = req.idempotency_key or f"auto:{advice_id}"
+        inbound_partner = partner if direction is AdviceDirection.IN else None
         advice = Advice(
             id=advice_id,
             unit=unit_id,
@@ -413,7 +414,7 @@ class Planner:
             reason=req.reason,
             created_at=now,
             expires_at=window_end(now, self.state.units[unit_id].advice_window_s),
-            idempotency_key=f"{key}:in:{partner}" if partner else key,
+            idempotency_key=f"{key}:in:{inbound_partner}" if inbound_partner else key,
             other_unit=None
             if partner_unit is not None
             else req.to_unit
@@ -472,11 +473,11 @@ class Planner:
         return matched, advice
 
     def _matched(self, advice: Advice, quantity: Decimal, *, flow_stopped: bool) -> Advice:
-        """Book `quantity` to `advice`; audit it when that closed the advice."""
+        """Book `quantity` to `advice` (audited: each measured step, and the close)."""
         updated = advice.matched_by(quantity, flow_stopped=flow_stopped, at=self._now())
         self._store_advice(updated)
-        if updated.state is not AdviceState.OPEN:
-            self._audit_advice("match", advice, updated, SYSTEM_USER, "flow stopped")
+        why = "measured step" if updated.state is AdviceState.OPEN else "flow stopped"
+        self._audit_advice("match", advice, updated, SYSTEM_USER, why)
         return updated
 
     def _close_at_rest(self, req: PostingRequest, booked: Advice | None) -> None:

@@ -8,6 +8,7 @@
 3. Balances equal the sum of the movements' legs.
 4. Lots, materials and storage units equal the state their audit records
    (and lot-status movements) describe.
+5. Advices equal their latest audit record (advise, each match, expire).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import select, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from inventory_core.domain.advices import advice_document
 from inventory_core.domain.audit import GENESIS_HASH, AuditRecord, canonical_json, check_record
 from inventory_core.domain.model import (
     DEFAULT_ADVICE_WINDOW_S,
@@ -36,6 +38,7 @@ from inventory_core.domain.posting import (
 )
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
+    advice_from_row,
     audit_from_row,
     lot_from_row,
     material_from_row,
@@ -55,6 +58,7 @@ class _Audited:
         self.lots: dict[str, dict[str, Any]] = {}  # lot id -> document at creation
         # (object type, id) -> (timestamp, writer, seq, document text) of the latest change
         self.master: dict[tuple[str, str], tuple[str, str, int, str]] = {}
+        self.advices: dict[str, tuple[str, str, int, str]] = {}  # the same, per advice
 
     def add(self, r: AuditRecord) -> None:
         if r.object_type == "movement":
@@ -72,6 +76,10 @@ class _Audited:
             latest = self.master.get(key)
             if latest is None or (r.timestamp, r.writer, r.seq) > latest[:3]:
                 self.master[key] = (r.timestamp, r.writer, r.seq, r.new)
+        elif r.object_type == "advice":
+            seen = self.advices.get(r.object_id)
+            if seen is None or (r.timestamp, r.writer, r.seq) > seen[:3]:
+                self.advices[r.object_id] = (r.timestamp, r.writer, r.seq, r.new)
 
 
 async def verify_ledger(conn: AsyncConnection) -> VerifyReport:
@@ -80,6 +88,7 @@ async def verify_ledger(conn: AsyncConnection) -> VerifyReport:
     chains, records = await _check_chains(conn, audited, problems)
     movements = await _check_movements(conn, audited, problems)
     await _check_master_data(conn, audited, problems)
+    await _check_advices(conn, audited, problems)
     return VerifyReport(chains, records, movements, tuple(problems))
 
 
@@ -212,6 +221,41 @@ async def _check_master_data(
         problems.append(
             VerifyProblem(object_type, None, None, f"{object_type} {object_id} deleted")
         )
+
+
+async def _check_advices(
+    conn: AsyncConnection, audited: _Audited, problems: list[VerifyProblem]
+) -> None:
+    expected = {advice_id: doc for advice_id, (_, _, _, doc) in audited.advices.items()}
+    for row in (await conn.execute(select(t.advices))).mappings():
+        advice = advice_from_row(row)
+        doc = expected.pop(advice.id, None)
+        if doc is None:
+            problems.append(VerifyProblem("advices", None, None, f"advice {advice.id} not audited"))
+        elif canonical_json(advice_document(advice)) != _advice_with_later_fields(doc):
+            problems.append(
+                VerifyProblem("advices", None, None, f"advice {advice.id} differs from its audit")
+            )
+    for advice_id in expected:
+        problems.append(VerifyProblem("advices", None, None, f"advice {advice_id} deleted"))
+
+
+def _advice_with_later_fields(doc: str) -> str:
+    """An audited advice with the fields added since 0005 at their defaults (consumed
+    quantities and units, the partner of a transfer between two measured units)."""
+    try:
+        fields = json.loads(doc)
+    except ValueError:
+        return doc
+    if isinstance(fields, dict):
+        for key, default in (
+            ("consumed_quantities", []),
+            ("consumed_units", []),
+            ("partner_unit", None),
+            ("partner", None),
+        ):
+            fields.setdefault(key, default)
+    return canonical_json(fields)
 
 
 def _with_later_fields(doc: str) -> str:

@@ -430,3 +430,34 @@ async def test_a_transfer_between_two_measured_units_is_two_advices_each_gauge_b
     sides = {a.id: a for a in await ledger.advices(state="matched")}
     assert sides[out.advice.id].variance == 0 and sides[into.id].variance == Decimal(-4)
     assert (await ledger.verify()).ok
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("UPDATE advices SET matched = '990' WHERE lot = 'T1'", "differs from its audit"),
+        ("UPDATE advices SET state = 'open', closed_at = NULL WHERE lot = 'T1'", "differs"),
+        ("UPDATE advices SET lot = 'T9' WHERE lot = 'T2'", "differs from its audit"),
+        ("DELETE FROM advices WHERE lot = 'T2'", "deleted"),
+    ],
+)
+async def test_verify_reports_an_advice_edited_or_deleted_outside_the_ledger(
+    sqlite_url: str, clock: Clock, sql: str, message: str
+) -> None:
+    import sqlite3
+
+    async with open_ledger(sqlite_url, writer_id="adv", migrate=True, clock=clock) as ledger:
+        await ledger.sync_master_data((OIL, STRICT), UNITS)
+        await ledger.post(manual(K.RECEIPT, "T1", "1000", dst="TANK", key="t1"))
+        await ledger.post(gauge("TANK", "600", "plc:1", settled=False))  # a measured step
+        await ledger.post(gauge("TANK", "395", "plc:2", settled=True))  # and the close
+        await ledger.post(manual(K.RECEIPT, "T2", "50", dst="TANK2", key="t2"))  # still open
+        assert (await ledger.verify()).ok
+    path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as db:
+        assert db.execute(sql).rowcount == 1
+    db.close()
+    async with open_ledger(sqlite_url, writer_id="adv", clock=clock) as ledger:
+        report = await ledger.verify()
+    assert not report.ok
+    assert any(p.chain == "advices" and message in p.message for p in report.problems), report
