@@ -135,7 +135,13 @@ class Demo:
     async def __aenter__(self) -> Demo:
         invops = Path(sys.executable).with_name("invops")
         command = [str(invops), "demo", "--data-dir", str(self._tmp)]
-        for option in ("--opcua-port", "--metrics-port", "--modbus-port", "--s7-port"):
+        for option in (
+            "--opcua-port",
+            "--metrics-port",
+            "--modbus-port",
+            "--s7-port",
+            "--api-port",
+        ):
             command += [option, "0"]
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self._tmp

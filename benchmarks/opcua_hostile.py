@@ -254,7 +254,7 @@ async def _window(
 def _start_demo(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOPS_")}
     args = ["demo", "--data-dir", str(data_dir), "--opcua-port", "0", "--metrics-port", "0",
-            "--modbus-port", "0", "--s7-port", "0"]  # fmt: skip
+            "--modbus-port", "0", "--s7-port", "0", "--api-port", "0"]  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "invops.cli", *args],
         stdout=subprocess.DEVNULL,

@@ -36,6 +36,7 @@ class Endpoints:
     opcua: str
     metrics_port: int
     ledger: Ledger
+    api_port: int | None = None  # None: the config has no `[api]`
 
 
 async def run_service(
@@ -46,6 +47,7 @@ async def run_service(
     pki_dir: Path | None = None,
     buffer_path: Path | None = None,
     metrics_port: int | None = None,
+    api_port: int | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[Endpoints], Awaitable[None] | None] | None = None,
     extra_tasks: Sequence[tuple[str, Callable[[Ledger], Awaitable[None]]]] = (),
@@ -58,13 +60,14 @@ async def run_service(
     service's ledger and stop with them (the demo's simulated ERP).
     """
     stop = stop or _signal_event()
-    overrides = Overrides(plc_ports, opcua_endpoint, pki_dir, buffer_path, metrics_port)
+    overrides = Overrides(plc_ports, opcua_endpoint, pki_dir, buffer_path, metrics_port, api_port)
     async with AsyncExitStack() as stack:
         service = await assemble(config, stack, overrides)
         ledger, opcua, http = service.ledger, service.opcua, service.http
         log.info("invops_started", version=__version__, opcua=opcua.endpoint_url, metrics=http.url)
         if ready is not None:
-            announced = ready(Endpoints(opcua.endpoint_url, http.port, ledger))
+            api = None if service.api is None else service.api.port
+            announced = ready(Endpoints(opcua.endpoint_url, http.port, ledger, api))
             if announced is not None:
                 await announced
         lost = False

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo-plant.toml"
 DEMO_USERS = ("viewer", "operator", "engineer", "admin")
+# DEMO ONLY, like the demo users: examples/demo-plant.toml holds its hash.
+DEMO_API_TOKEN = "invops_demo-operator-token"
 DEMO_HOST = "127.0.0.1"
 # The demo option that moves each simulated PLC.
 DEMO_PLC_PORT_OPTIONS = {"PLC-MODBUS": "--modbus-port", "PLC-S7": "--s7-port"}
@@ -115,6 +117,16 @@ def register(app: typer.Typer) -> None:
                 help="Simulated S7 PLC port on 127.0.0.1 (0 picks a free port).",
             ),
         ] = 1102,
+        api_port: Annotated[
+            int,
+            typer.Option(
+                "--api-port",
+                min=0,
+                max=65535,
+                metavar="PORT",
+                help="HTTP API (ERP, WMS, MES) port on 127.0.0.1 (0 picks a free port).",
+            ),
+        ] = 9841,
     ) -> None:
         """Simulators + service on the bundled demo plant, all on 127.0.0.1, until Ctrl+C.
 
@@ -133,12 +145,13 @@ def register(app: typer.Typer) -> None:
         )
         config = config.model_copy(update={"ledger": ledger})
         ports = {"PLC-MODBUS": modbus_port, "PLC-S7": s7_port}
-        demo = _demo(config, data_dir, ports, opcua_port, metrics_port)
-        _run(_explain_demo_failure(demo, opcua_port=opcua_port, metrics_port=metrics_port))
+        demo = _demo(config, data_dir, ports, opcua_port, metrics_port, api_port)
+        listeners = {"opcua_port": opcua_port, "metrics_port": metrics_port, "api_port": api_port}
+        _run(_explain_demo_failure(demo, **listeners))
 
 
 async def _explain_demo_failure(
-    demo: Coroutine[Any, Any, None], *, opcua_port: int, metrics_port: int
+    demo: Coroutine[Any, Any, None], *, opcua_port: int, metrics_port: int, api_port: int
 ) -> None:
     """A listener that cannot bind becomes a DemoError naming the option that moves it."""
     from invops.http import HttpEndpointError
@@ -157,10 +170,12 @@ async def _explain_demo_failure(
         raise DemoError(listen_failure(what, exc.host, exc.port, exc, remedy(option))) from exc
     except SimulatorError as exc:
         raise DemoError(f"the simulated plant cannot start: {exc}") from exc
-    except HttpEndpointError as exc:
-        what = "the metrics endpoint"
-        message = listen_failure(what, DEMO_HOST, metrics_port, exc, remedy("--metrics-port"))
-        raise DemoError(message) from exc
+    except HttpEndpointError as exc:  # the metrics endpoint's, or the API's (named "api")
+        if str(exc).startswith("api:"):
+            what, port, option = "the HTTP API", api_port, "--api-port"
+        else:
+            what, port, option = "the metrics endpoint", metrics_port, "--metrics-port"
+        raise DemoError(listen_failure(what, DEMO_HOST, port, exc, remedy(option))) from exc
     except OpcuaServerError as exc:
         if listen_errno(exc) is None:
             raise
@@ -175,6 +190,7 @@ async def _demo(
     plc_ports: dict[str, int],
     opcua_port: int,
     metrics_port: int,
+    api_port: int,
 ) -> None:
     from invops.plant_description import plant_description
     from invops.service import run_service
@@ -195,6 +211,7 @@ async def _demo(
                 "modbus": f"127.0.0.1:{sim.ports['PLC-MODBUS']}",
                 "s7": f"127.0.0.1:{sim.ports['PLC-S7']}",
                 "ledger": config.ledger.url,
+                "api": f"http://127.0.0.1:{started.api_port}/api/v1",
             }
             (data_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
             _print_welcome(endpoints)
@@ -206,6 +223,7 @@ async def _demo(
             pki_dir=data_dir / "pki",
             buffer_path=data_dir / "buffer.db",
             metrics_port=metrics_port,
+            api_port=api_port,
             ready=ready,
             extra_tasks=[("simulated-erp", lambda ledger: SimulatedErp(ledger, sim.model).run())],
         )
@@ -232,6 +250,8 @@ def _print_welcome(endpoints: dict[str, str]) -> None:
   Metrics    {endpoints["metrics"]}   health {endpoints["healthz"]}
   Modbus     {endpoints["modbus"]} (unit 1)   S7 {endpoints["s7"]} (rack 0, slot 1)
   Ledger     {ledger}
+  HTTP API   {endpoints["api"]}   docs {endpoints["api"].removesuffix("/v1")}/docs
+             (anonymous may read; demo operator token {DEMO_API_TOKEN})
 
 Try next (in another shell):
   {invops} ledger history --url {ledger} --last 10
@@ -240,6 +260,7 @@ Try next (in another shell):
       (an advice: a simulated truck delivers it within a minute and the gauge books it)
   {invops} ledger advices --url {ledger} --unit TK-102
   {invops} ledger reconcile --url {ledger}
+  curl -s {endpoints["api"]}/balances?unit=TK-102
   Browse Objects/Inventory/PLANT1/TANKFARM/TK-101 in any OPC UA client.
 
 Stop with Ctrl+C."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from http_api import ApiAuth, create_app
 from inventory_core import Ledger, open_history, open_ledger
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.derivation import DeriverConfig, StrappingTable
@@ -36,8 +37,9 @@ from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from inventory_core.plant_view import LedgerFollower, PlantView
 from invops import __version__
 from invops.config import HttpListenerConfig, InvopsConfig, OpcuaConfig, StorageUnitConfig
+from invops.config.server_schema import AnonymousApi
 from invops.http import HealthBoard, HttpEndpoint, watch_ledger
-from invops.http_server import HttpLimits
+from invops.http_server import HttpLimits, HttpServer
 from invops.metrics import Metrics, MetricsSink, storage_samples, ua_session_count
 from invops.plant_feed import PlantFeed
 from invops.plc_bridge import LedgerBridge
@@ -77,6 +79,7 @@ class Overrides:
     pki_dir: Path | None = None
     buffer_path: Path | None = None
     metrics_port: int | None = None
+    api_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Assembly:
     bridge: LedgerBridge  # drained at shutdown: readings already taken become movements
     pollers: tuple[PlcPoller, ...]  # stopped first
     background: tuple[tuple[str, Callable[[], Coroutine[Any, Any, None]]], ...]  # (name, work)
+    api: HttpServer | None = None  # the Level-4 HTTP API, when the config has `[api]`
 
 
 async def assemble(
@@ -156,6 +160,7 @@ async def assemble(
         measurements, tags, plc_tags=plc_tags, buffer=buffer, ledger_state=board.set_ledger
     )
     opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics)
+    api = await _api_server(config, stack, overrides, ledger, view)
     sink = MetricsSink(PlantFeed(bridge, view, tags, plc_tags), metrics, health=board)
     offsets = start_offsets(settings)
     pollers = tuple(
@@ -168,7 +173,33 @@ async def assemble(
         ("ledger-health", lambda: watch_ledger(board, ledger.chain_heads)),
         ("advice-expiry", ledger.keep_advices),
     )
-    return Assembly(ledger, view, opcua, http, bridge, pollers, background)
+    return Assembly(ledger, view, opcua, http, bridge, pollers, background, api)
+
+
+async def _api_server(
+    config: InvopsConfig,
+    stack: AsyncExitStack,
+    overrides: Overrides,
+    ledger: Ledger,
+    view: PlantView,
+) -> HttpServer | None:
+    """The HTTP API on `[api] listen` (its own listener and limits: a flood there never
+    takes the metrics endpoint's connections), or None without an `[api]` table."""
+    api = config.api
+    if api is None:
+        return None
+    auth = ApiAuth(
+        config.user_definitions(),
+        config.api_token_definitions(),
+        anonymous_read=api.anonymous is AnonymousApi.READ,
+        record=ledger.record_event,
+    )
+    app = create_app(
+        ledger, auth, view=view, version=__version__, max_body_bytes=api.max_body_bytes
+    )
+    port = api.port if overrides.api_port is None else overrides.api_port
+    server = HttpServer(app, api.host, port, name="api", limits=http_limits(api))
+    return await stack.enter_async_context(server)
 
 
 async def _opcua_server(

@@ -71,6 +71,7 @@ class Source(StrEnum):
     PLC = "plc"
     SYSTEM = "system"
     ERP = "erp"  # a business system (Level 4) posting through the ledger API
+    API = "api"  # the HTTP API (http_api)
 
 
 # Kinds a caller posts with a quantity (reversal and lot-status have their own calls).

@@ -538,7 +538,7 @@ class Planner:
             shares = book.shares(req.from_unit)
             split = allocate(self.state.units[req.from_unit].lot_handling, shares, quantity)
             stock = sum((s.quantity for s in shares if s.quantity > 0), Decimal(0))
-            if req.source is not Source.PLC and split and quantity > stock:
+            if req.source is not Source.PLC and quantity > stock:  # also an empty unit
                 raise InsufficientStock(
                     f"{req.kind} of {format_decimal(quantity)} {material.base_uom} from "
                     f"{req.from_unit} exceeds its book of {format_decimal(stock)} "

@@ -15,12 +15,14 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from inventory_core.domain.api_tokens import is_token_hash
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.passwords import PasswordHashError, parse_password_hash
 from inventory_core.domain.units import canonical_uom, parse_quantity
 from plc_connectors import Address, parse_address
 
 __all__ = [
+    "DEFAULT_API_LISTEN",
     "DEFAULT_CERTIFICATE_DIR",
     "DEFAULT_LEDGER_URL",
     "DEFAULT_METRICS_LISTEN",
@@ -36,6 +38,7 @@ __all__ = [
     "PasswordHash",
     "PlcAddress",
     "PositiveDecimal",
+    "TokenHash",
     "Uom",
     "WriterId",
 ]
@@ -43,6 +46,7 @@ __all__ = [
 DEFAULT_LEDGER_URL: Final = "sqlite+aiosqlite:///var/invops.db"
 DEFAULT_OPCUA_ENDPOINT: Final = "opc.tcp://127.0.0.1:4840/invops"
 DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9840"
+DEFAULT_API_LISTEN: Final = "127.0.0.1:9841"
 DEFAULT_CERTIFICATE_DIR: Final = Path("var/pki")
 
 
@@ -160,6 +164,13 @@ def _password_hash(value: object) -> str:
     return value
 
 
+def _token_hash(value: object) -> str:
+    """`sha256$<64 hex>` as `invops users create-token` prints it (never echoed back)."""
+    if not isinstance(value, str) or not is_token_hash(value):
+        raise ValueError("expected sha256$<64 hex digits> (run invops users create-token)")
+    return value
+
+
 def _directory(value: object) -> object:
     if isinstance(value, str) and not value.strip():
         raise ValueError("must not be empty")
@@ -178,6 +189,7 @@ OpcuaEndpoint = Annotated[str, AfterValidator(_opcua_endpoint)]
 ListenAddress = Annotated[str, AfterValidator(_listen)]
 PlcAddress = Annotated[Address, BeforeValidator(_address)]
 PasswordHash = Annotated[str, BeforeValidator(_password_hash)]
+TokenHash = Annotated[str, BeforeValidator(_token_hash)]
 Directory = Annotated[Path, BeforeValidator(_directory)]
 
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationInfo, field_validator
 
+from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.lot_handling import default_lot_handling
@@ -41,10 +42,11 @@ from invops.config.fields import (
     PasswordHash,
     PlcAddress,
     PositiveDecimal,
+    TokenHash,
     Uom,
     WriterId,
 )
-from invops.config.server_schema import MetricsConfig, OpcuaConfig
+from invops.config.server_schema import ApiConfig, MetricsConfig, OpcuaConfig
 from plc_connectors import DataType, PlcProtocol, PlcSettings, Tag, WordOrder
 
 __all__ = [
@@ -247,6 +249,14 @@ class UserConfig(ConfigModel):
     role: Role
 
 
+class ApiTokenConfig(ConfigModel):
+    """`[[api_tokens]]`: one HTTP API token (only its hash) and its invops role."""
+
+    name: Identifier
+    token_hash: TokenHash
+    role: Role
+
+
 class InvopsConfig(ConfigModel):
     """The whole validated file. Build it with `load_config`/`parse_config`, which
     also run the cross-object checks that pydantic alone does not."""
@@ -259,6 +269,11 @@ class InvopsConfig(ConfigModel):
     plcs: list[PlcConfig] = Field(default_factory=list)
     storage_units: list[StorageUnitConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
+    api: ApiConfig | None = None
+    api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
+
+    def api_token_definitions(self) -> tuple[ApiToken, ...]:
+        return tuple(ApiToken(t.name, t.role, t.token_hash) for t in self.api_tokens)
 
     def user_definitions(self) -> tuple[User, ...]:
         """`[[users]]` as domain users, in config order, each with its parsed hash.

@@ -14,6 +14,7 @@ from typing import Annotated, Final
 from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
 
 from invops.config.fields import (
+    DEFAULT_API_LISTEN,
     DEFAULT_CERTIFICATE_DIR,
     DEFAULT_METRICS_LISTEN,
     DEFAULT_OPCUA_ENDPOINT,
@@ -26,6 +27,8 @@ from invops.config.fields import (
 __all__ = [
     "SECURE_POLICIES",
     "AnonymousAccess",
+    "AnonymousApi",
+    "ApiConfig",
     "HttpListenerConfig",
     "MetricsConfig",
     "OpcuaConfig",
@@ -156,6 +159,19 @@ class HttpListenerConfig(ConfigModel):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class AnonymousApi(StrEnum):
+    OFF = "off"
+    READ = "read"
+
+
+class ApiConfig(HttpListenerConfig):
+    """`[api]`: the Level-4 HTTP API (SPEC section 8); without this table, no API."""
+
+    listen: ListenAddress = DEFAULT_API_LISTEN
+    anonymous: AnonymousApi = AnonymousApi.OFF
+    max_body_bytes: StrictInt = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
 
 class MetricsConfig(HttpListenerConfig):

@@ -139,6 +139,7 @@ def test_demo_help_explains_every_port_option(cli: Cli) -> None:
         ("--metrics-port", "metrics"),
         ("--modbus-port", "Modbus"),
         ("--s7-port", "S7"),
+        ("--api-port", "API"),
     ]:
         assert re.search(rf"{option} PORT [^-]*{what}[^-]*free port", text), (option, text)
 
@@ -489,6 +490,7 @@ def test_the_commands_the_demo_banner_suggests_run(
         "modbus": "127.0.0.1:5020",
         "s7": "127.0.0.1:1102",
         "ledger": plant.url,
+        "api": "http://127.0.0.1:9841/api/v1",
     }
     service_cli._print_welcome(endpoints)
     banner = capsys.readouterr().out
@@ -750,7 +752,7 @@ def test_check_config_and_hash_password_load_no_protocol_or_database_library(
 # -- ports: a listener that cannot bind says why and which option moves it ---------
 
 TEMPLATE_CONFIG = DEMO_CONFIG.with_name("plant-template.toml")
-DEMO_PORT_OPTIONS = ("--modbus-port", "--s7-port", "--opcua-port", "--metrics-port")
+DEMO_PORT_OPTIONS = ("--modbus-port", "--s7-port", "--opcua-port", "--metrics-port", "--api-port")
 
 
 def _busy_port() -> Any:

@@ -38,7 +38,7 @@ MEASURED = ("TK-101", "TK-102", "SI-201", "SI-202", "BN-301", "BN-302", "BN-303"
 def start_demo(data_dir: Path, stderr: Any = subprocess.PIPE) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOPS_")}
     args = ["demo", "--data-dir", str(data_dir), "--opcua-port", "0", "--metrics-port", "0",
-            "--modbus-port", "0", "--s7-port", "0"]  # fmt: skip
+            "--modbus-port", "0", "--s7-port", "0", "--api-port", "0"]  # fmt: skip
     return subprocess.Popen(
         [*INVOPS, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
     )
@@ -162,6 +162,16 @@ def test_demo_serves_moving_values_books_movements_and_stops_cleanly(
             ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    # SPEC 8: the HTTP API answers anonymous reads in the demo, as problem details on errors
+    with urllib.request.urlopen(endpoints["api"] + "/balances?unit=TK-101", timeout=5) as answer:
+        assert {b["unit"] for b in json.load(answer)["balances"]} == {"TK-101"}
+    try:
+        urllib.request.urlopen(endpoints["api"] + "/units/NOPE", timeout=5)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404 and exc.headers["content-type"] == "application/problem+json"
+    else:
+        raise AssertionError("an unknown unit answered 200")
 
     history = asyncio.run(read_level_history(endpoints["opcua"]))
     assert len(history) >= 2  # HistoryRead from the ledger database

@@ -141,3 +141,31 @@ def test_on_a_terminal_different_answers_print_nothing(tmp_path: Path) -> None:
     assert code != 0
     assert "the two passwords differ" in shown
     assert "scrypt$" not in shown
+
+
+def test_create_token_prints_it_once_with_config_lines_holding_only_its_hash(
+    tmp_path: Path,
+) -> None:
+    import tomllib
+
+    from inventory_core.domain.api_tokens import ApiToken
+    from invops.config.schema import ApiTokenConfig
+
+    done = subprocess.run(
+        [*base_command(), "users", "create-token", "--name", "wms", "--role", "operator"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first, _, rest = done.stdout.partition("\n")
+    token = first.removeprefix("token (shown once): ")
+    assert token.startswith("invops_") and len(token) > 40
+    (entry,) = tomllib.loads(rest)["api_tokens"]
+    assert token not in rest  # the lines to paste hold only the hash
+    config = ApiTokenConfig.model_validate(entry)
+    assert (config.name, config.role) == ("wms", "operator")
+    assert ApiToken(config.name, config.role, config.token_hash).matches(token)
+    again = subprocess.run(
+        [*base_command(), "users", "create-token", "--name", "wms", "--role", "boss"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert again.returncode == 2 and "boss" in again.stderr

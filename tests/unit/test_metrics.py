@@ -309,7 +309,7 @@ def test_a_fresh_instance_shows_every_posting_kind_and_source_at_zero(
     expected = {(kind.value, source.value) for kind in MovementKind for source in Source}
     assert set(postings) == expected
     assert set(postings.values()) == {0.0}
-    assert len(postings) == len(MovementKind) * len(Source) == 10 * 6  # blend, erp included
+    assert len(postings) == len(MovementKind) * len(Source) == 10 * 7  # blend, erp, api included
 
 
 def test_a_fresh_instance_shows_login_refusals_and_lockouts_at_zero(
@@ -369,7 +369,7 @@ def test_the_demo_plcs_start_with_every_error_reason_at_zero() -> None:
     assert set(errors) == {(plc, reason) for plc in plcs for reason in ERROR_REASONS}
     assert set(errors.values()) == {0.0}
     counters = len(errors) + len(_series(registry, "invops_ledger_postings_total"))
-    assert counters == 2 * 16 + 10 * 6  # PLCs x error reasons + kinds x sources
+    assert counters == 2 * 16 + 10 * 7  # PLCs x error reasons + kinds x sources
 
 
 def test_a_plc_added_later_gets_its_error_series_and_counts_from_zero(

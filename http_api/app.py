@@ -1,0 +1,319 @@
+"""The API's routes (SPEC section 8, first slice): storage units, balances, lots,
+movements with cursor pagination, advices, reconciliation, and postings of every kind
+with `Idempotency-Key`. Reads need the viewer role (or anonymous reading where allowed),
+postings the role the OPC UA method of the same kind needs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from http_api.auth import ANONYMOUS, ApiAuth, Principal, Unauthenticated
+from http_api.docs import DOCS_HTML
+from http_api.problems import Problem, install, problem_response
+from http_api.schemas import MovementIn, posting_request
+from inventory_core import Ledger
+from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
+from inventory_core.domain.model import Balance, Lot, MovementKind
+from inventory_core.domain.posting import movement_document
+from inventory_core.domain.units import format_decimal
+from inventory_core.domain.users import Role
+from inventory_core.plant_view import PlantView, UnitState
+
+__all__ = ["create_app"]
+
+API: Final = "/api/v1"
+PAGE_MAX: Final = 1000
+# Kinds an operator may post; the others need an engineer (as the OPC UA methods).
+_ENGINEER_KINDS: Final = frozenset({MovementKind.ADJUSTMENT})
+_CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="invops"'}
+
+
+def create_app(
+    ledger: Ledger,
+    auth: ApiAuth,
+    *,
+    view: PlantView | None = None,
+    version: str = "",
+    max_body_bytes: int = 64 * 1024,
+) -> ASGIApp:
+    """The ASGI app: FastAPI routes under /api/v1, OpenAPI 3.1 at /api/v1/openapi.json,
+    docs at /api/docs (served from here: no CDN), bodies capped at `max_body_bytes`."""
+    app = FastAPI(
+        title="invops Level-4 API",
+        version=version or "0",
+        description="Inventory operations (ISA-95 Level 3) for ERP, WMS and MES.",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install(app)
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(DOCS_HTML)
+
+    def caller(required: Role) -> Callable[..., Awaitable[Principal]]:
+        async def dependency(
+            request: Request, authorization: Annotated[str | None, Header()] = None
+        ) -> Principal:
+            route = request.url.path[:200]
+            try:
+                principal = await auth.principal(authorization)
+            except Unauthenticated as exc:
+                await auth.denied(ANONYMOUS, route, str(exc), 401)
+                raise Problem(401, "Unauthorized", str(exc), headers=_CHALLENGE) from None
+            if principal is None:
+                if required is Role.VIEWER and auth.anonymous_read:
+                    return Principal(ANONYMOUS, Role.VIEWER, "anonymous")
+                await auth.denied(ANONYMOUS, route, "no credentials", 401)
+                detail = "credentials required (Bearer or Basic)"
+                raise Problem(401, "Unauthorized", detail, headers=_CHALLENGE)
+            if not principal.role.grants(required):
+                reason = f"role {principal.role} lacks {required}"
+                await auth.denied(principal.name, route, reason, 403)
+                raise Problem(403, "Forbidden", reason)
+            return principal
+
+        return dependency
+
+    reader = Depends(caller(Role.VIEWER))
+    writer = Depends(caller(Role.OPERATOR))
+    router = APIRouter(prefix=API)
+
+    @router.get("/units", summary="Storage units, live: measured, book, discrepancy, lots")
+    async def units(_: Principal = reader) -> dict[str, Any]:
+        return {"units": await _units(ledger, view)}
+
+    @router.get("/units/{unit}", summary="One storage unit, live")
+    async def unit(unit: str, _: Principal = reader) -> dict[str, Any]:
+        found = [u for u in await _units(ledger, view, unit) if u["unit"] == unit]
+        if not found:
+            raise Problem(404, "Not found", f"storage unit {unit} is not defined", field="unit")
+        return found[0]
+
+    @router.get("/balances", summary="Book balances")
+    async def balances(
+        unit: str | None = None, lot: str | None = None, material: str | None = None,
+        _: Principal = reader,
+    ) -> dict[str, Any]:  # fmt: skip
+        return {"balances": [_balance(b) for b in await ledger.balances(unit, lot, material)]}
+
+    @router.get("/lots", summary="Lots")
+    async def lots(
+        status: str | None = None, material: str | None = None, _: Principal = reader
+    ) -> dict[str, Any]:
+        found = [
+            lot
+            for lot in await ledger.lots()
+            if (status is None or lot.status == status)
+            and (material is None or lot.material == material)
+        ]
+        return {"lots": [_lot(lot) for lot in found]}
+
+    @router.get("/lots/{lot}", summary="One lot: status, quantity per unit, parents, children")
+    async def lot(lot: str, _: Principal = reader) -> dict[str, Any]:
+        found = await ledger.lots(lot)
+        if not found:
+            raise Problem(404, "Not found", f"lot {lot} does not exist", field="lot")
+        parents = {link.parent for link in await ledger.trace(lot, forward=False)
+                   if link.child == lot}  # fmt: skip
+        children = {link.child for link in await ledger.trace(lot, forward=True)
+                    if link.parent == lot}  # fmt: skip
+        held = [b for b in await ledger.balances(lot=lot) if b.quantity]
+        return {
+            **_lot(found[0]),
+            "units": [_held(b) for b in held],
+            "parents": sorted(parents),
+            "children": sorted(children),
+        }  # fmt: skip
+
+    @router.get("/movements", summary="Movements after a cursor (never skips a late commit)")
+    async def movements(
+        since: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
+        unit: str | None = None,
+        lot: str | None = None,
+        _: Principal = reader,
+    ) -> dict[str, Any]:
+        page = await ledger.export(after_seq=since, limit=limit)
+        shown = [
+            m for m in page
+            if (unit is None or unit in (m.from_unit, m.to_unit))
+            and (lot is None or m.lot == lot)
+        ]  # fmt: skip
+        return {
+            "movements": [{"cursor": m.seq, **movement_document(m)} for m in shown],
+            "next_cursor": page[-1].seq if page else since,
+        }
+
+    @router.get("/advices", summary="Advices of measured units, their matches and variances")
+    async def advices(
+        state: str | None = None, unit: str | None = None, _: Principal = reader
+    ) -> dict[str, Any]:
+        found = await ledger.advices(state=state, unit=unit)
+        return {"advices": [advice_document(a) for a in found]}
+
+    @router.get("/reconciliation", summary="Book against measured, per storage unit")
+    async def reconciliation(_: Principal = reader) -> dict[str, Any]:
+        lines = await ledger.reconciliation()
+        return {
+            "units": [
+                {
+                    "unit": line.unit,
+                    "material": line.material,
+                    "uom": line.uom,
+                    "book": format_decimal(line.book),
+                    "measured": _decimal(line.measured),
+                    "measured_at": line.measured_at,
+                    "discrepancy": _decimal(line.discrepancy),
+                }
+                for line in lines
+            ]
+        }
+
+    @router.post(
+        "/movements",
+        status_code=201,
+        summary="Post a movement: 201 posted, 202 advice, 200 replay, 409 key reused",
+    )
+    async def post(
+        body: MovementIn,
+        principal: Principal = writer,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> JSONResponse:
+        kind = MovementKind(body.kind)
+        if kind in _ENGINEER_KINDS and not principal.role.grants(Role.ENGINEER):
+            reason = f"role {principal.role} lacks engineer for {kind}"
+            await auth.denied(principal.name, f"{API}/movements", reason, 403)
+            raise Problem(403, "Forbidden", reason)
+        result = await ledger.post(posting_request(body, principal.name, idempotency_key))
+        if result.movement_id.startswith(ADVICE_PREFIX):  # also the replay of one
+            advice = await ledger.advice(result.movement_id)
+            status = 200 if result.replayed else 202
+            return JSONResponse({"replayed": result.replayed, "advice": advice_document(advice)},
+                                status_code=status)  # fmt: skip
+        movement = await ledger.movement(result.movement_id)
+        document: dict[str, Any] = {
+            "replayed": result.replayed,
+            "movement": {"cursor": movement.seq, **movement_document(movement)},
+            "parts": list(result.parts),
+        }
+        return JSONResponse(document, status_code=200 if result.replayed else 201)
+
+    app.include_router(router)
+    return _BodyLimit(app, max_body_bytes)
+
+
+async def _units(
+    ledger: Ledger, view: PlantView | None, only: str | None = None
+) -> list[dict[str, Any]]:
+    masters = [u for u in await ledger.storage_units() if only is None or u.id == only]
+    held: dict[str, list[Balance]] = {}
+    for b in await ledger.balances(unit=only):
+        if b.quantity:
+            held.setdefault(b.unit, []).append(b)
+    documents = []
+    for master in masters:
+        state = view.state(master.id) if view is not None else None
+        lots = held.get(master.id, [])
+        book = sum((b.quantity for b in lots), Decimal(0))
+        documents.append(
+            {
+                "unit": master.id,
+                "site": master.site,
+                "area": master.area,
+                "kind": str(master.kind),
+                "material": master.material,
+                "booking": str(master.booking),
+                "lot_handling": str(master.lot_handling),
+                "capacity": format_decimal(master.capacity),
+                "capacity_uom": master.capacity_uom,
+                "book": format_decimal(book),
+                "lots": [_held(b) for b in lots],
+                "live": _live(state),
+            }
+        )
+    return documents
+
+
+def _live(state: UnitState | None) -> dict[str, Any] | None:
+    """What the plant view shows now (None where the unit has no PLC value)."""
+    if state is None:
+        return None
+    measured = state.measured
+    return {
+        "quality": measured.quality.name,
+        "source_time": measured.source_time.isoformat() if measured.source_time else None,
+        "level": measured.level,
+        "volume_l": measured.volume_l,
+        "mass_kg": measured.mass_kg,
+        "measured": measured.quantity,
+        "fill_percent": measured.fill_percent,
+        "book": state.book.quantity,
+        "discrepancy": state.discrepancy,
+        "current_lot": state.book.lot_id,
+        "alarm": None if state.alarm is None else str(state.alarm),
+    }
+
+
+def _held(b: Balance) -> dict[str, Any]:
+    return {"unit": b.unit, "lot": b.lot, "quantity": format_decimal(b.quantity), "uom": b.uom}
+
+
+def _balance(b: Balance) -> dict[str, Any]:
+    return {"unit": b.unit, "lot": b.lot, "material": b.material,
+            "quantity": format_decimal(b.quantity), "uom": b.uom}  # fmt: skip
+
+
+def _lot(lot: Lot) -> dict[str, Any]:
+    return {
+        "lot": lot.id,
+        "material": lot.material,
+        "status": str(lot.status),
+        "created_at": lot.created_at,
+        "expiry": lot.expiry.isoformat() if lot.expiry else None,
+    }
+
+
+def _decimal(value: Decimal | None) -> str | None:
+    return None if value is None else format_decimal(value)
+
+
+class _BodyLimit:
+    """Refuse a request body over `limit` bytes with 413 before the app reads it: by its
+    Content-Length at once, or as a chunked body grows past it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = Problem(
+            413, "Content too large", f"request bodies are capped at {self.limit} bytes"
+        )
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await problem_response(too_big)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise too_big
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except Problem as problem:  # raised while the app read the body: nothing answered
+            await problem_response(problem)(scope, receive, send)

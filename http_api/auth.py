@@ -1,0 +1,113 @@
+"""Who is calling: HTTP Basic with the `[[users]]` of the OPC UA side, or a bearer
+token of `[[api_tokens]]`; the same four roles. Anonymous callers may read only where
+the config allows it (`[api] anonymous = "read"`).
+
+A refusal (401 without or with wrong credentials, 403 for a missing role) is audited
+like a denied OPC UA call, at most `AUDITS_PER_MINUTE` per caller and reason so that
+a flood of bad requests cannot flood the audit trail (the rest are counted in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from inventory_core.domain.api_tokens import ApiToken
+from inventory_core.domain.model import AuditEvent
+from inventory_core.domain.users import Role, User
+from inventory_core.log import get_logger
+
+__all__ = ["ANONYMOUS", "ApiAuth", "Principal"]
+
+log = get_logger(__name__)
+
+AUDITS_PER_MINUTE: Final = 10
+ANONYMOUS: Final = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller (or the anonymous reader): the name the audit trail keeps."""
+
+    name: str
+    role: Role
+    via: str  # "basic", "token" or "anonymous"
+
+
+class Unauthenticated(Exception):
+    """No usable credentials (401)."""
+
+
+class ApiAuth:
+    """Checks credentials; `record` writes the audit event of a refusal."""
+
+    def __init__(
+        self,
+        users: Sequence[User],
+        tokens: Sequence[ApiToken],
+        *,
+        anonymous_read: bool,
+        record: Callable[[AuditEvent], Awaitable[None]] | None = None,
+    ) -> None:
+        self._users = {u.name: u for u in users}
+        self._tokens = tuple(tokens)
+        self.anonymous_read = anonymous_read
+        self._record = record
+        self._audited: dict[tuple[str, str], tuple[float, int]] = {}
+
+    async def principal(self, authorization: str | None) -> Principal | None:
+        """The caller of a request with this Authorization header (None: anonymous);
+        Unauthenticated for credentials that are malformed or wrong."""
+        if not authorization:
+            return None
+        scheme, _, credentials = authorization.strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() == "bearer" and credentials:
+            for token in self._tokens:
+                if token.matches(credentials):
+                    return Principal(token.name, token.role, "token")
+            raise Unauthenticated("unknown API token")
+        if scheme.lower() == "basic" and credentials:
+            try:
+                name, colon, password = (
+                    base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+                )
+            except (binascii.Error, UnicodeDecodeError):
+                raise Unauthenticated("malformed Basic credentials") from None
+            user = self._users.get(name)
+            if not colon or user is None:
+                raise Unauthenticated("wrong user name or password")
+            if not await asyncio.to_thread(user.verify, password):  # scrypt: off the loop
+                raise Unauthenticated("wrong user name or password")
+            return Principal(user.name, user.role, "basic")
+        raise Unauthenticated("use Authorization: Bearer TOKEN or Basic")
+
+    async def denied(self, who: str, route: str, reason: str, status: int) -> None:
+        """Audit a refused request (rate-limited per caller and reason)."""
+        now = time.monotonic()
+        key = (who, reason)
+        start, count = self._audited.get(key, (now, 0))
+        if now - start >= 60:
+            start, count = now, 0
+        self._audited[key] = (start, count + 1)
+        if len(self._audited) > 10_000:  # many distinct callers: forget the old windows
+            self._audited = {k: v for k, v in self._audited.items() if now - v[0] < 60}
+        if count >= AUDITS_PER_MINUTE or self._record is None:
+            log.info("api_denied_not_audited", user=who, route=route, reason=reason)
+            return
+        log.warning("api_denied", user=who, route=route, reason=reason, status=status)
+        await self._record(
+            AuditEvent(
+                user=who[:128] or ANONYMOUS,
+                action="denied",
+                object_type="api_route",
+                object_id=route,
+                reason=reason,
+                details={"status": status},
+            )
+        )

@@ -1,0 +1,133 @@
+"""RFC 9457 problem details: every error the API answers is `application/problem+json`
+with `type`, `title`, `status`, `detail` and, where one field is at fault, `field`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from inventory_core.domain.errors import (
+    CapacityExceeded,
+    DisagreesWithGauge,
+    IdempotencyConflict,
+    InsufficientStock,
+    InventoryError,
+    LedgerUnavailable,
+    LotExpired,
+    LotNotReleased,
+    UnitHoldsOtherLot,
+    UnknownLot,
+    UnknownMaterial,
+    UnknownMovement,
+    UnknownStorageUnit,
+)
+from inventory_core.domain.text import shown
+
+__all__ = ["Problem", "install", "problem_response"]
+
+MEDIA_TYPE = "application/problem+json"
+DETAIL_MAX = 500
+
+# A ledger refusal's status: the request conflicts with the ledger's state (409), names
+# something that is not there (422: the body is wrong, not the URL), or is malformed.
+_CONFLICTS = (
+    IdempotencyConflict,
+    InsufficientStock,
+    LotNotReleased,
+    LotExpired,
+    CapacityExceeded,
+    UnitHoldsOtherLot,
+    DisagreesWithGauge,
+)
+_FIELDS = (
+    (UnknownStorageUnit, "unit"),
+    (UnknownLot, "lot"),
+    (UnknownMaterial, "material"),
+    (UnknownMovement, "id"),
+    (LotNotReleased, "lot"),
+    (LotExpired, "lot"),
+    (InsufficientStock, "quantity"),
+    (CapacityExceeded, "quantity"),
+    (IdempotencyConflict, "Idempotency-Key"),
+)
+
+
+class Problem(Exception):
+    """Raise to answer a problem: status, title, detail, the field at fault."""
+
+    def __init__(
+        self, status: int, title: str, detail: str = "", *, field: str | None = None,
+        kind: str = "about:blank", headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(detail or title)
+        self.status, self.title, self.detail, self.field = status, title, detail, field
+        self.kind, self.headers = kind, headers or {}
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem.kind,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": shown(problem.detail or problem.title, DETAIL_MAX),
+    }
+    if problem.field is not None:
+        body["field"] = problem.field
+    return JSONResponse(
+        body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers
+    )
+
+
+def from_ledger(exc: InventoryError) -> Problem:
+    """The problem a ledger refusal is: its class names the type, e.g.
+    `urn:invops:problem:insufficient-stock`."""
+    slug = re.sub(r"(?<!^)(?=[A-Z])", "-", type(exc).__name__).lower()
+    kind = f"urn:invops:problem:{slug}"
+    if isinstance(exc, LedgerUnavailable):
+        return Problem(503, "Ledger unavailable", str(exc), kind=kind,
+                       headers={"Retry-After": "5"})  # fmt: skip
+    status = 409 if isinstance(exc, _CONFLICTS) else 422
+    field = next((name for error, name in _FIELDS if isinstance(exc, error)), None)
+    title = re.sub(r"-", " ", slug).capitalize()
+    return Problem(status, title, str(exc), field=field, kind=kind)
+
+
+def _field_of(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: Any) -> None:
+    """Answer every error of `app` as problem details."""
+
+    async def on_problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        detail = f"{field}: {first.get('msg', 'invalid')}"
+        return problem_response(Problem(422, "Invalid request", detail, field=field))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        return problem_response(Problem(exc.status_code, title, str(exc.detail), headers=headers))
+
+    async def on_ledger(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InventoryError)
+        return problem_response(from_ledger(exc))
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(InventoryError, on_ledger)

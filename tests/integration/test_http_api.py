@@ -1,0 +1,216 @@
+"""The HTTP API over real HTTP (uvicorn on an ephemeral 127.0.0.1 port) against a real
+ledger on SQLite and PostgreSQL: reads, postings with Idempotency-Key, advices, auth,
+problem details, body caps, cursor pagination and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from http_api import ApiAuth, create_app
+from inventory_core import Ledger, open_ledger
+from inventory_core.domain.api_tokens import ApiToken, hash_token
+from inventory_core.domain.model import (
+    Booking,
+    LotHandling,
+    LotStatus,
+    MaterialDefinition,
+    MaterialId,
+    StorageKind,
+    StorageUnit,
+    StorageUnitId,
+)
+from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.users import Role, User
+from invops.http_server import HttpServer
+
+OIL = MaterialDefinition(MaterialId("OIL"), "Oil", "kg", Decimal("0.9"), LotStatus.RELEASED)
+UNITS = (
+    StorageUnit(StorageUnitId("DRUMS"), "P", "A", StorageKind.BIN, Decimal(10000), "kg", OIL.id,
+                lot_handling=LotHandling.FIFO, booking=Booking.MANUAL),
+    StorageUnit(StorageUnitId("TANK"), "P", "A", StorageKind.TANK, Decimal(50000), "kg", OIL.id,
+                lot_handling=LotHandling.MIXED, booking=Booking.MEASURED),
+)  # fmt: skip
+OPERATOR_TOKEN = "invops_operator-test-token"
+VIEWER_TOKEN = "invops_viewer-test-token"
+
+
+@dataclass
+class Api:
+    base: str
+    ledger: Ledger
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, token: str | None = OPERATOR_TOKEN,
+        headers: dict[str, str] | None = None, raw: bytes | None = None,
+    ) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+
+        def send() -> tuple[int, dict[str, str], Any]:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, dict(response.headers), json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                text = exc.read()
+                return exc.code, dict(exc.headers), json.loads(text) if text else None
+
+        return await asyncio.to_thread(send)
+
+
+@pytest.fixture
+async def api(ledger_url: str) -> AsyncIterator[Api]:
+    async with open_ledger(ledger_url, writer_id="api", migrate=True) as ledger:
+        await ledger.sync_master_data((OIL,), UNITS)
+        users = [User("erin", Role.ENGINEER, parse_password_hash(hash_password("s3cret-erin")))]
+        tokens = [
+            ApiToken("wms", Role.OPERATOR, hash_token(OPERATOR_TOKEN)),
+            ApiToken("bi", Role.VIEWER, hash_token(VIEWER_TOKEN)),
+        ]
+        auth = ApiAuth(users, tokens, anonymous_read=True, record=ledger.record_event)
+        app = create_app(ledger, auth, version="test", max_body_bytes=4096)
+        async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
+            yield Api(f"http://127.0.0.1:{server.port}/api/v1", ledger)
+
+
+RECEIPT = {"kind": "receipt", "material": "OIL", "lot": "L1", "quantity": 500, "uom": "kg",
+           "to_unit": "DRUMS", "ref": "DN-1"}  # fmt: skip
+
+
+async def test_a_receipt_posts_once_under_its_key_and_a_changed_body_conflicts(api: Api) -> None:
+    key = {"Idempotency-Key": "po-1"}
+    status, _, first = await api.call("POST", "/movements", RECEIPT, headers=key)
+    assert status == 201, first
+    movement = first["movement"]
+    assert (movement["kind"], movement["lot"], movement["quantity"]) == ("receipt", "L1", "500")
+    assert (movement["user"], movement["source"]) == ("wms", "api")
+    assert movement["details"]["ref"] == "DN-1"
+    status, _, again = await api.call("POST", "/movements", RECEIPT, headers=key)
+    assert status == 200 and again["replayed"] and again["movement"]["id"] == movement["id"]
+    status, headers, problem = await api.call(
+        "POST", "/movements", {**RECEIPT, "quantity": 501}, headers=key
+    )
+    assert status == 409 and headers["content-type"] == "application/problem+json"
+    assert problem["field"] == "Idempotency-Key" and problem["status"] == 409
+    assert len(await api.ledger.history()) == 1
+
+
+async def test_reads_balances_lots_units_and_movements_with_a_cursor(api: Api) -> None:
+    for n in range(3):
+        body = {**RECEIPT, "lot": f"L{n}", "quantity": 10 + n}
+        assert (await api.call("POST", "/movements", body))[0] == 201
+    status, _, balances = await api.call("GET", "/balances?unit=DRUMS", token=None)
+    assert status == 200  # anonymous reads are allowed here
+    assert {b["lot"]: b["quantity"] for b in balances["balances"]} == {
+        "L0": "10",
+        "L1": "11",
+        "L2": "12",
+    }
+    _, _, lot = await api.call("GET", "/lots/L1", token=VIEWER_TOKEN)
+    assert lot["units"] == [{"unit": "DRUMS", "lot": "L1", "quantity": "11", "uom": "kg"}]
+    assert (lot["parents"], lot["children"], lot["status"]) == ([], [], "released")
+    _, _, units = await api.call("GET", "/units")
+    drums = next(u for u in units["units"] if u["unit"] == "DRUMS")
+    assert drums["book"] == "33" and len(drums["lots"]) == 3 and drums["booking"] == "manual"
+    _, _, page = await api.call("GET", "/movements?limit=2")
+    assert [m["lot"] for m in page["movements"]] == ["L0", "L1"]
+    _, _, rest = await api.call("GET", f"/movements?since={page['next_cursor']}")
+    assert [m["lot"] for m in rest["movements"]] == ["L2"]
+    assert rest["next_cursor"] > page["next_cursor"]
+    status, _, missing = await api.call("GET", "/units/NOPE")
+    assert status == 404 and missing["field"] == "unit"
+
+
+async def test_a_receipt_into_a_measured_unit_is_an_advice(api: Api) -> None:
+    body = {**RECEIPT, "to_unit": "TANK", "lot": "T1"}
+    status, _, answer = await api.call("POST", "/movements", body, headers={"Idempotency-Key": "a"})
+    assert status == 202 and answer["advice"]["state"] == "open"
+    assert answer["advice"]["unit"] == "TANK" and answer["advice"]["expected"] == "500"
+    status, _, again = await api.call("POST", "/movements", body, headers={"Idempotency-Key": "a"})
+    assert status == 200 and again["advice"]["id"] == answer["advice"]["id"]
+    _, _, listed = await api.call("GET", "/advices?state=open")
+    assert [a["id"] for a in listed["advices"]] == [answer["advice"]["id"]]
+    assert await api.ledger.history() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({**RECEIPT, "quantity": "NaN"}, 422, "quantity"),
+        ({**RECEIPT, "quantity": -5}, 422, None),
+        ({**RECEIPT, "quantity": "lots"}, 422, "quantity"),
+        ({**RECEIPT, "to_unit": "TK-999"}, 422, "unit"),
+        ({**RECEIPT, "lot": "x" * 500}, 422, "lot"),
+        ({**RECEIPT, "colour": "red"}, 422, "colour"),
+        ({**RECEIPT, "kind": "teleport"}, 422, "kind"),
+        ({"kind": "issue", "material": "OIL", "lot": "NONE", "quantity": 1, "uom": "kg",
+          "from_unit": "DRUMS"}, 422, "lot"),
+        ({"kind": "issue", "material": "OIL", "quantity": 1, "uom": "kg",
+          "from_unit": "DRUMS"}, 409, None),  # nothing in stock to allocate
+    ],
+)  # fmt: skip
+async def test_bad_input_is_a_problem_and_posts_nothing(
+    api: Api, body: dict[str, Any], status: int, field: str | None
+) -> None:
+    got, headers, problem = await api.call("POST", "/movements", body)
+    assert got == status, problem
+    assert headers["content-type"] == "application/problem+json"
+    assert {"type", "title", "status", "detail"} <= set(problem) and problem["status"] == status
+    if field is not None:
+        assert problem["field"] == field, problem
+    assert await api.ledger.history() == []
+
+
+async def test_garbage_and_oversized_bodies_are_refused(api: Api) -> None:
+    status, _, problem = await api.call("POST", "/movements", raw=b"{not json")
+    assert status == 422 and problem["title"] == "Invalid request"
+    status, _, problem = await api.call("POST", "/movements", raw=b"[" + b"1," * 5000 + b"1]")
+    assert status == 413 and "4096 bytes" in problem["detail"]
+    assert await api.ledger.history() == []
+
+
+async def test_credentials_and_roles_are_checked_and_refusals_audited(api: Api) -> None:
+    status, headers, problem = await api.call("POST", "/movements", RECEIPT, token=None)
+    assert status == 401 and headers["www-authenticate"].startswith("Basic")
+    status, _, _ = await api.call("POST", "/movements", RECEIPT, token="invops_wrong")
+    assert status == 401
+    status, _, problem = await api.call("POST", "/movements", RECEIPT, token=VIEWER_TOKEN)
+    assert status == 403 and "lacks operator" in problem["detail"]
+    adjust = {"kind": "adjustment", "material": "OIL", "lot": "L1", "quantity": -1, "uom": "kg",
+              "to_unit": "DRUMS", "reason": "spill"}  # fmt: skip
+    status, _, _ = await api.call("POST", "/movements", adjust)  # an operator token
+    assert status == 403
+    basic = base64.b64encode(b"erin:s3cret-erin").decode()
+    status, _, posted = await api.call(
+        "POST", "/movements", RECEIPT, token=None, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert status == 201 and posted["movement"]["user"] == "erin"
+    wrong = base64.b64encode(b"erin:guess").decode()
+    status, _, _ = await api.call(
+        "POST", "/movements", RECEIPT, token=None, headers={"Authorization": f"Basic {wrong}"}
+    )
+    assert status == 401
+    assert (await api.ledger.verify()).ok
+
+
+async def test_the_openapi_document_is_3_1_and_lists_the_routes(api: Api) -> None:
+    status, _, doc = await api.call("GET", "/openapi.json", token=None)
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    assert {"/api/v1/units", "/api/v1/movements", "/api/v1/balances", "/api/v1/advices"} <= set(
+        doc["paths"]
+    )
+    assert "MovementIn" in doc["components"]["schemas"]
