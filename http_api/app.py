@@ -5,21 +5,36 @@ postings the role the OPC UA method of the same kind needs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from http_api.auth import ANONYMOUS, ApiAuth, Principal, Unauthenticated
 from http_api.docs import DOCS_HTML
 from http_api.problems import Problem, install, problem_response
-from http_api.schemas import MovementIn, posting_request
+from http_api.schemas import LotStatusIn, MovementIn, ReversalIn, posting_request
 from inventory_core import Ledger
 from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
-from inventory_core.domain.model import Balance, Lot, MovementKind
+from inventory_core.domain.model import (
+    Balance,
+    GenealogyLink,
+    Lot,
+    LotId,
+    LotStatus,
+    LotStatusRequest,
+    Movement,
+    MovementId,
+    MovementKind,
+    ReversalRequest,
+    Source,
+)
 from inventory_core.domain.posting import movement_document
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
@@ -29,6 +44,9 @@ __all__ = ["create_app"]
 
 API: Final = "/api/v1"
 PAGE_MAX: Final = 1000
+STREAM_POLL_S: Final = 1.0  # how often a stream looks for other writers' movements
+STREAM_KEEPALIVE_S: Final = 15.0  # a comment line keeps proxies from closing an idle stream
+Observer = Callable[[str, str, int, float], None]  # route, method, status, seconds
 # Kinds an operator may post; the others need an engineer (as the OPC UA methods).
 _ENGINEER_KINDS: Final = frozenset({MovementKind.ADJUSTMENT})
 _CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="invops"'}
@@ -41,9 +59,11 @@ def create_app(
     view: PlantView | None = None,
     version: str = "",
     max_body_bytes: int = 64 * 1024,
+    observe: Observer | None = None,
 ) -> ASGIApp:
     """The ASGI app: FastAPI routes under /api/v1, OpenAPI 3.1 at /api/v1/openapi.json,
-    docs at /api/docs (served from here: no CDN), bodies capped at `max_body_bytes`."""
+    docs at /api/docs (served from here: no CDN), bodies capped at `max_body_bytes`;
+    `observe` is told each request's route template, method, status and duration."""
     app = FastAPI(
         title="invops Level-4 API",
         version=version or "0",
@@ -84,6 +104,8 @@ def create_app(
 
     reader = Depends(caller(Role.VIEWER))
     writer = Depends(caller(Role.OPERATOR))
+    engineer = Depends(caller(Role.ENGINEER))
+    tail = _Tail(ledger)
     router = APIRouter(prefix=API)
 
     @router.get("/units", summary="Storage units, live: measured, book, discrepancy, lots")
@@ -152,6 +174,25 @@ def create_app(
             "next_cursor": page[-1].seq if page else since,
         }
 
+    @router.get("/movements/stream", summary="Movements as Server-Sent Events, resumable")
+    async def stream(
+        request: Request,
+        since: Annotated[int, Query(ge=0)] = 0,
+        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+        _: Principal = reader,
+    ) -> StreamingResponse:
+        """One `movement` event per movement (`id:` its cursor) from after `since`, or
+        after the `Last-Event-ID` a reconnecting client sends; never skips one."""
+        cursor = since
+        if last_event_id is not None:
+            if not last_event_id.strip().isdigit():
+                raise Problem(422, "Invalid request", "Last-Event-ID must be a cursor",
+                              field="Last-Event-ID")  # fmt: skip
+            cursor = int(last_event_id)
+        events = _events(ledger, tail, request, cursor)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})  # fmt: skip
+
     @router.get("/advices", summary="Advices of measured units, their matches and variances")
     async def advices(
         state: str | None = None, unit: str | None = None, _: Principal = reader
@@ -206,8 +247,144 @@ def create_app(
         }
         return JSONResponse(document, status_code=200 if result.replayed else 201)
 
+    @router.post("/movements/{movement_id}/reversal", status_code=201,
+                 summary="Reverse a movement (engineer)")  # fmt: skip
+    async def reverse(
+        movement_id: str,
+        body: ReversalIn,
+        principal: Principal = engineer,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> JSONResponse:
+        request = ReversalRequest(MovementId(movement_id), body.reason, principal.name,
+                                  Source.API, idempotency_key or None)  # fmt: skip
+        result = await ledger.reverse(request)
+        return await _posted(ledger, result.movement_id, replayed=result.replayed)
+
+    @router.post("/lots/{lot}/status", status_code=201, summary="Change a lot's status (engineer)")
+    async def lot_status(
+        lot: str,
+        body: LotStatusIn,
+        principal: Principal = engineer,
+        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> JSONResponse:
+        request = LotStatusRequest(LotId(lot), LotStatus(body.status), body.reason,
+                                   principal.name, Source.API, idempotency_key or None)  # fmt: skip
+        result = await ledger.set_lot_status(request)
+        return await _posted(ledger, result.movement_id, replayed=result.replayed)
+
+    @router.get("/lots/{lot}/genealogy", summary="Where a lot went, or came from, with quantities")
+    async def genealogy(
+        lot: str,
+        direction: Literal["forward", "backward"] = "backward",
+        _: Principal = reader,
+    ) -> dict[str, Any]:
+        if not await ledger.lots(lot):
+            raise Problem(404, "Not found", f"lot {lot} does not exist", field="lot")
+        links = await ledger.trace(lot, forward=direction == "forward")
+        checks = await ledger.mass_balance(links)
+        return {
+            "lot": lot,
+            "direction": direction,
+            "links": [_link(k) for k in links],
+            "mass_balance": [
+                {"movement_id": c.movement_id, "lot": c.lot, "inputs": _decimal(c.inputs),
+                 "output": format_decimal(c.output), "conserved": c.conserved}
+                for c in checks
+            ],
+        }  # fmt: skip
+
     app.include_router(router)
-    return _BodyLimit(app, max_body_bytes)
+    observed: ASGIApp = app if observe is None else _Observed(app, observe)
+    return _BodyLimit(observed, max_body_bytes)
+
+
+async def _posted(ledger: Ledger, movement_id: str, *, replayed: bool) -> JSONResponse:
+    movement = await ledger.movement(movement_id)
+    document = {"replayed": replayed, "movement": _movement(movement)}
+    return JSONResponse(document, status_code=200 if replayed else 201)
+
+
+def _movement(m: Movement) -> dict[str, Any]:
+    return {"cursor": m.seq, **movement_document(m)}
+
+
+def _link(k: GenealogyLink) -> dict[str, Any]:
+    return {"parent": k.parent, "child": k.child, "movement_id": k.movement_id,
+            "depth": k.depth, "quantity": _decimal(k.quantity)}  # fmt: skip
+
+
+class _Tail:
+    """Wakes the streams when this process posts a movement (one ledger subscription
+    for all of them); other writers' movements are found by polling."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._waiting: set[asyncio.Event] = set()
+        ledger.subscribe(self._posted)
+
+    def _posted(self, _: Movement) -> None:
+        for event in self._waiting:
+            event.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Until this process posts a movement, or `seconds` passed."""
+        event = asyncio.Event()
+        self._waiting.add(event)
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting.discard(event)
+
+
+async def _events(ledger: Ledger, tail: _Tail, request: Request, cursor: int) -> AsyncIterator[str]:
+    """The event stream: every settled movement after `cursor`, in commit order (the
+    export rule: a movement committed late is not skipped), then new ones as they come."""
+    quiet_since = time.monotonic()
+    yield "retry: 2000\n\n"
+    while not await request.is_disconnected():
+        page = await ledger.export(after_seq=cursor, limit=PAGE_MAX)
+        for m in page:
+            data = json.dumps(_movement(m), separators=(",", ":"))
+            yield f"id: {m.seq}\nevent: movement\ndata: {data}\n\n"
+            cursor = m.seq
+        if page:
+            quiet_since = time.monotonic()
+            continue
+        if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_S:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await tail.wait(STREAM_POLL_S)
+
+
+class _Observed:
+    """Tells `observe` each HTTP request's route template (bounded label values),
+    method, status and duration."""
+
+    def __init__(self, app: ASGIApp, observe: Observer) -> None:
+        self.app, self.observe = app, observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.observe(path, str(scope.get("method", "")), status,
+                         time.perf_counter() - started)  # fmt: skip
 
 
 async def _units(

@@ -18,7 +18,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 
-__all__ = ["ConsumedIn", "MovementIn", "posting_request"]
+__all__ = ["ConsumedIn", "LotStatusIn", "MovementIn", "ReversalIn", "posting_request"]
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 Quantity = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=30, decimal_places=6)]
@@ -52,6 +52,23 @@ class MovementIn(BaseModel):
     reason: Annotated[str, Field(max_length=500)] = ""
     ref: Annotated[str, Field(max_length=200)] = ""
     consumed: Annotated[list[ConsumedIn], Field(max_length=256)] = []
+
+
+class ReversalIn(BaseModel):
+    """Why the movement is reversed (kept in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class LotStatusIn(BaseModel):
+    """A lot's new status and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["quarantine", "released", "hold", "rejected", "expired"]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 def posting_request(body: MovementIn, user: str, key: str | None) -> PostingRequest:

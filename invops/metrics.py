@@ -225,6 +225,19 @@ class Metrics:
             buckets=COMMIT_BUCKETS,
             registry=registry,
         )
+        self.api_requests = Counter(
+            "invops_api_requests_total",
+            "HTTP API requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.api_seconds = Histogram(
+            "invops_api_request_seconds",
+            "HTTP API request duration by route template, in seconds (a stream: until it ends).",
+            ["route"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
         self.poll_seconds = Histogram(
             "invops_plc_poll_seconds",
             "Duration of one PLC poll attempt (connect and/or read), good or failed, in seconds.",
@@ -327,6 +340,11 @@ class Metrics:
         variance = advice.variance
         if variance is not None and advice.expected:
             self.advice_variance.observe(float(abs(variance) / advice.expected))
+
+    def api_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """`http_api.create_app(observe=...)`: one finished HTTP API request."""
+        self.api_requests.labels(route=route, method=method, status=str(status)).inc()
+        self.api_seconds.labels(route=route).observe(max(0.0, seconds))
 
     def posting_committed(self, batch_size: int, seconds: float) -> None:
         """`open_ledger(on_commit=...)`: one group commit of `batch_size` writes (postings,

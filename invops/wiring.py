@@ -160,7 +160,7 @@ async def assemble(
         measurements, tags, plc_tags=plc_tags, buffer=buffer, ledger_state=board.set_ledger
     )
     opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics)
-    api = await _api_server(config, stack, overrides, ledger, view)
+    api = await _api_server(config, stack, overrides, ledger, view, metrics)
     sink = MetricsSink(PlantFeed(bridge, view, tags, plc_tags), metrics, health=board)
     offsets = start_offsets(settings)
     pollers = tuple(
@@ -182,6 +182,7 @@ async def _api_server(
     overrides: Overrides,
     ledger: Ledger,
     view: PlantView,
+    metrics: Metrics,
 ) -> HttpServer | None:
     """The HTTP API on `[api] listen` (its own listener and limits: a flood there never
     takes the metrics endpoint's connections), or None without an `[api]` table."""
@@ -195,8 +196,9 @@ async def _api_server(
         record=ledger.record_event,
     )
     app = create_app(
-        ledger, auth, view=view, version=__version__, max_body_bytes=api.max_body_bytes
-    )
+        ledger, auth, view=view, version=__version__, max_body_bytes=api.max_body_bytes,
+        observe=metrics.api_request,
+    )  # fmt: skip
     port = api.port if overrides.api_port is None else overrides.api_port
     server = HttpServer(app, api.host, port, name="api", limits=http_limits(api))
     return await stack.enter_async_context(server)

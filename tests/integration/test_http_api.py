@@ -214,3 +214,103 @@ async def test_the_openapi_document_is_3_1_and_lists_the_routes(api: Api) -> Non
         doc["paths"]
     )
     assert "MovementIn" in doc["components"]["schemas"]
+
+
+def read_events(
+    url: str, count: int, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The first `count` SSE events of a stream (id, event, data as JSON)."""
+    request = urllib.request.Request(url, headers=headers or {})
+    events: list[dict[str, Any]] = []
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        current: dict[str, Any] = {}
+        while len(events) < count:
+            line = response.readline().decode().rstrip("\n")
+            if not line:
+                if "data" in current:
+                    events.append(current)
+                current = {}
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line.removeprefix("data: "))
+            elif line.startswith(("id: ", "event: ")):
+                name, _, value = line.partition(": ")
+                current[name] = value
+    return events
+
+
+async def test_the_movement_stream_delivers_each_movement_and_resumes_after_a_reconnect(
+    api: Api,
+) -> None:
+    for n in range(2):
+        assert (await api.call("POST", "/movements", {**RECEIPT, "lot": f"S{n}"}))[0] == 201
+    live = asyncio.create_task(asyncio.to_thread(read_events, f"{api.base}/movements/stream", 3))
+    await asyncio.sleep(0.5)
+    assert (await api.call("POST", "/movements", {**RECEIPT, "lot": "S2"}))[0] == 201
+    events = await asyncio.wait_for(live, 15)
+    assert [e["data"]["lot"] for e in events] == ["S0", "S1", "S2"]
+    assert {e["event"] for e in events} == {"movement"}
+    assert [int(e["id"]) for e in events] == [e["data"]["cursor"] for e in events]
+    resumed = await asyncio.to_thread(
+        read_events, f"{api.base}/movements/stream", 2, {"Last-Event-ID": events[0]["id"]}
+    )
+    assert [e["data"]["lot"] for e in resumed] == ["S1", "S2"]  # nothing missed, nothing twice
+
+
+async def test_reversal_lot_status_and_genealogy(api: Api) -> None:
+    _, _, posted = await api.call("POST", "/movements", RECEIPT)
+    movement_id = posted["movement"]["id"]
+    status, _, problem = await api.call(
+        "POST", f"/movements/{movement_id}/reversal", {"reason": "wrong drum"}
+    )
+    assert status == 403  # an operator token: reversals need an engineer
+    basic = {"Authorization": "Basic " + base64.b64encode(b"erin:s3cret-erin").decode()}
+    status, _, reversed_ = await api.call(
+        "POST", f"/movements/{movement_id}/reversal", {"reason": "wrong drum"}, token=None,
+        headers={**basic, "Idempotency-Key": "rev-1"},
+    )  # fmt: skip
+    assert status == 201 and reversed_["movement"]["reverses"] == movement_id
+    status, _, again = await api.call(
+        "POST", f"/movements/{movement_id}/reversal", {"reason": "wrong drum"}, token=None,
+        headers={**basic, "Idempotency-Key": "rev-1"},
+    )  # fmt: skip
+    assert status == 200 and again["movement"]["id"] == reversed_["movement"]["id"]
+    status, _, held = await api.call(
+        "POST", "/lots/L1/status", {"status": "hold", "reason": "lab"}, token=None, headers=basic
+    )
+    assert status == 201 and held["movement"]["kind"] == "lot-status"
+    _, _, lot = await api.call("GET", "/lots/L1")
+    assert lot["status"] == "hold"
+    status, _, problem = await api.call(
+        "POST", "/lots/L1/status", {"status": "lost", "reason": "?"}, token=None, headers=basic
+    )
+    assert status == 422 and problem["field"] == "status"
+    await api.call("POST", "/movements", {**RECEIPT, "lot": "IN-1", "quantity": 100})
+    production = {"kind": "production", "material": "OIL", "lot": "OUT-1", "quantity": 60,
+                  "uom": "kg", "to_unit": "DRUMS",
+                  "consumed": [{"lot": "IN-1", "quantity": 60, "unit": "DRUMS"}]}  # fmt: skip
+    status, _, produced = await api.call("POST", "/movements", production)
+    assert status == 201 and len(produced["parts"]) == 1  # the draw of IN-1
+    _, _, trace = await api.call("GET", "/lots/OUT-1/genealogy?direction=backward")
+    assert [(k["parent"], k["quantity"]) for k in trace["links"]] == [("IN-1", "60")]
+    assert trace["mass_balance"][0]["conserved"] is True
+    _, _, lot_in = await api.call("GET", "/lots/IN-1")
+    assert lot_in["children"] == ["OUT-1"] and lot_in["units"][0]["quantity"] == "40"
+
+
+async def test_every_request_is_observed_by_route_template(ledger_url: str) -> None:
+    seen: list[tuple[str, str, int]] = []
+    async with open_ledger(ledger_url, writer_id="api-m", migrate=True) as ledger:
+        await ledger.sync_master_data((OIL,), UNITS)
+        auth = ApiAuth([], [], anonymous_read=True)
+        app = create_app(ledger, auth, observe=lambda r, m, s, _: seen.append((r, m, s)))
+        async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
+            api = Api(f"http://127.0.0.1:{server.port}/api/v1", ledger)
+            await api.call("GET", "/lots/NOPE", token=None)
+            await api.call("GET", "/no/such/route", token=None)
+            await api.call("POST", "/movements", RECEIPT, token=None)
+    assert seen == [
+        ("/api/v1/lots/{lot}", "GET", 404),
+        ("unmatched", "GET", 404),
+        ("/api/v1/movements", "POST", 401),
+    ]
