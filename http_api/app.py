@@ -239,10 +239,12 @@ def create_app(
             status = 200 if result.replayed else 202
             return JSONResponse({"replayed": result.replayed, "advice": advice_document(advice)},
                                 status_code=status)  # fmt: skip
-        movement = await ledger.movement(result.movement_id)
+        # The posting's own record (no second read): a movement's cursor comes with the
+        # reads and the stream, which order movements by it.
+        movement = result.movement or await ledger.movement(result.movement_id)
         document: dict[str, Any] = {
             "replayed": result.replayed,
-            "movement": {"cursor": movement.seq, **movement_document(movement)},
+            "movement": movement_document(movement),
             "parts": list(result.parts),
         }
         return JSONResponse(document, status_code=200 if result.replayed else 201)
