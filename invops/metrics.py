@@ -194,7 +194,7 @@ class Metrics:
         self.postings = Counter(
             "invops_ledger_postings_total",
             "Ledger movements posted by this instance and durable, by movement kind and "
-            "by source (manual, cli, opcua, plc, system).",
+            "by source (manual, cli, opcua, plc, system, erp, api).",
             ["kind", "source"],
             registry=registry,
         )
