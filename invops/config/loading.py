@@ -36,6 +36,7 @@ ENV_OVERRIDES: Final[Mapping[str, tuple[str, str]]] = {
     "INVOPS_LEDGER_URL": ("ledger", "url"),
     "INVOPS_OPCUA_ENDPOINT": ("opcua", "endpoint"),
     "INVOPS_METRICS_LISTEN": ("metrics", "listen"),
+    "INVOPS_API_LISTEN": ("api", "listen"),  # also turns the API on where [api] is absent
 }
 
 

@@ -50,6 +50,7 @@ class Service:
                 # port 0: the kernel picks; the start line names the ports bound
                 "INVOPS_OPCUA_ENDPOINT": "opc.tcp://127.0.0.1:0/invops",
                 "INVOPS_METRICS_LISTEN": "127.0.0.1:0",
+                "INVOPS_API_LISTEN": "127.0.0.1:0",
             },
         )
         self.process = subprocess.Popen(

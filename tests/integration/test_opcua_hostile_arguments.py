@@ -42,6 +42,7 @@ CREATE TRIGGER refuse_poison BEFORE INSERT ON movements WHEN NEW.reason = 'poiso
 BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;
 """
 OPTIONAL = {"IdempotencyKey", "Reason", "Comment"}
+DRAWS = {"PostIssue", "PostTransfer", "PostScrap"}  # an empty LotID: the unit picks the lots
 CAP = 400  # no diagnostic or log line about a call grows with what the caller sent
 
 
@@ -89,11 +90,12 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
 
 
 def good_arguments(method: MethodDef) -> list[ua.Variant]:
-    """Well-shaped arguments (their values may still be refused by the ledger)."""
+    """Well-shaped arguments (their values may still be refused by the ledger); the
+    arrays of PostProduction one element each, so that their lengths agree."""
     return [
-        ua.Variant(1.0, ua.VariantType.Double)
+        ua.Variant([1.0] if a.array else 1.0, ua.VariantType.Double)
         if a.data_type == "Double"
-        else ua.Variant("X", ua.VariantType.String)
+        else ua.Variant(["X"] if a.array else "X", ua.VariantType.String)
         for a in method.inputs
     ]
 
@@ -130,12 +132,38 @@ STRING_SHAPES: dict[str, ua.Variant] = {
 }
 
 
+# Wrong shapes for an array argument (an empty or null array is a legal one: no inputs).
+_SCALAR_SHAPES = ("Int32[]", "ExtensionObject", "LocalizedText", "ByteString", "NodeId",
+                  "Boolean", "Guid", "DateTime")  # fmt: skip
+DOUBLE_ARRAY_SHAPES: dict[str, ua.Variant] = {
+    **{k: v for k, v in COMMON_SHAPES.items() if k != "Int32[]"},  # Int32[] is numeric
+    "Double": ua.Variant(1.0, ua.VariantType.Double),
+    "String[]": ua.Variant(["1"], ua.VariantType.String),
+    "Double matrix": ua.Variant([[1.0, 2.0], [3.0, 4.0]], ua.VariantType.Double),
+}
+STRING_ARRAY_SHAPES: dict[str, ua.Variant] = {
+    **{k: COMMON_SHAPES[k] for k in _SCALAR_SHAPES},
+    "String": ua.Variant("X", ua.VariantType.String),
+    "Double[]": ua.Variant([1.0], ua.VariantType.Double),
+    "String matrix": ua.Variant([["a"], ["b"]], ua.VariantType.String),
+}
+
+
 def shape_cases() -> list[Any]:
     cases = []
     for method in METHODS:
         for index, argument in enumerate(method.inputs):
+            if argument.array:
+                shapes = (
+                    DOUBLE_ARRAY_SHAPES if argument.data_type == "Double" else STRING_ARRAY_SHAPES
+                )
+                for shape, variant in shapes.items():
+                    case = f"{method.browse_name}-{argument.name}-{shape}"
+                    cases.append(pytest.param(method, index, variant, id=case))
+                continue
             shapes = DOUBLE_SHAPES if argument.data_type == "Double" else dict(STRING_SHAPES)
-            if argument.data_type == "String" and argument.name not in OPTIONAL:
+            draw_lot = argument.name == "LotID" and method.browse_name in DRAWS
+            if argument.data_type == "String" and argument.name not in OPTIONAL and not draw_lot:
                 # A null String (or Variant) is the empty string: it leaves an optional
                 # argument out and is "missing" for a required one.
                 shapes |= {
