@@ -79,8 +79,10 @@ def allocate(
 
 def _proportional(stocked: Sequence[LotShare], quantity: Decimal) -> list[tuple[LotId, Decimal]]:
     """Each lot's share of `quantity`, rounded down to QUANTUM; the rounding remainder
-    (under one QUANTUM per lot) goes to the largest lot (the oldest of equals), so the
-    parts sum to `quantity` exactly."""
+    (under one QUANTUM per lot) goes to the largest lots first (the oldest of equals),
+    each taking no more than its stock leaves, so the parts sum to `quantity` exactly
+    and no lot is overdrawn by a draw within the stock (an overdraw's excess goes to
+    the largest lot)."""
     total = sum((s.quantity for s in stocked), Decimal(0))
     ordered = sorted(stocked, key=lambda s: (s.entered, s.lot))
     parts = [
@@ -88,10 +90,15 @@ def _proportional(stocked: Sequence[LotShare], quantity: Decimal) -> list[tuple[
         for s in ordered
     ]
     remainder = quantity - sum((q for _, q in parts), Decimal(0))
-    if remainder:
-        largest = max(range(len(ordered)), key=lambda i: (ordered[i].quantity, -i))
-        lot, share = parts[largest]
-        parts[largest] = (lot, share + remainder)
+    by_size = sorted(range(len(ordered)), key=lambda i: (-ordered[i].quantity, i))
+    for i in by_size:
+        lot, share = parts[i]
+        take = min(remainder, max(Decimal(0), ordered[i].quantity - share))
+        parts[i] = (lot, share + take)
+        remainder -= take
+    if remainder > 0:  # more than the stock (a PLC-measured overdraw)
+        lot, share = parts[by_size[0]]
+        parts[by_size[0]] = (lot, share + remainder)
     return [(lot, q) for lot, q in parts if q > 0]
 
 

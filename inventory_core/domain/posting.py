@@ -321,6 +321,7 @@ class Planner:
             if measured:
                 return self._advise(req, material, quantity, measured, digest)
         advice = None
+        gauge_unit = req.unit  # a PLC request's own unit, whatever its match books
         if req.source is Source.PLC and req.lot is None:
             req, advice = self._advised(req)
         book = _Book(self.state)
@@ -332,7 +333,8 @@ class Planner:
         if advice is not None:
             result = replace(result, advice=self._matched(advice, quantity, flow_stopped=stopped))
         if stopped:
-            self._close_at_rest(req, advice)
+            assert gauge_unit is not None
+            self._close_at_rest(gauge_unit, advice)
         return result
 
     # -- advices: manual changes of measured units -----------------------------
@@ -363,6 +365,15 @@ class Planner:
             if req.from_unit is not None and req.from_unit != unit_id:  # a manual source
                 legs = movement_legs(req.from_unit, None, req.lot, quantity)
                 self._check_stock(legs, material, str(req.kind))
+        elif req.from_unit is not None and req.from_unit != unit_id:  # lots it picks
+            shares = _Book(self.state).shares(req.from_unit)
+            stock = sum((s.quantity for s in shares if s.quantity > 0), Decimal(0))
+            if quantity > stock:
+                raise InsufficientStock(
+                    f"{req.kind} of {format_decimal(quantity)} {material.base_uom} from "
+                    f"{req.from_unit} exceeds its book of {format_decimal(stock)} "
+                    f"{material.base_uom}"
+                )
         self._consumption(req, _Book(self.state))  # checked now, booked with the first match
         if len(measured) == 1:
             advice = self._record_advice(req, material, quantity, unit_id, direction, digest)
@@ -480,11 +491,9 @@ class Planner:
         self._audit_advice("match", advice, updated, SYSTEM_USER, why)
         return updated
 
-    def _close_at_rest(self, req: PostingRequest, booked: Advice | None) -> None:
-        """The gauge of `req`'s unit came to rest: every other open advice there that has
+    def _close_at_rest(self, unit_id: StorageUnitId, booked: Advice | None) -> None:
+        """The gauge of `unit_id` came to rest: every other open advice there that has
         booked something is done (its flow stopped), whatever this last step's direction."""
-        unit_id = req.unit
-        assert unit_id is not None
         for advice in list(self.state.advices.get(unit_id, ())):
             other = booked is None or advice.id != booked.id
             if advice.state is AdviceState.OPEN and advice.matches and other:
@@ -610,9 +619,10 @@ class Planner:
             material = self._material(lot.material)
             if unit_id is None or self._unit(unit_id, material.id).booking is Booking.MEASURED:
                 continue
-            self._check_issuable(lot)
             legs = movement_legs(unit_id, None, lot_id, quantity)
-            self._check_stock(legs, material, "consumption", book)
+            if req.source is not Source.PLC:  # a matched advice's were checked when advised
+                self._check_issuable(lot)
+                self._check_stock(legs, material, "consumption", book)
             book.add(legs)
             details: dict[str, object] = {"consumed_by": req.lot}
             part = _Part(

@@ -27,9 +27,10 @@ B, replays, key reuses and refused requests. After every step:
    movement is of its kind, lot and units; a settled gauge step leaves no advice of its
    unit half booked; linked advices of a tank->tank transfer point at each other.
 
-Quantities are whole kg (finer ones hit the mixed rounding bug below). Four planner bugs
-are pinned by strict xfail tests at the end, and the property steps around them where
-marked "planner bug".
+Quantities are whole kg. The four planner bugs this test found (a mixed split overdrawing
+a lot by its rounding remainder, a lot-less transfer advised from empty drums, a settled
+fall into the drums closing nothing, an advised production's consumption re-checked at
+its gauge step) are fixed; the examples at the end keep them fixed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import pytest
 from hypothesis import Phase, event, given, settings
 from hypothesis import strategies as st
 
-from inventory_core.domain.advices import AdviceDirection, AdviceState, open_advice
+from inventory_core.domain.advices import AdviceDirection, AdviceState
 from inventory_core.domain.errors import (
     IdempotencyConflict,
     InsufficientStock,
@@ -274,8 +275,6 @@ def run_step(plant: Plant, step: Step) -> None:
 
     if step.op in ("rise", "fall"):
         delta = qty if step.op == "rise" else -qty
-        if delta > 0 and consumes_missing_drums(plant, tank):
-            return  # planner bug: see test_the_rise_of_an_advised_production_is_booked_...
         shares_before = lots_of(state, tank)
         result = plant.post(plant.gauge(tank, delta, step.flag))
         assert result is not None, "a gauge change is never refused"
@@ -294,10 +293,7 @@ def run_step(plant: Plant, step: Step) -> None:
                 assert not any(lots_of(state, tank).values())
             else:
                 assert not closed
-        # planner bug: a fall booked as a transfer into D closes nothing else at rest
-        # (test_a_settled_fall_into_the_drums_closes_the_tanks_other_advices)
-        into_d = result.advice is not None and result.advice.other_unit == D and delta < 0
-        if step.flag and not into_d:  # the gauge came to rest: nothing stays half booked
+        if step.flag:  # the gauge came to rest: nothing stays half booked
             half = [
                 a for a in state.advices.get(tank, []) if a.state is AdviceState.OPEN and a.matches
             ]
@@ -320,8 +316,6 @@ def run_step(plant: Plant, step: Step) -> None:
         booked_at_once = True
     elif step.op == "D->tank":
         lot = pick(positive_lots(state, D)) if step.flag else None
-        if lot is None and D not in state.current_lots:
-            return  # planner bug: see test_a_lotless_transfer_from_never_stocked_drums_...
         request = plant.manual(MovementKind.TRANSFER, lot, qty, from_unit=D, to_unit=tank)
     elif step.op == "tank->D":
         lot = pick(positive_lots(state, tank)) if step.flag else None
@@ -374,22 +368,6 @@ def run_step(plant: Plant, step: Step) -> None:
         assert added == (2 if step.op == "tank->tank" else 1)
 
 
-def consumes_missing_drums(plant: Plant, tank: StorageUnitId) -> bool:
-    """Would the tank's next rise book an advised production whose consumption from D
-    is no longer in D (the planner then refuses the gauge change)?"""
-    state = plant.state
-    advice = open_advice(state.advices.get(tank, []), AdviceDirection.IN, NOW)
-    if advice is None or advice.kind is not MovementKind.PRODUCTION or advice.matches:
-        return False
-    need: dict[LotId, Decimal] = {}
-    for lot, q, unit in zip(
-        advice.consumed_lots, advice.consumed_quantities, advice.consumed_units, strict=True
-    ):
-        if unit == D:
-            need[lot] = need.get(lot, ZERO) + q
-    return any(state.balances.get((D, lot), ZERO) < q for lot, q in need.items())
-
-
 def refused_as_expected(
     plant: Plant, step: Step, request: PostingRequest, d_before: dict[str, Decimal]
 ) -> None:
@@ -398,8 +376,8 @@ def refused_as_expected(
     if step.op == "recv-D":
         assert sum(d_before.values(), ZERO) + request.quantity > D_LIMIT
     elif step.op == "issue-D" or step.op == "D->tank":
-        if request.lot is None:
-            assert step.op == "issue-D" and request.quantity > stock
+        if request.lot is None:  # a draw the lot handling allocates: beyond D's stock
+            assert request.quantity > stock
         else:
             assert request.quantity > d_before.get(request.lot, ZERO)
     elif step.op in ("produce", "produce-tank"):
@@ -674,11 +652,6 @@ def _mixed_drums(draw: str) -> tuple[Planner, PostingRequest]:
     return planner, issue
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: a mixed draw just below the stock gives the largest lot its "
-    "rounding remainder on top of all its stock (see the report)",
-)
 def test_mixed_draw_just_below_stock_keeps_every_lot_covered() -> None:
     """README: "a lot goes negative only when the unit does"; a manual draw within the
     book is not refused. Three lots of 1 kg, a draw of 2.999999 kg: each share rounds down
@@ -693,12 +666,6 @@ def test_mixed_draw_just_below_stock_keeps_every_lot_covered() -> None:
         raise AssertionError(f"a draw within the book was refused: {exc}") from None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InventoryError,
-    reason="planner bug: the gauge change that matches a lot-less transfer from a manual "
-    "unit that never held stock is refused (UnknownLot D-OPEN), so it is not booked",
-)
 def test_a_lotless_transfer_from_never_stocked_drums_still_books_the_gauge() -> None:
     """A transfer D->A without a lot is advised without any check of D (a booked-at-once
     draw without lot from an empty unit is InsufficientStock); when A's gauge rises, the
@@ -707,19 +674,17 @@ def test_a_lotless_transfer_from_never_stocked_drums_still_books_the_gauge() -> 
     nothing. Either the advice should be refused, or the gauge change booked."""
     plant = Plant(LotHandling.FIFO, LotHandling.FIFO, ZERO)
     plant.open(A, 0)
-    advice = plant.manual(MovementKind.TRANSFER, None, 100, from_unit=D, to_unit=A)
-    assert plant.post(advice) is not None  # accepted as an advice
+    advice = validate_posting(
+        plant.manual(MovementKind.TRANSFER, None, 100, from_unit=D, to_unit=A)
+    )
+    with pytest.raises(InsufficientStock, match="exceeds its book of 0 kg"):
+        plant.planner.post(advice, payload_hash(advice))  # refused, as a draw would be
     rise = validate_posting(plant.gauge(A, 100, True))
-    plant.planner.post(rise, payload_hash(rise))  # raises UnknownLot: lot D-OPEN ...
+    plant.planner.post(rise, payload_hash(rise))  # unadvised: booked to A's own lot
     plant.physical[A] += 100
     check_ledger(plant)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: _close_at_rest looks at the matched request's unit (target "
-    "first), which for a tank's fall booked as a transfer into D is D, not the tank",
-)
 def test_a_settled_fall_into_the_drums_closes_the_tanks_other_advices() -> None:
     """README: an advice closes with the first movement of the unit booked after the
     signal came to rest, whichever way that last step went. A truck of R1 unloads into A
@@ -736,12 +701,6 @@ def test_a_settled_fall_into_the_drums_closes_the_tanks_other_advices() -> None:
     assert not half, half  # fails: the receipt of R1 is still open
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InsufficientStock,
-    reason="planner bug: the first gauge step of an advised production re-checks its "
-    "consumption from a manual unit (stock, lot status) and refuses the gauge change",
-)
 def test_the_rise_of_an_advised_production_is_booked_when_its_drums_are_gone() -> None:
     """A production into A consuming 100 kg of DR from D is advised (D's stock checked:
     fine); the drums are then issued by hand; A's gauge rises and the match books the

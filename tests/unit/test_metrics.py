@@ -158,6 +158,7 @@ def test_every_invops_metric_has_help_and_the_prefix(
     }
     assert counters == {
         "invops_ledger_postings_total",
+        "invops_api_requests_total",
         "invops_ledger_advices_total",
         "invops_plc_errors_total",
         "invops_opcua_login_failures_total",
