@@ -25,7 +25,6 @@ from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
 from inventory_core.domain.model import (
     Balance,
     GenealogyLink,
-    Lot,
     LotId,
     LotStatus,
     LotStatusRequest,
@@ -35,7 +34,7 @@ from inventory_core.domain.model import (
     ReversalRequest,
     Source,
 )
-from inventory_core.domain.posting import movement_document
+from inventory_core.domain.posting import lot_document, movement_document
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
 from inventory_core.plant_view import PlantView, UnitState
@@ -136,7 +135,7 @@ def create_app(
             if (status is None or lot.status == status)
             and (material is None or lot.material == material)
         ]
-        return {"lots": [_lot(lot) for lot in found]}
+        return {"lots": [lot_document(lot) for lot in found]}
 
     @router.get("/lots/{lot}", summary="One lot: status, quantity per unit, parents, children")
     async def lot(lot: str, _: Principal = reader) -> dict[str, Any]:
@@ -149,7 +148,7 @@ def create_app(
                     if link.parent == lot}  # fmt: skip
         held = [b for b in await ledger.balances(lot=lot) if b.quantity]
         return {
-            **_lot(found[0]),
+            **lot_document(found[0]),
             "units": [_held(b) for b in held],
             "parents": sorted(parents),
             "children": sorted(children),
@@ -448,16 +447,6 @@ def _held(b: Balance) -> dict[str, Any]:
 def _balance(b: Balance) -> dict[str, Any]:
     return {"unit": b.unit, "lot": b.lot, "material": b.material,
             "quantity": format_decimal(b.quantity), "uom": b.uom}  # fmt: skip
-
-
-def _lot(lot: Lot) -> dict[str, Any]:
-    return {
-        "lot": lot.id,
-        "material": lot.material,
-        "status": str(lot.status),
-        "created_at": lot.created_at,
-        "expiry": lot.expiry.isoformat() if lot.expiry else None,
-    }
 
 
 def _decimal(value: Decimal | None) -> str | None:
