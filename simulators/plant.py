@@ -58,6 +58,7 @@ __all__ = [
     "LOW_STOP",
     "MAX_FLOW_L_PER_S",
     "STATE_FORMAT",
+    "TRUCK_GAP_S",
     "Activity",
     "Operation",
     "PlantModel",
@@ -81,6 +82,10 @@ MAX_FLOW_L_PER_S: Final = 400.0  # cap for every flow (solids without density: k
 NOISE: Final = 0.0002  # reading noise: standard deviation as a fraction of capacity
 MAX_SUBSTEP_S: Final = 1.0  # `step` advances in slices no longer than this
 STATE_FORMAT: Final = "invops-plant-state/1"  # `to_state()["format"]`
+# A truck starts only after its unit has rested this long: longer than a demo unit's
+# max_interval_s plus settle_s, so the service books the previous batch as settled (and
+# closes its advice) before the next truck's rise could be taken for more of it.
+TRUCK_GAP_S: Final = 15.0
 KNOWN_REFS: Final = 1000  # refs of started events remembered (see PlantModel.knows)
 _EPSILON: Final = 1e-9
 _FLOAT32_MAX: Final = 3.4028234663852886e38
@@ -126,6 +131,7 @@ class SimulatedUnit:
     transferred_out: float = 0.0
     operation: Operation | None = None
     idle_until: float = 0.0
+    idle_since: float = -1e9  # when its last activity ended (trucks keep TRUCK_GAP_S after)
     pause_s: tuple[float, float] = IDLE_S  # the pause after each activity (random in range)
 
     @property
@@ -575,16 +581,21 @@ class PlantModel:
     def _start_due_activities(self) -> None:
         for unit in self.units.values():
             idle = unit.operation is None and unit.idle_until <= self.time_s + _EPSILON
-            if idle and not self._start_event(unit):
+            if not idle or self._start_event(unit):
+                continue
+            if self._due_event(unit) is None:  # a due truck waits for its gap, not a batch
                 self._plan(unit)
+
+    def _due_event(self, unit: SimulatedUnit) -> PlantEvent | None:
+        queued = self._events.get(unit.id, [])
+        return next((e for e in queued if e.at_s <= self.time_s + _EPSILON), None)
 
     def _start_event(self, unit: SimulatedUnit) -> bool:
         """Start the unit's first due event, if it has one."""
-        queued = self._events.get(unit.id, [])
-        due = next((e for e in queued if e.at_s <= self.time_s + _EPSILON), None)
-        if due is None:
+        due = self._due_event(unit)
+        if due is None or self.time_s < unit.idle_since + TRUCK_GAP_S:
             return False
-        queued.remove(due)
+        self._events[unit.id].remove(due)
         if due.duration_s is not None:
             rate = min(due.amount / due.duration_s, unit.max_rate)
         else:
@@ -682,6 +693,7 @@ class PlantModel:
         for unit_id in {op.source, op.destination} - {None}:
             unit = self.units[unit_id or ""]
             unit.operation = None
+            unit.idle_since = self.time_s + h
             unit.idle_until = self.time_s + h + self._rng.uniform(*unit.pause_s)
 
 

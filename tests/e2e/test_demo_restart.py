@@ -128,7 +128,8 @@ def test_restarted_demo_books_only_what_the_plant_can_have_moved(tmp_path: Path)
             assert float(movement["quantity"]) <= limit, (movement, ran_s, limit)
         if unit not in seen:  # the first reading after the restart continues the saved plant
             seen.add(unit)
-            assert movement["spans_gap"] is True
+            # the window that spans the restart is flagged (one that opens after it need not be)
+            assert movement["spans_gap"] is True or start >= started_at, movement
             resumed = float(saved["units"][unit]["quantity"]) * factors[unit]
             measured = float(str(movement["booked_after"]))
             ran_s = end - started_at + SLACK_S

@@ -12,6 +12,7 @@ from invops.config import load_config
 from invops.plant_description import plant_description
 from simulators import (
     HIGH_STOP,
+    TRUCK_GAP_S,
     EventKind,
     PlantDescription,
     PlantEvent,
@@ -38,6 +39,7 @@ def _idle_model(demo: PlantDescription, unit: str) -> PlantModel:
     model = PlantModel(demo, seed=7, scheduled_receipts=True)
     model.stop_operation(unit)
     model.units[unit].idle_until = 0.0
+    model.units[unit].idle_since = -TRUCK_GAP_S  # rested long enough for a truck
     return model
 
 
@@ -79,6 +81,8 @@ def test_a_delivery_waits_for_the_running_activity_and_the_pause(demo: PlantDesc
     _run(model, 11)
     assert silo.operation is None  # the settle pause before the truck
     _run(model, silo.pause_s[1])
+    assert silo.operation is None  # a truck also waits for TRUCK_GAP_S of rest
+    _run(model, TRUCK_GAP_S - silo.pause_s[1] + 0.5)
     assert silo.operation is not None and silo.operation.ref == "d"
 
 
