@@ -5,6 +5,7 @@ address space by walking it, `export_nodeset` writes it as NodeSet2 XML.
 """
 
 from information_model.isa95 import (
+    ADVICE_EVENT_TYPE,
     APPLICATION_URI,
     BIN_TYPE,
     INSTANCES_NAMESPACE,
@@ -46,6 +47,7 @@ from information_model.nodeset import export_nodeset, render_nodeset
 from inventory_core.domain.users import Role  # defined with the users, re-exported here
 
 __all__ = [
+    "ADVICE_EVENT_TYPE",
     "APPLICATION_URI",
     "BIN_TYPE",
     "DATA_TYPE_IDS",

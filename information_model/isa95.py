@@ -27,6 +27,7 @@ from information_model.nodes import (
     VariableDef,
     unece,
 )
+from inventory_core.domain.advices import AdviceState
 from inventory_core.domain.errors import UnitConversionError
 from inventory_core.domain.model import LotStatus, MovementKind, Source
 from inventory_core.domain.units import UNITS as LEDGER_UOMS
@@ -38,8 +39,8 @@ APPLICATION_URI: Final = "urn:invops:server"
 OPC10030_NAMESPACE: Final = "http://www.OPCFoundation.org/UA/2013/01/ISA95"
 
 # Bump both when a type changes; the NodeSet's <Model> carries them.
-MODEL_VERSION: Final = "1.0.0"
-MODEL_PUBLICATION_DATE: Final = "2026-11-26T00:00:00Z"
+MODEL_VERSION: Final = "1.1.0"  # 1.1: lot lists, genealogy arrays, advices (issue 14)
+MODEL_PUBLICATION_DATE: Final = "2026-12-03T00:00:00Z"
 
 # ISA95EquipmentElementLevelEnum (OPC 10030, DataType i=4871 in the ISA95 namespace).
 STORAGE_ZONE_LEVEL: Final = 8
@@ -101,6 +102,11 @@ def _property(name: str, description: str, data_type: str = "String") -> Variabl
     return VariableDef(name, data_type, "property", description=description)
 
 
+def _list(name: str, description: str, data_type: str = "String") -> VariableDef:
+    """A live one-dimensional array (BaseDataVariableType, ValueRank 1)."""
+    return VariableDef(name, data_type, "variable", description=description, array=True)
+
+
 def _text(name: str, description: str) -> ArgumentDef:
     return ArgumentDef(name, "String", description)
 
@@ -140,6 +146,12 @@ STORAGE_UNIT_TYPE: Final = ObjectTypeDef(
             "property",
             description="ISA95EquipmentElementLevelEnum: 9 = StorageUnit.",
             value=STORAGE_UNIT_LEVEL,
+        ),
+        _list("LotIDs", "Every lot with stock in the unit, sorted."),
+        _list(
+            "LotQuantities",
+            "Book quantity of each lot of LotIDs (same order), material base unit.",
+            "Double",
         ),
     ),
 )
@@ -193,6 +205,24 @@ MATERIAL_LOT_TYPE: Final = ObjectTypeDef(
         _analog("Quantity", "Book quantity of the lot, in QuantityUnitOfMeasure."),
         _property("QuantityUnitOfMeasure", "Unit of Quantity (the material's base unit)."),
         _property("ExpirationDate", "Expiry date (null when none).", "DateTime"),
+        _list("StorageUnits", "Storage units holding the lot, sorted."),
+        _list(
+            "StorageUnitQuantities",
+            "Book quantity of the lot in each unit of StorageUnits (same order).",
+            "Double",
+        ),
+        _list("ParentLotIDs", "Lots that went into this one (production, blend), sorted."),
+        _list(
+            "ParentQuantities",
+            "Quantity of each parent that went in (same order; NaN where not recorded).",
+            "Double",
+        ),
+        _list("ChildLotIDs", "Lots this one went into, sorted."),
+        _list(
+            "ChildQuantities",
+            "Quantity of this lot in each child (same order; NaN where not recorded).",
+            "Double",
+        ),
     ),
 )
 
@@ -216,7 +246,10 @@ def _ledger_method(name: str, role: Role, description: str, *inputs: ArgumentDef
 LEDGER_TYPE: Final = ObjectTypeDef(
     "LedgerType",
     description="Inventory ledger: posts movements, each raising an InventoryMovementEventType.",
-    generates_events=("InventoryMovementEventType",),
+    generates_events=("InventoryMovementEventType", "AdviceEventType"),
+    variables=(
+        _list("OpenAdvices", "Ids of the advices waiting for their measured change, oldest first."),
+    ),
     methods=(
         _ledger_method(
             "PostReceipt", Role.OPERATOR, "Receive material into a storage unit.",
@@ -314,6 +347,29 @@ INVENTORY_MOVEMENT_EVENT_TYPE: Final = EventTypeDef(
     ),
 )
 
+ADVICE_EVENT_TYPE: Final = EventTypeDef(
+    "AdviceEventType",
+    description=(
+        "Raised on the Ledger object and the Server object when an advice (a manual change of "
+        "a measured unit) is recorded, matched by its measured change, or expires."
+    ),
+    fields=(
+        _text("AdviceId", "Advice id (a posting that became it answered 'advice:<id>')."),
+        _text("State", f"State: {_one_of(AdviceState)}."),
+        _text("Kind", "Movement kind advised (receipt, issue, transfer, production, scrap)."),
+        _text("MaterialDefinitionID", "Material advised."),
+        _text("LotID", "Lot advised ('' when the unit's lot handling picks)."),
+        _text("Unit", "Measured storage unit the advice is about."),
+        _text("Reference", "Document reference (e.g. an ERP delivery number)."),
+        _quantity("AdvisedQuantity", "Quantity advised, in UnitOfMeasure."),
+        _quantity("BookedQuantity", "Quantity the gauge booked to it so far, in UnitOfMeasure."),
+        _quantity("Variance", "BookedQuantity - AdvisedQuantity once matched (0 before)."),
+        _quantity("VariancePercent", "Variance in percent of AdvisedQuantity (0 before)."),
+        _text("UnitOfMeasure", "Unit of the quantities (the material's base unit)."),
+        _text("User", "User who posted the advice."),
+    ),
+)
+
 # Never renumber a published block: clients and historians persist NodeIds.
 NODE_ID_BLOCKS: Final = (
     ("StorageUnitType", 1000),
@@ -324,6 +380,7 @@ NODE_ID_BLOCKS: Final = (
     ("MaterialLotType", 6000),
     ("InventoryMovementEventType", 7000),
     ("LedgerType", 8000),
+    ("AdviceEventType", 9000),
 )
 
 TYPE_MODEL: Final = TypeModel(
@@ -339,12 +396,13 @@ TYPE_MODEL: Final = TypeModel(
         MATERIAL_LOT_TYPE,
         LEDGER_TYPE,
     ),
-    event_types=(INVENTORY_MOVEMENT_EVENT_TYPE,),
+    event_types=(INVENTORY_MOVEMENT_EVENT_TYPE, ADVICE_EVENT_TYPE),
     node_id_blocks=NODE_ID_BLOCKS,
 )
 
-# invops type (or member) -> OPC 10030 counterpart in OPC10030_NAMESPACE. LedgerType and
-# InventoryMovementEventType are invops operations with no OPC 10030 counterpart.
+# invops type (or member) -> OPC 10030 counterpart in OPC10030_NAMESPACE. LedgerType,
+# InventoryMovementEventType and AdviceEventType are invops operations with no OPC 10030
+# counterpart.
 OPC10030_MAPPING: Final[tuple[tuple[str, str], ...]] = (
     ("StorageUnitType", "EquipmentType"),
     ("StorageUnitType.EquipmentLevel", "EquipmentType.EquipmentLevel"),

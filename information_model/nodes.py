@@ -173,11 +173,14 @@ class VariableDef:
     eu_range: tuple[float, float] | None = None
     description: str = ""
     value: ScalarValue | None = None
+    array: bool = False  # a one-dimensional array of data_type (ValueRank 1), empty at first
 
     def __post_init__(self) -> None:
         what = f"variable {self.browse_name}"
         _check_name("variable", self.browse_name)
         _check_data_type(what, self.data_type)
+        if self.array and (self.kind == "analog" or self.value is not None):
+            raise ValueError(f"{what}: an array is a plain variable or property with no default")
         if self.kind not in VARIABLE_KINDS:
             raise ValueError(f"{what}: kind {self.kind!r} is not one of {VARIABLE_KINDS}")
         if self.kind == "analog":
@@ -193,6 +196,11 @@ class VariableDef:
                 allowed = ()
             if not isinstance(self.value, allowed):
                 raise ValueError(f"{what}: default {self.value!r} is not a {self.data_type}")
+
+    @property
+    def value_rank(self) -> int:
+        """OPC UA ValueRank: -1 scalar, 1 one-dimensional array."""
+        return 1 if self.array else -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,11 +227,16 @@ class _NodeSetWriter:
     def _variable(self, type_name: str, variable: VariableDef) -> None:
         path = f"{type_name}.{variable.browse_name}"
         node_id, parent_id = self._nid(path), self._nid(type_name)
-        attributes = {"DataType": self._alias(variable.data_type), "AccessLevel": _READ_ONLY}
+        shape = {"ValueRank": "1", "ArrayDimensions": "0"} if variable.array else {}
+        attributes = {
+            "DataType": self._alias(variable.data_type),
+            **shape,
+            "AccessLevel": _READ_ONLY,
+        }
         if variable.kind == "property":
             element = self._property(
                 node_id, f"1:{variable.browse_name}", parent_id, variable.data_type,
-                variable.description,
+                variable.description, shape,
             )  # fmt: skip
         else:
             analog = variable.kind == "analog"

@@ -287,6 +287,10 @@ class Ledger:
     async def trace(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         return await self._store.reader.genealogy(lot, forward=forward)
 
+    async def lot_links(self, lots: Collection[str] | None = None) -> list[GenealogyLink]:
+        """The direct parent/child edges of `lots` (all edges when None), with quantities."""
+        return await self._store.reader.lot_links(lots)
+
     async def mass_balance(self, links: Sequence[GenealogyLink]) -> list[MassCheck]:
         """For each movement of `links` that made a lot: all its inputs (not only those
         a trace reached) against the quantity it booked."""

@@ -7,7 +7,7 @@ namespace (`urn:invops:ua:types`), as OPC UA instantiation does:
     Inventory/<Site>/<Area>/<Unit>          TankType | SiloType | BinType
     Inventory/Materials/<MaterialDefinitionID>   MaterialDefinitionType
     Inventory/Lots/<LotID>                  MaterialLotType (added as lots appear)
-    Inventory/Ledger                        LedgerType, the 7 ledger methods
+    Inventory/Ledger                        LedgerType: the ledger methods, OpenAdvices
 
 NodeIds are strings in the instances namespace that spell the browse path
 with `.` between segments (`Inventory.PLANT1.TANKFARM.TK-101.Level`,
@@ -294,6 +294,7 @@ class AddressSpace:
         self.materials: dict[str, Mapping[str, ua.NodeId]] = {}
         self.lots: dict[str, LotNodes] = {}
         self.ledger_methods: dict[str, ua.NodeId] = {}
+        self.ledger_variables: dict[str, ua.NodeId] = {}  # OpenAdvices
         self.eu_spans: dict[ua.NodeId, float] = {}  # analog item -> EURange high - low
         self._folders: set[ua.NodeId] = set()
 
@@ -386,7 +387,11 @@ class AddressSpace:
             name = variable.browse_name
             node_id = self.node_id(*parent_segments, name)
             info = meta.get(name, _Meta(value=variable.value))
-            value = _variant(info.value, variable.data_type)
+            value = (
+                ua.Variant([], ua.VariantType[variable.data_type])
+                if variable.array  # filled by the writers as lots appear
+                else _variant(info.value, variable.data_type)
+            )
             batch.items.append(
                 self._variable(
                     node_id,
@@ -397,6 +402,7 @@ class AddressSpace:
                     property_=variable.kind == "property",
                     type_id=_VARIABLE_TYPES[variable.kind],
                     description=variable.description,
+                    array_length=0 if variable.array else None,
                 )
             )
             batch.initial.append((node_id, value, _WAITING if name in waiting else _GOOD))
@@ -581,6 +587,9 @@ class AddressSpace:
                 TYPE_MODEL.object_type("LedgerType").description,
                 event_notifier=ua.EventNotifier.SubscribeToEvents.mask,
             )
+        )
+        self.ledger_variables = self._members(
+            batch, (INVENTORY, LEDGER), TYPE_MODEL.all_variables("LedgerType"), {}
         )
         for method in TYPE_MODEL.all_methods("LedgerType"):
             self.ledger_methods[method.browse_name] = self._method(batch, method)

@@ -11,14 +11,21 @@ listener only queues and notes what a movement touched; two loops do the work:
   triggered on, it does not walk a notifier hierarchy);
 - the refresh loop re-reads the touched lots from the ledger, at most once per
   debounce interval, and writes `Lots/<LotID>` (Status, Quantity,
-  StorageLocation, MaterialDefinitionID); a full re-read every `resync_s`
-  catches anything missed.
+  StorageLocation, MaterialDefinitionID, the quantity per unit, parent and child
+  lots with the quantities that went from one into the other); a lot that gained
+  a child (production, blend) refreshes its parents too. A full re-read every
+  `resync_s` catches anything missed.
+
+Advices this process records or closes (matched, expired) raise an
+`AdviceEventType` event the same way and keep `Ledger/OpenAdvices` current; the
+full re-read also re-reads the open advices (other writers' too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -32,8 +39,10 @@ from asyncua.ua.object_ids import ObjectIds
 
 from information_model import TYPE_MODEL
 from inventory_core.clock import parse_timestamp
+from inventory_core.domain.advices import Advice, AdviceState
 from inventory_core.domain.model import (
     Balance,
+    GenealogyLink,
     Lot,
     MaterialDefinition,
     Movement,
@@ -48,6 +57,7 @@ from opcua_server.values import make_node_id
 log = get_logger(__name__)
 
 EVENT_TYPE: Final = "InventoryMovementEventType"
+ADVICE_EVENT_TYPE: Final = "AdviceEventType"
 DEBOUNCE_S: Final = 0.2
 RESYNC_S: Final = 60.0
 RETRY_S: Final = 2.0
@@ -90,25 +100,33 @@ class LedgerMirror:
         self._space = space
         self._debounce_s = debounce_s
         self._resync_s = resync_s
-        self._movements: asyncio.Queue[Movement] = asyncio.Queue(QUEUE_LIMIT)
+        self._movements: asyncio.Queue[Movement | Advice] = asyncio.Queue(QUEUE_LIMIT)
         self._touched_lots: set[str] = set()
         self._dirty = asyncio.Event()
         self._closed = False
         self._generator: EventGenerator | None = None
+        self._advice_generator: EventGenerator | None = None
+        self._open_advices: dict[str, str] = {}  # open advice id -> created_at
         self._materials: dict[str, MaterialDefinition] = {}
         self.dropped_events = 0
         self.events_raised = 0
 
     async def setup(self) -> None:
-        """Event generator, then a first full read of the lots (before clients connect)."""
-        event_type = self._space.type_ids[EVENT_TYPE]
-        self._generator = await self._server.get_event_generator(event_type, self._space.ledger_id)
+        """Event generators, then a first full read of the lots (before clients connect)."""
+        self._generator = await self._event_generator(EVENT_TYPE)
+        self._advice_generator = await self._event_generator(ADVICE_EVENT_TYPE)
+        self._ledger.subscribe_advices(self.on_advice)
+        await self.refresh_all()
+
+    async def _event_generator(self, name: str) -> EventGenerator:
+        event_type = self._space.type_ids[name]
+        generator = await self._server.get_event_generator(event_type, self._space.ledger_id)
         # asyncua takes each field's type from the type's property value; the imported
         # declarations hold null, so every field would be sent as Null. Declare them.
-        for event_field in TYPE_MODEL.event_type(EVENT_TYPE).fields:
+        for event_field in TYPE_MODEL.event_type(name).fields:
             variant_type = ua.VariantType[event_field.data_type]
-            self._generator.event.add_property(event_field.name, None, variant_type)
-        await self.refresh_all()
+            generator.event.add_property(event_field.name, None, variant_type)
+        return generator
 
     def close(self) -> None:
         """Stop listening (the listener turns into a no-op)."""
@@ -121,10 +139,19 @@ class LedgerMirror:
             return
         self._touched_lots.add(str(movement.lot))
         self._dirty.set()
-        if not own:
+        if own:
+            self._queue(movement)
+
+    def on_advice(self, advice: Advice) -> None:
+        """`Ledger.subscribe_advices` listener: an advice recorded, matched or closed. Its
+        event is raised when it is recorded and when it closes (not per measured step)."""
+        if self._closed or (advice.state is AdviceState.OPEN and advice.matches):
             return
+        self._queue(advice)
+
+    def _queue(self, item: Movement | Advice) -> None:
         try:
-            self._movements.put_nowait(movement)
+            self._movements.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped_events += 1
             if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
@@ -140,11 +167,14 @@ class LedgerMirror:
 
     async def _event_loop(self) -> None:
         while True:
-            movement = await self._movements.get()
+            item = await self._movements.get()
             try:
-                await self.emit(movement)
+                if isinstance(item, Advice):
+                    await self.emit_advice(item)
+                else:
+                    await self.emit(item)
             except Exception:  # one broken event must not stop the next ones
-                log.exception("opcua_movement_event_not_raised", movement=str(movement.id))
+                log.exception("opcua_event_not_raised", id=str(item.id))
 
     async def emit(self, movement: Movement) -> None:
         """Raise the movement's event on the Ledger object and the Server object."""
@@ -167,13 +197,57 @@ class LedgerMirror:
             event.SourceNode, event.SourceName = unit.object_id, unit.unit
         else:
             event.SourceNode, event.SourceName = self._space.ledger_id, "Ledger"
-        await self._generator.trigger(
-            time_attr=parse_timestamp(movement.timestamp), message=movement_message(movement)
+        await self._trigger(
+            self._generator, parse_timestamp(movement.timestamp), movement_message(movement)
         )
-        on_server = copy.copy(event)  # same EventId: one event, two notifiers
+
+    async def emit_advice(self, advice: Advice) -> None:
+        """Raise the advice's event (Ledger and Server objects); keep OpenAdvices current."""
+        if self._advice_generator is None:
+            raise RuntimeError("LedgerMirror.setup() has not run")
+        if advice.state is AdviceState.OPEN:
+            self._open_advices[advice.id] = advice.created_at
+        else:
+            self._open_advices.pop(advice.id, None)
+        await self._write_open_advices()
+        event = self._advice_generator.event
+        event.AdviceId = advice.id
+        event.State = str(advice.state)
+        event.Kind = str(advice.kind)
+        event.MaterialDefinitionID = str(advice.material)
+        event.LotID = str(advice.lot or "")
+        event.Unit = str(advice.unit)
+        event.Reference = advice.ref
+        event.AdvisedQuantity = float(advice.expected)
+        event.BookedQuantity = float(advice.matched)
+        event.Variance = float(advice.variance or 0)
+        event.VariancePercent = float(advice.variance_pct or 0)
+        event.UnitOfMeasure = advice.uom
+        event.User = advice.user
+        expired = advice.state is AdviceState.EXPIRED
+        event.Severity = SEVERITY_CORRECTION if expired else SEVERITY_NORMAL
+        unit = self._space.units.get(str(advice.unit))
+        if unit is not None:
+            event.SourceNode, event.SourceName = unit.object_id, unit.unit
+        else:
+            event.SourceNode, event.SourceName = self._space.ledger_id, "Ledger"
+        at = parse_timestamp(advice.closed_at or advice.created_at)
+        await self._trigger(self._advice_generator, at, advice_message(advice))
+
+    async def _trigger(self, generator: EventGenerator, at: datetime, message: str) -> None:
+        await generator.trigger(time_attr=at, message=message)
+        on_server = copy.copy(generator.event)  # same EventId: one event, two notifiers
         on_server.emitting_node = make_node_id(ObjectIds.Server)
         await self._server.iserver.subscription_service.trigger_event(on_server)
         self.events_raised += 1
+
+    async def _write_open_advices(self) -> None:
+        ids = sorted(self._open_advices, key=lambda a: (self._open_advices[a], a))
+        await self._space.writer.write(
+            self._space.ledger_variables["OpenAdvices"],
+            ua.Variant(ids, ua.VariantType.String),
+            source_time=datetime.now(UTC),
+        )
 
     # --- lots and book values ----------------------------------------------------------
 
@@ -205,23 +279,33 @@ class LedgerMirror:
             await asyncio.sleep(self._debounce_s)  # at most one refresh per interval
 
     async def refresh_all(self) -> None:
-        """Every lot from the ledger."""
+        """Every lot and the open advices from the ledger."""
         by_lot: dict[str, list[Balance]] = {}
         for balance in await self._ledger.balances():
             by_lot.setdefault(str(balance.lot), []).append(balance)
+        links = await self._ledger.lot_links()
         for lot in await self._ledger.lots():
-            await self._write_lot(lot, by_lot.get(str(lot.id), []))
+            await self._write_lot(lot, by_lot.get(str(lot.id), []), links)
+        advices = await self._ledger.advices(state=str(AdviceState.OPEN))
+        self._open_advices = {a.id: a.created_at for a in advices}
+        await self._write_open_advices()
 
     async def refresh(self, lots: Iterable[str]) -> None:
-        """Only the given lots, in a few reads: movements touch dozens of lots a second."""
+        """Only the given lots (and the parents of those that were made from others), in
+        a few reads: movements touch dozens of lots a second."""
         lot_ids = set(lots)
         if not lot_ids:
             return
+        links = await self._ledger.lot_links(lot_ids)
+        parents = {str(link.parent) for link in links if link.child in lot_ids} - lot_ids
+        if parents:  # they gained a child: their own links, with their other children
+            lot_ids |= parents
+            links = await self._ledger.lot_links(lot_ids)
         by_lot: dict[str, list[Balance]] = {}
         for balance in await self._ledger.balances(lots=lot_ids):
             by_lot.setdefault(str(balance.lot), []).append(balance)
         for lot in await self._ledger.lots(ids=lot_ids):
-            await self._write_lot(lot, by_lot.get(str(lot.id), []))
+            await self._write_lot(lot, by_lot.get(str(lot.id), []), links)
 
     async def _base_uom(self, material: str) -> str:
         if material not in self._materials:
@@ -231,20 +315,69 @@ class LedgerMirror:
         found = self._materials.get(material)
         return found.base_uom if found is not None else ""
 
-    async def _write_lot(self, lot: Lot, balances: Sequence[Balance]) -> None:
+    async def _write_lot(
+        self, lot: Lot, balances: Sequence[Balance], links: Sequence[GenealogyLink]
+    ) -> None:
         nodes = await self._space.ensure_lot(lot, await self._base_uom(str(lot.material)))
         quantity = sum((b.quantity for b in balances), Decimal(0))
-        locations = ",".join(sorted({str(b.unit) for b in balances if b.quantity != 0}))
+        held = _totals((str(b.unit), b.quantity) for b in balances)
+        held = {unit: q for unit, q in held.items() if q != 0}
+        parents = _totals((str(k.parent), k.quantity) for k in links if k.child == lot.id)
+        children = _totals((str(k.child), k.quantity) for k in links if k.parent == lot.id)
         now = datetime.now(UTC)
         write, variables = self._space.writer.write, nodes.variables
         await write(variables["Status"], _text(str(lot.status)), source_time=now)
         await write(variables["Quantity"], _double(quantity), source_time=now)
-        await write(variables["StorageLocation"], _text(locations), source_time=now)
+        await write(variables["StorageLocation"], _text(",".join(held)), source_time=now)
         await write(variables["MaterialDefinitionID"], _text(str(lot.material)), source_time=now)
+        for ids_name, quantities_name, totals in (
+            ("StorageUnits", "StorageUnitQuantities", held),
+            ("ParentLotIDs", "ParentQuantities", parents),
+            ("ChildLotIDs", "ChildQuantities", children),
+        ):
+            await write(variables[ids_name], _texts(list(totals)), source_time=now)
+            numbers = [math.nan if q is None else float(q) for q in totals.values()]
+            await write(variables[quantities_name], _doubles(numbers), source_time=now)
+
+
+def advice_message(advice: Advice) -> str:
+    """One line a SCADA event list can show."""
+    quantity = f"{format_decimal(advice.expected)} {advice.uom}"
+    text = f"advice {advice.id} {advice.kind} {quantity} {advice.material} at {advice.unit}"
+    if advice.lot:
+        text += f" lot {advice.lot}"
+    if advice.ref:
+        text += f" ref {advice.ref}"
+    if advice.state is AdviceState.MATCHED:
+        variance = format_decimal(advice.variance or Decimal(0))
+        return f"{text} matched: booked {format_decimal(advice.matched)}, variance {variance}"
+    if advice.state is AdviceState.EXPIRED:
+        return f"{text} expired unmatched"
+    return f"{text} advised by {advice.user} ({advice.source})"
+
+
+def _totals(pairs: Iterable[tuple[str, Decimal | None]]) -> dict[str, Decimal | None]:
+    """Sum per key, sorted by key; None (not recorded) wins over any sum."""
+    totals: dict[str, Decimal | None] = {}
+    for key, quantity in pairs:
+        if key in totals:
+            before = totals[key]
+            totals[key] = None if before is None or quantity is None else before + quantity
+        else:
+            totals[key] = quantity
+    return dict(sorted(totals.items()))
 
 
 def _text(value: str) -> ua.Variant:
     return ua.Variant(value, ua.VariantType.String)
+
+
+def _texts(values: list[str]) -> ua.Variant:
+    return ua.Variant(values, ua.VariantType.String)
+
+
+def _doubles(values: list[float]) -> ua.Variant:
+    return ua.Variant(values, ua.VariantType.Double)
 
 
 def _double(value: Decimal) -> ua.Variant:

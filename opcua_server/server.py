@@ -450,6 +450,12 @@ class InvopsOpcUaServer:
             for field_name, name in LEDGER_TEXT_FIELDS.items():
                 text = ua.Variant(getattr(book, field_name), ua.VariantType.String)
                 await writer.write(variables[name], text, source_time=now, server_time=now)
+            lots = ua.Variant(list(book.lots), ua.VariantType.String)
+            await writer.write(variables["LotIDs"], lots, source_time=now, server_time=now)
+            quantities = ua.Variant(list(book.lot_quantities), ua.VariantType.Double)
+            await writer.write(
+                variables["LotQuantities"], quantities, source_time=now, server_time=now
+            )
         if state.discrepancy is not None and not code & _BAD:
             await writer.write_double(
                 variables["Discrepancy"], state.discrepancy, code, t, server_time

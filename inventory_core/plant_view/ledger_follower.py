@@ -191,11 +191,16 @@ class LedgerFollower:
             self._unit_lot.pop(unit, None)
         state = self._view.state(unit)
         configured = state.info.material if state is not None else ""
+        held: dict[str, Decimal] = {}
+        for balance in balances:
+            held[str(balance.lot)] = held.get(str(balance.lot), Decimal(0)) + balance.quantity
+        lots = sorted(lot for lot, quantity in held.items() if quantity != 0)
         book = Book(
-            quantity=float(sum((b.quantity for b in balances), Decimal(0))),
+            quantity=float(sum(held.values(), Decimal(0))),
             material_id=configured or self._lot_material.get(current, ""),
             lot_id=current,
-            lots=tuple(sorted({str(b.lot) for b in balances if b.quantity != 0})),
+            lots=tuple(lots),
+            lot_quantities=tuple(float(held[lot]) for lot in lots),
             status=self._lot_status.get(current, ""),
         )
         self._view.apply_book(unit, book)

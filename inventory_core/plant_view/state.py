@@ -66,6 +66,7 @@ class Book:
     material_id: str = ""
     lot_id: str = ""  # the current lot ("" when none)
     lots: tuple[str, ...] = ()  # every lot with stock in the unit, sorted
+    lot_quantities: tuple[float, ...] = ()  # the book quantity of each of `lots`
     status: str = ""  # the current lot's status
 
 

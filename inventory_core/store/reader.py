@@ -144,6 +144,28 @@ class LedgerReader:
         async with self._connect() as conn:
             return int((await conn.execute(select(func.max(t.movements.c.seq)))).scalar() or 0)
 
+    async def lot_links(self, lots: Collection[str] | None = None) -> list[GenealogyLink]:
+        """Direct genealogy edges (depth 1) with a parent or child in `lots` (None: all)."""
+        links = t.lot_links
+        query = select(
+            links.c.parent, links.c.child, links.c.movement_id, links.c.quantity
+        ).order_by(links.c.parent, links.c.child, links.c.movement_id)
+        if lots is not None:
+            ids = sorted(set(lots))
+            query = query.where(or_(links.c.parent.in_(ids), links.c.child.in_(ids)))
+        async with self._connect() as conn:
+            rows = await conn.execute(query)
+            return [
+                GenealogyLink(
+                    LotId(parent),
+                    LotId(child),
+                    MovementId(movement_id),
+                    1,
+                    None if quantity is None else Decimal(quantity),
+                )
+                for parent, child, movement_id, quantity in rows
+            ]
+
     async def genealogy(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         """Every edge reachable from `lot`: where-used (forward) or where-from (backward).
 

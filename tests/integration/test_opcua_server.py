@@ -3,7 +3,8 @@
 One server for the module (asyncua's standard address space takes ~1 s to
 load); tests keep to their own lots and units so that their order does not
 matter: values on TK-101/TK-102/SI-201/BN-30x, method postings on TK-101/TK-103,
-rejections on TK-101/TK-102/SI-201, events on SI-201, lots on SI-202.
+rejections on TK-101/TK-102/SI-201, events on SI-201, lots on SI-202, lot lists and
+genealogy on BN-301/BN-303, advice events on TK-105/TK-106.
 """
 
 from __future__ import annotations
@@ -108,6 +109,27 @@ level = { plc = "PLC-MODBUS", address = "hr:4", data_type = "float32", unit = "m
 strapping = { volume_uom = "L", points = [[0, 0], [5000, 20000]] }
 
 [[storage_units]]
+id = "TK-105"  # measured: advices matched by a posted gauge movement
+area = "TANKFARM"
+kind = "tank"
+capacity = 20000
+capacity_uom = "L"
+material = "ETHANOL-96"
+level = { plc = "PLC-MODBUS", address = "hr:6", data_type = "float32", unit = "mm" }
+strapping = { volume_uom = "L", points = [[0, 0], [5000, 20000]] }
+
+[[storage_units]]
+id = "TK-106"  # measured, with a one-second advice window: advices that expire
+area = "TANKFARM"
+kind = "tank"
+capacity = 20000
+capacity_uom = "L"
+material = "ETHANOL-96"
+advice_window_s = 1
+level = { plc = "PLC-MODBUS", address = "hr:8", data_type = "float32", unit = "mm" }
+strapping = { volume_uom = "L", points = [[0, 0], [5000, 20000]] }
+
+[[storage_units]]
 id = "TK-103"
 area = "TANKFARM"
 kind = "tank"
@@ -142,6 +164,13 @@ capacity_uom = "kg"
 
 [[storage_units]]
 id = "BN-302"
+area = "WAREHOUSE"
+kind = "bin"
+capacity = 1000
+capacity_uom = "kg"
+
+[[storage_units]]
+id = "BN-303"
 area = "WAREHOUSE"
 kind = "bin"
 capacity = 1000
@@ -919,3 +948,131 @@ async def test_a_draw_with_an_empty_lot_id_takes_the_lots_the_unit_picks(plant: 
     assert sum(left.values()) == Decimal(40)  # 200 in, 150 issued, 10 scrapped
     with pytest.raises(ua.uaerrors.BadInvalidArgument):  # a receipt must name its lot
         await plant.call("PostReceipt", "SUGAR", "", 1.0, "kg", "BN-302", "", "")
+
+
+async def _eventually_reads(node: Node, expected: Any, what: str) -> None:
+    async def shows() -> bool:
+        return bool(await node.read_value() == expected)
+
+    await eventually(shows, what, timeout_s=TIMEOUT_S)
+
+
+async def test_units_list_their_lots_and_lots_their_units_parents_and_children(
+    plant: Plant,
+) -> None:
+    await plant.call("PostReceipt", "SUGAR", "SUG-P1", 100.0, "kg", "BN-301", "", "")
+    await plant.call("PostReceipt", "SUGAR", "SUG-P2", 50.0, "kg", "BN-301", "", "")
+    lot_ids = await plant.unit_variable("BN-301", "LotIDs")
+    quantities = await plant.unit_variable("BN-301", "LotQuantities")
+    assert (await lot_ids.read_value_rank(), await quantities.read_value_rank()) == (1, 1)
+    await _eventually_reads(lot_ids, ["SUG-P1", "SUG-P2"], "BN-301 lists both lots")
+    assert await quantities.read_value() == [100.0, 50.0]
+
+    await plant.call(
+        "PostProduction", "SUGAR", "SUG-MIX1", 140.0, "kg", "BN-303",
+        strings("SUG-P1", "SUG-P2"), doubles(90.0, 50.0), strings("BN-301", "BN-301"), "", "",
+    )  # fmt: skip
+    await _eventually_reads(lot_ids, ["SUG-P1"], "BN-301 without the used-up SUG-P2")
+    assert await quantities.read_value() == [10.0]
+    await _eventually_reads(
+        await plant.unit_variable("BN-303", "LotIDs"), ["SUG-MIX1"], "BN-303 lists SUG-MIX1"
+    )
+    assert await (await plant.unit_variable("BN-303", "LotQuantities")).read_value() == [140.0]
+
+    async def lot_value(lot: str, name: str) -> Any:
+        node = await plant.node("Inventory", "Lots", lot)
+        return await (await node.get_child(f"{plant.tns}:{name}")).read_value()
+
+    async def parents_shown() -> bool:
+        try:
+            return bool(await lot_value("SUG-P2", "ChildLotIDs") == ["SUG-MIX1"])
+        except ua.uaerrors.BadNoMatch:
+            return False
+
+    await eventually(parents_shown, "SUG-P2 names its child SUG-MIX1", timeout_s=TIMEOUT_S)
+    assert await lot_value("SUG-MIX1", "ParentLotIDs") == ["SUG-P1", "SUG-P2"]
+    assert await lot_value("SUG-MIX1", "ParentQuantities") == [90.0, 50.0]
+    assert await lot_value("SUG-MIX1", "ChildLotIDs") == []
+    assert await lot_value("SUG-MIX1", "StorageUnits") == ["BN-303"]
+    assert await lot_value("SUG-MIX1", "StorageUnitQuantities") == [140.0]
+    assert await lot_value("SUG-P1", "ChildLotIDs") == ["SUG-MIX1"]
+    assert await lot_value("SUG-P1", "ChildQuantities") == [90.0]
+    assert await lot_value("SUG-P1", "StorageUnits") == ["BN-301"]
+    assert await lot_value("SUG-P1", "StorageUnitQuantities") == [10.0]
+    assert await lot_value("SUG-P2", "StorageUnits") == []  # used up: held nowhere
+    assert await lot_value("SUG-P1", "ParentLotIDs") == []
+
+
+class AdviceInbox(EventInbox):
+    async def next_advice(self, advice_id: str, state: str) -> Any:
+        async def find() -> Any:
+            while True:
+                for event in self.events:
+                    if (event.AdviceId, event.State) == (advice_id, state):
+                        return event
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        return await asyncio.wait_for(find(), TIMEOUT_S)
+
+
+def _gauge_receipt(unit: str, kg: str, key: str) -> PostingRequest:
+    """A settled rise of a measured unit, as the measurement service posts it."""
+    return PostingRequest(
+        MovementKind.RECEIPT, MaterialId("ETHANOL-96"), None, Decimal(kg), "kg",
+        to_unit=StorageUnitId(unit), idempotency_key=key, user="plc", source=Source.PLC,
+        reason="measured change", details={"derived_from": "plc", "settled": True},
+    )  # fmt: skip
+
+
+async def test_advices_raise_events_when_recorded_matched_and_expired(plant: Plant) -> None:
+    event_type = await plant.client.nodes.base_event_type.get_child(f"{plant.tns}:AdviceEventType")
+    on_ledger, on_server = AdviceInbox(), AdviceInbox()
+    ledger_subscription = await plant.client.create_subscription(50, on_ledger)
+    server_subscription = await plant.client.create_subscription(50, on_server)
+    open_advices = await (await plant.ledger_node()).get_child(f"{plant.tns}:OpenAdvices")
+    try:
+        await ledger_subscription.subscribe_events(await plant.ledger_node(), event_type)
+        await server_subscription.subscribe_events(plant.client.nodes.server, event_type)
+        plant.caller.name = "nora"
+        advised = await plant.call(
+            "PostReceipt", "ETHANOL-96", "ETH-V1", 1000.0, "L", "TK-105", "", "truck"
+        )
+        advice_id = advised.removeprefix("advice:")
+        recorded = await on_ledger.next_advice(advice_id, "open")
+        assert (recorded.Unit, recorded.LotID, recorded.AdvisedQuantity) == (
+            "TK-105", "ETH-V1", 800.0,
+        )  # fmt: skip
+        assert (recorded.Kind, recorded.User, recorded.UnitOfMeasure) == ("receipt", "nora", "kg")
+        assert recorded.SourceName == "TK-105"
+        assert advice_id in await open_advices.read_value()
+
+        await plant.ledger.post(_gauge_receipt("TK-105", "780", "plc:tk105:1"))
+        matched = await on_ledger.next_advice(advice_id, "matched")
+        assert (matched.BookedQuantity, matched.Variance, matched.VariancePercent) == (
+            780.0, -20.0, -2.5,
+        )  # fmt: skip
+        assert "variance -20" in matched.Message.Text
+        assert (await on_server.next_advice(advice_id, "matched")).EventId == matched.EventId
+        await _eventually_reads_without(open_advices, advice_id)
+
+        late = await plant.call(
+            "PostReceipt", "ETHANOL-96", "ETH-X1", 100.0, "kg", "TK-106", "", "never came"
+        )
+        late_id = late.removeprefix("advice:")
+        await on_ledger.next_advice(late_id, "open")
+        await asyncio.sleep(1.1)  # past TK-106's one-second advice window
+        assert [a.id for a in await plant.ledger.expire_advices()] == [late_id]
+        expired = await on_ledger.next_advice(late_id, "expired")
+        assert (expired.BookedQuantity, expired.Variance, expired.Severity) == (0.0, 0.0, 300)
+        await _eventually_reads_without(open_advices, late_id)
+    finally:
+        await ledger_subscription.delete()
+        await server_subscription.delete()
+
+
+async def _eventually_reads_without(node: Node, item: str) -> None:
+    async def gone() -> bool:
+        return item not in await node.read_value()
+
+    await eventually(gone, f"{item} gone from {node}", timeout_s=TIMEOUT_S)

@@ -117,7 +117,10 @@ def test_model_declares_every_spec_type() -> None:
         "MaterialLotType",
         "LedgerType",
     ]
-    assert [t.browse_name for t in TYPE_MODEL.event_types] == ["InventoryMovementEventType"]
+    assert [t.browse_name for t in TYPE_MODEL.event_types] == [
+        "InventoryMovementEventType",
+        "AdviceEventType",
+    ]
 
 
 # --- storage units ----------------------------------------------------------------------
@@ -159,7 +162,37 @@ def test_storage_unit_declares_nothing_beyond_the_spec_list() -> None:
     assert names == [
         "Volume", "Mass", "FillPercent", "BookQuantity", "MeasuredQuantity", "Discrepancy",
         "MaterialDefinitionID", "LotID", "Status", "Capacity", "EquipmentLevel",
+        "LotIDs", "LotQuantities",  # issue 14: the lots in the unit, appended (NodeIds kept)
     ]  # fmt: skip
+
+
+def test_lot_lists_are_parallel_live_arrays() -> None:
+    pairs = {
+        "StorageUnitType": [("LotIDs", "LotQuantities")],
+        "MaterialLotType": [
+            ("StorageUnits", "StorageUnitQuantities"),
+            ("ParentLotIDs", "ParentQuantities"),
+            ("ChildLotIDs", "ChildQuantities"),
+        ],
+    }
+    for type_name, lists in pairs.items():
+        for ids, quantities in lists:
+            names, numbers = _type(type_name).variable(ids), _type(type_name).variable(quantities)
+            assert (names.data_type, names.kind, names.value_rank) == ("String", "variable", 1)
+            assert (numbers.data_type, numbers.kind, numbers.value_rank) == (
+                "Double",
+                "variable",
+                1,
+            )
+    assert _type("LedgerType").variable("OpenAdvices").value_rank == 1
+    assert _type("StorageUnitType").variable("LotID").value_rank == -1
+
+
+def test_an_array_variable_is_plain_and_has_no_default() -> None:
+    with pytest.raises(ValueError, match="an array is a plain variable"):
+        VariableDef("Levels", "Double", "analog", array=True)
+    with pytest.raises(ValueError, match="an array is a plain variable"):
+        VariableDef("Names", "String", "property", value="x", array=True)
 
 
 def test_measured_analog_items_carry_unece_units() -> None:
@@ -230,6 +263,12 @@ def test_material_lot_type_uses_isa95_attribute_names() -> None:
         ("Quantity", "Double"),
         ("QuantityUnitOfMeasure", "String"),
         ("ExpirationDate", "DateTime"),
+        ("StorageUnits", "String"),
+        ("StorageUnitQuantities", "Double"),
+        ("ParentLotIDs", "String"),
+        ("ParentQuantities", "Double"),
+        ("ChildLotIDs", "String"),
+        ("ChildQuantities", "Double"),
     ]
     for status in LotStatus:
         assert status.value in lot.variable("Status").description
@@ -272,7 +311,32 @@ def test_roles_grant_everything_below_them() -> None:
 
 
 def test_ledger_generates_the_movement_event() -> None:
-    assert _type("LedgerType").generates_events == ("InventoryMovementEventType",)
+    assert _type("LedgerType").generates_events == (
+        "InventoryMovementEventType",
+        "AdviceEventType",
+    )
+
+
+def test_advice_event_fields() -> None:
+    event = TYPE_MODEL.event_type("AdviceEventType")
+    assert event.supertype == "BaseEventType"
+    assert [(f.name, f.data_type) for f in event.fields] == [
+        ("AdviceId", "String"),
+        ("State", "String"),
+        ("Kind", "String"),
+        ("MaterialDefinitionID", "String"),
+        ("LotID", "String"),
+        ("Unit", "String"),
+        ("Reference", "String"),
+        ("AdvisedQuantity", "Double"),
+        ("BookedQuantity", "Double"),
+        ("Variance", "Double"),
+        ("VariancePercent", "Double"),
+        ("UnitOfMeasure", "String"),
+        ("User", "String"),
+    ]
+    for state in ("open", "matched", "expired"):
+        assert state in event.fields[1].description
 
 
 def test_movement_event_fields() -> None:
