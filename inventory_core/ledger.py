@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp, today
 from inventory_core.domain.advices import ADVICE_PREFIX, Advice
-from inventory_core.domain.audit import canonical_json
+from inventory_core.domain.audit import AuditRecord, canonical_json
 from inventory_core.domain.errors import (
     InventoryError,
     LedgerUnavailable,
@@ -31,6 +31,7 @@ from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.model import (
     DRAW_KINDS,
     QUANTITY_KINDS,
+    AnnounceLots,
     AuditEvent,
     Balance,
     ExpireAdvices,
@@ -166,6 +167,20 @@ class Ledger:
         result: PostingResult = await self._store.submit(request, payload_hash(request))
         return self._posted(result)
 
+    async def announce_lots(self, request: AnnounceLots) -> list[Lot]:
+        """Lots a business system announces (B2MML MaterialLot): new ones are created with
+        their status and expiry, known ones change status; all or none, audited."""
+        for announced in request.lots:
+            check_identifier("lot", announced.lot)
+            check_identifier("material", announced.material)
+        check_identifier("user", request.user)
+        _require_reason(request.reason)
+        outcome: tuple[list[Lot], list[PostingResult]] = await self._store.submit(request)
+        lots, status_changes = outcome
+        for result in status_changes:
+            self._posted(result)
+        return lots
+
     async def sync_master_data(
         self,
         materials: Sequence[MaterialDefinition],
@@ -283,6 +298,42 @@ class Ledger:
         if found is None:
             raise UnknownMovement(f"movement {movement_id} does not exist")
         return found
+
+    async def movements(self, ids: Collection[str]) -> list[Movement]:
+        """The movements with these ids (unknown ones left out), in posting order."""
+        return await self._store.reader.movements(ids)
+
+    async def audit_records(
+        self,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        since: int | None = None,
+        user: str | None = None,
+        limit: int | None = None,
+        *,
+        since_time: str | None = None,
+        with_movements: bool = False,
+    ) -> list[tuple[int, AuditRecord]]:
+        """The audit records of one object (`object_type` as stored: lot, movement,
+        advice, material, storage_unit, request, ...; `object_id` its id), or of all,
+        the oldest first, each with its cursor: after cursor `since` (None: from the
+        start), at or after the timestamp `since_time`, by `user`, at most `limit`.
+        `with_movements`: a lot's or storage unit's records include those of the
+        movements booked to it (receipts, draws, status changes, reversals).
+
+        A cursor is the record's position in the trail (the order records were
+        appended). With several writers on one database, a record may commit after
+        one with a higher cursor: a reader paging by cursor while writers write can
+        pass it (the movements' export avoids that; the audit trail is for reading)."""
+        return await self._store.reader.audit_records(
+            object_type,
+            object_id,
+            after=since or 0,
+            since=since_time,
+            user=user,
+            limit=limit,
+            with_movements=with_movements,
+        )
 
     async def trace(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         return await self._store.reader.genealogy(lot, forward=forward)

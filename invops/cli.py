@@ -864,11 +864,20 @@ def ledger_reverse(
         typer.echo(f"{result.movement_id} reverses {movement_id}")
 
 
+class B2mmlDocument(StrEnum):
+    MOVEMENTS = "movements"
+    MATERIAL_INFORMATION = "material-information"
+
+
 @ledger_app.command("export")
 def ledger_export(
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", help="jsonl (b2mml follows with Level-4 integration)."),
+        typer.Option(
+            "--format",
+            help="jsonl: one movement per line. b2mml: a B2MML V0700 document "
+            "(ShowOperationsPerformance of the movements, or --document material-information).",
+        ),
     ],
     since: Annotated[
         str,
@@ -879,27 +888,99 @@ def ledger_export(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="At most this many movements.")
     ] = None,
+    document: Annotated[
+        B2mmlDocument,
+        typer.Option(
+            "--document",
+            help="With --format b2mml: movements (after --since) or material-information "
+            "(ShowMaterialInformation: materials, lots with status, quantity and location).",
+        ),
+    ] = B2mmlDocument.MOVEMENTS,
     url: UrlOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Movements for ERP (Level 4) as JSON lines; each line's `cursor` resumes after it."""
-    if fmt is ExportFormat.B2MML:
-        fail(
-            "--format b2mml is not available yet (it comes with the Level-4 integration); "
-            "use --format jsonl"
-        )
+    """Movements for ERP (Level 4): JSON lines (each line's `cursor` resumes after it) or
+    B2MML; the B2MML movement document's last SegmentData `Cursor` resumes after it."""
     try:
         cursor = int(since)
         if not 0 <= cursor <= MAX_CURSOR:
             raise ValueError
     except ValueError:
         fail(f"--since {since!r} is not a cursor (a non-negative integer from a previous export)")
+    if fmt is ExportFormat.B2MML:
+        _export_b2mml(document, cursor, limit, url, config)
+        return
     movements = _with_ledger(
         url, config, lambda ledger: ledger.export(after_seq=cursor, limit=limit), read_only=True
     )
     out = sys.stdout
     for m in movements:
         out.write(json.dumps(_movement_json(m), ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def _export_b2mml(
+    document: B2mmlDocument, cursor: int, limit: int | None, url: str | None, config: Path | None
+) -> None:
+    from inventory_core.b2mml.apply import export_material_information, export_movements
+
+    if document is B2mmlDocument.MATERIAL_INFORMATION:
+        body = _with_ledger(url, config, export_material_information, read_only=True)
+    else:
+        body, last = _with_ledger(
+            url, config, lambda ledger: export_movements(ledger, cursor, limit), read_only=True
+        )
+        if body is None:
+            typer.echo(f"no movements after cursor {cursor}: nothing written", err=True)
+            return
+        typer.echo(f"movements up to cursor {last}", err=True)
+    sys.stdout.buffer.write(body)
+
+
+class ImportFormat(StrEnum):
+    B2MML = "b2mml"
+
+
+@ledger_app.command("import")
+def ledger_import(
+    file: Annotated[str, typer.Argument(help="The document to apply ('-' reads standard input).")],
+    fmt: Annotated[
+        ImportFormat, typer.Option("--format", help="b2mml (B2MML V0700).")
+    ] = ImportFormat.B2MML,
+    user: UserOption = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Apply a B2MML SyncMaterialDefinition / ProcessMaterialDefinition (master data) or
+    SyncMaterialLot / ProcessMaterialLot (lots announced by ERP), all or nothing, audited;
+    prints the answer document (AcknowledgeMaterial... or ConfirmBOD).
+
+    With `[b2mml] schema_dir` (or INVOPS_B2MML_SCHEMA_DIR) the document is validated
+    against MESA's XSDs first."""
+    from inventory_core.b2mml import B2mmlError, SchemaValidator, parse_inbound
+    from inventory_core.b2mml.apply import apply_inbound
+    from inventory_core.domain.model import Source
+
+    del fmt  # one format so far
+    try:
+        body = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}")
+    loaded = load_config_or_exit(config) if config is not None else None
+    folder = loaded.b2mml.schema_dir if loaded is not None else None
+    folder = folder or os.environ.get("INVOPS_B2MML_SCHEMA_DIR")
+    try:
+        if folder:
+            SchemaValidator(Path(folder)).validate(body)
+        inbound = parse_inbound(body)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    except B2mmlError as exc:
+        fail(f"{file}: refused, nothing applied: {exc}")
+    who = _user(user)
+    answer = _with_ledger(
+        url, config, lambda ledger: apply_inbound(ledger, inbound, user=who, source=Source.CLI)
+    )
+    sys.stdout.buffer.write(answer)
 
 
 @opcua_app.command("export-nodeset")

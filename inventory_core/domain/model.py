@@ -392,6 +392,28 @@ class MasterDataUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class AnnouncedLot:
+    """A lot a business system announces before it arrives (B2MML MaterialLot):
+    `status`/`expiry` None leave the lot's own (or the material's default) as is."""
+
+    lot: LotId
+    material: MaterialId
+    status: LotStatus | None = None
+    expiry: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceLots:
+    """Create the announced lots that do not exist yet and change the status of those
+    that do, all or none, audited (a status change is a lot-status movement)."""
+
+    lots: tuple[AnnouncedLot, ...]
+    user: str = "system"
+    source: Source = Source.ERP
+    reason: str = "announced"
+
+
+@dataclass(frozen=True, slots=True)
 class ExpireAdvices:
     """Close the open advices past their window (a periodic task of the service)."""
 

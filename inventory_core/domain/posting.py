@@ -52,6 +52,7 @@ from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
     DRAW_KINDS,
     LOT_CREATING_KINDS,
+    AnnounceLots,
     AuditEvent,
     Booking,
     ExpireAdvices,
@@ -882,6 +883,40 @@ class Planner:
         old = canonical_json({"lot": lot.id, "status": str(lot.status)})
         return self._append(movement, [], digest, old=old)
 
+    def announce_lots(self, req: AnnounceLots) -> tuple[list[Lot], list[PostingResult]]:
+        """Create the lots that are new, change the status of the others; every check
+        first, so a refused announcement changes nothing. Returns the lots as now and
+        the lot-status movements posted."""
+        created: list[Lot] = []
+        changes: list[LotStatusRequest] = []
+        for announced in req.lots:
+            material = self._material(announced.material)
+            lot = self.state.lots.get(announced.lot)
+            if lot is None:
+                status = announced.status or material.default_lot_status
+                created.append(
+                    Lot(announced.lot, material.id, status, self._now(), announced.expiry)
+                )
+                continue
+            if lot.material != material.id:
+                raise MaterialMismatch(
+                    f"lot {lot.id} is material {lot.material}, not {material.id}"
+                )
+            if announced.expiry is not None and announced.expiry != lot.expiry:
+                raise ValidationError(
+                    f"lot {lot.id} expires {lot.expiry or 'never'}; an announcement cannot change "
+                    f"its expiry to {announced.expiry}"
+                )
+            if announced.status is not None and announced.status != lot.status:
+                check_transition(lot.id, lot.status, announced.status)
+                changes.append(
+                    LotStatusRequest(lot.id, announced.status, req.reason, req.user, req.source)
+                )
+        for lot in created:
+            self._add_lot(lot, req.user, req.reason)
+        posted = [self.set_lot_status(change, payload_hash(change)) for change in changes]
+        return [self.state.lots[a.lot] for a in req.lots], posted
+
     def master_data(self, update: MasterDataUpdate) -> int:
         """Create or update materials and units; returns how many changed (each audited)."""
         changed = 0
@@ -1096,16 +1131,21 @@ class Planner:
     # -- state changes (only after every check passed) -----------------------
 
     def _create_lot(self, lot: Lot, movement: Movement) -> None:
+        self._add_lot(
+            lot, movement.user, f"first {movement.kind} {movement.id}", movement.timestamp
+        )
+
+    def _add_lot(self, lot: Lot, user: str, reason: str, timestamp: str | None = None) -> None:
         self.state.lots[lot.id] = lot
         self.changes.new_lots.append(lot)
         self.changes.audits.append(
             PendingAudit(
-                timestamp=movement.timestamp,
-                user=movement.user,
+                timestamp=timestamp or self._now(),
+                user=user,
                 action="create",
                 object_type="lot",
                 object_id=lot.id,
-                reason=f"first {movement.kind} {movement.id}",
+                reason=reason,
                 old="",
                 new=canonical_json(lot_document(lot)),
             )

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from inventory_core.domain.advices import Advice
+from inventory_core.domain.audit import AuditRecord
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
@@ -31,6 +32,7 @@ from inventory_core.domain.model import (
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     advice_from_row,
+    audit_from_row,
     lot_from_row,
     material_from_row,
     movement_from_row,
@@ -114,6 +116,15 @@ class LedgerReader:
             rows = await conn.execute(select(t.movements).where(t.movements.c.id == movement_id))
             row = rows.mappings().first()
             return None if row is None else movement_from_row(row)
+
+    async def movements(self, ids: Collection[str]) -> list[Movement]:
+        """The movements with these ids (those that exist), in posting order."""
+        if not ids:
+            return []
+        m = t.movements
+        query = select(m).where(m.c.id.in_(sorted(set(ids)))).order_by(m.c.seq)
+        async with self._connect() as conn:
+            return [movement_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def history(
         self,
@@ -294,6 +305,57 @@ class LedgerReader:
             query = query.limit(limit)
         async with self._connect() as conn:
             return [advice_from_row(r) for r in (await conn.execute(query)).mappings()]
+
+    async def audit_records(
+        self,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        *,
+        after: int = 0,
+        since: str | None = None,
+        user: str | None = None,
+        limit: int | None = None,
+        with_movements: bool = False,
+    ) -> list[tuple[int, AuditRecord]]:
+        """(cursor, record) of the audit records after cursor `after` (the record's row
+        id: the order they were appended in), the oldest first, with every filter given
+        (`since`: a timestamp, records at or after it). `with_movements` adds, for a lot
+        or storage unit, the records of the movements booked to it (ix_audit_object
+        finds them by the movements' ids)."""
+        a = t.audit
+        query = select(a).where(a.c.id > after).order_by(a.c.id)
+        if object_type is not None:
+            query = query.where(self._audited_object(object_type, object_id, with_movements))
+        elif object_id is not None:
+            query = query.where(a.c.object_id == object_id)
+        if since is not None:
+            query = query.where(a.c.timestamp >= since)
+        if user is not None:
+            query = query.where(a.c.user == user)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings()
+            return [(int(r["id"]), audit_from_row(r)) for r in rows]
+
+    @staticmethod
+    def _audited_object(
+        object_type: str, object_id: str | None, with_movements: bool
+    ) -> ColumnElement[bool]:
+        a, m = t.audit, t.movements
+        own = a.c.object_type == object_type
+        if object_id is None:
+            return own
+        own = and_(own, a.c.object_id == object_id)
+        if not with_movements or object_type not in ("lot", "storage_unit"):
+            return own
+        booked = (
+            m.c.lot == object_id
+            if object_type == "lot"
+            else or_(m.c.from_unit == object_id, m.c.to_unit == object_id)
+        )
+        movement_ids = select(m.c.id).where(booked)
+        return or_(own, and_(a.c.object_type == "movement", a.c.object_id.in_(movement_ids)))
 
     async def chain_heads(self) -> dict[str, tuple[int, str]]:
         async with self._connect() as conn:

@@ -35,6 +35,7 @@ from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable, RequestRefused
 from inventory_core.domain.model import (
     DRAW_KINDS,
+    AnnounceLots,
     AuditEvent,
     Booking,
     ExpireAdvices,
@@ -82,7 +83,8 @@ from inventory_core.store.rows import (
 log = get_logger(__name__)
 
 Request = (
-    PostingRequest
+    AnnounceLots
+    | PostingRequest
     | ReversalRequest
     | LotStatusRequest
     | MasterDataUpdate
@@ -329,6 +331,8 @@ class BatchWriter:
                     result = None
                 elif isinstance(request, ExpireAdvices):
                     result = planner.expire_advices(request)
+                elif isinstance(request, AnnounceLots):
+                    result = planner.announce_lots(request)
                 else:
                     planner.audit_event(request)
                     result = None
@@ -394,6 +398,8 @@ class BatchWriter:
                         pairs[(unit, lot_id)] = r.material
             elif isinstance(r, LotStatusRequest):
                 lot_ids.add(r.lot)
+            elif isinstance(r, AnnounceLots):
+                lot_ids.update(a.lot for a in r.lots)
         for advice in advices:  # what a measured change matching it books
             lot_ids.update(advice.consumed_lots)
             self._consumed_pairs(advice.consumed_lots, advice.consumed_units, state, pairs)

@@ -37,6 +37,7 @@ ENV_OVERRIDES: Final[Mapping[str, tuple[str, str]]] = {
     "INVOPS_OPCUA_ENDPOINT": ("opcua", "endpoint"),
     "INVOPS_METRICS_LISTEN": ("metrics", "listen"),
     "INVOPS_API_LISTEN": ("api", "listen"),  # also turns the API on where [api] is absent
+    "INVOPS_B2MML_SCHEMA_DIR": ("b2mml", "schema_dir"),
 }
 
 

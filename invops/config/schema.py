@@ -9,6 +9,7 @@ checks across tables live in `cross_checks` (pass 2).
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationInfo, field_validator
@@ -112,6 +113,21 @@ class LedgerConfig(ConfigModel):
                 "does not let the lease expire"
             )
         return heartbeat
+
+
+class B2mmlConfig(ConfigModel):
+    """`[b2mml]`: B2MML documents (ledger import/export, the HTTP API's /b2mml routes)."""
+
+    # The folder of MESA's B2MML V0700 schemas (AllSchemas.xsd): inbound documents are
+    # validated against them first. invops does not ship them (MESA's licence terms).
+    schema_dir: NonEmptyStr | None = None
+
+    @field_validator("schema_dir")
+    @classmethod
+    def _has_schemas(cls, folder: str | None) -> str | None:
+        if folder is not None and not (Path(folder) / "AllSchemas.xsd").is_file():
+            raise ValueError(f"{folder} holds no AllSchemas.xsd (the B2MML V0700 schema folder)")
+        return folder
 
 
 class MaterialConfig(ConfigModel):
@@ -271,6 +287,7 @@ class InvopsConfig(ConfigModel):
     users: list[UserConfig] = Field(default_factory=list)
     api: ApiConfig | None = None
     api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
+    b2mml: B2mmlConfig = Field(default_factory=B2mmlConfig)
 
     def api_token_definitions(self) -> tuple[ApiToken, ...]:
         return tuple(ApiToken(t.name, t.role, t.token_hash) for t in self.api_tokens)

@@ -374,9 +374,13 @@ REJECTIONS = {
          "--uom", "kg", "--from", "TK-101", "--to", "TK-103", "--url", "{url}"],
         ["receipt takes no source unit (--from)"],
     ),
-    "export-b2mml": (
-        ["ledger", "export", "--format", "b2mml", "--since", "0", "--url", "{url}"],
-        ["b2mml", "jsonl"],
+    "import-missing-file": (
+        ["ledger", "import", "--format", "b2mml", "no-such-file.xml", "--url", "{url}"],
+        ["no-such-file.xml", "cannot read"],
+    ),
+    "import-not-b2mml": (
+        ["ledger", "import", "--format", "b2mml", "-", "--url", "{url}"],
+        ["not well-formed XML", "nothing applied"],
     ),
     "export-bad-cursor": (
         ["ledger", "export", "--format", "jsonl", "--since", "yesterday", "--url", "{url}"],

@@ -1,0 +1,338 @@
+"""B2MML documents ERP sends invops, and the answers.
+
+Accepted: `SyncMaterialDefinition` and `ProcessMaterialDefinition` (master data:
+ID, Description, MaterialClassID, and the properties `BaseUnitOfMeasure`,
+`Density` (kg/L) and `DefaultLotStatus`), `SyncMaterialLot` and
+`ProcessMaterialLot` (lots announced before they arrive: ID,
+MaterialDefinitionID, Status, and the property `ExpirationDate`). Stock is
+booked by movements only, so a lot's Quantity and StorageLocation in such a
+document are not applied. Anything invops would have to drop (another lot
+property, a Delete action) refuses the whole document: nothing is lost quietly.
+
+`parse_inbound` raises `B2mmlError` with the path of the first problem
+(`/ProcessMaterialLot/DataArea/MaterialLot[2]/Status`); the answer to an applied
+document is `AcknowledgeMaterialDefinition` / `AcknowledgeMaterialLot` for a
+Process, `ConfirmBOD` for a Sync.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from inventory_core.b2mml.documents import (
+    B2MML_NAMESPACE,
+    definition,
+    document,
+    lot_element,
+    serialize,
+    sub,
+    tag,
+)
+from inventory_core.domain.model import (
+    AnnouncedLot,
+    Lot,
+    LotId,
+    LotStatus,
+    MaterialDefinition,
+    MaterialId,
+)
+from inventory_core.domain.units import UNITS
+
+Verb = Literal["Sync", "Process"]
+Noun = Literal["MaterialDefinition", "MaterialLot"]
+ACCEPTED: tuple[tuple[Verb, Noun], ...] = (
+    ("Sync", "MaterialDefinition"),
+    ("Process", "MaterialDefinition"),
+    ("Sync", "MaterialLot"),
+    ("Process", "MaterialLot"),
+)
+_DENSITY_UNITS = frozenset({"kg/L", "kg/l", "B35", "g/mL", "g/ml", "g/cm3"})
+LotAnnouncement = AnnouncedLot
+
+
+class B2mmlError(ValueError):
+    """A document invops refuses; `path` locates the first problem."""
+
+    def __init__(self, message: str, path: str = "/") -> None:
+        super().__init__(f"{path}: {message}")
+        self.message = message
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class MaterialUpdate:
+    """One MaterialDefinition as ERP sent it; None: not given (keep what invops has)."""
+
+    id: str
+    description: str | None = None
+    base_uom: str | None = None
+    density_kg_per_l: Decimal | None = None
+    default_lot_status: LotStatus | None = None
+    material_class: str | None = None
+
+    def applied_to(self, old: MaterialDefinition | None, path: str) -> MaterialDefinition:
+        """The definition after this update (a new material needs its base unit)."""
+        if old is None:
+            if self.base_uom is None:
+                raise B2mmlError(
+                    f"material {self.id} is new: give its MaterialDefinitionProperty "
+                    "BaseUnitOfMeasure",
+                    path,
+                )
+            old = MaterialDefinition(MaterialId(self.id), "", self.base_uom)
+        return MaterialDefinition(
+            old.id,
+            old.description if self.description is None else self.description,
+            old.base_uom if self.base_uom is None else self.base_uom,
+            old.density_kg_per_l if self.density_kg_per_l is None else self.density_kg_per_l,
+            old.default_lot_status if self.default_lot_status is None else self.default_lot_status,
+            old.material_class if self.material_class is None else self.material_class,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A parsed document: its verb and noun, sender's ids, and what it carries."""
+
+    verb: Verb
+    noun: Noun
+    bod_id: str
+    sender: str
+    application_area: ET.Element
+    materials: tuple[MaterialUpdate, ...] = ()
+    lots: tuple[AnnouncedLot, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.verb}{self.noun}"
+
+    def path(self, *steps: str) -> str:
+        return "/" + "/".join((self.name, "DataArea", *steps))
+
+
+def _local(element: ET.Element) -> str:
+    return element.tag.rsplit("}", 1)[-1]
+
+
+def _children(element: ET.Element, name: str) -> list[ET.Element]:
+    return element.findall(tag(name))
+
+
+def _text(element: ET.Element, name: str, path: str, *, required: bool = False) -> str | None:
+    found = element.find(tag(name))
+    text = None if found is None or found.text is None else found.text.strip()
+    if required and not text:
+        raise B2mmlError(f"{name} is required and must not be empty", f"{path}/{name}")
+    return text or None
+
+
+def _check_structure(root: ET.Element) -> tuple[Verb, Noun]:
+    if not root.tag.startswith(f"{{{B2MML_NAMESPACE}}}"):
+        raise B2mmlError(f"the root element is not in the B2MML namespace {B2MML_NAMESPACE}")
+    name = _local(root)
+    for verb, noun in ACCEPTED:
+        if name == f"{verb}{noun}":
+            break
+    else:
+        known = ", ".join(v + n for v, n in ACCEPTED)
+        raise B2mmlError(f"invops accepts {known}; this is {name}", f"/{name}")
+    if not root.get("releaseID"):
+        raise B2mmlError("the releaseID attribute is required", f"/{name}/@releaseID")
+    return verb, noun
+
+
+def parse_inbound(body: bytes) -> Inbound:
+    """The document in `body`, checked; raises B2mmlError at the first problem."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise B2mmlError("DTDs and entity declarations are not accepted")
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise B2mmlError(f"not well-formed XML ({exc})", f"line {line}, column {column}") from None
+    verb, noun = _check_structure(root)
+    name = f"{verb}{noun}"
+    area = root.find(tag("ApplicationArea"))
+    if area is None:
+        raise B2mmlError("ApplicationArea is required", f"/{name}/ApplicationArea")
+    _text(area, "CreationDateTime", f"/{name}/ApplicationArea", required=True)
+    sender = area.find(tag("Sender"))
+    data = root.find(tag("DataArea"))
+    if data is None:
+        raise B2mmlError("DataArea is required", f"/{name}/DataArea")
+    action = data.find(tag(verb))
+    if action is None:
+        raise B2mmlError(f"{verb} is required", f"/{name}/DataArea/{verb}")
+    for n, expression in enumerate(action.iter(tag("ActionExpression")), start=1):
+        code = expression.get("actionCode", "")
+        if code == "Delete":
+            raise B2mmlError(
+                "invops never deletes master data or lots (the audit trail keeps them); "
+                "change a lot's status instead",
+                f"/{name}/DataArea/{verb}/ActionCriteria[{n}]/ActionExpression/@actionCode",
+            )
+    nouns = _children(data, noun)
+    if not nouns:
+        raise B2mmlError(f"at least one {noun} is required", f"/{name}/DataArea/{noun}")
+    inbound = Inbound(
+        verb,
+        noun,
+        _text(area, "BODID", "") or "",
+        (_text(sender, "LogicalID", "") or "") if sender is not None else "",
+        area,
+    )
+    if noun == "MaterialDefinition":
+        materials = tuple(
+            _material(e, inbound.path(f"{noun}[{i}]")) for i, e in enumerate(nouns, start=1)
+        )
+        _no_duplicates([m.id for m in materials], inbound, noun)
+        return Inbound(*_head(inbound), materials=materials)
+    lots = tuple(_lot(e, inbound.path(f"{noun}[{i}]")) for i, e in enumerate(nouns, start=1))
+    _no_duplicates([a.lot for a in lots], inbound, noun)
+    return Inbound(*_head(inbound), lots=lots)
+
+
+def _head(inbound: Inbound) -> tuple[Verb, Noun, str, str, ET.Element]:
+    return inbound.verb, inbound.noun, inbound.bod_id, inbound.sender, inbound.application_area
+
+
+def _no_duplicates(ids: Sequence[str], inbound: Inbound, noun: str) -> None:
+    seen: set[str] = set()
+    for i, identifier in enumerate(ids, start=1):
+        if identifier in seen:
+            raise B2mmlError(f"{identifier} is given twice", inbound.path(f"{noun}[{i}]", "ID"))
+        seen.add(identifier)
+
+
+def _properties(
+    element: ET.Element, name: str, path: str
+) -> list[tuple[str, str, str | None, str]]:
+    """(ID, first Value's ValueString, its UnitOfMeasure, path) of each property."""
+    found: list[tuple[str, str, str | None, str]] = []
+    for i, prop in enumerate(_children(element, name), start=1):
+        where = f"{path}/{name}[{i}]"
+        prop_id = _text(prop, "ID", where, required=True)
+        value = prop.find(tag("Value"))
+        if value is None:
+            raise B2mmlError(f"property {prop_id} has no Value", f"{where}/Value")
+        text = _text(value, "ValueString", f"{where}/Value", required=True)
+        assert prop_id is not None and text is not None
+        found.append((prop_id, text, _text(value, "UnitOfMeasure", ""), f"{where}/Value"))
+    return found
+
+
+def _status(text: str, path: str) -> LotStatus:
+    try:
+        return LotStatus(text.lower())
+    except ValueError:
+        known = ", ".join(s.value for s in LotStatus)
+        raise B2mmlError(f"lot status {text!r} is not one of {known}", path) from None
+
+
+def _material(element: ET.Element, path: str) -> MaterialUpdate:
+    material_id = _text(element, "ID", path, required=True)
+    assert material_id is not None
+    base_uom: str | None = None
+    density: Decimal | None = None
+    status: LotStatus | None = None
+    for prop_id, text, uom, where in _properties(element, "MaterialDefinitionProperty", path):
+        if prop_id == "BaseUnitOfMeasure":
+            if text not in UNITS:
+                known = ", ".join(UNITS)
+                raise B2mmlError(f"unit {text!r} is not one of {known}", f"{where}/ValueString")
+            base_uom = text
+        elif prop_id == "Density":
+            if uom is not None and uom not in _DENSITY_UNITS:
+                raise B2mmlError(f"density unit {uom!r}: give it in kg/L", f"{where}/UnitOfMeasure")
+            density = _positive(text, f"{where}/ValueString")
+        elif prop_id == "DefaultLotStatus":
+            status = _status(text, f"{where}/ValueString")
+        else:
+            raise B2mmlError(
+                f"material property {prop_id!r} is not kept by invops (it keeps "
+                "BaseUnitOfMeasure, Density, DefaultLotStatus)",
+                where.removesuffix("/Value") + "/ID",
+            )
+    return MaterialUpdate(
+        material_id,
+        _text(element, "Description", path),
+        base_uom,
+        density,
+        status,
+        _text(element, "MaterialClassID", path),
+    )
+
+
+def _positive(text: str, path: str) -> Decimal:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise B2mmlError(f"{text!r} is not a number", path) from None
+    if not number.is_finite() or number <= 0:
+        raise B2mmlError(f"{text!r} must be a positive number", path)
+    return number
+
+
+def _lot(element: ET.Element, path: str) -> AnnouncedLot:
+    lot_id = _text(element, "ID", path, required=True)
+    material = _text(element, "MaterialDefinitionID", path, required=True)
+    assert lot_id is not None and material is not None
+    status_text = _text(element, "Status", path)
+    status = None if status_text is None else _status(status_text, f"{path}/Status")
+    expiry: date | None = None
+    for prop_id, text, _, where in _properties(element, "MaterialLotProperty", path):
+        if prop_id != "ExpirationDate":
+            raise B2mmlError(
+                f"lot property {prop_id!r} is not kept by invops yet (it keeps ExpirationDate)",
+                where.removesuffix("/Value") + "/ID",
+            )
+        try:
+            expiry = date.fromisoformat(text[:10])
+        except ValueError:
+            raise B2mmlError(
+                f"{text!r} is not a date (YYYY-MM-DD)", f"{where}/ValueString"
+            ) from None
+    return AnnouncedLot(LotId(lot_id), MaterialId(material), status, expiry)
+
+
+def _original_area(parent: ET.Element, inbound: Inbound) -> None:
+    original = sub(parent, "OriginalApplicationArea")
+    original.extend(list(inbound.application_area))
+
+
+def _accepted(verb_element: ET.Element, inbound: Inbound) -> None:
+    _original_area(verb_element, inbound)
+    criteria = sub(verb_element, "ResponseCriteria")
+    sub(criteria, "ResponseExpression", "Accepted", actionCode="Accepted")
+
+
+def acknowledge(
+    inbound: Inbound,
+    *,
+    materials: Sequence[MaterialDefinition] = (),
+    lots: Sequence[Lot] = (),
+    created: datetime,
+    bod_id: str,
+) -> bytes:
+    """The answer to an applied document: for a Process, `Acknowledge<Noun>` with the
+    nouns as invops now holds them; for a Sync, `ConfirmBOD`."""
+    if inbound.verb == "Sync":
+        root = document("ConfirmBOD", "Confirm", created, bod_id)
+        _accepted(root[1][0], inbound)
+        bod = sub(root[1], "BOD")
+        _original_area(bod, inbound)
+        count = len(materials) or len(lots)
+        sub(bod, "Description", f"{inbound.name} {inbound.bod_id}: {count} {inbound.noun} applied")
+        return serialize(root)
+    root = document(f"Acknowledge{inbound.noun}", "Acknowledge", created, bod_id)
+    _accepted(root[1][0], inbound)
+    for material in materials:
+        definition(root[1], material)
+    for lot in lots:
+        lot_element(root[1], lot, (), None)
+    return serialize(root)
