@@ -1,7 +1,11 @@
-"""The API's routes (SPEC section 8, first slice): storage units, balances, lots,
-movements with cursor pagination, advices, reconciliation, and postings of every kind
-with `Idempotency-Key`. Reads need the viewer role (or anonymous reading where allowed),
-postings the role the OPC UA method of the same kind needs."""
+"""The API's routes (SPEC section 8): storage units, balances, lots, movements with
+cursor pagination and as a stream, advices, reconciliation, audit records, and postings
+of every kind with `Idempotency-Key`. Reads need the viewer role (or anonymous reading
+where allowed), postings the role the OPC UA method of the same kind needs.
+
+Every route documents its answers (models of http_api.schemas, the problems it can
+answer, its security): tests/integration/test_http_api_schema.py runs schemathesis over
+the OpenAPI document against the app."""
 
 from __future__ import annotations
 
@@ -12,16 +16,42 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from http_api.auth import ANONYMOUS, ApiAuth, Principal, Unauthenticated
+from http_api.auth import ANONYMOUS, SECURITY_SCHEMES, ApiAuth, Principal, Unauthenticated, security
 from http_api.docs import DOCS_HTML
-from http_api.problems import Problem, install, problem_response
-from http_api.schemas import LotStatusIn, MovementIn, ReversalIn, posting_request
+from http_api.problems import (
+    PROBLEM_SCHEMA,
+    Problem,
+    install,
+    problem_response,
+    problem_responses,
+)
+from http_api.schemas import (
+    AdvicePosted,
+    AdvicesOut,
+    AuditOut,
+    BalancesOut,
+    GenealogyOut,
+    LotDetailOut,
+    LotsOut,
+    LotStatusIn,
+    MovementIn,
+    MovementPosted,
+    MovementsOut,
+    Posted,
+    ProblemOut,
+    ReconciliationOut,
+    ReversalIn,
+    UnitOut,
+    UnitsOut,
+    posting_request,
+)
 from inventory_core import Ledger
 from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
+from inventory_core.domain.audit import AuditRecord
 from inventory_core.domain.model import (
     Balance,
     GenealogyLink,
@@ -49,6 +79,32 @@ Observer = Callable[[str, str, int, float], None]  # route, method, status, seco
 # Kinds an operator may post; the others need an engineer (as the OPC UA methods).
 _ENGINEER_KINDS: Final = frozenset({MovementKind.ADJUSTMENT})
 _CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="invops"'}
+UnitPath = Annotated[str, Path(description="storage unit id", examples=["WH-401"])]
+LotPath = Annotated[str, Path(description="lot id", examples=["GLY-0100"])]
+# `object=TYPE:ID` of GET /audit: TYPE as the caller names it -> as the audit trail does.
+AUDITED_OBJECTS: Final = {
+    "lot": "lot",
+    "unit": "storage_unit",
+    "storage_unit": "storage_unit",
+    "material": "material",
+    "movement": "movement",
+    "advice": "advice",
+    "request": "request",
+    "api_route": "api_route",
+    "opcua_method": "opcua_method",
+    "opcua_session": "opcua_session",
+    "opcua_login": "opcua_login",
+}
+AUDIT_DESCRIPTION: Final = (
+    "The audit records of one object, `object=TYPE:ID` (TYPE one of "
+    + ", ".join(f"`{name}`" for name in AUDITED_OBJECTS)
+    + "; e.g. `lot:L1`, `unit:TK-101`, `movement:<id>`, `advice:<id>`), the oldest first. "
+    "A lot's or storage unit's records include those of the movements booked to it "
+    "(receipts, draws, status changes, reversals); a movement's record comes with the "
+    "movement its `new` digest covers. `old` and `new` are JSON where the trail stores "
+    "JSON (else text, or null where empty). `since` is a cursor: the records after it; "
+    "page with `since=<next_cursor>`. `user` keeps one user's records."
+)
 
 
 def create_app(
@@ -71,16 +127,16 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    install(app)
 
     @app.get("/api/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(DOCS_HTML)
 
     def caller(required: Role) -> Callable[..., Awaitable[Principal]]:
-        async def dependency(
-            request: Request, authorization: Annotated[str | None, Header()] = None
-        ) -> Principal:
+        async def dependency(request: Request) -> Principal:
+            # The header is read here, not declared as a parameter: the OpenAPI document
+            # lists the credentials as its security schemes instead.
+            authorization = request.headers.get("authorization")
             route = request.url.path[:200]
             try:
                 principal = await auth.principal(authorization)
@@ -101,44 +157,83 @@ def create_app(
 
         return dependency
 
+    def needs(role: Role) -> dict[str, Any]:
+        """The OpenAPI extras of an operation that needs `role`."""
+        return {
+            "security": security(role, anonymous_read=auth.anonymous_read),
+            "x-invops-role": str(role),
+        }
+
     reader = Depends(caller(Role.VIEWER))
     writer = Depends(caller(Role.OPERATOR))
     engineer = Depends(caller(Role.ENGINEER))
     tail = _Tail(ledger)
-    router = APIRouter(prefix=API)
+    router = APIRouter(prefix=API, dependencies=[Depends(_no_nul)])
+    read = needs(Role.VIEWER)
+    read_problems = problem_responses(401, 503)
+    query_problems = problem_responses(401, 422, 503)
+    found_problems = problem_responses(401, 404, 503)
+    write_problems = problem_responses(401, 403, 409, 413, 422, 503)
 
-    @router.get("/units", summary="Storage units, live: measured, book, discrepancy, lots")
-    async def units(_: Principal = reader) -> dict[str, Any]:
-        return {"units": await _units(ledger, view)}
+    @router.get(
+        "/units",
+        summary="Storage units, live: measured, book, discrepancy, lots",
+        response_model=UnitsOut,
+        responses=read_problems,
+        openapi_extra=read,
+    )
+    async def units(_: Principal = reader) -> JSONResponse:
+        return JSONResponse({"units": await _units(ledger, view)})
 
-    @router.get("/units/{unit}", summary="One storage unit, live")
-    async def unit(unit: str, _: Principal = reader) -> dict[str, Any]:
+    @router.get(
+        "/units/{unit}",
+        summary="One storage unit, live",
+        response_model=UnitOut,
+        responses=found_problems,
+        openapi_extra=read,
+    )
+    async def unit(unit: UnitPath, _: Principal = reader) -> JSONResponse:
         found = [u for u in await _units(ledger, view, unit) if u["unit"] == unit]
         if not found:
             raise Problem(404, "Not found", f"storage unit {unit} is not defined", field="unit")
-        return found[0]
+        return JSONResponse(found[0])
 
-    @router.get("/balances", summary="Book balances")
+    @router.get(
+        "/balances",
+        summary="Book balances",
+        response_model=BalancesOut,
+        responses=read_problems,
+        openapi_extra=read,
+    )
     async def balances(
         unit: str | None = None, lot: str | None = None, material: str | None = None,
         _: Principal = reader,
-    ) -> dict[str, Any]:  # fmt: skip
-        return {"balances": [_balance(b) for b in await ledger.balances(unit, lot, material)]}
+    ) -> JSONResponse:  # fmt: skip
+        found = await ledger.balances(unit, lot, material)
+        return JSONResponse({"balances": [_balance(b) for b in found]})
 
-    @router.get("/lots", summary="Lots")
+    @router.get(
+        "/lots", summary="Lots", response_model=LotsOut, responses=read_problems, openapi_extra=read
+    )
     async def lots(
         status: str | None = None, material: str | None = None, _: Principal = reader
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         found = [
             lot
             for lot in await ledger.lots()
             if (status is None or lot.status == status)
             and (material is None or lot.material == material)
         ]
-        return {"lots": [lot_document(lot) for lot in found]}
+        return JSONResponse({"lots": [lot_document(lot) for lot in found]})
 
-    @router.get("/lots/{lot}", summary="One lot: status, quantity per unit, parents, children")
-    async def lot(lot: str, _: Principal = reader) -> dict[str, Any]:
+    @router.get(
+        "/lots/{lot}",
+        summary="One lot: status, quantity per unit, parents, children",
+        response_model=LotDetailOut,
+        responses=found_problems,
+        openapi_extra=read,
+    )
+    async def lot(lot: LotPath, _: Principal = reader) -> JSONResponse:
         found = await ledger.lots(lot)
         if not found:
             raise Problem(404, "Not found", f"lot {lot} does not exist", field="lot")
@@ -147,33 +242,57 @@ def create_app(
         children = {link.child for link in await ledger.trace(lot, forward=True)
                     if link.parent == lot}  # fmt: skip
         held = [b for b in await ledger.balances(lot=lot) if b.quantity]
-        return {
-            **lot_document(found[0]),
-            "units": [_held(b) for b in held],
-            "parents": sorted(parents),
-            "children": sorted(children),
-        }  # fmt: skip
+        return JSONResponse(
+            {
+                **lot_document(found[0]),
+                "units": [_held(b) for b in held],
+                "parents": sorted(parents),
+                "children": sorted(children),
+            }
+        )
 
-    @router.get("/movements", summary="Movements after a cursor (never skips a late commit)")
+    @router.get(
+        "/movements",
+        summary="Movements after a cursor (never skips a late commit)",
+        response_model=MovementsOut,
+        responses=query_problems,
+        openapi_extra=read,
+    )
     async def movements(
         since: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
         unit: str | None = None,
         lot: str | None = None,
         _: Principal = reader,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         page = await ledger.export(after_seq=since, limit=limit)
         shown = [
             m for m in page
             if (unit is None or unit in (m.from_unit, m.to_unit))
             and (lot is None or m.lot == lot)
         ]  # fmt: skip
-        return {
-            "movements": [{"cursor": m.seq, **movement_document(m)} for m in shown],
-            "next_cursor": page[-1].seq if page else since,
-        }
+        return JSONResponse(
+            {
+                "movements": [{"cursor": m.seq, **movement_document(m)} for m in shown],
+                "next_cursor": page[-1].seq if page else since,
+            }
+        )
 
-    @router.get("/movements/stream", summary="Movements as Server-Sent Events, resumable")
+    @router.get(
+        "/movements/stream",
+        summary="Movements as Server-Sent Events, resumable",
+        response_class=_EventStream,
+        responses={
+            200: {
+                "description": "`retry:`, then one `movement` event per movement (`id:` its "
+                "cursor, `data:` the movement as in GET /movements); the stream lasts until "
+                "the client disconnects",
+                "content": {_EventStream.media_type: {"schema": {"type": "string"}}},
+            },
+            **query_problems,
+        },
+        openapi_extra=read,
+    )
     async def stream(
         request: Request,
         since: Annotated[int, Query(ge=0)] = 0,
@@ -189,38 +308,99 @@ def create_app(
                               field="Last-Event-ID")  # fmt: skip
             cursor = int(last_event_id)
         events = _events(ledger, tail, request, cursor)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store"})  # fmt: skip
+        return _EventStream(events, headers={"Cache-Control": "no-store"})
 
-    @router.get("/advices", summary="Advices of measured units, their matches and variances")
+    @router.get(
+        "/advices",
+        summary="Advices of measured units, their matches and variances",
+        response_model=AdvicesOut,
+        responses=read_problems,
+        openapi_extra=read,
+    )
     async def advices(
         state: str | None = None, unit: str | None = None, _: Principal = reader
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         found = await ledger.advices(state=state, unit=unit)
-        return {"advices": [advice_document(a) for a in found]}
+        return JSONResponse({"advices": [advice_document(a) for a in found]})
 
-    @router.get("/reconciliation", summary="Book against measured, per storage unit")
-    async def reconciliation(_: Principal = reader) -> dict[str, Any]:
+    @router.get(
+        "/reconciliation",
+        summary="Book against measured, per storage unit",
+        response_model=ReconciliationOut,
+        responses=read_problems,
+        openapi_extra=read,
+    )
+    async def reconciliation(_: Principal = reader) -> JSONResponse:
         lines = await ledger.reconciliation()
-        return {
-            "units": [
-                {
-                    "unit": line.unit,
-                    "material": line.material,
-                    "uom": line.uom,
-                    "book": format_decimal(line.book),
-                    "measured": _decimal(line.measured),
-                    "measured_at": line.measured_at,
-                    "discrepancy": _decimal(line.discrepancy),
-                }
-                for line in lines
-            ]
-        }
+        return JSONResponse(
+            {
+                "units": [
+                    {
+                        "unit": line.unit,
+                        "material": line.material,
+                        "uom": line.uom,
+                        "book": format_decimal(line.book),
+                        "measured": _decimal(line.measured),
+                        "measured_at": line.measured_at,
+                        "discrepancy": _decimal(line.discrepancy),
+                    }
+                    for line in lines
+                ]
+            }
+        )
+
+    @router.get(
+        "/audit",
+        summary="The audit records of one object, the oldest first",
+        description=AUDIT_DESCRIPTION,
+        response_model=AuditOut,
+        responses=query_problems,
+        openapi_extra=read,
+    )
+    async def audit(
+        object_: Annotated[str, Query(alias="object", min_length=3, max_length=240,
+                                      description="TYPE:ID", examples=["lot:GLY-0100"])],
+        since: Annotated[int, Query(ge=0, description="a cursor: records after it")] = 0,
+        user: Annotated[str | None, Query(max_length=128)] = None,
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
+        _: Principal = reader,
+    ) -> JSONResponse:  # fmt: skip
+        kind, _colon, object_id = object_.partition(":")
+        object_type = AUDITED_OBJECTS.get(kind)
+        if object_type is None or not object_id:
+            detail = f"object must be TYPE:ID, TYPE one of {', '.join(AUDITED_OBJECTS)}"
+            raise Problem(422, "Invalid request", detail, field="object")
+        records = await ledger.audit_records(
+            object_type, object_id, since, user, limit,
+            with_movements=object_type in ("lot", "storage_unit"),
+        )  # fmt: skip
+        ids = {r.object_id for _, r in records if r.object_type == "movement"}
+        booked = {m.id: m for m in await ledger.movements(ids)}
+        return JSONResponse(
+            {
+                "object": object_,
+                "records": [_audit_record(c, r, booked.get(r.object_id)) for c, r in records],
+                "next_cursor": records[-1][0] if records else since,
+            }
+        )
 
     @router.post(
         "/movements",
         status_code=201,
         summary="Post a movement: 201 posted, 202 advice, 200 replay, 409 key reused",
+        response_model=MovementPosted,
+        responses={
+            200: {
+                "model": MovementPosted | AdvicePosted,
+                "description": "The replay of a key used before with the same body",
+            },
+            202: {
+                "model": AdvicePosted,
+                "description": "Into or out of a measured unit: its gauge books it",
+            },
+            **write_problems,
+        },
+        openapi_extra=needs(Role.OPERATOR),
     )
     async def post(
         body: MovementIn,
@@ -248,8 +428,16 @@ def create_app(
         }
         return JSONResponse(document, status_code=200 if result.replayed else 201)
 
-    @router.post("/movements/{movement_id}/reversal", status_code=201,
-                 summary="Reverse a movement (engineer)")  # fmt: skip
+    replay = {200: {"model": Posted, "description": "The replay of a key used before"}}
+
+    @router.post(
+        "/movements/{movement_id}/reversal",
+        status_code=201,
+        summary="Reverse a movement (engineer)",
+        response_model=Posted,
+        responses={**replay, **write_problems},
+        openapi_extra=needs(Role.ENGINEER),
+    )
     async def reverse(
         movement_id: str,
         body: ReversalIn,
@@ -261,9 +449,16 @@ def create_app(
         result = await ledger.reverse(request)
         return await _posted(ledger, result.movement_id, replayed=result.replayed)
 
-    @router.post("/lots/{lot}/status", status_code=201, summary="Change a lot's status (engineer)")
+    @router.post(
+        "/lots/{lot}/status",
+        status_code=201,
+        summary="Change a lot's status (engineer)",
+        response_model=Posted,
+        responses={**replay, **write_problems},
+        openapi_extra=needs(Role.ENGINEER),
+    )
     async def lot_status(
-        lot: str,
+        lot: LotPath,
         body: LotStatusIn,
         principal: Principal = engineer,
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
@@ -273,30 +468,86 @@ def create_app(
         result = await ledger.set_lot_status(request)
         return await _posted(ledger, result.movement_id, replayed=result.replayed)
 
-    @router.get("/lots/{lot}/genealogy", summary="Where a lot went, or came from, with quantities")
+    @router.get(
+        "/lots/{lot}/genealogy",
+        summary="Where a lot went, or came from, with quantities",
+        response_model=GenealogyOut,
+        responses=problem_responses(401, 404, 422, 503),
+        openapi_extra=read,
+    )
     async def genealogy(
-        lot: str,
+        lot: LotPath,
         direction: Literal["forward", "backward"] = "backward",
         _: Principal = reader,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         if not await ledger.lots(lot):
             raise Problem(404, "Not found", f"lot {lot} does not exist", field="lot")
         links = await ledger.trace(lot, forward=direction == "forward")
         checks = await ledger.mass_balance(links)
-        return {
-            "lot": lot,
-            "direction": direction,
-            "links": [_link(k) for k in links],
-            "mass_balance": [
-                {"movement_id": c.movement_id, "lot": c.lot, "inputs": _decimal(c.inputs),
-                 "output": format_decimal(c.output), "conserved": c.conserved}
-                for c in checks
-            ],
-        }  # fmt: skip
+        return JSONResponse(
+            {
+                "lot": lot,
+                "direction": direction,
+                "links": [_link(k) for k in links],
+                "mass_balance": [
+                    {
+                        "movement_id": c.movement_id,
+                        "lot": c.lot,
+                        "inputs": _decimal(c.inputs),
+                        "output": format_decimal(c.output),
+                        "conserved": c.conserved,
+                    }
+                    for c in checks
+                ],
+            }
+        )
 
     app.include_router(router)
+    install(app, router.routes)
+    _document_problems_and_security(app)
     observed: ASGIApp = app if observe is None else _Observed(app, observe)
     return _BodyLimit(observed, max_body_bytes)
+
+
+def _document_problems_and_security(app: FastAPI) -> None:
+    """Complete the OpenAPI document FastAPI builds: the problem schema the error
+    responses refer to, the security schemes, and every 422 a problem (FastAPI adds its
+    own validation error to each operation with parameters)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        components = document.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        schemas[PROBLEM_SCHEMA] = ProblemOut.model_json_schema()
+        invalid = problem_responses(422)[422]
+        for operation in (op for item in document["paths"].values() for op in item.values()):
+            if "422" in operation["responses"]:  # FastAPI's own: a validation error is a problem
+                operation["responses"]["422"] = invalid
+        components["securitySchemes"] = SECURITY_SCHEMES
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class _EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+async def _no_nul(request: Request) -> None:
+    """Refuse a NUL in a path or query parameter (422): no id holds one (the ledger's text
+    rules refuse it), and PostgreSQL cannot even compare text with one (it would fail
+    the read, a 503 that retrying never mends)."""
+    for kind, values in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in values.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise Problem(422, "Invalid request", f"{name}: NUL in a {kind} parameter",
+                              field=name)  # fmt: skip
 
 
 async def _posted(ledger: Ledger, movement_id: str, *, replayed: bool) -> JSONResponse:
@@ -307,6 +558,37 @@ async def _posted(ledger: Ledger, movement_id: str, *, replayed: bool) -> JSONRe
 
 def _movement(m: Movement) -> dict[str, Any]:
     return {"cursor": m.seq, **movement_document(m)}
+
+
+def _audit_record(cursor: int, r: AuditRecord, movement: Movement | None) -> dict[str, Any]:
+    return {
+        "cursor": cursor,
+        "writer": r.writer,
+        "seq": r.seq,
+        "timestamp": r.timestamp,
+        "user": r.user,
+        "action": r.action,
+        "object_type": r.object_type,
+        "object_id": r.object_id,
+        "reason": r.reason,
+        "old": _stored_value(r.old),
+        "new": _stored_value(r.new),
+        "hash": r.hash,
+        "movement": None if movement is None else movement_document(movement),
+    }
+
+
+def _stored_value(text: str) -> Any:
+    """An audited value: its JSON where stored as a JSON object or list, else the text
+    (a digest), None where empty."""
+    if not text:
+        return None
+    if text[0] in "{[":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _link(k: GenealogyLink) -> dict[str, Any]:

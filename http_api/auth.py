@@ -15,19 +15,31 @@ import binascii
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
 
-__all__ = ["ANONYMOUS", "ApiAuth", "Principal"]
+__all__ = ["ANONYMOUS", "SECURITY_SCHEMES", "ApiAuth", "Principal", "security"]
 
 log = get_logger(__name__)
 
 AUDITS_PER_MINUTE: Final = 10
 ANONYMOUS: Final = "anonymous"
+# The OpenAPI document's security schemes (components.securitySchemes).
+SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an `[[api_tokens]]` token"},
+    "basic": {"type": "http", "scheme": "basic", "description": "a `[[users]]` account"},
+}
+
+
+def security(required: Role, *, anonymous_read: bool) -> list[dict[str, list[str]]]:
+    """An operation's OpenAPI `security`: a token or Basic, or nothing for a read where
+    anonymous reading is allowed."""
+    schemes: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
+    return [*schemes, {}] if anonymous_read and required is Role.VIEWER else schemes
 
 
 @dataclass(frozen=True, slots=True)

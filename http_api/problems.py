@@ -4,6 +4,7 @@ with `type`, `title`, `status`, `detail` and, where one field is at fault, `fiel
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -28,10 +29,26 @@ from inventory_core.domain.errors import (
 )
 from inventory_core.domain.text import shown
 
-__all__ = ["Problem", "install", "problem_response"]
+__all__ = ["PROBLEM_SCHEMA", "Problem", "install", "problem_response", "problem_responses"]
 
 MEDIA_TYPE = "application/problem+json"
 DETAIL_MAX = 500
+PROBLEM_SCHEMA = "Problem"  # components.schemas entry: http_api.schemas.ProblemOut
+_TITLES: dict[int, str] = {
+    400: "Bad request",
+    401: "No or wrong credentials (Bearer or Basic)",
+    403: "The caller's role does not allow this",
+    404: "Not found",
+    409: "Conflicts with the ledger's state: stock, lot status, an Idempotency-Key reused",
+    413: "Request body over [api] max_body_bytes",
+    415: "Unsupported media type (Content-Type)",
+    422: "Invalid request: a field's value, or something it names that does not exist",
+    503: "Ledger unavailable: try again",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+    503: {"Retry-After": {"schema": {"type": "string"}, "required": True}},
+}
 
 # A ledger refusal's status: the request conflicts with the ledger's state (409), names
 # something that is not there (422: the body is wrong, not the URL), or is malformed.
@@ -83,6 +100,21 @@ def problem_response(problem: Problem) -> JSONResponse:
     )
 
 
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these problem statuses (`application/problem+json`)."""
+    schema = {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA}"}
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "description": _TITLES[status],
+            "content": {MEDIA_TYPE: {"schema": schema}},
+        }
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        responses[status] = response
+    return responses
+
+
 def from_ledger(exc: InventoryError) -> Problem:
     """The problem a ledger refusal is: its class names the type, e.g.
     `urn:invops:problem:insufficient-stock`."""
@@ -102,8 +134,9 @@ def _field_of(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def install(app: Any) -> None:
-    """Answer every error of `app` as problem details."""
+def install(app: Any, routes: Sequence[Any] = ()) -> None:
+    """Answer every error of `app` as problem details; a 405 names in `Allow` the
+    methods of each of `routes` on its path (Starlette's, those of the first route)."""
 
     async def on_problem(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
@@ -117,9 +150,17 @@ def install(app: Any) -> None:
         detail = f"{field}: {first.get('msg', 'invalid')}"
         return problem_response(Problem(422, "Invalid request", detail, field=field))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
+        if exc.status_code == 400:  # FastAPI's for a body it cannot decode (not UTF-8):
+            detail = "body: not JSON text in UTF-8"  # bad input, as one that is not JSON
+            return problem_response(Problem(422, "Invalid request", detail, field="body"))
+        if exc.status_code == 405:
+            path = request.scope["path"]
+            allowed = {m for route in routes if route.path_regex.match(path) for m in route.methods}
+            if allowed:
+                headers["Allow"] = ", ".join(sorted(allowed))
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         return problem_response(Problem(exc.status_code, title, str(exc.detail), headers=headers))
 

@@ -1,24 +1,57 @@
-"""Request bodies, as pydantic models (they are the OpenAPI schema), and their
-translation into ledger requests. Lengths are capped here; the ledger's own text and
-quantity rules still apply (and name the field when they refuse)."""
+"""Request bodies and answers, as pydantic models (they are the OpenAPI schema), and the
+translation of bodies into ledger requests. Lengths are capped here; the ledger's own
+text and quantity rules still apply (and name the field when they refuse).
+
+The answer models document the JSON the routes build (the same documents as the CLI's
+`--json` and the audit trail: `movement_document`, `lot_document`, `advice_document`);
+the routes send those dicts as they are, and tests/integration/test_http_api_schema.py
+checks every answer against these models (schemathesis). Quantities are exact decimals
+as text (`"1500"`, `"0.25"`); live values of the plant view are numbers (display)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inventory_core.domain.advices import AdviceDirection, AdviceState
 from inventory_core.domain.model import (
+    Booking,
+    LotHandling,
     LotId,
+    LotStatus,
     MaterialId,
     MovementKind,
     PostingRequest,
     Source,
+    StorageKind,
     StorageUnitId,
 )
 
-__all__ = ["ConsumedIn", "LotStatusIn", "MovementIn", "ReversalIn", "posting_request"]
+__all__ = [
+    "AdviceOut",
+    "AdvicePosted",
+    "AdvicesOut",
+    "AuditOut",
+    "AuditRecordOut",
+    "BalancesOut",
+    "ConsumedIn",
+    "GenealogyOut",
+    "LotDetailOut",
+    "LotStatusIn",
+    "LotsOut",
+    "MovementIn",
+    "MovementPosted",
+    "MovementsOut",
+    "Posted",
+    "ProblemOut",
+    "ReconciliationOut",
+    "ReversalIn",
+    "UnitOut",
+    "UnitsOut",
+    "posting_request",
+]
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 Quantity = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=30, decimal_places=6)]
@@ -40,7 +73,19 @@ class MovementIn(BaseModel):
     """A posting, as `invops ledger post` takes it. `lot` may be left out of a draw
     (issue, transfer, scrap): the source unit's lot handling picks the lots."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kind": "receipt", "material": "GLYCOL", "lot": "GLY-0100", "quantity": 500,
+                 "uom": "kg", "to_unit": "WH-401", "ref": "DN-4711"},
+                {"kind": "issue", "material": "GLYCOL", "quantity": 20, "uom": "kg",
+                 "from_unit": "WH-401", "ref": "PO-4711"},
+                {"kind": "receipt", "material": "GLYCOL", "lot": "GLY-0101", "quantity": 1000,
+                 "uom": "kg", "to_unit": "TK-102", "ref": "DN-4712"},
+            ]
+        },
+    )  # fmt: skip
 
     kind: PostableKind
     material: Identifier
@@ -57,7 +102,7 @@ class MovementIn(BaseModel):
 class ReversalIn(BaseModel):
     """Why the movement is reversed (kept in the audit trail)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "typo"}]})
 
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -65,7 +110,10 @@ class ReversalIn(BaseModel):
 class LotStatusIn(BaseModel):
     """A lot's new status and why."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"status": "hold", "reason": "lab check"}]},
+    )
 
     status: Literal["quarantine", "released", "hold", "rejected", "expired"]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
@@ -92,3 +140,265 @@ def posting_request(body: MovementIn, user: str, key: str | None) -> PostingRequ
         consumed_units=units if any(units) else (),
         ref=body.ref,
     )
+
+
+# -- answers ------------------------------------------------------------------------
+
+Decimal_ = Annotated[
+    str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", description="exact decimal as text")
+]
+Timestamp = Annotated[str, Field(description="UTC, ISO 8601")]
+
+
+class _Out(BaseModel):
+    """An answer document: every key documented, none other sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HeldOut(_Out):
+    """A lot's book quantity in one storage unit."""
+
+    unit: str
+    lot: str
+    quantity: Decimal_
+    uom: str
+
+
+class LiveOut(_Out):
+    """What the plant view shows now (PLC values; display precision)."""
+
+    quality: str = Field(description="GOOD, UNCERTAIN_LAST_USABLE, BAD_...")
+    source_time: str | None
+    level: float | None
+    volume_l: float | None
+    mass_kg: float | None
+    measured: float | None
+    fill_percent: float | None
+    book: float | None
+    discrepancy: float | None = Field(description="measured - book")
+    current_lot: str
+    alarm: str | None
+
+
+class UnitOut(_Out):
+    """A storage unit: master data, book (per lot) and, where PLC-backed, live values."""
+
+    unit: str
+    site: str
+    area: str
+    kind: StorageKind
+    material: str | None
+    booking: Booking
+    lot_handling: LotHandling
+    capacity: Decimal_
+    capacity_uom: str
+    book: Decimal_
+    lots: list[HeldOut]
+    live: LiveOut | None = Field(description="null where the unit has no PLC value")
+
+
+class UnitsOut(_Out):
+    units: list[UnitOut]
+
+
+class BalanceOut(_Out):
+    unit: str
+    lot: str
+    material: str
+    quantity: Decimal_
+    uom: str
+
+
+class BalancesOut(_Out):
+    balances: list[BalanceOut]
+
+
+class LotOut(_Out):
+    """A lot (ISA-95 MaterialLot)."""
+
+    lot: str
+    material: str
+    status: LotStatus
+    created_at: Timestamp
+    expiry: str | None = Field(description="ISO date, or null")
+
+
+class LotsOut(_Out):
+    lots: list[LotOut]
+
+
+class LotDetailOut(LotOut):
+    """A lot with its quantity per storage unit and its direct parents and children."""
+
+    units: list[HeldOut]
+    parents: list[str]
+    children: list[str]
+
+
+class MovementOut(_Out):
+    """A movement as stored (as `invops ledger history --json`)."""
+
+    id: str
+    kind: MovementKind
+    material: str
+    lot: str
+    unit: str | None = Field(description="to_unit, else from_unit")
+    from_unit: str | None
+    to_unit: str | None
+    quantity: Decimal_ = Field(description="in the material's base unit")
+    uom: str
+    posted_quantity: Decimal_ = Field(description="as the caller sent it")
+    posted_uom: str
+    timestamp: Timestamp
+    user: str
+    source: Source
+    reason: str
+    idempotency_key: str
+    reverses: str | None
+    writer: str
+    details: dict[str, Any]
+
+
+class CursoredMovementOut(MovementOut):
+    cursor: int = Field(description="its place in commit order: pass as `since` to resume")
+
+
+class MovementsOut(_Out):
+    movements: list[CursoredMovementOut]
+    next_cursor: int = Field(description="`since` of the next page")
+
+
+class AdviceOut(_Out):
+    """An advice: an expected change of a measured unit, what its gauge booked for it."""
+
+    id: str
+    unit: str
+    direction: AdviceDirection
+    kind: MovementKind
+    material: str
+    lot: str | None
+    expected: Decimal_
+    uom: str
+    ref: str
+    user: str
+    source: Source
+    reason: str
+    created_at: Timestamp
+    expires_at: Timestamp
+    idempotency_key: str
+    other_unit: str | None
+    consumed_lots: list[str]
+    consumed_quantities: list[Decimal_]
+    consumed_units: list[str | None]
+    partner_unit: str | None
+    partner: str | None
+    expiry: str | None
+    state: AdviceState
+    matched: Decimal_
+    matches: int
+    closed_at: Timestamp | None
+    variance: Decimal_ | None = Field(description="matched - expected, once matched")
+    variance_pct: Decimal_ | None
+
+
+class AdvicesOut(_Out):
+    advices: list[AdviceOut]
+
+
+class ReconciliationLineOut(_Out):
+    unit: str
+    material: str | None
+    uom: str
+    book: Decimal_
+    measured: Decimal_ | None
+    measured_at: Timestamp | None
+    discrepancy: Decimal_ | None = Field(description="measured - book")
+
+
+class ReconciliationOut(_Out):
+    units: list[ReconciliationLineOut]
+
+
+class MovementPosted(_Out):
+    """A posted movement (201), or the replay of its key and body (200)."""
+
+    replayed: bool
+    movement: MovementOut
+    parts: list[str] = Field(description="ids of the other movements of a split draw")
+
+
+class AdvicePosted(_Out):
+    """A posting into or out of a measured unit: the advice its gauge will book (202),
+    or the replay of its key and body (200)."""
+
+    replayed: bool
+    advice: AdviceOut
+
+
+class Posted(_Out):
+    """A reversal or lot status change (201), or the replay of its key and body (200)."""
+
+    replayed: bool
+    movement: CursoredMovementOut
+
+
+class LinkOut(_Out):
+    parent: str
+    child: str
+    movement_id: str
+    depth: int
+    quantity: Decimal_ | None = Field(description="of the parent that went in")
+
+
+class MassCheckOut(_Out):
+    movement_id: str
+    lot: str
+    inputs: Decimal_ | None
+    output: Decimal_
+    conserved: bool | None
+
+
+class GenealogyOut(_Out):
+    lot: str
+    direction: Literal["forward", "backward"]
+    links: list[LinkOut]
+    mass_balance: list[MassCheckOut]
+
+
+class AuditRecordOut(_Out):
+    """One audit record (its chain: `writer` and `seq`, `hash` over the stored text)."""
+
+    cursor: int = Field(description="pass as `since` for the records after this one")
+    writer: str = Field(description="the audit chain (one per writing instance)")
+    seq: int = Field(description="its place in its chain")
+    timestamp: Timestamp
+    user: str
+    action: str
+    object_type: str
+    object_id: str
+    reason: str
+    old: Any = Field(description="the old value: JSON as stored, text, or null")
+    new: Any = Field(description="the new value (a movement's: the digest of its record)")
+    hash: str
+    movement: MovementOut | None = Field(
+        description="for a movement's record: the movement (as its digest covers it)"
+    )
+
+
+class AuditOut(_Out):
+    object: str
+    records: list[AuditRecordOut]
+    next_cursor: int = Field(description="`since` of the next page")
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(title="Problem")
+
+    type: str = Field(description="about:blank, or urn:invops:problem:<refusal>")
+    title: str
+    status: int
+    detail: str
+    field: str | None = Field(None, description="the request field at fault")
