@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from http_api.auth import ANONYMOUS, SECURITY_SCHEMES, ApiAuth, Principal, Unauthenticated, security
+from http_api.b2mml_routes import add_b2mml_routes
 from http_api.docs import DOCS_HTML
 from http_api.problems import (
     PROBLEM_SCHEMA,
@@ -50,9 +51,11 @@ from http_api.schemas import (
     posting_request,
 )
 from inventory_core import Ledger
+from inventory_core.b2mml import SchemaValidator
 from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
 from inventory_core.domain.audit import AuditRecord
 from inventory_core.domain.model import (
+    MAX_CURSOR,
     Balance,
     GenealogyLink,
     LotId,
@@ -115,10 +118,12 @@ def create_app(
     version: str = "",
     max_body_bytes: int = 64 * 1024,
     observe: Observer | None = None,
+    b2mml_validator: SchemaValidator | None = None,
 ) -> ASGIApp:
     """The ASGI app: FastAPI routes under /api/v1, OpenAPI 3.1 at /api/v1/openapi.json,
     docs at /api/docs (served from here: no CDN), bodies capped at `max_body_bytes`;
-    `observe` is told each request's route template, method, status and duration."""
+    `observe` is told each request's route template, method, status and duration;
+    inbound B2MML is validated against `b2mml_validator`'s XSDs where given."""
     app = FastAPI(
         title="invops Level-4 API",
         version=version or "0",
@@ -259,7 +264,7 @@ def create_app(
         openapi_extra=read,
     )
     async def movements(
-        since: Annotated[int, Query(ge=0)] = 0,
+        since: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
         limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
         unit: str | None = None,
         lot: str | None = None,
@@ -295,7 +300,7 @@ def create_app(
     )
     async def stream(
         request: Request,
-        since: Annotated[int, Query(ge=0)] = 0,
+        since: Annotated[int, Query(ge=0, le=MAX_CURSOR)] = 0,
         last_event_id: Annotated[str | None, Header(max_length=20)] = None,
         _: Principal = reader,
     ) -> StreamingResponse:
@@ -360,7 +365,9 @@ def create_app(
     async def audit(
         object_: Annotated[str, Query(alias="object", min_length=3, max_length=240,
                                       description="TYPE:ID", examples=["lot:GLY-0100"])],
-        since: Annotated[int, Query(ge=0, description="a cursor: records after it")] = 0,
+        since: Annotated[
+            int, Query(ge=0, le=MAX_CURSOR, description="a cursor: records after it")
+        ] = 0,
         user: Annotated[str | None, Query(max_length=128)] = None,
         limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
         _: Principal = reader,
@@ -502,6 +509,10 @@ def create_app(
             }
         )
 
+    add_b2mml_routes(
+        router, ledger, reader=reader, engineer=engineer, read_extra=read,
+        engineer_extra=needs(Role.ENGINEER), validator=b2mml_validator,
+    )  # fmt: skip
     app.include_router(router)
     install(app, router.routes)
     _document_problems_and_security(app)

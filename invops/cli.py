@@ -26,6 +26,7 @@ from inventory_core.domain.advices import (
 )
 from inventory_core.domain.errors import InventoryError, ValidationError
 from inventory_core.domain.model import (
+    MAX_CURSOR,
     LotId,
     LotStatus,
     LotStatusRequest,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 EXIT_USER_ERROR = 1
-MAX_CURSOR = 2**63 - 1
 
 app = typer.Typer(
     name="invops",

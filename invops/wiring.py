@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from http_api import ApiAuth, create_app
 from inventory_core import Ledger, open_history, open_ledger
+from inventory_core.b2mml import SchemaValidator
 from inventory_core.cancel import cancel_and_wait
 from inventory_core.domain.derivation import DeriverConfig, StrappingTable
 from inventory_core.domain.lease import WriterLease
@@ -195,9 +196,11 @@ async def _api_server(
         anonymous_read=api.anonymous is AnonymousApi.READ,
         record=ledger.record_event,
     )
+    folder = config.b2mml.schema_dir
+    validator = None if folder is None else await asyncio.to_thread(SchemaValidator, Path(folder))
     app = create_app(
         ledger, auth, view=view, version=__version__, max_body_bytes=api.max_body_bytes,
-        observe=metrics.api_request,
+        observe=metrics.api_request, b2mml_validator=validator,
     )  # fmt: skip
     port = api.port if overrides.api_port is None else overrides.api_port
     server = HttpServer(app, api.host, port, name="api", limits=http_limits(api))

@@ -212,6 +212,9 @@ class LotStatusRequest:
     idempotency_key: str | None = None
 
 
+MAX_CURSOR = 2**63 - 1  # cursors are row numbers (BIGINT): a larger one is no cursor
+
+
 @dataclass(frozen=True, slots=True)
 class Movement:
     """One posted ledger movement as stored (append-only).
