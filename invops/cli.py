@@ -977,10 +977,14 @@ def ledger_import(
     except B2mmlError as exc:
         fail(f"{file}: refused, nothing applied: {exc}")
     who = _user(user)
-    answer = _with_ledger(
-        url, config, lambda ledger: apply_inbound(ledger, inbound, user=who, source=Source.CLI)
-    )
-    sys.stdout.buffer.write(answer)
+
+    async def apply(ledger: Ledger) -> bytes:
+        try:
+            return await apply_inbound(ledger, inbound, user=who, source=Source.CLI)
+        except (B2mmlError, InventoryError) as exc:  # nothing of it was applied
+            fail(f"{file}: refused, nothing applied: {exc}")
+
+    sys.stdout.buffer.write(_with_ledger(url, config, apply))
 
 
 @opcua_app.command("export-nodeset")

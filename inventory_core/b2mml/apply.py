@@ -6,7 +6,9 @@ import uuid
 from datetime import UTC, datetime
 
 from inventory_core.b2mml.documents import material_information, operations_performance
-from inventory_core.b2mml.messages import Inbound, acknowledge
+from inventory_core.b2mml.messages import B2mmlError, Inbound, acknowledge
+from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.lots import check_transition
 from inventory_core.domain.model import AnnounceLots, Source
 from inventory_core.ledger import Ledger
 
@@ -32,10 +34,40 @@ async def apply_inbound(ledger: Ledger, inbound: Inbound, *, user: str, source: 
         ]
         await ledger.sync_master_data(materials, (), user=user, reason=reason)
         return acknowledge(inbound, materials=materials, created=created, bod_id=new_bod_id())
+    await _check_lots(ledger, inbound)
     lots = await ledger.announce_lots(
         AnnounceLots(inbound.lots, user=user, source=source, reason=reason)
     )
     return acknowledge(inbound, lots=lots, created=created, bod_id=new_bod_id())
+
+
+async def _check_lots(ledger: Ledger, inbound: Inbound) -> None:
+    """The ledger's own checks, made first so that a refusal names the lot's path (the
+    ledger checks again inside its transaction, all or nothing)."""
+    materials = {str(m.id) for m in await ledger.materials()}
+    held = {str(lot.id): lot for lot in await ledger.lots(ids=[a.lot for a in inbound.lots])}
+    for i, announced in enumerate(inbound.lots, start=1):
+        path = inbound.path(f"MaterialLot[{i}]")
+        if announced.material not in materials:
+            message = f"material {announced.material} is not defined"
+            raise B2mmlError(message, f"{path}/MaterialDefinitionID")
+        lot = held.get(announced.lot)
+        if lot is None:
+            continue
+        if lot.material != announced.material:
+            message = f"lot {lot.id} is material {lot.material}, not {announced.material}"
+            raise B2mmlError(message, f"{path}/MaterialDefinitionID")
+        if announced.expiry is not None and announced.expiry != lot.expiry:
+            message = (
+                f"lot {lot.id} expires {lot.expiry or 'never'}; an announcement cannot "
+                f"change its expiry to {announced.expiry}"
+            )
+            raise B2mmlError(message, f"{path}/MaterialLotProperty")
+        if announced.status is not None and announced.status != lot.status:
+            try:
+                check_transition(lot.id, lot.status, announced.status)
+            except InventoryError as exc:
+                raise B2mmlError(str(exc), f"{path}/Status") from None
 
 
 async def export_material_information(ledger: Ledger) -> bytes:

@@ -17,12 +17,14 @@ Process, `ConfirmBOD` for a Sync.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Literal, NoReturn
+from xml.parsers import expat
 
 from inventory_core.b2mml.documents import (
     B2MML_NAMESPACE,
@@ -52,6 +54,10 @@ ACCEPTED: tuple[tuple[Verb, Noun], ...] = (
     ("Process", "MaterialLot"),
 )
 _DENSITY_UNITS = frozenset({"kg/L", "kg/l", "B35", "g/mL", "g/ml", "g/cm3"})
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(Z|[+-]\d{2}:\d{2})?")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
+NO_DTD = "DTDs and entity declarations are not accepted"
 LotAnnouncement = AnnouncedLot
 
 
@@ -146,21 +152,47 @@ def _check_structure(root: ET.Element) -> tuple[Verb, Noun]:
     return verb, noun
 
 
-def parse_inbound(body: bytes) -> Inbound:
-    """The document in `body`, checked; raises B2mmlError at the first problem."""
+def _forbid(*_: object) -> NoReturn:
+    raise B2mmlError(NO_DTD)
+
+
+def read_xml(body: bytes) -> ET.Element:
+    """The document's root element. A DTD or entity declaration (billion laughs, external
+    entities) is refused in any encoding: expat reads the document first with handlers
+    that refuse them, before ElementTree builds the tree."""
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise B2mmlError("DTDs and entity declarations are not accepted")
+        raise B2mmlError(NO_DTD)
+    check = expat.ParserCreate()
+    check.StartDoctypeDeclHandler = _forbid
+    check.EntityDeclHandler = _forbid
+    check.UnparsedEntityDeclHandler = _forbid
+    check.ExternalEntityRefHandler = _forbid
     try:
-        root = ET.fromstring(body)
+        check.Parse(body, True)
+        return ET.fromstring(body)
+    except expat.ExpatError as exc:
+        where = f"line {exc.lineno}, column {exc.offset}"
+        raise B2mmlError(f"not well-formed XML ({expat.ErrorString(exc.code)})", where) from None
     except ET.ParseError as exc:
         line, column = exc.position
         raise B2mmlError(f"not well-formed XML ({exc})", f"line {line}, column {column}") from None
+    except ValueError as exc:  # e.g. "multi-byte encodings are not supported"
+        raise B2mmlError(f"cannot read the document ({exc}); send it as UTF-8") from None
+
+
+def parse_inbound(body: bytes) -> Inbound:
+    """The document in `body`, checked; raises B2mmlError at the first problem."""
+    root = read_xml(body)
     verb, noun = _check_structure(root)
     name = f"{verb}{noun}"
     area = root.find(tag("ApplicationArea"))
     if area is None:
         raise B2mmlError("ApplicationArea is required", f"/{name}/ApplicationArea")
-    _text(area, "CreationDateTime", f"/{name}/ApplicationArea", required=True)
+    created = _text(area, "CreationDateTime", f"/{name}/ApplicationArea", required=True)
+    assert created is not None
+    if _datetime(created) is None:  # the answer copies it: it must be an xsd:dateTime
+        message = f"{created!r} is not a date and time (xsd:dateTime, e.g. 2026-12-03T08:00:00Z)"
+        raise B2mmlError(message, f"/{name}/ApplicationArea/CreationDateTime")
     sender = area.find(tag("Sender"))
     data = root.find(tag("DataArea"))
     if data is None:
@@ -168,14 +200,17 @@ def parse_inbound(body: bytes) -> Inbound:
     action = data.find(tag(verb))
     if action is None:
         raise B2mmlError(f"{verb} is required", f"/{name}/DataArea/{verb}")
-    for n, expression in enumerate(action.iter(tag("ActionExpression")), start=1):
-        code = expression.get("actionCode", "")
-        if code == "Delete":
-            raise B2mmlError(
-                "invops never deletes master data or lots (the audit trail keeps them); "
-                "change a lot's status instead",
-                f"/{name}/DataArea/{verb}/ActionCriteria[{n}]/ActionExpression/@actionCode",
-            )
+    for c, criteria in enumerate(_children(action, "ActionCriteria"), start=1):
+        expressions = _children(criteria, "ActionExpression")
+        for e, expression in enumerate(expressions, start=1):
+            if expression.get("actionCode", "") == "Delete":
+                which = f"[{e}]" if len(expressions) > 1 else ""
+                raise B2mmlError(
+                    "invops never deletes master data or lots (the audit trail keeps them); "
+                    "change a lot's status instead",
+                    f"/{name}/DataArea/{verb}/ActionCriteria[{c}]/ActionExpression{which}"
+                    "/@actionCode",
+                )
     nouns = _children(data, noun)
     if not nouns:
         raise B2mmlError(f"at least one {noun} is required", f"/{name}/DataArea/{noun}")
@@ -273,9 +308,30 @@ def _positive(text: str, path: str) -> Decimal:
         number = Decimal(text)
     except InvalidOperation:
         raise B2mmlError(f"{text!r} is not a number", path) from None
-    if not number.is_finite() or number <= 0:
-        raise B2mmlError(f"{text!r} must be a positive number", path)
+    if not _DECIMAL.fullmatch(text) or number <= 0:  # NaN, Infinity, 0_9 are no xsd:decimal
+        raise B2mmlError(f"{text!r} must be a positive number (xsd:decimal, e.g. 0.95)", path)
     return number
+
+
+def _datetime(text: str) -> datetime | None:
+    """An xsd:dateTime (`2026-12-03T08:00:00Z`, with an offset or none), else None."""
+    if not _DATETIME.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _date(text: str) -> date | None:
+    """An xsd:date or the date of an xsd:dateTime, else None."""
+    if _DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text[:10])
+        except ValueError:
+            return None
+    moment = _datetime(text)
+    return None if moment is None else moment.date()
 
 
 def _lot(element: ET.Element, path: str) -> AnnouncedLot:
@@ -291,12 +347,10 @@ def _lot(element: ET.Element, path: str) -> AnnouncedLot:
                 f"lot property {prop_id!r} is not kept by invops yet (it keeps ExpirationDate)",
                 where.removesuffix("/Value") + "/ID",
             )
-        try:
-            expiry = date.fromisoformat(text[:10])
-        except ValueError:
-            raise B2mmlError(
-                f"{text!r} is not a date (YYYY-MM-DD)", f"{where}/ValueString"
-            ) from None
+        expiry = _date(text)
+        if expiry is None:
+            message = f"{text!r} is not a date (YYYY-MM-DD)"
+            raise B2mmlError(message, f"{where}/ValueString")
     return AnnouncedLot(LotId(lot_id), MaterialId(material), status, expiry)
 
 

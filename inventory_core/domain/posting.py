@@ -887,6 +887,10 @@ class Planner:
         """Create the lots that are new, change the status of the others; every check
         first, so a refused announcement changes nothing. Returns the lots as now and
         the lot-status movements posted."""
+        named = [a.lot for a in req.lots]
+        if len(set(named)) != len(named):
+            twice = sorted({lot for lot in named if named.count(lot) > 1})
+            raise ValidationError(f"lot {', '.join(twice)} is announced twice in one request")
         created: list[Lot] = []
         changes: list[LotStatusRequest] = []
         for announced in req.lots:

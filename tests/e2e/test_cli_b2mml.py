@@ -337,13 +337,6 @@ def test_a_schema_dir_without_the_schemas_is_one_line_and_changes_nothing(
     assert state(plant) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="invops/cli.py ledger_import: a document the ledger refuses (here an unknown "
-    "material) reaches the user as the ledger's bare message ('invops: error: material "
-    "NO-SUCH is not defined') without the path of the refused MaterialLot and without "
-    "'nothing applied' (README: refused with the path of the first problem)",
-)
 def test_a_lot_of_an_unknown_material_is_refused_with_its_path(
     plant: LedgerFile, cli: Cli, tmp_path: Path
 ) -> None:
@@ -355,13 +348,6 @@ def test_a_lot_of_an_unknown_material_is_refused_with_its_path(
     refused_with(result, "NO-SUCH", "MaterialLot[2]", "nothing applied")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="invops/cli.py ledger_import catches B2mmlError only around parse_inbound; the "
-    "B2mmlError that apply_inbound raises for a new material without BaseUnitOfMeasure "
-    "(MaterialUpdate.applied_to) escapes _run, which handles only InventoryError, so the "
-    "user sees 'invops: internal error: B2mmlError: ... (rerun with --debug)'",
-)
 def test_a_new_material_without_base_unit_is_a_user_error_with_its_path(
     empty_ledger: LedgerFile, cli: Cli, tmp_path: Path
 ) -> None:
@@ -381,12 +367,6 @@ def test_a_new_material_without_base_unit_is_a_user_error_with_its_path(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inventory_core/b2mml/messages.py parse_inbound lets ElementTree's ValueError "
-    "('multi-byte encodings are not supported') escape for a declared encoding such as "
-    "Shift_JIS: the CLI prints 'invops: internal error: ValueError: ...'",
-)
 def test_a_document_in_an_unsupported_encoding_is_a_user_error(
     plant: LedgerFile, cli: Cli, tmp_path: Path
 ) -> None:
