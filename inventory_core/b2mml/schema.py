@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import xmlschema
+from typing import Any
 
 from inventory_core.b2mml.messages import B2mmlError, read_xml
 
@@ -27,8 +26,10 @@ class SchemaValidator:
         entry = folder / ENTRY
         if not entry.is_file():
             raise FileNotFoundError(f"{entry} does not exist (the B2MML V0700 schema folder)")
+        import xmlschema  # here, not at import: it costs every CLI command ~0.2 s otherwise
+
         self.folder = folder
-        self._schema = xmlschema.XMLSchema(str(entry))
+        self._schema: Any = xmlschema.XMLSchema(str(entry))
 
     def validate(self, body: bytes) -> None:
         """Raise B2mmlError with the path and reason of the first schema error. The body
