@@ -53,7 +53,13 @@ from http_api.schemas import (
 from inventory_core import Ledger
 from inventory_core.b2mml import SchemaValidator
 from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
-from inventory_core.domain.audit import AuditRecord
+from inventory_core.domain.audit import (
+    AUDIT_OBJECT_TYPES,
+    WITH_MOVEMENTS,
+    AuditRecord,
+    audit_document,
+    audited_object,
+)
 from inventory_core.domain.model import (
     MAX_CURSOR,
     Balance,
@@ -85,19 +91,7 @@ _CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="invops"'}
 UnitPath = Annotated[str, Path(description="storage unit id", examples=["WH-401"])]
 LotPath = Annotated[str, Path(description="lot id", examples=["GLY-0100"])]
 # `object=TYPE:ID` of GET /audit: TYPE as the caller names it -> as the audit trail does.
-AUDITED_OBJECTS: Final = {
-    "lot": "lot",
-    "unit": "storage_unit",
-    "storage_unit": "storage_unit",
-    "material": "material",
-    "movement": "movement",
-    "advice": "advice",
-    "request": "request",
-    "api_route": "api_route",
-    "opcua_method": "opcua_method",
-    "opcua_session": "opcua_session",
-    "opcua_login": "opcua_login",
-}
+AUDITED_OBJECTS: Final = AUDIT_OBJECT_TYPES
 AUDIT_DESCRIPTION: Final = (
     "The audit records of one object, `object=TYPE:ID` (TYPE one of "
     + ", ".join(f"`{name}`" for name in AUDITED_OBJECTS)
@@ -372,14 +366,14 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
         _: Principal = reader,
     ) -> JSONResponse:  # fmt: skip
-        kind, _colon, object_id = object_.partition(":")
-        object_type = AUDITED_OBJECTS.get(kind)
-        if object_type is None or not object_id:
+        try:
+            object_type, object_id = audited_object(object_)
+        except ValueError:
             detail = f"object must be TYPE:ID, TYPE one of {', '.join(AUDITED_OBJECTS)}"
-            raise Problem(422, "Invalid request", detail, field="object")
+            raise Problem(422, "Invalid request", detail, field="object") from None
         records = await ledger.audit_records(
             object_type, object_id, since, user, limit,
-            with_movements=object_type in ("lot", "storage_unit"),
+            with_movements=object_type in WITH_MOVEMENTS,
         )  # fmt: skip
         ids = {r.object_id for _, r in records if r.object_type == "movement"}
         booked = {m.id: m for m in await ledger.movements(ids)}
@@ -573,33 +567,9 @@ def _movement(m: Movement) -> dict[str, Any]:
 
 def _audit_record(cursor: int, r: AuditRecord, movement: Movement | None) -> dict[str, Any]:
     return {
-        "cursor": cursor,
-        "writer": r.writer,
-        "seq": r.seq,
-        "timestamp": r.timestamp,
-        "user": r.user,
-        "action": r.action,
-        "object_type": r.object_type,
-        "object_id": r.object_id,
-        "reason": r.reason,
-        "old": _stored_value(r.old),
-        "new": _stored_value(r.new),
-        "hash": r.hash,
+        **audit_document(cursor, r),
         "movement": None if movement is None else movement_document(movement),
     }
-
-
-def _stored_value(text: str) -> Any:
-    """An audited value: its JSON where stored as a JSON object or list, else the text
-    (a digest), None where empty."""
-    if not text:
-        return None
-    if text[0] in "{[":
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _link(k: GenealogyLink) -> dict[str, Any]:

@@ -312,12 +312,14 @@ class Ledger:
         limit: int | None = None,
         *,
         since_time: str | None = None,
+        until_time: str | None = None,
         with_movements: bool = False,
     ) -> list[tuple[int, AuditRecord]]:
         """The audit records of one object (`object_type` as stored: lot, movement,
         advice, material, storage_unit, request, ...; `object_id` its id), or of all,
         the oldest first, each with its cursor: after cursor `since` (None: from the
-        start), at or after the timestamp `since_time`, by `user`, at most `limit`.
+        start), at or after the timestamp `since_time` and at or before `until_time`, by
+        `user`, at most `limit`.
         `with_movements`: a lot's or storage unit's records include those of the
         movements booked to it (receipts, draws, status changes, reversals).
 
@@ -330,6 +332,7 @@ class Ledger:
             object_id,
             after=since or 0,
             since=since_time,
+            until=until_time,
             user=user,
             limit=limit,
             with_movements=with_movements,

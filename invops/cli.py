@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import getpass
 import json
 import os
@@ -76,6 +77,8 @@ opcua_app = typer.Typer(help="The OPC UA information model.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(opcua_app, name="opcua")
+audit_app = typer.Typer(help="The audit trail, for review.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 register_simulate(app)
 register_service(app)
 register_users(app)
@@ -985,6 +988,104 @@ def ledger_import(
             fail(f"{file}: refused, nothing applied: {exc}")
 
     sys.stdout.buffer.write(_with_ledger(url, config, apply))
+
+
+def _time_option(name: str, value: str | None) -> str | None:
+    try:
+        return format_timestamp(parse_timestamp(value)) if value else None
+    except ValueError:
+        fail(f"{name} {value!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)")
+
+
+class AuditFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    CSV = "csv"
+
+
+AUDIT_CSV_COLUMNS = (
+    "cursor", "timestamp", "user", "action", "object_type", "object_id", "reason", "old", "new",
+    "writer", "seq", "hash",
+)  # fmt: skip
+
+
+@audit_app.command("show")
+def audit_show(
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this time (ISO 8601, UTC if no zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Up to this time (ISO 8601, UTC if no zone).")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's records.")] = None,
+    object_: Annotated[
+        str | None,
+        typer.Option(
+            "--object",
+            metavar="TYPE:ID",
+            help="Only this object's records, e.g. lot:GLY-0100, unit:TK-102, "
+            "movement:<id>, material:GLYCOL (a lot's or unit's include the records of the "
+            "movements booked to it).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many records.")
+    ] = None,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Who did what, when and why, old -> new: the audit trail for an inspector (EU GMP
+    Annex 11 §9), oldest first. Reads only; `ledger verify` checks the hash chains."""
+    from inventory_core.domain.audit import WITH_MOVEMENTS, audit_document, audited_object
+
+    if as_json and as_csv:
+        fail("use either --json or --csv, not both")
+    since_text, until_text = _time_option("--since", since), _time_option("--until", until)
+    object_type = object_id = None
+    if object_ is not None:
+        try:
+            object_type, object_id = audited_object(object_)
+        except ValueError as exc:
+            fail(f"--object {exc}")
+
+    def read(ledger: Ledger) -> Awaitable[list[tuple[int, Any]]]:
+        return ledger.audit_records(
+            object_type, object_id, None, user, limit, since_time=since_text,
+            until_time=until_text, with_movements=object_type in WITH_MOVEMENTS,
+        )  # fmt: skip
+
+    records = _with_ledger(url, config, read, read_only=True)
+    documents = [audit_document(cursor, record) for cursor, record in records]
+    if as_json:
+        _print_json({"records": documents})
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, AUDIT_CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for cursor, record in records:
+            writer.writerow(
+                {**audit_document(cursor, record), "old": record.old, "new": record.new}
+            )
+    else:
+        for _, record in records:
+            typer.echo(_audit_line(record))
+        if not records:
+            typer.echo("no audit records match", err=True)
+
+
+def _audit_line(record: Any) -> str:
+    """`time  user  action  type:id  (reason)  old -> new`, one line, controls escaped."""
+    what = f"{record.object_type}:{record.object_id}" if record.object_id else record.object_type
+    change = f"{_short(record.old)} -> {_short(record.new)}" if record.old else _short(record.new)
+    reason = f"  ({record.reason})" if record.reason else ""
+    return escape_controls(
+        f"{record.timestamp}  {record.user}  {record.action}  {what}{reason}  {change}"
+    )
+
+
+def _short(text: str, width: int = 160) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @opcua_app.command("export-nodeset")

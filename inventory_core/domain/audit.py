@@ -16,8 +16,48 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 GENESIS_HASH = "0" * 64
+# An object as a reader names it (`lot:L1`, `unit:TK-101`) -> its type in the trail.
+AUDIT_OBJECT_TYPES = {
+    "lot": "lot",
+    "unit": "storage_unit",
+    "storage_unit": "storage_unit",
+    "material": "material",
+    "movement": "movement",
+    "advice": "advice",
+    "request": "request",
+    "api_route": "api_route",
+    "opcua_method": "opcua_method",
+    "opcua_session": "opcua_session",
+    "opcua_login": "opcua_login",
+}
+# The objects whose records include those of the movements booked to them.
+WITH_MOVEMENTS = frozenset({"lot", "storage_unit"})
+
+
+def audited_object(text: str) -> tuple[str, str]:
+    """(object type as stored, id) of `TYPE:ID`; ValueError naming the known types."""
+    kind, _, object_id = text.partition(":")
+    object_type = AUDIT_OBJECT_TYPES.get(kind)
+    if object_type is None or not object_id:
+        known = ", ".join(AUDIT_OBJECT_TYPES)
+        raise ValueError(f"{text!r}: expected TYPE:ID, TYPE one of {known}")
+    return object_type, object_id
+
+
+def stored_value(text: str) -> Any:
+    """An audited value: its JSON where stored as a JSON object or list, else the text
+    (a digest), None where empty."""
+    if not text:
+        return None
+    if text[0] in "{[":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +149,21 @@ def check_record(record: AuditRecord, expected_seq: int, expected_prev: str) -> 
     if recomputed != record.hash:
         return "hash mismatch (record edited)"
     return None
+
+
+def audit_document(cursor: int, r: AuditRecord) -> dict[str, Any]:
+    """A record as JSON (`old`/`new` parsed where stored as JSON), with its cursor."""
+    return {
+        "cursor": cursor,
+        "writer": r.writer,
+        "seq": r.seq,
+        "timestamp": r.timestamp,
+        "user": r.user,
+        "action": r.action,
+        "object_type": r.object_type,
+        "object_id": r.object_id,
+        "reason": r.reason,
+        "old": stored_value(r.old),
+        "new": stored_value(r.new),
+        "hash": r.hash,
+    }

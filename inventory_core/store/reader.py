@@ -313,6 +313,7 @@ class LedgerReader:
         *,
         after: int = 0,
         since: str | None = None,
+        until: str | None = None,
         user: str | None = None,
         limit: int | None = None,
         with_movements: bool = False,
@@ -330,6 +331,8 @@ class LedgerReader:
             query = query.where(a.c.object_id == object_id)
         if since is not None:
             query = query.where(a.c.timestamp >= since)
+        if until is not None:
+            query = query.where(a.c.timestamp <= until)
         if user is not None:
             query = query.where(a.c.user == user)
         if limit is not None:
