@@ -34,6 +34,7 @@ from http_api.schemas import (
     AdvicePosted,
     AdvicesOut,
     AuditOut,
+    BalanceReportOut,
     BalancesOut,
     GenealogyOut,
     LotDetailOut,
@@ -52,6 +53,7 @@ from http_api.schemas import (
 )
 from inventory_core import Ledger
 from inventory_core.b2mml import SchemaValidator
+from inventory_core.clock import format_timestamp, parse_timestamp
 from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
 from inventory_core.domain.audit import (
     AUDIT_OBJECT_TYPES,
@@ -321,6 +323,34 @@ def create_app(
     ) -> JSONResponse:
         found = await ledger.advices(state=state, unit=unit)
         return JSONResponse({"advices": [advice_document(a) for a in found]})
+
+    @router.get(
+        "/balance-report",
+        summary="Period mass balance per unit and material (opening + movements = closing)",
+        response_model=BalanceReportOut,
+        responses=query_problems,
+        openapi_extra=read,
+    )
+    async def balance_report(
+        start: Annotated[str, Query(alias="from", max_length=40, description="ISO 8601, included",
+                                    examples=["2026-12-01T00:00:00Z"])],
+        end: Annotated[str, Query(alias="to", max_length=40, description="ISO 8601, excluded",
+                                  examples=["2026-12-02T00:00:00Z"])],
+        unit: Annotated[str | None, Query(max_length=128)] = None,
+        _: Principal = reader,
+    ) -> JSONResponse:  # fmt: skip
+        period: list[str] = []
+        for field, value in (("from", start), ("to", end)):
+            try:
+                period.append(format_timestamp(parse_timestamp(value)))
+            except ValueError:
+                detail = f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T00:00:00Z)"
+                raise Problem(422, "Invalid request", detail, field=field) from None
+        lines = await ledger.mass_balance_report(period[0], period[1], unit)
+        return JSONResponse(
+            {"from": period[0], "to": period[1], "unit": unit,
+             "lines": [line.document() for line in lines]}
+        )  # fmt: skip
 
     @router.get(
         "/reconciliation",

@@ -320,6 +320,38 @@ class ReconciliationOut(_Out):
     units: list[ReconciliationLineOut]
 
 
+class BalanceLineOut(_Out):
+    """One unit and material over the period; the movement columns are signed sums
+    (+ into the unit, - out of it): opening + columns = closing."""
+
+    unit: str
+    material: str
+    uom: str
+    opening: Decimal_
+    receipts: Decimal_
+    issues: Decimal_
+    production_in: Decimal_
+    production_out: Decimal_
+    transfers_in: Decimal_
+    transfers_out: Decimal_
+    adjustments: Decimal_
+    counts: Decimal_
+    scrap: Decimal_
+    reversals: Decimal_
+    closing: Decimal_
+    measured: Decimal_ | None = Field(description="the last good measurement at or before `to`")
+    measured_at: Timestamp | None
+    variance: Decimal_ | None = Field(description="measured - closing")
+    variance_pct: Decimal_ | None = Field(description="variance in % of the closing book")
+
+
+class BalanceReportOut(_Out):
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    unit: str | None
+    lines: list[BalanceLineOut]
+
+
 class MovementPosted(_Out):
     """A posted movement (201), or the replay of its key and body (200)."""
 

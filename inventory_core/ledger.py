@@ -28,6 +28,7 @@ from inventory_core.domain.errors import (
 )
 from inventory_core.domain.genealogy import MassCheck, mass_checks
 from inventory_core.domain.lease import WriterLease
+from inventory_core.domain.mass_balance import BalanceLine, mass_balance
 from inventory_core.domain.model import (
     DRAW_KINDS,
     QUANTITY_KINDS,
@@ -373,6 +374,19 @@ class Ledger:
     async def last_derived(self, unit: str) -> Movement | None:
         """The unit's last PLC-derived movement: where its measurement pipeline resumes."""
         return await self._store.reader.last_derived(unit)
+
+    async def mass_balance_report(
+        self, start: str, end: str, unit: str | None = None
+    ) -> list[BalanceLine]:
+        """The period mass balance from `start` up to (not including) `end`, ledger
+        timestamps: per unit and material, opening, the movements by kind, closing, and
+        the last good measurement at or before `end` (see domain.mass_balance). Reads
+        every movement before `end` (of `unit` when given)."""
+        if not start < end:
+            raise ValidationError(f"the period must start before it ends ({start} to {end})")
+        movements = await self._store.reader.history(unit, before=end)
+        measured = await self._store.reader.latest_measurements(until=end, good=True)
+        return mass_balance(movements, start, measured, unit=unit)
 
     async def reconciliation(self) -> list[ReconciliationLine]:
         """Book quantity per storage unit next to the last measured quantity."""

@@ -728,6 +728,51 @@ def raise_unknown_lot(lot: str) -> NoReturn:
     raise UnknownLot(f"lot {lot} does not exist")
 
 
+@ledger_app.command("balance-report")
+def ledger_balance_report(
+    start: Annotated[
+        str, typer.Option("--from", help="Period start (ISO 8601, UTC if no zone), included.")
+    ],
+    end: Annotated[
+        str, typer.Option("--to", help="Period end (ISO 8601, UTC if no zone), excluded.")
+    ],
+    unit: Annotated[str | None, typer.Option("--unit", help="Only this storage unit.")] = None,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Period mass balance per unit and material: opening book, receipts, issues,
+    production in and out, transfers in and out, adjustments, counts, scrap, reversals
+    (signed: + into the unit), closing book, the last good measurement at or before the
+    end, and measured - closing (absolute and % of the closing book)."""
+    from inventory_core.domain.mass_balance import COLUMNS
+
+    if as_json and as_csv:
+        fail("use either --json or --csv, not both")
+    start_text, end_text = _time_option("--from", start), _time_option("--to", end)
+    assert start_text is not None and end_text is not None
+    lines = _with_ledger(
+        url,
+        config,
+        lambda ledger: ledger.mass_balance_report(start_text, end_text, unit),
+        read_only=True,
+    )
+    documents = [line.document() for line in lines]
+    if as_json:
+        _print_json({"from": start_text, "to": end_text, "unit": unit, "lines": documents})
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, list(documents[0]) if documents else ["unit"])
+        writer.writeheader()
+        writer.writerows(documents)
+        return
+    typer.echo(f"period {start_text} to {end_text}" + (f", unit {unit}" if unit else ""))
+    headers = ["unit", "material", "uom", "opening", *COLUMNS, "closing", "measured", "variance",
+               "variance_pct"]  # fmt: skip
+    _table(headers, [[str(d[h]) if d[h] is not None else "-" for h in headers] for d in documents])
+
+
 @ledger_app.command("reconcile")
 def ledger_reconcile(
     url: UrlOption = None, config: ConfigOption = None, as_json: JsonOption = False
@@ -995,12 +1040,6 @@ def _time_option(name: str, value: str | None) -> str | None:
         return format_timestamp(parse_timestamp(value)) if value else None
     except ValueError:
         fail(f"{name} {value!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)")
-
-
-class AuditFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-    CSV = "csv"
 
 
 AUDIT_CSV_COLUMNS = (

@@ -135,6 +135,7 @@ class LedgerReader:
         limit: int | None = None,
         *,
         newest_first: bool = False,
+        before: str | None = None,
     ) -> list[Movement]:
         m = t.movements
         order = m.c.seq.desc() if newest_first else m.c.seq
@@ -145,6 +146,8 @@ class LedgerReader:
             query = query.where(m.c.lot == lot)
         if since is not None:
             query = query.where(m.c.timestamp >= since)
+        if before is not None:
+            query = query.where(m.c.timestamp < before)
         if limit is not None:
             query = query.limit(limit)
         async with self._connect() as conn:
@@ -237,9 +240,18 @@ class LedgerReader:
                 for parent, child, movement_id, quantity in await conn.execute(query)
             ]  # fmt: skip
 
-    async def latest_measurements(self) -> dict[StorageUnitId, Measurement]:
+    async def latest_measurements(
+        self, *, until: str | None = None, good: bool = False
+    ) -> dict[StorageUnitId, Measurement]:
+        """Each unit's last measurement (at or before the timestamp `until`; `good`:
+        of good quality only)."""
         m = t.measurements
-        latest = select(m.c.unit, func.max(m.c.id).label("id")).group_by(m.c.unit).subquery()
+        newest = select(m.c.unit, func.max(m.c.id).label("id"))
+        if until is not None:
+            newest = newest.where(m.c.timestamp <= until)
+        if good:
+            newest = newest.where(m.c.quality == "good")
+        latest = newest.group_by(m.c.unit).subquery()
         query = select(m).join(latest, and_(m.c.id == latest.c.id))
         async with self._connect() as conn:
             rows = await conn.execute(query)
