@@ -555,7 +555,12 @@ class MovementDeriver:
         settled = change >= self.config.deadband and stable
         overdue = at - booking.at >= self.config.max_interval
         if settled or overdue:
-            return [self._book(booking, quantity, at, reading, None, settled=stable)]
+            # An overdue booking of less than the deadband is the signal at rest too: it
+            # stayed within the deadband of the last booking for max_interval (and at least
+            # settle), even where reading noise kept moving the stability anchor.
+            quiet = change < self.config.deadband and at - booking.at >= self.config.settle
+            at_rest = stable or quiet
+            return [self._book(booking, quantity, at, reading, None, settled=at_rest)]
         return []
 
     def _book(

@@ -364,6 +364,17 @@ def test_a_booking_says_whether_the_flow_had_stopped() -> None:
     ]
 
 
+def test_a_noisy_rest_is_settled_at_the_next_overdue_booking() -> None:
+    """Noise above half the deadband keeps moving the stability anchor, so the signal
+    never looks stable for `settle`; but an overdue booking of less than the deadband
+    means it stayed at rest for max_interval: the flow stopped (the advice closes)."""
+    deriver = opened(max_interval=timedelta(seconds=60))
+    ramp = [good(10 * i, 1000 + 8 * i) for i in range(1, 7)]  # + 48 by 60 s: a ramp booking
+    noisy = [good(60 + 10 * i, 1048 + (6 if i % 2 else -1)) for i in range(1, 7)]
+    booked = movements(run(deriver, [*ramp, *noisy]))
+    assert [(m.quantity, m.settled) for m in booked] == [(D(48), False), (D(1), True)]
+
+
 def test_quantities_are_quantized_and_positive() -> None:
     deriver = opened(settle=timedelta(0))
     [m] = movements(deriver.feed(good(1, "979.12345678")))
