@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -291,6 +291,9 @@ class DerivedMovement:
     # The signal had come to rest when this was booked (not a ramp's periodic booking):
     # the flow stopped, which closes the advice the movement matched.
     settled: bool = False
+    # Less than the deadband, booked because max_interval passed: the signal drifting at
+    # rest (noise, evaporation), not a flow; it matches no advice.
+    drift: bool = False
     raw: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -312,6 +315,7 @@ class DerivedMovement:
             "gap_start": _time_text(self.gap_start),
             "gap_end": _time_text(self.gap_end),
             "settled": self.settled,
+            "drift": self.drift,
             "raw": _json_ready(self.raw),
         }
 
@@ -558,9 +562,11 @@ class MovementDeriver:
             # An overdue booking of less than the deadband is the signal at rest too: it
             # stayed within the deadband of the last booking for max_interval (and at least
             # settle), even where reading noise kept moving the stability anchor.
-            quiet = change < self.config.deadband and at - booking.at >= self.config.settle
+            drift = change < self.config.deadband
+            quiet = drift and at - booking.at >= self.config.settle
             at_rest = stable or quiet
-            return [self._book(booking, quantity, at, reading, None, settled=at_rest)]
+            booked = self._book(booking, quantity, at, reading, None, settled=at_rest)
+            return [replace(booked, drift=drift)]
         return []
 
     def _book(

@@ -452,6 +452,8 @@ class Planner:
         assert unit_id is not None
         if self.state.units[unit_id].booking is not Booking.MEASURED:
             return req, None
+        if req.details.get("drift") is True:  # the gauge drifting at rest: no delivery
+            return req, None
         direction = direction_of(req.kind)
         advice = open_advice(self.state.advices.get(unit_id, []), direction, self._now())
         if advice is None:

@@ -103,14 +103,16 @@ def manual(
     )  # fmt: skip
 
 
-def gauge(unit: str, qty: str, key: str, *, settled: bool, rise: bool = True) -> PostingRequest:
+def gauge(
+    unit: str, qty: str, key: str, *, settled: bool, rise: bool = True, drift: bool = False
+) -> PostingRequest:
     """A PLC-derived movement of `unit`, as the measurement service posts it."""
     u = StorageUnitId(unit)
     return PostingRequest(
         K.RECEIPT if rise else K.ISSUE, OIL.id, None, Decimal(qty), "kg",
         to_unit=u if rise else None, from_unit=None if rise else u,
         idempotency_key=key, user="plc", source=Source.PLC, reason="measured change",
-        details={"derived_from": "plc", "settled": settled},
+        details={"derived_from": "plc", "settled": settled, "drift": drift},
     )  # fmt: skip
 
 
@@ -461,3 +463,28 @@ async def test_verify_reports_an_advice_edited_or_deleted_outside_the_ledger(
         report = await ledger.verify()
     assert not report.ok
     assert any(p.chain == "advices" and message in p.message for p in report.problems), report
+
+
+async def test_drift_at_rest_matches_no_advice_and_closes_the_one_that_flowed(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """The gauge drifting at rest (less than the deadband by max_interval) is no delivery:
+    an advice waiting for its truck is not matched nor closed by it; once the truck's rise
+    booked to the advice, the next settled drift closes it (the flow stopped)."""
+    await ledger.post(manual(K.RECEIPT, "D0", "100", dst="DRUMS"))
+    advised = await ledger.post(manual(K.RECEIPT, "L9", "500", dst="TANK", key="d9"))
+    assert advised.advice is not None
+    clock.moment += timedelta(seconds=10)
+    noise = await ledger.post(gauge("TANK", "2", "plc:n1", settled=True, drift=True))
+    assert noise.advice is None
+    (waiting,) = await ledger.advices(state="open")
+    assert (waiting.id, waiting.matched, waiting.matches) == (advised.advice.id, 0, 0)
+    rise = await ledger.post(gauge("TANK", "498", "plc:r1", settled=False))
+    assert rise.advice is not None and rise.advice.matched == 498
+    clock.moment += timedelta(seconds=10)
+    await ledger.post(gauge("TANK", "1", "plc:n2", settled=True, drift=True))
+    (done,) = await ledger.advices(state="matched")
+    assert (done.id, done.matched, done.variance) == (advised.advice.id, 498, -2)
+    held = await books(ledger, "TANK")
+    assert held["L9"] == 498  # the delivery's lot got the flow, the drift went unadvised
+    assert sum(held.values()) == 2 + 498 + 1  # every measured change booked once

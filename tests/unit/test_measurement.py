@@ -372,7 +372,10 @@ def test_a_noisy_rest_is_settled_at_the_next_overdue_booking() -> None:
     ramp = [good(10 * i, 1000 + 8 * i) for i in range(1, 7)]  # + 48 by 60 s: a ramp booking
     noisy = [good(60 + 10 * i, 1048 + (6 if i % 2 else -1)) for i in range(1, 7)]
     booked = movements(run(deriver, [*ramp, *noisy]))
-    assert [(m.quantity, m.settled) for m in booked] == [(D(48), False), (D(1), True)]
+    assert [(m.quantity, m.settled, m.drift) for m in booked] == [
+        (D(48), False, False),
+        (D(1), True, True),  # drift at rest: books no delivery, closes the one that came
+    ]
 
 
 def test_quantities_are_quantized_and_positive() -> None:
@@ -488,6 +491,7 @@ def test_details_are_json_ready() -> None:
         "gap_start": "2026-03-01T06:00:10.000000Z",
         "gap_end": "2026-03-01T06:00:40.000000Z",
         "settled": False,
+        "drift": False,
         "raw": {
             "level_mm": "812.5",
             "status": 0,
