@@ -592,10 +592,7 @@ def ledger_history(
     """Movements in posting order, oldest first (--last N: the N newest)."""
     if limit is not None and last is not None:
         fail("use either --limit N (the oldest) or --last N (the newest), not both")
-    try:
-        since_text = format_timestamp(parse_timestamp(since)) if since else None
-    except ValueError:
-        fail(f"--since {since!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)")
+    since_text = _time_option("--since", since)
 
     async def action(ledger: Ledger) -> list[Any]:
         if last is None:
