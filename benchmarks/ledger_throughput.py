@@ -41,6 +41,7 @@ from pathlib import Path
 
 from inventory_core import open_ledger
 from inventory_core.domain.model import (
+    Booking,
     LotId,
     LotStatus,
     MaterialDefinition,
@@ -118,6 +119,53 @@ async def _measure(url: str, callers: int, postings: int) -> dict[str, float]:
         "postings_per_s": round(done / elapsed, 1),
         "p50_ms": _percentile_ms(latencies, 0.50),
         "p99_ms": _percentile_ms(latencies, 0.99),
+    }
+
+
+BINS = [
+    StorageUnit(
+        StorageUnitId(f"BIN-{i:02d}"), "S", "A", StorageKind.BIN, Decimal(10**9), "kg",
+        MATERIAL.id, booking=Booking.MANUAL,
+    )
+    for i in range(UNITS)
+]  # fmt: skip
+
+
+async def _many_lots(url: str, callers: int, held: int, measured: int) -> dict[str, float]:
+    """Receipts of a new lot each into 16 manual fifo bins: the rate into empty bins, and
+    again once the bins hold `held` lots. `scaling` = the second / the first: 1 means a
+    posting costs the same whatever else a bin holds."""
+
+    async with open_ledger(url, writer_id="bench", migrate=True) as ledger:
+        await ledger.sync_master_data([MATERIAL], BINS)
+        sequence = iter(range(10**9))
+
+        async def run(count: int) -> float:
+            async def caller() -> None:
+                for _ in range(count // callers):
+                    n = next(sequence)
+                    await ledger.post(
+                        PostingRequest(
+                            MovementKind.RECEIPT, MATERIAL.id, LotId(f"L{n}"), Decimal(1),
+                            "kg", to_unit=BINS[n % UNITS].id, idempotency_key=f"m-{n}",
+                            user="bench", source=Source.API,
+                        )
+                    )  # fmt: skip
+
+            started = time.perf_counter()
+            async with asyncio.TaskGroup() as group:
+                for _ in range(callers):
+                    group.create_task(caller())
+            return (count // callers * callers) / (time.perf_counter() - started)
+
+        empty = await run(measured)
+        await run(held - measured)
+        full = await run(measured)
+    return {
+        "lots_held": held,
+        "postings_per_s": round(full, 1),
+        "empty_postings_per_s": round(empty, 1),
+        "scaling": round(full / empty, 3),
     }
 
 
@@ -221,6 +269,9 @@ def main() -> None:
     parser.add_argument(
         "--postings", type=int, default=20000, help="postings per case (64 callers)"
     )
+    parser.add_argument(
+        "--lots-held", type=int, default=8000, help="lots the bins hold in the many_lots case"
+    )
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite and/or postgres")
     args = parser.parse_args()
     callers = [int(c) for c in args.callers.split(",")]
@@ -244,6 +295,11 @@ def main() -> None:
                 if result["p99_ms"] > 0:  # below the 0.01 ms resolution: no ratio
                     line["p99_ratio"] = round(baseline["p99_ms"] / result["p99_ms"], 3)
                 print(json.dumps(line), flush=True)
+            url = f"sqlite+aiosqlite:///{tmp}/many-lots.db"
+            result = asyncio.run(_many_lots(url, 16, args.lots_held, 1000))
+            line = {"bench": "ledger_throughput", "backend": "sqlite", "case": "many_lots",
+                    "callers": 16, **result}  # fmt: skip
+            print(json.dumps(line), flush=True)
     if "postgres" in backends:
         for c in callers:
             url = asyncio.run(_pg_database())

@@ -660,8 +660,10 @@ class Planner:
         extra: list[_Part] = []
         for unit_id in dict.fromkeys(p.to_unit for p in parts if p.to_unit is not None):
             rule = self.state.units[unit_id].lot_handling
+            if rule not in (LotHandling.BLEND, LotHandling.SINGLE):
+                continue  # the writer loads the present lots only for these two rules
             stocked = [s for s in book.shares(unit_id) if s.quantity > 0]
-            if len(stocked) < 2 or rule not in (LotHandling.BLEND, LotHandling.SINGLE):
+            if len(stocked) < 2:
                 continue
             if rule is LotHandling.BLEND:
                 advice = req.details.get("advice")

@@ -39,6 +39,7 @@ from inventory_core.domain.model import (
     AuditEvent,
     Booking,
     ExpireAdvices,
+    LotHandling,
     LotId,
     LotStatusRequest,
     MasterDataUpdate,
@@ -369,11 +370,16 @@ class BatchWriter:
         current_units.update(a.other_unit for a in advices if a.other_unit is not None)
         state.current_lots = self._current_lots(conn, sorted(u for u in current_units if u))
 
-        touched: set[StorageUnitId] = set()
+        # The lots present in a unit matter where a draw splits over them, the unit's
+        # current lot is picked, or its lot handling (blend, single) looks at them; a
+        # receipt of a named lot into a fifo/lifo/mixed unit needs none of them, so a
+        # bin holding hundreds of lots costs its postings nothing.
+        touched: set[StorageUnitId] = {u for u in current_units if u}
         for r in requests:
             if isinstance(r, PostingRequest):
-                touched.update(u for u in (r.from_unit, r.to_unit) if u is not None)
-                touched.update(u for u in r.consumed_units if u is not None)
+                touched.update(u for u in (r.from_unit, *r.consumed_units) if u is not None)
+                if r.to_unit is not None and (r.lot is None or self._sees_present(r.to_unit)):
+                    touched.add(r.to_unit)
         touched.update(a.other_unit for a in advices if a.other_unit is not None)
         touched.update(u for a in advices for u in a.consumed_units if u is not None)
         for original in state.movements.values():
@@ -453,6 +459,7 @@ class BatchWriter:
                 ),
                 [value for pair in ordered for value in pair],
                 lock=True,
+                arity=2,
             )
             for unit, lot, quantity, entered in rows:
                 key = (StorageUnitId(unit), LotId(lot))
@@ -474,7 +481,7 @@ class BatchWriter:
                 conn,
                 "unit_totals",
                 lambda ids: select(t.balances.c.unit, t.balances.c.quantity).where(
-                    t.balances.c.unit.in_(ids)
+                    t.balances.c.unit.in_(ids), t.balances.c.quantity != "0"
                 ),
                 filled,
             )
@@ -605,6 +612,10 @@ class BatchWriter:
             state.advices.setdefault(advice.unit, []).append(advice)
         return advices
 
+    def _sees_present(self, unit_id: StorageUnitId) -> bool:
+        unit = self._units.get(unit_id)
+        return unit is None or unit.lot_handling in (LotHandling.BLEND, LotHandling.SINGLE)
+
     def _load_present(
         self, conn: Connection, units: Sequence[StorageUnitId], state: LedgerState
     ) -> None:
@@ -658,15 +669,22 @@ class BatchWriter:
         values: Sequence[object],
         *,
         lock: bool = False,
+        arity: int = 1,
     ) -> CursorResult[Any]:
-        """Run a SELECT whose IN-list has len(values) parameters, compiled once per length.
+        """Run a SELECT whose IN-list holds `values`, compiled once per bucket of lengths.
 
         SQLAlchemy would re-render the expanding IN-list on every batch; this keeps
-        the writer's per-batch reads at driver cost. Other parameters of the
-        statement (constants such as a LIMIT) keep their compiled values. `lock`
-        adds FOR UPDATE on PostgreSQL (SQLite's writer already holds the lock).
+        the writer's per-batch reads at driver cost. The list is padded to its bucket
+        (powers of two, then multiples of 1024) by repeating its last entry of `arity`
+        values, which an IN ignores, so a list that grows by one per batch does not
+        compile a statement per batch. Other parameters of the statement (constants
+        such as a LIMIT) keep their compiled values. `lock` adds FOR UPDATE on
+        PostgreSQL (SQLite's writer already holds the lock).
         """
-        key = (name, len(values))
+        size = _bucket(len(values) // arity) * arity
+        values = list(values)
+        values += values[-arity:] * ((size - len(values)) // arity)
+        key = (name, size)
         cached = self._selects.get(key)
         if cached is None:
             params: list[BindParameter[Any]] = [
@@ -944,6 +962,13 @@ def _short(exc: BaseException) -> str:
     # asyncpg's errors, as SQLAlchemy adapts them, start with "<class '...'>: ".
     first = lines[0]
     return first.split(">: ", 1)[1] if first.startswith("<class '") and ">: " in first else first
+
+
+def _bucket(length: int) -> int:
+    """The IN-list length `length` entries are padded to (see `_select_in`)."""
+    if length <= 1:
+        return length
+    return 1 << (length - 1).bit_length() if length <= 1024 else -(-length // 1024) * 1024
 
 
 def _settle(future: asyncio.Future[Any], outcome: object) -> None:
