@@ -24,6 +24,7 @@ from inventory_core.domain.errors import (
     LedgerUnavailable,
     UnknownAdvice,
     UnknownMovement,
+    UnknownRequest,
     ValidationError,
 )
 from inventory_core.domain.genealogy import MassCheck, mass_checks
@@ -54,6 +55,15 @@ from inventory_core.domain.model import (
     VerifyReport,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, payload_hash
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    PendingRequest,
+    RequestState,
+    SignaturePoliciesUpdate,
+    SignaturePolicy,
+    SignRequest,
+)
+from inventory_core.domain.signing_rules import SignOutcome
 from inventory_core.domain.text import (
     ID_MAX,
     KEY_MAX,
@@ -429,6 +439,48 @@ class Ledger:
         found = await self._store.reader.advices(advice_id=advice_id.removeprefix(ADVICE_PREFIX))
         if not found:
             raise UnknownAdvice(f"advice {advice_id} does not exist")
+        return found[0]
+
+    async def set_signature_policies(
+        self,
+        policies: Sequence[SignaturePolicy],
+        *,
+        user: str = "system",
+        reason: str = "configuration",
+    ) -> bool:
+        """Store the `[[signatures]]` policies every writer of this ledger holds requests
+        by (the configuration's whole set; audited); returns whether they changed."""
+        check_key("user", user, max_length=ID_MAX)
+        check_free_text("reason", reason)
+        changed: bool = await self._store.submit(
+            SignaturePoliciesUpdate(tuple(policies), user, reason)
+        )
+        return changed
+
+    async def sign(self, request: SignRequest) -> SignOutcome:
+        """Record a re-authenticated signer's approval or rejection of a pending request
+        (`inventory_core.signing` re-authenticates); the last approval posts it."""
+        check_identifier("request", request.request_id.removeprefix(REQUEST_PREFIX))
+        check_identifier("user", request.signer)
+        check_free_text("reason", request.reason)
+        check_free_text("meaning", request.meaning)
+        outcome: SignOutcome = await self._store.submit(request)
+        if outcome.posted is not None:
+            self._posted(outcome.posted)
+        return outcome
+
+    async def pending_requests(
+        self, *, state: str | None = RequestState.PENDING, limit: int | None = None
+    ) -> list[PendingRequest]:
+        """Requests held for signatures (by default those still waiting), oldest first."""
+        return await self._store.reader.pending_requests(state=state, limit=limit)
+
+    async def pending_request(self, request_id: str) -> PendingRequest:
+        found = await self._store.reader.pending_requests(
+            request_id=request_id.removeprefix(REQUEST_PREFIX)
+        )
+        if not found:
+            raise UnknownRequest(f"no pending request {request_id}")
         return found[0]
 
     async def verify(self) -> VerifyReport:

@@ -40,12 +40,15 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, movement_document
+from inventory_core.domain.signatures import REQUEST_PREFIX, PendingRequest
 from inventory_core.domain.text import escape_controls, shown
 from inventory_core.domain.units import format_decimal, parse_quantity
 from invops import __version__, startup
 from invops.cli_config import load_config_or_exit
 from invops.logs import LOG_LEVELS, LogFormat, configure_logging, default_level
 from invops.service_cli import register as register_service
+from invops.signing_cli import register as register_signing
+from invops.signing_cli import request_document, request_line
 from invops.simulate_cli import register as register_simulate
 from invops.users_cli import register as register_users
 
@@ -211,6 +214,7 @@ def _with_ledger(
                     loaded.storage_unit_definitions(),
                     user=_user(None),
                 )
+                await ledger.set_signature_policies(loaded.signature_policies(), user=_user(None))
             return await action(ledger)
 
     return _run(go)
@@ -425,9 +429,14 @@ def ledger_post(
             raise type(exc)(worded) from exc
         if result.movement_id.startswith(ADVICE_PREFIX):
             return result, await ledger.advice(result.movement_id)
+        if result.movement_id.startswith(REQUEST_PREFIX):
+            return result, await ledger.pending_request(result.movement_id)
         return result, await ledger.movement(result.movement_id)
 
     result, movement = _with_ledger(url, config, action)
+    if isinstance(movement, PendingRequest):
+        _print_held(movement, replayed=result.replayed, as_json=as_json)
+        return
     if isinstance(movement, Advice):
         _print_advice(movement, replayed=result.replayed, as_json=as_json)
         return
@@ -465,6 +474,20 @@ def _consumption(options: list[str]) -> dict[str, Any]:
         "consumed_quantities": tuple(quantities),
         "consumed_units": tuple(units) if any(units) else (),
     }
+
+
+def _print_held(pending: PendingRequest, *, replayed: bool, as_json: bool) -> None:
+    """A posting a `[[signatures]]` policy held: nothing posted until it is signed."""
+    if as_json:
+        _print_json({"replayed": replayed, "request": request_document(pending)})
+        return
+    note = " (idempotency key seen before: the same request)" if replayed else ""
+    typer.echo(
+        f"{pending.request_id} held for signatures, nothing posted yet{note}: "
+        f"{request_line(pending)}\n"
+        f"sign it with: invops ledger approve {pending.request_id} --meaning "
+        f"{pending.meaning} --user NAME --config FILE"
+    )
 
 
 def _print_advice(advice: Advice, *, replayed: bool, as_json: bool) -> None:
@@ -1173,3 +1196,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+register_signing(
+    ledger_app,
+    with_ledger=_with_ledger,
+    print_json=_print_json,
+    load_config=load_config_or_exit,
+    fail=fail,
+    url_option=UrlOption,
+    config_option=ConfigOption,
+    json_option=JsonOption,
+)

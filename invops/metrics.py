@@ -47,9 +47,10 @@ from prometheus_client.registry import Collector
 from inventory_core.domain.advices import Advice, AdviceState
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.log import get_logger
+from inventory_core.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
 from inventory_core.plant_view import PlantView, UnitState
+from inventory_core.signing import SIGNING_OUTCOMES
 from opcua_server.limits import REFUSAL_REASONS
-from opcua_server.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS, PlcError, Sample
 from plc_connectors.poller import SampleSink
 
@@ -270,6 +271,7 @@ class Metrics:
             registry=registry,
         )
         self._opcua_security(registry)
+        self._signatures(registry)
         self.opcua_refusals = _counter_at_zero(
             registry,
             "invops_opcua_refusals_total",
@@ -380,6 +382,31 @@ class Metrics:
             "trail keeps the first per session and minute in full and a summary of the rest).",
             registry=registry,
         )
+
+    def _signatures(self, registry: CollectorRegistry) -> None:
+        self.signature_attempts = _counter_at_zero(
+            registry,
+            "invops_signature_attempts_total",
+            "Electronic signature attempts (21 CFR 11.300(d)), by outcome: signed, "
+            "bad_password (wrong user name or password), locked_out (refused unchecked "
+            "after repeated failures), busy, refused (the rules: role, meaning, same person).",
+            "outcome",
+            SIGNING_OUTCOMES,
+        )
+        self.signature_lockouts = Counter(
+            "invops_signature_lockouts_total",
+            "User names locked out of signing after repeated failed signatures.",
+            registry=registry,
+        )
+
+    def signature_attempt(self, outcome: str) -> None:
+        """One signature attempt (`outcome`: a SIGNING_OUTCOMES value; others -> "other")."""
+        label = outcome if outcome in SIGNING_OUTCOMES else _OTHER
+        self.signature_attempts.labels(outcome=label).inc()
+
+    def signature_lockout(self, scope: str) -> None:
+        """One signing lockout begun."""
+        self.signature_lockouts.inc()
 
     def opcua_login_refused(self, reason: str) -> None:
         """One refused session activation (`reason`: a `LoginRefusal`; others -> "other")."""

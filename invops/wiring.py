@@ -34,8 +34,10 @@ from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.level_alarm import LevelLimits
 from inventory_core.domain.model import Booking, MaterialId, StorageUnitId
 from inventory_core.domain.units import convert
+from inventory_core.logins import LoginSettings
 from inventory_core.measurement_service import MeasuredUnit, MeasurementService
 from inventory_core.plant_view import LedgerFollower, PlantView
+from inventory_core.signing import SigningService
 from invops import __version__
 from invops.config import HttpListenerConfig, InvopsConfig, OpcuaConfig, StorageUnitConfig
 from invops.config.server_schema import AnonymousApi
@@ -49,7 +51,6 @@ from opcua_server import InvopsOpcUaServer, OpcuaServerError
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.features import AlarmFeature, HistoryFeature
 from opcua_server.limits import ServerLimits
-from opcua_server.logins import LoginSettings
 from opcua_server.security import (
     client_certificate_validator,
     current_session,
@@ -144,6 +145,7 @@ async def assemble(
     ledger.subscribe(metrics.movement_posted)
     ledger.subscribe_advices(metrics.advice_changed)
     await ledger.sync_master_data(config.material_definitions(), config.storage_unit_definitions())
+    await ledger.set_signature_policies(config.signature_policies())
     board.set_ledger(True)
     follower = LedgerFollower(ledger, view)
     await follower.start()
@@ -381,17 +383,36 @@ def opcua_security(config: InvopsConfig) -> OpcuaSecurity:
         allow_security_none=opcua.allow_security_none,
         security_policies=tuple(policy.value for policy in opcua.security_policies),
         anonymous=opcua.anonymous.value,
-        logins=LoginSettings(
-            max_failures=opcua.login_max_failures,
-            source_max_failures=opcua.login_source_max_failures,
-            failure_window_s=opcua.login_failure_window_s,
-            lockout_s=opcua.login_lockout_s,
-            lockout_max_s=opcua.login_lockout_max_s,
-            failure_delay_s=opcua.login_failure_delay_s,
-            concurrency=opcua.login_concurrency,
-            queue=opcua.login_queue,
-        ),
+        logins=login_settings(opcua),
         users=config.user_definitions(),
+    )
+
+
+def login_settings(opcua: OpcuaConfig) -> LoginSettings:
+    """The `[opcua] login_*` keys: OPC UA logins and electronic signatures (which take
+    `max_failures`, `failure_window_s` and `lockout_s` from them) alike."""
+    return LoginSettings(
+        max_failures=opcua.login_max_failures,
+        source_max_failures=opcua.login_source_max_failures,
+        failure_window_s=opcua.login_failure_window_s,
+        lockout_s=opcua.login_lockout_s,
+        lockout_max_s=opcua.login_lockout_max_s,
+        failure_delay_s=opcua.login_failure_delay_s,
+        concurrency=opcua.login_concurrency,
+        queue=opcua.login_queue,
+    )
+
+
+def signing_service(
+    config: InvopsConfig, ledger: Ledger, metrics: Metrics | None = None
+) -> SigningService:
+    """Signing of pending requests, for every interface: the `[[users]]` sign."""
+    return SigningService(
+        ledger,
+        config.user_definitions(),
+        login_settings(config.opcua),
+        on_attempt=metrics.signature_attempt if metrics else None,
+        on_lockout=metrics.signature_lockout if metrics else None,
     )
 
 

@@ -81,8 +81,7 @@ from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.passwords import hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
-from opcua_server import asyncua_patches
-from opcua_server.logins import (
+from inventory_core.logins import (
     CheckerBusy,
     FailureOutcome,
     Lockout,
@@ -91,6 +90,7 @@ from opcua_server.logins import (
     LoginThrottle,
     PasswordChecker,
 )
+from opcua_server import asyncua_patches
 from opcua_server.settings import OpcuaSecurity
 
 __all__ = [

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from inventory_core.domain.model import MaterialDefinition, StorageUnit
 from inventory_core.domain.users import User
+from inventory_core.logins import LoginSettings
 from opcua_server.limits import ServerLimits
-from opcua_server.logins import LoginSettings
 
 __all__ = ["OpcuaSecurity", "OpcuaSettings", "OpcuaUnit"]
 

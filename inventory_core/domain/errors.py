@@ -99,3 +99,16 @@ class WriterLeaseLost(LeaseError):
 class RequestRefused(InventoryError):
     """The ledger database refused to store one request's values (a data or constraint
     error): that request alone fails, nothing of it is posted, the ledger stays up."""
+
+
+class UnknownRequest(ValidationError):
+    """No pending request has this id."""
+
+
+class RequestClosed(InventoryError):
+    """The request was already posted or rejected: signing it again changes nothing."""
+
+
+class SignatureRefused(InventoryError):
+    """This signer may not sign this request (role, meaning, same person twice, the
+    two-person rule), or the signer's re-authentication failed or is locked out."""

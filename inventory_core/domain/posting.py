@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from decimal import Decimal
@@ -77,6 +77,13 @@ from inventory_core.domain.model import (
     movement_legs,
     opening_lot,
 )
+from inventory_core.domain.signatures import (
+    PendingRequest,
+    Signature,
+    SignatureAction,
+    SignaturePolicy,
+)
+from inventory_core.domain.signing_rules import SigningRules
 from inventory_core.domain.units import QUANTUM, convert, format_decimal
 
 BalanceKey = tuple[StorageUnitId, LotId]
@@ -114,6 +121,8 @@ class LedgerState:
     # The latest measured quantity of each measured unit a manual count or adjustment
     # touches (book unit; absent: never measured).
     measured: dict[StorageUnitId, Decimal] = field(default_factory=dict)
+    # The pending requests a batch signs (by id, without the `request:` prefix).
+    requests: dict[str, PendingRequest] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,10 @@ class Changes:
     measurements: list[Measurement] = field(default_factory=list)
     advices: dict[str, Advice] = field(default_factory=dict)  # id -> as it is to be stored
     new_advices: dict[str, str] = field(default_factory=dict)  # id -> its payload digest
+    requests: dict[str, PendingRequest] = field(default_factory=dict)  # id -> as to store
+    new_requests: set[str] = field(default_factory=set)
+    signatures: list[Signature] = field(default_factory=list)
+    signature_policies: tuple[SignaturePolicy, ...] | None = None  # None: unchanged
 
 
 def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -> str:
@@ -270,7 +283,7 @@ class _Book:
         return [share for share in shares if share.quantity != 0]
 
 
-class Planner:
+class Planner(SigningRules):
     """Applies requests to a LedgerState, recording the rows to write in Changes."""
 
     def __init__(
@@ -282,6 +295,7 @@ class Planner:
         now: Callable[[], str],
         today: Callable[[], date],
         capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
+        signatures: Sequence[SignaturePolicy] = (),
     ) -> None:
         self.state = state
         self.changes = changes
@@ -289,6 +303,8 @@ class Planner:
         self._now = now
         self._today = today
         self._capacity_factor = 1 + capacity_margin_pct / 100
+        self._policies = tuple(signatures)
+        self._signing = None
 
     # -- public entry points -------------------------------------------------
 
@@ -320,7 +336,8 @@ class Planner:
                 if unit is not None and self.state.units[unit].booking is Booking.MEASURED
             ]
             if measured:
-                return self._advise(req, material, quantity, measured, digest)
+                held = self._held_posting(req, material, quantity, digest)
+                return held or self._advise(req, material, quantity, measured, digest)
         advice = None
         gauge_unit = req.unit  # a PLC request's own unit, whatever its match books
         if req.source is Source.PLC and req.lot is None:
@@ -329,6 +346,9 @@ class Planner:
         parts = self._requested(req, material, quantity, book)
         parts += self._consumption(req, book)
         parts += self._lot_handling(req, material, parts, book)
+        held = self._held_posting(req, material, quantity, digest)
+        if held is not None:  # every rule passed: it posts once signed
+            return held
         result = self._commit(req, material, parts, digest)
         stopped = req.source is Source.PLC and req.details.get("settled") is True
         if advice is not None:
@@ -337,6 +357,37 @@ class Planner:
             assert gauge_unit is not None
             self._close_at_rest(gauge_unit, advice)
         return result
+
+    # -- electronic signatures (domain.signing_rules) --------------------------
+
+    def _held_posting(
+        self, req: PostingRequest, material: MaterialDefinition, quantity: Decimal, digest: str
+    ) -> PostingResult | None:
+        """`req` held as a pending request where a signature policy catches it."""
+        if req.source in (Source.PLC, Source.SYSTEM) or not self._policies:
+            return None
+        amount, unit = quantity, req.unit
+        if req.kind is MovementKind.ADJUSTMENT:
+            action = SignatureAction.ADJUSTMENT
+        elif req.kind is MovementKind.SCRAP:
+            action = SignatureAction.SCRAP
+        elif req.kind is MovementKind.COUNT and unit is not None:
+            action = SignatureAction.COUNT
+            lot = req.lot or current_lot(self.state, unit)
+            amount = quantity - self.state.balances.get((unit, lot), Decimal(0))
+        else:
+            return None
+        policy = self._policy(action, amount, unit)
+        if policy is None:
+            return None
+        where = f" {'from' if req.kind is MovementKind.SCRAP else 'at'} {unit}" if unit else ""
+        lot_text = f" lot {req.lot}" if req.lot else ""
+        summary = (
+            f"{req.kind} of {format_decimal(req.quantity)} {req.uom} {material.id}{lot_text}"
+            f"{where}" + (f" (difference {format_decimal(amount)} {material.base_uom})"
+                          if action is SignatureAction.COUNT else "")
+        )  # fmt: skip
+        return self._hold(req, policy, digest, summary)
 
     # -- advices: manual changes of measured units -----------------------------
 
@@ -843,6 +894,16 @@ class Planner:
         legs = movement_legs(original.to_unit, original.from_unit, original.lot, original.quantity)
         if req.source is not Source.PLC:
             self._check_stock(legs, material, "reversal")
+            policy = self._policy(
+                SignatureAction.REVERSAL, original.quantity, original.to_unit or original.from_unit
+            )
+            if policy is not None:
+                quantity = format_decimal(original.quantity)
+                summary = (
+                    f"reversal of {original.kind} {original.id} ({quantity} {original.uom} "
+                    f"{original.material} lot {original.lot})"
+                )
+                return self._hold(req, policy, digest, summary)
         movement = self._movement(
             req,
             kind=MovementKind.REVERSAL,
@@ -868,6 +929,11 @@ class Planner:
         if lot is None:
             raise UnknownLot(f"lot {req.lot} does not exist")
         check_transition(lot.id, lot.status, req.status)
+        if req.source is not Source.SYSTEM:
+            policy = self._policy(SignatureAction.LOT_STATUS, Decimal(0), None, req.status)
+            if policy is not None:
+                summary = f"lot {lot.id} ({lot.material}): {lot.status} -> {req.status}"
+                return self._hold(req, policy, digest, summary)
         movement = self._movement(
             req,
             kind=MovementKind.LOT_STATUS,
@@ -1170,6 +1236,8 @@ class Planner:
     ) -> PostingResult:
         if not movement.idempotency_key:
             movement = replace(movement, idempotency_key=f"auto:{movement.id}")
+        if self._signing is not None:  # posted on its signatures: they go with it
+            movement = replace(movement, details={**movement.details, **self._signing})
         record = movement_record(movement, digest)  # serialises details: may raise, so first
         state = self.state
         for unit, lot, delta in legs:

@@ -38,6 +38,11 @@ class User:
     name: str
     role: Role
     password: PasswordHash = field(repr=False)  # kept out of logs and error messages
+    full_name: str = ""  # the printed name an electronic signature shows (21 CFR 11.50)
+
+    @property
+    def printed_name(self) -> str:
+        return self.full_name or self.name
 
     def verify(self, password: str) -> bool:
         """Whether `password` is this user's (NFC-normalised, constant-time comparison).

@@ -29,6 +29,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
     VerifyReport,
 )
+from inventory_core.domain.signatures import PendingRequest, Signature
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     advice_from_row,
@@ -36,6 +37,8 @@ from inventory_core.store.rows import (
     lot_from_row,
     material_from_row,
     movement_from_row,
+    pending_request_from_row,
+    signature_from_row,
     unit_from_row,
 )
 from inventory_core.store.verify import verify_ledger
@@ -317,6 +320,37 @@ class LedgerReader:
             query = query.limit(limit)
         async with self._connect() as conn:
             return [advice_from_row(r) for r in (await conn.execute(query)).mappings()]
+
+    async def pending_requests(
+        self,
+        *,
+        state: str | None = None,
+        request_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[PendingRequest]:
+        """Requests held for signatures with their signatures, the oldest first."""
+        pr, sg = t.pending_requests, t.signatures
+        query = select(pr).order_by(pr.c.created_at, pr.c.id)
+        if state is not None:
+            query = query.where(pr.c.state == state)
+        if request_id is not None:
+            query = query.where(pr.c.id == request_id)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+            ids = [r["id"] for r in rows]
+            signed: dict[str, list[Signature]] = {}
+            for chunk in range(0, len(ids), 500):
+                found = await conn.execute(
+                    select(sg)
+                    .where(sg.c.request_id.in_(ids[chunk : chunk + 500]))
+                    .order_by(sg.c.request_id, sg.c.seq)
+                )
+                for row in found.mappings():
+                    signature = signature_from_row(row)
+                    signed.setdefault(signature.request_id, []).append(signature)
+        return [pending_request_from_row(r, tuple(signed.get(r["id"], ()))) for r in rows]
 
     async def audit_records(
         self,

@@ -26,7 +26,15 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from inventory_core.domain.signatures import (
+    Decision,
+    PendingRequest,
+    RequestState,
+    Signature,
+    SignatureAction,
+)
 from inventory_core.domain.units import format_decimal
+from inventory_core.domain.users import Role
 
 Row = Mapping[Any, Any]
 
@@ -240,4 +248,66 @@ def advice_from_row(r: Row) -> Advice:
         matched=Decimal(r["matched"]),
         matches=int(r["matches"]),
         closed_at=r["closed_at"],
+    )
+
+
+def pending_request_to_row(p: PendingRequest, *, writer: str) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "action": str(p.action),
+        "summary": p.summary,
+        "payload": p.payload,
+        "payload_hash": p.payload_hash,
+        "digest": p.digest,
+        "requested_by": p.requested_by,
+        "created_at": p.created_at,
+        "meaning": p.meaning,
+        "role": str(p.role),
+        "signatures_required": p.signatures_required,
+        "second_person": int(p.second_person),
+        "idempotency_key": p.idempotency_key,
+        "state": str(p.state),
+        "outcome": p.outcome,
+        "closed_at": p.closed_at,
+        "writer": writer,
+    }
+
+
+def pending_request_from_row(r: Row, signatures: tuple[Signature, ...] = ()) -> PendingRequest:
+    return PendingRequest(
+        id=r["id"],
+        action=SignatureAction(r["action"]),
+        summary=r["summary"],
+        payload=r["payload"],
+        payload_hash=r["payload_hash"],
+        digest=r["digest"],
+        requested_by=r["requested_by"],
+        created_at=r["created_at"],
+        meaning=r["meaning"],
+        role=Role(r["role"]),
+        signatures_required=int(r["signatures_required"]),
+        second_person=bool(r["second_person"]),
+        idempotency_key=r["idempotency_key"],
+        state=RequestState(r["state"]),
+        outcome=r["outcome"],
+        closed_at=r["closed_at"],
+        signatures=signatures,
+    )
+
+
+def signature_to_row(s: Signature) -> dict[str, Any]:
+    return s.as_dict()
+
+
+def signature_from_row(r: Row) -> Signature:
+    return Signature(
+        request_id=r["request_id"],
+        seq=int(r["seq"]),
+        signer=r["signer"],
+        printed_name=r["printed_name"],
+        meaning=r["meaning"],
+        decision=Decision(r["decision"]),
+        signed_at=r["signed_at"],
+        digest=r["digest"],
+        reason=r["reason"],
     )

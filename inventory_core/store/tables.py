@@ -234,3 +234,44 @@ advices = Table(
     Index("ix_advices_unit_state", "unit", "state"),
     Index("ix_advices_state_expires", "state", "expires_at"),
 )
+
+# Requests held for electronic signatures (revision 0006): the request as it was made
+# (payload), the digest its signatures are bound to, and its state; rows are updated
+# when signed, posted or rejected. Each signature is a row of `signatures` and an audit
+# record carrying the same values, so `verify` sees one lost, added or changed.
+pending_requests = Table(
+    "pending_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("action", String(16), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("payload_hash", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("meaning", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("signatures_required", Integer, nullable=False),
+    Column("second_person", Integer, nullable=False),
+    Column("idempotency_key", Text, nullable=True, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("closed_at", String(32), nullable=True),
+    Column("writer", String(64), nullable=False),
+    Index("ix_pending_requests_state", "state", "created_at"),
+)
+
+signatures = Table(
+    "signatures",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("signer", String(128), nullable=False),
+    Column("printed_name", String(256), nullable=False),
+    Column("meaning", String(64), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("signed_at", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+)

@@ -9,6 +9,10 @@
 4. Lots, materials and storage units equal the state their audit records
    (and lot-status movements) describe.
 5. Advices equal their latest audit record (advise, each match, expire).
+6. Electronic signatures: each signature row equals its audit record, none is
+   missing or added; each is bound to its request's digest, which is recomputed
+   from the request as stored; a movement posted on signatures carries exactly
+   the audited approvals of its request.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ from inventory_core.domain.posting import (
     master_document,
     record_digest,
 )
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    Decision,
+    request_digest,
+    signed_manifest,
+)
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     advice_from_row,
@@ -43,6 +53,8 @@ from inventory_core.store.rows import (
     lot_from_row,
     material_from_row,
     movement_from_row,
+    pending_request_from_row,
+    signature_from_row,
     unit_from_row,
 )
 
@@ -59,6 +71,8 @@ class _Audited:
         # (object type, id) -> (timestamp, writer, seq, document text) of the latest change
         self.master: dict[tuple[str, str], tuple[str, str, int, str]] = {}
         self.advices: dict[str, tuple[str, str, int, str]] = {}  # the same, per advice
+        self.signatures: dict[tuple[str, int], str] = {}  # (request id, seq) -> record
+        self.requests: dict[str, str] = {}  # request id -> the record that held it
 
     def add(self, r: AuditRecord) -> None:
         if r.object_type == "movement":
@@ -76,6 +90,17 @@ class _Audited:
             latest = self.master.get(key)
             if latest is None or (r.timestamp, r.writer, r.seq) > latest[:3]:
                 self.master[key] = (r.timestamp, r.writer, r.seq, r.new)
+        elif r.object_type == "request" and r.action in ("signature", "request-pending"):
+            request_id = r.object_id.removeprefix(REQUEST_PREFIX)
+            if r.action == "request-pending":
+                self.requests[request_id] = r.new
+                return
+            try:
+                seq = json.loads(r.new)["seq"]
+            except (ValueError, KeyError, TypeError):
+                self.unreadable.append(r)
+                return
+            self.signatures[(request_id, int(seq))] = r.new
         elif r.object_type == "advice":
             seen = self.advices.get(r.object_id)
             if seen is None or (r.timestamp, r.writer, r.seq) > seen[:3]:
@@ -89,6 +114,7 @@ async def verify_ledger(conn: AsyncConnection) -> VerifyReport:
     movements = await _check_movements(conn, audited, problems)
     await _check_master_data(conn, audited, problems)
     await _check_advices(conn, audited, problems)
+    await _check_signatures(conn, audited, problems)
     return VerifyReport(chains, records, movements, tuple(problems))
 
 
@@ -238,6 +264,54 @@ async def _check_advices(
             )
     for advice_id in expected:
         problems.append(VerifyProblem("advices", None, None, f"advice {advice_id} deleted"))
+
+
+async def _check_signatures(
+    conn: AsyncConnection, audited: _Audited, problems: list[VerifyProblem]
+) -> None:
+    def problem(text: str) -> None:
+        problems.append(VerifyProblem("signatures", None, None, text))
+
+    expected = dict(audited.signatures)
+    requests = {
+        row["id"]: pending_request_from_row(row)
+        for row in (await conn.execute(select(t.pending_requests))).mappings()
+    }
+    approvals: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in (await conn.execute(select(t.signatures))).mappings():
+        signature = signature_from_row(row)
+        key = (signature.request_id, signature.seq)
+        where = f"signature {signature.seq} of request {REQUEST_PREFIX}{signature.request_id}"
+        audit = expected.pop(key, None)
+        if audit is None:
+            problem(f"{where} is not audited (added)")
+        elif canonical_json(signature.as_dict()) != audit:
+            problem(f"{where} differs from its audit record")
+        pending = requests.get(signature.request_id)
+        if pending is None:
+            problem(f"{where} signs a request that does not exist")
+        elif signature.digest != pending.digest:
+            problem(f"{where} is bound to another digest than its request's")
+        if signature.decision is Decision.APPROVED:
+            approvals[signature.request_id].append(signed_manifest(signature))
+    for request_id, seq in expected:
+        problem(f"signature {seq} of request {REQUEST_PREFIX}{request_id} deleted")
+    for pending in requests.values():
+        recomputed = request_digest(
+            pending.id, pending.action, pending.payload, pending.requested_by, pending.created_at
+        )
+        record = audited.requests.get(pending.id)
+        if pending.digest != recomputed or record is None or pending.digest not in record:
+            problem(f"request {pending.request_id} differs from what was signed or audited")
+    rows = await conn.stream(select(t.movements).where(t.movements.c.details.contains('"request"')))
+    async for row in rows.mappings():
+        m = movement_from_row(row)
+        held = m.details.get("request")
+        if not isinstance(held, str):
+            continue
+        signed = approvals.get(held.removeprefix(REQUEST_PREFIX), [])
+        if m.details.get("signatures") != signed:
+            problem(f"movement {m.id} carries other signatures than request {held}")
 
 
 def _advice_with_later_fields(doc: str) -> str:

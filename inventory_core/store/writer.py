@@ -62,6 +62,16 @@ from inventory_core.domain.posting import (
     Planner,
     current_lot,
 )
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    RequestState,
+    Signature,
+    SignaturePoliciesUpdate,
+    SignaturePolicy,
+    SignRequest,
+    policies_from_json,
+    policies_json,
+)
 from inventory_core.domain.text import shown
 from inventory_core.domain.units import format_decimal
 from inventory_core.log import get_logger
@@ -77,6 +87,10 @@ from inventory_core.store.rows import (
     material_from_row,
     material_to_row,
     movement_from_row,
+    pending_request_from_row,
+    pending_request_to_row,
+    signature_from_row,
+    signature_to_row,
     unit_from_row,
     unit_to_row,
 )
@@ -92,9 +106,12 @@ Request = (
     | Measurement
     | AuditEvent
     | ExpireAdvices
+    | SignRequest
+    | SignaturePoliciesUpdate
 )
 MAX_ATTEMPTS = 6
 MASTER_REVISION = "master_revision"
+SIGNATURE_POLICIES = "signature_policies"  # ledger_meta: the policies, JSON
 _STOP = object()
 
 
@@ -124,6 +141,8 @@ class BatchWriter:
         capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
     ) -> None:
         self._runner = runner
+        # The `[[signatures]]` policies, stored in the ledger with the master data.
+        self._signatures: tuple[SignaturePolicy, ...] = ()
         self._writer_id = writer_id
         self._capacity_margin_pct = capacity_margin_pct
         self._batch_max = batch_max
@@ -314,6 +333,7 @@ class BatchWriter:
             now=lambda: stamp,
             today=self._today,
             capacity_margin_pct=self._capacity_margin_pct,
+            signatures=self._signatures,
         )
         outcomes: list[object] = []
         for command in batch:
@@ -334,6 +354,10 @@ class BatchWriter:
                     result = planner.expire_advices(request)
                 elif isinstance(request, AnnounceLots):
                     result = planner.announce_lots(request)
+                elif isinstance(request, SignRequest):
+                    result = planner.sign(request)
+                elif isinstance(request, SignaturePoliciesUpdate):
+                    result = planner.signature_policies(request)
                 else:
                     planner.audit_event(request)
                     result = None
@@ -341,6 +365,8 @@ class BatchWriter:
                 result = exc
                 if isinstance(request, PostingRequest | ReversalRequest | LotStatusRequest):
                     planner.rejected(request, exc)
+                elif isinstance(request, SignRequest):
+                    planner.signature_refused(request, exc)
             outcomes.append(result)
         self._write(conn, changes)
         return outcomes
@@ -352,6 +378,9 @@ class BatchWriter:
         state = LedgerState(materials=dict(self._materials), units=dict(self._units))
 
         requests = [c.request for c in batch]
+        # A signature that completes a request posts it: its rows are read as for a
+        # request of the batch.
+        requests += self._load_requests(conn, requests, state)
         reversal_ids = [r.movement_id for r in requests if isinstance(r, ReversalRequest)]
         if reversal_ids:
             rows = conn.execute(select(t.movements).where(t.movements.c.id.in_(reversal_ids)))
@@ -525,7 +554,59 @@ class BatchWriter:
             )
             for key, advice_id, digest in rows:
                 state.keys[key] = (MovementId(f"{ADVICE_PREFIX}{advice_id}"), digest, ())
+        if keys:  # a key whose request was held for signatures: the request's id
+            pr = t.pending_requests
+            rows = self._select_in(
+                conn,
+                "request_keys",
+                lambda p: select(pr.c.idempotency_key, pr.c.id, pr.c.payload_hash).where(
+                    pr.c.idempotency_key.in_(p)
+                ),
+                keys,
+            )
+            for key, request_id, digest in rows:
+                state.keys[key] = (MovementId(f"{REQUEST_PREFIX}{request_id}"), digest, ())
         return state
+
+    def _load_requests(
+        self, conn: Connection, requests: Sequence[Request], state: LedgerState
+    ) -> list[Request]:
+        """The pending requests the batch signs, with their signatures (locked on
+        PostgreSQL); returns the requests they hold."""
+        ids = sorted(
+            {
+                r.request_id.removeprefix(REQUEST_PREFIX)
+                for r in requests
+                if isinstance(r, SignRequest)
+            }
+        )
+        if not ids:
+            return []
+        pr, sg = t.pending_requests, t.signatures
+        rows = (
+            self._select_in(
+                conn,
+                "requests",
+                lambda p: select(pr).where(pr.c.id.in_(p)).order_by(pr.c.id),
+                ids,
+                lock=True,
+            )
+            .mappings()
+            .all()
+        )
+        signed: dict[str, list[Signature]] = {}
+        for row in conn.execute(
+            select(sg).where(sg.c.request_id.in_(ids)).order_by(sg.c.request_id, sg.c.seq)
+        ).mappings():
+            signature = signature_from_row(row)
+            signed.setdefault(signature.request_id, []).append(signature)
+        held: list[Request] = []
+        for row in rows:
+            pending = pending_request_from_row(row, tuple(signed.get(row["id"], ())))
+            state.requests[pending.id] = pending
+            if pending.state is RequestState.PENDING:
+                held.append(pending.request())
+        return held
 
     @staticmethod
     def _load_measured(conn: Connection, requests: Sequence[Request], state: LedgerState) -> None:
@@ -726,6 +807,8 @@ class BatchWriter:
         self._materials = {m.id: m for m in map(material_from_row, rows.mappings())}
         rows = conn.execute(select(t.storage_units))
         self._units = {u.id: u for u in map(unit_from_row, rows.mappings())}
+        query = select(t.ledger_meta.c.value).where(t.ledger_meta.c.key == SIGNATURE_POLICIES)
+        self._signatures = policies_from_json(conn.execute(query).scalar())
         self._master_revision = revision
 
     def _write(self, conn: Connection, changes: Changes) -> None:
@@ -733,7 +816,10 @@ class BatchWriter:
             self._upsert(conn, t.materials, ["id"], [material_to_row(m) for m in changes.materials])
         if changes.units:
             self._upsert(conn, t.storage_units, ["id"], [unit_to_row(u) for u in changes.units])
-        if changes.materials or changes.units:
+        if changes.signature_policies is not None:
+            text = policies_json(changes.signature_policies)
+            self._upsert(conn, t.ledger_meta, ["key"], [{"key": SIGNATURE_POLICIES, "value": text}])
+        if changes.materials or changes.units or changes.signature_policies is not None:
             self._upsert(
                 conn,
                 t.ledger_meta,
@@ -784,6 +870,8 @@ class BatchWriter:
             )
         if changes.advices:
             self._write_advices(conn, changes)
+        if changes.requests:
+            self._write_requests(conn, changes)
         if changes.measurements:
             self._insert_many(
                 conn,
@@ -823,6 +911,29 @@ class BatchWriter:
                         closed_at=advice.closed_at,
                     )
                 )
+
+    def _write_requests(self, conn: Connection, changes: Changes) -> None:
+        new = [
+            pending_request_to_row(p, writer=self._writer_id)
+            for p in changes.requests.values()
+            if p.id in changes.new_requests
+        ]
+        if new:
+            self._insert_many(conn, t.pending_requests, new)
+        pr = t.pending_requests
+        for pending in changes.requests.values():
+            if pending.id not in changes.new_requests:
+                conn.execute(
+                    update(pr)
+                    .where(pr.c.id == pending.id)
+                    .values(
+                        state=str(pending.state),
+                        outcome=pending.outcome,
+                        closed_at=pending.closed_at,
+                    )
+                )
+        if changes.signatures:
+            self._insert_many(conn, t.signatures, [signature_to_row(s) for s in changes.signatures])
 
     def _append_audit(self, conn: Connection, changes: Changes) -> None:
         heads = t.audit_heads

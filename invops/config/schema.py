@@ -12,7 +12,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.derivation import StrappingTable
@@ -31,6 +39,13 @@ from inventory_core.domain.model import (
 )
 from inventory_core.domain.passwords import parse_password_hash
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
+from inventory_core.domain.signatures import (
+    DEFAULT_SIGNED_STATUSES,
+    ENFORCED_ACTIONS,
+    SignatureAction,
+    SignaturePolicy,
+    Threshold,
+)
 from inventory_core.domain.users import Role, User
 from invops.config.fields import (
     DEFAULT_LEDGER_URL,
@@ -263,6 +278,8 @@ class UserConfig(ConfigModel):
     name: Identifier
     password_hash: PasswordHash
     role: Role
+    # The printed name an electronic signature shows (21 CFR 11.50); default: `name`.
+    full_name: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
 class ApiTokenConfig(ConfigModel):
@@ -271,6 +288,72 @@ class ApiTokenConfig(ConfigModel):
     name: Identifier
     token_hash: TokenHash
     role: Role
+
+
+class SignatureConfig(ConfigModel):
+    """`[[signatures]]`: one action that must be signed before it is posted (SPEC 3)."""
+
+    action: SignatureAction
+    meaning: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z -]*$")]
+    role: Role
+    second_person: StrictBool = False
+    # A quantity in the material's base unit (`50`) or a share of the unit's capacity
+    # (`"5%"`): the action is signed above it. None: every one of them.
+    threshold: StrictInt | StrictFloat | str | None = None
+    statuses: list[LotStatus] | None = None  # lot-status only: the statuses signed
+
+    @field_validator("action")
+    @classmethod
+    def _enforced(cls, action: SignatureAction) -> SignatureAction:
+        if action not in ENFORCED_ACTIONS:
+            enforced = ", ".join(sorted(ENFORCED_ACTIONS))
+            raise ValueError(
+                f"'{action}' is not held for signatures by this version of invops "
+                f"(it holds {enforced}): remove the policy rather than rely on it"
+            )
+        return action
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: object) -> object:
+        _parse_threshold(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_action(self) -> SignatureConfig:
+        if self.statuses is not None and self.action is not SignatureAction.LOT_STATUS:
+            raise ValueError("statuses is for action 'lot-status' only")
+        if self.threshold is not None and self.action is SignatureAction.LOT_STATUS:
+            raise ValueError("a lot-status policy takes statuses, not a threshold")
+        return self
+
+    def policy(self) -> SignaturePolicy:
+        statuses = DEFAULT_SIGNED_STATUSES if self.statuses is None else frozenset(self.statuses)
+        return SignaturePolicy(
+            self.action, self.meaning, self.role, self.second_person,
+            _parse_threshold(self.threshold), statuses,
+        )  # fmt: skip
+
+
+def _parse_threshold(value: object) -> Threshold:
+    if value is None:
+        return Threshold()
+    text = str(value).strip()
+    try:
+        if isinstance(value, str) and text.endswith("%"):
+            percent = Decimal(text[:-1].strip())
+            if not percent.is_finite() or not 0 <= percent <= 100:
+                raise ValueError
+            return Threshold(percent=percent)
+        quantity = Decimal(text)
+        if not quantity.is_finite() or quantity < 0:
+            raise ValueError
+    except (ArithmeticError, ValueError):
+        raise ValueError(
+            f"threshold {value!r} is neither a quantity >= 0 (e.g. 50) nor a share of the "
+            'capacity from 0% to 100% (e.g. "5%")'
+        ) from None
+    return Threshold(quantity=quantity)
 
 
 class InvopsConfig(ConfigModel):
@@ -288,6 +371,10 @@ class InvopsConfig(ConfigModel):
     api: ApiConfig | None = None
     api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
     b2mml: B2mmlConfig = Field(default_factory=B2mmlConfig)
+    signatures: list[SignatureConfig] = Field(default_factory=list)
+
+    def signature_policies(self) -> tuple[SignaturePolicy, ...]:
+        return tuple(s.policy() for s in self.signatures)
 
     def api_token_definitions(self) -> tuple[ApiToken, ...]:
         return tuple(ApiToken(t.name, t.role, t.token_hash) for t in self.api_tokens)
@@ -299,7 +386,12 @@ class InvopsConfig(ConfigModel):
         the file was read (`fields.PasswordHash`), so parsing them again cannot fail.
         """
         return tuple(
-            User(user.name, user.role, parse_password_hash(user.password_hash))
+            User(
+                user.name,
+                user.role,
+                parse_password_hash(user.password_hash),
+                full_name=user.full_name or "",
+            )
             for user in self.users
         )
 

@@ -31,8 +31,8 @@ from information_model import APPLICATION_URI
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
+from inventory_core.logins import LoginSettings
 from opcua_server import asyncua_patches
-from opcua_server.logins import LoginSettings
 from opcua_server.security import (
     POLICY_TYPES,
     current_user,

@@ -13,11 +13,11 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from inventory_core.domain.model import MovementKind, Source
+from inventory_core.logins import LOGIN_REFUSALS
 from invops.config import load_config
 from invops.plant_description import plant_description
 from invops.service import Endpoints, run_service
 from opcua_server.limits import REFUSAL_REASONS
-from opcua_server.logins import LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS
 from simulators import Simulation
 

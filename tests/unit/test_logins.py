@@ -1,4 +1,4 @@
-"""opcua_server.logins: failure throttling per user name and address, lockouts, delays,
+"""inventory_core.logins: failure throttling per user name and address, lockouts, delays,
 and the password checker's own bounded thread pool; the user manager's async path
 (no sockets; a manual clock)."""
 
@@ -12,14 +12,14 @@ import pytest
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
-from opcua_server.asyncua_patches import Activation
-from opcua_server.logins import (
+from inventory_core.logins import (
     CheckerBusy,
     LockoutScope,
     LoginSettings,
     LoginThrottle,
     PasswordChecker,
 )
+from opcua_server.asyncua_patches import Activation
 from opcua_server.security import InvopsUser, InvopsUserManager
 
 SETTINGS = LoginSettings(

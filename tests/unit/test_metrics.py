@@ -20,6 +20,7 @@ from prometheus_client.samples import Sample as PromSample
 from inventory_core.domain.advices import Advice, AdviceDirection
 from inventory_core.domain.model import LotId, MaterialId, MovementKind, Source, StorageUnitId
 from inventory_core.domain.quality import Quality
+from inventory_core.logins import LOGIN_REFUSALS
 from inventory_core.plant_view import Book, PlantView
 from invops.config import load_config
 from invops.metrics import (
@@ -36,7 +37,6 @@ from invops.metrics import (
 )
 from invops.wiring import measured_units
 from opcua_server.limits import REFUSAL_REASONS
-from opcua_server.logins import LOGIN_REFUSALS
 from plc_connectors import ERROR_REASONS, PlcError, PlcTimeout, Sample
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"

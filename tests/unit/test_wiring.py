@@ -7,10 +7,10 @@ from pathlib import Path
 
 from inventory_core.domain.passwords import hash_password
 from inventory_core.domain.users import Role
+from inventory_core.logins import LoginSettings
 from invops.config import MetricsConfig, load_config, parse_config
 from invops.http_server import HttpLimits
 from invops.wiring import http_limits, measured_units, opcua_security, quantity_tags
-from opcua_server.logins import LoginSettings
 from opcua_server.settings import OpcuaSecurity
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"

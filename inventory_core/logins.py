@@ -1,6 +1,8 @@
 """Password logins that neither stall the event loop nor invite guessing (issue 12, item 1).
 
-Two pieces, used by `security.InvopsUserManager.authenticate`:
+Two pieces, used by the OPC UA server's logins (`opcua_server.security`) and by the
+re-authentication of an electronic signature (`inventory_core.signing`); in the core
+because both sides use them and adapters do not depend on each other:
 
 - `PasswordChecker`: scrypt runs in a thread pool of its own (`invops-login-N`
   threads), never on the event loop and never in the loop's default executor

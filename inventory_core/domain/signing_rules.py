@@ -1,0 +1,328 @@
+"""The planner's part of electronic signatures (see `domain.signatures`): which policy
+catches a request, holding it as a pending request, and signing one.
+
+A mixin of `posting.Planner`, so the rules run inside the posting transaction with the
+planner's state: the request held is checked first (a request the rules would refuse
+is refused, not held), and the request posted on its last signature is checked again,
+against the ledger as it is then.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from inventory_core.domain.audit import canonical_json
+from inventory_core.domain.errors import RequestClosed, SignatureRefused, UnknownRequest
+from inventory_core.domain.model import (
+    LotStatus,
+    LotStatusRequest,
+    MovementId,
+    PostingRequest,
+    PostingResult,
+    ReversalRequest,
+    StorageUnitId,
+)
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    Decision,
+    PendingRequest,
+    RequestState,
+    Signature,
+    SignatureAction,
+    SignaturePoliciesUpdate,
+    SignaturePolicy,
+    SignedRequest,
+    SignRequest,
+    policies_json,
+    request_digest,
+    request_payload,
+    signed_manifest,
+)
+from inventory_core.domain.users import Role
+
+if TYPE_CHECKING:
+    from inventory_core.domain.posting import Changes, LedgerState, PendingAudit
+
+__all__ = ["SignOutcome", "SigningRules"]
+
+_ROLES = list(Role)
+
+
+@dataclass(frozen=True, slots=True)
+class SignOutcome:
+    """A signature recorded: the request as it is now, and what it posted (None: it
+    waits for another signature, or was rejected)."""
+
+    request: PendingRequest
+    posted: PostingResult | None = None
+
+
+class SigningRules:
+    """Mixed into Planner, which provides these attributes and the three postings."""
+
+    state: LedgerState
+    changes: Changes
+    _now: Callable[[], str]
+    _policies: Sequence[SignaturePolicy]
+    _signing: dict[str, object] | None  # while a signed request posts: its signatures
+
+    def post(self, req: PostingRequest, digest: str) -> PostingResult:
+        raise NotImplementedError
+
+    def reverse(self, req: ReversalRequest, digest: str) -> PostingResult:
+        raise NotImplementedError
+
+    def set_lot_status(self, req: LotStatusRequest, digest: str) -> PostingResult:
+        raise NotImplementedError
+
+    # -- holding ---------------------------------------------------------------
+
+    def _policy(
+        self,
+        action: SignatureAction,
+        amount: Decimal,
+        unit_id: StorageUnitId | None,
+        status: LotStatus | None = None,
+    ) -> SignaturePolicy | None:
+        """The policy that catches this request: of those that apply, the most
+        demanding (most signatures, then the highest role). None while a signed request
+        posts: its signatures are complete."""
+        if self._signing is not None or not self._policies:
+            return None
+        unit = self.state.units.get(unit_id) if unit_id is not None else None
+        capacity = unit.capacity if unit is not None else None
+        applying = [
+            p
+            for p in self._policies
+            if p.action is action
+            and (
+                status in p.statuses
+                if action is SignatureAction.LOT_STATUS
+                else p.threshold.exceeded(amount, capacity)
+            )
+        ]
+        return max(
+            applying, key=lambda p: (p.signatures_required, _ROLES.index(p.role)), default=None
+        )
+
+    def _hold(
+        self, req: SignedRequest, policy: SignaturePolicy, digest: str, summary: str
+    ) -> PostingResult:
+        """Record `req` as a pending request instead of posting it."""
+        request_id = str(uuid.uuid4())
+        created_at = self._now()
+        payload = request_payload(req)
+        pending = PendingRequest(
+            id=request_id,
+            action=policy.action,
+            summary=summary,
+            payload=payload,
+            payload_hash=digest,
+            digest=request_digest(request_id, policy.action, payload, req.user, created_at),
+            requested_by=req.user,
+            created_at=created_at,
+            meaning=policy.meaning,
+            role=policy.role,
+            signatures_required=policy.signatures_required,
+            second_person=policy.second_person,
+            idempotency_key=req.idempotency_key,
+        )
+        self.changes.requests[request_id] = pending
+        self.changes.new_requests.add(request_id)
+        self.state.requests[request_id] = pending
+        answer = MovementId(pending.request_id)
+        if req.idempotency_key:
+            self.state.keys[req.idempotency_key] = (answer, digest, ())
+        new = _held(pending, policy)
+        self._audit_request(pending, req.user, req.reason, old="", new=new)
+        return PostingResult(answer)
+
+    # -- signing ---------------------------------------------------------------
+
+    def sign(self, req: SignRequest) -> SignOutcome:
+        """Record a signature (or the rejection) of a pending request; the last
+        signature posts the request. Every check comes first: a refused signature, or
+        a request the ledger refuses now, changes nothing."""
+        request_id = req.request_id.removeprefix(REQUEST_PREFIX)
+        pending = self.state.requests.get(request_id)
+        if pending is None:
+            raise UnknownRequest(f"no pending request {REQUEST_PREFIX}{request_id}")
+        if pending.state is not RequestState.PENDING:
+            raise RequestClosed(
+                f"request {pending.request_id} is {pending.state} ({pending.outcome}) "
+                "since " + (pending.closed_at or "?") + ": signing it changes nothing"
+            )
+        self._check_signer(pending, req)
+        now = self._now()
+        signature = Signature(
+            request_id=pending.id,
+            seq=len(pending.signatures) + 1,
+            signer=req.signer,
+            printed_name=req.printed_name or req.signer,
+            meaning=pending.meaning if req.decision is Decision.APPROVED else "rejected",
+            decision=req.decision,
+            signed_at=now,
+            digest=pending.digest,
+            reason=req.reason,
+        )
+        signatures = (*pending.signatures, signature)
+        posted: PostingResult | None = None
+        if req.decision is Decision.REJECTED:
+            state, outcome = RequestState.REJECTED, req.reason
+        elif sum(s.decision is Decision.APPROVED for s in signatures) < (
+            pending.signatures_required
+        ):
+            state, outcome = RequestState.PENDING, ""
+        else:
+            posted = self._post_signed(pending, signatures)
+            state, outcome = RequestState.POSTED, posted.movement_id
+        updated = replace(
+            pending,
+            signatures=signatures,
+            state=state,
+            outcome=outcome,
+            closed_at=None if state is RequestState.PENDING else now,
+        )
+        self.state.requests[pending.id] = updated
+        self.changes.requests[pending.id] = updated
+        self.changes.signatures.append(signature)
+        self.changes.audits.append(_signature_audit(signature, pending.request_id))
+        if state is not RequestState.PENDING:
+            old = canonical_json({"state": str(pending.state)})
+            new = canonical_json({"state": str(state), "outcome": outcome})
+            self._audit_request(
+                updated, req.signer, req.reason or updated.meaning, old=old, new=new
+            )
+        return SignOutcome(updated, posted)
+
+    def signature_policies(self, update: SignaturePoliciesUpdate) -> bool:
+        """Replace the policies (from the next batch on); audited when they change."""
+        from inventory_core.domain.posting import PendingAudit
+
+        old, new = policies_json(self._policies), policies_json(update.policies)
+        if old == new:
+            return False
+        self._policies = update.policies
+        self.changes.signature_policies = update.policies
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=update.user,
+                action="update",
+                object_type="signature_policies",
+                object_id="signatures",
+                reason=update.reason,
+                old=old,
+                new=new,
+            )
+        )
+        return True
+
+    def signature_refused(self, req: SignRequest, error: Exception) -> None:
+        """Audit a signature the rules refused (21 CFR 11.300(d): attempts are kept)."""
+        from inventory_core.domain.posting import PendingAudit
+
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=req.signer,
+                action="signature-refused",
+                object_type="request",
+                object_id=req.request_id,
+                reason=f"{type(error).__name__}: {error}",
+                old="",
+                new=canonical_json({"decision": str(req.decision), "meaning": req.meaning}),
+            )
+        )
+
+    def _check_signer(self, pending: PendingRequest, req: SignRequest) -> None:
+        if not req.role.grants(pending.role):
+            raise SignatureRefused(
+                f"request {pending.request_id} needs a signer with role {pending.role}; "
+                f"{req.signer} has role {req.role}"
+            )
+        if any(s.signer == req.signer for s in pending.signatures):
+            raise SignatureRefused(f"{req.signer} has already signed request {pending.request_id}")
+        if req.decision is Decision.REJECTED:
+            if not req.reason.strip():
+                raise SignatureRefused("a rejection needs a reason")
+            return
+        if req.meaning.strip().lower() != pending.meaning.lower():
+            raise SignatureRefused(
+                f"request {pending.request_id} is signed as {pending.meaning!r}, "
+                f"not {req.meaning!r}"
+            )
+        last = len(pending.approvals()) + 1 == pending.signatures_required
+        if pending.second_person and last and req.signer == pending.requested_by:
+            raise SignatureRefused(
+                f"request {pending.request_id} needs a second person: its requester "
+                f"{req.signer} cannot give the second signature"
+            )
+
+    def _post_signed(
+        self, pending: PendingRequest, signatures: tuple[Signature, ...]
+    ) -> PostingResult:
+        request = pending.request()
+        self._signing = {
+            "request": pending.request_id,
+            "signatures": [
+                signed_manifest(s) for s in signatures if s.decision is Decision.APPROVED
+            ],
+        }
+        try:
+            if isinstance(request, PostingRequest):
+                return self.post(request, pending.payload_hash)
+            if isinstance(request, ReversalRequest):
+                return self.reverse(request, pending.payload_hash)
+            return self.set_lot_status(request, pending.payload_hash)
+        finally:
+            self._signing = None
+
+    def _audit_request(
+        self, pending: PendingRequest, user: str, reason: str, *, old: str, new: str
+    ) -> None:
+        from inventory_core.domain.posting import PendingAudit
+
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=user,
+                action=f"request-{pending.state}",
+                object_type="request",
+                object_id=pending.request_id,
+                reason=reason,
+                old=old,
+                new=new,
+            )
+        )
+
+
+def _held(pending: PendingRequest, policy: SignaturePolicy) -> str:
+    return canonical_json(
+        {
+            "action": str(pending.action),
+            "summary": pending.summary,
+            "payload": pending.payload,
+            "digest": pending.digest,
+            "policy": policy.describe(),
+        }
+    )
+
+
+def _signature_audit(signature: Signature, request_id: str) -> PendingAudit:
+    from inventory_core.domain.posting import PendingAudit
+
+    return PendingAudit(
+        timestamp=signature.signed_at,
+        user=signature.signer,
+        action="signature",
+        object_type="request",
+        object_id=request_id,
+        reason=signature.meaning if signature.decision is Decision.APPROVED else signature.reason,
+        old="",
+        new=canonical_json(signature.as_dict()),
+    )

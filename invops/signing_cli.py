@@ -1,0 +1,191 @@
+"""`invops ledger pending | approve | reject`: requests held for electronic signatures.
+
+Wired into `invops ledger` by `register(...)`, which gets the CLI's shared helpers (so
+this module does not import `invops.cli`). Signing re-authenticates: the password is
+asked without echo on a terminal, or read as one line with `--password-stdin`; the
+`[[users]]` of `--config` sign, with the lockout and audit of every other interface.
+"""
+
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from inventory_core.domain.model import Source
+from inventory_core.domain.signatures import PendingRequest, RequestState
+
+if TYPE_CHECKING:
+    from inventory_core import Ledger
+    from invops.config import InvopsConfig
+
+__all__ = ["register", "request_document"]
+
+MAX_PASSWORD_CHARS = 1024
+
+WithLedger = Callable[..., Any]
+
+
+def request_document(pending: PendingRequest) -> dict[str, Any]:
+    """A pending request as the CLI's `--json` (and the API) show it."""
+    return {
+        "request_id": pending.request_id,
+        "action": str(pending.action),
+        "summary": pending.summary,
+        "state": str(pending.state),
+        "requested_by": pending.requested_by,
+        "created_at": pending.created_at,
+        "meaning": pending.meaning,
+        "role": str(pending.role),
+        "signatures_required": pending.signatures_required,
+        "second_person": pending.second_person,
+        "digest": pending.digest,
+        "outcome": pending.outcome or None,
+        "closed_at": pending.closed_at,
+        "signatures": [
+            {**s.as_dict(), "request_id": pending.request_id, "manifest": s.manifest()}
+            for s in pending.signatures
+        ],
+    }
+
+
+def request_line(pending: PendingRequest) -> str:
+    signed = len(pending.approvals())
+    signers = ", ".join(s.manifest() for s in pending.signatures)
+    state = f"{pending.state}" + (f" -> {pending.outcome}" if pending.outcome else "")
+    who = f"{pending.role}, second person" if pending.second_person else str(pending.role)
+    return (
+        f"{pending.request_id} {pending.action}: {pending.summary}; requested by "
+        f"{pending.requested_by} at {pending.created_at}; needs {pending.signatures_required} "
+        f"x {pending.meaning!r} ({who}); signed {signed}; {state}"
+        + (f"; {signers}" if signers else "")
+    )
+
+
+def _password(from_stdin: bool, fail: Callable[[str], NoReturn]) -> str:
+    if from_stdin:
+        raw = sys.stdin.buffer.readline(4 * MAX_PASSWORD_CHARS + 2)
+        try:
+            return raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError:
+            fail("the password on standard input is not UTF-8 text")
+    try:
+        return getpass.getpass("Password (re-authentication for the signature): ")
+    except EOFError:
+        fail("no password entered (use --password-stdin to pipe it)")
+
+
+def register(
+    ledger_app: typer.Typer,
+    *,
+    with_ledger: WithLedger,
+    print_json: Callable[[Any], None],
+    load_config: Callable[[Path], "InvopsConfig"],
+    fail: Callable[[str], NoReturn],
+    url_option: Any,
+    config_option: Any,
+    json_option: Any,
+) -> None:
+    """Add the three commands to `invops ledger`."""
+
+    @ledger_app.command("pending")
+    def ledger_pending(
+        every: Annotated[
+            bool, typer.Option("--all", help="Also the requests already posted or rejected.")
+        ] = False,
+        url: url_option = None,
+        config: config_option = None,
+        as_json: json_option = False,
+    ) -> None:
+        """List the requests waiting for electronic signatures (the oldest first)."""
+        state = None if every else RequestState.PENDING
+
+        async def action(ledger: "Ledger") -> list[PendingRequest]:
+            return await ledger.pending_requests(state=state)
+
+        found: list[PendingRequest] = with_ledger(url, config, action, read_only=True)
+        if as_json:
+            print_json([request_document(p) for p in found])
+            return
+        if not found:
+            typer.echo("no requests wait for signatures" if not every else "no requests")
+        for pending in found:
+            typer.echo(request_line(pending))
+
+    def sign(
+        request_id: str,
+        user: str,
+        config: Path,
+        url: str | None,
+        password_stdin: bool,
+        as_json: bool,
+        act: Callable[[Any, str], Awaitable[Any]],
+    ) -> None:
+        loaded = load_config(config)
+        if not loaded.users:
+            fail(f"{config} has no [[users]]: nobody can sign with it")
+        password = _password(password_stdin, fail)
+
+        async def action(ledger: "Ledger") -> Any:
+            from invops.wiring import signing_service
+
+            service = signing_service(loaded, ledger)
+            try:
+                return await act(service, password)
+            finally:
+                service.close()
+
+        outcome = with_ledger(url, config, action)
+        if as_json:
+            print_json(
+                {
+                    "request": request_document(outcome.request),
+                    "posted": outcome.posted.movement_id if outcome.posted else None,
+                }
+            )
+            return
+        typer.echo(request_line(outcome.request))
+
+    @ledger_app.command("approve")
+    def ledger_approve(
+        request_id: Annotated[str, typer.Argument(help="The request (request:...).")],
+        meaning: Annotated[
+            str, typer.Option("--meaning", help="What the signature means (the policy's).")
+        ],
+        user: Annotated[str, typer.Option("--user", help="The signer, a [[users]] name.")],
+        config: Annotated[Path, typer.Option("--config", "-c", help="Config with [[users]].")],
+        password_stdin: Annotated[
+            bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+        ] = False,
+        url: url_option = None,
+        as_json: json_option = False,
+    ) -> None:
+        """Sign a pending request; its last signature posts it."""
+        sign(
+            request_id, user, config, url, password_stdin, as_json,
+            lambda service, password: service.approve(
+                request_id, user, password, meaning, source=Source.CLI
+            ),
+        )  # fmt: skip
+
+    @ledger_app.command("reject")
+    def ledger_reject(
+        request_id: Annotated[str, typer.Argument(help="The request (request:...).")],
+        reason: Annotated[str, typer.Option("--reason", help="Why it is rejected (audited).")],
+        user: Annotated[str, typer.Option("--user", help="The signer, a [[users]] name.")],
+        config: Annotated[Path, typer.Option("--config", "-c", help="Config with [[users]].")],
+        password_stdin: Annotated[
+            bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+        ] = False,
+        url: url_option = None,
+        as_json: json_option = False,
+    ) -> None:
+        """Reject a pending request (signed like an approval): nothing is posted."""
+        sign(
+            request_id, user, config, url, password_stdin, as_json,
+            lambda service, password: service.reject(
+                request_id, user, password, reason, source=Source.CLI
+            ),
+        )  # fmt: skip
