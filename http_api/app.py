@@ -79,6 +79,7 @@ from inventory_core.domain.posting import lot_document, movement_document
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
 from inventory_core.plant_view import PlantView, UnitState
+from inventory_core.signing import SigningService
 
 __all__ = ["create_app"]
 
@@ -115,6 +116,7 @@ def create_app(
     max_body_bytes: int = 64 * 1024,
     observe: Observer | None = None,
     b2mml_validator: SchemaValidator | None = None,
+    signing: SigningService | None = None,
 ) -> ASGIApp:
     """The ASGI app: FastAPI routes under /api/v1, OpenAPI 3.1 at /api/v1/openapi.json,
     docs at /api/docs (served from here: no CDN), bodies capped at `max_body_bytes`;

@@ -9,6 +9,7 @@ where the stateful rules run under the database lock.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -57,11 +58,14 @@ from inventory_core.domain.model import (
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, payload_hash
 from inventory_core.domain.signatures import (
     REQUEST_PREFIX,
+    ClosedPeriod,
+    ClosePeriodRequest,
     PendingRequest,
     RequestState,
     SignaturePoliciesUpdate,
     SignaturePolicy,
     SignRequest,
+    request_payload,
 )
 from inventory_core.domain.signing_rules import SignOutcome
 from inventory_core.domain.text import (
@@ -456,6 +460,36 @@ class Ledger:
             SignaturePoliciesUpdate(tuple(policies), user, reason)
         )
         return changed
+
+    async def request_period_close(
+        self,
+        start: str,
+        end: str,
+        *,
+        user: str,
+        reason: str,
+        idempotency_key: str | None = None,
+        source: Source = Source.MANUAL,
+    ) -> PostingResult:
+        """Ask to close the period [start, end) (ledger timestamps, the end passed): its
+        balance report is computed now and its SHA-256 held for signing; returns the
+        `request:` id. Signed (`approve ... --meaning reviewed`), the period is closed
+        and nothing posts with a time inside it any more."""
+        check_identifier("user", user)
+        _require_reason(reason)
+        _check_key(idempotency_key)
+        report = await self.mass_balance_report(start, end)
+        digest = hashlib.sha256(
+            canonical_json([line.document() for line in report]).encode()
+        ).hexdigest()
+        request = ClosePeriodRequest(start, end, digest, reason, user, source, idempotency_key)
+        result: PostingResult = await self._store.submit(
+            request, hashlib.sha256(request_payload(request).encode()).hexdigest()
+        )
+        return result
+
+    async def closed_periods(self) -> list[ClosedPeriod]:
+        return await self._store.reader.closed_periods()
 
     async def sign(self, request: SignRequest) -> SignOutcome:
         """Record a re-authenticated signer's approval or rejection of a pending request

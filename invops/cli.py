@@ -476,6 +476,12 @@ def _consumption(options: list[str]) -> dict[str, Any]:
     }
 
 
+def _held_note(answer: str) -> str:
+    if not answer.startswith(REQUEST_PREFIX):
+        return ""
+    return " (held for signatures, nothing posted yet: see invops ledger pending)"
+
+
 def _print_held(pending: PendingRequest, *, replayed: bool, as_json: bool) -> None:
     """A posting a `[[signatures]]` policy held: nothing posted until it is signed."""
     if as_json:
@@ -904,7 +910,9 @@ def ledger_lot_status(
             }
         )
     else:
-        typer.echo(f"{result.movement_id} lot {lot} status {status.value}")
+        typer.echo(
+            f"{result.movement_id} lot {lot} status {status.value}{_held_note(result.movement_id)}"
+        )
 
 
 @ledger_app.command("reverse")
@@ -929,7 +937,7 @@ def ledger_reverse(
             }
         )
     else:
-        typer.echo(f"{result.movement_id} reverses {movement_id}")
+        typer.echo(f"{result.movement_id} reverses {movement_id}{_held_note(result.movement_id)}")
 
 
 class B2mmlDocument(StrEnum):
@@ -1207,4 +1215,6 @@ register_signing(
     url_option=UrlOption,
     config_option=ConfigOption,
     json_option=JsonOption,
+    timestamp=lambda value, name: str(_time_option(name, value)),
+    who=_user,
 )

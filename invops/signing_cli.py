@@ -1,4 +1,5 @@
-"""`invops ledger pending | approve | reject`: requests held for electronic signatures.
+"""`invops ledger pending | approve | reject | close-period | periods`: requests held for
+electronic signatures, and the close of a period of the books (a signed balance report).
 
 Wired into `invops ledger` by `register(...)`, which gets the CLI's shared helpers (so
 this module does not import `invops.cli`). Signing re-authenticates: the password is
@@ -6,6 +7,7 @@ asked without echo on a terminal, or read as one line with `--password-stdin`; t
 `[[users]]` of `--config` sign, with the lockout and audit of every other interface.
 """
 
+import dataclasses
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from inventory_core.domain.model import Source
-from inventory_core.domain.signatures import PendingRequest, RequestState
+from inventory_core.domain.signatures import ClosedPeriod, PendingRequest, RequestState
 
 if TYPE_CHECKING:
     from inventory_core import Ledger
@@ -87,8 +89,10 @@ def register(
     url_option: Any,
     config_option: Any,
     json_option: Any,
+    timestamp: Callable[[str, str], str],
+    who: Callable[[str | None], str],
 ) -> None:
-    """Add the three commands to `invops ledger`."""
+    """Add the signing and period commands to `invops ledger`."""
 
     @ledger_app.command("pending")
     def ledger_pending(
@@ -147,6 +151,61 @@ def register(
             )
             return
         typer.echo(request_line(outcome.request))
+
+    @ledger_app.command("close-period")
+    def ledger_close_period(
+        start: Annotated[str, typer.Option("--from", help="Period start (UTC, included).")],
+        end: Annotated[str, typer.Option("--to", help="Period end (UTC, excluded; passed).")],
+        reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+        user: Annotated[
+            str | None, typer.Option("--user", help="Who asks (default: the login name).")
+        ] = None,
+        key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
+        url: url_option = None,
+        config: config_option = None,
+        as_json: json_option = False,
+    ) -> None:
+        """Ask to close a period: its balance report is held for a signature (`reviewed`)."""
+        begin, finish = timestamp(start, "--from"), timestamp(end, "--to")
+
+        async def action(ledger: "Ledger") -> PendingRequest:
+            result = await ledger.request_period_close(
+                begin, finish, user=who(user), reason=reason, idempotency_key=key,
+                source=Source.CLI,
+            )  # fmt: skip
+            return await ledger.pending_request(result.movement_id)
+
+        pending: PendingRequest = with_ledger(url, config, action)
+        if as_json:
+            print_json(request_document(pending))
+            return
+        typer.echo(
+            f"{request_line(pending)}\nsign it with: invops ledger approve "
+            f"{pending.request_id} --meaning {pending.meaning} --user NAME --config FILE"
+        )
+
+    @ledger_app.command("periods")
+    def ledger_periods(
+        url: url_option = None,
+        config: config_option = None,
+        as_json: json_option = False,
+    ) -> None:
+        """The closed periods of the books, the oldest first."""
+
+        async def action(ledger: "Ledger") -> list[ClosedPeriod]:
+            return await ledger.closed_periods()
+
+        periods: list[ClosedPeriod] = with_ledger(url, config, action, read_only=True)
+        if as_json:
+            print_json([dataclasses.asdict(p) for p in periods])
+            return
+        if not periods:
+            typer.echo("no period is closed")
+        for p in periods:
+            typer.echo(
+                f"{p.start} to {p.end}: closed {p.closed_at} on {p.request_id} (asked by "
+                f"{p.requested_by}), balance report sha256 {p.report_digest}"
+            )
 
     @ledger_app.command("approve")
     def ledger_approve(

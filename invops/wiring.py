@@ -162,8 +162,10 @@ async def assemble(
     bridge = LedgerBridge(
         measurements, tags, plc_tags=plc_tags, buffer=buffer, ledger_state=board.set_ledger
     )
-    opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics)
-    api = await _api_server(config, stack, overrides, ledger, view, metrics)
+    signing = signing_service(config, ledger, metrics)
+    stack.callback(signing.close)
+    opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics, signing)
+    api = await _api_server(config, stack, overrides, ledger, view, metrics, signing)
     sink = MetricsSink(PlantFeed(bridge, view, tags, plc_tags), metrics, health=board)
     offsets = start_offsets(settings)
     pollers = tuple(
@@ -186,6 +188,7 @@ async def _api_server(
     ledger: Ledger,
     view: PlantView,
     metrics: Metrics,
+    signing: SigningService,
 ) -> HttpServer | None:
     """The HTTP API on `[api] listen` (its own listener and limits: a flood there never
     takes the metrics endpoint's connections), or None without an `[api]` table."""
@@ -202,7 +205,7 @@ async def _api_server(
     validator = None if folder is None else await asyncio.to_thread(SchemaValidator, Path(folder))
     app = create_app(
         ledger, auth, view=view, version=__version__, max_body_bytes=api.max_body_bytes,
-        observe=metrics.api_request, b2mml_validator=validator,
+        observe=metrics.api_request, b2mml_validator=validator, signing=signing,
     )  # fmt: skip
     port = api.port if overrides.api_port is None else overrides.api_port
     server = HttpServer(app, api.host, port, name="api", limits=http_limits(api))
@@ -216,6 +219,7 @@ async def _opcua_server(
     ledger: Ledger,
     view: PlantView,
     metrics: Metrics,
+    signing: SigningService,
 ) -> InvopsOpcUaServer:
     """The OPC UA server with its security, denied-call audit and features, started."""
     pki = overrides.pki_dir or Path(config.opcua.certificate_dir)
@@ -237,6 +241,7 @@ async def _opcua_server(
         on_refusal=metrics.opcua_refused,
         endpoint=overrides.opcua_endpoint,
         identity_tokens=identity_tokens(access),
+        signing=signing,
         certificate_validator=client_certificate_validator(pki),
         current_user=current_user,
         denied_calls=DeniedCallAudit(

@@ -35,6 +35,7 @@ from inventory_core.domain.model import MaterialDefinition
 from inventory_core.ledger import Ledger
 from inventory_core.log import get_logger
 from inventory_core.plant_view import MovementSeen, PlantChange, PlantView, UnitChanged, UnitState
+from inventory_core.signing import SigningService
 from opcua_server import asyncua_patches
 from opcua_server.address_space import (
     AddressSpace,
@@ -103,9 +104,11 @@ class InvopsOpcUaServer:
         freeze_gc: bool = True,
         refresh_debounce_s: float = DEBOUNCE_S,
         resync_interval_s: float = RESYNC_S,
+        signing: SigningService | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
+        self._signing = signing  # ApproveRequest / RejectRequest re-authenticate through it
         self._view = view
         self._endpoint = endpoint or settings.endpoint
         self._user_manager = user_manager

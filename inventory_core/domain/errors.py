@@ -112,3 +112,8 @@ class RequestClosed(InventoryError):
 class SignatureRefused(InventoryError):
     """This signer may not sign this request (role, meaning, same person twice, the
     two-person rule), or the signer's re-authentication failed or is locked out."""
+
+
+class PeriodClosed(InventoryError):
+    """The books are closed for that time: the close overlaps one, or a posting would
+    fall inside one. Corrections post in the open period."""

@@ -78,6 +78,7 @@ from inventory_core.domain.model import (
     opening_lot,
 )
 from inventory_core.domain.signatures import (
+    ClosedPeriod,
     PendingRequest,
     Signature,
     SignatureAction,
@@ -123,6 +124,7 @@ class LedgerState:
     measured: dict[StorageUnitId, Decimal] = field(default_factory=dict)
     # The pending requests a batch signs (by id, without the `request:` prefix).
     requests: dict[str, PendingRequest] = field(default_factory=dict)
+    closed_periods: list[ClosedPeriod] = field(default_factory=list)  # every one, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ class Changes:
     new_requests: set[str] = field(default_factory=set)
     signatures: list[Signature] = field(default_factory=list)
     signature_policies: tuple[SignaturePolicy, ...] | None = None  # None: unchanged
+    closed_periods: list[ClosedPeriod] = field(default_factory=list)  # closed by this batch
 
 
 def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -> str:
@@ -916,7 +919,12 @@ class Planner(SigningRules):
             posted_quantity=original.posted_quantity,
             posted_uom=original.posted_uom,
             reverses=original.id,
-            details={"reversed_kind": str(original.kind)},
+            details={"reversed_kind": str(original.kind)}
+            | (
+                {"corrects_period": closed.id}
+                if (closed := self._corrects(original.timestamp))
+                else {}
+            ),
         )
         self.state.reversed_ids.add(original.id)
         return self._append(movement, legs, digest, old="")
@@ -1234,6 +1242,7 @@ class Planner(SigningRules):
         old: str,
         parts: tuple[MovementId, ...] = (),
     ) -> PostingResult:
+        self._check_open(movement.timestamp)
         if not movement.idempotency_key:
             movement = replace(movement, idempotency_key=f"auto:{movement.id}")
         if self._signing is not None:  # posted on its signatures: they go with it

@@ -40,7 +40,11 @@ from inventory_core.domain.users import Role
 __all__ = [
     "DEFAULT_SIGNED_STATUSES",
     "ENFORCED_ACTIONS",
+    "PERIOD_CLOSE_POLICY",
+    "PERIOD_PREFIX",
     "REQUEST_PREFIX",
+    "ClosePeriodRequest",
+    "ClosedPeriod",
     "Decision",
     "PendingRequest",
     "RequestState",
@@ -60,7 +64,34 @@ __all__ = [
 
 REQUEST_PREFIX: Final = "request:"  # a request waiting for signatures answers with this id
 
-SignedRequest = PostingRequest | ReversalRequest | LotStatusRequest
+
+@dataclass(frozen=True, slots=True)
+class ClosePeriodRequest:
+    """Close the period [start, end) of the books: its balance report, whose SHA-256 is
+    `report_digest`, is signed (as `reviewed` unless a `period-close` policy says
+    otherwise). Once closed, nothing posts with a time inside it."""
+
+    start: str
+    end: str
+    report_digest: str
+    reason: str
+    user: str = "system"
+    source: Source = Source.MANUAL
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    id: str  # "<start>/<end>"
+    start: str
+    end: str
+    report_digest: str
+    request_id: str
+    closed_at: str
+    requested_by: str
+
+
+SignedRequest = PostingRequest | ReversalRequest | LotStatusRequest | ClosePeriodRequest
 
 
 class SignatureAction(StrEnum):
@@ -73,6 +104,7 @@ class SignatureAction(StrEnum):
     COUNT = "count"
     ADVICE_VARIANCE = "advice-variance"
     MASTER_DATA = "master-data"
+    PERIOD_CLOSE = "period-close"  # always signed: PERIOD_CLOSE_POLICY unless configured
 
 
 # The actions this version holds for signatures; the configuration refuses the others
@@ -84,9 +116,11 @@ ENFORCED_ACTIONS: Final = frozenset(
         SignatureAction.REVERSAL,
         SignatureAction.LOT_STATUS,
         SignatureAction.COUNT,
+        SignatureAction.PERIOD_CLOSE,
     }
 )
 DEFAULT_SIGNED_STATUSES: Final = frozenset({LotStatus.RELEASED, LotStatus.REJECTED})
+PERIOD_PREFIX: Final = "period:"  # a signed period close answers with this id
 
 
 class RequestState(StrEnum):
@@ -296,6 +330,16 @@ def request_payload(request: SignedRequest) -> str:
             "consumed_units": list(request.consumed_units),
             "details": request.details,
         }
+    elif isinstance(request, ClosePeriodRequest):
+        body = {
+            "type": "period-close",
+            "start": request.start,
+            "end": request.end,
+            "report_digest": request.report_digest,
+            "reason": request.reason,
+            "user": request.user,
+            "source": str(request.source),
+        }
     elif isinstance(request, ReversalRequest):
         body = {
             "type": "reversal",
@@ -318,6 +362,11 @@ def request_payload(request: SignedRequest) -> str:
 
 def request_from_payload(payload: str) -> SignedRequest:
     body = json.loads(payload)
+    if body["type"] == "period-close":
+        return ClosePeriodRequest(
+            body["start"], body["end"], body["report_digest"], body["reason"], body["user"],
+            Source(body["source"]),
+        )  # fmt: skip
     if body["type"] == "reversal":
         return ReversalRequest(
             MovementId(body["movement_id"]), body["reason"], body["user"], Source(body["source"])
@@ -371,3 +420,10 @@ def signed_manifest(signature: Signature) -> dict[str, Any]:
         "signed_at": signature.signed_at,
         "digest": signature.digest,
     }
+
+
+# A period close is always signed: as `reviewed` by an engineer, unless a
+# `[[signatures]] action = "period-close"` policy asks for more.
+PERIOD_CLOSE_POLICY: Final = SignaturePolicy(
+    SignatureAction.PERIOD_CLOSE, "reviewed", Role.ENGINEER
+)

@@ -16,7 +16,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from inventory_core.domain.audit import canonical_json
-from inventory_core.domain.errors import RequestClosed, SignatureRefused, UnknownRequest
+from inventory_core.domain.errors import (
+    PeriodClosed,
+    RequestClosed,
+    SignatureRefused,
+    UnknownRequest,
+    ValidationError,
+)
 from inventory_core.domain.model import (
     LotStatus,
     LotStatusRequest,
@@ -27,7 +33,11 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.signatures import (
+    PERIOD_CLOSE_POLICY,
+    PERIOD_PREFIX,
     REQUEST_PREFIX,
+    ClosedPeriod,
+    ClosePeriodRequest,
     Decision,
     PendingRequest,
     RequestState,
@@ -76,6 +86,88 @@ class SigningRules:
     def reverse(self, req: ReversalRequest, digest: str) -> PostingResult:
         raise NotImplementedError
 
+    def _replay(self, key: str | None, digest: str) -> PostingResult | None:
+        raise NotImplementedError
+
+    # -- closing a period --------------------------------------------------------
+
+    def close_period(self, req: ClosePeriodRequest, digest: str) -> PostingResult:
+        """Hold the close of [start, end) for its signatures; signed, close it."""
+        replay = self._replay(req.idempotency_key, digest)
+        if replay is not None:
+            return replay
+        now = self._now()
+        if not req.start < req.end <= now:
+            raise ValidationError(
+                f"a period closes from its start to an end that has passed: {req.start} to "
+                f"{req.end} (now {now})"
+            )
+        for closed in self.state.closed_periods:
+            if req.start < closed.end and closed.start < req.end:
+                raise PeriodClosed(
+                    f"the period {req.start} to {req.end} overlaps {closed.id}, closed at "
+                    f"{closed.closed_at}"
+                )
+        if self._signing is None:
+            policy = self._policy(SignatureAction.PERIOD_CLOSE, Decimal(0), None)
+            summary = (
+                f"close of the period {req.start} to {req.end} "
+                f"(balance report sha256 {req.report_digest[:16]}...)"
+            )
+            return self._hold(req, policy or PERIOD_CLOSE_POLICY, digest, summary)
+        request_id = str(self._signing["request"])
+        closed = ClosedPeriod(
+            f"{req.start}/{req.end}",
+            req.start,
+            req.end,
+            req.report_digest,
+            request_id,
+            now,
+            req.user,
+        )
+        self.state.closed_periods.append(closed)
+        self.changes.closed_periods.append(closed)
+        from inventory_core.domain.posting import PendingAudit
+
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=now,
+                user=req.user,
+                action="close",
+                object_type="period",
+                object_id=closed.id,
+                reason=req.reason,
+                old="",
+                new=canonical_json(
+                    {
+                        "start": closed.start,
+                        "end": closed.end,
+                        "report_digest": closed.report_digest,
+                        "request": request_id,
+                        "signatures": self._signing["signatures"],
+                    }
+                ),
+            )
+        )
+        return PostingResult(MovementId(f"{PERIOD_PREFIX}{closed.id}"))
+
+    def _check_open(self, timestamp: str) -> None:
+        """Nothing posts with a time inside a closed period (a writer whose clock is
+        behind the one that closed it): corrections post in the open period."""
+        ends = [p.end for p in self.state.closed_periods]
+        if ends and timestamp < max(ends):
+            raise PeriodClosed(
+                f"the books are closed up to {max(ends)}; this writer's time {timestamp} is "
+                "inside a closed period (check the clocks of the instances sharing the ledger)"
+            )
+
+    def _corrects(self, timestamp: str) -> ClosedPeriod | None:
+        """The closed period a movement of `timestamp` was booked in, if any."""
+        for closed in self.state.closed_periods:
+            if closed.start <= timestamp < closed.end:
+                return closed
+        return None
+
     def set_lot_status(self, req: LotStatusRequest, digest: str) -> PostingResult:
         raise NotImplementedError
 
@@ -92,7 +184,7 @@ class SigningRules:
         demanding (most signatures, then the highest role). None while a signed request
         posts: its signatures are complete."""
         if self._signing is not None or not self._policies:
-            return None
+            return None  # (a period close is held by PERIOD_CLOSE_POLICY then)
         unit = self.state.units.get(unit_id) if unit_id is not None else None
         capacity = unit.capacity if unit is not None else None
         applying = [
@@ -102,7 +194,8 @@ class SigningRules:
             and (
                 status in p.statuses
                 if action is SignatureAction.LOT_STATUS
-                else p.threshold.exceeded(amount, capacity)
+                else action is SignatureAction.PERIOD_CLOSE
+                or p.threshold.exceeded(amount, capacity)
             )
         ]
         return max(
@@ -278,6 +371,8 @@ class SigningRules:
                 return self.post(request, pending.payload_hash)
             if isinstance(request, ReversalRequest):
                 return self.reverse(request, pending.payload_hash)
+            if isinstance(request, ClosePeriodRequest):
+                return self.close_period(request, pending.payload_hash)
             return self.set_lot_status(request, pending.payload_hash)
         finally:
             self._signing = None

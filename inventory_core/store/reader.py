@@ -29,11 +29,12 @@ from inventory_core.domain.model import (
     StorageUnitId,
     VerifyReport,
 )
-from inventory_core.domain.signatures import PendingRequest, Signature
+from inventory_core.domain.signatures import ClosedPeriod, PendingRequest, Signature
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     advice_from_row,
     audit_from_row,
+    closed_period_from_row,
     lot_from_row,
     material_from_row,
     movement_from_row,
@@ -320,6 +321,12 @@ class LedgerReader:
             query = query.limit(limit)
         async with self._connect() as conn:
             return [advice_from_row(r) for r in (await conn.execute(query)).mappings()]
+
+    async def closed_periods(self) -> list[ClosedPeriod]:
+        """The periods closed with a signed balance report, the oldest first."""
+        query = select(t.closed_periods).order_by(t.closed_periods.c.start)
+        async with self._connect() as conn:
+            return [closed_period_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def pending_requests(
         self,

@@ -27,6 +27,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.signatures import (
+    ClosedPeriod,
     Decision,
     PendingRequest,
     RequestState,
@@ -311,3 +312,23 @@ def signature_from_row(r: Row) -> Signature:
         digest=r["digest"],
         reason=r["reason"],
     )
+
+
+def closed_period_to_row(p: ClosedPeriod, *, writer: str) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "start": p.start,
+        "end": p.end,
+        "report_digest": p.report_digest,
+        "request_id": p.request_id,
+        "closed_at": p.closed_at,
+        "requested_by": p.requested_by,
+        "writer": writer,
+    }
+
+
+def closed_period_from_row(r: Row) -> ClosedPeriod:
+    return ClosedPeriod(
+        r["id"], r["start"], r["end"], r["report_digest"], r["request_id"], r["closed_at"],
+        r["requested_by"],
+    )  # fmt: skip

@@ -275,3 +275,18 @@ signatures = Table(
     Column("digest", String(64), nullable=False),
     Column("reason", Text, nullable=False),
 )
+
+# Periods of the books closed with a signed balance report (revision 0007): nothing
+# posts with a time inside one; corrections post in the open period.
+closed_periods = Table(
+    "closed_periods",
+    metadata,
+    Column("id", String(80), primary_key=True),  # "<start>/<end>"
+    Column("start", String(32), nullable=False),
+    Column("end", String(32), nullable=False),
+    Column("report_digest", String(64), nullable=False),
+    Column("request_id", String(48), nullable=False),
+    Column("closed_at", String(32), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("writer", String(64), nullable=False),
+)

@@ -64,6 +64,8 @@ from inventory_core.domain.posting import (
 )
 from inventory_core.domain.signatures import (
     REQUEST_PREFIX,
+    ClosedPeriod,
+    ClosePeriodRequest,
     RequestState,
     Signature,
     SignaturePoliciesUpdate,
@@ -82,6 +84,8 @@ from inventory_core.store.rows import (
     advice_from_row,
     advice_to_row,
     audit_to_row,
+    closed_period_from_row,
+    closed_period_to_row,
     lot_from_row,
     lot_to_row,
     material_from_row,
@@ -108,6 +112,7 @@ Request = (
     | ExpireAdvices
     | SignRequest
     | SignaturePoliciesUpdate
+    | ClosePeriodRequest
 )
 MAX_ATTEMPTS = 6
 MASTER_REVISION = "master_revision"
@@ -143,6 +148,7 @@ class BatchWriter:
         self._runner = runner
         # The `[[signatures]]` policies, stored in the ledger with the master data.
         self._signatures: tuple[SignaturePolicy, ...] = ()
+        self._closed_periods: list[ClosedPeriod] = []  # with the master data, too
         self._writer_id = writer_id
         self._capacity_margin_pct = capacity_margin_pct
         self._batch_max = batch_max
@@ -358,6 +364,8 @@ class BatchWriter:
                     result = planner.sign(request)
                 elif isinstance(request, SignaturePoliciesUpdate):
                     result = planner.signature_policies(request)
+                elif isinstance(request, ClosePeriodRequest):
+                    result = planner.close_period(request, command.digest)
                 else:
                     planner.audit_event(request)
                     result = None
@@ -375,7 +383,11 @@ class BatchWriter:
         """Read (and on PostgreSQL lock) every row the batch's rules depend on."""
         self._placeholders = set()
         self._refresh_master_data(conn)
-        state = LedgerState(materials=dict(self._materials), units=dict(self._units))
+        state = LedgerState(
+            materials=dict(self._materials),
+            units=dict(self._units),
+            closed_periods=list(self._closed_periods),
+        )
 
         requests = [c.request for c in batch]
         # A signature that completes a request posts it: its rows are read as for a
@@ -521,7 +533,9 @@ class BatchWriter:
         keys = [
             r.idempotency_key
             for r in requests
-            if isinstance(r, PostingRequest | ReversalRequest | LotStatusRequest)
+            if isinstance(
+                r, PostingRequest | ReversalRequest | LotStatusRequest | ClosePeriodRequest
+            )
             and r.idempotency_key
         ]
         if keys:
@@ -809,6 +823,8 @@ class BatchWriter:
         self._units = {u.id: u for u in map(unit_from_row, rows.mappings())}
         query = select(t.ledger_meta.c.value).where(t.ledger_meta.c.key == SIGNATURE_POLICIES)
         self._signatures = policies_from_json(conn.execute(query).scalar())
+        rows = conn.execute(select(t.closed_periods).order_by(t.closed_periods.c.start))
+        self._closed_periods = [closed_period_from_row(r) for r in rows.mappings()]
         self._master_revision = revision
 
     def _write(self, conn: Connection, changes: Changes) -> None:
@@ -819,7 +835,18 @@ class BatchWriter:
         if changes.signature_policies is not None:
             text = policies_json(changes.signature_policies)
             self._upsert(conn, t.ledger_meta, ["key"], [{"key": SIGNATURE_POLICIES, "value": text}])
-        if changes.materials or changes.units or changes.signature_policies is not None:
+        if changes.closed_periods:
+            self._insert_many(
+                conn,
+                t.closed_periods,
+                [closed_period_to_row(p, writer=self._writer_id) for p in changes.closed_periods],
+            )
+        if (
+            changes.materials
+            or changes.units
+            or changes.signature_policies is not None
+            or changes.closed_periods
+        ):
             self._upsert(
                 conn,
                 t.ledger_meta,

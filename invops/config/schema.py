@@ -323,8 +323,11 @@ class SignatureConfig(ConfigModel):
     def _fits_the_action(self) -> SignatureConfig:
         if self.statuses is not None and self.action is not SignatureAction.LOT_STATUS:
             raise ValueError("statuses is for action 'lot-status' only")
-        if self.threshold is not None and self.action is SignatureAction.LOT_STATUS:
-            raise ValueError("a lot-status policy takes statuses, not a threshold")
+        if self.threshold is not None and self.action in (
+            SignatureAction.LOT_STATUS,
+            SignatureAction.PERIOD_CLOSE,
+        ):
+            raise ValueError(f"a {self.action} policy takes no threshold")
         return self
 
     def policy(self) -> SignaturePolicy:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,27 @@ def test_a_rejected_request_posts_nothing(plant: LedgerFile, cli: Cli, signed_co
     assert book(plant) == before
     every = cli("ledger", "pending", "--all", "--url", plant.url, "--json").json()
     assert [(r["request_id"], r["state"]) for r in every] == [(request_id, "rejected")]
+
+
+def test_a_period_is_closed_with_a_signed_balance_report(
+    plant: LedgerFile, cli: Cli, signed_config: Path
+) -> None:
+    end = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    asked = cli(
+        "ledger", "close-period", "--from", "2026-01-01T00:00:00Z", "--to", end,
+        "--reason", "month end", "--user", "ctrl", "--url", plant.url, "--json",
+    )  # fmt: skip
+    assert asked.returncode == 0, asked
+    request = asked.json()
+    assert request["action"] == "period-close" and request["meaning"] == "reviewed"
+    assert cli("ledger", "periods", "--url", plant.url, "--json").json() == []
+    signed = sign(
+        plant.path.parent, "approve", request["request_id"], "--meaning", "reviewed", "--user",
+        "eng1", "--config", str(signed_config), "--url", plant.url, "--password-stdin",
+        "--json", password="s3cret pass",
+    )  # fmt: skip
+    assert signed.returncode == 0, signed
+    assert json.loads(signed.stdout)["posted"].startswith("period:")
+    [period] = cli("ledger", "periods", "--url", plant.url, "--json").json()
+    assert (period["start"], period["requested_by"]) == ("2026-01-01T00:00:00.000000Z", "ctrl")
+    assert cli("ledger", "verify", "--url", plant.url).returncode == 0
