@@ -22,6 +22,7 @@ from inventory_core.domain.model import LotId, MaterialId, MovementKind, Source,
 from inventory_core.domain.quality import Quality
 from inventory_core.logins import LOGIN_REFUSALS
 from inventory_core.plant_view import Book, PlantView
+from inventory_core.signing import SIGNING_OUTCOMES
 from invops.config import load_config
 from invops.metrics import (
     COMMIT_BUCKETS,
@@ -165,6 +166,8 @@ def test_every_invops_metric_has_help_and_the_prefix(
         "invops_opcua_lockouts_total",
         "invops_opcua_denied_calls_total",
         "invops_opcua_refusals_total",
+        "invops_signature_attempts_total",
+        "invops_signature_lockouts_total",
     }
     assert not {n for n in names if n.endswith(("_ms", "_kb", "_percent"))}
 
@@ -344,6 +347,22 @@ def test_login_refusals_lockouts_and_denied_calls_are_counted(
     assert _value(registry, "invops_opcua_lockouts_total", scope="user") == 1
     assert _value(registry, "invops_opcua_lockouts_total", scope="source") == 0
     assert _value(registry, "invops_opcua_denied_calls_total") == 2
+
+
+def test_signature_attempts_and_lockouts_are_counted_every_outcome_from_zero(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    attempts = "invops_signature_attempts_total"
+    assert {s.labels["outcome"]: s.value for s in _samples(registry, attempts)} == dict.fromkeys(
+        SIGNING_OUTCOMES, 0.0
+    )
+    for outcome in ("bad_password", "bad_password", "signed", "made up"):
+        metrics.signature_attempt(outcome)
+    metrics.signature_lockout("user")
+    assert _value(registry, attempts, outcome="bad_password") == 2
+    assert _value(registry, attempts, outcome="signed") == 1
+    assert _value(registry, attempts, outcome="other") == 1  # never free text as a label
+    assert _value(registry, "invops_signature_lockouts_total") == 1
 
 
 def test_a_fresh_instance_shows_every_opcua_refusal_reason_at_zero(
