@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -30,6 +30,7 @@ from inventory_core.domain.errors import (
 )
 from inventory_core.domain.genealogy import MassCheck, mass_checks
 from inventory_core.domain.lease import WriterLease
+from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest
 from inventory_core.domain.mass_balance import BalanceLine, mass_balance
 from inventory_core.domain.model import (
     DRAW_KINDS,
@@ -257,6 +258,36 @@ class Ledger:
                     state=str(advice.state),
                     ref=advice.ref,
                 )
+
+    async def set_lot_quality(self, request: LotQualityRequest) -> Lot:
+        """Set a lot's properties, retest and expiry dates and certificate (audited)."""
+        request.check()
+        lot: Lot = await self._store.submit(request)
+        return lot
+
+    async def expire_lots(self, on: date | None = None) -> list[PostingResult]:
+        """Released lots past their expiry become `expired` (source system, audited)."""
+        results: list[PostingResult] = await self._store.submit(
+            ExpireLots(on or today(self._clock))
+        )
+        for result in results:
+            self._posted(result)
+        return results
+
+    async def keep_lots(self, every_s: float = 60.0) -> None:
+        """Expire released lots past their expiry every `every_s` seconds, until
+        cancelled (a service task): an expired lot is refused for issue at once anyway,
+        this makes its status say so, within a minute."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                expired = await self.expire_lots()
+            except LedgerUnavailable as exc:
+                log.warning("lot_expiry_failed", error=str(exc))
+                continue
+            for result in expired:
+                lot = result.movement.lot if result.movement else "?"
+                log.info("lot_expired", lot=lot, movement=result.movement_id)
 
     async def record_event(self, event: AuditEvent) -> None:
         """Append a non-movement event (e.g. a denied method call) to the audit trail."""

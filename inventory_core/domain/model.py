@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, NewType, TypeVar
 
 if TYPE_CHECKING:
     from inventory_core.domain.advices import Advice
@@ -138,6 +138,37 @@ class StorageUnit:
 
 
 @dataclass(frozen=True, slots=True)
+class LotProperty:
+    """One measured or certified property of a lot (ISA-95 MaterialLotProperty)."""
+
+    name: str
+    value: str  # as certified: a number or a text (e.g. "conforms")
+    unit: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "value": self.value, "unit": self.unit}
+
+
+@dataclass(frozen=True, slots=True)
+class LotQuality:
+    """What a lot carries beyond its identity and status."""
+
+    properties: tuple[LotProperty, ...] = ()
+    retest: date | None = None
+    certificate: str = ""
+
+    def is_empty(self) -> bool:
+        return not self.properties and self.retest is None and not self.certificate
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "properties": [p.as_dict() for p in self.properties],
+            "retest": self.retest.isoformat() if self.retest else None,
+            "certificate": self.certificate,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Lot:
     """ISA-95 MaterialLot: a uniquely identified amount of one material."""
 
@@ -146,6 +177,11 @@ class Lot:
     status: LotStatus
     created_at: str
     expiry: date | None = None
+    quality: LotQuality = field(default_factory=lambda: LotQuality())
+
+    def retest_due(self, today: date) -> bool:
+        """Past its retest date: the lot must be retested before it is used."""
+        return self.quality.retest is not None and self.quality.retest < today
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from inventory_core.domain.errors import (
     ValidationError,
 )
 from inventory_core.domain.lot_handling import LotShare, allocate, most_restrictive
+from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest, lot_density
 from inventory_core.domain.lots import check_transition
 from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
@@ -59,6 +60,7 @@ from inventory_core.domain.model import (
     Lot,
     LotHandling,
     LotId,
+    LotQuality,
     LotStatus,
     LotStatusRequest,
     MasterDataUpdate,
@@ -162,6 +164,7 @@ class Changes:
     signatures: list[Signature] = field(default_factory=list)
     signature_policies: tuple[SignaturePolicy, ...] | None = None  # None: unchanged
     closed_periods: list[ClosedPeriod] = field(default_factory=list)  # closed by this batch
+    lot_quality: dict[LotId, Lot] = field(default_factory=dict)  # lots whose data changed
 
 
 def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -> str:
@@ -326,7 +329,9 @@ class Planner(SigningRules):
         for parent in req.consumed_lots:
             if parent not in self.state.lots:
                 raise UnknownLot(f"consumed lot {parent} does not exist")
-        quantity = convert(req.quantity, req.uom, material.base_uom, material.density_kg_per_l)
+        density = lot_density(self.state.lots.get(req.lot) if req.lot else None,
+                              material.density_kg_per_l)  # fmt: skip
+        quantity = convert(req.quantity, req.uom, material.base_uom, density)
         if quantity == 0 and req.kind is not MovementKind.COUNT:
             raise ValidationError(
                 f"{req.kind} of {format_decimal(req.quantity)} {req.uom} is 0 {material.base_uom} "
@@ -961,6 +966,58 @@ class Planner(SigningRules):
         old = canonical_json({"lot": lot.id, "status": str(lot.status)})
         return self._append(movement, [], digest, old=old)
 
+    def set_lot_quality(self, req: LotQualityRequest) -> Lot:
+        """Set a lot's properties, retest and expiry dates, certificate; audited old ->
+        new (nothing when nothing changes)."""
+        lot = self.state.lots.get(req.lot)
+        if lot is None:
+            raise UnknownLot(f"lot {req.lot} does not exist")
+        old = lot.quality
+        quality = LotQuality(
+            old.properties if req.properties is None else req.properties,
+            old.retest if req.retest is None else req.retest,
+            old.certificate if req.certificate is None else req.certificate,
+        )
+        updated = replace(lot, quality=quality, expiry=req.expiry or lot.expiry)
+        if updated == lot:
+            return lot
+        self.state.lots[lot.id] = updated
+        self.changes.lot_quality[lot.id] = updated
+
+        def data(value: Lot) -> str:
+            expiry = value.expiry.isoformat() if value.expiry else None
+            return canonical_json({**value.quality.document(), "expiry": expiry})
+
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=req.user,
+                action="quality",
+                object_type="lot",
+                object_id=lot.id,
+                reason=req.reason,
+                old=data(lot),
+                new=data(updated),
+            )
+        )
+        return updated
+
+    def expire_lots(self, req: ExpireLots) -> list[PostingResult]:
+        """Released lots past their expiry (loaded by the store) become expired."""
+        results = []
+        for lot in sorted(self.state.lots.values(), key=lambda lot: lot.id):
+            if (
+                lot.status is LotStatus.RELEASED
+                and lot.expiry is not None
+                and lot.expiry < req.today
+            ):
+                change = LotStatusRequest(
+                    lot.id, LotStatus.EXPIRED, f"expired on {lot.expiry.isoformat()}",
+                    "system", Source.SYSTEM,
+                )  # fmt: skip
+                results.append(self.set_lot_status(change, payload_hash(change)))
+        return results
+
     def announce_lots(self, req: AnnounceLots) -> tuple[list[Lot], list[PostingResult]]:
         """Create the lots that are new, change the status of the others; every check
         first, so a refused announcement changes nothing. Returns the lots as now and
@@ -1338,4 +1395,4 @@ def lot_document(lot: Lot) -> dict[str, object]:
         "status": str(lot.status),
         "created_at": lot.created_at,
         "expiry": lot.expiry.isoformat() if lot.expiry else None,
-    }
+    } | ({} if lot.quality.is_empty() else lot.quality.document())

@@ -15,6 +15,8 @@ from inventory_core.domain.model import (
     Lot,
     LotHandling,
     LotId,
+    LotProperty,
+    LotQuality,
     LotStatus,
     MaterialDefinition,
     MaterialId,
@@ -106,16 +108,31 @@ def lot_to_row(lot: Lot) -> dict[str, Any]:
         "status": str(lot.status),
         "created_at": lot.created_at,
         "expiry": lot.expiry.isoformat() if lot.expiry else None,
+        **quality_to_row(lot.quality),
+    }
+
+
+def quality_to_row(q: LotQuality) -> dict[str, Any]:
+    return {
+        "properties": canonical_json([p.as_dict() for p in q.properties]),
+        "retest": q.retest.isoformat() if q.retest else None,
+        "certificate": q.certificate,
     }
 
 
 def lot_from_row(r: Row) -> Lot:
+    retest = r.get("retest")
     return Lot(
         id=LotId(r["id"]),
         material=MaterialId(r["material"]),
         status=LotStatus(r["status"]),
         created_at=r["created_at"],
         expiry=date.fromisoformat(r["expiry"]) if r["expiry"] else None,
+        quality=LotQuality(
+            tuple(LotProperty(**p) for p in json.loads(r.get("properties") or "[]")),
+            date.fromisoformat(retest) if retest else None,
+            r.get("certificate") or "",
+        ),
     )
 
 

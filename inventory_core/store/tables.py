@@ -59,6 +59,10 @@ lots = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("expiry", String(10), nullable=True),
+    # 0008: quality data (domain.lot_quality)
+    Column("properties", Text, nullable=False, server_default="[]"),
+    Column("retest", String(10), nullable=True),
+    Column("certificate", Text, nullable=False, server_default=""),
 )
 
 movements = Table(

@@ -71,6 +71,7 @@ class _Audited:
         # (object type, id) -> (timestamp, writer, seq, document text) of the latest change
         self.master: dict[tuple[str, str], tuple[str, str, int, str]] = {}
         self.advices: dict[str, tuple[str, str, int, str]] = {}  # the same, per advice
+        self.quality: dict[str, tuple[str, str, int, str]] = {}  # lot -> latest quality record
         self.signatures: dict[tuple[str, int], str] = {}  # (request id, seq) -> record
         self.requests: dict[str, str] = {}  # request id -> the record that held it
 
@@ -85,6 +86,10 @@ class _Audited:
                 self.lots[r.object_id] = document
             except ValueError:
                 self.unreadable.append(r)  # an edited record: the chain check reports it
+        elif r.object_type == "lot" and r.action == "quality":
+            seen = self.quality.get(r.object_id)
+            if seen is None or (r.timestamp, r.writer, r.seq) > seen[:3]:
+                self.quality[r.object_id] = (r.timestamp, r.writer, r.seq, r.new)
         elif r.object_type in ("material", "storage_unit") and r.action in ("create", "update"):
             key = (r.object_type, r.object_id)
             latest = self.master.get(key)
@@ -206,7 +211,10 @@ async def _check_movements(
                 )
             )
 
-    expected_lots = {lot: {**doc, "status": status[lot]} for lot, doc in audited.lots.items()}
+    expected_lots = {
+        lot: _with_quality({**doc, "status": status[lot]}, audited.quality.get(lot))
+        for lot, doc in audited.lots.items()
+    }
     for row in (await conn.execute(select(t.lots))).mappings():
         stored = lot_from_row(row)
         expected = expected_lots.pop(stored.id, None)
@@ -312,6 +320,22 @@ async def _check_signatures(
         signed = approvals.get(held.removeprefix(REQUEST_PREFIX), [])
         if m.details.get("signatures") != signed:
             problem(f"movement {m.id} carries other signatures than request {held}")
+
+
+def _with_quality(doc: dict[str, Any], latest: tuple[str, str, int, str] | None) -> dict[str, Any]:
+    """A lot's audited document with its latest quality record applied (set_lot_quality:
+    properties, retest, certificate and expiry); empty quality data is not shown."""
+    if latest is None:
+        return doc
+    try:
+        data = json.loads(latest[3])
+        quality = {k: data[k] for k in ("properties", "retest", "certificate")}
+        expiry = data["expiry"]
+    except (ValueError, KeyError, TypeError):
+        return doc  # an edited record: the chain check reports it
+    base = {k: v for k, v in doc.items() if k not in quality}
+    empty = not quality["properties"] and quality["retest"] is None and not quality["certificate"]
+    return {**base, "expiry": expiry} | ({} if empty else quality)
 
 
 def _advice_with_later_fields(doc: str) -> str:

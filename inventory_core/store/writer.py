@@ -33,6 +33,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from inventory_core.domain.advices import ADVICE_PREFIX, Advice
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable, RequestRefused
+from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest
 from inventory_core.domain.model import (
     DRAW_KINDS,
     AnnounceLots,
@@ -93,6 +94,7 @@ from inventory_core.store.rows import (
     movement_from_row,
     pending_request_from_row,
     pending_request_to_row,
+    quality_to_row,
     signature_from_row,
     signature_to_row,
     unit_from_row,
@@ -113,6 +115,8 @@ Request = (
     | SignRequest
     | SignaturePoliciesUpdate
     | ClosePeriodRequest
+    | LotQualityRequest
+    | ExpireLots
 )
 MAX_ATTEMPTS = 6
 MASTER_REVISION = "master_revision"
@@ -366,6 +370,10 @@ class BatchWriter:
                     result = planner.signature_policies(request)
                 elif isinstance(request, ClosePeriodRequest):
                     result = planner.close_period(request, command.digest)
+                elif isinstance(request, LotQualityRequest):
+                    result = planner.set_lot_quality(request)
+                elif isinstance(request, ExpireLots):
+                    result = planner.expire_lots(request)
                 else:
                     planner.audit_event(request)
                     result = None
@@ -443,8 +451,10 @@ class BatchWriter:
                 for unit in (r.from_unit, r.to_unit):
                     if unit is not None:
                         pairs[(unit, lot_id)] = r.material
-            elif isinstance(r, LotStatusRequest):
+            elif isinstance(r, LotStatusRequest | LotQualityRequest):
                 lot_ids.add(r.lot)
+            elif isinstance(r, ExpireLots):
+                lot_ids.update(self._expiring(conn, r))
             elif isinstance(r, AnnounceLots):
                 lot_ids.update(a.lot for a in r.lots)
         for advice in advices:  # what a measured change matching it books
@@ -581,6 +591,18 @@ class BatchWriter:
             for key, request_id, digest in rows:
                 state.keys[key] = (MovementId(f"{REQUEST_PREFIX}{request_id}"), digest, ())
         return state
+
+    def _expiring(self, conn: Connection, request: ExpireLots) -> list[str]:
+        """Released lots whose expiry is before the request's day (at most 500 a batch:
+        the rest expire on the next round)."""
+        lots = t.lots
+        query = (
+            select(lots.c.id)
+            .where(lots.c.status == "released", lots.c.expiry < request.today.isoformat())
+            .order_by(lots.c.id)
+            .limit(500)
+        )
+        return [lot for (lot,) in conn.execute(query)]
 
     def _load_requests(
         self, conn: Connection, requests: Sequence[Request], state: LedgerState
@@ -856,6 +878,15 @@ class BatchWriter:
             self._master_revision = None  # reload after commit, from what was committed
         if changes.new_lots:
             self._insert_many(conn, t.lots, [lot_to_row(lot) for lot in changes.new_lots])
+        for lot in changes.lot_quality.values():
+            conn.execute(
+                update(t.lots)
+                .where(t.lots.c.id == lot.id)
+                .values(
+                    expiry=lot.expiry.isoformat() if lot.expiry else None,
+                    **quality_to_row(lot.quality),
+                )
+            )
         for lot_id, status in changes.lot_status.items():
             conn.execute(update(t.lots).where(t.lots.c.id == lot_id).values(status=str(status)))
         if changes.movements:
