@@ -26,6 +26,8 @@ from inventory_core.domain.advices import (
     advice_document,
 )
 from inventory_core.domain.errors import InventoryError, ValidationError
+from inventory_core.domain.lot_quality import LotQualityRequest, parse_property
+from inventory_core.domain.lot_quality import describe as describe_quality
 from inventory_core.domain.model import (
     MAX_CURSOR,
     LotId,
@@ -882,6 +884,61 @@ def ledger_verify(
             seq = "" if more.seq is None else f" seq {more.seq}"
             typer.echo(f"  also: {more.chain}{seq}: {more.message}", err=True)
         raise typer.Exit(1)
+
+
+@ledger_app.command("lot-quality")
+def ledger_lot_quality(
+    lot: Annotated[str, typer.Option("--lot", help="The lot.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    properties: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--property",
+            help="NAME=VALUE[ UNIT], repeatable (e.g. 'density=0.7893 kg/L'); replaces the "
+            "lot's properties. A density is used for this lot's conversions.",
+        ),
+    ] = None,
+    retest: Annotated[
+        str | None, typer.Option("--retest", help="Retest date (YYYY-MM-DD).")
+    ] = None,
+    expiry: Annotated[
+        str | None, typer.Option("--expiry", help="Expiry date (YYYY-MM-DD).")
+    ] = None,
+    certificate: Annotated[
+        str | None, typer.Option("--certificate", help="Certificate of analysis reference.")
+    ] = None,
+    user: UserOption = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set a lot's quality data: properties, retest and expiry dates, certificate; audited."""
+    try:
+        request = LotQualityRequest(
+            LotId(lot), reason, _user(user), Source.CLI,
+            properties=None if properties is None else tuple(map(parse_property, properties)),
+            retest=_date_option("--retest", retest), expiry=_date_option("--expiry", expiry),
+            certificate=certificate,
+        )  # fmt: skip
+    except InventoryError as exc:
+        fail(str(exc))
+    updated = _with_ledger(url, config, lambda ledger: ledger.set_lot_quality(request))
+    document = {"lot": updated.id, "status": str(updated.status),
+                "expiry": updated.expiry.isoformat() if updated.expiry else None,
+                **updated.quality.document()}  # fmt: skip
+    if as_json:
+        _print_json(document)
+    else:
+        typer.echo(f"lot {updated.id}: {describe_quality(updated.quality)}")
+
+
+def _date_option(name: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{name} {value!r} is not a date (YYYY-MM-DD)")
 
 
 @ledger_app.command("lot-status")

@@ -177,6 +177,7 @@ async def assemble(
         ("measurements", bridge.run),
         ("ledger-health", lambda: watch_ledger(board, ledger.chain_heads)),
         ("advice-expiry", ledger.keep_advices),
+        ("lot-expiry", ledger.keep_lots),
     )
     return Assembly(ledger, view, opcua, http, bridge, pollers, background, api)
 

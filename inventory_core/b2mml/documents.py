@@ -127,10 +127,20 @@ def lot_element(parent: ET.Element, lot: Lot, held: Sequence[Balance], uom: str 
     sub(element, "ID", lot.id)
     sub(element, "MaterialDefinitionID", lot.material)
     sub(element, "Status", str(lot.status))
-    if lot.expiry is not None:
+    dates = (("ExpirationDate", lot.expiry), ("RetestDate", lot.quality.retest))
+    for name, day in dates:
+        if day is not None:
+            prop = sub(element, "MaterialLotProperty")
+            sub(prop, "ID", name)
+            _value(prop, day.isoformat(), "date")
+    if lot.quality.certificate:
         prop = sub(element, "MaterialLotProperty")
-        sub(prop, "ID", "ExpirationDate")
-        _value(prop, lot.expiry.isoformat(), "date")
+        sub(prop, "ID", "CertificateOfAnalysis")
+        _value(prop, lot.quality.certificate, "string")
+    for lot_property in lot.quality.properties:
+        prop = sub(element, "MaterialLotProperty")
+        sub(prop, "ID", lot_property.name)
+        _value(prop, lot_property.value, "string", lot_property.unit or None)
     if len(held) > 1:  # one sublot per unit holding part of the lot
         for balance in held:
             sublot = sub(element, "MaterialSubLot")

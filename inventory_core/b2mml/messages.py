@@ -4,10 +4,12 @@ Accepted: `SyncMaterialDefinition` and `ProcessMaterialDefinition` (master data:
 ID, Description, MaterialClassID, and the properties `BaseUnitOfMeasure`,
 `Density` (kg/L) and `DefaultLotStatus`), `SyncMaterialLot` and
 `ProcessMaterialLot` (lots announced before they arrive: ID,
-MaterialDefinitionID, Status, and the property `ExpirationDate`). Stock is
+MaterialDefinitionID, Status, and MaterialLotProperty: `ExpirationDate`,
+`RetestDate`, `CertificateOfAnalysis`, and every other property kept as a lot
+property with its value and unit, e.g. `Assay`, `density` in kg/L). Stock is
 booked by movements only, so a lot's Quantity and StorageLocation in such a
-document are not applied. Anything invops would have to drop (another lot
-property, a Delete action) refuses the whole document: nothing is lost quietly.
+document are not applied. Anything invops would have to drop (a Delete action)
+refuses the whole document: nothing is lost quietly.
 
 `parse_inbound` raises `B2mmlError` with the path of the first problem
 (`/ProcessMaterialLot/DataArea/MaterialLot[2]/Status`); the answer to an applied
@@ -35,10 +37,14 @@ from inventory_core.b2mml.documents import (
     sub,
     tag,
 )
+from inventory_core.domain.errors import InventoryError
+from inventory_core.domain.lot_quality import check_properties
 from inventory_core.domain.model import (
     AnnouncedLot,
     Lot,
     LotId,
+    LotProperty,
+    LotQuality,
     LotStatus,
     MaterialDefinition,
     MaterialId,
@@ -59,6 +65,11 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}(Z|[+-]\d{2}:\d{2})?")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
 NO_DTD = "DTDs and entity declarations are not accepted"
 LotAnnouncement = AnnouncedLot
+# MaterialLotProperty IDs invops reads as dates and the certificate; every other
+# property ID is kept as a lot property (name, value, unit).
+EXPIRATION_DATE = "ExpirationDate"
+RETEST_DATE = "RetestDate"
+CERTIFICATE = "CertificateOfAnalysis"
 
 
 class B2mmlError(ValueError):
@@ -341,17 +352,32 @@ def _lot(element: ET.Element, path: str) -> AnnouncedLot:
     status_text = _text(element, "Status", path)
     status = None if status_text is None else _status(status_text, f"{path}/Status")
     expiry: date | None = None
-    for prop_id, text, _, where in _properties(element, "MaterialLotProperty", path):
-        if prop_id != "ExpirationDate":
-            raise B2mmlError(
-                f"lot property {prop_id!r} is not kept by invops yet (it keeps ExpirationDate)",
-                where.removesuffix("/Value") + "/ID",
-            )
-        expiry = _date(text)
-        if expiry is None:
-            message = f"{text!r} is not a date (YYYY-MM-DD)"
-            raise B2mmlError(message, f"{where}/ValueString")
-    return AnnouncedLot(LotId(lot_id), MaterialId(material), status, expiry)
+    retest: date | None = None
+    certificate = ""
+    properties: list[LotProperty] = []
+    for prop_id, text, uom, where in _properties(element, "MaterialLotProperty", path):
+        if prop_id in (EXPIRATION_DATE, RETEST_DATE):
+            day = _date(text)
+            if day is None:
+                message = f"{text!r} is not a date (YYYY-MM-DD)"
+                raise B2mmlError(message, f"{where}/ValueString")
+            if prop_id == EXPIRATION_DATE:
+                expiry = day
+            else:
+                retest = day
+        elif prop_id == CERTIFICATE:
+            certificate = text
+        else:
+            properties.append(LotProperty(prop_id, text, uom or ""))
+    quality = LotQuality(tuple(properties), retest, certificate)
+    try:
+        check_properties(quality.properties)
+    except InventoryError as exc:
+        raise B2mmlError(str(exc), f"{path}/MaterialLotProperty") from None
+    return AnnouncedLot(
+        LotId(lot_id), MaterialId(material), status, expiry,
+        None if quality.is_empty() else quality,
+    )  # fmt: skip
 
 
 def _original_area(parent: ET.Element, inbound: Inbound) -> None:

@@ -26,6 +26,8 @@ __all__ = [
     "LotProperty",
     "LotQuality",
     "LotQualityRequest",
+    "check_properties",
+    "describe",
     "lot_density",
     "parse_property",
 ]
@@ -60,24 +62,12 @@ class LotQualityRequest:
         if self.certificate is not None:
             check_free_text("certificate", self.certificate)
         if self.properties is not None:
-            if len(self.properties) > MAX_PROPERTIES:
-                raise ValidationError(f"a lot carries at most {MAX_PROPERTIES} properties")
-            names = [p.name for p in self.properties]
-            if len(set(names)) != len(names):
-                raise ValidationError(f"property names repeat: {', '.join(names)}")
-            for p in self.properties:
-                check_identifier("property", p.name)
-                check_free_text("property value", p.value)
-                check_free_text("property unit", p.unit)
-                if not p.value.strip():
-                    raise ValidationError(f"property {p.name} has no value")
-                if p.name == DENSITY:
-                    _density_of(p)
+            check_properties(self.properties)
         if (
             self.retest is None
             and self.expiry is None
             and self.certificate is None
-            and (self.properties is None)
+            and self.properties is None
         ):
             raise ValidationError(
                 "nothing to set: give properties, a retest or expiry date, or a certificate"
@@ -90,6 +80,24 @@ class ExpireLots:
     own change, source system, audited)."""
 
     today: date
+
+
+def check_properties(properties: tuple[LotProperty, ...]) -> None:
+    """At most MAX_PROPERTIES, names unique identifiers, values given, a density a
+    positive number in a density unit."""
+    if len(properties) > MAX_PROPERTIES:
+        raise ValidationError(f"a lot carries at most {MAX_PROPERTIES} properties")
+    names = [p.name for p in properties]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"property names repeat: {', '.join(names)}")
+    for p in properties:
+        check_identifier("property", p.name)
+        check_free_text("property value", p.value)
+        check_free_text("property unit", p.unit)
+        if not p.value.strip():
+            raise ValidationError(f"property {p.name} has no value")
+        if p.name == DENSITY:
+            _density_of(p)
 
 
 def parse_property(text: str) -> LotProperty:

@@ -439,6 +439,7 @@ class AnnouncedLot:
     material: MaterialId
     status: LotStatus | None = None
     expiry: date | None = None
+    quality: LotQuality | None = None  # properties, retest, certificate (None: as is)
 
 
 @dataclass(frozen=True, slots=True)

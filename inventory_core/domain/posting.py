@@ -1028,15 +1028,42 @@ class Planner(SigningRules):
             raise ValidationError(f"lot {', '.join(twice)} is announced twice in one request")
         created: list[Lot] = []
         changes: list[LotStatusRequest] = []
+        data: list[LotQualityRequest] = []
         for announced in req.lots:
             material = self._material(announced.material)
             lot = self.state.lots.get(announced.lot)
+            quality = announced.quality
+            if quality is not None:
+                LotQualityRequest(
+                    announced.lot, req.reason, req.user, req.source, quality.properties,
+                    quality.retest, None, quality.certificate,
+                ).check()  # fmt: skip
             if lot is None:
                 status = announced.status or material.default_lot_status
                 created.append(
-                    Lot(announced.lot, material.id, status, self._now(), announced.expiry)
+                    Lot(
+                        announced.lot,
+                        material.id,
+                        status,
+                        self._now(),
+                        announced.expiry,
+                        quality or LotQuality(),
+                    )
                 )
                 continue
+            if quality is not None:  # what the announcement names; the rest stays
+                data.append(
+                    LotQualityRequest(
+                        lot.id,
+                        req.reason,
+                        req.user,
+                        req.source,
+                        quality.properties or None,
+                        quality.retest,
+                        None,
+                        quality.certificate or None,
+                    )
+                )
             if lot.material != material.id:
                 raise MaterialMismatch(
                     f"lot {lot.id} is material {lot.material}, not {material.id}"
@@ -1053,6 +1080,8 @@ class Planner(SigningRules):
                 )
         for lot in created:
             self._add_lot(lot, req.user, req.reason)
+        for quality_change in data:
+            self.set_lot_quality(quality_change)
         posted = [self.set_lot_status(change, payload_hash(change)) for change in changes]
         return [self.state.lots[a.lot] for a in req.lots], posted
 

@@ -533,3 +533,44 @@ async def test_every_document_invops_writes_for_a_ledger_validates(ledger: Ledge
     ]  # fmt: skip
     for body in written:
         assert_valid_b2mml(body)
+
+
+async def test_material_lot_properties_set_quality_data_and_come_back_out(ledger: Ledger) -> None:
+    """MaterialLotProperty: RetestDate, CertificateOfAnalysis and any other property (kept
+    with its value and unit) on a new lot and on a known one; ShowMaterialInformation
+    gives them back, valid against the official XSD."""
+    quality = (
+        value("MaterialLotProperty", "RetestDate", "2027-03-01", "date")
+        + value("MaterialLotProperty", "CertificateOfAnalysis", "CoA-4711", "string")
+        + value("MaterialLotProperty", "Assay", "99.6", "decimal", "%")
+    )
+    new_lot = "<MaterialLot><ID>L-Q</ID><MaterialDefinitionID>OIL</MaterialDefinitionID>"
+    await apply(ledger, document("ProcessMaterialLot", f"{new_lot}{quality}</MaterialLot>"))
+    [created] = await ledger.lots("L-Q")
+    assert created.quality.retest == date(2027, 3, 1)
+    assert created.quality.certificate == "CoA-4711"
+    assert [(p.name, p.value, p.unit) for p in created.quality.properties] == [
+        ("Assay", "99.6", "%")
+    ]
+    again = value("MaterialLotProperty", "Assay", "99.8", "decimal", "%")
+    await apply(ledger, document("SyncMaterialLot", f"{new_lot}{again}</MaterialLot>", "BOD-2"))
+    [updated] = await ledger.lots("L-Q")
+    assert [p.value for p in updated.quality.properties] == ["99.8"]
+    assert updated.quality.certificate == "CoA-4711", "what the document does not name stays"
+    actions = [r.action for _, r in await ledger.audit_records("lot", "L-Q")]
+    assert actions == ["create", "quality"]
+
+    exported = await export_material_information(ledger)
+    validate_b2mml_if_present(exported)
+    info = xml_of(exported)
+    [element] = [
+        e for e in info.iter(f"{{{B2MML_NAMESPACE}}}MaterialLot")
+        if e.findtext("b:ID", namespaces=NS) == "L-Q"
+    ]  # fmt: skip
+    shown = {
+        p.findtext("b:ID", namespaces=NS): p.findtext("b:Value/b:ValueString", namespaces=NS)
+        for p in element.iterfind("b:MaterialLotProperty", NS)
+    }
+    assert shown == {"RetestDate": "2027-03-01", "CertificateOfAnalysis": "CoA-4711",
+                     "Assay": "99.8"}  # fmt: skip
+    assert (await ledger.verify()).ok

@@ -791,10 +791,10 @@ REFUSALS = [
     ),
     pytest.param(
         document("SyncMaterialLot", lot("L1", expiry="2027-01-01", more=[
-            prop("MaterialLotProperty", "Viscosity", "12", "decimal", "cP")])),
-        f"{SL}/MaterialLot[1]/MaterialLotProperty[2]/ID",
-        "lot property 'Viscosity' is not kept by invops yet (it keeps ExpirationDate)",
-        id="unknown-lot-property",
+            prop("MaterialLotProperty", "density", "heavy", "string", "kg/L")])),
+        f"{SL}/MaterialLot[1]/MaterialLotProperty",
+        "property density heavy kg/L: a positive number in g/cm3, g/ml, kg/l, kg/m3",
+        id="bad-lot-density",
     ),
     pytest.param(
         document("SyncMaterialLot", lot("L1", more=[
