@@ -39,8 +39,10 @@ APPLICATION_URI: Final = "urn:invops:server"
 OPC10030_NAMESPACE: Final = "http://www.OPCFoundation.org/UA/2013/01/ISA95"
 
 # Bump both when a type changes; the NodeSet's <Model> carries them.
-MODEL_VERSION: Final = "1.1.0"  # 1.1: lot lists, genealogy arrays, advices (issue 14)
-MODEL_PUBLICATION_DATE: Final = "2026-12-03T00:00:00Z"
+# 1.1: lot lists, genealogy arrays, advices (issue 14); 1.2: pending requests, ApproveRequest
+# and RejectRequest (electronic signatures, issue 16).
+MODEL_VERSION: Final = "1.2.0"
+MODEL_PUBLICATION_DATE: Final = "2026-12-03T12:00:00Z"
 
 # ISA95EquipmentElementLevelEnum (OPC 10030, DataType i=4871 in the ISA95 namespace).
 STORAGE_ZONE_LEVEL: Final = 8
@@ -237,6 +239,13 @@ _TO_UNIT = _text("ToUnit", "Storage unit the material enters.")
 _KEY = _text("IdempotencyKey", "Client key: a repeated call returns the first MovementID.")
 _REASON = _text("Reason", "Why (kept in the audit trail).")
 _MOVEMENT_ID = _text("MovementID", "ID of the posted movement.")
+_REQUEST_ID = _text("RequestId", "Pending request to sign (request:<id>, as the posting answered).")
+_SIGNER = _text("UserName", "Signer: re-authenticated by name and password for this signature.")
+_PASSWORD = _text("Password", "The signer's password (never logged or audited).")
+_SIGNED = _text(
+    "MovementID",
+    "ID of the movement (advice, period) the signature posted; else the request id.",
+)
 
 
 def _ledger_method(name: str, role: Role, description: str, *inputs: ArgumentDef) -> MethodDef:
@@ -249,6 +258,10 @@ LEDGER_TYPE: Final = ObjectTypeDef(
     generates_events=("InventoryMovementEventType", "AdviceEventType"),
     variables=(
         _list("OpenAdvices", "Ids of the advices waiting for their measured change, oldest first."),
+        _list(
+            "PendingRequests",
+            "Ids (request:<id>) of the requests waiting for signatures, oldest first.",
+        ),
     ),
     methods=(
         _ledger_method(
@@ -324,6 +337,32 @@ LEDGER_TYPE: Final = ObjectTypeDef(
             ),
             _KEY,
             _REASON,
+        ),
+        # Electronic signatures (issue 16): the session needs operator; the signer's own
+        # role is checked by the ledger against the request's policy.
+        MethodDef(
+            "ApproveRequest",
+            (
+                _REQUEST_ID,
+                _text("Meaning", "What the signature means; the policy's (approved, ...)."),
+                _SIGNER,
+                _PASSWORD,
+            ),
+            (_SIGNED,),
+            "Sign a pending request; the last signature posts it.",
+            Role.OPERATOR.value,
+        ),
+        MethodDef(
+            "RejectRequest",
+            (
+                _REQUEST_ID,
+                _text("Reason", "Why it is rejected (required; kept in the audit trail)."),
+                _SIGNER,
+                _PASSWORD,
+            ),
+            (_SIGNED,),
+            "Reject a pending request (a signed rejection): nothing is posted.",
+            Role.OPERATOR.value,
         ),
     ),
 )  # fmt: skip

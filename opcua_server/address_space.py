@@ -7,7 +7,8 @@ namespace (`urn:invops:ua:types`), as OPC UA instantiation does:
     Inventory/<Site>/<Area>/<Unit>          TankType | SiloType | BinType
     Inventory/Materials/<MaterialDefinitionID>   MaterialDefinitionType
     Inventory/Lots/<LotID>                  MaterialLotType (added as lots appear)
-    Inventory/Ledger                        LedgerType: the ledger methods, OpenAdvices
+    Inventory/Ledger                        LedgerType: the ledger methods, OpenAdvices,
+                                            PendingRequests
 
 NodeIds are strings in the instances namespace that spell the browse path
 with `.` between segments (`Inventory.PLANT1.TANKFARM.TK-101.Level`,
@@ -294,7 +295,7 @@ class AddressSpace:
         self.materials: dict[str, Mapping[str, ua.NodeId]] = {}
         self.lots: dict[str, LotNodes] = {}
         self.ledger_methods: dict[str, ua.NodeId] = {}
-        self.ledger_variables: dict[str, ua.NodeId] = {}  # OpenAdvices
+        self.ledger_variables: dict[str, ua.NodeId] = {}  # OpenAdvices, PendingRequests
         self.eu_spans: dict[ua.NodeId, float] = {}  # analog item -> EURange high - low
         self._folders: set[ua.NodeId] = set()
 

@@ -19,6 +19,14 @@ listener only queues and notes what a movement touched; two loops do the work:
 Advices this process records or closes (matched, expired) raise an
 `AdviceEventType` event the same way and keep `Ledger/OpenAdvices` current; the
 full re-read also re-reads the open advices (other writers' too).
+
+`Ledger/PendingRequests` (the requests waiting for signatures) is re-read from the
+ledger: at once after an OPC UA call held a request or signed one
+(`refresh_requests`, awaited by the method handlers), in the refresh loop after a
+movement posted on signatures (its details name the request; this process's, through
+any interface, or another writer's), and in every full re-read (which also catches
+requests held or rejected through another interface or process: the ledger notifies
+no listener of those).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from inventory_core.domain.model import (
     Movement,
     MovementKind,
 )
+from inventory_core.domain.signatures import RequestState
 from inventory_core.domain.units import format_decimal
 from inventory_core.ledger import Ledger
 from inventory_core.log import get_logger
@@ -107,6 +116,8 @@ class LedgerMirror:
         self._generator: EventGenerator | None = None
         self._advice_generator: EventGenerator | None = None
         self._open_advices: dict[str, str] = {}  # open advice id -> created_at
+        self._requests_dirty = False  # a movement posted on signatures: re-read the requests
+        self._requests_lock = asyncio.Lock()  # one read-and-write of PendingRequests at a time
         self._materials: dict[str, MaterialDefinition] = {}
         self.dropped_events = 0
         self.events_raised = 0
@@ -138,6 +149,8 @@ class LedgerMirror:
         if self._closed:
             return
         self._touched_lots.add(str(movement.lot))
+        if "request" in movement.details:  # posted on signatures: its request closed
+            self._requests_dirty = True
         self._dirty.set()
         if own:
             self._queue(movement)
@@ -264,22 +277,26 @@ class LedgerMirror:
                 continue
             self._dirty.clear()
             lots, self._touched_lots = self._touched_lots, set()
+            requests, self._requests_dirty = self._requests_dirty, False
             try:
                 if full:
                     await self.refresh_all()
                     next_full = time.monotonic() + self._resync_s
                 else:
                     await self.refresh(lots)
+                    if requests:
+                        await self.refresh_requests()
             except Exception as exc:  # ledger unreachable: keep the work, try again
                 log.warning("opcua_lot_refresh_failed_retrying", error=str(exc))
                 self._touched_lots |= lots
+                self._requests_dirty |= requests
                 self._dirty.set()
                 await asyncio.sleep(RETRY_S)
                 continue
             await asyncio.sleep(self._debounce_s)  # at most one refresh per interval
 
     async def refresh_all(self) -> None:
-        """Every lot and the open advices from the ledger."""
+        """Every lot, the open advices and the pending requests from the ledger."""
         by_lot: dict[str, list[Balance]] = {}
         for balance in await self._ledger.balances():
             by_lot.setdefault(str(balance.lot), []).append(balance)
@@ -289,6 +306,19 @@ class LedgerMirror:
         advices = await self._ledger.advices(state=str(AdviceState.OPEN))
         self._open_advices = {a.id: a.created_at for a in advices}
         await self._write_open_advices()
+        await self.refresh_requests()
+
+    async def refresh_requests(self) -> None:
+        """Re-read the requests waiting for signatures; write `Ledger/PendingRequests`
+        (their `request:` ids, oldest first). Serialised, so the newest read is the one
+        written last."""
+        async with self._requests_lock:
+            pending = await self._ledger.pending_requests(state=RequestState.PENDING)
+            await self._space.writer.write(
+                self._space.ledger_variables["PendingRequests"],
+                _texts([request.request_id for request in pending]),
+                source_time=datetime.now(UTC),
+            )
 
     async def refresh(self, lots: Iterable[str]) -> None:
         """Only the given lots (and the parents of those that were made from others), in

@@ -13,6 +13,17 @@ exception escaping a handler into Bad_UnexpectedError, so none escapes:
   Bad_InvalidArgument; the ledger validates before it writes, so nothing is posted;
 - the ledger unreachable: Bad_ResourceUnavailable; a bug: Bad_InternalError (logged).
 
+ApproveRequest / RejectRequest (electronic signatures, issue 16) need operator for the
+session; the signer named by UserName / Password is re-authenticated through the
+`SigningService` (Source.OPCUA) even inside an authenticated session, and the ledger
+checks the signer's own role against the request's policy. A signature refused (wrong
+password, locked out, the signer's role, meaning, same person twice, the two-person
+rule): Bad_UserAccessDenied (the service and the ledger audit those attempts); an
+unknown request: Bad_InvalidArgument; a request already posted or rejected:
+Bad_InvalidState; no signing service: Bad_NotSupported. Nothing is posted then. The
+password is never logged, audited nor quoted in an answer. A call that held a
+request or signed one re-reads `Ledger/PendingRequests` before it answers.
+
 A rejection also says why: `InputArgumentResults` marks the argument at fault
 (the others are Good), and that argument's entry of `InputArgumentDiagnosticInfos`
 carries the message in `AdditionalInfo` (the first entry when no single argument
@@ -43,12 +54,15 @@ from inventory_core.domain.errors import (
     LotNotReleased,
     LotStatusTransitionError,
     MaterialMismatch,
+    RequestClosed,
     RequestRefused,
+    SignatureRefused,
     UnitConversionError,
     UnitHoldsOtherLot,
     UnknownLot,
     UnknownMaterial,
     UnknownMovement,
+    UnknownRequest,
     UnknownStorageUnit,
     ValidationError,
 )
@@ -65,6 +79,7 @@ from inventory_core.domain.model import (
     Source,
     StorageUnitId,
 )
+from inventory_core.domain.signatures import REQUEST_PREFIX
 from inventory_core.domain.text import (
     InvalidText,
     check_free_text,
@@ -75,6 +90,7 @@ from inventory_core.domain.text import (
 from inventory_core.domain.units import parse_quantity
 from inventory_core.ledger import MASTER_ID_MAX, UOM_MAX, Ledger
 from inventory_core.log import get_logger
+from inventory_core.signing import SigningService
 from opcua_server.denied_calls import DeniedCallAudit
 from opcua_server.values import status
 
@@ -82,6 +98,8 @@ log = get_logger(__name__)
 
 CurrentUser = Callable[[], tuple[str, str]]
 """Returns (user name, invops role) of the session calling a method right now."""
+RequestsChanged = Callable[[], Awaitable[None]]
+"""Re-reads `Ledger/PendingRequests` (the ledger mirror's `refresh_requests`)."""
 
 MethodResult = list[ua.Variant] | ua.CallMethodResult
 MethodHandler = Callable[..., Awaitable[MethodResult]]
@@ -102,6 +120,12 @@ _NUMERIC_VARIANTS: Final = frozenset(
 )
 # Empty means "none" for these; every other String argument is required.
 _OPTIONAL: Final = frozenset({"IdempotencyKey", "Reason", "Comment"})
+# ... except in these methods: a rejection needs its reason.
+_REQUIRED: Final[Mapping[str, frozenset[str]]] = {"RejectRequest": frozenset({"Reason"})}
+# Never logged, audited nor quoted in an answer.
+_SECRET: Final = frozenset({"Password"})
+PASSWORD_MAX: Final = 1024  # characters; a longer one is refused before it is hashed
+_SIGNING: Final = frozenset({"ApproveRequest", "RejectRequest"})
 # A draw may leave its lot empty: the source unit's lot handling picks the lot(s).
 _DRAWS: Final = frozenset({"PostIssue", "PostTransfer", "PostScrap"})
 MESSAGE_MAX: Final = 300  # characters of a refusal's reason in the log and the answer
@@ -118,6 +142,9 @@ _TEXT_RULES: Final[Mapping[str, Callable[[str, str], None]]] = {
     "Status": lambda n, v: check_identifier(n, v, max_length=16),
     "ReasonCode": lambda n, v: check_key(n, v, max_length=MASTER_ID_MAX),
     "IdempotencyKey": check_key,
+    "RequestId": lambda n, v: check_identifier(n, v.removeprefix(REQUEST_PREFIX)),
+    "UserName": check_identifier,
+    "Password": lambda n, v: _check_password(n, v),
 }
 # Which argument a ledger InvalidText is about, by the ledger's field name.
 _TEXT_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -129,6 +156,9 @@ _TEXT_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "idempotency key": ("IdempotencyKey",),
     "reason": ("Reason", "Comment", "ReasonCode"),
     "movement id": ("MovementID",),
+    "request": ("RequestId",),
+    "user": ("UserName",),
+    "meaning": ("Meaning",),
 }
 _QUANTITY_ARGUMENTS: Final = ("Quantity", "DeltaQuantity", "CountedQuantity")
 _UNIT_ARGUMENTS: Final = ("FromUnit", "ToUnit", "Unit")
@@ -147,9 +177,12 @@ _ERROR_ARGUMENTS: Final[tuple[tuple[type[Exception], tuple[str, ...]], ...]] = (
     (IdempotencyConflict, ("IdempotencyKey",)),
     (MaterialMismatch, ("LotID", "MaterialDefinitionID")),
     (UnitHoldsOtherLot, ("LotID",)),
+    (UnknownRequest, ("RequestId",)),
+    (RequestClosed, ("RequestId",)),
 )
 # Otherwise: the first of these words in the message names the argument.
 _MESSAGE_WORDS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    ("is signed as", ("Meaning",)),
     ("lot status", ("Status",)),
     ("idempotency key", ("IdempotencyKey",)),
     ("unit of measure", ("UnitOfMeasure",)),
@@ -184,7 +217,10 @@ Arguments = dict[str, object]
 
 
 class LedgerMethods:
-    """The seven Ledger methods of SPEC §4, bound to one Ledger and the Ledger object."""
+    """The Ledger methods of SPEC §4, bound to one Ledger and the Ledger object.
+
+    `signing` signs pending requests (None: ApproveRequest and RejectRequest answer
+    Bad_NotSupported); `requests_changed` is awaited after a call held or signed one."""
 
     def __init__(
         self,
@@ -192,8 +228,13 @@ class LedgerMethods:
         ledger_id: ua.NodeId,
         current_user: CurrentUser = default_current_user,
         denied_calls: DeniedCallAudit | None = None,
+        *,
+        signing: SigningService | None = None,
+        requests_changed: RequestsChanged | None = None,
     ) -> None:
         self._ledger = ledger
+        self._signing = signing
+        self._requests_changed = requests_changed
         self._ledger_id = ledger_id
         self._current_user = current_user
         self._denied = denied_calls or DeniedCallAudit(ledger.record_event)
@@ -210,6 +251,8 @@ class LedgerMethods:
             "ReverseMovement": self._reverse_movement,
             "PostScrap": self._post_scrap,
             "PostProduction": self._post_production,
+            "ApproveRequest": self._approve_request,
+            "RejectRequest": self._reject_request,
         }
         missing = set(self.definitions) ^ set(self._requests)
         if missing:
@@ -251,6 +294,14 @@ class LedgerMethods:
                 movement_id = await self._requests[method.browse_name](values, user)
             except LedgerUnavailable as exc:
                 raise _Rejected(StatusCodes.BadResourceUnavailable, str(exc)) from exc
+            except SignatureRefused as exc:  # audited by the signing service / the ledger
+                raise _Rejected(
+                    StatusCodes.BadUserAccessDenied, str(exc), _argument_of(exc, method, values)
+                ) from exc
+            except RequestClosed as exc:
+                raise _Rejected(
+                    StatusCodes.BadInvalidState, str(exc), _argument_of(exc, method, values)
+                ) from exc
             except InventoryError as exc:
                 raise _Rejected(
                     StatusCodes.BadInvalidArgument, str(exc), _argument_of(exc, method, values)
@@ -273,7 +324,19 @@ class LedgerMethods:
             failure = _Rejected(StatusCodes.BadInternalError, "internal error (logged)")
             return _rejection(failure, len(arguments))
         log.info("opcua_method_posted", method=method.browse_name, user=user, movement=movement_id)
+        if method.browse_name in _SIGNING or movement_id.startswith(REQUEST_PREFIX):
+            await self._refresh_requests()
         return [ua.Variant(movement_id, ua.VariantType.String)]
+
+    async def _refresh_requests(self) -> None:
+        """Ledger/PendingRequests after a call held or signed a request; the call has
+        succeeded whatever happens here (the refresh loop's full re-read catches up)."""
+        if self._requests_changed is None:
+            return
+        try:
+            await self._requests_changed()
+        except Exception as exc:
+            log.warning("opcua_pending_requests_not_refreshed", error=shown(str(exc)))
 
     async def close(self) -> None:
         """Write the denied-call summaries still open (server stop)."""
@@ -293,7 +356,7 @@ class LedgerMethods:
                 "method": method.browse_name,
                 "role": role,
                 "required_role": method.required_role,
-                "arguments": [str(a.Value)[:200] for a in arguments],
+                "arguments": _shown_arguments(method, arguments),
             },
         )
         return await self._denied.denied(event, role=role)
@@ -434,6 +497,59 @@ class LedgerMethods:
         )
         return str((await self._ledger.set_lot_status(request)).movement_id)
 
+    # --- electronic signatures -----------------------------------------------------------
+
+    def _signing_service(self, method: str) -> SigningService:
+        if self._signing is None:
+            raise _Rejected(
+                StatusCodes.BadNotSupported,
+                f"{method}: this server signs no requests (no signing service configured)",
+            )
+        return self._signing
+
+    async def _approve_request(self, values: Arguments, user: str) -> str:
+        signing = self._signing_service("ApproveRequest")
+        request_id, signer = _text(values, "RequestId"), _text(values, "UserName")
+        outcome = await signing.approve(
+            request_id,
+            signer,
+            _text(values, "Password"),
+            _text(values, "Meaning"),
+            source=Source.OPCUA,
+        )
+        answer = str(outcome.posted.movement_id if outcome.posted else outcome.request.request_id)
+        log.info(
+            "opcua_request_signed",
+            request=outcome.request.request_id,
+            decision="approved",
+            signer=signer,
+            session_user=user,
+            state=str(outcome.request.state),
+            posted=answer if outcome.posted else "",
+        )
+        return answer
+
+    async def _reject_request(self, values: Arguments, user: str) -> str:
+        signing = self._signing_service("RejectRequest")
+        signer = _text(values, "UserName")
+        outcome = await signing.reject(
+            _text(values, "RequestId"),
+            signer,
+            _text(values, "Password"),
+            _text(values, "Reason"),
+            source=Source.OPCUA,
+        )
+        log.info(
+            "opcua_request_signed",
+            request=outcome.request.request_id,
+            decision="rejected",
+            signer=signer,
+            session_user=user,
+            state=str(outcome.request.state),
+            posted="",
+        )
+        return outcome.request.request_id
+
     async def _reverse_movement(self, values: Arguments, user: str) -> str:
         request = ReversalRequest(
             movement_id=MovementId(_text(values, "MovementID")),
@@ -449,6 +565,23 @@ def _granted(role: str, required: str) -> bool:
         return Role(role).grants(required)
     except ValueError:  # an unknown role string grants nothing
         return False
+
+
+def _check_password(name: str, value: str) -> None:
+    """Any characters (the password check normalises them), bounded; never quoted."""
+    if len(value) > PASSWORD_MAX:
+        raise InvalidText(name, f"{name} is longer than {PASSWORD_MAX} characters")
+
+
+def _shown_arguments(method: MethodDef, arguments: Sequence[ua.Variant]) -> list[str]:
+    """The arguments of a denied call as the audit keeps them: secrets (and, in a
+    method that has one, any argument beyond its inputs) as "***"."""
+    names = [a.name for a in method.inputs]
+    has_secret = bool(_SECRET & set(names))
+    return [
+        "***" if (names[i] in _SECRET if i < len(names) else has_secret) else str(a.Value)[:200]
+        for i, a in enumerate(arguments)
+    ]
 
 
 def _text(values: Arguments, name: str) -> str:
@@ -502,8 +635,11 @@ def _parse(method: MethodDef, arguments: Sequence[ua.Variant]) -> Arguments:
                     index, f"{name} must be a String, not {variant.VariantType.name}"
                 )
             text = value if isinstance(value, str) else ""  # a null String: empty
-            optional = name in _OPTIONAL or (name == "LotID" and method.browse_name in _DRAWS)
-            if not text.strip() and not optional:
+            optional = (
+                name in _OPTIONAL and name not in _REQUIRED.get(method.browse_name, ())
+            ) or (name == "LotID" and method.browse_name in _DRAWS)
+            blank = not text if name in _SECRET else not text.strip()  # a password is as given
+            if blank and not optional:
                 raise _Rejected(StatusCodes.BadInvalidArgument, f"{name} is missing", index)
             if text:
                 try:

@@ -370,7 +370,12 @@ class InvopsOpcUaServer:
 
     def _link_methods(self, server: Server, space: AddressSpace) -> None:
         methods = LedgerMethods(
-            self._ledger, space.ledger_id, self._current_user, self._denied_calls
+            self._ledger,
+            space.ledger_id,
+            self._current_user,
+            self._denied_calls,
+            signing=self._signing,
+            requests_changed=self._refresh_requests,
         )
         type_ids = TYPE_MODEL.node_ids()
         for name, node_id in space.ledger_methods.items():
@@ -379,6 +384,11 @@ class InvopsOpcUaServer:
             # Some clients call the type's method on the instance: same handler.
             type_method = make_node_id(type_ids[f"LedgerType.{name}"], space.types_ns)
             server.link_method(server.get_node(type_method), handler)
+
+    async def _refresh_requests(self) -> None:
+        """Ledger/PendingRequests, after a method call held or signed a request."""
+        if self._mirror is not None:
+            await self._mirror.refresh_requests()
 
     def _record_bound_port(self, server: Server) -> None:
         configured = urlparse(self._endpoint).port

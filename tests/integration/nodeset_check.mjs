@@ -35,6 +35,8 @@ const LEDGER_METHODS = [
     "ReverseMovement",
     "PostScrap",
     "PostProduction",
+    "ApproveRequest",
+    "RejectRequest",
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -47,6 +47,8 @@ LEDGER_METHODS = (
     "ReverseMovement",
     "PostScrap",
     "PostProduction",
+    "ApproveRequest",
+    "RejectRequest",
 )
 
 

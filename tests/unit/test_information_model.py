@@ -63,6 +63,8 @@ SPEC_METHODS = {
         "MaterialDefinitionID", "LotID", "Quantity", "UnitOfMeasure", "ToUnit", "ConsumedLots",
         "ConsumedQuantities", "ConsumedUnits", "IdempotencyKey", "Reason",
     ),
+    "ApproveRequest": ("RequestId", "Meaning", "UserName", "Password"),
+    "RejectRequest": ("RequestId", "Reason", "UserName", "Password"),
 }  # fmt: skip
 QUANTITY_ARGUMENTS = {"Quantity", "DeltaQuantity", "CountedQuantity", "ConsumedQuantities"}
 ARRAY_ARGUMENTS = {"ConsumedLots", "ConsumedQuantities", "ConsumedUnits"}  # SPEC: String[] ...
@@ -76,6 +78,8 @@ SPEC_ROLES = {
     "ReverseMovement": "engineer",
     "PostScrap": "operator",
     "PostProduction": "operator",
+    "ApproveRequest": "operator",  # the session; the signer's role is the policy's
+    "RejectRequest": "operator",
 }
 
 # REFERENCE 3.3: common code -> UnitId
@@ -185,6 +189,7 @@ def test_lot_lists_are_parallel_live_arrays() -> None:
                 1,
             )
     assert _type("LedgerType").variable("OpenAdvices").value_rank == 1
+    assert _type("LedgerType").variable("PendingRequests").value_rank == 1
     assert _type("StorageUnitType").variable("LotID").value_rank == -1
 
 
