@@ -1,7 +1,9 @@
 """The API's routes (SPEC section 8): storage units, balances, lots, movements with
-cursor pagination and as a stream, advices, reconciliation, audit records, and postings
-of every kind with `Idempotency-Key`. Reads need the viewer role (or anonymous reading
-where allowed), postings the role the OPC UA method of the same kind needs.
+cursor pagination and as a stream, advices, reconciliation, audit records, postings
+of every kind with `Idempotency-Key` (a posting a `[[signatures]]` policy holds answers
+202 with its request), and the requests held for signatures (http_api.signing_routes).
+Reads need the viewer role (or anonymous reading where allowed), postings the role the
+OPC UA method of the same kind needs.
 
 Every route documents its answers (models of http_api.schemas, the problems it can
 answer, its security): tests/integration/test_http_api_schema.py runs schemathesis over
@@ -46,11 +48,13 @@ from http_api.schemas import (
     Posted,
     ProblemOut,
     ReconciliationOut,
+    RequestHeld,
     ReversalIn,
     UnitOut,
     UnitsOut,
     posting_request,
 )
+from http_api.signing_routes import add_signing_routes, request_document
 from inventory_core import Ledger
 from inventory_core.b2mml import SchemaValidator
 from inventory_core.clock import format_timestamp, parse_timestamp
@@ -76,6 +80,7 @@ from inventory_core.domain.model import (
     Source,
 )
 from inventory_core.domain.posting import lot_document, movement_document
+from inventory_core.domain.signatures import REQUEST_PREFIX
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
 from inventory_core.plant_view import PlantView, UnitState
@@ -408,7 +413,7 @@ def create_app(
             with_movements=object_type in WITH_MOVEMENTS,
         )  # fmt: skip
         ids = {r.object_id for _, r in records if r.object_type == "movement"}
-        booked = {m.id: m for m in await ledger.movements(ids)}
+        booked: dict[str, Movement] = {m.id: m for m in await ledger.movements(ids)}
         return JSONResponse(
             {
                 "object": object_,
@@ -420,16 +425,19 @@ def create_app(
     @router.post(
         "/movements",
         status_code=201,
-        summary="Post a movement: 201 posted, 202 advice, 200 replay, 409 key reused",
+        summary="Post a movement: 201 posted, 202 advice or held for signatures, 200 replay, "
+        "409 key reused",
         response_model=MovementPosted,
         responses={
             200: {
-                "model": MovementPosted | AdvicePosted,
+                "model": MovementPosted | AdvicePosted | RequestHeld,
                 "description": "The replay of a key used before with the same body",
             },
             202: {
-                "model": AdvicePosted,
-                "description": "Into or out of a measured unit: its gauge books it",
+                "model": AdvicePosted | RequestHeld,
+                "description": "Into or out of a measured unit: an advice its gauge books; "
+                "or held for electronic signatures (`[[signatures]]`): nothing is posted "
+                "until it is signed",
             },
             **write_problems,
         },
@@ -446,6 +454,8 @@ def create_app(
             await auth.denied(principal.name, f"{API}/movements", reason, 403)
             raise Problem(403, "Forbidden", reason)
         result = await ledger.post(posting_request(body, principal.name, idempotency_key))
+        if result.movement_id.startswith(REQUEST_PREFIX):  # held: nothing posted
+            return await _held_request(ledger, result.movement_id, replayed=result.replayed)
         if result.movement_id.startswith(ADVICE_PREFIX):  # also the replay of one
             advice = await ledger.advice(result.movement_id)
             status = 200 if result.replayed else 202
@@ -461,12 +471,19 @@ def create_app(
         }
         return JSONResponse(document, status_code=200 if result.replayed else 201)
 
-    replay = {200: {"model": Posted, "description": "The replay of a key used before"}}
+    replay: dict[int | str, dict[str, Any]] = {
+        200: {"model": Posted | RequestHeld, "description": "The replay of a key used before"},
+        202: {
+            "model": RequestHeld,
+            "description": "Held for electronic signatures (`[[signatures]]`): nothing is "
+            "posted until it is signed",
+        },
+    }
 
     @router.post(
         "/movements/{movement_id}/reversal",
         status_code=201,
-        summary="Reverse a movement (engineer)",
+        summary="Reverse a movement (engineer): 201 posted, 202 held for signatures",
         response_model=Posted,
         responses={**replay, **write_problems},
         openapi_extra=needs(Role.ENGINEER),
@@ -485,7 +502,7 @@ def create_app(
     @router.post(
         "/lots/{lot}/status",
         status_code=201,
-        summary="Change a lot's status (engineer)",
+        summary="Change a lot's status (engineer): 201 posted, 202 held for signatures",
         response_model=Posted,
         responses={**replay, **write_problems},
         openapi_extra=needs(Role.ENGINEER),
@@ -539,6 +556,10 @@ def create_app(
         router, ledger, reader=reader, engineer=engineer, read_extra=read,
         engineer_extra=needs(Role.ENGINEER), validator=b2mml_validator,
     )  # fmt: skip
+    add_signing_routes(
+        router, ledger, signing, reader=reader, writer=writer, read_extra=read,
+        write_extra=needs(Role.OPERATOR),
+    )  # fmt: skip
     app.include_router(router)
     install(app, router.routes)
     _document_problems_and_security(app)
@@ -588,9 +609,19 @@ async def _no_nul(request: Request) -> None:
 
 
 async def _posted(ledger: Ledger, movement_id: str, *, replayed: bool) -> JSONResponse:
+    if movement_id.startswith(REQUEST_PREFIX):
+        return await _held_request(ledger, movement_id, replayed=replayed)
     movement = await ledger.movement(movement_id)
     document = {"replayed": replayed, "movement": _movement(movement)}
     return JSONResponse(document, status_code=200 if replayed else 201)
+
+
+async def _held_request(ledger: Ledger, request_id: str, *, replayed: bool) -> JSONResponse:
+    """A request a `[[signatures]]` policy holds (202; 200 for the replay of its key):
+    nothing is posted until it is signed."""
+    pending = await ledger.pending_request(request_id)
+    document = {"replayed": replayed, "request": request_document(pending)}
+    return JSONResponse(document, status_code=200 if replayed else 202)
 
 
 def _movement(m: Movement) -> dict[str, Any]:

@@ -21,10 +21,13 @@ from inventory_core.domain.errors import (
     LedgerUnavailable,
     LotExpired,
     LotNotReleased,
+    RequestClosed,
+    SignatureRefused,
     UnitHoldsOtherLot,
     UnknownLot,
     UnknownMaterial,
     UnknownMovement,
+    UnknownRequest,
     UnknownStorageUnit,
 )
 from inventory_core.domain.text import shown
@@ -37,9 +40,10 @@ PROBLEM_SCHEMA = "Problem"  # components.schemas entry: http_api.schemas.Problem
 _TITLES: dict[int, str] = {
     400: "Bad request",
     401: "No or wrong credentials (Bearer or Basic)",
-    403: "The caller's role does not allow this",
+    403: "The caller's role does not allow this (or a signature is refused)",
     404: "Not found",
-    409: "Conflicts with the ledger's state: stock, lot status, an Idempotency-Key reused",
+    409: "Conflicts with the ledger's state: stock, lot status, an Idempotency-Key reused, "
+    "a request already signed",
     413: "Request body over [api] max_body_bytes",
     415: "Unsupported media type (Content-Type)",
     422: "Invalid request: a field's value, or something it names that does not exist",
@@ -60,12 +64,14 @@ _CONFLICTS = (
     CapacityExceeded,
     UnitHoldsOtherLot,
     DisagreesWithGauge,
+    RequestClosed,  # already posted or rejected: signing it again changes nothing
 )
 _FIELDS = (
     (UnknownStorageUnit, "unit"),
     (UnknownLot, "lot"),
     (UnknownMaterial, "material"),
     (UnknownMovement, "id"),
+    (UnknownRequest, "request_id"),
     (LotNotReleased, "lot"),
     (LotExpired, "lot"),
     (InsufficientStock, "quantity"),
@@ -123,7 +129,12 @@ def from_ledger(exc: InventoryError) -> Problem:
     if isinstance(exc, LedgerUnavailable):
         return Problem(503, "Ledger unavailable", str(exc), kind=kind,
                        headers={"Retry-After": "5"})  # fmt: skip
-    status = 409 if isinstance(exc, _CONFLICTS) else 422
+    if isinstance(exc, SignatureRefused):  # wrong password, locked out, not this signer
+        status = 403
+    elif isinstance(exc, UnknownRequest):  # the request named by the URL is not there
+        status = 404
+    else:
+        status = 409 if isinstance(exc, _CONFLICTS) else 422
     field = next((name for error, name in _FIELDS if isinstance(exc, error)), None)
     title = re.sub(r"-", " ", slug).capitalize()
     return Problem(status, title, str(exc), field=field, kind=kind)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from inventory_core.domain.advices import AdviceDirection, AdviceState
 from inventory_core.domain.model import (
@@ -28,11 +28,14 @@ from inventory_core.domain.model import (
     StorageKind,
     StorageUnitId,
 )
+from inventory_core.domain.signatures import Decision, RequestState, SignatureAction
+from inventory_core.domain.users import Role
 
 __all__ = [
     "AdviceOut",
     "AdvicePosted",
     "AdvicesOut",
+    "ApproveIn",
     "AuditOut",
     "AuditRecordOut",
     "BalancesOut",
@@ -47,7 +50,13 @@ __all__ = [
     "Posted",
     "ProblemOut",
     "ReconciliationOut",
+    "RejectIn",
+    "RequestHeld",
+    "RequestOut",
+    "RequestsOut",
     "ReversalIn",
+    "SignatureOut",
+    "Signed",
     "UnitOut",
     "UnitsOut",
     "posting_request",
@@ -117,6 +126,47 @@ class LotStatusIn(BaseModel):
 
     status: Literal["quarantine", "released", "hold", "rejected", "expired"]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+# The signer's password: sent once, in the body, checked and forgotten. `SecretStr`, so
+# that it shows as `**********` in any repr, log or error; the schema marks it
+# `format: password`, `writeOnly`, with no example.
+Password = Annotated[
+    SecretStr,
+    Field(min_length=1, max_length=1024, description="the signer's password (re-authentication)"),
+]
+Signer = Annotated[
+    str, Field(min_length=1, max_length=128, description="the signer, a `[[users]]` name")
+]
+
+
+class ApproveIn(BaseModel):
+    """A signature: the signer re-authenticates (even inside an authenticated session)
+    and gives the meaning the request's policy asks for."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    user: Signer
+    password: Password
+    meaning: Annotated[
+        str,
+        Field(min_length=1, max_length=128, description="what the signature means (the "
+              "request's `meaning`: approved, reviewed, verified, ...)", examples=["approved"]),
+    ]  # fmt: skip
+
+
+class RejectIn(BaseModel):
+    """A rejection, signed like an approval: nothing of the request is posted."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    user: Signer
+    password: Password
+    reason: Annotated[
+        str,
+        Field(min_length=1, max_length=500, description="why (audited)",
+              examples=["wrong lot"]),
+    ]  # fmt: skip
 
 
 def posting_request(body: MovementIn, user: str, key: str | None) -> PostingRequest:
@@ -373,6 +423,64 @@ class Posted(_Out):
 
     replayed: bool
     movement: CursoredMovementOut
+
+
+class SignatureOut(_Out):
+    """One signature (or the rejection) of a request (21 CFR 11.50): who, printed name,
+    when, meaning, bound to the request by its digest."""
+
+    request_id: str
+    seq: int = Field(description="1, 2: the order of the request's signatures")
+    signer: str
+    printed_name: str
+    meaning: str = Field(description="the policy's meaning, or `rejected`")
+    decision: Decision
+    signed_at: Timestamp
+    digest: str = Field(description="the request's digest (SHA-256) it signs")
+    reason: str = Field(description="a rejection's reason")
+    manifest: str = Field(description="printed name, time and meaning, as shown")
+
+
+class RequestOut(_Out):
+    """A request held for electronic signatures (as `invops ledger pending --json`):
+    posted, once, on its last signature, or closed by a rejection."""
+
+    request_id: str = Field(description="`request:<id>`")
+    action: SignatureAction
+    summary: str = Field(description="what a signer approves, in words")
+    state: RequestState
+    requested_by: str
+    created_at: Timestamp
+    meaning: str = Field(description="what each signature must mean")
+    role: Role = Field(description="the role a signer needs (or a higher one)")
+    signatures_required: int
+    second_person: bool = Field(description="the last signer must not be the requester")
+    digest: str = Field(description="SHA-256 over what was asked, by whom, when")
+    outcome: str | None = Field(
+        description="the movement, advice or period posted, or why it was rejected or failed"
+    )
+    closed_at: Timestamp | None
+    signatures: list[SignatureOut]
+
+
+class RequestsOut(_Out):
+    requests: list[RequestOut]
+
+
+class RequestHeld(_Out):
+    """A posting a `[[signatures]]` policy holds (202): nothing is posted until it is
+    signed (POST /requests/{id}/approve); or the replay of its key and body (200)."""
+
+    replayed: bool
+    request: RequestOut
+
+
+class Signed(_Out):
+    """A signature recorded: the request as it is now, and what its last signature
+    posted (null: it waits for another signature, or was rejected)."""
+
+    request: RequestOut
+    posted: str | None = Field(description="the id of the movement (or advice) posted")
 
 
 class LinkOut(_Out):

@@ -55,9 +55,11 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
+from inventory_core.domain.signatures import SignatureAction, SignaturePolicy
 from inventory_core.domain.users import Role
 from inventory_core.plant_view import PlantView
 from inventory_core.plant_view.state import Book
+from inventory_core.signing import SigningService
 from invops.http_server import HttpServer
 
 T = TypeVar("T")
@@ -155,9 +157,18 @@ class Served:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
+# A lot put on hold is signed: the fuzzer's status changes to `hold` answer 202 with
+# the request held (the other statuses post, 201), and GET /requests lists them.
+POLICIES = (
+    SignaturePolicy(SignatureAction.LOT_STATUS, "approved", Role.ENGINEER,
+                    statuses=frozenset({LotStatus.HOLD})),
+)  # fmt: skip
+
+
 async def _seed(ledger: Ledger) -> None:
     """Lots in a manual unit, a production (genealogy), a held lot, an open advice into
-    the measured tank and a measurement of it (reconciliation)."""
+    the measured tank and a measurement of it (reconciliation), then a request held for
+    signatures (a second lot put on hold)."""
 
     def posting(kind: MovementKind, lot: str | None, quantity: int, **more: Any) -> PostingRequest:
         return PostingRequest(kind=kind, material=GLYCOL.id,
@@ -177,6 +188,10 @@ async def _seed(ledger: Ledger) -> None:
     )
     await ledger.post(posting(MovementKind.RECEIPT, "GLY-0300", 1000, to_unit=tank))  # an advice
     await ledger.record_measurement(tank, Decimal(2000), "kg")
+    await ledger.set_signature_policies(POLICIES)
+    await ledger.set_lot_status(
+        LotStatusRequest(LotId("GLY-0100"), LotStatus.HOLD, "lab check", "seed", Source.API)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +212,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             view.apply_book(
                 "TK-102", Book(quantity=1800.5, material_id="GLYCOL", lot_id="GLY-0300")
             )
+            # No [[users]]: every signature the fuzzer tries is refused (403), audited.
+            signing = SigningService(ledger, [])
             app = create_app(ledger, _auth(ledger.record_event), view=view, version="test",
-                             max_body_bytes=4096,
+                             max_body_bytes=4096, signing=signing,
                              observe=lambda r, m, s, _: answered.update([(r, m, s)]))  # fmt: skip
             async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
                 stop = asyncio.Event()
                 handed.extend([server.port, asyncio.get_running_loop(), ledger, stop])
                 ready.set()
                 await stop.wait()
+            signing.close()
 
     def thread_main() -> None:
         try:
@@ -275,12 +293,19 @@ def test_the_ledger_verifies_after_the_fuzzing(served: Served) -> None:
     posted = {status for route, method, status in answered if route == f"{API}/movements"
               and method == "POST" and status < 300}  # fmt: skip
     assert {201, 202} <= posted, answered
+    held = {status for route, method, status in answered
+            if route == f"{API}/lots/{{lot}}/status" and method == "POST"}  # fmt: skip
+    assert 202 in held, "a status change held for signatures, its answer checked"
     for operation in schema.get_all_operations():
         op = operation.ok()
         ok = any(r == op.path and m == op.method.upper() and s < 300 for r, m, s in answered)
         # A reversal names a movement by its id, a UUID the fuzzer cannot know (the
-        # reversal's answers are tested in test_http_api.py), and POST /b2mml takes an XML
-        # document no string strategy writes (tests/integration/test_b2mml_api.py); every
-        # other operation must have answered a success too, not only refusals.
-        unreachable = op.path.endswith(("/reversal", "/b2mml"))
+        # reversal's answers are tested in test_http_api.py), as a request is named by its
+        # (and signing needs a password: tests/integration/test_http_signatures.py), and
+        # POST /b2mml takes an XML document no string strategy writes
+        # (tests/integration/test_b2mml_api.py); every other operation must have answered
+        # a success too, not only refusals.
+        unreachable = op.path.endswith(
+            ("/reversal", "/b2mml", "/requests/{request_id}", "/approve", "/reject")
+        )
         assert ok or unreachable, f"{op.method} {op.path}: no 2xx"
