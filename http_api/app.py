@@ -54,7 +54,7 @@ from http_api.schemas import (
     UnitsOut,
     posting_request,
 )
-from http_api.signing_routes import add_signing_routes, request_document
+from http_api.signing_routes import add_signing_routes
 from inventory_core import Ledger
 from inventory_core.b2mml import SchemaValidator
 from inventory_core.clock import format_timestamp, parse_timestamp
@@ -80,7 +80,7 @@ from inventory_core.domain.model import (
     Source,
 )
 from inventory_core.domain.posting import lot_document, movement_document
-from inventory_core.domain.signatures import REQUEST_PREFIX
+from inventory_core.domain.signatures import REQUEST_PREFIX, request_document
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
 from inventory_core.plant_view import PlantView, UnitState

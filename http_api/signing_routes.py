@@ -21,12 +21,16 @@ from http_api.problems import Problem, problem_responses
 from http_api.schemas import ApproveIn, RejectIn, RequestOut, RequestsOut, Signed
 from inventory_core import Ledger
 from inventory_core.domain.model import Source
-from inventory_core.domain.signatures import REQUEST_PREFIX, PendingRequest, RequestState
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    RequestState,
+    request_document,
+)
 from inventory_core.domain.signing_rules import SignOutcome
 from inventory_core.domain.text import InvalidText, check_free_text, check_identifier
 from inventory_core.signing import SigningService
 
-__all__ = ["add_signing_routes", "request_document"]
+__all__ = ["add_signing_routes"]
 
 PAGE_MAX: Final = 1000
 RequestPath = Annotated[
@@ -35,31 +39,6 @@ RequestPath = Annotated[
          examples=["request:0b7e6f2c-7d3a-4d62-9d0e-2f1c3a4b5c6d"]),
 ]  # fmt: skip
 StateQuery = Literal["pending", "posted", "rejected", "failed", "all"]
-
-
-def request_document(pending: PendingRequest) -> dict[str, Any]:
-    """A request as the API shows it: the fields of `invops ledger pending --json`
-    (invops.signing_cli.request_document; http_api depends on inventory_core only, so the
-    shape is kept here too, and a test checks that the two agree)."""
-    return {
-        "request_id": pending.request_id,
-        "action": str(pending.action),
-        "summary": pending.summary,
-        "state": str(pending.state),
-        "requested_by": pending.requested_by,
-        "created_at": pending.created_at,
-        "meaning": pending.meaning,
-        "role": str(pending.role),
-        "signatures_required": pending.signatures_required,
-        "second_person": pending.second_person,
-        "digest": pending.digest,
-        "outcome": pending.outcome or None,
-        "closed_at": pending.closed_at,
-        "signatures": [
-            {**s.as_dict(), "request_id": pending.request_id, "manifest": s.manifest()}
-            for s in pending.signatures
-        ],
-    }
 
 
 def add_signing_routes(

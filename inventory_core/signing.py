@@ -19,22 +19,33 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from inventory_core.clock import Clock, SystemClock, format_timestamp, parse_timestamp
-from inventory_core.domain.errors import SignatureRefused
+from inventory_core.domain.errors import (
+    LedgerUnavailable,
+    SignatureRefused,
+    ValidationError,
+)
 from inventory_core.domain.model import AuditEvent, Source
-from inventory_core.domain.signatures import Decision, SignRequest
+from inventory_core.domain.signatures import REQUEST_PREFIX, Decision, SignRequest
 from inventory_core.domain.signing_rules import SignOutcome
+from inventory_core.domain.text import check_identifier
 from inventory_core.domain.users import User
 from inventory_core.ledger import Ledger
 from inventory_core.log import get_logger
 from inventory_core.logins import CheckerBusy, LoginSettings, PasswordChecker
 
-__all__ = ["SIGNING_OUTCOMES", "SigningService"]
+__all__ = ["MAX_PASSWORD_CHARS", "SIGNING_OUTCOMES", "SigningBusy", "SigningService"]
 
 log = get_logger(__name__)
 
 # Label values of invops_signature_attempts_total{outcome}.
 SIGNING_OUTCOMES = ("signed", "bad_password", "locked_out", "busy", "refused")
 WRONG = "wrong user name or password"
+MAX_PASSWORD_CHARS = 1024  # a longer one is refused before it is hashed
+
+
+class SigningBusy(LedgerUnavailable):
+    """Every password check slot is taken and the queue is full: try again (a 503 /
+    Bad_ResourceUnavailable, not a refused signature)."""
 
 
 class SigningService:
@@ -120,6 +131,11 @@ class SigningService:
         return outcome
 
     async def _authenticate(self, request_id: str, user_name: str, password: str) -> User:
+        # The names go to the audit trail and the log: checked as every name is, first.
+        check_identifier("request", request_id.removeprefix(REQUEST_PREFIX))
+        check_identifier("user", user_name)
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise ValidationError(f"a password has at most {MAX_PASSWORD_CHARS} characters")
         now = self._clock.now()
         failures = await self._failures(user_name, now)
         lockout = timedelta(seconds=self.settings.lockout_s)
@@ -137,7 +153,7 @@ class SigningService:
             await self._checker.acquire()
         except CheckerBusy:
             self._on_attempt("busy")
-            raise SignatureRefused("too many signatures are being checked; try again") from None
+            raise SigningBusy("too many signatures are being checked; try again") from None
         try:
             user = self._users.get(user_name)
             good = user is not None and await self._checker.verify(password, user.password)

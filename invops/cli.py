@@ -42,7 +42,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, movement_document
-from inventory_core.domain.signatures import REQUEST_PREFIX, PendingRequest
+from inventory_core.domain.signatures import REQUEST_PREFIX, PendingRequest, request_document
 from inventory_core.domain.text import escape_controls, shown
 from inventory_core.domain.units import format_decimal, parse_quantity
 from invops import __version__, startup
@@ -50,7 +50,7 @@ from invops.cli_config import load_config_or_exit
 from invops.logs import LOG_LEVELS, LogFormat, configure_logging, default_level
 from invops.service_cli import register as register_service
 from invops.signing_cli import register as register_signing
-from invops.signing_cli import request_document, request_line
+from invops.signing_cli import request_line
 from invops.simulate_cli import register as register_simulate
 from invops.users_cli import register as register_users
 

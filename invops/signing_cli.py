@@ -17,40 +17,22 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from inventory_core.domain.model import Source
-from inventory_core.domain.signatures import ClosedPeriod, PendingRequest, RequestState
+from inventory_core.domain.signatures import (
+    ClosedPeriod,
+    PendingRequest,
+    RequestState,
+    request_document,
+)
 
 if TYPE_CHECKING:
     from inventory_core import Ledger
     from invops.config import InvopsConfig
 
-__all__ = ["register", "request_document"]
+__all__ = ["register", "request_line"]
 
 MAX_PASSWORD_CHARS = 1024
 
 WithLedger = Callable[..., Any]
-
-
-def request_document(pending: PendingRequest) -> dict[str, Any]:
-    """A pending request as the CLI's `--json` (and the API) show it."""
-    return {
-        "request_id": pending.request_id,
-        "action": str(pending.action),
-        "summary": pending.summary,
-        "state": str(pending.state),
-        "requested_by": pending.requested_by,
-        "created_at": pending.created_at,
-        "meaning": pending.meaning,
-        "role": str(pending.role),
-        "signatures_required": pending.signatures_required,
-        "second_person": pending.second_person,
-        "digest": pending.digest,
-        "outcome": pending.outcome or None,
-        "closed_at": pending.closed_at,
-        "signatures": [
-            {**s.as_dict(), "request_id": pending.request_id, "manifest": s.manifest()}
-            for s in pending.signatures
-        ],
-    }
 
 
 def request_line(pending: PendingRequest) -> str:

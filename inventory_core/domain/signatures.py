@@ -57,6 +57,7 @@ __all__ = [
     "policies_from_json",
     "policies_json",
     "request_digest",
+    "request_document",
     "request_from_payload",
     "request_payload",
     "signed_manifest",
@@ -427,3 +428,26 @@ def signed_manifest(signature: Signature) -> dict[str, Any]:
 PERIOD_CLOSE_POLICY: Final = SignaturePolicy(
     SignatureAction.PERIOD_CLOSE, "reviewed", Role.ENGINEER
 )
+
+
+def request_document(pending: PendingRequest) -> dict[str, Any]:
+    """A pending request as every interface shows it (CLI `--json`, HTTP API)."""
+    return {
+        "request_id": pending.request_id,
+        "action": str(pending.action),
+        "summary": pending.summary,
+        "state": str(pending.state),
+        "requested_by": pending.requested_by,
+        "created_at": pending.created_at,
+        "meaning": pending.meaning,
+        "role": str(pending.role),
+        "signatures_required": pending.signatures_required,
+        "second_person": pending.second_person,
+        "digest": pending.digest,
+        "outcome": pending.outcome or None,
+        "closed_at": pending.closed_at,
+        "signatures": [
+            {**s.as_dict(), "request_id": pending.request_id, "manifest": s.manifest()}
+            for s in pending.signatures
+        ],
+    }

@@ -33,11 +33,15 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.passwords import hash_password, parse_password_hash
-from inventory_core.domain.signatures import SignatureAction, SignaturePolicy, Threshold
+from inventory_core.domain.signatures import (
+    SignatureAction,
+    SignaturePolicy,
+    Threshold,
+    request_document,
+)
 from inventory_core.domain.users import Role, User
 from inventory_core.signing import SigningService
 from invops.http_server import HttpServer
-from invops.signing_cli import request_document
 
 OIL = MaterialDefinition(MaterialId("OIL"), "Oil", "kg", Decimal("0.9"), LotStatus.RELEASED)
 DRUMS = StorageUnit(StorageUnitId("DRUMS"), "P", "A", StorageKind.BIN, Decimal(10000), "kg",
@@ -170,7 +174,9 @@ async def test_a_held_adjustment_is_202_posts_nothing_and_posts_once_when_approv
         "pending", "adjustment", "approved", "engineer",
     )  # fmt: skip
     assert shown["requested_by"] == "qa" and shown["signatures"] == []
-    assert shown == request_document(await api.ledger.pending_request(request_id)), "as the CLI"
+    assert shown == request_document(await api.ledger.pending_request(request_id)), (
+        "as the CLI shows it"
+    )
     status, _, one = await api.call("GET", f"/requests/{request_id}", token=VIEWER_TOKEN)
     assert status == 200 and one == shown
 
