@@ -393,6 +393,17 @@ class BalanceLineOut(_Out):
     measured_at: Timestamp | None
     variance: Decimal_ | None = Field(description="measured - closing")
     variance_pct: Decimal_ | None = Field(description="variance in % of the closing book")
+    metered_direction: Literal["out", "in"] | None = Field(
+        default=None, description="where the unit's flow meter sits (None: no meter)"
+    )
+    metered: Decimal_ | None = Field(default=None, description="what the meter counted")
+    gauged: Decimal_ | None = Field(
+        default=None, description="what the level derived the same way (PLC movements)"
+    )
+    meter_vs_gauge: Decimal_ | None = Field(default=None, description="metered - gauged")
+    meter_vs_gauge_pct: Decimal_ | None = Field(
+        default=None, description="meter_vs_gauge in % of gauged"
+    )
 
 
 class BalanceReportOut(_Out):

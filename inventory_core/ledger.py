@@ -32,6 +32,7 @@ from inventory_core.domain.genealogy import MassCheck, mass_checks
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest
 from inventory_core.domain.mass_balance import BalanceLine, mass_balance
+from inventory_core.domain.meter import MeterFlow
 from inventory_core.domain.model import (
     DRAW_KINDS,
     QUANTITY_KINDS,
@@ -431,7 +432,8 @@ class Ledger:
             raise ValidationError(f"the period must start before it ends ({start} to {end})")
         movements = await self._store.reader.history(unit, before=end)
         measured = await self._store.reader.latest_measurements(until=end, good=True)
-        return mass_balance(movements, start, measured, unit=unit)
+        metered = await self._store.reader.meter_flows(since=start, until=end)
+        return mass_balance(movements, start, measured, unit=unit, metered=metered)
 
     async def reconciliation(self) -> list[ReconciliationLine]:
         """Book quantity per storage unit next to the last measured quantity."""
@@ -518,6 +520,16 @@ class Ledger:
             request, hashlib.sha256(request_payload(request).encode()).hexdigest()
         )
         return result
+
+    async def record_meter_flow(self, flow: MeterFlow) -> None:
+        """Keep what a unit's flow meter counted (meter versus gauge; not a movement)."""
+        check_identifier("storage unit", flow.unit)
+        if not flow.quantity.is_finite() or flow.quantity < 0:
+            raise ValidationError(f"a meter flow is a quantity >= 0, not {flow.quantity}")
+        await self._store.submit(flow)
+
+    async def last_meter_flows(self) -> dict[StorageUnitId, MeterFlow]:
+        return await self._store.reader.last_meter_flows()
 
     async def closed_periods(self) -> list[ClosedPeriod]:
         return await self._store.reader.closed_periods()

@@ -3,7 +3,8 @@
 A sample goes two ways, once each: the bridge turns readings of quantity tags
 into ledger movements (exact Decimals, off the poll loop), and the plant view
 takes the same readings for everything that shows live values (OPC UA,
-metrics, alarms). Only the PLC's quantity tags are looked at.
+metrics, alarms). Flow totalizers go to the meter service (meter versus gauge).
+Only the PLC's quantity and totalizer tags are looked at.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final
 
 from inventory_core.domain.model import StorageUnitId
 from inventory_core.domain.quality import Quality
+from inventory_core.meter_service import MeterService
 from inventory_core.plant_view import PlantView
 from invops.plc_bridge import LedgerBridge, quantity_tags_per_plc, sample_quantity_tags
 from plc_connectors import PlcError, Sample
@@ -34,13 +36,19 @@ class PlantFeed:
         view: PlantView,
         quantity_tags: Mapping[str, StorageUnitId],
         plc_tags: Mapping[str, Iterable[str]],
+        *,
+        meters: MeterService | None = None,
+        meter_tags: Mapping[str, StorageUnitId] | None = None,
     ) -> None:
-        """`plc_tags`: PLC -> every tag it reads, as configured (only its quantity tags
-        are looked up in its samples)."""
+        """`plc_tags`: PLC -> every tag it reads, as configured (only its quantity tags,
+        and its flow totalizers for `meters`, are looked up in its samples)."""
         self._bridge = bridge
         self._view = view
         self._quantity_tags = dict(quantity_tags)
         self._per_plc = quantity_tags_per_plc(self._quantity_tags, plc_tags)
+        self._meters = meters
+        self._meter_tags = dict(meter_tags or {}) if meters is not None else {}
+        self._meters_per_plc = quantity_tags_per_plc(self._meter_tags, plc_tags)
 
     def publish(self, sample: Sample) -> None:
         self._bridge.publish(sample)
@@ -48,6 +56,15 @@ class PlantFeed:
         for tag, unit in sample_quantity_tags(sample, self._per_plc, self._quantity_tags):
             value, quality, source_time = sample.reading(tag)
             apply(unit, value, QUALITY[quality], source_time)
+        if self._meters is not None and self._meter_tags:
+            for tag, unit in sample_quantity_tags(sample, self._meters_per_plc, self._meter_tags):
+                value, quality, source_time = sample.reading(tag)
+                counted = (
+                    float(value)
+                    if quality is PlcQuality.GOOD and isinstance(value, int | float)
+                    else None
+                )
+                self._meters.feed_value(unit, counted, source_time)
 
     def link_state(self, plc: str, up: bool, error: PlcError | None) -> None:
         """Nothing here: `MetricsSink` records it (metrics, health); the poller logs it."""

@@ -29,13 +29,15 @@ from http_api import ApiAuth, create_app
 from inventory_core import Ledger, open_history, open_ledger
 from inventory_core.b2mml import SchemaValidator
 from inventory_core.cancel import cancel_and_wait
-from inventory_core.domain.derivation import DeriverConfig, StrappingTable
+from inventory_core.domain.derivation import DeriverConfig, StrappingTable, TotalizerConfig
 from inventory_core.domain.lease import WriterLease
 from inventory_core.domain.level_alarm import LevelLimits
-from inventory_core.domain.model import Booking, MaterialId, StorageUnitId
+from inventory_core.domain.meter import MeterDirection
+from inventory_core.domain.model import Booking, MaterialId, MovementKind, StorageUnitId
 from inventory_core.domain.units import convert
 from inventory_core.logins import LoginSettings
 from inventory_core.measurement_service import MeasuredUnit, MeasurementService
+from inventory_core.meter_service import MeteredUnit, MeterService
 from inventory_core.plant_view import LedgerFollower, PlantView
 from inventory_core.signing import SigningService
 from invops import __version__
@@ -166,7 +168,10 @@ async def assemble(
     stack.callback(signing.close)
     opcua = await _opcua_server(config, stack, overrides, ledger, view, metrics, signing)
     api = await _api_server(config, stack, overrides, ledger, view, metrics, signing)
-    sink = MetricsSink(PlantFeed(bridge, view, tags, plc_tags), metrics, health=board)
+    meters = MeterService(ledger, metered_units(config))
+    await meters.start()
+    feed = PlantFeed(bridge, view, tags, plc_tags, meters=meters, meter_tags=meter_tags(config))
+    sink = MetricsSink(feed, metrics, health=board)
     offsets = start_offsets(settings)
     pollers = tuple(
         PlcPoller(make_link(s), s, sink, start_offset_s=offsets[s.name]) for s in settings
@@ -178,6 +183,7 @@ async def assemble(
         ("ledger-health", lambda: watch_ledger(board, ledger.chain_heads)),
         ("advice-expiry", ledger.keep_advices),
         ("lot-expiry", ledger.keep_lots),
+        ("meter-flows", meters.run),
     )
     return Assembly(ledger, view, opcua, http, bridge, pollers, background, api)
 
@@ -340,6 +346,64 @@ def measured_units(config: InvopsConfig) -> list[MeasuredUnit]:
             )
         )
     return measured
+
+
+METER_MAX_GAP = timedelta(hours=1)  # longer unobserved: the counter may have rolled over
+# A meter flow per unit and minute (the deadband is the unit's capacity): period sums
+# need no finer grain, and the ledger does not grow by a row per poll.
+METER_INTERVAL = timedelta(minutes=1)
+
+
+def meter_tags(config: InvopsConfig) -> dict[str, StorageUnitId]:
+    """Tag name -> storage unit, for each unit's flow totalizer."""
+    return {
+        f"{unit.id}.totalizer": StorageUnitId(unit.id)
+        for unit in config.storage_units
+        if unit.totalizer is not None
+    }
+
+
+def metered_units(config: InvopsConfig) -> list[MeteredUnit]:
+    """Each unit's flow totalizer as the MeterService counts it: in the material's base
+    unit (the tag's unit per count, converted by the material's density)."""
+    materials = {m.id: m for m in config.material_definitions()}
+    metered = []
+    for unit in config.storage_units:
+        if unit.totalizer is None or unit.material is None:
+            continue
+        material = materials[MaterialId(unit.material)]
+        tag = unit.totalizer
+        per_count = Decimal(str(tag.scale))  # the tag's unit per count
+        scale = convert(
+            per_count, tag.unit or material.base_uom, material.base_uom,
+            material.density_kg_per_l,
+        )  # fmt: skip
+        direction = unit.totalizer_direction
+        kind = MovementKind.ISSUE if direction is MeterDirection.OUT else MovementKind.RECEIPT
+        metered.append(
+            MeteredUnit(
+                StorageUnitId(unit.id),
+                direction,
+                material.base_uom,
+                TotalizerConfig(
+                    unit.id,
+                    kind,
+                    max_gap=METER_MAX_GAP,
+                    max_interval=METER_INTERVAL,
+                    deadband=convert(
+                        unit.capacity,
+                        unit.capacity_uom,
+                        material.base_uom,
+                        material.density_kg_per_l,
+                    ),
+                    scale=scale,
+                    maximum=unit.totalizer_max,
+                ),
+                tag_scale=tag.scale or 1.0,
+                tag_offset=tag.offset,
+            )
+        )
+    return metered
 
 
 def _default_deadband(unit: StorageUnitConfig, base_uom: str, density: Decimal | None) -> Decimal:

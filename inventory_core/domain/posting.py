@@ -49,6 +49,7 @@ from inventory_core.domain.errors import (
 from inventory_core.domain.lot_handling import LotShare, allocate, most_restrictive
 from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest, lot_density
 from inventory_core.domain.lots import check_transition
+from inventory_core.domain.meter import MeterFlow
 from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
     DRAW_KINDS,
@@ -165,6 +166,7 @@ class Changes:
     signature_policies: tuple[SignaturePolicy, ...] | None = None  # None: unchanged
     closed_periods: list[ClosedPeriod] = field(default_factory=list)  # closed by this batch
     lot_quality: dict[LotId, Lot] = field(default_factory=dict)  # lots whose data changed
+    meter_flows: list[MeterFlow] = field(default_factory=list)
 
 
 def payload_hash(request: PostingRequest | ReversalRequest | LotStatusRequest) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from inventory_core.domain.advices import Advice
 from inventory_core.domain.audit import AuditRecord
 from inventory_core.domain.errors import LedgerUnavailable
+from inventory_core.domain.meter import MeterDirection, MeterFlow
 from inventory_core.domain.model import (
     CURRENT_LOT_KINDS,
     Balance,
@@ -322,6 +323,28 @@ class LedgerReader:
         async with self._connect() as conn:
             return [advice_from_row(r) for r in (await conn.execute(query)).mappings()]
 
+    async def meter_flows(
+        self, *, since: str | None = None, until: str | None = None
+    ) -> list[MeterFlow]:
+        """Meter flows whose window ends at or after `since` and before `until`."""
+        f = t.meter_flows
+        query = select(f).order_by(f.c.id)
+        if since is not None:
+            query = query.where(f.c.window_end >= since)
+        if until is not None:
+            query = query.where(f.c.window_end < until)
+        async with self._connect() as conn:
+            return [_meter_flow(r) for r in (await conn.execute(query)).mappings()]
+
+    async def last_meter_flows(self) -> dict[StorageUnitId, MeterFlow]:
+        """Each metered unit's last flow: where its counting resumes."""
+        f = t.meter_flows
+        latest = select(f.c.unit, func.max(f.c.id).label("id")).group_by(f.c.unit).subquery()
+        query = select(f).join(latest, f.c.id == latest.c.id)
+        async with self._connect() as conn:
+            rows = (await conn.execute(query)).mappings()
+            return {StorageUnitId(r["unit"]): _meter_flow(r) for r in rows}
+
     async def closed_periods(self) -> list[ClosedPeriod]:
         """The periods closed with a signed balance report, the oldest first."""
         query = select(t.closed_periods).order_by(t.closed_periods.c.start)
@@ -436,3 +459,10 @@ def current_lot_of(unit_matches: ColumnElement[bool]) -> ScalarSelect[Any]:
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _meter_flow(r: Any) -> MeterFlow:
+    return MeterFlow(
+        StorageUnitId(r["unit"]), MeterDirection(r["direction"]), Decimal(r["quantity"]),
+        r["uom"], r["window_start"], r["window_end"], int(r["counter"]),
+    )  # fmt: skip

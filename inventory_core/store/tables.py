@@ -294,3 +294,20 @@ closed_periods = Table(
     Column("requested_by", String(128), nullable=False),
     Column("writer", String(64), nullable=False),
 )
+
+# What units' flow totalizers counted (revision 0009): meter versus gauge in the period
+# mass balance (domain.meter). Not movements: the gauge books the material.
+meter_flows = Table(
+    "meter_flows",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("unit", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("quantity", Text, nullable=False),
+    Column("uom", String(8), nullable=False),
+    Column("window_start", String(32), nullable=False),
+    Column("window_end", String(32), nullable=False),
+    Column("counter", BigInteger, nullable=False),
+    Column("writer", String(64), nullable=False),
+    Index("ix_meter_flows_unit_end", "unit", "window_end"),
+)

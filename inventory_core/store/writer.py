@@ -34,6 +34,7 @@ from inventory_core.domain.advices import ADVICE_PREFIX, Advice
 from inventory_core.domain.audit import GENESIS_HASH, make_record
 from inventory_core.domain.errors import InventoryError, LedgerUnavailable, RequestRefused
 from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest
+from inventory_core.domain.meter import MeterFlow
 from inventory_core.domain.model import (
     DRAW_KINDS,
     AnnounceLots,
@@ -117,6 +118,7 @@ Request = (
     | ClosePeriodRequest
     | LotQualityRequest
     | ExpireLots
+    | MeterFlow
 )
 MAX_ATTEMPTS = 6
 MASTER_REVISION = "master_revision"
@@ -374,6 +376,9 @@ class BatchWriter:
                     result = planner.set_lot_quality(request)
                 elif isinstance(request, ExpireLots):
                     result = planner.expire_lots(request)
+                elif isinstance(request, MeterFlow):
+                    planner.changes.meter_flows.append(request)
+                    result = None
                 else:
                     planner.audit_event(request)
                     result = None
@@ -930,6 +935,24 @@ class BatchWriter:
             self._write_advices(conn, changes)
         if changes.requests:
             self._write_requests(conn, changes)
+        if changes.meter_flows:
+            self._insert_many(
+                conn,
+                t.meter_flows,
+                [
+                    {
+                        "unit": f.unit,
+                        "direction": str(f.direction),
+                        "quantity": format_decimal(f.quantity),
+                        "uom": f.uom,
+                        "window_start": f.window_start,
+                        "window_end": f.window_end,
+                        "counter": f.counter,
+                        "writer": self._writer_id,
+                    }
+                    for f in changes.meter_flows
+                ],
+            )
         if changes.measurements:
             self._insert_many(
                 conn,

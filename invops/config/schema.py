@@ -26,6 +26,7 @@ from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.derivation import StrappingTable
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.lot_handling import default_lot_handling
+from inventory_core.domain.meter import MeterDirection
 from inventory_core.domain.model import (
     DEFAULT_ADVICE_WINDOW_S,
     Booking,
@@ -246,6 +247,9 @@ class StorageUnitConfig(ConfigModel):
     strapping: StrappingConfig | None = None
     totalizer: TagConfig | None = None
     totalizer_max: StrictInt = Field(default=2**32 - 1, ge=1)
+    # Where the flow meter sits: on the outlet (its count is set against the issues the
+    # level derives, meter versus gauge) or on the inlet (against the receipts).
+    totalizer_direction: MeterDirection = MeterDirection.OUT
     deadband: PositiveDecimal | None = None  # default: 0.5 % of capacity
     # How lots share the unit; default: tanks `mixed` (agitated), silos and bins `fifo`.
     lot_handling: LotHandling | None = None

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 
+from inventory_core.domain.meter import MeterDirection
 from inventory_core.domain.passwords import hash_password
 from inventory_core.domain.users import Role
 from inventory_core.logins import LoginSettings
 from invops.config import MetricsConfig, load_config, parse_config
 from invops.http_server import HttpLimits
-from invops.wiring import http_limits, measured_units, opcua_security, quantity_tags
+from invops.wiring import (
+    http_limits,
+    measured_units,
+    meter_tags,
+    metered_units,
+    opcua_security,
+    quantity_tags,
+)
 from opcua_server.settings import OpcuaSecurity
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-plant.toml"
@@ -96,3 +105,17 @@ def test_the_configs_login_defaults_are_the_throttles_defaults() -> None:
     access = opcua_security(parse_config({"site": site}, environ={}))
     assert access.logins == LoginSettings()
     assert (access.anonymous, access.users) == ("read", ())
+
+
+def test_the_demo_tanks_outlet_totalizer_is_metered_in_kg() -> None:
+    config = load_config(DEMO, environ={})
+    assert meter_tags(config) == {"TK-101.totalizer": "TK-101"}
+    [meter] = metered_units(config)
+    assert (meter.unit, meter.direction, meter.uom) == ("TK-101", MeterDirection.OUT, "kg")
+    assert meter.config.scale == Decimal("0.8")  # 1 L per count of ethanol at 0.80 kg/L
+    assert meter.config.maximum == 2**32 - 1 and meter.counter(1234.0) == 1234
+    text = DEMO.read_text().replace(
+        'unit = "L" }\nstrapping', 'unit = "L", scale = 10.0, offset = 5.0 }\nstrapping', 1
+    )
+    [scaled] = metered_units(parse_config(tomllib.loads(text)))
+    assert scaled.config.scale == Decimal(8) and scaled.counter(1235.0) == 123
