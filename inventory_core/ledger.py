@@ -99,6 +99,7 @@ class Ledger:
         self._clock = clock
         self._listeners: list[Callable[[Movement], None]] = []
         self._advice_listeners: list[Callable[[Advice], None]] = []
+        self._request_listeners: list[Callable[[str], None]] = []
 
     def subscribe(self, listener: Callable[[Movement], None]) -> None:
         """Call `listener` with every movement this process posts, once it is durable
@@ -110,7 +111,15 @@ class Ledger:
         durable (metrics). Quick, and must not raise, as a movement listener."""
         self._advice_listeners.append(listener)
 
+    def subscribe_requests(self, listener: Callable[[str], None]) -> None:
+        """Call `listener` with the id (`request:...`) of each request this process holds
+        for signatures, signs or closes, once durable (OPC UA PendingRequests). Quick,
+        and must not raise, as a movement listener."""
+        self._request_listeners.append(listener)
+
     def _posted(self, result: PostingResult) -> PostingResult:
+        if result.movement_id.startswith(REQUEST_PREFIX) and not result.replayed:
+            _notify(self._request_listeners, str(result.movement_id), "request")
         movements = result.movements or ((result.movement,) if result.movement else ())
         for movement in movements:
             _notify(self._listeners, movement, "movement")
@@ -519,7 +528,7 @@ class Ledger:
         result: PostingResult = await self._store.submit(
             request, hashlib.sha256(request_payload(request).encode()).hexdigest()
         )
-        return result
+        return self._posted(result)
 
     async def record_meter_flow(self, flow: MeterFlow) -> None:
         """Keep what a unit's flow meter counted (meter versus gauge; not a movement)."""
@@ -544,6 +553,7 @@ class Ledger:
         outcome: SignOutcome = await self._store.submit(request)
         if outcome.posted is not None:
             self._posted(outcome.posted)
+        _notify(self._request_listeners, outcome.request.request_id, "request")
         return outcome
 
     async def pending_requests(

@@ -371,3 +371,12 @@ async def test_verify_fails_when_a_signature_is_lost_added_or_changed(
         report = await ledger.verify()
     assert not report.ok
     assert any(found in p.message for p in report.problems), report.problems
+
+
+async def test_listeners_hear_of_each_request_held_and_signed(ledger: Ledger) -> None:
+    heard: list[str] = []
+    ledger.subscribe_requests(heard.append)
+    held = await ledger.post(adjustment("-50"))
+    await ledger.post(adjustment("-50"))  # a replay: nothing new
+    await ledger.sign(approve(held.movement_id, "eng1"))
+    assert heard == [held.movement_id, held.movement_id]
