@@ -442,7 +442,9 @@ async def test_slowloris_connections_hold_no_thread_and_a_scrape_still_succeeds(
             took = time.monotonic() - started
             extra_threads = threading.active_count() - threads
     assert _status(answer) == 200 and _complete(answer)
-    assert took < 1.0
+    # Answered while the 200 were still held: before the first of them could time out
+    # and free anything (a bound on waiting, not a speed figure: the benchmarks time).
+    assert took < HttpLimits().header_timeout_s
     assert extra_threads < 10, f"{extra_threads} threads for 200 half-sent requests"
 
 
