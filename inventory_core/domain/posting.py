@@ -581,8 +581,13 @@ class Planner(SigningRules):
 
     def _store_advice(self, advice: Advice) -> None:
         advices = self.state.advices[advice.unit]
+        before = next((a for a in advices if a.id == advice.id), None)
         advices[:] = [advice if a.id == advice.id else a for a in advices]
         self.changes.advices[advice.id] = advice
+        if advice.state is AdviceState.MATCHED and (
+            before is None or before.state is not advice.state
+        ):
+            self._review_variance(advice)
 
     def _audit_advice(
         self, action: str, old: Advice | None, new: Advice, user: str, reason: str

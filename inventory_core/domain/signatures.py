@@ -43,6 +43,7 @@ __all__ = [
     "PERIOD_CLOSE_POLICY",
     "PERIOD_PREFIX",
     "REQUEST_PREFIX",
+    "AdviceVarianceReview",
     "ClosePeriodRequest",
     "ClosedPeriod",
     "Decision",
@@ -92,7 +93,26 @@ class ClosedPeriod:
     requested_by: str
 
 
-SignedRequest = PostingRequest | ReversalRequest | LotStatusRequest | ClosePeriodRequest
+@dataclass(frozen=True, slots=True)
+class AdviceVarianceReview:
+    """The variance of a matched advice beyond an `advice-variance` policy's tolerance:
+    the gauge booked what it measured; the signature accepts the difference from what
+    was advised (a rejection leaves it to the plant to correct)."""
+
+    advice_id: str
+    unit: str
+    expected: Decimal
+    matched: Decimal
+    uom: str
+    reason: str = "advice variance beyond tolerance"
+    user: str = "system"
+    source: Source = Source.SYSTEM
+    idempotency_key: str | None = None
+
+
+SignedRequest = (
+    PostingRequest | ReversalRequest | LotStatusRequest | ClosePeriodRequest | AdviceVarianceReview
+)
 
 
 class SignatureAction(StrEnum):
@@ -118,6 +138,7 @@ ENFORCED_ACTIONS: Final = frozenset(
         SignatureAction.LOT_STATUS,
         SignatureAction.COUNT,
         SignatureAction.PERIOD_CLOSE,
+        SignatureAction.ADVICE_VARIANCE,
     }
 )
 DEFAULT_SIGNED_STATUSES: Final = frozenset({LotStatus.RELEASED, LotStatus.REJECTED})
@@ -331,6 +352,18 @@ def request_payload(request: SignedRequest) -> str:
             "consumed_units": list(request.consumed_units),
             "details": request.details,
         }
+    elif isinstance(request, AdviceVarianceReview):
+        body = {
+            "type": "advice-variance",
+            "advice_id": request.advice_id,
+            "unit": request.unit,
+            "expected": str(request.expected),
+            "matched": str(request.matched),
+            "uom": request.uom,
+            "reason": request.reason,
+            "user": request.user,
+            "source": str(request.source),
+        }
     elif isinstance(request, ClosePeriodRequest):
         body = {
             "type": "period-close",
@@ -363,6 +396,11 @@ def request_payload(request: SignedRequest) -> str:
 
 def request_from_payload(payload: str) -> SignedRequest:
     body = json.loads(payload)
+    if body["type"] == "advice-variance":
+        return AdviceVarianceReview(
+            body["advice_id"], body["unit"], Decimal(body["expected"]), Decimal(body["matched"]),
+            body["uom"], body["reason"], body["user"], Source(body["source"]),
+        )  # fmt: skip
     if body["type"] == "period-close":
         return ClosePeriodRequest(
             body["start"], body["end"], body["report_digest"], body["reason"], body["user"],

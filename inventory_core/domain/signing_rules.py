@@ -9,12 +9,14 @@ against the ledger as it is then.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from inventory_core.domain.advices import ADVICE_PREFIX, Advice
 from inventory_core.domain.audit import canonical_json
 from inventory_core.domain.errors import (
     PeriodClosed,
@@ -36,6 +38,7 @@ from inventory_core.domain.signatures import (
     PERIOD_CLOSE_POLICY,
     PERIOD_PREFIX,
     REQUEST_PREFIX,
+    AdviceVarianceReview,
     ClosedPeriod,
     ClosePeriodRequest,
     Decision,
@@ -151,6 +154,59 @@ class SigningRules:
         )
         return PostingResult(MovementId(f"{PERIOD_PREFIX}{closed.id}"))
 
+    # -- advice variances -------------------------------------------------------
+
+    def _review_variance(self, advice: Advice) -> None:
+        """A matched advice whose variance an `advice-variance` policy does not tolerate
+        (a quantity, or a % of the advised quantity): held for a signature that accepts
+        it. The gauge's booking stands either way."""
+        variance = advice.variance
+        if variance is None or not variance:
+            return
+        policy = self._policy(
+            SignatureAction.ADVICE_VARIANCE, variance, None, expected=advice.expected
+        )
+        if policy is None:
+            return
+        review = AdviceVarianceReview(
+            advice.id, advice.unit, advice.expected, advice.matched, advice.uom,
+            idempotency_key=f"advice-variance:{advice.id}",
+        )  # fmt: skip
+        pct = f" ({advice.variance_pct} %)" if advice.variance_pct is not None else ""
+        summary = (
+            f"variance of advice {advice.id} at {advice.unit}: advised {advice.expected}, "
+            f"measured {advice.matched} {advice.uom}, variance {variance}{pct}"
+        )
+        self._hold(
+            review, policy, hashlib.sha256(request_payload(review).encode()).hexdigest(), summary
+        )
+
+    def _accept_variance(self, review: AdviceVarianceReview) -> PostingResult:
+        from inventory_core.domain.posting import PendingAudit
+
+        assert self._signing is not None
+        self.changes.audits.append(
+            PendingAudit(
+                timestamp=self._now(),
+                user=review.user,
+                action="variance-accepted",
+                object_type="advice",
+                object_id=review.advice_id,
+                reason=review.reason,
+                old="",
+                new=canonical_json(
+                    {
+                        "expected": str(review.expected),
+                        "matched": str(review.matched),
+                        "uom": review.uom,
+                        "request": self._signing["request"],
+                        "signatures": self._signing["signatures"],
+                    }
+                ),
+            )
+        )
+        return PostingResult(MovementId(f"{ADVICE_PREFIX}{review.advice_id}"))
+
     def _check_open(self, timestamp: str) -> None:
         """Nothing posts with a time inside a closed period (a writer whose clock is
         behind the one that closed it): corrections post in the open period."""
@@ -179,6 +235,8 @@ class SigningRules:
         amount: Decimal,
         unit_id: StorageUnitId | None,
         status: LotStatus | None = None,
+        *,
+        expected: Decimal | None = None,
     ) -> SignaturePolicy | None:
         """The policy that catches this request: of those that apply, the most
         demanding (most signatures, then the highest role). None while a signed request
@@ -186,7 +244,8 @@ class SigningRules:
         if self._signing is not None or not self._policies:
             return None  # (a period close is held by PERIOD_CLOSE_POLICY then)
         unit = self.state.units.get(unit_id) if unit_id is not None else None
-        capacity = unit.capacity if unit is not None else None
+        # % of the unit's capacity; for an advice variance, % of the advised quantity
+        capacity = expected if expected is not None else unit.capacity if unit else None
         applying = [
             p
             for p in self._policies
@@ -373,6 +432,8 @@ class SigningRules:
                 return self.reverse(request, pending.payload_hash)
             if isinstance(request, ClosePeriodRequest):
                 return self.close_period(request, pending.payload_hash)
+            if isinstance(request, AdviceVarianceReview):
+                return self._accept_variance(request)
             return self.set_lot_status(request, pending.payload_hash)
         finally:
             self._signing = None

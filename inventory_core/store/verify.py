@@ -106,7 +106,7 @@ class _Audited:
                 self.unreadable.append(r)
                 return
             self.signatures[(request_id, int(seq))] = r.new
-        elif r.object_type == "advice":
+        elif r.object_type == "advice" and r.action != "variance-accepted":  # (no change of it)
             seen = self.advices.get(r.object_id)
             if seen is None or (r.timestamp, r.writer, r.seq) > seen[:3]:
                 self.advices[r.object_id] = (r.timestamp, r.writer, r.seq, r.new)

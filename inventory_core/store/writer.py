@@ -66,6 +66,7 @@ from inventory_core.domain.posting import (
 )
 from inventory_core.domain.signatures import (
     REQUEST_PREFIX,
+    AdviceVarianceReview,
     ClosedPeriod,
     ClosePeriodRequest,
     RequestState,
@@ -645,8 +646,11 @@ class BatchWriter:
         for row in rows:
             pending = pending_request_from_row(row, tuple(signed.get(row["id"], ())))
             state.requests[pending.id] = pending
-            if pending.state is RequestState.PENDING:
-                held.append(pending.request())
+            held_request = pending.request()
+            if pending.state is RequestState.PENDING and not isinstance(
+                held_request, AdviceVarianceReview
+            ):  # (accepting a variance reads nothing more)
+                held.append(held_request)
         return held
 
     @staticmethod

@@ -488,3 +488,50 @@ async def test_drift_at_rest_matches_no_advice_and_closes_the_one_that_flowed(
     held = await books(ledger, "TANK")
     assert held["L9"] == 498  # the delivery's lot got the flow, the drift went unadvised
     assert sum(held.values()) == 2 + 498 + 1  # every measured change booked once
+
+
+async def test_a_variance_beyond_the_policys_tolerance_is_held_for_acceptance(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """advice-variance: the gauge books what it measured; a variance over 5 % of the
+    advised quantity waits for a signature that accepts it (audited on the advice)."""
+    from inventory_core.domain.signatures import (
+        Decision,
+        RequestState,
+        SignatureAction,
+        SignaturePolicy,
+        SignRequest,
+        Threshold,
+    )  # fmt: skip
+    from inventory_core.domain.users import Role
+
+    await ledger.set_signature_policies(
+        (
+            SignaturePolicy(
+                SignatureAction.ADVICE_VARIANCE,
+                "accepted",
+                Role.ENGINEER,
+                threshold=Threshold(percent=Decimal(5)),
+            ),
+        )
+    )
+    close = await ledger.post(manual(K.RECEIPT, "L1", "1000", dst="TANK", key="v1"))
+    near = await ledger.post(manual(K.RECEIPT, "L2", "100", dst="TANK2", key="v2"))
+    clock.moment += timedelta(seconds=5)
+    booked = await ledger.post(gauge("TANK", "900", "plc:v1", settled=True))
+    assert booked.movement is not None and booked.movement.quantity == 900, "the gauge books"
+    await ledger.post(gauge("TANK2", "103", "plc:v2", settled=True))  # 3 %: tolerated
+    [pending] = await ledger.pending_requests()
+    assert pending.action is SignatureAction.ADVICE_VARIANCE and "variance -100" in pending.summary
+    assert close.advice is not None and close.advice.id in pending.summary
+    assert near.advice is not None and near.advice.id not in pending.summary
+
+    outcome = await ledger.sign(
+        SignRequest(pending.request_id, Decision.APPROVED, "eng1", Role.ENGINEER, "E", "accepted")
+    )
+    assert outcome.request.state is RequestState.POSTED
+    assert outcome.request.outcome == f"advice:{close.advice.id}"
+    records = [r for _, r in await ledger.audit_records("advice", close.advice.id)]
+    assert records[-1].action == "variance-accepted" and '"signer":"eng1"' in records[-1].new
+    assert await books(ledger, "TANK") == {"L1": Decimal(900)}
+    assert (await ledger.verify()).ok
