@@ -383,7 +383,7 @@ class Ledger:
         appended). With several writers on one database, a record may commit after
         one with a higher cursor: a reader paging by cursor while writers write can
         pass it (the movements' export avoids that; the audit trail is for reading)."""
-        return await self._store.reader.audit_records(
+        found = await self._store.reader.audit_records(
             object_type,
             object_id,
             after=since or 0,
@@ -393,6 +393,19 @@ class Ledger:
             limit=limit,
             with_movements=with_movements,
         )
+        if object_type != "movement" or object_id is None:
+            return found
+        # A movement posted on signatures: its request's records (held, each signature,
+        # posted) belong to it, so a reviewer sees who signed what with it.
+        posted = await self._store.reader.movement(object_id)
+        request = posted.details.get("request") if posted is not None else None
+        if not isinstance(request, str):
+            return found
+        signed = await self._store.reader.audit_records(
+            "request", request, after=since or 0, since=since_time, until=until_time, user=user
+        )
+        merged = sorted({cursor: record for cursor, record in [*found, *signed]}.items())
+        return merged[:limit] if limit is not None else merged
 
     async def trace(self, lot: str, *, forward: bool) -> list[GenealogyLink]:
         return await self._store.reader.genealogy(lot, forward=forward)

@@ -28,6 +28,8 @@ AUDIT_OBJECT_TYPES = {
     "movement": "movement",
     "advice": "advice",
     "request": "request",
+    "period": "period",
+    "signature_policies": "signature_policies",
     "api_route": "api_route",
     "opcua_method": "opcua_method",
     "opcua_session": "opcua_session",

@@ -323,6 +323,9 @@ class SigningRules:
         )
         signatures = (*pending.signatures, signature)
         posted: PostingResult | None = None
+        # The signature comes before what it posts, in the trail too.
+        audit = _signature_audit(signature, pending.request_id)
+        self.changes.audits.append(audit)
         if req.decision is Decision.REJECTED:
             state, outcome = RequestState.REJECTED, req.reason
         elif sum(s.decision is Decision.APPROVED for s in signatures) < (
@@ -330,7 +333,11 @@ class SigningRules:
         ):
             state, outcome = RequestState.PENDING, ""
         else:
-            posted = self._post_signed(pending, signatures)
+            try:
+                posted = self._post_signed(pending, signatures)
+            except BaseException:  # refused now: the signature is not recorded either
+                self.changes.audits.remove(audit)
+                raise
             state, outcome = RequestState.POSTED, posted.movement_id
         updated = replace(
             pending,
@@ -342,7 +349,6 @@ class SigningRules:
         self.state.requests[pending.id] = updated
         self.changes.requests[pending.id] = updated
         self.changes.signatures.append(signature)
-        self.changes.audits.append(_signature_audit(signature, pending.request_id))
         if state is not RequestState.PENDING:
             old = canonical_json({"state": str(pending.state)})
             new = canonical_json({"state": str(state), "outcome": outcome})

@@ -30,7 +30,12 @@ from inventory_core.domain.model import (
     StorageUnitId,
     VerifyReport,
 )
-from inventory_core.domain.signatures import ClosedPeriod, PendingRequest, Signature
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    ClosedPeriod,
+    PendingRequest,
+    Signature,
+)
 from inventory_core.store import tables as t
 from inventory_core.store.rows import (
     advice_from_row,
@@ -425,7 +430,11 @@ class LedgerReader:
         own = a.c.object_type == object_type
         if object_id is None:
             return own
-        own = and_(own, a.c.object_id == object_id)
+        if object_type == "request":  # held requests are `request:<id>`; refusals their key
+            bare = object_id.removeprefix(REQUEST_PREFIX)
+            own = and_(own, a.c.object_id.in_({object_id, bare, f"{REQUEST_PREFIX}{bare}"}))
+        else:
+            own = and_(own, a.c.object_id == object_id)
         if not with_movements or object_type not in ("lot", "storage_unit"):
             return own
         booked = (

@@ -380,3 +380,19 @@ async def test_listeners_hear_of_each_request_held_and_signed(ledger: Ledger) ->
     await ledger.post(adjustment("-50"))  # a replay: nothing new
     await ledger.sign(approve(held.movement_id, "eng1"))
     assert heard == [held.movement_id, held.movement_id]
+
+
+async def test_a_signed_movements_audit_shows_its_request_and_signatures(ledger: Ledger) -> None:
+    held = await ledger.post(adjustment("-50"))
+    outcome = await ledger.sign(approve(held.movement_id, "eng1"))
+    assert outcome.posted is not None
+    records = [r for _, r in await ledger.audit_records("movement", outcome.posted.movement_id)]
+    assert [(r.object_type, r.action) for r in records] == [
+        ("request", "request-pending"),
+        ("request", "signature"),
+        ("movement", "adjustment"),
+        ("request", "request-posted"),
+    ]
+    assert next(r for r in records if r.action == "signature").user == "eng1"
+    bare = held.movement_id.removeprefix(REQUEST_PREFIX)  # `--object request:<id>` finds it
+    assert len(await ledger.audit_records("request", bare)) == 3
