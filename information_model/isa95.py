@@ -40,9 +40,10 @@ OPC10030_NAMESPACE: Final = "http://www.OPCFoundation.org/UA/2013/01/ISA95"
 
 # Bump both when a type changes; the NodeSet's <Model> carries them.
 # 1.1: lot lists, genealogy arrays, advices (issue 14); 1.2: pending requests, ApproveRequest
-# and RejectRequest (electronic signatures, issue 16).
-MODEL_VERSION: Final = "1.2.0"
-MODEL_PUBLICATION_DATE: Final = "2026-12-03T12:00:00Z"
+# and RejectRequest (electronic signatures, issue 16); 1.3: lot quality data (retest date,
+# certificate, properties) and SetLotQuality, ClosePeriod (issue 16).
+MODEL_VERSION: Final = "1.3.0"
+MODEL_PUBLICATION_DATE: Final = "2026-12-04T00:00:00Z"
 
 # ISA95EquipmentElementLevelEnum (OPC 10030, DataType i=4871 in the ISA95 namespace).
 STORAGE_ZONE_LEVEL: Final = 8
@@ -225,6 +226,13 @@ MATERIAL_LOT_TYPE: Final = ObjectTypeDef(
             "Quantity of this lot in each child (same order; NaN where not recorded).",
             "Double",
         ),
+        # Lot quality data (issue 16), appended (NodeIds kept).
+        _property("RetestDate", "Retest date, ISO 8601 (YYYY-MM-DD; '' when none)."),
+        _property("RetestDue", "Past its retest date: retest before use.", "Boolean"),
+        _property("Certificate", "Certificate of analysis reference ('' when none)."),
+        _list("PropertyNames", "Names of the lot's properties (assay, density, ...), as set."),
+        _list("PropertyValues", "Value of each property of PropertyNames (same order)."),
+        _list("PropertyUnits", "Unit of each property of PropertyNames (same order; '' none)."),
     ),
 )
 
@@ -246,6 +254,7 @@ _SIGNED = _text(
     "MovementID",
     "ID of the movement (advice, period) the signature posted; else the request id.",
 )
+_KEEP = "'' keeps the lot's"
 
 
 def _ledger_method(name: str, role: Role, description: str, *inputs: ArgumentDef) -> MethodDef:
@@ -363,6 +372,46 @@ LEDGER_TYPE: Final = ObjectTypeDef(
             (_SIGNED,),
             "Reject a pending request (a signed rejection): nothing is posted.",
             Role.OPERATOR.value,
+        ),
+        # Lot quality data and period close (issue 16), engineer.
+        MethodDef(
+            "SetLotQuality",
+            (
+                _text("LotID", "Lot whose quality data is set."),
+                ArgumentDef(
+                    "Properties", "String",
+                    "NAME=VALUE[ UNIT] entries (e.g. 'density=0.7893 kg/L'): replace the "
+                    "lot's properties; an empty array keeps them. A density converts this "
+                    "lot's postings.",
+                    array=True,
+                ),
+                _text("RetestDate", f"Retest date, YYYY-MM-DD ({_KEEP})."),
+                _text("ExpiryDate", f"Expiry date, YYYY-MM-DD ({_KEEP})."),
+                _text("Certificate", f"Certificate of analysis reference ({_KEEP})."),
+                _text("Reason", "Why (required; kept in the audit trail)."),
+            ),
+            (_text("LotID", "The lot set."),),
+            "Set a lot's quality data: properties, retest and expiry dates, certificate "
+            "(all or nothing, audited).",
+            Role.ENGINEER.value,
+        ),
+        MethodDef(
+            "ClosePeriod",
+            (
+                _text("From", "Period start, ISO 8601 (UTC if no zone; included)."),
+                _text("To", "Period end, ISO 8601 (UTC if no zone; excluded; passed)."),
+                _text("Reason", "Why (required; kept in the audit trail)."),
+                _KEY,
+            ),
+            (
+                _text(
+                    "RequestId",
+                    "request:<id> of the held close; ApproveRequest (meaning reviewed) "
+                    "closes the period.",
+                ),
+            ),
+            "Ask to close a period of the books: its balance report is held for a signature.",
+            Role.ENGINEER.value,
         ),
     ),
 )  # fmt: skip

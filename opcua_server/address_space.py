@@ -546,7 +546,7 @@ class AddressSpace:
         if found is not None:
             return found
         segments = (INVENTORY, LOTS, lot.id)
-        expiry = None if lot.expiry is None else _midnight(lot.expiry)
+        expiry = None if lot.expiry is None else midnight(lot.expiry)
         meta = {
             "ID": _Meta(value=lot.id),
             "MaterialDefinitionID": _Meta(value=lot.material),
@@ -555,6 +555,9 @@ class AddressSpace:
             "Quantity": _Meta(units=eu_information(base_uom), value=0.0),
             "QuantityUnitOfMeasure": _Meta(value=base_uom),
             "ExpirationDate": _Meta(value=expiry),
+            "RetestDate": _Meta(value=lot.quality.retest.isoformat() if lot.quality.retest else ""),
+            "RetestDue": _Meta(value=False),  # the mirror's write says (it knows the day)
+            "Certificate": _Meta(value=lot.quality.certificate),
         }
         batch = _Batch()
         batch.items.append(
@@ -653,7 +656,8 @@ _VARIABLE_TYPES: Final[Mapping[str, int]] = {
 }
 
 
-def _midnight(day: date) -> datetime:
+def midnight(day: date) -> datetime:
+    """A date as the DateTime of its start, UTC (ExpirationDate)."""
     return datetime.combine(day, time(), tzinfo=UTC)
 
 

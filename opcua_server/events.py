@@ -12,9 +12,16 @@ listener only queues and notes what a movement touched; two loops do the work:
 - the refresh loop re-reads the touched lots from the ledger, at most once per
   debounce interval, and writes `Lots/<LotID>` (Status, Quantity,
   StorageLocation, MaterialDefinitionID, the quantity per unit, parent and child
-  lots with the quantities that went from one into the other); a lot that gained
-  a child (production, blend) refreshes its parents too. A full re-read every
-  `resync_s` catches anything missed.
+  lots with the quantities that went from one into the other, the quality data:
+  ExpirationDate, RetestDate, RetestDue, Certificate and the properties as parallel
+  arrays); a lot that gained a child (production, blend) refreshes its parents too.
+  A full re-read every `resync_s` catches anything missed.
+
+A lot's quality data changes without a movement (an audit record the ledger notifies
+no listener of): an OPC UA SetLotQuality refreshes its lot itself (`refresh`, awaited
+by the method handler); a change through another interface or process shows with the
+next full re-read, which also turns `RetestDue` on the day after the retest date.
+Lot refreshes are serialised, so the newest read of a lot is the one written last.
 
 Advices this process records or closes (matched, expired) raise an
 `AdviceEventType` event the same way and keep `Ledger/OpenAdvices` current; the
@@ -35,7 +42,7 @@ import asyncio
 import copy
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
@@ -60,7 +67,7 @@ from inventory_core.domain.signatures import RequestState
 from inventory_core.domain.units import format_decimal
 from inventory_core.ledger import Ledger
 from inventory_core.log import get_logger
-from opcua_server.address_space import AddressSpace
+from opcua_server.address_space import AddressSpace, midnight
 from opcua_server.values import make_node_id
 
 log = get_logger(__name__)
@@ -118,6 +125,7 @@ class LedgerMirror:
         self._open_advices: dict[str, str] = {}  # open advice id -> created_at
         self._requests_dirty = False  # a movement posted on signatures: re-read the requests
         self._requests_lock = asyncio.Lock()  # one read-and-write of PendingRequests at a time
+        self._lots_lock = asyncio.Lock()  # one read-and-write of lots at a time
         self._materials: dict[str, MaterialDefinition] = {}
         self.dropped_events = 0
         self.events_raised = 0
@@ -297,12 +305,13 @@ class LedgerMirror:
 
     async def refresh_all(self) -> None:
         """Every lot, the open advices and the pending requests from the ledger."""
-        by_lot: dict[str, list[Balance]] = {}
-        for balance in await self._ledger.balances():
-            by_lot.setdefault(str(balance.lot), []).append(balance)
-        links = await self._ledger.lot_links()
-        for lot in await self._ledger.lots():
-            await self._write_lot(lot, by_lot.get(str(lot.id), []), links)
+        async with self._lots_lock:
+            by_lot: dict[str, list[Balance]] = {}
+            for balance in await self._ledger.balances():
+                by_lot.setdefault(str(balance.lot), []).append(balance)
+            links = await self._ledger.lot_links()
+            for lot in await self._ledger.lots():
+                await self._write_lot(lot, by_lot.get(str(lot.id), []), links)
         advices = await self._ledger.advices(state=str(AdviceState.OPEN))
         self._open_advices = {a.id: a.created_at for a in advices}
         await self._write_open_advices()
@@ -326,16 +335,17 @@ class LedgerMirror:
         lot_ids = set(lots)
         if not lot_ids:
             return
-        links = await self._ledger.lot_links(lot_ids)
-        parents = {str(link.parent) for link in links if link.child in lot_ids} - lot_ids
-        if parents:  # they gained a child: their own links, with their other children
-            lot_ids |= parents
+        async with self._lots_lock:
             links = await self._ledger.lot_links(lot_ids)
-        by_lot: dict[str, list[Balance]] = {}
-        for balance in await self._ledger.balances(lots=lot_ids):
-            by_lot.setdefault(str(balance.lot), []).append(balance)
-        for lot in await self._ledger.lots(ids=lot_ids):
-            await self._write_lot(lot, by_lot.get(str(lot.id), []), links)
+            parents = {str(link.parent) for link in links if link.child in lot_ids} - lot_ids
+            if parents:  # they gained a child: their own links, with their other children
+                lot_ids |= parents
+                links = await self._ledger.lot_links(lot_ids)
+            by_lot: dict[str, list[Balance]] = {}
+            for balance in await self._ledger.balances(lots=lot_ids):
+                by_lot.setdefault(str(balance.lot), []).append(balance)
+            for lot in await self._ledger.lots(ids=lot_ids):
+                await self._write_lot(lot, by_lot.get(str(lot.id), []), links)
 
     async def _base_uom(self, material: str) -> str:
         if material not in self._materials:
@@ -368,6 +378,29 @@ class LedgerMirror:
             await write(variables[ids_name], _texts(list(totals)), source_time=now)
             numbers = [math.nan if q is None else float(q) for q in totals.values()]
             await write(variables[quantities_name], _doubles(numbers), source_time=now)
+        await self._write_quality(lot, variables, now)
+
+    async def _write_quality(
+        self, lot: Lot, variables: Mapping[str, ua.NodeId], now: datetime
+    ) -> None:
+        """Expiry, retest date (and whether it is due today, UTC), certificate and the
+        properties as three parallel arrays."""
+        write, quality = self._space.writer.write, lot.quality
+        expiry = ua.Variant() if lot.expiry is None else _date_time(midnight(lot.expiry))
+        await write(variables["ExpirationDate"], expiry, source_time=now)  # null when none
+        retest = quality.retest.isoformat() if quality.retest else ""
+        await write(variables["RetestDate"], _text(retest), source_time=now)
+        due = lot.retest_due(now.date())
+        await write(
+            variables["RetestDue"], ua.Variant(due, ua.VariantType.Boolean), source_time=now
+        )
+        await write(variables["Certificate"], _text(quality.certificate), source_time=now)
+        for name, column in (
+            ("PropertyNames", [p.name for p in quality.properties]),
+            ("PropertyValues", [p.value for p in quality.properties]),
+            ("PropertyUnits", [p.unit for p in quality.properties]),
+        ):
+            await write(variables[name], _texts(column), source_time=now)
 
 
 def advice_message(advice: Advice) -> str:
@@ -396,6 +429,10 @@ def _totals(pairs: Iterable[tuple[str, Decimal | None]]) -> dict[str, Decimal | 
         else:
             totals[key] = quantity
     return dict(sorted(totals.items()))
+
+
+def _date_time(value: datetime) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.DateTime)
 
 
 def _text(value: str) -> ua.Variant:

@@ -24,6 +24,17 @@ Bad_InvalidState; no signing service: Bad_NotSupported. Nothing is posted then. 
 password is never logged, audited nor quoted in an answer. A call that held a
 request or signed one re-reads `Ledger/PendingRequests` before it answers.
 
+SetLotQuality and ClosePeriod (issue 16) need engineer. SetLotQuality answers the
+LotID: `Properties` (String[] of `NAME=VALUE[ UNIT]`) replace the lot's properties, an
+empty (or null) array keeps them; `RetestDate` / `ExpiryDate` (YYYY-MM-DD) and
+`Certificate` are set when given, '' keeps them (there is no "clear" over OPC UA); at
+least one of the four must be given, and the Reason is required. A quality change is
+no movement: the call refreshes `Lots/<LotID>` itself before it answers (other
+interfaces' changes show with the next full re-read). ClosePeriod(From, To, ...) takes
+ISO 8601 times (UTC if no zone), asks the ledger to close [From, To) and answers the
+`request:` id of the held close; ApproveRequest (meaning `reviewed`, an engineer by
+default) closes the period.
+
 A rejection also says why: `InputArgumentResults` marks the argument at fault
 (the others are Good), and that argument's entry of `InputArgumentDiagnosticInfos`
 carries the message in `AdditionalInfo` (the first entry when no single argument
@@ -34,8 +45,9 @@ is at fault); the other entries are empty. asyncua's client raises on the Status
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from typing import Final, cast
 
@@ -43,6 +55,7 @@ from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
 from information_model import TYPE_MODEL, MethodDef, Role
+from inventory_core.clock import format_timestamp, parse_timestamp
 from inventory_core.domain.errors import (
     AlreadyReversed,
     CapacityExceeded,
@@ -54,6 +67,7 @@ from inventory_core.domain.errors import (
     LotNotReleased,
     LotStatusTransitionError,
     MaterialMismatch,
+    PeriodClosed,
     RequestClosed,
     RequestRefused,
     SignatureRefused,
@@ -66,6 +80,7 @@ from inventory_core.domain.errors import (
     UnknownStorageUnit,
     ValidationError,
 )
+from inventory_core.domain.lot_quality import LotQualityRequest, check_properties, parse_property
 from inventory_core.domain.model import (
     AuditEvent,
     LotId,
@@ -100,6 +115,8 @@ CurrentUser = Callable[[], tuple[str, str]]
 """Returns (user name, invops role) of the session calling a method right now."""
 RequestsChanged = Callable[[], Awaitable[None]]
 """Re-reads `Ledger/PendingRequests` (the ledger mirror's `refresh_requests`)."""
+LotsChanged = Callable[[Collection[str]], Awaitable[None]]
+"""Re-reads the given lots into `Lots/<LotID>` (the ledger mirror's `refresh`)."""
 
 MethodResult = list[ua.Variant] | ua.CallMethodResult
 MethodHandler = Callable[..., Awaitable[MethodResult]]
@@ -119,13 +136,21 @@ _NUMERIC_VARIANTS: Final = frozenset(
     }
 )
 # Empty means "none" for these; every other String argument is required.
-_OPTIONAL: Final = frozenset({"IdempotencyKey", "Reason", "Comment"})
-# ... except in these methods: a rejection needs its reason.
-_REQUIRED: Final[Mapping[str, frozenset[str]]] = {"RejectRequest": frozenset({"Reason"})}
+_OPTIONAL: Final = frozenset(
+    {"IdempotencyKey", "Reason", "Comment", "RetestDate", "ExpiryDate", "Certificate"}
+)
+# ... except in these methods: a rejection, a quality change and a period close need a reason.
+_REQUIRED: Final[Mapping[str, frozenset[str]]] = {
+    "RejectRequest": frozenset({"Reason"}),
+    "SetLotQuality": frozenset({"Reason"}),
+    "ClosePeriod": frozenset({"Reason"}),
+}
 # Never logged, audited nor quoted in an answer.
 _SECRET: Final = frozenset({"Password"})
 PASSWORD_MAX: Final = 1024  # characters; a longer one is refused before it is hashed
 _SIGNING: Final = frozenset({"ApproveRequest", "RejectRequest"})
+# Change a lot but post no movement (no listener hears of it): the call refreshes the lot.
+_LOT_CHANGES: Final = frozenset({"SetLotQuality"})
 # A draw may leave its lot empty: the source unit's lot handling picks the lot(s).
 _DRAWS: Final = frozenset({"PostIssue", "PostTransfer", "PostScrap"})
 MESSAGE_MAX: Final = 300  # characters of a refusal's reason in the log and the answer
@@ -159,6 +184,10 @@ _TEXT_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "request": ("RequestId",),
     "user": ("UserName",),
     "meaning": ("Meaning",),
+    "property": ("Properties",),
+    "property value": ("Properties",),
+    "property unit": ("Properties",),
+    "certificate": ("Certificate",),
 }
 _QUANTITY_ARGUMENTS: Final = ("Quantity", "DeltaQuantity", "CountedQuantity")
 _UNIT_ARGUMENTS: Final = ("FromUnit", "ToUnit", "Unit")
@@ -179,10 +208,16 @@ _ERROR_ARGUMENTS: Final[tuple[tuple[type[Exception], tuple[str, ...]], ...]] = (
     (UnitHoldsOtherLot, ("LotID",)),
     (UnknownRequest, ("RequestId",)),
     (RequestClosed, ("RequestId",)),
+    (PeriodClosed, ("From",)),
 )
 # Otherwise: the first of these words in the message names the argument.
 _MESSAGE_WORDS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("is signed as", ("Meaning",)),
+    ("overlaps", ("From",)),
+    ("has passed", ("To",)),
+    ("start before", ("To",)),
+    ("propert", ("Properties",)),
+    ("certificate", ("Certificate",)),
     ("lot status", ("Status",)),
     ("idempotency key", ("IdempotencyKey",)),
     ("unit of measure", ("UnitOfMeasure",)),
@@ -220,7 +255,8 @@ class LedgerMethods:
     """The Ledger methods of SPEC §4, bound to one Ledger and the Ledger object.
 
     `signing` signs pending requests (None: ApproveRequest and RejectRequest answer
-    Bad_NotSupported); `requests_changed` is awaited after a call held or signed one."""
+    Bad_NotSupported); `requests_changed` is awaited after a call held or signed one,
+    `lots_changed` after a call changed a lot without a movement (SetLotQuality)."""
 
     def __init__(
         self,
@@ -231,10 +267,12 @@ class LedgerMethods:
         *,
         signing: SigningService | None = None,
         requests_changed: RequestsChanged | None = None,
+        lots_changed: LotsChanged | None = None,
     ) -> None:
         self._ledger = ledger
         self._signing = signing
         self._requests_changed = requests_changed
+        self._lots_changed = lots_changed
         self._ledger_id = ledger_id
         self._current_user = current_user
         self._denied = denied_calls or DeniedCallAudit(ledger.record_event)
@@ -253,6 +291,8 @@ class LedgerMethods:
             "PostProduction": self._post_production,
             "ApproveRequest": self._approve_request,
             "RejectRequest": self._reject_request,
+            "SetLotQuality": self._set_lot_quality,
+            "ClosePeriod": self._close_period,
         }
         missing = set(self.definitions) ^ set(self._requests)
         if missing:
@@ -326,7 +366,19 @@ class LedgerMethods:
         log.info("opcua_method_posted", method=method.browse_name, user=user, movement=movement_id)
         if method.browse_name in _SIGNING or movement_id.startswith(REQUEST_PREFIX):
             await self._refresh_requests()
+        if method.browse_name in _LOT_CHANGES:
+            await self._refresh_lots(movement_id)
         return [ua.Variant(movement_id, ua.VariantType.String)]
+
+    async def _refresh_lots(self, lot: str) -> None:
+        """Lots/<LotID> after a call changed the lot without a movement; the call has
+        succeeded whatever happens here (the mirror's full re-read catches up)."""
+        if self._lots_changed is None:
+            return
+        try:
+            await self._lots_changed((lot,))
+        except Exception as exc:
+            log.warning("opcua_lot_not_refreshed", lot=lot, error=shown(str(exc)))
 
     async def _refresh_requests(self) -> None:
         """Ledger/PendingRequests after a call held or signed a request; the call has
@@ -549,6 +601,79 @@ class LedgerMethods:
             posted="",
         )
         return outcome.request.request_id
+
+    # --- lot quality and period close ---------------------------------------------------
+
+    def _at_fault(self, method: str, argument: str, message: str) -> _Rejected:
+        names = [a.name for a in self.definitions[method].inputs]
+        return _Rejected(StatusCodes.BadInvalidArgument, message, names.index(argument))
+
+    def _date(self, method: str, values: Arguments, name: str) -> date | None:
+        """A YYYY-MM-DD argument ('' : None); the argument is at fault otherwise."""
+        text = _text(values, name)
+        try:
+            return date.fromisoformat(text) if text else None
+        except ValueError:
+            raise self._at_fault(
+                method, name, f"{name} {shown(text, 40)!r} is not a date (YYYY-MM-DD)"
+            ) from None
+
+    def _timestamp(self, method: str, values: Arguments, name: str) -> str:
+        """An ISO 8601 argument (UTC if no zone) as the ledger writes its timestamps."""
+        text = _text(values, name)
+        try:
+            return format_timestamp(parse_timestamp(text))
+        except (ValueError, OverflowError):
+            raise self._at_fault(
+                method,
+                name,
+                f"{name} {shown(text, 40)!r} is not an ISO 8601 time (e.g. 2026-11-26T06:00:00Z)",
+            ) from None
+
+    async def _set_lot_quality(self, values: Arguments, user: str) -> str:
+        entries = values["Properties"]
+        assert isinstance(entries, list)
+        properties = None
+        if entries:  # an empty array keeps the lot's properties
+            try:
+                properties = tuple(parse_property(str(entry)) for entry in entries)
+                check_properties(properties)
+            except ValidationError as exc:
+                raise self._at_fault("SetLotQuality", "Properties", str(exc)) from exc
+        retest, expiry = (
+            self._date("SetLotQuality", values, name) for name in ("RetestDate", "ExpiryDate")
+        )
+        certificate = _text(values, "Certificate")
+        if properties is None and not (retest or expiry or certificate):
+            raise _Rejected(
+                StatusCodes.BadInvalidArgument,
+                "nothing to set: give Properties, a RetestDate or ExpiryDate, or a Certificate",
+            )
+        request = LotQualityRequest(
+            lot=LotId(_text(values, "LotID")),
+            reason=_text(values, "Reason"),
+            user=user,
+            source=Source.OPCUA,
+            properties=properties,
+            retest=retest,
+            expiry=expiry,
+            certificate=certificate or None,
+        )
+        return str((await self._ledger.set_lot_quality(request)).id)
+
+    async def _close_period(self, values: Arguments, user: str) -> str:
+        # Ledger timestamps (fixed-width UTC text): the ledger compares them as text.
+        start, end = (self._timestamp("ClosePeriod", values, name) for name in ("From", "To"))
+        key = _text(values, "IdempotencyKey")
+        result = await self._ledger.request_period_close(
+            start,
+            end,
+            user=user,
+            reason=_text(values, "Reason"),
+            idempotency_key=key or None,
+            source=Source.OPCUA,
+        )
+        return str(result.movement_id)
 
     async def _reverse_movement(self, values: Arguments, user: str) -> str:
         request = ReversalRequest(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -376,6 +376,7 @@ class InvopsOpcUaServer:
             self._denied_calls,
             signing=self._signing,
             requests_changed=self._refresh_requests,
+            lots_changed=self._refresh_lots,
         )
         type_ids = TYPE_MODEL.node_ids()
         for name, node_id in space.ledger_methods.items():
@@ -389,6 +390,11 @@ class InvopsOpcUaServer:
         """Ledger/PendingRequests, after a method call held or signed a request."""
         if self._mirror is not None:
             await self._mirror.refresh_requests()
+
+    async def _refresh_lots(self, lots: Collection[str]) -> None:
+        """Lots/<LotID>, after a method call changed lots without a movement."""
+        if self._mirror is not None:
+            await self._mirror.refresh(lots)
 
     def _record_bound_port(self, server: Server) -> None:
         configured = urlparse(self._endpoint).port

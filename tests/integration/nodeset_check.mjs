@@ -37,6 +37,8 @@ const LEDGER_METHODS = [
     "PostProduction",
     "ApproveRequest",
     "RejectRequest",
+    "SetLotQuality",
+    "ClosePeriod",
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -325,7 +325,8 @@ async def test_asyncua_reads_units_ranges_defaults_and_arguments(server: Server)
             (a.name, ua.NodeId(getattr(ua.ObjectIds, a.data_type))) for a in method_def.inputs
         ]
         outputs = await (await method.get_child("0:OutputArguments")).read_value()
-        assert [a.Name for a in outputs] == ["MovementID"]
+        assert [a.Name for a in outputs] == [a.name for a in method_def.outputs]
+        assert method_def.outputs[0].name in ("MovementID", "LotID", "RequestId")
     assert idx > 0
 
 

@@ -49,6 +49,8 @@ LEDGER_METHODS = (
     "PostProduction",
     "ApproveRequest",
     "RejectRequest",
+    "SetLotQuality",
+    "ClosePeriod",
 )
 
 

@@ -41,7 +41,8 @@ TRIGGER = """
 CREATE TRIGGER refuse_poison BEFORE INSERT ON movements WHEN NEW.reason = 'poison'
 BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;
 """
-OPTIONAL = {"IdempotencyKey", "Reason", "Comment"}
+# "" leaves these out (SetLotQuality: RetestDate, ExpiryDate and Certificate keep the lot's).
+OPTIONAL = {"IdempotencyKey", "Reason", "Comment", "RetestDate", "ExpiryDate", "Certificate"}
 DRAWS = {"PostIssue", "PostTransfer", "PostScrap"}  # an empty LotID: the unit picks the lots
 CAP = 400  # no diagnostic or log line about a call grows with what the caller sent
 

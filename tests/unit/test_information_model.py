@@ -65,9 +65,16 @@ SPEC_METHODS = {
     ),
     "ApproveRequest": ("RequestId", "Meaning", "UserName", "Password"),
     "RejectRequest": ("RequestId", "Reason", "UserName", "Password"),
+    "SetLotQuality": (
+        "LotID", "Properties", "RetestDate", "ExpiryDate", "Certificate", "Reason",
+    ),
+    "ClosePeriod": ("From", "To", "Reason", "IdempotencyKey"),
 }  # fmt: skip
 QUANTITY_ARGUMENTS = {"Quantity", "DeltaQuantity", "CountedQuantity", "ConsumedQuantities"}
-ARRAY_ARGUMENTS = {"ConsumedLots", "ConsumedQuantities", "ConsumedUnits"}  # SPEC: String[] ...
+# SPEC: String[] ...
+ARRAY_ARGUMENTS = {"ConsumedLots", "ConsumedQuantities", "ConsumedUnits", "Properties"}
+# The output of the methods that post no movement (every other one answers MovementID).
+SPEC_OUTPUTS = {"SetLotQuality": "LotID", "ClosePeriod": "RequestId"}
 SPEC_ROLES = {
     "PostReceipt": "operator",
     "PostIssue": "operator",
@@ -80,6 +87,8 @@ SPEC_ROLES = {
     "PostProduction": "operator",
     "ApproveRequest": "operator",  # the session; the signer's role is the policy's
     "RejectRequest": "operator",
+    "SetLotQuality": "engineer",
+    "ClosePeriod": "engineer",
 }
 
 # REFERENCE 3.3: common code -> UnitId
@@ -274,6 +283,13 @@ def test_material_lot_type_uses_isa95_attribute_names() -> None:
         ("ParentQuantities", "Double"),
         ("ChildLotIDs", "String"),
         ("ChildQuantities", "Double"),
+        # issue 16: lot quality data, appended (NodeIds kept)
+        ("RetestDate", "String"),
+        ("RetestDue", "Boolean"),
+        ("Certificate", "String"),
+        ("PropertyNames", "String"),
+        ("PropertyValues", "String"),
+        ("PropertyUnits", "String"),
     ]
     for status in LotStatus:
         assert status.value in lot.variable("Status").description
@@ -298,7 +314,8 @@ def test_ledger_method_arguments_in_spec_order_and_types(
         assert argument.array == (argument.name in ARRAY_ARGUMENTS), argument.name
         assert argument.value_rank == (1 if argument.array else -1)
         assert argument.description
-    assert [(a.name, a.data_type) for a in method.outputs] == [("MovementID", "String")]
+    output = SPEC_OUTPUTS.get(name, "MovementID")
+    assert [(a.name, a.data_type) for a in method.outputs] == [(output, "String")]
 
 
 @pytest.mark.parametrize(("name", "role"), SPEC_ROLES.items())
