@@ -135,6 +135,7 @@ class LedgerMirror:
         self._generator = await self._event_generator(EVENT_TYPE)
         self._advice_generator = await self._event_generator(ADVICE_EVENT_TYPE)
         self._ledger.subscribe_advices(self.on_advice)
+        self._ledger.subscribe_requests(self.on_request)
         await self.refresh_all()
 
     async def _event_generator(self, name: str) -> EventGenerator:
@@ -162,6 +163,14 @@ class LedgerMirror:
         self._dirty.set()
         if own:
             self._queue(movement)
+
+    def on_request(self, request_id: str) -> None:
+        """`Ledger.subscribe_requests` listener: a request this process held, signed or
+        closed, through any interface (CLI, HTTP API, B2MML): PendingRequests follows."""
+        if self._closed:
+            return
+        self._requests_dirty = True
+        self._dirty.set()
 
     def on_advice(self, advice: Advice) -> None:
         """`Ledger.subscribe_advices` listener: an advice recorded, matched or closed. Its

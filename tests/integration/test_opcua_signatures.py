@@ -388,9 +388,10 @@ async def test_without_a_signing_service_the_methods_are_not_supported(tmp_path:
 
 
 async def test_requests_signed_through_another_interface_leave_the_list(tmp_path: Path) -> None:
-    """Signed through the service directly (as the HTTP API or the CLI do): the mirror's
-    re-read of the ledger takes it off PendingRequests."""
-    async with _plant(tmp_path, resync_interval_s=0.3) as plant:
+    """Signed through the service directly (as the HTTP API does): the ledger tells the
+    mirror (subscribe_requests), which takes it off PendingRequests at once, long before
+    the next full resync."""
+    async with _plant(tmp_path, resync_interval_s=3600) as plant:
         async with plant.session("otto") as otto:
             await otto.call("PostReceipt", *RECEIPT)
         request_id = await _held(plant)
