@@ -100,6 +100,7 @@ class Ledger:
         self._listeners: list[Callable[[Movement], None]] = []
         self._advice_listeners: list[Callable[[Advice], None]] = []
         self._request_listeners: list[Callable[[str], None]] = []
+        self._lot_listeners: list[Callable[[Lot], None]] = []
 
     def subscribe(self, listener: Callable[[Movement], None]) -> None:
         """Call `listener` with every movement this process posts, once it is durable
@@ -116,6 +117,12 @@ class Ledger:
         for signatures, signs or closes, once durable (OPC UA PendingRequests). Quick,
         and must not raise, as a movement listener."""
         self._request_listeners.append(listener)
+
+    def subscribe_lots(self, listener: Callable[[Lot], None]) -> None:
+        """Call `listener` with each lot whose data this process changes without a
+        movement (quality data, a B2MML announcement), once durable (OPC UA lot nodes).
+        Quick, and must not raise, as a movement listener."""
+        self._lot_listeners.append(listener)
 
     def _posted(self, result: PostingResult) -> PostingResult:
         if result.movement_id.startswith(REQUEST_PREFIX) and not result.replayed:
@@ -205,6 +212,8 @@ class Ledger:
         lots, status_changes = outcome
         for result in status_changes:
             self._posted(result)
+        for lot in lots:
+            _notify(self._lot_listeners, lot, "lot")
         return lots
 
     async def sync_master_data(
@@ -273,6 +282,7 @@ class Ledger:
         """Set a lot's properties, retest and expiry dates and certificate (audited)."""
         request.check()
         lot: Lot = await self._store.submit(request)
+        _notify(self._lot_listeners, lot, "lot")
         return lot
 
     async def expire_lots(self, on: date | None = None) -> list[PostingResult]:

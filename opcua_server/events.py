@@ -136,6 +136,7 @@ class LedgerMirror:
         self._advice_generator = await self._event_generator(ADVICE_EVENT_TYPE)
         self._ledger.subscribe_advices(self.on_advice)
         self._ledger.subscribe_requests(self.on_request)
+        self._ledger.subscribe_lots(self.on_lot)
         await self.refresh_all()
 
     async def _event_generator(self, name: str) -> EventGenerator:
@@ -170,6 +171,14 @@ class LedgerMirror:
         if self._closed:
             return
         self._requests_dirty = True
+        self._dirty.set()
+
+    def on_lot(self, lot: Lot) -> None:
+        """`Ledger.subscribe_lots` listener: a lot's quality data or an announcement
+        changed it without a movement: its node is refreshed."""
+        if self._closed:
+            return
+        self._touched_lots.add(str(lot.id))
         self._dirty.set()
 
     def on_advice(self, advice: Advice) -> None:

@@ -388,12 +388,12 @@ async def test_an_operator_may_not_set_lot_quality_and_the_attempt_is_audited(
     assert denied[0][3]["required_role"] == "engineer"
 
 
-async def test_quality_set_through_another_interface_shows_with_the_resync(
+async def test_quality_set_through_another_interface_shows_at_once(
     tmp_path: Path,
 ) -> None:
-    """Set through the ledger directly (as the CLI, the HTTP API or B2MML do): no
-    movement, no listener; the mirror's full re-read shows it."""
-    async with _plant(tmp_path, resync_interval_s=0.3) as plant:
+    """Set through the ledger directly (as the HTTP API or B2MML do in the service): no
+    movement, but the ledger tells the mirror (subscribe_lots), long before a resync."""
+    async with _plant(tmp_path, resync_interval_s=3600) as plant:
         await plant.ledger.set_lot_quality(
             LotQualityRequest(
                 LotId(LOT),
@@ -416,7 +416,7 @@ async def test_quality_set_through_another_interface_shows_with_the_resync(
                     and quality["PropertyUnits"] == ["%"]
                 )
 
-            await eventually(shown, what="the lot node to show the quality set by the CLI")
+            await eventually(shown, what="the lot node to show the quality set elsewhere")
 
 
 # --- ClosePeriod --------------------------------------------------------------------------
