@@ -1,7 +1,8 @@
 """The API's routes (SPEC section 8): storage units, balances, lots, movements with
 cursor pagination and as a stream, advices, reconciliation, audit records, postings
 of every kind with `Idempotency-Key` (a posting a `[[signatures]]` policy holds answers
-202 with its request), and the requests held for signatures (http_api.signing_routes).
+202 with its request), the requests held for signatures (http_api.signing_routes), and
+lot quality data and period close (http_api.quality_routes).
 Reads need the viewer role (or anonymous reading where allowed), postings the role the
 OPC UA method of the same kind needs.
 
@@ -22,7 +23,15 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from http_api.auth import ANONYMOUS, SECURITY_SCHEMES, ApiAuth, Principal, Unauthenticated, security
+from http_api.auth import (
+    ANONYMOUS,
+    SECURITY_SCHEMES,
+    ApiAuth,
+    LoginsBusy,
+    Principal,
+    Unauthenticated,
+    security,
+)
 from http_api.b2mml_routes import add_b2mml_routes
 from http_api.docs import DOCS_HTML
 from http_api.problems import (
@@ -32,6 +41,7 @@ from http_api.problems import (
     problem_response,
     problem_responses,
 )
+from http_api.quality_routes import add_quality_routes, lot_out
 from http_api.schemas import (
     AdvicePosted,
     AdvicesOut,
@@ -57,7 +67,7 @@ from http_api.schemas import (
 from http_api.signing_routes import add_signing_routes
 from inventory_core import Ledger
 from inventory_core.b2mml import SchemaValidator
-from inventory_core.clock import format_timestamp, parse_timestamp
+from inventory_core.clock import Clock, SystemClock, format_timestamp, parse_timestamp
 from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
 from inventory_core.domain.audit import (
     AUDIT_OBJECT_TYPES,
@@ -79,7 +89,7 @@ from inventory_core.domain.model import (
     ReversalRequest,
     Source,
 )
-from inventory_core.domain.posting import lot_document, movement_document
+from inventory_core.domain.posting import movement_document
 from inventory_core.domain.signatures import REQUEST_PREFIX, request_document
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
@@ -122,11 +132,14 @@ def create_app(
     observe: Observer | None = None,
     b2mml_validator: SchemaValidator | None = None,
     signing: SigningService | None = None,
+    clock: Clock | None = None,
 ) -> ASGIApp:
     """The ASGI app: FastAPI routes under /api/v1, OpenAPI 3.1 at /api/v1/openapi.json,
     docs at /api/docs (served from here: no CDN), bodies capped at `max_body_bytes`;
     `observe` is told each request's route template, method, status and duration;
-    inbound B2MML is validated against `b2mml_validator`'s XSDs where given."""
+    inbound B2MML is validated against `b2mml_validator`'s XSDs where given; `clock`
+    (the system's by default) tells a lot's `retest_due`."""
+    clock = clock or SystemClock()
     app = FastAPI(
         title="invops Level-4 API",
         version=version or "0",
@@ -146,8 +159,13 @@ def create_app(
             # lists the credentials as its security schemes instead.
             authorization = request.headers.get("authorization")
             route = request.url.path[:200]
+            client = request.client.host if request.client else ""
             try:
-                principal = await auth.principal(authorization)
+                principal = await auth.principal(authorization, client)
+            except LoginsBusy as exc:
+                raise Problem(
+                    503, "Service unavailable", str(exc), headers={"Retry-After": "1"}
+                ) from None
             except Unauthenticated as exc:
                 await auth.denied(ANONYMOUS, route, str(exc), 401)
                 raise Problem(401, "Unauthorized", str(exc), headers=_CHALLENGE) from None
@@ -232,7 +250,7 @@ def create_app(
             if (status is None or lot.status == status)
             and (material is None or lot.material == material)
         ]
-        return JSONResponse({"lots": [lot_document(lot) for lot in found]})
+        return JSONResponse({"lots": [lot_out(lot, clock) for lot in found]})
 
     @router.get(
         "/lots/{lot}",
@@ -252,7 +270,7 @@ def create_app(
         held = [b for b in await ledger.balances(lot=lot) if b.quantity]
         return JSONResponse(
             {
-                **lot_document(found[0]),
+                **lot_out(found[0], clock),
                 "units": [_held(b) for b in held],
                 "parents": sorted(parents),
                 "children": sorted(children),
@@ -555,6 +573,10 @@ def create_app(
     add_b2mml_routes(
         router, ledger, reader=reader, engineer=engineer, read_extra=read,
         engineer_extra=needs(Role.ENGINEER), validator=b2mml_validator,
+    )  # fmt: skip
+    add_quality_routes(
+        router, ledger, clock, reader=reader, engineer=engineer, read_extra=read,
+        engineer_extra=needs(Role.ENGINEER),
     )  # fmt: skip
     add_signing_routes(
         router, ledger, signing, reader=reader, writer=writer, read_extra=read,

@@ -2,6 +2,10 @@
 token of `[[api_tokens]]`; the same four roles. Anonymous callers may read only where
 the config allows it (`[api] anonymous = "read"`).
 
+Basic logins are throttled like OPC UA logins (`[opcua] login_*`): repeated failures of a
+user name or from a client address lock it out for a while, each answer to a failed login
+waits a little longer, and scrypt runs in threads of its own, a bounded number at once.
+
 A refusal (401 without or with wrong credentials, 403 for a missing role) is audited
 like a denied OPC UA call, at most `AUDITS_PER_MINUTE` per caller and reason so that
 a flood of bad requests cannot flood the audit trail (the rest are counted in the log).
@@ -21,8 +25,9 @@ from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
+from inventory_core.logins import CheckerBusy, LoginSettings, LoginThrottle, PasswordChecker
 
-__all__ = ["ANONYMOUS", "SECURITY_SCHEMES", "ApiAuth", "Principal", "security"]
+__all__ = ["ANONYMOUS", "SECURITY_SCHEMES", "ApiAuth", "LoginsBusy", "Principal", "security"]
 
 log = get_logger(__name__)
 
@@ -55,6 +60,10 @@ class Unauthenticated(Exception):
     """No usable credentials (401)."""
 
 
+class LoginsBusy(Exception):
+    """Every password check slot and queue place is taken (503: try again)."""
+
+
 class ApiAuth:
     """Checks credentials; `record` writes the audit event of a refusal."""
 
@@ -65,16 +74,27 @@ class ApiAuth:
         *,
         anonymous_read: bool,
         record: Callable[[AuditEvent], Awaitable[None]] | None = None,
+        logins: LoginSettings | None = None,
     ) -> None:
         self._users = {u.name: u for u in users}
         self._tokens = tuple(tokens)
         self.anonymous_read = anonymous_read
         self._record = record
         self._audited: dict[tuple[str, str], tuple[float, int]] = {}
+        # Basic logins are throttled as OPC UA logins are (inventory_core.logins): failures
+        # per user name and client address lock them out; scrypt runs in its own threads.
+        self.logins = logins or LoginSettings()
+        self._throttle = LoginThrottle(self.logins)
+        self._checker: PasswordChecker | None = None
 
-    async def principal(self, authorization: str | None) -> Principal | None:
-        """The caller of a request with this Authorization header (None: anonymous);
-        Unauthenticated for credentials that are malformed or wrong."""
+    def close(self) -> None:
+        if self._checker is not None:
+            self._checker.close()
+
+    async def principal(self, authorization: str | None, client: str = "") -> Principal | None:
+        """The caller of a request with this Authorization header from `client` (its
+        address; None: anonymous); Unauthenticated for credentials that are malformed,
+        wrong, or locked out after repeated failures."""
         if not authorization:
             return None
         scheme, _, credentials = authorization.strip().partition(" ")
@@ -91,13 +111,47 @@ class ApiAuth:
                 )
             except (binascii.Error, UnicodeDecodeError):
                 raise Unauthenticated("malformed Basic credentials") from None
-            user = self._users.get(name)
-            if not colon or user is None:
-                raise Unauthenticated("wrong user name or password")
-            if not await asyncio.to_thread(user.verify, password):  # scrypt: off the loop
-                raise Unauthenticated("wrong user name or password")
-            return Principal(user.name, user.role, "basic")
+            if not colon:
+                raise Unauthenticated("malformed Basic credentials")
+            return await self._basic(name, password, client)
         raise Unauthenticated("use Authorization: Bearer TOKEN or Basic")
+
+    async def _basic(self, name: str, password: str, client: str) -> Principal:
+        if self._throttle.locked(name, client) is not None:  # refused unchecked: no scrypt
+            raise Unauthenticated("locked out after repeated failed logins; try again later")
+        user = self._users.get(name)
+        if self._checker is None:
+            self._checker = PasswordChecker(
+                concurrency=self.logins.concurrency, queue=self.logins.queue
+            )
+        try:
+            await self._checker.acquire()
+        except CheckerBusy:
+            raise LoginsBusy("too many logins are being checked; try again") from None
+        try:
+            good = user is not None and await self._checker.verify(password, user.password)
+        finally:
+            self._checker.release()
+        if user is None or not good:
+            failed = self._throttle.failure(name, client)
+            for lockout in failed.lockouts:
+                log.warning("api_lockout", scope=str(lockout.scope), key=lockout.key[:128],
+                            duration_s=lockout.duration_s)  # fmt: skip
+                if self._record is not None:
+                    await self._record(
+                        AuditEvent(
+                            user=name[:128] or ANONYMOUS,
+                            action="lockout",
+                            object_type="api_login",
+                            object_id=lockout.key[:128],
+                            reason=f"{lockout.scope} locked out for {lockout.duration_s:g} s "
+                            f"after {lockout.failures} failed logins",
+                        )
+                    )
+            await asyncio.sleep(failed.delay_s)  # a guesser slows down; nothing waits on it
+            raise Unauthenticated("wrong user name or password")
+        self._throttle.success(name)
+        return Principal(user.name, user.role, "basic")
 
     async def denied(self, who: str, route: str, reason: str, status: int) -> None:
         """Audit a refused request (rate-limited per caller and reason)."""

@@ -21,6 +21,7 @@ from inventory_core.domain.errors import (
     LedgerUnavailable,
     LotExpired,
     LotNotReleased,
+    PeriodClosed,
     RequestClosed,
     SignatureRefused,
     UnitHoldsOtherLot,
@@ -30,7 +31,7 @@ from inventory_core.domain.errors import (
     UnknownRequest,
     UnknownStorageUnit,
 )
-from inventory_core.domain.text import shown
+from inventory_core.domain.text import InvalidText, shown
 
 __all__ = ["PROBLEM_SCHEMA", "Problem", "install", "problem_response", "problem_responses"]
 
@@ -43,7 +44,7 @@ _TITLES: dict[int, str] = {
     403: "The caller's role does not allow this (or a signature is refused)",
     404: "Not found",
     409: "Conflicts with the ledger's state: stock, lot status, an Idempotency-Key reused, "
-    "a request already signed",
+    "a request already signed, a closed period",
     413: "Request body over [api] max_body_bytes",
     415: "Unsupported media type (Content-Type)",
     422: "Invalid request: a field's value, or something it names that does not exist",
@@ -65,6 +66,7 @@ _CONFLICTS = (
     UnitHoldsOtherLot,
     DisagreesWithGauge,
     RequestClosed,  # already posted or rejected: signing it again changes nothing
+    PeriodClosed,  # a close overlapping a closed period, a posting inside one
 )
 _FIELDS = (
     (UnknownStorageUnit, "unit"),
@@ -136,6 +138,8 @@ def from_ledger(exc: InventoryError) -> Problem:
     else:
         status = 409 if isinstance(exc, _CONFLICTS) else 422
     field = next((name for error, name in _FIELDS if isinstance(exc, error)), None)
+    if isinstance(exc, InvalidText):  # a text rule names the field it refuses
+        field = exc.field
     title = re.sub(r"-", " ", slug).capitalize()
     return Problem(status, title, str(exc), field=field, kind=kind)
 

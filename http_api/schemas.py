@@ -10,12 +10,14 @@ as text (`"1500"`, `"0.25"`); live values of the plant view are numbers (display
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from inventory_core.domain.advices import AdviceDirection, AdviceState
+from inventory_core.domain.lot_quality import MAX_PROPERTIES
 from inventory_core.domain.model import (
     Booking,
     LotHandling,
@@ -42,11 +44,18 @@ __all__ = [
     "ConsumedIn",
     "GenealogyOut",
     "LotDetailOut",
+    "LotOut",
+    "LotPropertyIn",
+    "LotPropertyOut",
+    "LotQualityIn",
     "LotStatusIn",
     "LotsOut",
     "MovementIn",
     "MovementPosted",
     "MovementsOut",
+    "PeriodCloseIn",
+    "PeriodOut",
+    "PeriodsOut",
     "Posted",
     "ProblemOut",
     "ReconciliationOut",
@@ -125,6 +134,80 @@ class LotStatusIn(BaseModel):
     )
 
     status: Literal["quarantine", "released", "hold", "rejected", "expired"]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+def _date_text(value: object) -> object:
+    """A date is JSON text (`YYYY-MM-DD`): no number read as a Unix time."""
+    if not isinstance(value, str | date):
+        raise ValueError("a date is text, YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_date_text), Field(examples=["2027-06-01"])]
+
+
+class LotPropertyIn(BaseModel):
+    """One property of a lot, as certified: a number or a text, and its unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str, Field(min_length=1, max_length=128, description="`density` (kg/L, kg/m3, g/mL) "
+                   "replaces the material's density in this lot's conversions",
+                   examples=["density"])
+    ]  # fmt: skip
+    value: Annotated[str, Field(min_length=1, max_length=200, examples=["1.113"])]
+    unit: Annotated[str, Field(max_length=16, examples=["kg/L"])] = ""
+
+
+class LotQualityIn(BaseModel):
+    """A lot's quality data: `properties` replace the lot's (left out: kept); `retest`,
+    `expiry` and `certificate` are set where given (left out: kept). At least one of
+    them, and a reason (audited, old -> new)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"properties": [{"name": "density", "value": "1.113", "unit": "kg/L"},
+                                {"name": "assay", "value": "99.7", "unit": "%"}],
+                 "retest": "2027-06-01", "certificate": "CoA-2026-0100",
+                 "reason": "CoA received"},
+            ]
+        },
+    )  # fmt: skip
+
+    properties: Annotated[list[LotPropertyIn], Field(max_length=MAX_PROPERTIES)] | None = None
+    retest: IsoDate | None = None
+    expiry: IsoDate | None = None
+    certificate: Annotated[
+        str, Field(max_length=200, description="certificate of analysis reference")
+    ] | None = None  # fmt: skip
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+PeriodTime = Annotated[
+    str, Field(min_length=1, max_length=40, description="ISO 8601 (UTC where no zone)")
+]
+
+
+class PeriodCloseIn(BaseModel):
+    """Close the period [from, to) of the books: its balance report is computed now and
+    held for a signature (`reviewed`, unless a `period-close` policy says otherwise)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                 "reason": "month end November"},
+            ]
+        },
+    )  # fmt: skip
+
+    start: PeriodTime = Field(alias="from", description="the period's start, included")
+    end: PeriodTime = Field(alias="to", description="its end, excluded: it must have passed")
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
@@ -264,14 +347,26 @@ class BalancesOut(_Out):
     balances: list[BalanceOut]
 
 
+class LotPropertyOut(_Out):
+    """One property of a lot (ISA-95 MaterialLotProperty)."""
+
+    name: str
+    value: str = Field(description="as certified: a number or a text")
+    unit: str = Field(description="'' where the value has none")
+
+
 class LotOut(_Out):
-    """A lot (ISA-95 MaterialLot)."""
+    """A lot (ISA-95 MaterialLot) with its quality data."""
 
     lot: str
     material: str
     status: LotStatus
     created_at: Timestamp
     expiry: str | None = Field(description="ISO date, or null")
+    properties: list[LotPropertyOut]
+    retest: str | None = Field(description="ISO date the lot must be retested by, or null")
+    retest_due: bool = Field(description="past its retest date (today, UTC)")
+    certificate: str = Field(description="certificate of analysis reference ('' where none)")
 
 
 class LotsOut(_Out):
@@ -284,6 +379,22 @@ class LotDetailOut(LotOut):
     units: list[HeldOut]
     parents: list[str]
     children: list[str]
+
+
+class PeriodOut(_Out):
+    """A closed period of the books [start, end): nothing posts with a time inside it."""
+
+    id: str = Field(description="`<start>/<end>`")
+    start: Timestamp
+    end: Timestamp
+    report_digest: str = Field(description="SHA-256 of the balance report signed")
+    request_id: str = Field(description="the request whose signature closed it")
+    closed_at: Timestamp
+    requested_by: str
+
+
+class PeriodsOut(_Out):
+    periods: list[PeriodOut]
 
 
 class MovementOut(_Out):

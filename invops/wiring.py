@@ -207,7 +207,9 @@ async def _api_server(
         config.api_token_definitions(),
         anonymous_read=api.anonymous is AnonymousApi.READ,
         record=ledger.record_event,
+        logins=login_settings(config.opcua),
     )
+    stack.callback(auth.close)
     folder = config.b2mml.schema_dir
     validator = None if folder is None else await asyncio.to_thread(SchemaValidator, Path(folder))
     app = create_app(

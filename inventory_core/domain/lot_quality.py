@@ -21,6 +21,7 @@ from inventory_core.domain.text import check_free_text, check_identifier
 
 __all__ = [
     "DENSITY",
+    "MAX_DENSITY_KG_L",
     "MAX_PROPERTIES",
     "ExpireLots",
     "LotProperty",
@@ -34,6 +35,7 @@ __all__ = [
 
 DENSITY: Final = "density"  # the property that replaces the material's density
 MAX_PROPERTIES: Final = 64
+MAX_DENSITY_KG_L: Final = Decimal(100)  # osmium is 22.6 kg/L
 _DENSITY_UNITS: Final = {"kg/l": Decimal(1), "kg/L": Decimal(1), "kg/m3": Decimal("0.001"),
                          "g/ml": Decimal(1), "g/mL": Decimal(1), "g/cm3": Decimal(1)}  # fmt: skip
 
@@ -119,6 +121,10 @@ def _density_of(prop: LotProperty) -> Decimal:
         units = ", ".join(sorted({u.lower() for u in _DENSITY_UNITS}))
         raise ValidationError(
             f"property density {prop.value} {prop.unit}: a positive number in {units}"
+        )
+    if value * factor > MAX_DENSITY_KG_L:  # no material is; a typo would break conversions
+        raise ValidationError(
+            f"property density {prop.value} {prop.unit}: at most {MAX_DENSITY_KG_L} kg/L"
         )
     return value * factor
 

@@ -296,6 +296,9 @@ def test_the_ledger_verifies_after_the_fuzzing(served: Served) -> None:
     held = {status for route, method, status in answered
             if route == f"{API}/lots/{{lot}}/status" and method == "POST"}  # fmt: skip
     assert 202 in held, "a status change held for signatures, its answer checked"
+    closes = {status for route, method, status in answered
+              if route == f"{API}/periods/close" and method == "POST"}  # fmt: skip
+    assert 202 in closes, "a period close held for its signature, its answer checked"
     for operation in schema.get_all_operations():
         op = operation.ok()
         ok = any(r == op.path and m == op.method.upper() and s < 300 for r, m, s in answered)

@@ -120,6 +120,8 @@ async def test_bad_quality_data_is_refused_and_changes_nothing(
     await ledger.post(receipt("L1", 10))
     with pytest.raises(ValidationError, match="density"):
         await ledger.set_lot_quality(quality("L1", properties=(parse_property("density=-1 kg/L"),)))
+    with pytest.raises(ValidationError, match="at most 100 kg/L"):  # 1e30 would break maths
+        await ledger.set_lot_quality(quality("L1", properties=(parse_property("density=1e30"),)))
     with pytest.raises(ValidationError, match="repeat"):
         twice = (parse_property("assay=99"), parse_property("assay=98"))
         await ledger.set_lot_quality(quality("L1", properties=twice))
