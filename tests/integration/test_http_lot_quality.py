@@ -10,10 +10,6 @@ through POST /requests/{id}/approve, GET /periods lists it; an overlapping close
 
 from __future__ import annotations
 
-import asyncio
-import json
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,6 +36,7 @@ from inventory_core.domain.passwords import hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
 from inventory_core.signing import SigningService
 from invops.http_server import HttpServer
+from tests.http_client import http_call
 
 OIL = MaterialDefinition(MaterialId("OIL"), "Oil", "kg", Decimal("0.9"), LotStatus.RELEASED)
 DRUMS = StorageUnit(StorageUnitId("DRUMS"), "P", "A", StorageKind.BIN, Decimal(10000), "kg",
@@ -86,23 +83,7 @@ class Api:
         self, method: str, path: str, body: Any = None, *, token: str | None = ENGINEER_TOKEN,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:  # fmt: skip
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
-
-        def send() -> tuple[int, dict[str, str], Any]:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.status, dict(response.headers), json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                text = exc.read()
-                return exc.code, dict(exc.headers), json.loads(text) if text else None
-
-        return await asyncio.to_thread(send)
+        return await http_call(self.base + path, method, body, token=token, headers=headers)
 
     async def quality(self, lot: str = "L1") -> tuple[Any, ...]:
         """What the ledger holds of a lot's quality data (and its expiry)."""
