@@ -63,6 +63,20 @@ def stored_value(text: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingAudit:
+    """An audit entry before it gets its place (seq, hashes) in the writer's chain."""
+
+    timestamp: str
+    user: str
+    action: str
+    object_type: str
+    object_id: str
+    reason: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     """Who did what, when and why, with old -> new values as canonical JSON text."""
 

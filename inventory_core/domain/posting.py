@@ -28,7 +28,7 @@ from inventory_core.domain.advices import (
     open_advice,
     window_end,
 )
-from inventory_core.domain.audit import canonical_json, length_prefixed
+from inventory_core.domain.audit import PendingAudit, canonical_json, length_prefixed
 from inventory_core.domain.errors import (
     AlreadyReversed,
     CapacityExceeded,
@@ -128,20 +128,6 @@ class LedgerState:
     # The pending requests a batch signs (by id, without the `request:` prefix).
     requests: dict[str, PendingRequest] = field(default_factory=dict)
     closed_periods: list[ClosedPeriod] = field(default_factory=list)  # every one, oldest first
-
-
-@dataclass(frozen=True, slots=True)
-class PendingAudit:
-    """An audit entry before it gets its place (seq, hashes) in the writer's chain."""
-
-    timestamp: str
-    user: str
-    action: str
-    object_type: str
-    object_id: str
-    reason: str
-    old: str
-    new: str
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from inventory_core.domain.advices import ADVICE_PREFIX, Advice
-from inventory_core.domain.audit import canonical_json
+from inventory_core.domain.audit import PendingAudit, canonical_json
 from inventory_core.domain.errors import (
     PeriodClosed,
     RequestClosed,
@@ -58,7 +58,7 @@ from inventory_core.domain.signatures import (
 from inventory_core.domain.users import Role
 
 if TYPE_CHECKING:
-    from inventory_core.domain.posting import Changes, LedgerState, PendingAudit
+    from inventory_core.domain.posting import Changes, LedgerState
 
 __all__ = ["SignOutcome", "SigningRules"]
 
@@ -130,8 +130,6 @@ class SigningRules:
         )
         self.state.closed_periods.append(closed)
         self.changes.closed_periods.append(closed)
-        from inventory_core.domain.posting import PendingAudit
-
         self.changes.audits.append(
             PendingAudit(
                 timestamp=now,
@@ -182,8 +180,6 @@ class SigningRules:
         )
 
     def _accept_variance(self, review: AdviceVarianceReview) -> PostingResult:
-        from inventory_core.domain.posting import PendingAudit
-
         assert self._signing is not None
         self.changes.audits.append(
             PendingAudit(
@@ -359,8 +355,6 @@ class SigningRules:
 
     def signature_policies(self, update: SignaturePoliciesUpdate) -> bool:
         """Replace the policies (from the next batch on); audited when they change."""
-        from inventory_core.domain.posting import PendingAudit
-
         old, new = policies_json(self._policies), policies_json(update.policies)
         if old == new:
             return False
@@ -382,8 +376,6 @@ class SigningRules:
 
     def signature_refused(self, req: SignRequest, error: Exception) -> None:
         """Audit a signature the rules refused (21 CFR 11.300(d): attempts are kept)."""
-        from inventory_core.domain.posting import PendingAudit
-
         self.changes.audits.append(
             PendingAudit(
                 timestamp=self._now(),
@@ -447,8 +439,6 @@ class SigningRules:
     def _audit_request(
         self, pending: PendingRequest, user: str, reason: str, *, old: str, new: str
     ) -> None:
-        from inventory_core.domain.posting import PendingAudit
-
         self.changes.audits.append(
             PendingAudit(
                 timestamp=self._now(),
@@ -476,8 +466,6 @@ def _held(pending: PendingRequest, policy: SignaturePolicy) -> str:
 
 
 def _signature_audit(signature: Signature, request_id: str) -> PendingAudit:
-    from inventory_core.domain.posting import PendingAudit
-
     return PendingAudit(
         timestamp=signature.signed_at,
         user=signature.signer,
