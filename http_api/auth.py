@@ -25,7 +25,13 @@ from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.model import AuditEvent
 from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
-from inventory_core.logins import CheckerBusy, LoginSettings, LoginThrottle, PasswordChecker
+from inventory_core.logins import (
+    CheckerBusy,
+    LoginRefusal,
+    LoginSettings,
+    LoginThrottle,
+    PasswordChecker,
+)
 
 __all__ = ["ANONYMOUS", "SECURITY_SCHEMES", "ApiAuth", "LoginsBusy", "Principal", "security"]
 
@@ -75,6 +81,8 @@ class ApiAuth:
         anonymous_read: bool,
         record: Callable[[AuditEvent], Awaitable[None]] | None = None,
         logins: LoginSettings | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        on_lockout: Callable[[str], None] | None = None,
     ) -> None:
         self._users = {u.name: u for u in users}
         self._tokens = tuple(tokens)
@@ -86,6 +94,9 @@ class ApiAuth:
         self.logins = logins or LoginSettings()
         self._throttle = LoginThrottle(self.logins)
         self._checker: PasswordChecker | None = None
+        # metrics hooks: a refused Basic login (a LoginRefusal value), a lockout begun (scope)
+        self._on_refused = on_refused or (lambda reason: None)
+        self._on_lockout = on_lockout or (lambda scope: None)
 
     def close(self) -> None:
         if self._checker is not None:
@@ -118,6 +129,7 @@ class ApiAuth:
 
     async def _basic(self, name: str, password: str, client: str) -> Principal:
         if self._throttle.locked(name, client) is not None:  # refused unchecked: no scrypt
+            self._on_refused(LoginRefusal.LOCKED_OUT)
             raise Unauthenticated("locked out after repeated failed logins; try again later")
         user = self._users.get(name)
         if self._checker is None:
@@ -127,14 +139,19 @@ class ApiAuth:
         try:
             await self._checker.acquire()
         except CheckerBusy:
+            self._on_refused(LoginRefusal.BUSY)
             raise LoginsBusy("too many logins are being checked; try again") from None
         try:
             good = user is not None and await self._checker.verify(password, user.password)
         finally:
             self._checker.release()
         if user is None or not good:
+            self._on_refused(
+                LoginRefusal.UNKNOWN_USER if user is None else LoginRefusal.BAD_PASSWORD
+            )
             failed = self._throttle.failure(name, client)
             for lockout in failed.lockouts:
+                self._on_lockout(str(lockout.scope))
                 log.warning("api_lockout", scope=str(lockout.scope), key=lockout.key[:128],
                             duration_s=lockout.duration_s)  # fmt: skip
                 if self._record is not None:

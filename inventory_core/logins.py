@@ -41,6 +41,7 @@ from typing import Final
 from inventory_core.domain.passwords import PasswordHash
 
 __all__ = [
+    "API_LOGIN_REFUSALS",
     "LOCKOUT_SCOPES",
     "LOGIN_REFUSALS",
     "CheckerBusy",
@@ -78,6 +79,12 @@ class LockoutScope(StrEnum):
 
 LOGIN_REFUSALS: Final = tuple(r.value for r in LoginRefusal)
 LOCKOUT_SCOPES: Final = tuple(s.value for s in LockoutScope)
+# HTTP Basic has no secure-channel or anonymous-session refusals of its own.
+API_LOGIN_REFUSALS: Final = tuple(
+    r.value
+    for r in LoginRefusal
+    if r not in {LoginRefusal.UNSECURED_CHANNEL, LoginRefusal.ANONYMOUS_OFF}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from prometheus_client.registry import Collector
 from inventory_core.domain.advices import Advice, AdviceState
 from inventory_core.domain.model import MovementKind, Source
 from inventory_core.log import get_logger
-from inventory_core.logins import LOCKOUT_SCOPES, LOGIN_REFUSALS
+from inventory_core.logins import API_LOGIN_REFUSALS, LOCKOUT_SCOPES, LOGIN_REFUSALS
 from inventory_core.plant_view import PlantView, UnitState
 from inventory_core.signing import SIGNING_OUTCOMES
 from opcua_server.limits import REFUSAL_REASONS
@@ -87,8 +87,10 @@ POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 #   invops_ledger_postings_total{kind,source}: 9 movement kinds x 5 sources = 45
 #   invops_opcua_login_failures_total{reason}: 6; invops_opcua_lockouts_total{scope}: 2
 #   invops_opcua_refusals_total{reason}: 10, one per opcua_server.limits.REFUSAL_REASONS
-# The demo (2 PLCs): 32 + 45 + 8 + 10 = 95. Postings with kind or source "other" (never
-# produced by the ledger) appear only when counted.
+#   invops_api_login_failures_total{reason}: 4; invops_api_lockouts_total{scope}: 2
+#   invops_signature_attempts_total{outcome}: len(SIGNING_OUTCOMES)
+# The demo (2 PLCs): 32 + 45 + 8 + 10 + 6 + the signature outcomes. Postings with kind
+# or source "other" (never produced by the ledger) appear only when counted.
 _REASONS: Final = frozenset(ERROR_REASONS)  # `plc_connectors.error_reason` labels
 _KINDS: Final = frozenset(k.value for k in MovementKind)
 _SOURCES: Final = frozenset(s.value for s in Source)
@@ -271,6 +273,7 @@ class Metrics:
             registry=registry,
         )
         self._opcua_security(registry)
+        self._api_security(registry)
         self._signatures(registry)
         self.opcua_refusals = _counter_at_zero(
             registry,
@@ -382,6 +385,33 @@ class Metrics:
             "trail keeps the first per session and minute in full and a summary of the rest).",
             registry=registry,
         )
+
+    def _api_security(self, registry: CollectorRegistry) -> None:
+        self.api_login_failures = _counter_at_zero(
+            registry,
+            "invops_api_login_failures_total",
+            "HTTP Basic logins refused, by reason: bad_password, unknown_user, locked_out "
+            "(not checked: the user name or client address is locked out), busy.",
+            "reason",
+            API_LOGIN_REFUSALS,
+        )
+        self.api_lockouts = _counter_at_zero(
+            registry,
+            "invops_api_lockouts_total",
+            "HTTP Basic login lockouts begun, by scope: user (one user name) or source (one "
+            "client address).",
+            "scope",
+            LOCKOUT_SCOPES,
+        )
+
+    def api_login_refused(self, reason: str) -> None:
+        """One refused HTTP Basic login (`reason`: an API_LOGIN_REFUSALS value)."""
+        label = reason if reason in API_LOGIN_REFUSALS else _OTHER
+        self.api_login_failures.labels(reason=label).inc()
+
+    def api_lockout(self, scope: str) -> None:
+        """One HTTP Basic lockout begun (`scope`: user or source)."""
+        self.api_lockouts.labels(scope=scope if scope in LOCKOUT_SCOPES else _OTHER).inc()
 
     def _signatures(self, registry: CollectorRegistry) -> None:
         self.signature_attempts = _counter_at_zero(

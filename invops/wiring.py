@@ -208,6 +208,8 @@ async def _api_server(
         anonymous_read=api.anonymous is AnonymousApi.READ,
         record=ledger.record_event,
         logins=login_settings(config.opcua),
+        on_refused=metrics.api_login_refused,
+        on_lockout=metrics.api_lockout,
     )
     stack.callback(auth.close)
     folder = config.b2mml.schema_dir

@@ -29,15 +29,27 @@ USERS = [
 ]
 
 
+REFUSED: list[str] = []  # what the metrics hooks were told, per test (cleared by `served`)
+LOCKOUTS: list[str] = []
+
+
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Ledger]]:
     async with open_ledger(
         f"sqlite+aiosqlite:///{tmp_path}/l.db", writer_id="w", migrate=True
     ) as ledger:
+        REFUSED.clear()
+        LOCKOUTS.clear()
         settings = LoginSettings(max_failures=3, lockout_s=600, failure_delay_s=0)
         tokens = [ApiToken("bi", Role.VIEWER, hash_token(TOKEN))]
         auth = ApiAuth(
-            USERS, tokens, anonymous_read=False, record=ledger.record_event, logins=settings
+            USERS,
+            tokens,
+            anonymous_read=False,
+            record=ledger.record_event,
+            logins=settings,
+            on_refused=REFUSED.append,
+            on_lockout=LOCKOUTS.append,
         )
         try:
             async with HttpServer(create_app(ledger, auth), "127.0.0.1", 0, name="api") as server:
@@ -73,3 +85,8 @@ async def test_repeated_wrong_passwords_lock_the_name_out(served: tuple[str, Led
     assert (await get(url, f"Bearer {TOKEN}"))[0] == 200, "a token is no login"
     lockouts = [r for _, r in await ledger.audit_records("api_login") if r.action == "lockout"]
     assert [(r.user, r.object_id) for r in lockouts] == [("erin", "erin")]
+    # what the metrics count (invops_api_login_failures_total, invops_api_lockouts_total)
+    assert REFUSED == ["bad_password"] * 3 + ["locked_out"]
+    assert LOCKOUTS == ["user"]
+    assert (await get(url, basic("nobody", "x")))[0] == 401
+    assert REFUSED[-1] == "unknown_user"

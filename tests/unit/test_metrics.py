@@ -166,6 +166,8 @@ def test_every_invops_metric_has_help_and_the_prefix(
         "invops_opcua_lockouts_total",
         "invops_opcua_denied_calls_total",
         "invops_opcua_refusals_total",
+        "invops_api_login_failures_total",
+        "invops_api_lockouts_total",
         "invops_signature_attempts_total",
         "invops_signature_lockouts_total",
     }
@@ -347,6 +349,27 @@ def test_login_refusals_lockouts_and_denied_calls_are_counted(
     assert _value(registry, "invops_opcua_lockouts_total", scope="user") == 1
     assert _value(registry, "invops_opcua_lockouts_total", scope="source") == 0
     assert _value(registry, "invops_opcua_denied_calls_total") == 2
+
+
+def test_api_login_refusals_and_lockouts_start_at_zero_and_count(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    failures = "invops_api_login_failures_total"
+    assert {s.labels["reason"]: s.value for s in _samples(registry, failures)} == {
+        "bad_password": 0.0,
+        "unknown_user": 0.0,
+        "locked_out": 0.0,
+        "busy": 0.0,
+    }
+    for reason in ("bad_password", "unknown_user", "bad_password", "anonymous_off"):
+        metrics.api_login_refused(reason)
+    metrics.api_lockout("source")
+    assert _value(registry, failures, reason="bad_password") == 2
+    assert _value(registry, failures, reason="unknown_user") == 1
+    assert _value(registry, failures, reason="other") == 1  # not an HTTP refusal
+    assert _value(registry, "invops_api_lockouts_total", scope="source") == 1
+    assert _value(registry, "invops_api_lockouts_total", scope="user") == 0
+    assert _value(registry, "invops_opcua_lockouts_total", scope="source") == 0
 
 
 def test_signature_attempts_and_lockouts_are_counted_every_outcome_from_zero(
