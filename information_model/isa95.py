@@ -41,8 +41,9 @@ OPC10030_NAMESPACE: Final = "http://www.OPCFoundation.org/UA/2013/01/ISA95"
 # Bump both when a type changes; the NodeSet's <Model> carries them.
 # 1.1: lot lists, genealogy arrays, advices (issue 14); 1.2: pending requests, ApproveRequest
 # and RejectRequest (electronic signatures, issue 16); 1.3: lot quality data (retest date,
-# certificate, properties) and SetLotQuality, ClosePeriod (issue 16).
-MODEL_VERSION: Final = "1.3.0"
+# certificate, properties) and SetLotQuality, ClosePeriod (issue 16); 1.4: RequestId and
+# Signatures on InventoryMovementEventType (issue 16).
+MODEL_VERSION: Final = "1.4.0"
 MODEL_PUBLICATION_DATE: Final = "2026-12-04T00:00:00Z"
 
 # ISA95EquipmentElementLevelEnum (OPC 10030, DataType i=4871 in the ISA95 namespace).
@@ -432,6 +433,18 @@ INVENTORY_MOVEMENT_EVENT_TYPE: Final = EventTypeDef(
         _text("UnitOfMeasure", "Unit of Quantity."),
         _text("User", "User who posted the movement."),
         _text("Source", f"Origin of the posting: {_one_of(Source)}."),
+        _text(
+            "RequestId",
+            "The pending request the movement was posted on once signed ('' when it needed "
+            "no signature).",
+        ),
+        ArgumentDef(
+            "Signatures",
+            "String",
+            "The signatures it was posted on (21 CFR 11.50), each 'Printed Name (user), UTC "
+            "time: meaning'; empty when none.",
+            array=True,
+        ),
     ),
 )
 

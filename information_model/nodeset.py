@@ -332,9 +332,10 @@ class _NodeSetWriter:
             ],
         )
         for node_id, event_field in fields:
+            shape = {"ValueRank": "1", "ArrayDimensions": "0"} if event_field.array else {}
             self._property(
                 node_id, f"1:{event_field.name}", self._nid(name), event_field.data_type,
-                event_field.description,
+                event_field.description, shape,
             )  # fmt: skip
 
     # --- document ---

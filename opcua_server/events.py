@@ -63,7 +63,7 @@ from inventory_core.domain.model import (
     Movement,
     MovementKind,
 )
-from inventory_core.domain.signatures import RequestState
+from inventory_core.domain.signatures import RequestState, signature_lines
 from inventory_core.domain.units import format_decimal
 from inventory_core.ledger import Ledger
 from inventory_core.log import get_logger
@@ -230,6 +230,8 @@ class LedgerMirror:
         event.UnitOfMeasure = movement.uom
         event.User = movement.user
         event.Source = str(movement.source)
+        event.RequestId = str(movement.details.get("request", ""))
+        event.Signatures = signature_lines(movement.details)
         event.Severity = SEVERITY_CORRECTION if movement.kind in _CORRECTIONS else SEVERITY_NORMAL
         unit = self._space.units.get(movement.unit or "")
         if unit is not None:  # SourceNode: the storage unit the movement is about

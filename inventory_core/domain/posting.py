@@ -865,10 +865,13 @@ class Planner(SigningRules):
             for parent, quantity in part.parents:
                 self.changes.links.append((parent, part.lot, movement.id, quantity))
             legs = movement_legs(part.from_unit, part.to_unit, part.lot, part.quantity)
-            self._append(movement, legs, digest, old="", parts=tuple(ids[1:]) if index == 0 else ())
+            appended = self._append(
+                movement, legs, digest, old="", parts=tuple(ids[1:]) if index == 0 else ()
+            )
             if part.kind in CURRENT_LOT_KINDS and part.to_unit is not None:
                 self.state.current_lots[part.to_unit] = part.lot
-            movements.append(movement)
+            assert appended.movement is not None
+            movements.append(appended.movement)  # as stored: with its signatures, if any
         return PostingResult(
             head, movement=movements[0], parts=tuple(ids[1:]), movements=tuple(movements)
         )

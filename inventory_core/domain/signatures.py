@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -61,6 +61,7 @@ __all__ = [
     "request_document",
     "request_from_payload",
     "request_payload",
+    "signature_lines",
     "signed_manifest",
 ]
 
@@ -258,7 +259,7 @@ class Signature:
 
     def manifest(self) -> str:
         """What the signature shows (21 CFR 11.50): printed name, time, meaning."""
-        return f"{self.printed_name} ({self.signer}), {self.signed_at}: {self.meaning}"
+        return _manifest(self.printed_name, self.signer, self.signed_at, self.meaning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +460,21 @@ def signed_manifest(signature: Signature) -> dict[str, Any]:
         "signed_at": signature.signed_at,
         "digest": signature.digest,
     }
+
+
+def signature_lines(details: Mapping[str, Any]) -> list[str]:
+    """The approvals a movement posted on signatures carries (its `details`), one line
+    each as `Signature.manifest` shows them; empty for a movement signed by no one."""
+    signed = details.get("signatures") or []
+    return [
+        _manifest(s["printed_name"], s["signer"], s["signed_at"], s["meaning"])
+        for s in signed
+        if isinstance(s, dict)
+    ]
+
+
+def _manifest(printed_name: str, signer: str, signed_at: str, meaning: str) -> str:
+    return f"{printed_name} ({signer}), {signed_at}: {meaning}"
 
 
 # A period close is always signed: as `reviewed` by an engineer, unless a

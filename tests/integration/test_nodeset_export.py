@@ -350,3 +350,6 @@ async def test_asyncua_builds_events_of_the_imported_movement_event_type(server:
     generator = await server.get_event_generator(event_type, server.nodes.server.nodeid)
     for event_field in TYPE_MODEL.event_type("InventoryMovementEventType").fields:
         assert hasattr(generator.event, event_field.name)
+        declared = await event_type.get_child(f"{idx}:{event_field.name}")
+        rank = await declared.read_attribute(ua.AttributeIds.ValueRank)
+        assert rank.Value.Value == (1 if event_field.array else -1), event_field.name

@@ -12,6 +12,8 @@ session may not call either method (audited, without the password).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 import tomllib
@@ -30,8 +32,9 @@ from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import Movement, MovementKind, Source
 from inventory_core.domain.passwords import hash_password
 from inventory_core.domain.signatures import REQUEST_PREFIX, RequestState
+from inventory_core.plant_view import LedgerFollower, PlantView
 from invops.config import InvopsConfig, parse_config
-from invops.wiring import opcua_security, opcua_settings, signing_service
+from invops.wiring import measured_units, opcua_security, opcua_settings, signing_service
 from opcua_server import InvopsOpcUaServer
 from opcua_server.security import current_user, identity_tokens, secure_server_kwargs
 from tests.polling import eventually
@@ -160,9 +163,17 @@ async def _plant(tmp_path: Path, *, signing: bool = True, **server: Any) -> Asyn
         )
         await ledger.set_signature_policies(config.signature_policies())
         service = signing_service(config, ledger) if signing else None
+        # As the service runs it: movements reach the server (its events) through the view.
+        view = PlantView(
+            config.storage_unit_definitions(), config.material_definitions(), measured_units(config)
+        )
+        follower = LedgerFollower(ledger, view, debounce_s=0.05)
+        await follower.start()
+        books = asyncio.create_task(follower.run())
         running = InvopsOpcUaServer(
             opcua_settings(config),
             ledger,
+            view=view,
             identity_tokens=identity_tokens(access),
             current_user=current_user,
             signing=service,
@@ -173,6 +184,9 @@ async def _plant(tmp_path: Path, *, signing: bool = True, **server: Any) -> Asyn
             async with running:
                 yield Plant(config, running, ledger, db)
         finally:
+            books.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await books
             if service is not None:
                 service.close()
             security["user_manager"].close()
@@ -274,6 +288,48 @@ async def test_a_held_adjustment_posts_once_on_the_right_signature(plant: Plant)
     [signed] = _audit(plant.db, "signature")
     assert signed[0] == "sam"
     assert (await plant.ledger.verify()).ok
+
+
+class _Events:
+    """Subscription handler collecting the events it is sent."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def event_notification(self, event: Any) -> None:
+        self.events.append(event)
+
+
+async def test_the_movement_event_shows_the_signatures_it_was_posted_on(plant: Plant) -> None:
+    request_id = await _held(plant)
+    async with plant.session("otto") as otto:
+        event_type = await otto.client.nodes.base_event_type.get_child(
+            f"{otto.tns}:InventoryMovementEventType"
+        )
+        inbox = _Events()
+        subscription = await otto.client.create_subscription(50, inbox)
+        try:
+            await subscription.subscribe_events(otto.ledger, event_type)
+            unsigned = await otto.call(
+                "PostReceipt", "SUGAR", "SUG-E9", 1.0, "kg", "SI-201", "", ""
+            )
+            posted = await otto.call(
+                "ApproveRequest", request_id, "approved", "sam", PASSWORDS["sam"]
+            )
+
+            def event(movement_id: str) -> Any:
+                found = [e for e in inbox.events if e.MovementId == movement_id]
+                return found[0] if found else None
+
+            signed = await eventually(lambda: event(posted), "the signed movement's event")
+            assert signed.RequestId == request_id and signed.User == "erin"
+            [line] = signed.Signatures
+            stamp = (await plant.ledger.movement(posted)).details["signatures"][0]["signed_at"]
+            assert line == f"Sam Signer (sam), {stamp}: approved"
+            plain = await eventually(lambda: event(unsigned), "the receipt's event")
+            assert (plain.RequestId, list(plain.Signatures or [])) == ("", [])
+        finally:
+            await subscription.delete()
 
 
 async def test_an_adjustment_below_the_threshold_posts_at_once(plant: Plant) -> None:

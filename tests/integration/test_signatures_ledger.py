@@ -161,6 +161,9 @@ async def test_a_caught_adjustment_waits_and_posts_once_on_its_signature(ledger:
     [signed] = movement.details["signatures"]  # type: ignore[misc]
     assert signed["signer"] == "eng1" and signed["meaning"] == "approved"  # type: ignore[index]
     assert signed["digest"] == pending.digest  # type: ignore[index]
+    # what listeners (OPC UA events, the plant view) are given is the movement as stored
+    assert outcome.posted.movement is not None
+    assert outcome.posted.movement.details == movement.details
     assert await ledger.pending_requests() == []
 
     with pytest.raises(RequestClosed):  # a replayed approval changes nothing

@@ -375,7 +375,14 @@ def test_movement_event_fields() -> None:
         ("UnitOfMeasure", "String"),
         ("User", "String"),
         ("Source", "String"),
+        ("RequestId", "String"),
+        ("Signatures", "String"),
     ]
+    assert [f.name for f in event.fields if f.array] == ["Signatures"]
+    ids = TYPE_MODEL.node_ids()  # appended in 1.4.0: the fields of 1.0 keep their ids
+    assert ids["InventoryMovementEventType.MovementId"] == 7010
+    assert ids["InventoryMovementEventType.Source"] == 7100
+    assert ids["InventoryMovementEventType.Signatures"] == 7120
     for kind in MovementKind:
         assert kind.value in event.fields[1].description
 
