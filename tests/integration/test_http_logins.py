@@ -17,7 +17,7 @@ import pytest
 from http_api import ApiAuth, create_app
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.api_tokens import ApiToken, hash_token
-from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
 from inventory_core.logins import LoginSettings
 from invops.http_server import HttpServer
@@ -90,3 +90,23 @@ async def test_repeated_wrong_passwords_lock_the_name_out(served: tuple[str, Led
     assert LOCKOUTS == ["user"]
     assert (await get(url, basic("nobody", "x")))[0] == 401
     assert REFUSED[-1] == "unknown_user"
+
+
+async def test_an_unknown_name_costs_a_scrypt_as_a_known_one_does(
+    served: tuple[str, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing does not tell which names exist: an unknown name's password is checked
+    against a decoy hash (counted here, not timed)."""
+    url, _ = served
+    checked: list[int] = []
+    real = PasswordHash.verify
+
+    def counting(self: PasswordHash, password: str) -> bool:
+        checked.append(self.n)
+        return real(self, password)
+
+    monkeypatch.setattr(PasswordHash, "verify", counting)
+    assert (await get(url, basic("otto", "guess")))[0] == 401
+    assert (await get(url, basic("nobody", "guess")))[0] == 401
+    assert len(checked) == 2, "one scrypt each"
+    assert REFUSED[-2:] == ["bad_password", "unknown_user"]
