@@ -42,7 +42,12 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT, movement_document
-from inventory_core.domain.signatures import REQUEST_PREFIX, PendingRequest, request_document
+from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
+    PendingRequest,
+    request_document,
+    signature_lines,
+)
 from inventory_core.domain.text import escape_controls, shown
 from inventory_core.domain.units import format_decimal, parse_quantity
 from invops import __version__, startup
@@ -648,6 +653,7 @@ def ledger_history(
             "USER",
             "SOURCE",
             "REASON",
+            "SIGNATURES",
         ],
         [
             [
@@ -662,6 +668,7 @@ def ledger_history(
                 m.user,
                 str(m.source),
                 m.reason,
+                "; ".join(signature_lines(m.details)) or "-",
             ]
             for m in movements
         ],

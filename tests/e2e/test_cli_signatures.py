@@ -90,6 +90,11 @@ def test_a_held_scrap_is_listed_refused_for_a_wrong_password_then_signed(
     assert signature["printed_name"] == "Erin Engineer" and signature["meaning"] == "approved"
     assert book(plant) == before - 7
     assert cli("ledger", "pending", "--url", plant.url, "--json").json() == []
+    # the history shows the movement with its signature (printed name, time, meaning)
+    history = cli("ledger", "history", "--url", plant.url, "--last", "1")
+    assert history.returncode == 0, history
+    assert history.stdout.splitlines()[0].split()[-1] == "SIGNATURES"
+    assert f"Erin Engineer (eng1), {signature['signed_at']}: approved" in history.stdout
 
     again = sign(plant.path.parent, *approve, password="s3cret pass")
     assert again.returncode == 1 and "changes nothing" in again.stderr
