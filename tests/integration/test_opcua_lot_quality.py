@@ -13,8 +13,6 @@ PendingRequests lists; ApproveRequest with the meaning `reviewed` closes the per
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
 import tomllib
@@ -36,11 +34,11 @@ from inventory_core.domain.lot_quality import LotQualityRequest, parse_property
 from inventory_core.domain.model import LotId, Source
 from inventory_core.domain.passwords import hash_password
 from inventory_core.domain.signatures import PERIOD_PREFIX, REQUEST_PREFIX, RequestState
-from inventory_core.plant_view import LedgerFollower, PlantView
 from invops.config import InvopsConfig, parse_config
-from invops.wiring import measured_units, opcua_security, opcua_settings, signing_service
+from invops.wiring import opcua_security, opcua_settings, signing_service
 from opcua_server import InvopsOpcUaServer
 from opcua_server.security import current_user, identity_tokens, secure_server_kwargs
+from tests.followed_view import followed_view
 from tests.polling import eventually
 
 PASSWORDS = {"otto": "otto-pw", "erin": "erin-pw", "sam": "sam-pw"}
@@ -189,43 +187,34 @@ async def _plant(tmp_path: Path, **server: Any) -> AsyncIterator[Plant]:
         )
         await ledger.set_signature_policies(config.signature_policies())
         service = signing_service(config, ledger)
-        # As the service runs it: movements reach the server through the plant view.
-        view = PlantView(
-            config.storage_unit_definitions(), config.material_definitions(), measured_units(config)
-        )
-        follower = LedgerFollower(ledger, view, debounce_s=0.05)
-        await follower.start()
-        books = asyncio.create_task(follower.run())
-        running = InvopsOpcUaServer(
-            opcua_settings(config),
-            ledger,
-            view=view,
-            refresh_debounce_s=0.05,
-            identity_tokens=identity_tokens(access),
-            current_user=current_user,
-            signing=service,
-            **server,
-            **security,
-        )
-        try:
-            async with running:
-                plant = Plant(config, running, ledger, db)
-                async with plant.session("otto") as otto:
-                    await otto.call("PostReceipt", *RECEIPT)
+        async with followed_view(config, ledger) as view:
+            running = InvopsOpcUaServer(
+                opcua_settings(config),
+                ledger,
+                view=view,
+                refresh_debounce_s=0.05,
+                identity_tokens=identity_tokens(access),
+                current_user=current_user,
+                signing=service,
+                **server,
+                **security,
+            )
+            try:
+                async with running:
+                    plant = Plant(config, running, ledger, db)
+                    async with plant.session("otto") as otto:
+                        await otto.call("PostReceipt", *RECEIPT)
 
-                    async def lot_shown() -> bool:
-                        return bool(await otto.lot(LOT, "Quantity") == 100.0)
+                        async def lot_shown() -> bool:
+                            return bool(await otto.lot(LOT, "Quantity") == 100.0)
 
-                    await eventually(
-                        lot_shown, what=f"Lots/{LOT}", ignoring=(ua.uaerrors.BadNoMatch,)
-                    )
-                yield plant
-        finally:
-            books.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await books
-            service.close()
-            security["user_manager"].close()
+                        await eventually(
+                            lot_shown, what=f"Lots/{LOT}", ignoring=(ua.uaerrors.BadNoMatch,)
+                        )
+                    yield plant
+            finally:
+                service.close()
+                security["user_manager"].close()
 
 
 @pytest_asyncio.fixture

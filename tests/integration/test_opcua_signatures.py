@@ -12,8 +12,6 @@ session may not call either method (audited, without the password).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
 import tomllib
@@ -32,11 +30,11 @@ from inventory_core import Ledger, open_ledger
 from inventory_core.domain.model import Movement, MovementKind, Source
 from inventory_core.domain.passwords import hash_password
 from inventory_core.domain.signatures import REQUEST_PREFIX, RequestState
-from inventory_core.plant_view import LedgerFollower, PlantView
 from invops.config import InvopsConfig, parse_config
-from invops.wiring import measured_units, opcua_security, opcua_settings, signing_service
+from invops.wiring import opcua_security, opcua_settings, signing_service
 from opcua_server import InvopsOpcUaServer
 from opcua_server.security import current_user, identity_tokens, secure_server_kwargs
+from tests.followed_view import followed_view
 from tests.polling import eventually
 
 PASSWORDS = {"vera": "vera-pw", "otto": "otto-pw", "erin": "erin-pw", "sam": "sam-pw"}
@@ -163,33 +161,24 @@ async def _plant(tmp_path: Path, *, signing: bool = True, **server: Any) -> Asyn
         )
         await ledger.set_signature_policies(config.signature_policies())
         service = signing_service(config, ledger) if signing else None
-        # As the service runs it: movements reach the server (its events) through the view.
-        view = PlantView(
-            config.storage_unit_definitions(), config.material_definitions(), measured_units(config)
-        )
-        follower = LedgerFollower(ledger, view, debounce_s=0.05)
-        await follower.start()
-        books = asyncio.create_task(follower.run())
-        running = InvopsOpcUaServer(
-            opcua_settings(config),
-            ledger,
-            view=view,
-            identity_tokens=identity_tokens(access),
-            current_user=current_user,
-            signing=service,
-            **server,
-            **security,
-        )
-        try:
-            async with running:
-                yield Plant(config, running, ledger, db)
-        finally:
-            books.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await books
-            if service is not None:
-                service.close()
-            security["user_manager"].close()
+        async with followed_view(config, ledger) as view:
+            running = InvopsOpcUaServer(
+                opcua_settings(config),
+                ledger,
+                view=view,
+                identity_tokens=identity_tokens(access),
+                current_user=current_user,
+                signing=service,
+                **server,
+                **security,
+            )
+            try:
+                async with running:
+                    yield Plant(config, running, ledger, db)
+            finally:
+                if service is not None:
+                    service.close()
+                security["user_manager"].close()
 
 
 @pytest_asyncio.fixture
