@@ -652,8 +652,8 @@ def ledger_history(
             "UOM",
             "USER",
             "SOURCE",
-            "REASON",
             "SIGNATURES",
+            "REASON",
         ],
         [
             [
@@ -667,8 +667,8 @@ def ledger_history(
                 m.uom,
                 m.user,
                 str(m.source),
-                m.reason,
                 "; ".join(signature_lines(m.details)) or "-",
+                m.reason,
             ]
             for m in movements
         ],

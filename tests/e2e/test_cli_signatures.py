@@ -93,7 +93,7 @@ def test_a_held_scrap_is_listed_refused_for_a_wrong_password_then_signed(
     # the history shows the movement with its signature (printed name, time, meaning)
     history = cli("ledger", "history", "--url", plant.url, "--last", "1")
     assert history.returncode == 0, history
-    assert history.stdout.splitlines()[0].split()[-1] == "SIGNATURES"
+    assert history.stdout.splitlines()[0].split()[-2:] == ["SIGNATURES", "REASON"]
     assert f"Erin Engineer (eng1), {signature['signed_at']}: approved" in history.stdout
 
     again = sign(plant.path.parent, *approve, password="s3cret pass")
