@@ -411,7 +411,9 @@ class MovementDeriver:
     5. The first good reading after a gap books the whole change since the last
        booking as ONE movement flagged `spans_gap`, whatever the deadband and
        settle time, unless |change| > plausibility_limit: then a HeldForReview
-       is returned and the booked baseline stays put.
+       is returned and the booked baseline stays put. A gap that shows no
+       change books nothing, but the window of the next movement still holds
+       the unobserved stretch, so that movement is flagged `spans_gap` too.
     6. Otherwise the change since the last booking is booked when
        (a) |change| >= deadband and the signal is stable, or
        (b) max_interval has passed since the last booking,
@@ -430,6 +432,9 @@ class MovementDeriver:
         self._anchor: Decimal = _ZERO
         self._stable_since: datetime | None = None
         self._gap_start: datetime | None = None
+        # (first gap start, last gap end) inside the open window: set by a gap that
+        # booked nothing, flagged on the window's movement
+        self._window_gap: tuple[datetime, datetime] | None = None
         self._held: HeldForReview | None = None
 
     def __copy__(self) -> MovementDeriver:
@@ -527,8 +532,10 @@ class MovementDeriver:
     ) -> list[Derived]:
         self._gap_start = None
         self._move_anchor(quantity, at)
+        gap = (gap_start if self._window_gap is None else self._window_gap[0], at)
         change = quantity - booking.quantity
         if abs(change) <= self.config.epsilon:
+            self._window_gap = gap
             return []
         limit = self.config.plausibility_limit
         if limit is not None and abs(change) > limit:
@@ -540,12 +547,12 @@ class MovementDeriver:
                 ),
                 booked_quantity=booking.quantity,
                 measured_quantity=quantity,
-                gap_start=gap_start,
+                gap_start=gap[0],
                 gap_end=at,
                 raw=dict(reading.raw),
             )
             return [self._held]
-        return [self._book(booking, quantity, at, reading, gap_start)]
+        return [self._book(booking, quantity, at, reading, gap)]
 
     def _track(
         self, booking: _Booking, quantity: Decimal, at: datetime, reading: Reading
@@ -565,7 +572,8 @@ class MovementDeriver:
             drift = change < self.config.deadband
             quiet = drift and at - booking.at >= self.config.settle
             at_rest = stable or quiet
-            booked = self._book(booking, quantity, at, reading, None, settled=at_rest)
+            gap = self._window_gap
+            booked = self._book(booking, quantity, at, reading, gap, settled=at_rest)
             return [replace(booked, drift=drift)]
         return []
 
@@ -575,11 +583,12 @@ class MovementDeriver:
         quantity: Decimal,
         at: datetime,
         reading: Reading,
-        gap_start: datetime | None,
+        gap: tuple[datetime, datetime] | None,
         *,
         settled: bool = False,
     ) -> DerivedMovement:
         self._booking = _Booking(quantity, at)
+        self._window_gap = None
         increase = quantity > booking.quantity
         return DerivedMovement(
             unit=self.config.unit,
@@ -590,9 +599,9 @@ class MovementDeriver:
             window_start=booking.at,
             window_end=at,
             idempotency_key=plc_idempotency_key(self.config.unit, at),
-            spans_gap=gap_start is not None,
-            gap_start=gap_start,
-            gap_end=None if gap_start is None else at,
+            spans_gap=gap is not None,
+            gap_start=None if gap is None else gap[0],
+            gap_end=None if gap is None else gap[1],
             settled=settled,
             raw=dict(reading.raw),
         )
@@ -606,7 +615,7 @@ class MovementDeriver:
         quantity = quantize(quantity)
         self._booking = _Booking(quantity, at)
         self._held = None
-        self._gap_start = None
+        self._gap_start = self._window_gap = None
         self._move_anchor(quantity, at)
         if self._last_seen is None or at > self._last_seen:
             self._last_seen = at

@@ -418,6 +418,15 @@ def test_gap_with_no_change_books_nothing_and_closes() -> None:
     assert not deriver.in_gap
 
 
+def test_the_movement_after_a_gap_that_showed_no_change_is_flagged_with_that_gap() -> None:
+    deriver = opened(settle=timedelta(0))
+    assert run(deriver, [bad(10), good(20, "1000"), bad(30), good(40, "1000")]) == []
+    [m] = movements(run(deriver, [good(50, "1030")]))
+    assert (m.window_start, m.spans_gap, m.gap_start, m.gap_end) == (at(0), True, at(10), at(40))
+    [later] = movements(run(deriver, [good(60, "1060")]))
+    assert (later.window_start, later.spans_gap, later.gap_start) == (at(50), False, None)
+
+
 def test_implausible_change_across_a_gap_is_held_and_the_baseline_stays() -> None:
     deriver = opened(plausibility_limit=D(500))
     [held] = run(deriver, [bad(10), good(20, "1600", level_mm=1900)])
@@ -531,6 +540,18 @@ def test_resume_continues_without_an_opening_and_treats_downtime_as_a_gap() -> N
     )
 
 
+def test_after_a_resume_that_found_no_change_the_next_window_still_spans_the_downtime() -> None:
+    deriver = MovementDeriver.resume(config(settle=timedelta(0)), D(1000), at(100))
+    assert deriver.feed(good(160, "1000")) == []  # the plant stood still while invops was down
+    [m] = movements(deriver.feed(good(170, "1020")))
+    assert (m.window_start, m.spans_gap, m.gap_start, m.gap_end) == (
+        at(100),
+        True,
+        at(100),
+        at(160),
+    )
+
+
 def test_resume_holds_an_implausible_change_during_downtime() -> None:
     deriver = MovementDeriver.resume(config(plausibility_limit=D(100)), D(1000), at(0))
     [held] = deriver.feed(good(3600, "10"))
@@ -641,8 +662,13 @@ def test_bad_readings_never_book_and_a_gap_books_at_most_once(
             assert before is not None
             assert len(out) == (0 if reading.quantity == before else 1)
             assert all(m.spans_gap and m.gap_end == reading.timestamp for m in out)
-        else:
-            assert not any(m.spans_gap for m in out)
+        for m in out:  # flagged exactly when its window holds unobserved time
+            unobserved = [r.timestamp for r in readings if r.quantity is None]
+            inside = [t for t in unobserved if m.window_start < t < m.window_end]
+            assert m.spans_gap == bool(inside), m
+            if inside:
+                assert m.gap_start == inside[0]
+                assert m.gap_end is not None and inside[-1] < m.gap_end <= m.window_end
 
 
 @given(deriver_configs, good_timelines, st.sets(st.integers(0, 39)))
