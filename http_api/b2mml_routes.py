@@ -96,6 +96,12 @@ def add_b2mml_routes(
         response_class=Response,
         responses={
             200: {"description": "The answer document.", "content": _DOCUMENT},
+            202: {
+                "description": "The answer document: accepted, but (in part) held for "
+                "electronic signatures (ResponseCriteria/ChangeStatus code Held names the "
+                "requests); nothing of that is applied until it is signed.",
+                "content": _DOCUMENT,
+            },
             **problem_responses(401, 403, 409, 413, 415, 422, 503),
         },
         openapi_extra={
@@ -117,9 +123,9 @@ def add_b2mml_routes(
             if validator is not None:
                 validator.validate(body)
             inbound = parse_inbound(body)
-            answer = await apply_inbound(ledger, inbound, user=principal.name, source=Source.API)
+            applied = await apply_inbound(ledger, inbound, user=principal.name, source=Source.API)
         except B2mmlError as exc:
             raise Problem(
                 422, "Refused B2MML document", f"{exc.message}; nothing applied", field=exc.path
             ) from None
-        return Response(answer, media_type=XML)
+        return Response(applied.answer, media_type=XML, status_code=202 if applied.held else 200)

@@ -77,9 +77,15 @@ def add_quality_routes(
 
     @router.put(
         "/lots/{lot}/quality",
-        summary="Set a lot's quality data (engineer): properties, retest, expiry, certificate",
+        summary="Set a lot's quality data (engineer): 200 the lot, 202 held for signatures",
+        description='Where a `[[signatures]] action = "master-data"` policy holds the '
+        "change, nothing changes until it is signed (POST /requests/{id}/approve): 202 with "
+        "the request.",
         response_model=LotOut,
-        responses=problem_responses(401, 403, 404, 413, 422, 503),
+        responses={
+            202: {"model": RequestHeld, "description": "Held for electronic signatures"},
+            **problem_responses(401, 403, 404, 413, 422, 503),
+        },
         openapi_extra=engineer_extra,
     )
     async def lot_quality(
@@ -87,10 +93,14 @@ def add_quality_routes(
     ) -> JSONResponse:
         request = _quality_request(LotId(lot), body, principal.name)
         try:
-            updated = await ledger.set_lot_quality(request)
+            result = await ledger.set_lot_quality(request)
         except UnknownLot:
             raise Problem(404, "Not found", f"lot {lot} does not exist", field="lot") from None
-        return JSONResponse(lot_out(updated, clock))
+        if result.lot is None:  # held: nothing changed yet
+            pending = await ledger.pending_request(result.movement_id)
+            document = {"replayed": False, "request": request_document(pending)}
+            return JSONResponse(document, status_code=202)
+        return JSONResponse(lot_out(result.lot, clock))
 
     @router.post(
         "/periods/close",

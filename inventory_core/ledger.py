@@ -132,6 +132,8 @@ class Ledger:
             _notify(self._listeners, movement, "movement")
         if result.advice is not None and not result.replayed:
             _notify(self._advice_listeners, result.advice, "advice")
+        if result.lot is not None:
+            _notify(self._lot_listeners, result.lot, "lot")
         return result
 
     @property
@@ -200,9 +202,11 @@ class Ledger:
         result: PostingResult = await self._store.submit(request, payload_hash(request))
         return self._posted(result)
 
-    async def announce_lots(self, request: AnnounceLots) -> list[Lot]:
+    async def announce_lots(self, request: AnnounceLots) -> tuple[list[Lot], list[str]]:
         """Lots a business system announces (B2MML MaterialLot): new ones are created with
-        their status and expiry, known ones change status; all or none, audited."""
+        their status and expiry, known ones change status; all or none, audited. Returns
+        the lots as they are now and the `request:` ids of the changes signature policies
+        hold (a status change, quality data of a known lot)."""
         for announced in request.lots:
             check_identifier("lot", announced.lot)
             check_identifier("material", announced.material)
@@ -214,7 +218,10 @@ class Ledger:
             self._posted(result)
         for lot in lots:
             _notify(self._lot_listeners, lot, "lot")
-        return lots
+        held = [
+            str(r.movement_id) for r in status_changes if r.movement_id.startswith(REQUEST_PREFIX)
+        ]
+        return lots, held
 
     async def sync_master_data(
         self,
@@ -224,13 +231,38 @@ class Ledger:
         user: str = "system",
         reason: str = "configuration",
     ) -> int:
-        """Create or update materials and storage units; returns how many changed."""
+        """Create or update materials and storage units (the configuration's); returns
+        how many changed."""
+        update = self._master_data(materials, units, user, reason, Source.SYSTEM)
+        changed: int = await self._store.submit(update)
+        return changed
+
+    async def define_materials(
+        self, materials: Sequence[MaterialDefinition], *, user: str, reason: str, source: Source
+    ) -> PendingRequest | None:
+        """Material definitions from a business system (B2MML), audited: applied (None),
+        or, where a `master-data` signature policy asks, held: the pending request."""
+        if source is Source.SYSTEM:
+            raise ValidationError("the configuration's master data is synced, not defined")
+        update = self._master_data(materials, (), user, reason, source)
+        outcome: int | PostingResult = await self._store.submit(update)
+        if isinstance(outcome, int):
+            return None
+        self._posted(outcome)
+        return await self.pending_request(outcome.movement_id)
+
+    @staticmethod
+    def _master_data(
+        materials: Sequence[MaterialDefinition],
+        units: Sequence[StorageUnit],
+        user: str,
+        reason: str,
+        source: Source,
+    ) -> MasterDataUpdate:
         validate_master_data(materials, units)
         check_key("user", user, max_length=ID_MAX)
         check_free_text("reason", reason)
-        update = MasterDataUpdate(tuple(materials), tuple(units), user, reason)
-        changed: int = await self._store.submit(update)
-        return changed
+        return MasterDataUpdate(tuple(materials), tuple(units), user, reason, source)
 
     async def record_measurement(
         self,
@@ -278,12 +310,13 @@ class Ledger:
                     ref=advice.ref,
                 )
 
-    async def set_lot_quality(self, request: LotQualityRequest) -> Lot:
-        """Set a lot's properties, retest and expiry dates and certificate (audited)."""
+    async def set_lot_quality(self, request: LotQualityRequest) -> PostingResult:
+        """Set a lot's properties, retest and expiry dates and certificate (audited):
+        `lot:<id>` with the lot as it is now, or `request:<id>` where a `master-data`
+        signature policy holds the change (the lot is then unchanged)."""
         request.check()
-        lot: Lot = await self._store.submit(request)
-        _notify(self._lot_listeners, lot, "lot")
-        return lot
+        result: PostingResult = await self._store.submit(request)
+        return self._posted(result)
 
     async def expire_lots(self, on: date | None = None) -> list[PostingResult]:
         """Released lots past their expiry become `expired` (source system, audited)."""

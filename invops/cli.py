@@ -30,6 +30,7 @@ from inventory_core.domain.lot_quality import LotQualityRequest, parse_property
 from inventory_core.domain.lot_quality import describe as describe_quality
 from inventory_core.domain.model import (
     MAX_CURSOR,
+    Lot,
     LotId,
     LotStatus,
     LotStatusRequest,
@@ -929,7 +930,18 @@ def ledger_lot_quality(
         )  # fmt: skip
     except InventoryError as exc:
         fail(str(exc))
-    updated = _with_ledger(url, config, lambda ledger: ledger.set_lot_quality(request))
+
+    async def action(ledger: Ledger) -> Lot | PendingRequest:
+        result = await ledger.set_lot_quality(request)
+        if result.movement_id.startswith(REQUEST_PREFIX):
+            return await ledger.pending_request(result.movement_id)
+        assert result.lot is not None
+        return result.lot
+
+    updated = _with_ledger(url, config, action)
+    if isinstance(updated, PendingRequest):  # a `master-data` policy: nothing changed yet
+        _print_held(updated, replayed=False, as_json=as_json)
+        return
     document = {"lot": updated.id, "status": str(updated.status),
                 "expiry": updated.expiry.isoformat() if updated.expiry else None,
                 **updated.quality.document()}  # fmt: skip
@@ -1097,7 +1109,7 @@ def ledger_import(
     With `[b2mml] schema_dir` (or INVOPS_B2MML_SCHEMA_DIR) the document is validated
     against MESA's XSDs first."""
     from inventory_core.b2mml import B2mmlError, SchemaValidator, parse_inbound
-    from inventory_core.b2mml.apply import apply_inbound
+    from inventory_core.b2mml.apply import Applied, apply_inbound
     from inventory_core.domain.model import Source
 
     del fmt  # one format so far
@@ -1118,13 +1130,20 @@ def ledger_import(
         fail(f"{file}: refused, nothing applied: {exc}")
     who = _user(user)
 
-    async def apply(ledger: Ledger) -> bytes:
+    async def apply(ledger: Ledger) -> Applied:
         try:
             return await apply_inbound(ledger, inbound, user=who, source=Source.CLI)
         except (B2mmlError, InventoryError) as exc:  # nothing of it was applied
             fail(f"{file}: refused, nothing applied: {exc}")
 
-    sys.stdout.buffer.write(_with_ledger(url, config, apply))
+    applied = _with_ledger(url, config, apply)
+    if applied.held:
+        typer.echo(
+            f"held for signatures, not applied yet: {', '.join(applied.held)} "
+            "(see invops ledger pending)",
+            err=True,
+        )
+    sys.stdout.buffer.write(applied.answer)
 
 
 def _time_option(name: str, value: str | None) -> str | None:

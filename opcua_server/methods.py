@@ -25,8 +25,9 @@ password is never logged, audited nor quoted in an answer. A call that held a
 request or signed one re-reads `Ledger/PendingRequests` before it answers.
 
 SetLotQuality and ClosePeriod (issue 16) need engineer. SetLotQuality answers the
-LotID: `Properties` (String[] of `NAME=VALUE[ UNIT]`) replace the lot's properties, an
-empty (or null) array keeps them; `RetestDate` / `ExpiryDate` (YYYY-MM-DD) and
+LotID, or the `request:` id where a `master-data` signature policy holds the change:
+`Properties` (String[] of `NAME=VALUE[ UNIT]`) replace the lot's properties, an empty
+(or null) array keeps them; `RetestDate` / `ExpiryDate` (YYYY-MM-DD) and
 `Certificate` are set when given, '' keeps them (there is no "clear" over OPC UA); at
 least one of the four must be given, and the Reason is required. A quality change is
 no movement: the call refreshes `Lots/<LotID>` itself before it answers (other
@@ -364,9 +365,10 @@ class LedgerMethods:
             failure = _Rejected(StatusCodes.BadInternalError, "internal error (logged)")
             return _rejection(failure, len(arguments))
         log.info("opcua_method_posted", method=method.browse_name, user=user, movement=movement_id)
-        if method.browse_name in _SIGNING or movement_id.startswith(REQUEST_PREFIX):
+        held = movement_id.startswith(REQUEST_PREFIX)
+        if method.browse_name in _SIGNING or held:
             await self._refresh_requests()
-        if method.browse_name in _LOT_CHANGES:
+        if method.browse_name in _LOT_CHANGES and not held:
             await self._refresh_lots(movement_id)
         return [ua.Variant(movement_id, ua.VariantType.String)]
 
@@ -659,7 +661,9 @@ class LedgerMethods:
             expiry=expiry,
             certificate=certificate or None,
         )
-        return str((await self._ledger.set_lot_quality(request)).id)
+        result = await self._ledger.set_lot_quality(request)
+        held = result.movement_id.startswith(REQUEST_PREFIX)
+        return result.movement_id if held or result.lot is None else result.lot.id
 
     async def _close_period(self, values: Arguments, user: str) -> str:
         # Ledger timestamps (fixed-width UTC text): the ledger compares them as text.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from inventory_core.b2mml.documents import material_information, operations_performance
 from inventory_core.b2mml.messages import B2mmlError, Inbound, acknowledge
@@ -17,12 +18,21 @@ def new_bod_id() -> str:
     return f"invops-{uuid.uuid4()}"
 
 
-async def apply_inbound(ledger: Ledger, inbound: Inbound, *, user: str, source: Source) -> bytes:
+class Applied(NamedTuple):
+    """The answer document, and the `request:` ids of what signature policies hold."""
+
+    answer: bytes
+    held: list[str]
+
+
+async def apply_inbound(ledger: Ledger, inbound: Inbound, *, user: str, source: Source) -> Applied:
     """Apply `inbound` all or nothing (audited as `user`); returns the answer document.
 
     Master data is merged into what the ledger holds (a property not given keeps its
     value). Materials the config defines are the config's: the next service start
-    syncs the config's values again.
+    syncs the config's values again. What signature policies hold (`master-data`: the
+    material definitions, a known lot's quality data; `lot-status`) is not applied yet:
+    the answer names its requests and shows the nouns as they still are.
     """
     reason = f"B2MML {inbound.name} {inbound.bod_id or '(no BODID)'} from {inbound.sender or '?'}"
     created = datetime.now(UTC)
@@ -32,13 +42,20 @@ async def apply_inbound(ledger: Ledger, inbound: Inbound, *, user: str, source: 
             update.applied_to(held.get(update.id), inbound.path(f"MaterialDefinition[{i}]"))
             for i, update in enumerate(inbound.materials, start=1)
         ]
-        await ledger.sync_master_data(materials, (), user=user, reason=reason)
-        return acknowledge(inbound, materials=materials, created=created, bod_id=new_bod_id())
+        pending = await ledger.define_materials(materials, user=user, reason=reason, source=source)
+        if pending is not None:  # held: the materials as the ledger still holds them
+            materials = [held[str(m.id)] for m in materials if str(m.id) in held]
+        requests = [pending.request_id] if pending is not None else []
+        answer = acknowledge(
+            inbound, materials=materials, held=requests, created=created, bod_id=new_bod_id()
+        )
+        return Applied(answer, requests)
     await _check_lots(ledger, inbound)
-    lots = await ledger.announce_lots(
+    lots, requests = await ledger.announce_lots(
         AnnounceLots(inbound.lots, user=user, source=source, reason=reason)
     )
-    return acknowledge(inbound, lots=lots, created=created, bod_id=new_bod_id())
+    answer = acknowledge(inbound, lots=lots, held=requests, created=created, bod_id=new_bod_id())
+    return Applied(answer, requests)
 
 
 async def _check_lots(ledger: Ledger, inbound: Inbound) -> None:

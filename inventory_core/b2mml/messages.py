@@ -385,10 +385,18 @@ def _original_area(parent: ET.Element, inbound: Inbound) -> None:
     original.extend(list(inbound.application_area))
 
 
-def _accepted(verb_element: ET.Element, inbound: Inbound) -> None:
+def _accepted(verb_element: ET.Element, inbound: Inbound, held: Sequence[str]) -> None:
     _original_area(verb_element, inbound)
     criteria = sub(verb_element, "ResponseCriteria")
     sub(criteria, "ResponseExpression", "Accepted", actionCode="Accepted")
+    if held:  # accepted, but (in part) not applied until it is signed
+        status = sub(criteria, "ChangeStatus")
+        sub(status, "Code", "Held")
+        sub(
+            status,
+            "Description",
+            f"held for electronic signatures, not applied until signed: {', '.join(held)}",
+        )
 
 
 def acknowledge(
@@ -396,21 +404,24 @@ def acknowledge(
     *,
     materials: Sequence[MaterialDefinition] = (),
     lots: Sequence[Lot] = (),
+    held: Sequence[str] = (),
     created: datetime,
     bod_id: str,
 ) -> bytes:
     """The answer to an applied document: for a Process, `Acknowledge<Noun>` with the
-    nouns as invops now holds them; for a Sync, `ConfirmBOD`."""
+    nouns as invops now holds them; for a Sync, `ConfirmBOD`. `held`: the `request:` ids
+    of what signature policies hold (ResponseCriteria/ChangeStatus, code `Held`)."""
     if inbound.verb == "Sync":
         root = document("ConfirmBOD", "Confirm", created, bod_id)
-        _accepted(root[1][0], inbound)
+        _accepted(root[1][0], inbound, held)
         bod = sub(root[1], "BOD")
         _original_area(bod, inbound)
-        count = len(materials) or len(lots)
-        sub(bod, "Description", f"{inbound.name} {inbound.bod_id}: {count} {inbound.noun} applied")
+        count = (len(inbound.materials) or len(inbound.lots)) if held else len(materials or lots)
+        done = f"accepted, held for electronic signatures: {', '.join(held)}" if held else "applied"
+        sub(bod, "Description", f"{inbound.name} {inbound.bod_id}: {count} {inbound.noun} {done}")
         return serialize(root)
     root = document(f"Acknowledge{inbound.noun}", "Acknowledge", created, bod_id)
-    _accepted(root[1][0], inbound)
+    _accepted(root[1][0], inbound, held)
     for material in materials:
         definition(root[1], material)
     for lot in lots:

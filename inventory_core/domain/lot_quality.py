@@ -21,6 +21,7 @@ from inventory_core.domain.text import check_free_text, check_identifier
 
 __all__ = [
     "DENSITY",
+    "LOT_PREFIX",
     "MAX_DENSITY_KG_L",
     "MAX_PROPERTIES",
     "ExpireLots",
@@ -33,6 +34,7 @@ __all__ = [
     "parse_property",
 ]
 
+LOT_PREFIX: Final = "lot:"  # a change of a lot's quality data answers with this id
 DENSITY: Final = "density"  # the property that replaces the material's density
 MAX_PROPERTIES: Final = 64
 MAX_DENSITY_KG_L: Final = Decimal(100)  # osmium is 22.6 kg/L

@@ -316,7 +316,8 @@ class PostingResult:
 
     A manual posting into or out of a measured unit books nothing: it becomes an
     advice, `movement_id` is `advice:<id>` and `advice` the advice recorded. A PLC
-    movement that an advice explains returns that advice as it left it."""
+    movement that an advice explains returns that advice as it left it. A change of a
+    lot's quality data is no movement either: `lot:<id>`, with `lot` as changed."""
 
     movement_id: MovementId
     replayed: bool = False
@@ -324,6 +325,8 @@ class PostingResult:
     parts: tuple[MovementId, ...] = ()
     movements: tuple[Movement, ...] = field(default=(), compare=False)
     advice: Advice | None = field(default=None, compare=False)
+    # A lot whose quality data the request changed (`lot:<id>`), as it is now.
+    lot: Lot | None = field(default=None, compare=False)
 
     @property
     def movement_ids(self) -> tuple[MovementId, ...]:
@@ -422,12 +425,16 @@ class VerifyReport:
 
 @dataclass(frozen=True, slots=True)
 class MasterDataUpdate:
-    """Materials and storage units to create or update (from the config), audited."""
+    """Materials and storage units to create or update, audited: from the config
+    (source `system`), or material definitions from a business system (B2MML), which a
+    `master-data` signature policy holds for signatures."""
 
     materials: tuple[MaterialDefinition, ...]
     units: tuple[StorageUnit, ...]
     user: str = "system"
     reason: str = "configuration"
+    source: Source = Source.SYSTEM
+    idempotency_key: str | None = None  # (held requests keep theirs: there is none)
 
 
 @dataclass(frozen=True, slots=True)

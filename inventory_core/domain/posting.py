@@ -47,7 +47,13 @@ from inventory_core.domain.errors import (
     ValidationError,
 )
 from inventory_core.domain.lot_handling import LotShare, allocate, most_restrictive
-from inventory_core.domain.lot_quality import ExpireLots, LotQualityRequest, lot_density
+from inventory_core.domain.lot_quality import (
+    LOT_PREFIX,
+    ExpireLots,
+    LotQualityRequest,
+    describe,
+    lot_density,
+)
 from inventory_core.domain.lots import check_transition
 from inventory_core.domain.meter import MeterFlow
 from inventory_core.domain.model import (
@@ -81,11 +87,13 @@ from inventory_core.domain.model import (
     opening_lot,
 )
 from inventory_core.domain.signatures import (
+    REQUEST_PREFIX,
     ClosedPeriod,
     PendingRequest,
     Signature,
     SignatureAction,
     SignaturePolicy,
+    request_payload,
 )
 from inventory_core.domain.signing_rules import SigningRules
 from inventory_core.domain.units import QUANTUM, convert, format_decimal
@@ -962,9 +970,10 @@ class Planner(SigningRules):
         old = canonical_json({"lot": lot.id, "status": str(lot.status)})
         return self._append(movement, [], digest, old=old)
 
-    def set_lot_quality(self, req: LotQualityRequest) -> Lot:
+    def set_lot_quality(self, req: LotQualityRequest) -> PostingResult:
         """Set a lot's properties, retest and expiry dates, certificate; audited old ->
-        new (nothing when nothing changes)."""
+        new (nothing when nothing changes). Answers `lot:<id>` with the lot as it is
+        now, or `request:<id>` where a `master-data` policy holds the change."""
         lot = self.state.lots.get(req.lot)
         if lot is None:
             raise UnknownLot(f"lot {req.lot} does not exist")
@@ -976,13 +985,21 @@ class Planner(SigningRules):
         )
         updated = replace(lot, quality=quality, expiry=req.expiry or lot.expiry)
         if updated == lot:
-            return lot
+            return PostingResult(MovementId(f"{LOT_PREFIX}{lot.id}"), lot=lot)
+        if req.source is not Source.SYSTEM:
+            policy = self._policy(SignatureAction.MASTER_DATA, Decimal(0), None)
+            if policy is not None:
+                digest = hashlib.sha256(request_payload(req).encode()).hexdigest()
+                expiry = f", expiry {req.expiry.isoformat()}" if req.expiry else ""
+                summary = f"quality data of lot {lot.id} ({lot.material}): {describe(quality)}"
+                summary += expiry
+                return self._hold(req, policy, digest, summary)
         self.state.lots[lot.id] = updated
         self.changes.lot_quality[lot.id] = updated
 
-        def data(value: Lot) -> str:
+        def data(value: Lot, signed: dict[str, object] | None = None) -> str:
             expiry = value.expiry.isoformat() if value.expiry else None
-            return canonical_json({**value.quality.document(), "expiry": expiry})
+            return canonical_json({**value.quality.document(), "expiry": expiry, **(signed or {})})
 
         self.changes.audits.append(
             PendingAudit(
@@ -993,10 +1010,10 @@ class Planner(SigningRules):
                 object_id=lot.id,
                 reason=req.reason,
                 old=data(lot),
-                new=data(updated),
+                new=data(updated, self._signing),
             )
         )
-        return updated
+        return PostingResult(MovementId(f"{LOT_PREFIX}{lot.id}"), lot=updated)
 
     def expire_lots(self, req: ExpireLots) -> list[PostingResult]:
         """Released lots past their expiry (loaded by the store) become expired."""
@@ -1076,15 +1093,39 @@ class Planner(SigningRules):
                 )
         for lot in created:
             self._add_lot(lot, req.user, req.reason)
-        for quality_change in data:
-            self.set_lot_quality(quality_change)
-        posted = [self.set_lot_status(change, payload_hash(change)) for change in changes]
+        # quality data a `master-data` policy holds is answered with its request
+        held = [self.set_lot_quality(quality_change) for quality_change in data]
+        posted = [r for r in held if r.movement_id.startswith(REQUEST_PREFIX)]
+        posted += [self.set_lot_status(change, payload_hash(change)) for change in changes]
         return [self.state.lots[a.lot] for a in req.lots], posted
 
-    def master_data(self, update: MasterDataUpdate) -> int:
-        """Create or update materials and units; returns how many changed (each audited)."""
+    def master_data(self, update: MasterDataUpdate) -> int | PostingResult:
+        """Create or update materials and units; returns how many changed (each audited).
+        Material definitions from a business system (not the config's, source `system`)
+        that a `master-data` policy catches are held instead: the pending request."""
+        if update.source is not Source.SYSTEM:
+            if update.units:
+                raise ValidationError("storage units come from the configuration only")
+            changing = [m for m in update.materials if self.state.materials.get(m.id) != m]
+            policy = (
+                self._policy(SignatureAction.MASTER_DATA, Decimal(0), None) if changing else None
+            )
+            if policy is not None:
+                digest = hashlib.sha256(request_payload(update).encode()).hexdigest()
+                summary = (
+                    "material definitions from "
+                    + update.reason
+                    + ": "
+                    + ", ".join(
+                        _material_change(self.state.materials.get(m.id), m) for m in changing
+                    )
+                )
+                return self._hold(update, policy, digest, summary)
         changed = 0
         now = self._now()
+        reason = update.reason
+        if self._signing is not None:  # the trail names the request its signatures are on
+            reason = f"{reason}; signed as {self._signing['request']}"
         pairs: list[tuple[str, str, object, object]] = [
             ("material", m.id, self.state.materials.get(m.id), m) for m in update.materials
         ] + [("storage_unit", u.id, self.state.units.get(u.id), u) for u in update.units]
@@ -1106,7 +1147,7 @@ class Planner(SigningRules):
                     action="create" if old is None else "update",
                     object_type=object_type,
                     object_id=object_id,
-                    reason=update.reason,
+                    reason=reason,
                     old="" if old is None else canonical_json(master_document(old)),
                     new=canonical_json(master_document(new)),
                 )
@@ -1362,6 +1403,14 @@ class Planner(SigningRules):
             )
         )
         return PostingResult(movement.id, movement=movement)
+
+
+def _material_change(old: MaterialDefinition | None, new: MaterialDefinition) -> str:
+    """`M1 (new)`, `M2 (description, density_kg_per_l)`: what a signer approves."""
+    if old is None:
+        return f"{new.id} (new)"
+    before, after = master_document(old), master_document(new)
+    return f"{new.id} ({', '.join(k for k in after if before.get(k) != after[k])})"
 
 
 def master_document(obj: object) -> dict[str, object]:

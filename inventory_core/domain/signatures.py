@@ -23,10 +23,14 @@ from enum import StrEnum
 from typing import Any, Final
 
 from inventory_core.domain.audit import length_prefixed
+from inventory_core.domain.lot_quality import LotQualityRequest
 from inventory_core.domain.model import (
     LotId,
+    LotProperty,
     LotStatus,
     LotStatusRequest,
+    MasterDataUpdate,
+    MaterialDefinition,
     MaterialId,
     MovementId,
     MovementKind,
@@ -39,7 +43,7 @@ from inventory_core.domain.users import Role
 
 __all__ = [
     "DEFAULT_SIGNED_STATUSES",
-    "ENFORCED_ACTIONS",
+    "MATERIAL_PREFIX",
     "PERIOD_CLOSE_POLICY",
     "PERIOD_PREFIX",
     "REQUEST_PREFIX",
@@ -55,6 +59,7 @@ __all__ = [
     "SignaturePoliciesUpdate",
     "SignaturePolicy",
     "Threshold",
+    "material_document",
     "policies_from_json",
     "policies_json",
     "request_digest",
@@ -112,7 +117,13 @@ class AdviceVarianceReview:
 
 
 SignedRequest = (
-    PostingRequest | ReversalRequest | LotStatusRequest | ClosePeriodRequest | AdviceVarianceReview
+    PostingRequest
+    | ReversalRequest
+    | LotStatusRequest
+    | ClosePeriodRequest
+    | AdviceVarianceReview
+    | LotQualityRequest
+    | MasterDataUpdate
 )
 
 
@@ -129,21 +140,9 @@ class SignatureAction(StrEnum):
     PERIOD_CLOSE = "period-close"  # always signed: PERIOD_CLOSE_POLICY unless configured
 
 
-# The actions this version holds for signatures; the configuration refuses the others
-# rather than accept a policy that would not be enforced.
-ENFORCED_ACTIONS: Final = frozenset(
-    {
-        SignatureAction.ADJUSTMENT,
-        SignatureAction.SCRAP,
-        SignatureAction.REVERSAL,
-        SignatureAction.LOT_STATUS,
-        SignatureAction.COUNT,
-        SignatureAction.PERIOD_CLOSE,
-        SignatureAction.ADVICE_VARIANCE,
-    }
-)
 DEFAULT_SIGNED_STATUSES: Final = frozenset({LotStatus.RELEASED, LotStatus.REJECTED})
 PERIOD_PREFIX: Final = "period:"  # a signed period close answers with this id
+MATERIAL_PREFIX: Final = "material:"  # signed material definitions answer with these ids
 
 
 class RequestState(StrEnum):
@@ -375,6 +374,27 @@ def request_payload(request: SignedRequest) -> str:
             "user": request.user,
             "source": str(request.source),
         }
+    elif isinstance(request, LotQualityRequest):
+        properties = request.properties
+        body = {
+            "type": "lot-quality",
+            "lot": request.lot,
+            "properties": None if properties is None else [p.as_dict() for p in properties],
+            "retest": request.retest.isoformat() if request.retest else None,
+            "expiry": request.expiry.isoformat() if request.expiry else None,
+            "certificate": request.certificate,
+            "reason": request.reason,
+            "user": request.user,
+            "source": str(request.source),
+        }
+    elif isinstance(request, MasterDataUpdate):
+        body = {
+            "type": "master-data",
+            "materials": [material_document(m) for m in request.materials],
+            "reason": request.reason,
+            "user": request.user,
+            "source": str(request.source),
+        }
     elif isinstance(request, ReversalRequest):
         body = {
             "type": "reversal",
@@ -411,6 +431,16 @@ def request_from_payload(payload: str) -> SignedRequest:
         return ReversalRequest(
             MovementId(body["movement_id"]), body["reason"], body["user"], Source(body["source"])
         )
+    if body["type"] == "master-data":
+        materials = tuple(_material(m) for m in body["materials"])
+        return MasterDataUpdate(materials, (), body["user"], body["reason"], Source(body["source"]))
+    if body["type"] == "lot-quality":
+        properties = body["properties"]
+        return LotQualityRequest(
+            LotId(body["lot"]), body["reason"], body["user"], Source(body["source"]),
+            None if properties is None else tuple(LotProperty(**p) for p in properties),
+            _date(body["retest"]), _date(body["expiry"]), body["certificate"],
+        )  # fmt: skip
     if body["type"] == "lot-status":
         return LotStatusRequest(
             LotId(body["lot"]),
@@ -431,7 +461,7 @@ def request_from_payload(payload: str) -> SignedRequest:
         user=body["user"],
         source=Source(body["source"]),
         consumed_lots=tuple(LotId(lot) for lot in body["consumed_lots"]),
-        expiry=date.fromisoformat(body["expiry"]) if body["expiry"] else None,
+        expiry=_date(body["expiry"]),
         details=dict(body["details"]),
         ref=body["ref"],
         consumed_quantities=tuple(Decimal(q) for q in body["consumed_quantities"]),
@@ -441,6 +471,32 @@ def request_from_payload(payload: str) -> SignedRequest:
 
 def _unit(value: str | None) -> StorageUnitId | None:
     return None if value is None else StorageUnitId(value)
+
+
+def material_document(m: MaterialDefinition) -> dict[str, str | None]:
+    """A material definition as JSON-ready text (a held request's payload)."""
+    density = m.density_kg_per_l
+    return {
+        "id": m.id,
+        "description": m.description,
+        "base_uom": m.base_uom,
+        "density_kg_per_l": None if density is None else str(density),
+        "default_lot_status": str(m.default_lot_status),
+        "material_class": m.material_class,
+    }
+
+
+def _material(doc: dict[str, str | None]) -> MaterialDefinition:
+    density = doc["density_kg_per_l"]
+    return MaterialDefinition(
+        MaterialId(str(doc["id"])), str(doc["description"]), str(doc["base_uom"]),
+        None if density is None else Decimal(density), LotStatus(str(doc["default_lot_status"])),
+        doc["material_class"],
+    )  # fmt: skip
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
 
 
 def policies_json(policies: Sequence[SignaturePolicy]) -> str:

@@ -25,9 +25,11 @@ from inventory_core.domain.errors import (
     UnknownRequest,
     ValidationError,
 )
+from inventory_core.domain.lot_quality import LotQualityRequest
 from inventory_core.domain.model import (
     LotStatus,
     LotStatusRequest,
+    MasterDataUpdate,
     MovementId,
     PostingRequest,
     PostingResult,
@@ -35,6 +37,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.signatures import (
+    MATERIAL_PREFIX,
     PERIOD_CLOSE_POLICY,
     PERIOD_PREFIX,
     REQUEST_PREFIX,
@@ -63,6 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["SignOutcome", "SigningRules"]
 
 _ROLES = list(Role)
+# Actions without a quantity: a policy catches each of their requests.
+_EVERY_REQUEST = frozenset({SignatureAction.PERIOD_CLOSE, SignatureAction.MASTER_DATA})
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,12 @@ class SigningRules:
     def set_lot_status(self, req: LotStatusRequest, digest: str) -> PostingResult:
         raise NotImplementedError
 
+    def set_lot_quality(self, req: LotQualityRequest) -> PostingResult:
+        raise NotImplementedError
+
+    def master_data(self, update: MasterDataUpdate) -> int | PostingResult:
+        raise NotImplementedError
+
     # -- holding ---------------------------------------------------------------
 
     def _policy(
@@ -249,8 +260,7 @@ class SigningRules:
             and (
                 status in p.statuses
                 if action is SignatureAction.LOT_STATUS
-                else action is SignatureAction.PERIOD_CLOSE
-                or p.threshold.exceeded(amount, capacity)
+                else action in _EVERY_REQUEST or p.threshold.exceeded(amount, capacity)
             )
         ]
         return max(
@@ -432,6 +442,12 @@ class SigningRules:
                 return self.close_period(request, pending.payload_hash)
             if isinstance(request, AdviceVarianceReview):
                 return self._accept_variance(request)
+            if isinstance(request, LotQualityRequest):
+                return self.set_lot_quality(request)
+            if isinstance(request, MasterDataUpdate):
+                self.master_data(request)
+                ids = [MovementId(f"{MATERIAL_PREFIX}{m.id}") for m in request.materials]
+                return PostingResult(ids[0], parts=tuple(ids[1:]))
             return self.set_lot_status(request, pending.payload_hash)
         finally:
             self._signing = None

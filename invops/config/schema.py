@@ -42,7 +42,6 @@ from inventory_core.domain.passwords import parse_password_hash
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.domain.signatures import (
     DEFAULT_SIGNED_STATUSES,
-    ENFORCED_ACTIONS,
     SignatureAction,
     SignaturePolicy,
     Threshold,
@@ -306,17 +305,6 @@ class SignatureConfig(ConfigModel):
     threshold: StrictInt | StrictFloat | str | None = None
     statuses: list[LotStatus] | None = None  # lot-status only: the statuses signed
 
-    @field_validator("action")
-    @classmethod
-    def _enforced(cls, action: SignatureAction) -> SignatureAction:
-        if action not in ENFORCED_ACTIONS:
-            enforced = ", ".join(sorted(ENFORCED_ACTIONS))
-            raise ValueError(
-                f"'{action}' is not held for signatures by this version of invops "
-                f"(it holds {enforced}): remove the policy rather than rely on it"
-            )
-        return action
-
     @field_validator("threshold")
     @classmethod
     def _threshold(cls, value: object) -> object:
@@ -330,6 +318,7 @@ class SignatureConfig(ConfigModel):
         if self.threshold is not None and self.action in (
             SignatureAction.LOT_STATUS,
             SignatureAction.PERIOD_CLOSE,
+            SignatureAction.MASTER_DATA,
         ):
             raise ValueError(f"a {self.action} policy takes no threshold")
         return self

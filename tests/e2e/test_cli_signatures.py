@@ -15,6 +15,7 @@ import pytest
 
 from inventory_core.domain.passwords import hash_password
 from tests.e2e.conftest import TIMEOUT_S, Cli, LedgerFile, base_command, clean_env
+from tests.e2e.test_cli_b2mml import NS, b2mml, document, write
 
 POLICY = """
 [[users]]
@@ -142,3 +143,46 @@ def test_a_period_is_closed_with_a_signed_balance_report(
     [period] = cli("ledger", "periods", "--url", plant.url, "--json").json()
     assert (period["start"], period["requested_by"]) == ("2026-01-01T00:00:00.000000Z", "ctrl")
     assert cli("ledger", "verify", "--url", plant.url).returncode == 0
+
+
+def test_lot_quality_and_an_imported_material_master_wait_for_a_signature(
+    plant: LedgerFile, cli: Cli, plus_config: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "master-data.toml"
+    policy = POLICY.replace('action = "scrap"', 'action = "master-data"')
+    config.write_text(
+        plus_config.read_text(encoding="utf-8") + policy.format(hash=hash_password("pw 2")),
+        encoding="utf-8",
+    )
+    held = cli(
+        "ledger", "lot-quality", "--lot", "E1", "--certificate", "CoA-9", "--reason", "CoA in",
+        "--user", "qa-e2e", "--config", config, "--url", plant.url,
+    )  # fmt: skip
+    assert held.returncode == 0, held
+    assert "held for signatures, nothing posted yet" in held.stdout
+    [(request_id,)] = plant.sql("SELECT 'request:' || id FROM pending_requests")
+    assert request_id in held.stdout
+    assert plant.sql("SELECT certificate FROM lots WHERE id = 'E1'") == [("",)]
+    signed = sign(
+        plant.path.parent, "approve", request_id, "--meaning", "approved", "--user", "eng1",
+        "--config", str(config), "--url", plant.url, "--password-stdin", password="pw 2",
+    )  # fmt: skip
+    assert signed.returncode == 0, signed
+    assert plant.sql("SELECT certificate FROM lots WHERE id = 'E1'") == [("CoA-9",)]
+
+    master = document("SyncMaterialDefinition", "<MaterialDefinition><ID>NEW-1</ID>"
+                      "<Description>New</Description><MaterialDefinitionProperty>"
+                      "<ID>BaseUnitOfMeasure</ID><Value><ValueString>kg</ValueString>"
+                      "<DataType>string</DataType></Value></MaterialDefinitionProperty>"
+                      "</MaterialDefinition>")  # fmt: skip
+    imported = cli(
+        "ledger", "import", "--format", "b2mml", write(tmp_path, "m.xml", master),
+        "--url", plant.url, "--config", config, "--user", "sap-pi",
+    )  # fmt: skip
+    answer = b2mml(imported)
+    assert "held for signatures, not applied yet: request:" in imported.stderr
+    code = answer.findtext(
+        "b:DataArea/b:Confirm/b:ResponseCriteria/b:ChangeStatus/b:Code", namespaces=NS
+    )
+    assert code == "Held"
+    assert plant.sql("SELECT id FROM materials WHERE id = 'NEW-1'") == []

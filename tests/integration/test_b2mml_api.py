@@ -21,6 +21,7 @@ from inventory_core import Ledger, open_ledger
 from inventory_core.b2mml import B2MML_NAMESPACE
 from inventory_core.domain.api_tokens import ApiToken, hash_token
 from inventory_core.domain.model import LotId, MovementKind, PostingRequest, StorageUnitId
+from inventory_core.domain.signatures import SignatureAction, SignaturePolicy
 from inventory_core.domain.users import Role
 from invops.http_server import HttpServer
 from tests.integration.test_http_api import OIL, UNITS
@@ -202,3 +203,19 @@ async def test_material_information_and_movements_come_out_as_valid_documents(ap
     if b2mml_schema_dir() is not None:
         for document in (info.body, first.body, rest.body):
             b2mml_validator().validate(document)
+
+
+async def test_what_a_signature_policy_holds_is_a_202_naming_the_request(api: Api) -> None:
+    await api.call("POST", "/b2mml", process_lots(("E-2", "OIL", "quarantine")))
+    policy = SignaturePolicy(SignatureAction.LOT_STATUS, "released", Role.ENGINEER)
+    assert await api.ledger.set_signature_policies((policy,))
+    answer = await api.call("POST", "/b2mml", process_lots(("E-2", "OIL", "released"), verb="Sync"))
+    assert answer.status == 202, answer
+    if b2mml_schema_dir() is not None:
+        b2mml_validator().validate(answer.body)
+    status = answer.xml().find("b:DataArea/b:Confirm/b:ResponseCriteria/b:ChangeStatus", NS)
+    assert status is not None and status.findtext("b:Code", namespaces=NS) == "Held"
+    [pending] = await api.ledger.pending_requests()
+    assert pending.request_id in (status.findtext("b:Description", namespaces=NS) or "")
+    (lot,) = await api.ledger.lots("E-2")
+    assert str(lot.status) == "quarantine", "nothing applied before the signature"

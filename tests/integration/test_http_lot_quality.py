@@ -33,6 +33,7 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.signatures import SignatureAction, SignaturePolicy
 from inventory_core.domain.users import Role, User
 from inventory_core.signing import SigningService
 from invops.http_server import HttpServer
@@ -342,3 +343,23 @@ async def test_only_an_engineer_closes_a_period_and_a_viewer_reads_them(api: Api
     close = paths["/api/v1/periods/close"]["post"]
     assert close["x-invops-role"] == "engineer" and {"200", "202", "409"} <= set(close["responses"])
     assert paths["/api/v1/periods"]["get"]["x-invops-role"] == "viewer"
+
+
+async def test_under_a_master_data_policy_quality_data_is_held_until_signed(api: Api) -> None:
+    policy = SignaturePolicy(SignatureAction.MASTER_DATA, "approved", Role.ENGINEER)
+    assert await api.ledger.set_signature_policies((policy,))
+    before = await api.quality()
+    status, _, held = await api.call("PUT", "/lots/L1/quality", QUALITY)
+    assert status == 202, held
+    request = held["request"]
+    assert (request["action"], request["state"]) == ("master-data", "pending")
+    assert "quality data of lot L1" in request["summary"]
+    assert await api.quality() == before, "nothing changes before the signature"
+
+    url = f"/requests/{request['request_id']}/approve"
+    signature = {"user": "erin", "password": ERIN_PASSWORD, "meaning": "approved"}
+    status, _, signed = await api.call("POST", url, signature)
+    assert status == 200 and signed["posted"] == "lot:L1", signed
+    status, _, lot = await api.call("GET", "/lots/L1", token=VIEWER_TOKEN)
+    assert status == 200 and lot["certificate"] == "CoA-2026-0001", lot
+    assert [p["name"] for p in lot["properties"]] == ["density", "assay", "appearance"]

@@ -33,7 +33,14 @@ from inventory_core.clock import format_timestamp
 from inventory_core.domain.lot_quality import LotQualityRequest, parse_property
 from inventory_core.domain.model import LotId, Source
 from inventory_core.domain.passwords import hash_password
-from inventory_core.domain.signatures import PERIOD_PREFIX, REQUEST_PREFIX, RequestState
+from inventory_core.domain.signatures import (
+    PERIOD_PREFIX,
+    REQUEST_PREFIX,
+    RequestState,
+    SignatureAction,
+    SignaturePolicy,
+)
+from inventory_core.domain.users import Role
 from invops.config import InvopsConfig, parse_config
 from invops.wiring import opcua_security, opcua_settings, signing_service
 from opcua_server import InvopsOpcUaServer
@@ -320,6 +327,25 @@ async def test_set_lot_quality_shows_on_the_lot_when_the_call_answers(plant: Pla
     ]
     assert first.user == second.user == "erin" and "retest moved" in second.reason
     assert (await plant.ledger.verify()).ok
+
+
+async def test_under_a_master_data_policy_set_lot_quality_answers_the_held_request(
+    plant: Plant,
+) -> None:
+    policy = SignaturePolicy(SignatureAction.MASTER_DATA, "approved", Role.ENGINEER)
+    assert await plant.ledger.set_signature_policies((policy,))
+    async with plant.session("erin") as erin:
+        request_id = await erin.set_quality(LOT, ["assay=99.6 %"], certificate="CoA-7")
+        assert request_id.startswith(REQUEST_PREFIX)
+        assert await erin.pending() == [request_id]
+        assert await erin.quality(LOT) == NOTHING, "nothing changes before the signature"
+        posted = await erin.call("ApproveRequest", request_id, "approved", "sam", PASSWORDS["sam"])
+        assert posted == f"lot:{LOT}" and await erin.pending() == []
+
+        async def shown() -> bool:
+            return bool(await erin.lot(LOT, "Certificate") == "CoA-7")
+
+        await eventually(shown, what=f"Lots/{LOT}/Certificate after the signature")
 
 
 async def test_bad_quality_data_is_refused_with_its_argument_and_changes_nothing(

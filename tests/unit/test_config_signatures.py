@@ -50,6 +50,7 @@ def test_policies_become_the_domains_policies() -> None:
                 "role": "engineer",
             },
             {"action": "period-close", "meaning": "reviewed", "role": "admin"},
+            {"action": "master-data", "meaning": "approved", "role": "engineer"},
         ),
         environ=NO_ENV,
     )
@@ -63,6 +64,7 @@ def test_policies_become_the_domains_policies() -> None:
     assert [p.action for p in policies[4:]] == [
         SignatureAction.ADVICE_VARIANCE,
         SignatureAction.PERIOD_CLOSE,
+        SignatureAction.MASTER_DATA,
     ]
     assert [SignaturePolicy.from_dict(p.as_dict()) for p in policies] == list(policies)
 
@@ -70,7 +72,8 @@ def test_policies_become_the_domains_policies() -> None:
 @pytest.mark.parametrize(
     ("policy", "path", "needle"),
     [
-        ({"action": "master-data"}, "signatures[0].action", "not held for signatures"),
+        ({"action": "master-data", "threshold": 1}, "signatures[0]", "no threshold"),
+        ({"action": "approve-all"}, "signatures[0].action", ""),
         ({"action": "scrap", "threshold": "lots"}, "signatures[0].threshold", "neither a quantity"),
         ({"action": "scrap", "threshold": "120%"}, "signatures[0].threshold", "0% to 100%"),
         ({"action": "scrap", "threshold": -1}, "signatures[0].threshold", "neither a quantity"),
