@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from typing import Any, Final
 
 from inventory_core.domain.api_tokens import ApiToken
 from inventory_core.domain.model import AuditEvent
-from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
 from inventory_core.logins import (
@@ -96,7 +94,6 @@ class ApiAuth:
         self.logins = logins or LoginSettings()
         self._throttle = LoginThrottle(self.logins)
         self._checker: PasswordChecker | None = None
-        self._decoy_hash: PasswordHash | None = None
         # metrics hooks: a refused Basic login (a LoginRefusal value), a lockout begun (scope)
         self._on_refused = on_refused or (lambda reason: None)
         self._on_lockout = on_lockout or (lambda scope: None)
@@ -145,9 +142,7 @@ class ApiAuth:
             self._on_refused(LoginRefusal.BUSY)
             raise LoginsBusy("too many logins are being checked; try again") from None
         try:
-            # An unknown name still costs one scrypt: timing does not reveal valid names.
-            stored = user.password if user is not None else await self._decoy()
-            good = await self._checker.verify(password, stored) and user is not None
+            good = await self._checker.verify(password, user.password if user else None)
         finally:
             self._checker.release()
         if user is None or not good:
@@ -174,13 +169,6 @@ class ApiAuth:
             raise Unauthenticated("wrong user name or password")
         self._throttle.success(name)
         return Principal(user.name, user.role, "basic")
-
-    async def _decoy(self) -> PasswordHash:
-        """A hash of a random password, made once (in a thread: it takes a scrypt)."""
-        if self._decoy_hash is None:
-            text = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
-            self._decoy_hash = parse_password_hash(text)
-        return self._decoy_hash
 
     async def denied(self, who: str, route: str, reason: str, status: int) -> None:
         """Audit a refused request (rate-limited per caller and reason)."""

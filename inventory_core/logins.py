@@ -30,6 +30,7 @@ Time comes from an injected monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from inventory_core.domain.passwords import PasswordHash
+from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 
 __all__ = [
     "API_LOGIN_REFUSALS",
@@ -264,7 +265,9 @@ class PasswordChecker:
     throttle's view current: with one slot, a burst of guesses for one name is
     checked one by one and the lockout stops the rest before any scrypt.
 
-    A check is `PasswordHash.verify` unless `verify` replaces it (tests).
+    A check is `PasswordHash.verify` unless `verify` replaces it (tests). An unknown
+    user name is checked against a decoy hash: it costs the same scrypt as a known one,
+    so the time an answer takes does not reveal which names are valid.
     """
 
     def __init__(
@@ -283,6 +286,7 @@ class PasswordChecker:
         self._executor = ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="invops-login"
         )
+        self._decoy: PasswordHash | None = None
 
     @property
     def waiting(self) -> int:
@@ -300,9 +304,20 @@ class PasswordChecker:
     def release(self) -> None:
         self._slots.release()
 
-    async def verify(self, password: str, stored: PasswordHash) -> bool:
-        """Whether `password` matches `stored`, checked in the checker's own threads."""
+    def decoy(self) -> PasswordHash:
+        """The hash of a random password, made once (a scrypt itself)."""
+        if self._decoy is None:
+            self._decoy = parse_password_hash(hash_password(secrets.token_urlsafe(16)))
+        return self._decoy
+
+    async def verify(self, password: str, stored: PasswordHash | None) -> bool:
+        """Whether `password` matches `stored`, checked in the checker's own threads.
+        None (an unknown user): checked against the decoy, and False."""
         loop = asyncio.get_running_loop()
+        if stored is None:
+            decoy = await loop.run_in_executor(self._executor, self.decoy)
+            await loop.run_in_executor(self._executor, self._verify, password, decoy)
+            return False
         return await loop.run_in_executor(self._executor, self._verify, password, stored)
 
     def close(self) -> None:

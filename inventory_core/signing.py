@@ -156,7 +156,7 @@ class SigningService:
             raise SigningBusy("too many signatures are being checked; try again") from None
         try:
             user = self._users.get(user_name)
-            good = user is not None and await self._checker.verify(password, user.password)
+            good = await self._checker.verify(password, user.password if user else None)
         finally:
             self._checker.release()
         if user is not None and good:

@@ -49,7 +49,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import secrets
 import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -78,7 +77,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from information_model.isa95 import APPLICATION_URI
 from inventory_core.domain.errors import InventoryError
 from inventory_core.domain.model import AuditEvent
-from inventory_core.domain.passwords import hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
 from inventory_core.log import get_logger
 from inventory_core.logins import (
@@ -253,8 +251,6 @@ class InvopsUserManager(UserManager):
             if user.name in self._users:
                 raise SecuritySetupError(f"user {user.name!r} is listed twice")
             self._users[user.name] = user
-        # Unknown names still cost one scrypt, so timing does not reveal valid names.
-        self._decoy = parse_password_hash(hash_password(secrets.token_urlsafe(16)))
         self.settings = settings or LoginSettings()
         self.throttle = (
             LoginThrottle(self.settings)
@@ -337,7 +333,8 @@ class InvopsUserManager(UserManager):
             self._refused(LoginRefusal.LOCKED_OUT, username, "")
             return None
         user = self._users.get(username)
-        matches = (user.password if user else self._decoy).verify(password or "")
+        # an unknown name costs the same scrypt: timing does not reveal valid names
+        matches = (user.password if user else self._checker.decoy()).verify(password or "")
         outcome = self._judge(username, "", user is not None and matches)
         if outcome is None:
             return self._user(username, "", "")
@@ -379,7 +376,7 @@ class InvopsUserManager(UserManager):
     ) -> FailureOutcome | None:
         """Check the password in the checker's threads (slot held): None when it is right."""
         user = self._users.get(username) if exact else None
-        matches = await self._checker.verify(password, user.password if user else self._decoy)
+        matches = await self._checker.verify(password, user.password if user else None)
         return self._judge(username, source, user is not None and matches)
 
     def _judge(self, username: str, source: str, good: bool) -> FailureOutcome | None:

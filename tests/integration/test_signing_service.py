@@ -25,7 +25,7 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
-from inventory_core.domain.passwords import hash_password, parse_password_hash
+from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
 from inventory_core.domain.signatures import RequestState, SignatureAction, SignaturePolicy
 from inventory_core.domain.users import Role, User
 from inventory_core.logins import LoginSettings
@@ -135,3 +135,26 @@ async def test_the_right_password_signs_with_the_printed_name(ledger: Ledger) ->
     assert signature.manifest().startswith("Erin Engineer (eng1), ")
     balances = await ledger.balances(unit=BIN.id)
     assert sum(b.quantity for b in balances) == 95
+
+
+async def test_an_unknown_signer_costs_a_scrypt_as_a_known_one_does(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing does not tell which signer names exist (counted here, not timed)."""
+    checked: list[int] = []
+    real = PasswordHash.verify
+
+    def counting(self: PasswordHash, password: str) -> bool:
+        checked.append(self.n)
+        return real(self, password)
+
+    monkeypatch.setattr(PasswordHash, "verify", counting)
+    service = SigningService(ledger, USERS)
+    request_id = await held_scrap(ledger)
+    try:
+        for name in ("eng1", "nobody"):
+            with pytest.raises(SignatureRefused, match="wrong user name or password"):
+                await service.approve(request_id, name, "guess", "approved")
+    finally:
+        service.close()
+    assert len(checked) == 2, "one scrypt each"

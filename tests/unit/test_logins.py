@@ -238,3 +238,23 @@ async def test_get_user_on_the_event_loop_without_a_checked_verdict_refuses() ->
         assert manager.get_user(None, username="op", password="op", certificate=b"c") is None
     finally:
         manager.close()
+
+
+async def test_an_unknown_user_costs_one_check_against_one_decoy_and_is_refused() -> None:
+    """Timing does not tell which names exist (counted here, not timed): even a check
+    the decoy would pass refuses."""
+    checked: list[PasswordHash] = []
+
+    def verify(password: str, stored: PasswordHash) -> bool:
+        checked.append(stored)
+        return True
+
+    checker = PasswordChecker(verify)
+    try:
+        assert await checker.verify("guess", None) is False
+        assert await checker.verify("other", None) is False
+        assert len(checked) == 2 and checked[0] is checked[1] is checker.decoy()
+        known = parse_password_hash(hash_password("pw"))
+        assert await checker.verify("pw", known) is True and checked[-1] is known
+    finally:
+        checker.close()
