@@ -756,6 +756,9 @@ def ledger_trace(
     for name, ms in movements.items():
         places = escape_controls(", ".join(sorted({m.unit for m in ms if m.unit})) or "-")
         typer.echo(f"  lot {escape_controls(name)}: {len(ms)} movements; locations: {places}")
+        for m in ms:  # the signed records of the lot, with their signatures
+            for line in signature_lines(m.details):
+                typer.echo(f"    {m.id} {m.kind} signed: {escape_controls(line)}")
 
 
 def raise_unknown_lot(lot: str) -> NoReturn:

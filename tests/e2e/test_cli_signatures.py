@@ -96,6 +96,10 @@ def test_a_held_scrap_is_listed_refused_for_a_wrong_password_then_signed(
     assert history.returncode == 0, history
     assert history.stdout.splitlines()[0].split()[-2:] == ["SIGNATURES", "REASON"]
     assert f"Erin Engineer (eng1), {signature['signed_at']}: approved" in history.stdout
+    trace = cli("ledger", "trace", "--lot", "E1", "--url", plant.url)
+    assert trace.returncode == 0, trace
+    shown = f"scrap signed: Erin Engineer (eng1), {signature['signed_at']}: approved"
+    assert shown in trace.stdout, trace.stdout
 
     again = sign(plant.path.parent, *approve, password="s3cret pass")
     assert again.returncode == 1 and "changes nothing" in again.stderr

@@ -17,10 +17,11 @@ import pytest
 from http_api import ApiAuth, create_app
 from inventory_core import Ledger, open_ledger
 from inventory_core.domain.api_tokens import ApiToken, hash_token
-from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
+from inventory_core.domain.passwords import hash_password, parse_password_hash
 from inventory_core.domain.users import Role, User
 from inventory_core.logins import LoginSettings
 from invops.http_server import HttpServer
+from tests.scrypt_count import count_password_checks
 
 TOKEN = "invops_login-test-token"
 USERS = [
@@ -98,14 +99,7 @@ async def test_an_unknown_name_costs_a_scrypt_as_a_known_one_does(
     """Timing does not tell which names exist: an unknown name's password is checked
     against a decoy hash (counted here, not timed)."""
     url, _ = served
-    checked: list[int] = []
-    real = PasswordHash.verify
-
-    def counting(self: PasswordHash, password: str) -> bool:
-        checked.append(self.n)
-        return real(self, password)
-
-    monkeypatch.setattr(PasswordHash, "verify", counting)
+    checked = count_password_checks(monkeypatch)
     assert (await get(url, basic("otto", "guess")))[0] == 401
     assert (await get(url, basic("nobody", "guess")))[0] == 401
     assert len(checked) == 2, "one scrypt each"

@@ -25,11 +25,12 @@ from inventory_core.domain.model import (
     StorageUnit,
     StorageUnitId,
 )
-from inventory_core.domain.passwords import PasswordHash, hash_password, parse_password_hash
+from inventory_core.domain.passwords import hash_password, parse_password_hash
 from inventory_core.domain.signatures import RequestState, SignatureAction, SignaturePolicy
 from inventory_core.domain.users import Role, User
 from inventory_core.logins import LoginSettings
 from inventory_core.signing import SigningService
+from tests.scrypt_count import count_password_checks
 
 OIL = MaterialDefinition(MaterialId("OIL"), "Oil", "kg", Decimal(1), LotStatus.RELEASED)
 BIN = StorageUnit(
@@ -141,14 +142,7 @@ async def test_an_unknown_signer_costs_a_scrypt_as_a_known_one_does(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Timing does not tell which signer names exist (counted here, not timed)."""
-    checked: list[int] = []
-    real = PasswordHash.verify
-
-    def counting(self: PasswordHash, password: str) -> bool:
-        checked.append(self.n)
-        return real(self, password)
-
-    monkeypatch.setattr(PasswordHash, "verify", counting)
+    checked = count_password_checks(monkeypatch)
     service = SigningService(ledger, USERS)
     request_id = await held_scrap(ledger)
     try:
