@@ -67,7 +67,7 @@ from inventory_core.domain.signatures import (
     SignaturePoliciesUpdate,
     SignaturePolicy,
     SignRequest,
-    request_payload,
+    request_fingerprint,
 )
 from inventory_core.domain.signing_rules import SignOutcome
 from inventory_core.domain.text import (
@@ -581,9 +581,7 @@ class Ledger:
             canonical_json([line.document() for line in report]).encode()
         ).hexdigest()
         request = ClosePeriodRequest(start, end, digest, reason, user, source, idempotency_key)
-        result: PostingResult = await self._store.submit(
-            request, hashlib.sha256(request_payload(request).encode()).hexdigest()
-        )
+        result: PostingResult = await self._store.submit(request, request_fingerprint(request))
         return self._posted(result)
 
     async def record_meter_flow(self, flow: MeterFlow) -> None:

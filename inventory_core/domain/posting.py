@@ -93,7 +93,7 @@ from inventory_core.domain.signatures import (
     Signature,
     SignatureAction,
     SignaturePolicy,
-    request_payload,
+    request_fingerprint,
 )
 from inventory_core.domain.signing_rules import SigningRules
 from inventory_core.domain.units import QUANTUM, convert, format_decimal
@@ -989,7 +989,7 @@ class Planner(SigningRules):
         if req.source is not Source.SYSTEM:
             policy = self._policy(SignatureAction.MASTER_DATA, Decimal(0), None)
             if policy is not None:
-                digest = hashlib.sha256(request_payload(req).encode()).hexdigest()
+                digest = request_fingerprint(req)
                 expiry = f", expiry {req.expiry.isoformat()}" if req.expiry else ""
                 summary = f"quality data of lot {lot.id} ({lot.material}): {describe(quality)}"
                 summary += expiry
@@ -1111,7 +1111,7 @@ class Planner(SigningRules):
                 self._policy(SignatureAction.MASTER_DATA, Decimal(0), None) if changing else None
             )
             if policy is not None:
-                digest = hashlib.sha256(request_payload(update).encode()).hexdigest()
+                digest = request_fingerprint(update)
                 summary = (
                     "material definitions from "
                     + update.reason

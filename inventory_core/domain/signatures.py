@@ -64,6 +64,7 @@ __all__ = [
     "policies_json",
     "request_digest",
     "request_document",
+    "request_fingerprint",
     "request_from_payload",
     "request_payload",
     "signature_lines",
@@ -413,6 +414,12 @@ def request_payload(request: SignedRequest) -> str:
             "source": str(request.source),
         }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def request_fingerprint(request: SignedRequest) -> str:
+    """SHA-256 of `request_payload`: the digest a request without a posting digest of
+    its own (lot quality, master data, an advice variance) is held and replayed by."""
+    return hashlib.sha256(request_payload(request).encode()).hexdigest()
 
 
 def request_from_payload(payload: str) -> SignedRequest:

@@ -9,7 +9,6 @@ against the ledger as it is then.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -55,6 +54,7 @@ from inventory_core.domain.signatures import (
     SignRequest,
     policies_json,
     request_digest,
+    request_fingerprint,
     request_payload,
     signed_manifest,
 )
@@ -180,9 +180,7 @@ class SigningRules:
             f"variance of advice {advice.id} at {advice.unit}: advised {advice.expected}, "
             f"measured {advice.matched} {advice.uom}, variance {variance}{pct}"
         )
-        self._hold(
-            review, policy, hashlib.sha256(request_payload(review).encode()).hexdigest(), summary
-        )
+        self._hold(review, policy, request_fingerprint(review), summary)
 
     def _accept_variance(self, review: AdviceVarianceReview) -> PostingResult:
         assert self._signing is not None
