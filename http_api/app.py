@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from http_api.auth import (
@@ -34,6 +35,8 @@ from http_api.auth import (
 )
 from http_api.b2mml_routes import add_b2mml_routes
 from http_api.docs import DOCS_HTML
+from http_api.posting_lane import PostingLane
+from http_api.postings import held_request, may_post, post_movement
 from http_api.problems import (
     PROBLEM_SCHEMA,
     Problem,
@@ -62,13 +65,12 @@ from http_api.schemas import (
     ReversalIn,
     UnitOut,
     UnitsOut,
-    posting_request,
 )
 from http_api.signing_routes import add_signing_routes
 from inventory_core import Ledger
 from inventory_core.b2mml import SchemaValidator
 from inventory_core.clock import Clock, SystemClock, format_timestamp, parse_timestamp
-from inventory_core.domain.advices import ADVICE_PREFIX, advice_document
+from inventory_core.domain.advices import advice_document
 from inventory_core.domain.audit import (
     AUDIT_OBJECT_TYPES,
     WITH_MOVEMENTS,
@@ -85,12 +87,11 @@ from inventory_core.domain.model import (
     LotStatusRequest,
     Movement,
     MovementId,
-    MovementKind,
     ReversalRequest,
     Source,
 )
 from inventory_core.domain.posting import movement_document
-from inventory_core.domain.signatures import REQUEST_PREFIX, request_document
+from inventory_core.domain.signatures import REQUEST_PREFIX
 from inventory_core.domain.units import format_decimal
 from inventory_core.domain.users import Role
 from inventory_core.plant_view import PlantView, UnitState
@@ -103,8 +104,6 @@ PAGE_MAX: Final = 1000
 STREAM_POLL_S: Final = 1.0  # how often a stream looks for other writers' movements
 STREAM_KEEPALIVE_S: Final = 15.0  # a comment line keeps proxies from closing an idle stream
 Observer = Callable[[str, str, int, float], None]  # route, method, status, seconds
-# Kinds an operator may post; the others need an engineer (as the OPC UA methods).
-_ENGINEER_KINDS: Final = frozenset({MovementKind.ADJUSTMENT})
 _CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="invops"'}
 UnitPath = Annotated[str, Path(description="storage unit id", examples=["WH-401"])]
 LotPath = Annotated[str, Path(description="lot id", examples=["GLY-0100"])]
@@ -466,28 +465,11 @@ def create_app(
         principal: Principal = writer,
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> JSONResponse:
-        kind = MovementKind(body.kind)
-        if kind in _ENGINEER_KINDS and not principal.role.grants(Role.ENGINEER):
-            reason = f"role {principal.role} lacks engineer for {kind}"
+        if not may_post(principal, body):
+            reason = f"role {principal.role} lacks engineer for {body.kind}"
             await auth.denied(principal.name, f"{API}/movements", reason, 403)
             raise Problem(403, "Forbidden", reason)
-        result = await ledger.post(posting_request(body, principal.name, idempotency_key))
-        if result.movement_id.startswith(REQUEST_PREFIX):  # held: nothing posted
-            return await _held_request(ledger, result.movement_id, replayed=result.replayed)
-        if result.movement_id.startswith(ADVICE_PREFIX):  # also the replay of one
-            advice = await ledger.advice(result.movement_id)
-            status = 200 if result.replayed else 202
-            return JSONResponse({"replayed": result.replayed, "advice": advice_document(advice)},
-                                status_code=status)  # fmt: skip
-        # The posting's own record (no second read): a movement's cursor comes with the
-        # reads and the stream, which order movements by it.
-        movement = result.movement or await ledger.movement(result.movement_id)
-        document: dict[str, Any] = {
-            "replayed": result.replayed,
-            "movement": movement_document(movement),
-            "parts": list(result.parts),
-        }
-        return JSONResponse(document, status_code=200 if result.replayed else 201)
+        return await post_movement(ledger, body, principal, idempotency_key)
 
     replay: dict[int | str, dict[str, Any]] = {
         200: {"model": Posted | RequestHeld, "description": "The replay of a key used before"},
@@ -585,7 +567,12 @@ def create_app(
     app.include_router(router)
     install(app, router.routes)
     _document_problems_and_security(app)
-    observed: ASGIApp = app if observe is None else _Observed(app, observe)
+    posting = next(
+        r for r in router.routes
+        if isinstance(r, APIRoute) and r.path == f"{API}/movements" and "POST" in (r.methods or ())
+    )  # fmt: skip
+    lane = PostingLane(app, ledger, auth, posting.path, posting)
+    observed: ASGIApp = lane if observe is None else _Observed(lane, observe)
     return _BodyLimit(observed, max_body_bytes)
 
 
@@ -632,18 +619,10 @@ async def _no_nul(request: Request) -> None:
 
 async def _posted(ledger: Ledger, movement_id: str, *, replayed: bool) -> JSONResponse:
     if movement_id.startswith(REQUEST_PREFIX):
-        return await _held_request(ledger, movement_id, replayed=replayed)
+        return await held_request(ledger, movement_id, replayed=replayed)
     movement = await ledger.movement(movement_id)
     document = {"replayed": replayed, "movement": _movement(movement)}
     return JSONResponse(document, status_code=200 if replayed else 201)
-
-
-async def _held_request(ledger: Ledger, request_id: str, *, replayed: bool) -> JSONResponse:
-    """A request a `[[signatures]]` policy holds (202; 200 for the replay of its key):
-    nothing is posted until it is signed."""
-    pending = await ledger.pending_request(request_id)
-    document = {"replayed": replayed, "request": request_document(pending)}
-    return JSONResponse(document, status_code=200 if replayed else 202)
 
 
 def _movement(m: Movement) -> dict[str, Any]:
