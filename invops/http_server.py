@@ -22,7 +22,8 @@ What a hostile or careless client can hold, and for how long:
   deadline, not an idle timer), or it is answered `408` and closed. uvicorn arms no
   timer before the first response of a connection, and re-arms none while bytes
   trickle in: a slowloris client would otherwise hold its connection for ever.
-  The head is at most `max_header_bytes` (16 KiB; more is a `400`);
+  The head (request line and headers) is at most `max_header_bytes` (16 KiB; more
+  is a `431` and the connection is closed);
 - **idle keep-alive** (`keep_alive_s`, default 5 s): uvicorn's `timeout_keep_alive`;
 - **shutdown** (`shutdown_timeout_s`, default 5 s): on stop the socket closes,
   idle connections close, requests in progress get this long to finish (uvicorn's
@@ -61,7 +62,7 @@ from typing import Any, ClassVar, Final
 
 import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inventory_core.log import get_logger
 
@@ -102,7 +103,7 @@ class HttpLimits:
 
 
 def _plain_response(status: str, text: str, *extra: str) -> bytes:
-    """A complete `Connection: close` response, written before or instead of h11's."""
+    """A complete `Connection: close` response, written before or instead of uvicorn's."""
     body = text.encode()
     head = [
         f"HTTP/1.1 {status}",
@@ -127,11 +128,15 @@ class _Guard:
             "408 Request Timeout",
             f"request head not received within {limits.header_timeout_s:g} s\n",
         )
-        self.lingering: set[_GuardedH11Protocol] = set()  # refused, reading their request
+        self.too_large = _plain_response(
+            "431 Request Header Fields Too Large",
+            f"request head over {limits.max_header_bytes} bytes\n",
+        )
+        self.lingering: set[_GuardedProtocol] = set()  # refused, reading their request
         self._refused = 0
         self._warned_at: float | None = None
 
-    def refused(self, connection: _GuardedH11Protocol) -> bool:
+    def refused(self, connection: _GuardedProtocol) -> bool:
         """Count a refusal; True when it may linger (until its request is read)."""
         self._refused += 1
         now = time.monotonic()
@@ -149,8 +154,15 @@ class _Guard:
         return True
 
 
-class _GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus the connection cap and the request-head deadline."""
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback (httptools reports it as a parser error): the
+    request head is over `max_header_bytes`."""
+
+
+class _GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (a C parser: a quarter of the loop's time per request
+    less than its pure-Python h11 one) plus the connection cap, the request-head deadline
+    and the head's size cap (httptools has none of its own)."""
 
     guard: ClassVar[_Guard]
 
@@ -159,6 +171,15 @@ class _GuardedH11Protocol(H11Protocol):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._refused = False
         self._refusal_timer: asyncio.TimerHandle | None = None
+        # The head being parsed and its bytes so far: of the chunk it began in, what the
+        # parser handed over (the URL, complete headers: not the request before it);
+        # each later chunk whole while the head is still open. Once complete, its size
+        # is that of the URL and headers parsed.
+        self._in_head = False
+        self._head_bytes = 0
+        self._heads_begun = 0  # heads begun on this connection
+        self._chunk_heads = 0  # ... before the chunk being parsed
+        self._oversized = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -181,9 +202,56 @@ class _GuardedH11Protocol(H11Protocol):
             return
         if not self._request_in_progress():
             self._arm_head_deadline()  # the first byte of the next request starts its clock
-        super().data_received(data)
+        in_head, self._chunk_heads = self._in_head, self._heads_begun
+        super().data_received(data)  # answers a request it cannot parse (send_400_response)
+        if self.transport.is_closing():
+            return
+        if in_head and self._in_head and self._chunk_heads == self._heads_begun:
+            self._head_bytes += len(data)  # all of it belongs to the head still open
+        if self._in_head and self._head_bytes > self.guard.limits.max_header_bytes:
+            self._head_too_large()
+            return
         if self._request_in_progress():
             self._cancel_head_deadline()
+
+    # httptools' callbacks, which uvicorn's protocol implements: the head's size.
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+        self._heads_begun += 1
+
+    def on_url(self, url: bytes) -> None:
+        if self._heads_begun != self._chunk_heads:  # the head began in this chunk
+            self._head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._heads_begun != self._chunk_heads:
+            self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.guard.limits.max_header_bytes:
+            self._oversized = True
+            raise _HeadTooLarge  # stops the parser; uvicorn then calls send_400_response
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._oversized:
+            self._head_too_large()
+        else:
+            super().send_400_response(msg)
+
+    def _head_too_large(self) -> None:
+        self._in_head = False
+        self._cancel_head_deadline()
+        log.debug("http_head_too_large", server=self.guard.name, client=str(self.client))
+        if not self.transport.is_closing():
+            self.transport.write(self.guard.too_large)
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # arms uvicorn's keep-alive timer, runs pipelined requests
@@ -371,7 +439,7 @@ class HttpServer:
     def _config(self) -> uvicorn.Config:
         limits = self._limits
         self._guard = _Guard(self._name, limits)
-        protocol = type("GuardedH11Protocol", (_GuardedH11Protocol,), {"guard": self._guard})
+        protocol = type("GuardedProtocol", (_GuardedProtocol,), {"guard": self._guard})
         return uvicorn.Config(
             self._app,
             http=protocol,
@@ -385,7 +453,6 @@ class HttpServer:
             backlog=limits.backlog,
             timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]  # a float works
             timeout_graceful_shutdown=limits.shutdown_timeout_s,  # type: ignore[arg-type]
-            h11_max_incomplete_event_size=limits.max_header_bytes,
         )
 
     async def _shutdown(self, server: uvicorn.Server, sock: socket.socket) -> None:

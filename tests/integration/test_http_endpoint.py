@@ -487,6 +487,52 @@ async def test_the_next_request_on_a_kept_alive_connection_has_the_same_head_dea
             await _close(writer)
 
 
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, piece: int) -> None:
+    """Send `data` in `piece`-byte writes, each its own segment (a pause between)."""
+    with contextlib.suppress(OSError):
+        for start in range(0, len(data), piece):
+            writer.write(data[start : start + piece])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_request_head_over_max_header_bytes_is_refused_with_431(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    limits = HttpLimits(max_header_bytes=2048, header_timeout_s=10)
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits) as endpoint:
+        big = b"GET /metrics HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n"
+        answer = await _exchange(endpoint.port, big)
+        assert _status(answer) == 431 and b"over 2048 bytes" in answer
+        # A head that never ends is refused as it grows past the cap, long before the
+        # head deadline, whether it comes as one header line or as many.
+        for filler in (b"b" * 200, b"b\r\nX-More: "):
+            reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+            try:
+                started = time.monotonic()
+                endless = _HALF_HEAD + filler * (8192 // len(filler))  # 8 KiB and more
+                sending = asyncio.create_task(_trickle(writer, endless, 200))
+                async with asyncio.timeout(5):
+                    answer = await _until_closed(reader)
+                sending.cancel()
+                assert _status(answer) == 431 or answer == b"<reset>", answer[:80]
+                assert time.monotonic() - started < limits.header_timeout_s / 2
+            finally:
+                await _close(writer)
+        # Just under the cap, in many small segments: served (each byte counted once).
+        lines = b"".join(b"X-Pad-%02d: %s\r\n" % (n, b"p" * 100) for n in range(17))
+        head = b"GET /metrics HTTP/1.1\r\nHost: test\r\n" + lines + b"Connection: close\r\n\r\n"
+        assert 1900 < len(head) < 2048
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        try:
+            await _trickle(writer, head, 50)
+            async with asyncio.timeout(5):
+                answer = await _until_closed(reader)
+        finally:
+            await _close(writer)
+        assert _status(answer) == 200 and _complete(answer)
+
+
 async def test_an_idle_kept_alive_connection_is_closed_after_keep_alive_s(
     registry: CollectorRegistry, board: HealthBoard
 ) -> None:

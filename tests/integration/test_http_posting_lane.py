@@ -308,3 +308,16 @@ async def test_the_lane_answers_every_posting_as_fastapi_does(tmp_path: Path) ->
         assert lane == fastapi, (step, SCRIPT[step])
     # nine postings; the fifo issue books one movement per lot it draws (two)
     assert booked_by_lane == booked_by_fastapi and len(booked_by_lane) == 11
+
+
+async def test_a_posting_down_the_lane_is_observed_under_the_routes_template(
+    ledger: Ledger,
+) -> None:
+    seen: list[tuple[str, str, int]] = []
+    app = create_app(ledger, _auth(ledger), observe=lambda r, m, s, _: seen.append((r, m, s)))
+    async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
+        url = f"http://127.0.0.1:{server.port}{PATH}"
+        await http_call(url, "POST", RECEIPT, token=OPERATOR)
+        await http_call(url, "POST", {**RECEIPT, "to_unit": "NOPE"}, token=OPERATOR)
+        await http_call(url, "POST", RECEIPT, token=VIEWER)  # FastAPI's 403
+    assert seen == [(PATH, "POST", 201), (PATH, "POST", 422), (PATH, "POST", 403)]

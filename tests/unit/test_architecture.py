@@ -23,6 +23,7 @@ IO_LIBRARIES = {
     "starlette",
     "uvicorn",
     "h11",
+    "httptools",
     "typer",
     "structlog",
 }
