@@ -98,7 +98,7 @@ def add_quality_routes(
             raise Problem(404, "Not found", f"lot {lot} does not exist", field="lot") from None
         if result.lot is None:  # held: nothing changed yet
             pending = await ledger.pending_request(result.movement_id)
-            document = {"replayed": False, "request": request_document(pending)}
+            document = {"replayed": result.replayed, "request": request_document(pending)}
             return JSONResponse(document, status_code=202)
         return JSONResponse(lot_out(result.lot, clock))
 

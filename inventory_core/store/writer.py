@@ -127,6 +127,14 @@ SIGNATURE_POLICIES = "signature_policies"  # ledger_meta: the policies, JSON
 _STOP = object()
 
 
+# Requests a policy may hold that are not postings: the same one again while it waits
+# for signatures is that request (LedgerState.waiting).
+_HOLDABLE = (
+    AnnounceLots, ClosePeriodRequest, LotQualityRequest, LotStatusRequest, MasterDataUpdate,
+    ReversalRequest,
+)  # fmt: skip
+
+
 class _StaleHead(Exception):
     """This writer's chain head moved under us (another process shares the writer id)."""
 
@@ -584,6 +592,10 @@ class BatchWriter:
             )
             for key, advice_id, digest in rows:
                 state.keys[key] = (MovementId(f"{ADVICE_PREFIX}{advice_id}"), digest, ())
+        if self._signatures and any(isinstance(r, _HOLDABLE) for r in requests):
+            pr = t.pending_requests  # few: those waiting for signatures (ix_..._state)
+            rows = conn.execute(select(pr.c.payload_hash, pr.c.id).where(pr.c.state == "pending"))
+            state.waiting = {digest: request_id for digest, request_id in rows}
         if keys:  # a key whose request was held for signatures: the request's id
             pr = t.pending_requests
             rows = self._select_in(

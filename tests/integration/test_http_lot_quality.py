@@ -355,6 +355,10 @@ async def test_under_a_master_data_policy_quality_data_is_held_until_signed(api:
     assert (request["action"], request["state"]) == ("master-data", "pending")
     assert "quality data of lot L1" in request["summary"]
     assert await api.quality() == before, "nothing changes before the signature"
+    status, _, again = await api.call("PUT", "/lots/L1/quality", QUALITY)  # a retry
+    assert status == 202 and again["replayed"] is True, again
+    assert again["request"]["request_id"] == request["request_id"]
+    assert len(await api.ledger.pending_requests()) == 1
 
     url = f"/requests/{request['request_id']}/approve"
     signature = {"user": "erin", "password": ERIN_PASSWORD, "meaning": "approved"}

@@ -230,3 +230,47 @@ async def test_a_known_lots_announced_quality_data_is_held_a_new_lot_is_created(
     await ledger.sign(approve(request_id))
     assert [p.value for p in (await lot(ledger)).quality.properties] == ["99.1"]
     assert (await ledger.verify()).ok
+
+
+async def test_a_b2mml_document_sent_again_while_held_is_the_same_request(
+    ledger: Ledger,
+) -> None:
+    """An ERP that retries (no answer seen, a timeout) gets the request it made, not a
+    second one for the signers; once that one is signed, the same change is new again."""
+    body = document("SyncMaterialDefinition", material("NEW", "New", base="L"), "BOD-9")
+    first = await apply_inbound(ledger, parse_inbound(body), user="erp", source=Source.ERP)
+    again = await apply_inbound(ledger, parse_inbound(body), user="erp", source=Source.ERP)
+    assert again.held == first.held and len(first.held) == 1
+    code = _answer(again.answer).findtext(
+        "b:DataArea/b:Confirm/b:ResponseCriteria/b:ChangeStatus/b:Code", namespaces=NS
+    )
+    assert code == "Held"
+    # Another document (another BODID) is another request; so is another requester.
+    other = document("SyncMaterialDefinition", material("NEW", "New", base="L"), "BOD-10")
+    third = await apply_inbound(ledger, parse_inbound(other), user="erp", source=Source.ERP)
+    by_mes = await apply_inbound(ledger, parse_inbound(body), user="mes", source=Source.ERP)
+    assert len({*first.held, *third.held, *by_mes.held}) == 3
+    assert len(await ledger.pending_requests()) == 3
+
+    [request_id] = first.held
+    await ledger.sign(approve(request_id))
+    assert "NEW" in {m.id for m in await ledger.materials()}
+    assert (await ledger.verify()).ok
+
+
+async def test_a_quality_change_asked_again_while_held_is_the_same_request(
+    ledger: Ledger,
+) -> None:
+    first = await ledger.set_lot_quality(quality(properties=ASSAY))
+    again = await ledger.set_lot_quality(quality(properties=ASSAY))
+    assert again.movement_id == first.movement_id and again.replayed
+    other = await ledger.set_lot_quality(quality(certificate="CoA-2"))
+    assert other.movement_id != first.movement_id
+    assert len(await ledger.pending_requests()) == 2
+    await ledger.sign(approve(first.movement_id))
+    assert (await lot(ledger)).quality.properties == ASSAY
+    # Signed and applied: asking for the same again changes nothing, so nothing is held.
+    assert not (await ledger.set_lot_quality(quality(properties=ASSAY))).movement_id.startswith(
+        REQUEST_PREFIX
+    )
+    assert len(await ledger.pending_requests()) == 1
