@@ -4,7 +4,8 @@ of every kind with `Idempotency-Key` (a posting a `[[signatures]]` policy holds 
 202 with its request), the requests held for signatures (http_api.signing_routes), and
 lot quality data and period close (http_api.quality_routes).
 Reads need the viewer role (or anonymous reading where allowed), postings the role the
-OPC UA method of the same kind needs.
+OPC UA method of the same kind needs. A posting by an API token that FastAPI would accept
+is answered by http_api.posting_lane, in front of FastAPI, with the route's own steps.
 
 Every route documents its answers (models of http_api.schemas, the problems it can
 answer, its security): tests/integration/test_http_api_schema.py runs schemathesis over
