@@ -533,6 +533,27 @@ async def test_a_request_head_over_max_header_bytes_is_refused_with_431(
         assert _status(answer) == 200 and _complete(answer)
 
 
+async def test_pipelined_requests_are_answered_in_order_each_head_capped_alone(
+    registry: CollectorRegistry, board: HealthBoard
+) -> None:
+    limits = HttpLimits(max_header_bytes=2048)
+    async with HttpEndpoint("127.0.0.1", 0, registry, board.current, limits=limits) as endpoint:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        try:
+            # Three heads of 1.5 KiB in one segment: 4.5 KiB together, each under the cap.
+            pad = b"X-Pad: " + b"p" * 1500 + b"\r\n"
+            one = b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + pad + b"\r\n"
+            writer.write(one * 3)
+            async with asyncio.timeout(5):
+                answers = [await _read_response(reader) for _ in range(3)]
+                assert [_status(a) for a in answers] == [503, 503, 503]
+                # The next head alone over the cap: 431, and the connection closes.
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + pad * 2 + b"\r\n")
+                assert _status(await _until_closed(reader)) == 431
+        finally:
+            await _close(writer)
+
+
 async def test_an_idle_kept_alive_connection_is_closed_after_keep_alive_s(
     registry: CollectorRegistry, board: HealthBoard
 ) -> None:
