@@ -219,3 +219,7 @@ async def test_what_a_signature_policy_holds_is_a_202_naming_the_request(api: Ap
     assert pending.request_id in (status.findtext("b:Description", namespaces=NS) or "")
     (lot,) = await api.ledger.lots("E-2")
     assert str(lot.status) == "quarantine", "nothing applied before the signature"
+    # The ERP sends the same document again (it saw no answer): the same request.
+    again = await api.call("POST", "/b2mml", process_lots(("E-2", "OIL", "released"), verb="Sync"))
+    assert again.status == 202 and pending.request_id in again.body.decode()
+    assert [p.request_id for p in await api.ledger.pending_requests()] == [pending.request_id]
