@@ -135,9 +135,9 @@ class LedgerState:
     measured: dict[StorageUnitId, Decimal] = field(default_factory=dict)
     # The pending requests a batch signs (by id, without the `request:` prefix).
     requests: dict[str, PendingRequest] = field(default_factory=dict)
-    # Payload digest -> id of each request still waiting for signatures, where the batch
-    # may hold one that is not a posting: the same request again is that request.
-    waiting: dict[str, str] = field(default_factory=dict)
+    # (payload digest, requester) -> id of each request still waiting for signatures,
+    # where the batch may hold one that is not a posting: the same again is that request.
+    waiting: dict[tuple[str, str], str] = field(default_factory=dict)
     closed_periods: list[ClosedPeriod] = field(default_factory=list)  # every one, oldest first
 
 

@@ -268,12 +268,12 @@ class SigningRules:
     def _hold(
         self, req: SignedRequest, policy: SignaturePolicy, digest: str, summary: str
     ) -> PostingResult:
-        """Record `req` as a pending request instead of posting it; a request that is
-        not a posting and the same as one still waiting (a B2MML document sent again, a
-        retried PUT) is that request (two receipts alike can be two deliveries: a
-        posting is made one by its Idempotency-Key)."""
+        """Record `req` as a pending request instead of posting it. A request that is
+        not a posting, the same as one its requester made that still waits (a B2MML
+        document sent again, a retried PUT), is that request (two receipts alike can be
+        two deliveries: a posting is made one by its Idempotency-Key)."""
         repeatable = isinstance(req, PostingRequest)
-        waiting = None if repeatable else self.state.waiting.get(digest)
+        waiting = None if repeatable else self.state.waiting.get((digest, req.user))
         if waiting is not None:
             return PostingResult(MovementId(f"{REQUEST_PREFIX}{waiting}"), replayed=True)
         request_id = str(uuid.uuid4())
@@ -298,7 +298,7 @@ class SigningRules:
         self.changes.new_requests.add(request_id)
         self.state.requests[request_id] = pending
         if not repeatable:
-            self.state.waiting[digest] = request_id
+            self.state.waiting[(digest, req.user)] = request_id
         answer = MovementId(pending.request_id)
         if req.idempotency_key:
             self.state.keys[req.idempotency_key] = (answer, digest, ())

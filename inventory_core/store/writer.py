@@ -594,8 +594,10 @@ class BatchWriter:
                 state.keys[key] = (MovementId(f"{ADVICE_PREFIX}{advice_id}"), digest, ())
         if self._signatures and any(isinstance(r, _HOLDABLE) for r in requests):
             pr = t.pending_requests  # few: those waiting for signatures (ix_..._state)
-            rows = conn.execute(select(pr.c.payload_hash, pr.c.id).where(pr.c.state == "pending"))
-            state.waiting = {digest: request_id for digest, request_id in rows}
+            rows = conn.execute(
+                select(pr.c.payload_hash, pr.c.requested_by, pr.c.id).where(pr.c.state == "pending")
+            )
+            state.waiting = {(digest, user): request_id for digest, user, request_id in rows}
         if keys:  # a key whose request was held for signatures: the request's id
             pr = t.pending_requests
             rows = self._select_in(

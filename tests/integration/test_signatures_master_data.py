@@ -29,6 +29,7 @@ from inventory_core.domain.model import (
     Lot,
     LotId,
     LotStatus,
+    LotStatusRequest,
     MaterialDefinition,
     MaterialId,
     Source,
@@ -274,3 +275,23 @@ async def test_a_quality_change_asked_again_while_held_is_the_same_request(
         REQUEST_PREFIX
     )
     assert len(await ledger.pending_requests()) == 1
+
+
+async def test_the_same_status_change_asked_by_two_users_is_two_requests(
+    ledger: Ledger,
+) -> None:
+    """Alike and still waiting is one request only for its own requester: who asked for
+    a change stays on the record."""
+    on_hold = SignaturePolicy(SignatureAction.LOT_STATUS, "approved", Role.ENGINEER,
+                              statuses=frozenset({LotStatus.HOLD}))  # fmt: skip
+    assert await ledger.set_signature_policies((POLICY, on_hold))
+
+    def hold(user: str) -> LotStatusRequest:
+        return LotStatusRequest(LotId("L1"), LotStatus.HOLD, "lab check", user, Source.API)
+
+    first = await ledger.set_lot_status(hold("qa1"))
+    again = await ledger.set_lot_status(hold("qa1"))
+    other = await ledger.set_lot_status(hold("qa2"))
+    assert again.movement_id == first.movement_id and again.replayed
+    assert other.movement_id != first.movement_id and not other.replayed
+    assert sorted(p.requested_by for p in await ledger.pending_requests()) == ["qa1", "qa2"]
