@@ -314,6 +314,7 @@ async def serve_naive(
 
 async def serve_methods(tmp: str, channel: _Channel) -> None:
     async with invops_server(METHOD_TANKS, tmp) as (_server, info):
+        info.pop("view")  # the plant view stays in this process: only JSON goes back
         info["nodes"] = []
         await channel.serve(info, None)
 
