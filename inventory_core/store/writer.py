@@ -185,6 +185,7 @@ class BatchWriter:
         self._statements: dict[
             tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]
         ] = {}
+        self._head_sql: str | None = None
         self._task: asyncio.Task[None] | None = None
         # Checked first in every batch's transaction (the writer lease): an error returned
         # fails the whole batch and nothing of it is written.
@@ -1066,15 +1067,28 @@ class BatchWriter:
                 {"writer": self._writer_id, "seq": seq, "hash": prev, "updated_at": self._now()},
             )
         else:  # compare-and-set: fails when another process appended to this chain meanwhile
-            moved = conn.execute(
-                update(heads)
-                .where(heads.c.writer == self._writer_id, heads.c.seq == start_seq)
-                .values(seq=seq, hash=prev, updated_at=self._now())
+            moved = conn.exec_driver_sql(
+                self._head_update(), (seq, prev, self._now(), self._writer_id, start_seq)
             )
             if moved.rowcount != 1:
                 raise _StaleHead
         self._insert_many(conn, t.audit, rows)
         self._pending_head = (seq, prev)
+
+    def _head_update(self) -> str:
+        """The compare-and-set of the audit head, compiled once: built and compiled per
+        batch it cost a single-posting batch a tenth of its time."""
+        if self._head_sql is None:
+            heads = t.audit_heads
+            stmt = (
+                update(heads)
+                .where(heads.c.writer == bindparam("w"), heads.c.seq == bindparam("s"))
+                .values(seq=bindparam("n"), hash=bindparam("h"), updated_at=bindparam("u"))
+            )
+            compiled = stmt.compile(dialect=self._runner.dialect)
+            assert tuple(compiled.positiontup or ()) == ("n", "h", "u", "w", "s")
+            self._head_sql = str(compiled)
+        return self._head_sql
 
     def _insert_many(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
         self._execute_many(conn, table, (), rows)
