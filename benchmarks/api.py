@@ -6,7 +6,8 @@ ledger in WAL with synchronous=FULL) runs in this process; the clients run in a 
 process (16 threads, one kept-alive HTTP/1.1 connection each), so they do not share the
 server's interpreter. The baseline is the same postings through the ledger API in this
 process with 16 concurrent callers, into a ledger of its own: `ratio` = HTTP postings/s /
-in-process postings/s is what the HTTP layer keeps of the ledger's rate (target >= 0.5).
+in-process postings/s is what the HTTP layer keeps of the ledger's rate (target >= 0.5),
+the median of `--rounds` back-to-back pairs.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
 from http_api import ApiAuth, create_app
-from inventory_core import open_ledger
+from inventory_core import Ledger, open_ledger
 from inventory_core.domain.api_tokens import ApiToken, hash_token
 from inventory_core.domain.model import (
     Booking,
@@ -114,11 +118,8 @@ async def clients(port: int, count: int, total: int, mode: str) -> dict[str, obj
     return result
 
 
-async def in_process(ledger: object, count: int, total: int) -> float:
+async def in_process(ledger: Ledger, count: int, total: int) -> float:
     """Postings/s through the ledger API with `count` concurrent callers."""
-    from inventory_core import Ledger
-
-    assert isinstance(ledger, Ledger)
     queue = list(range(total))
 
     async def caller() -> None:
@@ -143,11 +144,8 @@ async def in_process(ledger: object, count: int, total: int) -> float:
     return total / (time.perf_counter() - began)
 
 
-async def stream_latency(ledger: object, port: int, events: int) -> list[float]:
+async def stream_latency(ledger: Ledger, port: int, events: int) -> list[float]:
     """ms from a movement's commit (its post returned) to its SSE event at the client."""
-    from inventory_core import Ledger
-
-    assert isinstance(ledger, Ledger)
     since = await ledger.last_seq()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", STREAM, str(port), str(events), str(since), TOKEN,
@@ -178,49 +176,81 @@ async def stream_latency(ledger: object, port: int, events: int) -> list[float]:
     return [(arrived[str(seq)] - at) * 1000 for seq, at in committed.items()]
 
 
+@asynccontextmanager
+async def api_server(url: str) -> AsyncIterator[tuple[Ledger, HttpServer]]:
+    """A fresh ledger at `url` with the bins, served by the real app on a free port."""
+    async with open_ledger(url, writer_id="bench", migrate=True) as ledger:
+        await ledger.sync_master_data((OIL,), UNITS)
+        tokens = [ApiToken("bench", Role.OPERATOR, hash_token(TOKEN))]
+        app = create_app(ledger, ApiAuth([], tokens, anonymous_read=False))
+        async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
+            yield ledger, server
+
+
 async def main(args: argparse.Namespace) -> None:
+    # The machine's speed drifts within a run: each round measures the baseline and then
+    # HTTP back to back, each into an empty ledger of its own (both book the same
+    # postings into the same number of lots); `ratio` is the median of the rounds' ratios.
+    rates: list[float] = []
+    baselines: list[float] = []
+    latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        # The baseline posts into a ledger of its own, so both sides start from an
-        # empty ledger and book the same postings into the same number of lots.
-        async with open_ledger(
-            f"sqlite+aiosqlite:///{Path(tmp) / 'baseline.db'}", writer_id="bench", migrate=True
-        ) as ledger:
-            await ledger.sync_master_data((OIL,), UNITS)
-            baseline = await in_process(ledger, args.clients, args.postings)
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'api.db'}"
-        async with open_ledger(url, writer_id="bench", migrate=True) as ledger:
-            await ledger.sync_master_data((OIL,), UNITS)
-            tokens = [ApiToken("bench", Role.OPERATOR, hash_token(TOKEN))]
-            app = create_app(ledger, ApiAuth([], tokens, anonymous_read=False))
-            async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
+        for n in range(args.rounds):
+            async with open_ledger(
+                f"sqlite+aiosqlite:///{Path(tmp) / f'baseline-{n}.db'}",
+                writer_id="bench",
+                migrate=True,
+            ) as ledger:
+                await ledger.sync_master_data((OIL,), UNITS)
+                baselines.append(await in_process(ledger, args.clients, args.postings))
+            last = n == args.rounds - 1
+            async with api_server(f"sqlite+aiosqlite:///{Path(tmp) / f'api-{n}.db'}") as (
+                ledger,
+                server,
+            ):
                 posted = await clients(server.port, args.clients, args.postings, "post")
-                wall = float(posted["wall_s"])  # type: ignore[arg-type]
-                latencies = posted["latencies_ms"]
-                assert isinstance(latencies, list)
-                rate = args.postings / wall
-                print(json.dumps({
-                    "bench": "api", "case": "post_receipts", "clients": args.clients,
-                    "postings": args.postings, "postings_per_s": round(rate, 1),
-                    "p50_ms": round(percentile(latencies, 50), 2),
-                    "p99_ms": round(percentile(latencies, 99), 2),
-                    "baseline_postings_per_s": round(baseline, 1),
-                    "ratio": round(rate / baseline, 3),
-                }), flush=True)  # fmt: skip
-                read = await clients(server.port, args.clients, args.reads, "get")
-                reads = read["latencies_ms"]
-                assert isinstance(reads, list)
-                print(json.dumps({
-                    "bench": "api", "case": "get_balances", "clients": args.clients,
-                    "requests": args.reads,
-                    "requests_per_s": round(args.reads / float(read["wall_s"]), 1),  # type: ignore[arg-type]
-                    "p99_ms": round(percentile(reads, 99), 2),
-                }), flush=True)  # fmt: skip
-                delays = await stream_latency(ledger, server.port, args.events)
-                print(json.dumps({
-                    "bench": "api", "case": "sse_delivery", "events": args.events,
-                    "p50_ms": round(percentile(delays, 50), 2),
-                    "p99_ms": round(percentile(delays, 99), 2),
-                }), flush=True)  # fmt: skip
+                rates.append(args.postings / float(posted["wall_s"]))  # type: ignore[arg-type]
+                latencies += posted["latencies_ms"]  # type: ignore[arg-type]
+                if last:
+                    await reads_and_stream(args, ledger, server, rates, baselines, latencies)
+
+
+async def reads_and_stream(
+    args: argparse.Namespace,
+    ledger: Ledger,
+    server: HttpServer,
+    rates: list[float],
+    baselines: list[float],
+    latencies: list[float],
+) -> None:
+    """Prints the posting line of all rounds, then reads and streams from the last one's
+    server (its ledger holding the round's postings)."""
+    ratios = [rate / baseline for rate, baseline in zip(rates, baselines, strict=True)]
+    print(json.dumps({
+        "bench": "api", "case": "post_receipts", "clients": args.clients,
+        "postings": args.postings, "rounds": args.rounds,
+        "postings_per_s": round(statistics.median(rates), 1),
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "baseline_postings_per_s": round(statistics.median(baselines), 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+    }), flush=True)  # fmt: skip
+    read = await clients(server.port, args.clients, args.reads, "get")
+    reads = read["latencies_ms"]
+    assert isinstance(reads, list)
+    print(json.dumps({
+        "bench": "api", "case": "get_balances", "clients": args.clients,
+        "requests": args.reads,
+        "requests_per_s": round(args.reads / float(read["wall_s"]), 1),  # type: ignore[arg-type]
+        "p99_ms": round(percentile(reads, 99), 2),
+    }), flush=True)  # fmt: skip
+    delays = await stream_latency(ledger, server.port, args.events)
+    print(json.dumps({
+        "bench": "api", "case": "sse_delivery", "events": args.events,
+        "p50_ms": round(percentile(delays, 50), 2),
+        "p99_ms": round(percentile(delays, 99), 2),
+    }), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -229,4 +259,5 @@ if __name__ == "__main__":
     parser.add_argument("--postings", type=int, default=2000)
     parser.add_argument("--reads", type=int, default=4000)
     parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/HTTP pairs (median)")
     asyncio.run(main(parser.parse_args()))
