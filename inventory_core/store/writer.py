@@ -178,6 +178,12 @@ class BatchWriter:
         # Head of this writer's audit chain as last committed; checked on update (optimistic).
         self._head: tuple[int, str] | None = None
         self._pending_head: tuple[int, str] | None = None
+        # SQLite: each unit's book over all lots as last committed, for the capacity
+        # check; kept while no other connection has written (PRAGMA data_version), and
+        # updated from the batches this writer commits (never on PostgreSQL, where other
+        # writers book into the same units).
+        self._unit_totals: dict[StorageUnitId, Decimal] = {}
+        self._pending_totals: dict[StorageUnitId, Decimal | None] | None = None
         self._data_version: object = None  # SQLite's PRAGMA data_version at the last batch
         # PostgreSQL: balance rows this transaction created only to lock them.
         self._placeholders: set[tuple[str, str]] = set()
@@ -235,14 +241,14 @@ class BatchWriter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         for attempt in range(MAX_ATTEMPTS):
-            self._pending_head = None
+            self._pending_head = self._pending_totals = None
             try:
                 outcomes = await self._runner.run(lambda conn: self._apply(conn, batch))
             except _StaleHead:
-                self._head = None  # another process appended to this chain: reread, replay
+                self._forget()  # another process appended to this chain: reread, replay
                 continue
             except (IntegrityError, OperationalError, DBAPIError) as exc:
-                self._head = self._master_revision = None  # reread both on the next attempt
+                self._forget()  # reread what is cached on the next attempt
                 refused = _refused(exc)
                 if not refused and attempt + 1 < MAX_ATTEMPTS and _retryable(exc):
                     log.info("ledger_batch_retry", attempt=attempt + 1, error=type(exc).__name__)
@@ -258,17 +264,17 @@ class BatchWriter:
                     _settle(command.future, error)
                 return
             except UnicodeError as exc:  # a value the driver cannot encode: the request's
-                self._head = self._master_revision = None
+                self._forget()
                 await self._isolate(batch, exc)
                 return
             except OSError as exc:  # the database cannot be reached (e.g. connection refused)
-                self._head = self._master_revision = None
+                self._forget()
                 error = LedgerUnavailable(f"ledger write failed: {exc}")
                 for command in batch:
                     _settle(command.future, error)
                 return
             except Exception as exc:  # a bug, not a domain error: isolate it, keep the writer
-                self._head = self._master_revision = None
+                self._forget()
                 if len(batch) > 1:
                     for command in batch:
                         await self._process([command])
@@ -278,6 +284,12 @@ class BatchWriter:
                 return
             if self._pending_head is not None:
                 self._head = self._pending_head
+            if self._pending_totals is not None:
+                for unit_id, total in self._pending_totals.items():
+                    if total is None:
+                        self._unit_totals.pop(unit_id, None)  # booked, not summed: read again
+                    else:
+                        self._unit_totals[unit_id] = total
             break
         else:
             for command in batch:
@@ -287,6 +299,11 @@ class BatchWriter:
             _settle(command.future, outcome)
         if self._on_commit is not None:
             self._on_commit(batch, loop.time() - started)
+
+    def _forget(self) -> None:
+        """After a failed attempt: what this writer caches is read again."""
+        self._head = self._master_revision = None
+        self._unit_totals.clear()
 
     async def _isolate(self, batch: list[Command], exc: BaseException) -> None:
         """A batch the database refused: bisect it until the request at fault stands
@@ -400,6 +417,9 @@ class BatchWriter:
                     planner.signature_refused(request, exc)
             outcomes.append(result)
         self._write(conn, changes)
+        if not self._postgres:  # the units' totals after this batch, cached once it commits
+            changed = {unit_id for unit_id, _lot in changes.balances} | set(state.unit_totals)
+            self._pending_totals = {u: state.unit_totals.get(u) for u in changed}
         return outcomes
 
     def _load_state(self, conn: Connection, batch: list[Command]) -> LedgerState:
@@ -541,15 +561,19 @@ class BatchWriter:
                 if isinstance(r, PostingRequest) and r.source is not Source.PLC and r.to_unit
             }
         )
-        if filled:
-            state.unit_totals = dict.fromkeys(filled, Decimal(0))
+        # On SQLite the totals are kept between batches (see _unit_totals): a unit's
+        # balances are summed once, not at every receipt into a bin holding many lots.
+        state.unit_totals = {u: self._unit_totals[u] for u in filled if u in self._unit_totals}
+        unread = [u for u in filled if u not in state.unit_totals]
+        if unread:
+            state.unit_totals.update(dict.fromkeys(unread, Decimal(0)))
             rows = self._select_in(
                 conn,
                 "unit_totals",
                 lambda ids: select(t.balances.c.unit, t.balances.c.quantity).where(
                     t.balances.c.unit.in_(ids), t.balances.c.quantity != "0"
                 ),
-                filled,
+                unread,
             )
             for unit, quantity in rows:
                 state.unit_totals[StorageUnitId(unit)] += Decimal(quantity)
@@ -857,6 +881,7 @@ class BatchWriter:
             if version == self._data_version and self._master_revision is not None:
                 return
             self._data_version = version
+            self._unit_totals.clear()  # another connection may have booked
         query = select(t.ledger_meta.c.value).where(t.ledger_meta.c.key == MASTER_REVISION)
         if self._postgres:
             query = query.with_for_update(read=True)
