@@ -108,14 +108,13 @@ class ApiAuth:
         wrong, or locked out after repeated failures."""
         if not authorization:
             return None
-        scheme, _, credentials = authorization.strip().partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() == "bearer" and credentials:
-            found = self.bearer(authorization)
+        scheme, credentials = _scheme(authorization)
+        if scheme == "bearer" and credentials:
+            found = self._token(credentials)
             if found is None:
                 raise Unauthenticated("unknown API token")
             return found
-        if scheme.lower() == "basic" and credentials:
+        if scheme == "basic" and credentials:
             try:
                 name, colon, password = (
                     base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
@@ -130,10 +129,10 @@ class ApiAuth:
     def bearer(self, authorization: str) -> Principal | None:
         """The caller a `Bearer` header names by a known token, else None: no audit, no
         throttle, nothing awaited (what http_api.posting_lane asks before it serves)."""
-        scheme, _, credentials = authorization.strip().partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() != "bearer" or not credentials:
-            return None
+        scheme, credentials = _scheme(authorization)
+        return self._token(credentials) if scheme == "bearer" and credentials else None
+
+    def _token(self, credentials: str) -> Principal | None:
         for token in self._tokens:
             if token.matches(credentials):
                 return Principal(token.name, token.role, "token")
@@ -206,3 +205,9 @@ class ApiAuth:
                 details={"status": status},
             )
         )
+
+
+def _scheme(authorization: str) -> tuple[str, str]:
+    """An Authorization header's scheme (lower case) and its credentials."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return scheme.lower(), credentials.strip()
