@@ -177,14 +177,20 @@ async def stream_latency(ledger: Ledger, port: int, events: int) -> list[float]:
 
 
 @asynccontextmanager
-async def api_server(url: str) -> AsyncIterator[tuple[Ledger, HttpServer]]:
-    """A fresh ledger at `url` with the bins, served by the real app on a free port."""
+async def bins_ledger(url: str) -> AsyncIterator[Ledger]:
+    """A fresh ledger at `url` holding the bins' master data."""
     async with open_ledger(url, writer_id="bench", migrate=True) as ledger:
         await ledger.sync_master_data((OIL,), UNITS)
-        tokens = [ApiToken("bench", Role.OPERATOR, hash_token(TOKEN))]
-        app = create_app(ledger, ApiAuth([], tokens, anonymous_read=False))
-        async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
-            yield ledger, server
+        yield ledger
+
+
+@asynccontextmanager
+async def api_server(ledger: Ledger) -> AsyncIterator[HttpServer]:
+    """The real app on `ledger`, served on a free port, the bench token an operator's."""
+    tokens = [ApiToken("bench", Role.OPERATOR, hash_token(TOKEN))]
+    app = create_app(ledger, ApiAuth([], tokens, anonymous_read=False))
+    async with HttpServer(app, "127.0.0.1", 0, name="api") as server:
+        yield server
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -196,37 +202,23 @@ async def main(args: argparse.Namespace) -> None:
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.rounds):
-            async with open_ledger(
-                f"sqlite+aiosqlite:///{Path(tmp) / f'baseline-{n}.db'}",
-                writer_id="bench",
-                migrate=True,
-            ) as ledger:
-                await ledger.sync_master_data((OIL,), UNITS)
-                baselines.append(await in_process(ledger, args.clients, args.postings))
-            last = n == args.rounds - 1
-            async with api_server(f"sqlite+aiosqlite:///{Path(tmp) / f'api-{n}.db'}") as (
-                ledger,
-                server,
-            ):
+            async with bins_ledger(f"sqlite+aiosqlite:///{Path(tmp) / f'baseline-{n}.db'}") as b:
+                baselines.append(await in_process(b, args.clients, args.postings))
+            url = f"sqlite+aiosqlite:///{Path(tmp) / f'api-{n}.db'}"
+            async with bins_ledger(url) as ledger, api_server(ledger) as server:
                 posted = await clients(server.port, args.clients, args.postings, "post")
                 rates.append(args.postings / float(posted["wall_s"]))  # type: ignore[arg-type]
                 latencies += posted["latencies_ms"]  # type: ignore[arg-type]
-                if last:
-                    await reads_and_stream(args, ledger, server, rates, baselines, latencies)
+                if n == args.rounds - 1:  # reads and the stream from the last round's ledger
+                    print(json.dumps(posting_line(args, rates, baselines, latencies)), flush=True)
+                    await reads_and_stream(args, ledger, server)
 
 
-async def reads_and_stream(
-    args: argparse.Namespace,
-    ledger: Ledger,
-    server: HttpServer,
-    rates: list[float],
-    baselines: list[float],
-    latencies: list[float],
-) -> None:
-    """Prints the posting line of all rounds, then reads and streams from the last one's
-    server (its ledger holding the round's postings)."""
+def posting_line(
+    args: argparse.Namespace, rates: list[float], baselines: list[float], latencies: list[float]
+) -> dict[str, object]:
     ratios = [rate / baseline for rate, baseline in zip(rates, baselines, strict=True)]
-    print(json.dumps({
+    return {
         "bench": "api", "case": "post_receipts", "clients": args.clients,
         "postings": args.postings, "rounds": args.rounds,
         "postings_per_s": round(statistics.median(rates), 1),
@@ -235,7 +227,11 @@ async def reads_and_stream(
         "baseline_postings_per_s": round(statistics.median(baselines), 1),
         "ratio": round(statistics.median(ratios), 3),
         "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-    }), flush=True)  # fmt: skip
+    }  # fmt: skip
+
+
+async def reads_and_stream(args: argparse.Namespace, ledger: Ledger, server: HttpServer) -> None:
+    """GET balances/s from the clients, then the stream's delivery latency."""
     read = await clients(server.port, args.clients, args.reads, "get")
     reads = read["latencies_ms"]
     assert isinstance(reads, list)
