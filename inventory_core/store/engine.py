@@ -64,9 +64,11 @@ def _configure_sqlite(engine: Engine, begin: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        cursor = conn.connection.dbapi_connection.cursor()  # not a statement of its own
-        cursor.execute(begin)  # through SQLAlchemy's execution machinery: a tenth of a
-        cursor.close()  # single-posting batch went into it
+        # On the DB-API cursor: run as a statement through SQLAlchemy's execution
+        # machinery, BEGIN took a tenth of a single-posting batch.
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute(begin)
+        cursor.close()
 
 
 def create_read_engine(url: str) -> AsyncEngine:
