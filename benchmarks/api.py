@@ -179,7 +179,7 @@ async def stream_latency(ledger: Ledger, port: int, events: int) -> list[float]:
 @asynccontextmanager
 async def bins_ledger(url: str) -> AsyncIterator[Ledger]:
     """A fresh ledger at `url` holding the bins' master data."""
-    async with open_ledger(url, writer_id="bench", migrate=True) as ledger:
+    async with open_ledger(url, writer_id="bench", migrate=True, writer_process=True) as ledger:
         await ledger.sync_master_data((OIL,), UNITS)
         yield ledger
 

@@ -817,6 +817,7 @@ async def open_ledger(
     on_commit: Callable[[int, float], None] | None = None,
     capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
     lease: WriterLease | None = None,
+    writer_process: bool = False,
 ) -> AsyncIterator[Ledger]:
     """Open the ledger at `url` (migrating the schema when asked) and close it on exit.
 
@@ -829,6 +830,10 @@ async def open_ledger(
     the lease is still this process's (run `Ledger.keep_lease` to renew it), and the
     lease is released on exit. On exit, every posting already submitted is committed
     before the writer stops.
+
+    `writer_process` (a SQLite file; the service): the writer runs in a child process
+    of its own (`inventory_core.store.writer_process`), so that serving clients and
+    committing batches do not share one interpreter lock.
     """
     clock = clock or SystemClock()
     store = LedgerStore(
@@ -841,6 +846,7 @@ async def open_ledger(
         create=migrate,
         capacity_margin_pct=capacity_margin_pct,
         lease=lease,
+        writer_process=writer_process,
     )
     try:
         await store.open(migrate=migrate)

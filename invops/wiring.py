@@ -138,6 +138,7 @@ async def assemble(
             migrate=config.ledger.migrate_on_start,
             on_commit=metrics.posting_committed,
             lease=lease,
+            writer_process=True,  # a SQLite file's writer off this process's GIL
         )
     )
     # Renewed from now on, not from when the service's tasks start: building the OPC UA

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -16,12 +18,13 @@ from inventory_core.domain.lease import LeaseHolder, WriterLease
 from inventory_core.domain.posting import DEFAULT_CAPACITY_MARGIN_PCT
 from inventory_core.log import get_logger
 from inventory_core.store import lease as leases
-from inventory_core.store.engine import create_read_engine, create_runner, sqlite_file
+from inventory_core.store.engine import create_read_engine, create_runner, is_sqlite, sqlite_file
 from inventory_core.store.history_store import HistoryStore
 from inventory_core.store.ledger_file import check_ledger_file
 from inventory_core.store.migrate import current_revision, head_revision, upgrade
 from inventory_core.store.reader import LedgerReader
 from inventory_core.store.writer import BatchWriter, Command, Request
+from inventory_core.store.writer_process import WriterProcess, WriterSettings
 
 __all__ = ["HistoryStore", "LedgerStore", "check_url", "describe_url", "upgrade_schema"]
 
@@ -93,6 +96,11 @@ async def upgrade_schema(url: str) -> tuple[str | None, str]:
         await engine.dispose()
 
 
+def _log_level() -> int:
+    """The level the writer process logs at: what this process's ledger logs would show."""
+    return logging.getLogger("inventory_core").getEffectiveLevel()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
@@ -113,6 +121,7 @@ class LedgerStore:
         create: bool = False,
         capacity_margin_pct: Decimal = DEFAULT_CAPACITY_MARGIN_PCT,
         lease: WriterLease | None = None,
+        writer_process: bool = False,
     ) -> None:
         check_url(url, create=create)
         self.url = url
@@ -124,19 +133,27 @@ class LedgerStore:
         self._runner = _or_error(create_runner, url)
         self.reader = LedgerReader(self._read_engine)
 
-        def committed(batch: Sequence[Command], seconds: float) -> None:
-            if on_commit is not None:
-                on_commit(len(batch), seconds)
+        self._writer: BatchWriter | WriterProcess
+        if writer_process and is_sqlite(url) and sqlite_file(make_url(url)) is not None:
+            settings = WriterSettings(
+                url, writer_id, batch_max, capacity_margin_pct, None, _log_level()
+            )
+            self._writer = WriterProcess(settings, now=now, today=today, on_commit=on_commit)
+        else:
 
-        self._writer = BatchWriter(
-            self._runner,
-            writer_id=writer_id,
-            batch_max=batch_max,
-            now=now,
-            today=today,
-            on_commit=committed,
-            capacity_margin_pct=capacity_margin_pct,
-        )
+            def committed(batch: Sequence[Command], seconds: float) -> None:
+                if on_commit is not None:
+                    on_commit(len(batch), seconds)
+
+            self._writer = BatchWriter(
+                self._runner,
+                writer_id=writer_id,
+                batch_max=batch_max,
+                now=now,
+                today=today,
+                on_commit=committed,
+                capacity_margin_pct=capacity_margin_pct,
+            )
 
     async def open(self, *, migrate: bool) -> None:
         try:
@@ -155,7 +172,10 @@ class LedgerStore:
             )
         if self.lease is not None:
             await self._acquire_lease(self.lease)
-        self._writer.start()
+        if isinstance(self._writer, WriterProcess):
+            await self._writer.start()
+        else:
+            self._writer.start()
         self._opened = True
         await self.log_chain_head("open")
 
@@ -168,7 +188,10 @@ class LedgerStore:
                 f"cannot take the writer lease at {describe_url(self.url)}: {_first_line(exc)}"
             ) from exc
         holder = self.lease_holder = acquired.holder
-        self._writer.fence = lambda conn: leases.fence(conn, writer_id, lease.instance)
+        if isinstance(self._writer, WriterProcess):
+            self._writer.settings = replace(self._writer.settings, fence_instance=lease.instance)
+        else:
+            self._writer.fence = lambda conn: leases.fence(conn, writer_id, lease.instance)
         if acquired.previous is not None:
             previous = acquired.previous
             log.warning(

@@ -96,16 +96,16 @@ def create_runner(url: str) -> TransactionRunner:
     )
 
 
-class ThreadedSqliteRunner:
-    """Batches run one at a time in a dedicated thread with its own sqlite3 connection."""
+class SqliteRunner:
+    """Batches run one at a time in the calling thread on one sqlite3 connection (the
+    ledger writer's own process runs them so; see `writer_process`)."""
 
     def __init__(self, url: URL) -> None:
         self._engine = sqlalchemy.create_engine(
             url.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0
         )
         _configure_sqlite(self._engine, "BEGIN IMMEDIATE")
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
-        self._conn: Connection | None = None  # used in that thread only
+        self._conn: Connection | None = None  # used in one thread only
 
     @property
     def dialect(self) -> Dialect:
@@ -125,14 +125,28 @@ class ThreadedSqliteRunner:
             raise
 
     async def run(self, work: Callable[[Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._in_transaction, work)
+        return self._in_transaction(work)
 
     def _dispose(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         self._engine.dispose()
+
+    async def close(self) -> None:
+        self._dispose()
+
+
+class ThreadedSqliteRunner(SqliteRunner):
+    """Batches run one at a time in a dedicated thread with its own sqlite3 connection."""
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._in_transaction, work)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

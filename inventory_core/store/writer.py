@@ -219,6 +219,11 @@ class BatchWriter:
         self._queue.put_nowait(Command(request, digest, future))
         return await future
 
+    async def run_batch(self, commands: list[Command]) -> None:
+        """Commit `commands` as one batch and settle their futures (the writer process
+        drives batches so, instead of `start` and `submit`)."""
+        await self._process(commands)
+
     async def _run(self) -> None:
         stopping = False
         while not stopping:
