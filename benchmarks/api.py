@@ -7,7 +7,9 @@ process (16 threads, one kept-alive HTTP/1.1 connection each), so they do not sh
 server's interpreter. The baseline is the same postings through the ledger API in this
 process with 16 concurrent callers, into a ledger of its own: `ratio` = HTTP postings/s /
 in-process postings/s is what the HTTP layer keeps of the ledger's rate (target >= 0.5),
-the median of `--rounds` back-to-back pairs.
+the median of `--rounds` back-to-back pairs. Both ledgers' writers run as the service's
+does, in a process of their own (`--writer thread`: in a thread of this process, the
+library default).
 """
 
 from __future__ import annotations
@@ -177,9 +179,11 @@ async def stream_latency(ledger: Ledger, port: int, events: int) -> list[float]:
 
 
 @asynccontextmanager
-async def bins_ledger(url: str) -> AsyncIterator[Ledger]:
-    """A fresh ledger at `url` holding the bins' master data."""
-    async with open_ledger(url, writer_id="bench", migrate=True, writer_process=True) as ledger:
+async def bins_ledger(url: str, writer: str) -> AsyncIterator[Ledger]:
+    """A fresh ledger at `url` holding the bins' master data, its writer a process of its
+    own or a thread of this one (`writer`)."""
+    own = writer == "process"
+    async with open_ledger(url, writer_id="bench", migrate=True, writer_process=own) as ledger:
         await ledger.sync_master_data((OIL,), UNITS)
         yield ledger
 
@@ -202,10 +206,12 @@ async def main(args: argparse.Namespace) -> None:
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.rounds):
-            async with bins_ledger(f"sqlite+aiosqlite:///{Path(tmp) / f'baseline-{n}.db'}") as b:
+            async with bins_ledger(
+                f"sqlite+aiosqlite:///{Path(tmp) / f'baseline-{n}.db'}", args.writer
+            ) as b:
                 baselines.append(await in_process(b, args.clients, args.postings))
             url = f"sqlite+aiosqlite:///{Path(tmp) / f'api-{n}.db'}"
-            async with bins_ledger(url) as ledger, api_server(ledger) as server:
+            async with bins_ledger(url, args.writer) as ledger, api_server(ledger) as server:
                 posted = await clients(server.port, args.clients, args.postings, "post")
                 rates.append(args.postings / float(posted["wall_s"]))  # type: ignore[arg-type]
                 latencies += posted["latencies_ms"]  # type: ignore[arg-type]
@@ -219,7 +225,7 @@ def posting_line(
 ) -> dict[str, object]:
     ratios = [rate / baseline for rate, baseline in zip(rates, baselines, strict=True)]
     return {
-        "bench": "api", "case": "post_receipts", "clients": args.clients,
+        "bench": "api", "case": "post_receipts", "clients": args.clients, "writer": args.writer,
         "postings": args.postings, "rounds": args.rounds,
         "postings_per_s": round(statistics.median(rates), 1),
         "p50_ms": round(percentile(latencies, 50), 2),
@@ -256,4 +262,8 @@ if __name__ == "__main__":
     parser.add_argument("--reads", type=int, default=4000)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="baseline/HTTP pairs (median)")
+    parser.add_argument(
+        "--writer", choices=("process", "thread"), default="process",
+        help="the ledger writer: a process of its own (the service) or a thread",
+    )  # fmt: skip
     asyncio.run(main(parser.parse_args()))

@@ -4,7 +4,9 @@ Prints one JSON line per backend and caller count (SPEC section 7). On SQLite
 (WAL, synchronous=FULL) the baseline is the same SQL statements per posting
 (movement INSERT, audit INSERT, balance UPSERT) through the stdlib sqlite3
 module from one thread, committed in batches of 64: the storage engine alone.
-PostgreSQL is measured when INVOPS_BENCH_PG_URL (default: the local test
+SQLite is measured with the writer in a thread of the caller's process (`"writer":
+"thread"`, the library default) and in a process of its own (`"process"`, as the
+service runs it). PostgreSQL is measured when INVOPS_BENCH_PG_URL (default: the local test
 server) answers; it has no baseline, so its lines carry no baseline keys.
 
 Latency, invops: per posting, from the call of `ledger.post` to its return, when
@@ -95,10 +97,12 @@ def _request(n: int, caller: int) -> PostingRequest:
     )
 
 
-async def _measure(url: str, callers: int, postings: int) -> dict[str, float]:
+async def _measure(
+    url: str, callers: int, postings: int, *, process: bool = False
+) -> dict[str, float]:
     per_caller = postings // callers
     latencies: list[float] = []
-    async with open_ledger(url, writer_id="bench", migrate=True) as ledger:
+    async with open_ledger(url, writer_id="bench", migrate=True, writer_process=process) as ledger:
         await ledger.sync_master_data([MATERIAL], STORAGE)
 
         async def caller(c: int) -> None:
@@ -273,6 +277,11 @@ def main() -> None:
         "--lots-held", type=int, default=8000, help="lots the bins hold in the many_lots case"
     )
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite and/or postgres")
+    parser.add_argument(
+        "--writers", default="thread,process",
+        help="SQLite writer: a thread of the caller's process (the library) and/or a process "
+        "of its own (the service)",
+    )  # fmt: skip
     args = parser.parse_args()
     callers = [int(c) for c in args.callers.split(",")]
     backends = args.backends.split(",")
@@ -284,10 +293,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = _baseline(Path(tmp) / "baseline.db", args.postings)
         if "sqlite" in backends:
-            for c in callers:
-                url = f"sqlite+aiosqlite:///{tmp}/ledger-{c}.db"
-                result = asyncio.run(_measure(url, c, postings_for(c)))
-                line = {"bench": "ledger_throughput", "backend": "sqlite", "callers": c, **result}
+            for writer, c in [(w, c) for w in args.writers.split(",") for c in callers]:
+                url = f"sqlite+aiosqlite:///{tmp}/ledger-{writer}-{c}.db"
+                process = writer == "process"
+                result = asyncio.run(_measure(url, c, postings_for(c), process=process))
+                line = {"bench": "ledger_throughput", "backend": "sqlite", "writer": writer,
+                        "callers": c, **result}  # fmt: skip
                 line["baseline_postings_per_s"] = round(baseline["postings_per_s"], 1)
                 line["baseline_p50_ms"] = baseline["p50_ms"]
                 line["baseline_p99_ms"] = baseline["p99_ms"]

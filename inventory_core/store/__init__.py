@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import date
@@ -96,6 +97,11 @@ async def upgrade_schema(url: str) -> tuple[str | None, str]:
         await engine.dispose()
 
 
+def _own_process_possible(url: str) -> bool:
+    """A SQLite file (another process can open it) on POSIX (fd passing)."""
+    return os.name == "posix" and is_sqlite(url) and sqlite_file(make_url(url)) is not None
+
+
 def _log_level() -> int:
     """The level the writer process logs at: what this process's ledger logs would show."""
     return logging.getLogger("inventory_core").getEffectiveLevel()
@@ -134,7 +140,7 @@ class LedgerStore:
         self.reader = LedgerReader(self._read_engine)
 
         self._writer: BatchWriter | WriterProcess
-        if writer_process and is_sqlite(url) and sqlite_file(make_url(url)) is not None:
+        if writer_process and _own_process_possible(url):
             settings = WriterSettings(
                 url, writer_id, batch_max, capacity_margin_pct, None, _log_level()
             )

@@ -50,6 +50,7 @@ from inventory_core.store.writer import BatchWriter, Command, Request
 log = get_logger(__name__)
 
 _HEADER = 4  # bytes of a frame's length
+START_TIMEOUT_S = 60  # a loaded machine may take seconds to import the writer
 _CHILD = f"from {__name__} import main; main()"
 
 
@@ -195,7 +196,15 @@ class WriterProcess:
         await loop.create_unix_connection(lambda: link, sock=mine)
         self._link = link
         link.send(("settings", self.settings))
-        await self._ready
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await self._ready
+        except TimeoutError:
+            self._process.kill()
+            await self._reap()
+            raise LedgerUnavailable(
+                f"the ledger writer process did not start within {START_TIMEOUT_S} s"
+            ) from None
         log.info(
             "ledger_writer_process_started", writer=self.settings.writer_id, pid=self._process.pid
         )
@@ -243,7 +252,7 @@ class WriterProcess:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(LedgerUnavailable("the ledger writer process did not start"))
         pending, self._pending = self._pending, {}
-        if pending and not self._stopping:
+        if not self._stopping:
             log.error(
                 "ledger_writer_process_exited",
                 writer=self.settings.writer_id,
