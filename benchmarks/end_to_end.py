@@ -18,7 +18,8 @@ one's CPU is its own:
   time each movement is durable (listeners run after the commit);
 * this process: an asyncua client with one 100 ms subscription to the Level (tanks) or
   Mass (silos, bins) of every unit (`--watch probes`: the probes only), as a SCADA
-  would; it measures the service's CPU (/proc/PID/stat) and peak RSS (VmHWM).
+  would; it measures the service's CPU (/proc/PID/stat) and peak RSS (VmHWM), its ledger
+  writer process (a child of it) included.
 
 Per probe step inside the `--window`: latency to the first notification carrying the
 new value, and to the durable posting of the movement it causes (receipt up, issue
@@ -454,19 +455,47 @@ class Child:
             proc.wait()
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the service's ledger writer is a child process)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    tree = [pid]
+    for member in tree:
+        tree += [child for child, parent in parents.items() if parent == member]
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process and its descendants (all their threads) from /proc."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
-    """(peak RSS, current RSS) of a process in MiB."""
-    status = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        status[key] = value.split()
-    return int(status["VmHWM"][0]) / 1024, int(status["VmRSS"][0]) / 1024
+    """(peak RSS, current RSS) in MiB of a process and its descendants (the sum of each
+    one's peak: an upper bound of the tree's)."""
+    peak = current = 0
+    for member in process_tree(pid):
+        status = {}
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                status[key] = value.split()
+        except OSError:
+            continue
+        peak += int(status["VmHWM"][0])
+        current += int(status["VmRSS"][0])
+    return peak / 1024, current / 1024
 
 
 @dataclass

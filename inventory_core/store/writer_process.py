@@ -16,11 +16,12 @@ service's clock stays the ledger's.
 Crash behaviour: when the parent dies (even `kill -9`), the child reads end of
 file, commits what it was already handed (never acknowledged, so a client retries
 it with its idempotency key), closes the database and exits, releasing SQLite's
-write lock. It ignores SIGINT and SIGTERM: a Ctrl-C or a stop sent to the whole
-process group reaches the parent, which drains and stops the child in order. When
-the child dies, whatever was in flight fails with LedgerUnavailable (it may have
-committed: the caller retries with the same key) and the next request starts a
-new child. The child's log records are forwarded to the parent's logging.
+write lock. It ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C, a closed terminal or a
+stop sent to the whole process group reaches the parent too, which drains and stops
+the child in order (or dies, and the child sees end of file). When the child
+dies, whatever was in flight fails with LedgerUnavailable (it may have committed:
+the caller retries with the same key) and the next request starts a new child.
+The child's log records are forwarded to the parent's logging.
 """
 
 from __future__ import annotations
@@ -394,7 +395,7 @@ def _outcome(future: asyncio.Future[Any]) -> object:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the link decides
+        signal.signal(number, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     asyncio.run(serve(sock))

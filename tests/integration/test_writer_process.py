@@ -141,6 +141,17 @@ async def test_close_commits_what_was_submitted_and_stops_the_child(sqlite_url: 
             await ledger.post(receipt("LATE"))
 
 
+async def test_signals_to_the_process_group_leave_the_child_to_its_parent(
+    ledger: Ledger,
+) -> None:
+    pid = child_pid(ledger)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(pid, number)
+    await asyncio.sleep(0.2)
+    await ledger.post(receipt("AFTER-SIGNALS"))
+    assert child_pid(ledger) == pid and not exited(pid)
+
+
 async def test_a_database_refusal_fails_alone_and_the_childs_log_reaches_the_parent(
     sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
