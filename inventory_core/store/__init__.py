@@ -102,6 +102,13 @@ def _own_process_possible(url: str) -> bool:
     return os.name == "posix" and is_sqlite(url) and sqlite_file(make_url(url)) is not None
 
 
+def _absolute_sqlite_url(url: str) -> str:
+    parsed = make_url(url)
+    path = sqlite_file(parsed)
+    assert path is not None
+    return parsed.set(database=str(path.resolve())).render_as_string(hide_password=False)
+
+
 def _log_level() -> int:
     """The level the writer process logs at: what this process's ledger logs would show."""
     return logging.getLogger("inventory_core").getEffectiveLevel()
@@ -141,8 +148,11 @@ class LedgerStore:
 
         self._writer: BatchWriter | WriterProcess
         if writer_process and _own_process_possible(url):
+            # The file's absolute path: a child started later must find the same file
+            # whatever this process's working directory is by then.
+            absolute = _absolute_sqlite_url(url)
             settings = WriterSettings(
-                url, writer_id, batch_max, capacity_margin_pct, None, _log_level()
+                absolute, writer_id, batch_max, capacity_margin_pct, None, _log_level()
             )
             self._writer = WriterProcess(settings, now=now, today=today, on_commit=on_commit)
         else:

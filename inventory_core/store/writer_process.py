@@ -52,7 +52,6 @@ log = get_logger(__name__)
 
 _HEADER = 4  # bytes of a frame's length
 START_TIMEOUT_S = 60  # a loaded machine may take seconds to import the writer
-_CHILD = f"from {__name__} import main; main()"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +181,7 @@ class WriterProcess:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _CHILD, str(theirs.fileno()),
+                sys.executable, "-c", _child_code(), str(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -282,6 +281,12 @@ class WriterProcess:
         if self._link is not None:
             self._link.close()
             self._link = None
+
+
+def _child_code() -> str:
+    """The child's program: this process's import path (so that it runs this very
+    inventory_core, however the service was started), then `main`."""
+    return f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import main; main()"
 
 
 def _log_record(fields: dict[str, Any]) -> None:

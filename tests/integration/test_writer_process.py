@@ -197,6 +197,26 @@ async def test_a_killed_child_fails_what_was_in_flight_and_the_next_request_rest
     assert (await ledger.verify()).ok
 
 
+async def test_a_relative_path_names_the_same_file_after_the_working_directory_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plant").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "plant")
+    url = "sqlite+aiosqlite:///ledger.db"
+    async with open_ledger(url, writer_id="wp", migrate=True, writer_process=True) as ledger:
+        await ledger.sync_master_data(MATERIALS, UNITS)
+        await ledger.post(receipt("FIRST"))
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        os.kill(child_pid(ledger), signal.SIGKILL)
+        await wait_exited(child_pid(ledger))
+        await ledger.post(receipt("SECOND"))  # by a new child, started from elsewhere
+    assert not (tmp_path / "elsewhere" / "ledger.db").exists()
+    file = tmp_path / "plant" / "ledger.db"
+    async with open_ledger(f"sqlite+aiosqlite:///{file}", writer_id="check") as reopened:
+        assert sorted(m.lot for m in await reopened.history()) == ["FIRST", "SECOND"]
+
+
 PARENT = r"""
 import asyncio, sys
 from inventory_core import open_ledger
