@@ -140,6 +140,12 @@ class Ledger:
     def writer_id(self) -> str:
         return self._store.writer_id
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The process id of the ledger's writer process (`writer_process=True`), while it
+        runs; None where the writer is a thread of this process."""
+        return self._store.writer_pid
+
     async def keep_lease(self) -> None:
         """Renew this process's writer lease every heartbeat, until cancelled (a task of
         the service's TaskGroup). Raises WriterLeaseLost when another process took it

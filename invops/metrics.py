@@ -351,6 +351,16 @@ class Metrics:
         self.api_requests.labels(route=route, method=method, status=str(status)).inc()
         self.api_seconds.labels(route=route).observe(max(0.0, seconds))
 
+    def watch_ledger_writer(self, pid: Callable[[], int | None]) -> None:
+        """`invops_ledger_writer_process_*` (CPU, memory, start time, open files) of the
+        ledger's writer process, the standard process collector on its `pid`; nothing
+        while there is none (a PostgreSQL ledger, or between a crash and the restart)."""
+        ProcessCollector(
+            namespace="invops_ledger_writer",
+            pid=lambda: pid() or "absent",  # no /proc/absent: no samples
+            registry=self.registry,
+        )
+
     def posting_committed(self, batch_size: int, seconds: float) -> None:
         """`open_ledger(on_commit=...)`: one group commit of `batch_size` writes (postings,
         and also master data, measurements, audit events: every command of the batch)."""

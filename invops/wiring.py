@@ -145,6 +145,7 @@ async def assemble(
     # address space can take longer than the lease lasts on a loaded machine.
     keeper = asyncio.create_task(ledger.keep_lease(), name="writer-lease")
     stack.push_async_callback(cancel_and_wait, [keeper])
+    metrics.watch_ledger_writer(lambda: ledger.writer_pid)
     ledger.subscribe(metrics.movement_posted)
     ledger.subscribe_advices(metrics.advice_changed)
     await ledger.sync_master_data(config.material_definitions(), config.storage_unit_definitions())

@@ -262,6 +262,11 @@ class LedgerStore:
     async def submit(self, request: Request, digest: str = "") -> Any:
         return await self._writer.submit(request, digest)
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id (None where the writer is a thread of this process)."""
+        return self._writer.pid if isinstance(self._writer, WriterProcess) else None
+
     async def log_chain_head(self, when: str) -> None:
         """Write this writer's chain head to the log: an outside record that exposes a
         truncated chain tail (SPEC section 5)."""

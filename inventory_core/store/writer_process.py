@@ -175,6 +175,11 @@ class WriterProcess:
     def running(self) -> bool:
         return self._link is not None and not self._link.closed
 
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        return self._process.pid if self._process is not None and self.running else None
+
     async def start(self) -> None:
         """Start the child and wait until its writer is open (LedgerUnavailable if not)."""
         loop = asyncio.get_running_loop()

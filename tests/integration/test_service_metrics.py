@@ -93,6 +93,13 @@ def test_a_fresh_service_shows_every_labelled_counter_at_zero(tmp_path: Path) ->
     assert set(refusals) == {(reason,) for reason in REFUSAL_REASONS}
     assert set(refusals.values()) == {0.0}
 
+    # the ledger's writer is a process of its own (SQLite): its CPU and memory are shown
+    writer = {
+        name: _series(text, f"invops_ledger_writer_process_{name}", ())
+        for name in ("resident_memory_bytes", "cpu_seconds_total", "start_time_seconds")
+    }
+    assert all(len(series) == 1 and next(iter(series.values())) > 0 for series in writer.values())
+
     promtool = shutil.which("promtool")
     if promtool is not None:  # .ci/run puts it on PATH; without it only this lint is skipped
         lint = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -181,6 +182,21 @@ def test_process_and_platform_collectors_are_on_the_same_registry(
     assert "python_info" in families
     if Path("/proc/self/stat").exists():
         assert "process_resident_memory_bytes" in families
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc on this OS")
+def test_the_ledger_writer_process_is_shown_while_there_is_one(
+    registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    writer: list[int | None] = [None]
+    metrics.watch_ledger_writer(lambda: writer[0])
+    assert "invops_ledger_writer_process_resident_memory_bytes" not in _families(registry)
+    writer[0] = os.getpid()  # any live process: its /proc entry is what is read
+    families = _families(registry)
+    [rss] = families["invops_ledger_writer_process_resident_memory_bytes"].samples
+    [own] = families["process_resident_memory_bytes"].samples
+    assert rss.value > 0 and abs(rss.value - own.value) < 64 * 2**20
+    assert "invops_ledger_writer_process_cpu_seconds" in families  # a counter: no _total
 
 
 def test_build_info_is_one_with_version_revision_and_python(
