@@ -294,8 +294,16 @@ def _child_code() -> str:
     return f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import main; main()"
 
 
+class WriterTraceback(Exception):
+    """An exception logged in the writer process, as its traceback's text (a traceback
+    does not cross processes); the service's log shows it as the writer's traceback."""
+
+
 def _log_record(fields: dict[str, Any]) -> None:
     record = logging.makeLogRecord(fields)
+    if record.exc_text:  # rendered again from exc_info by every formatter, structlog's too
+        record.exc_info = (WriterTraceback, WriterTraceback(record.exc_text), None)
+        record.exc_text = None
     logger = logging.getLogger(record.name)
     if logger.isEnabledFor(record.levelno):
         logger.handle(record)
@@ -312,9 +320,13 @@ class _Forward(logging.Handler):
         self._link = link
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._link.closed:  # the service is gone: stderr is all that is left
+            if logging.lastResort is not None and record.levelno >= logging.lastResort.level:
+                logging.lastResort.handle(record)
+            return
         fields = dict(record.__dict__)
         fields["msg"], fields["args"] = record.getMessage(), None
-        if record.exc_info:
+        if record.exc_info:  # a traceback does not pickle: its text does
             fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
         fields["exc_info"] = None
         try:

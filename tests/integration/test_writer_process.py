@@ -175,6 +175,24 @@ async def test_a_database_refusal_fails_alone_and_the_childs_log_reaches_the_par
     assert record.process != os.getpid()  # logged by the child
 
 
+class NotARequest:
+    """What a bug could hand the writer: no rule knows it, so the planner fails on it."""
+
+
+async def test_a_bug_in_the_child_fails_that_request_and_its_traceback_reaches_the_log(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(LedgerUnavailable, match="ledger write failed"):
+        await ledger._store.submit(NotARequest())  # type: ignore[arg-type]
+    [record] = [r for r in caplog.records if r.getMessage().startswith("ledger_write_failed")]
+    assert record.levelno == logging.ERROR and record.process != os.getpid()
+    assert record.exc_info is not None
+    shown = str(record.exc_info[1])  # the child's traceback, as its text
+    assert shown.startswith("Traceback") and "AttributeError" in shown, shown
+    assert "WriterTraceback: Traceback" in logging.Formatter().format(record)
+    await ledger.post(receipt("AFTER-BUG"))  # the writer goes on
+
+
 async def test_a_killed_child_fails_what_was_in_flight_and_the_next_request_restarts_it(
     ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
