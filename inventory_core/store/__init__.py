@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -188,10 +187,7 @@ class LedgerStore:
             )
         if self.lease is not None:
             await self._acquire_lease(self.lease)
-        if isinstance(self._writer, WriterProcess):
-            await self._writer.start()
-        else:
-            self._writer.start()
+        await self._writer.start()
         self._opened = True
         await self.log_chain_head("open")
 
@@ -204,10 +200,7 @@ class LedgerStore:
                 f"cannot take the writer lease at {describe_url(self.url)}: {_first_line(exc)}"
             ) from exc
         holder = self.lease_holder = acquired.holder
-        if isinstance(self._writer, WriterProcess):
-            self._writer.settings = replace(self._writer.settings, fence_instance=lease.instance)
-        else:
-            self._writer.fence = lambda conn: leases.fence(conn, writer_id, lease.instance)
+        self._writer.fence_with(lease.instance)
         if acquired.previous is not None:
             previous = acquired.previous
             log.warning(

@@ -80,6 +80,7 @@ from inventory_core.domain.signatures import (
 from inventory_core.domain.text import shown
 from inventory_core.domain.units import format_decimal
 from inventory_core.log import get_logger
+from inventory_core.store import lease as leases
 from inventory_core.store import tables as t
 from inventory_core.store.engine import TransactionRunner
 from inventory_core.store.reader import current_lot_of
@@ -193,15 +194,20 @@ class BatchWriter:
         ] = {}
         self._head_sql: str | None = None
         self._task: asyncio.Task[None] | None = None
-        # Checked first in every batch's transaction (the writer lease): an error returned
-        # fails the whole batch and nothing of it is written.
-        self.fence: Callable[[Connection], InventoryError | None] | None = None
+        # The writer lease's instance (`fence_with`): checked first in every batch's
+        # transaction, and a lease no longer ours fails the whole batch, nothing written.
+        self._lease_instance: str | None = None
         self._postgres = runner.dialect.name == "postgresql"
         self._insert = _postgres_insert() if self._postgres else sqlite_insert
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> None:
+    def fence_with(self, lease_instance: str) -> None:
+        """From now on, every batch commits only while this writer id's lease is held by
+        `lease_instance` (WriterLeaseLost otherwise)."""
+        self._lease_instance = lease_instance
+
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
 
     async def stop(self) -> None:
@@ -365,8 +371,10 @@ class BatchWriter:
             return
 
     def _apply(self, conn: Connection, batch: list[Command]) -> list[object]:
-        if self.fence is not None and (refused := self.fence(conn)) is not None:
-            return [refused] * len(batch)
+        if self._lease_instance is not None:
+            refused = leases.fence(conn, self._writer_id, self._lease_instance)
+            if refused is not None:
+                return [refused] * len(batch)
         state = self._load_state(conn, batch)
         changes = Changes()
         stamp = self._now()  # one commit, one timestamp; `seq` keeps the order within it

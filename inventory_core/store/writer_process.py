@@ -35,7 +35,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -44,7 +44,6 @@ from sqlalchemy.engine import make_url
 
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.log import get_logger
-from inventory_core.store import lease as leases
 from inventory_core.store.engine import SqliteRunner
 from inventory_core.store.writer import BatchWriter, Command, Request
 
@@ -62,7 +61,7 @@ class WriterSettings:
     writer_id: str
     batch_max: int
     capacity_margin_pct: Decimal
-    fence_instance: str | None  # the writer lease's instance, checked in every batch
+    lease_instance: str | None  # the writer lease's, checked in every batch (`fence_with`)
     log_level: int
 
 
@@ -119,9 +118,6 @@ class _Link(asyncio.Protocol):
         for message in _take_frames(self._buffer):
             self._received(message)
 
-    def eof_received(self) -> bool | None:
-        return None  # close the transport: connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._lost()
@@ -170,6 +166,10 @@ class WriterProcess:
         self._next_id = 0
         self._starting = asyncio.Lock()
         self._stopping = False
+
+    def fence_with(self, lease_instance: str) -> None:
+        """As `BatchWriter.fence_with`, for the child (started after the lease is taken)."""
+        self.settings = replace(self.settings, lease_instance=lease_instance)
 
     @property
     def running(self) -> bool:
@@ -389,9 +389,8 @@ async def serve(sock: socket.socket) -> None:
             on_commit=lambda batch, seconds: child.link.send(("commit", len(batch), seconds)),
             capacity_margin_pct=settings.capacity_margin_pct,
         )
-        if settings.fence_instance is not None:
-            writer_id, instance = settings.writer_id, settings.fence_instance
-            writer.fence = lambda conn: leases.fence(conn, writer_id, instance)
+        if settings.lease_instance is not None:
+            writer.fence_with(settings.lease_instance)
         child.link.send(("ready",))
         while child.queue or not child.stopping:
             if not child.queue:
