@@ -272,7 +272,7 @@ class BatchWriter:
                     return
                 error = LedgerUnavailable(f"ledger write failed: {_short(exc)}")
                 for command in batch:
-                    _settle(command.future, error)
+                    settle(command.future, error)
                 return
             except UnicodeError as exc:  # a value the driver cannot encode: the request's
                 self._forget()
@@ -282,7 +282,7 @@ class BatchWriter:
                 self._forget()
                 error = LedgerUnavailable(f"ledger write failed: {exc}")
                 for command in batch:
-                    _settle(command.future, error)
+                    settle(command.future, error)
                 return
             except Exception as exc:  # a bug, not a domain error: isolate it, keep the writer
                 self._forget()
@@ -291,7 +291,7 @@ class BatchWriter:
                         await self._process([command])
                     return
                 log.exception("ledger_write_failed", writer=self._writer_id)
-                _settle(batch[0].future, LedgerUnavailable(f"ledger write failed: {exc}"))
+                settle(batch[0].future, LedgerUnavailable(f"ledger write failed: {exc}"))
                 return
             if self._pending_head is not None:
                 self._head = self._pending_head
@@ -304,10 +304,10 @@ class BatchWriter:
             break
         else:
             for command in batch:
-                _settle(command.future, LedgerUnavailable("ledger write kept conflicting"))
+                settle(command.future, LedgerUnavailable("ledger write kept conflicting"))
             return
         for command, outcome in zip(batch, outcomes, strict=True):
-            _settle(command.future, outcome)
+            settle(command.future, outcome)
         if self._on_commit is not None:
             self._on_commit(batch, loop.time() - started)
 
@@ -335,7 +335,7 @@ class BatchWriter:
             error=reason,
         )
         await self._audit_refused(command.request, error)
-        _settle(command.future, error)
+        settle(command.future, error)
 
     async def _audit_refused(self, request: Request, error: RequestRefused) -> None:
         """Audit a request the database refused, as the planner audits one its rules
@@ -1233,7 +1233,9 @@ def _bucket(length: int) -> int:
     return 1 << (length - 1).bit_length() if length <= 1024 else -(-length // 1024) * 1024
 
 
-def _settle(future: asyncio.Future[Any], outcome: object) -> None:
+def settle(future: asyncio.Future[Any], outcome: object) -> None:
+    """Resolve `future` with `outcome` (an exception is raised to its awaiter), unless it
+    is done already (its caller gave up)."""
     if future.done():
         return
     if isinstance(outcome, BaseException):

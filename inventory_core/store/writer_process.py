@@ -45,7 +45,7 @@ from sqlalchemy.engine import make_url
 from inventory_core.domain.errors import LedgerUnavailable
 from inventory_core.log import get_logger
 from inventory_core.store.engine import SqliteRunner
-from inventory_core.store.writer import BatchWriter, Command, Request
+from inventory_core.store.writer import BatchWriter, Command, Request, settle
 
 log = get_logger(__name__)
 
@@ -237,12 +237,8 @@ class WriterProcess:
         kind = message[0]
         if kind == "done":
             future = self._pending.pop(message[1], None)
-            if future is not None and not future.done():
-                outcome = message[2]
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+            if future is not None:
+                settle(future, message[2])
         elif kind == "commit":
             if self._on_commit is not None:
                 self._on_commit(message[1], message[2])
@@ -268,8 +264,7 @@ class WriterProcess:
             "retry it with the same idempotency key"
         )
         for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+            settle(future, error)
 
     async def stop(self) -> None:
         """Let the child finish every request already handed over, then wait for it."""

@@ -16,8 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,10 +38,10 @@ from inventory_core.domain.model import (
     StorageUnitId,
 )
 from tests.conftest import MATERIALS, UNITS
+from tests.integration.test_balance_report import T0, Clock  # a fixed clock
 from tests.integration.test_ledger_refusals import POISON, SQLITE_TRIGGER, sql
 
 TK101 = StorageUnitId("TK-101")
-T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,14 +50,6 @@ def receipt(lot: str, key: str | None = None, reason: str = "delivery") -> Posti
         MovementKind.RECEIPT, MaterialId("ETHANOL-96"), LotId(lot), Decimal(1), "kg",
         to_unit=TK101, idempotency_key=key, reason=reason,
     )  # fmt: skip
-
-
-@dataclass
-class Clock:
-    moment: datetime = T0
-
-    def now(self) -> datetime:
-        return self.moment
 
 
 def child_pid(ledger: Ledger) -> int:
@@ -239,6 +229,7 @@ PARENT = r"""
 import asyncio, sys
 from inventory_core import open_ledger
 from tests.conftest import MATERIALS, UNITS
+from tests.integration.test_balance_report import T0, Clock  # a fixed clock
 from tests.integration.test_writer_process import child_pid, receipt
 
 async def main() -> None:
